@@ -1,0 +1,626 @@
+//! The typed configuration tree. Field names are the YAML keys of DESIGN.md's config contract.
+//!
+//! Every struct rejects unknown fields. Every source section's `enabled` is an `Option<bool>` in
+//! the file; [`crate::Config::resolve`] fills what the user left out with the mode's default, so the
+//! rest of the agent only calls `enabled()`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ByteSize, Duration};
+
+/// Which workload this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One pod per node: pod logs, kubelet and host metrics, node-local OTLP.
+    #[default]
+    Daemonset,
+    /// StatefulSet replicas: monitor discovery, events, tail sampling.
+    Cluster,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Daemonset => "daemonset",
+            Mode::Cluster => "cluster",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "daemonset" => Ok(Mode::Daemonset),
+            "cluster" => Ok(Mode::Cluster),
+            other => Err(format!("unknown mode {other:?}, expected daemonset or cluster")),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `cluster` label / `k8s.cluster.name` on everything shipped.
+    pub cluster: String,
+    /// Default `X-Scope-OrgID` of every exporter.
+    pub tenant: String,
+    /// `None` in the file means daemonset unless `--mode` says otherwise.
+    pub mode: Option<Mode>,
+    /// Checkpoints and disk queues live here.
+    pub data_dir: PathBuf,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+    pub exporters: ExportersConfig,
+    pub logs: LogsConfig,
+    pub scrape: ScrapeConfig,
+    pub otlp: OtlpConfig,
+    pub events: EventsConfig,
+    pub tail_sampling: TailSamplingConfig,
+    pub cluster_state: ClusterStateConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster: "lgtm-remote-agent".into(),
+            tenant: "anonymous".into(),
+            mode: None,
+            data_dir: PathBuf::from("/var/lib/lgtm-agent"),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            exporters: ExportersConfig::default(),
+            logs: LogsConfig::default(),
+            scrape: ScrapeConfig::default(),
+            otlp: OtlpConfig::default(),
+            events: EventsConfig::default(),
+            tail_sampling: TailSamplingConfig::default(),
+            cluster_state: ClusterStateConfig::default(),
+        }
+    }
+}
+
+/// The admin HTTP server: `/healthz`, `/readyz`, `/metrics`, `/targets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "0.0.0.0:9464".into() }
+    }
+}
+
+/// The agent's own logs (to stderr).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`; `--log-format` overrides.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `lgtm_pipeline=debug,info`; `RUST_LOG` overrides.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// What happens on SIGTERM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time given to exporters to flush in-flight batches before queues are persisted and the
+    /// process exits.
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_period: Duration::from_secs(20) }
+    }
+}
+
+/// The three backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportersConfig {
+    pub mimir: ExporterConfig,
+    pub loki: ExporterConfig,
+    pub tempo: ExporterConfig,
+}
+
+impl Default for ExportersConfig {
+    fn default() -> Self {
+        ExportersConfig {
+            mimir: ExporterConfig {
+                url: Some("http://mimir-distributor.mimir.svc:8080/api/v1/push".into()),
+                ..ExporterConfig::default()
+            },
+            loki: ExporterConfig {
+                url: Some("http://loki-write.loki.svc:3100/loki/api/v1/push".into()),
+                ..ExporterConfig::default()
+            },
+            tempo: ExporterConfig {
+                url: Some("http://tempo-distributor.tempo.svc:4317".into()),
+                ..ExporterConfig::default()
+            },
+        }
+    }
+}
+
+/// One exporter. Mimir and Loki take `url`; Tempo takes `endpoint` (an alias of `url`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterConfig {
+    /// `false` turns the exporter off; what its sources produce is then discarded and counted.
+    pub enabled: bool,
+    #[serde(alias = "endpoint")]
+    pub url: Option<String>,
+    /// Print what would be shipped to stdout instead of sending it (one line per series, entry
+    /// or span).
+    pub console: bool,
+    /// Overrides the top-level `tenant`.
+    pub tenant: Option<String>,
+    /// Extra request headers (gRPC metadata for Tempo).
+    pub headers: BTreeMap<String, String>,
+    pub tls: TlsConfig,
+    /// Re-read whenever it changes (projected service-account tokens rotate).
+    pub bearer_token_file: Option<PathBuf>,
+    pub basic_auth: Option<BasicAuth>,
+    /// Per request.
+    pub timeout: Duration,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
+    pub queue: QueueConfig,
+    /// Remote write only: parallel senders; a series always goes to the same shard so its
+    /// samples stay in order.
+    pub shards: usize,
+    /// Tempo only: `gzip` or `none`.
+    pub compression: Compression,
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        ExporterConfig {
+            enabled: true,
+            url: None,
+            console: false,
+            tenant: None,
+            headers: BTreeMap::new(),
+            tls: TlsConfig::default(),
+            bearer_token_file: None,
+            basic_auth: None,
+            timeout: Duration::from_secs(30),
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+            queue: QueueConfig::default(),
+            shards: 4,
+            compression: Compression::Gzip,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Overrides the name checked against the server certificate.
+    pub server_name: Option<String>,
+    /// Off by default; when on, a warning is logged at start.
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Option<String>,
+    /// Preferred over `password`: read at start and whenever it changes.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Requests are cut when either bound is reached, or when the oldest item waited `max_wait`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Uncompressed protobuf bytes per request.
+    pub max_bytes: ByteSize,
+    /// Samples (Mimir), entries (Loki) or spans (Tempo) per request.
+    pub max_items: usize,
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_bytes: ByteSize::from_bytes(1024 * 1024),
+            max_items: 2000,
+            max_wait: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Capped exponential backoff with full jitter. Retryable errors (5xx, 429, connection errors,
+/// gRPC UNAVAILABLE / RESOURCE_EXHAUSTED) are retried until delivered; a `Retry-After` header is
+/// honoured up to `max_backoff`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The exporter's durable queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Bytes of queued records kept in memory; the rest is read back from disk when its turn comes.
+    pub max_memory: ByteSize,
+    /// Bytes of disk segments under `data_dir/queue/<exporter>`; `0` keeps the queue in memory only
+    /// (lost on a crash).
+    pub max_disk: ByteSize,
+    /// What a full queue does: `block` slows the sources down (the default; nothing is lost),
+    /// `drop_oldest` evicts the oldest records and counts them in `lgtm_agent_dropped_total`.
+    pub when_full: WhenFull,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_memory: ByteSize::from_bytes(64 * 1024 * 1024),
+            max_disk: ByteSize::from_bytes(1024 * 1024 * 1024),
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    #[default]
+    Block,
+    DropOldest,
+}
+
+/// Pod logs (daemonset mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    pub enabled: Option<bool>,
+    pub path: PathBuf,
+    pub exclude_containers: Vec<String>,
+    pub exclude_namespaces: Vec<String>,
+    /// `false`: labels come from the path alone (no API server needed).
+    pub kubernetes: bool,
+    /// Longer lines are split into parts of this size, never dropped.
+    pub max_line_size: ByteSize,
+    /// Where to start in files that already exist on the very first start: `beginning` or `end`.
+    pub start_at: StartAt,
+    /// Period of the rescan that recovers from missed or overflowed inotify events.
+    pub rescan_interval: Duration,
+    /// Pod labels copied to stream labels (besides `app`).
+    pub pod_labels: Vec<String>,
+    /// Pod annotations copied to stream labels.
+    pub pod_annotations: Vec<String>,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            enabled: None,
+            path: PathBuf::from("/var/log/pods"),
+            exclude_containers: vec!["linkerd-proxy".into(), "istio-proxy".into()],
+            exclude_namespaces: Vec::new(),
+            kubernetes: true,
+            max_line_size: ByteSize::from_bytes(256 * 1024),
+            start_at: StartAt::Beginning,
+            rescan_interval: Duration::from_secs(10),
+            pod_labels: Vec::new(),
+            pod_annotations: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// Scraping (both modes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Bodies larger than this fail the scrape (`up` = 0).
+    pub body_size_limit: ByteSize,
+    /// `0` = no limit.
+    pub sample_limit: usize,
+    pub static_configs: Vec<StaticConfig>,
+    pub kubelet: KubeletConfig,
+    pub host_metrics: HostMetricsConfig,
+    pub monitors: MonitorsConfig,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        ScrapeConfig {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            body_size_limit: ByteSize::from_bytes(64 * 1024 * 1024),
+            sample_limit: 0,
+            static_configs: Vec::new(),
+            kubelet: KubeletConfig::default(),
+            host_metrics: HostMetricsConfig::default(),
+            monitors: MonitorsConfig::default(),
+        }
+    }
+}
+
+/// Plain targets, as in Prometheus's `static_configs`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub metrics_path: Option<String>,
+    pub scheme: Option<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub honor_labels: bool,
+    pub honor_timestamps: Option<bool>,
+    pub relabel_configs: Vec<RelabelConfig>,
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+}
+
+/// One Prometheus relabeling rule; defaults as in Prometheus.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelabelConfig {
+    pub source_labels: Vec<String>,
+    pub separator: Option<String>,
+    pub target_label: Option<String>,
+    pub regex: Option<String>,
+    pub modulus: Option<u64>,
+    pub replacement: Option<String>,
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeletConfig {
+    pub enabled: Option<bool>,
+    /// `direct` (https://$NODE_IP:10250) or `apiserver` (through the nodes/proxy subresource).
+    pub via: KubeletVia,
+    pub port: u16,
+    pub bearer_token_file: PathBuf,
+    pub ca_file: PathBuf,
+    pub insecure_skip_verify: bool,
+    /// cAdvisor's explicit timestamps cause stale and out-of-order samples; kube-prometheus
+    /// ignores them and so do we by default.
+    pub cadvisor_honor_timestamps: bool,
+}
+
+impl Default for KubeletConfig {
+    fn default() -> Self {
+        KubeletConfig {
+            enabled: None,
+            via: KubeletVia::Direct,
+            port: 10250,
+            bearer_token_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+            ca_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+            insecure_skip_verify: false,
+            cadvisor_honor_timestamps: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeletVia {
+    #[default]
+    Direct,
+    Apiserver,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostMetricsConfig {
+    pub enabled: Option<bool>,
+    /// The host's root filesystem as mounted in the container (`/host` in the chart).
+    pub root: PathBuf,
+}
+
+impl Default for HostMetricsConfig {
+    fn default() -> Self {
+        HostMetricsConfig { enabled: None, root: PathBuf::from("/") }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorsConfig {
+    pub enabled: Option<bool>,
+    pub service_monitors: bool,
+    pub pod_monitors: bool,
+    /// `prometheus.io/scrape` annotations on pods and services.
+    pub annotations: bool,
+    /// `None`: from the StatefulSet. Replica index comes from the pod name.
+    pub replicas: Option<u32>,
+}
+
+impl Default for MonitorsConfig {
+    fn default() -> Self {
+        MonitorsConfig {
+            enabled: None,
+            service_monitors: true,
+            pod_monitors: true,
+            annotations: true,
+            replicas: None,
+        }
+    }
+}
+
+/// OTLP receivers (both modes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    pub enabled: Option<bool>,
+    /// gRPC listen address; empty disables it.
+    pub grpc: String,
+    /// HTTP listen address; empty disables it.
+    pub http: String,
+    /// Largest accepted request (after decompression).
+    pub max_request_size: ByteSize,
+    /// Daemonset mode: the cluster-mode headless Service, `host:port`; spans are routed there by
+    /// trace ID. Empty: export straight to Tempo.
+    pub forward_traces_to: String,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            enabled: None,
+            grpc: "0.0.0.0:4317".into(),
+            http: "0.0.0.0:4318".into(),
+            max_request_size: ByteSize::from_bytes(16 * 1024 * 1024),
+            forward_traces_to: String::new(),
+        }
+    }
+}
+
+/// Kubernetes events to Loki (cluster mode, one replica at a time).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub enabled: Option<bool>,
+}
+
+/// Tail sampling (cluster mode); the PoC's policies are the default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailSamplingConfig {
+    pub enabled: Option<bool>,
+    pub decision_wait: Duration,
+    pub max_traces: usize,
+    /// Bytes of spans buffered while waiting for decisions; when reached, the oldest traces are
+    /// decided early.
+    pub max_buffer: ByteSize,
+    pub policies: Vec<PolicyConfig>,
+}
+
+impl Default for TailSamplingConfig {
+    fn default() -> Self {
+        TailSamplingConfig {
+            enabled: None,
+            decision_wait: Duration::from_secs(10),
+            max_traces: 50_000,
+            max_buffer: ByteSize::from_bytes(256 * 1024 * 1024),
+            policies: vec![
+                PolicyConfig {
+                    name: Some("errors".into()),
+                    kind: "status_code".into(),
+                    status_codes: vec!["ERROR".into()],
+                    ..PolicyConfig::default()
+                },
+                PolicyConfig {
+                    name: Some("slow-sampled".into()),
+                    kind: "and".into(),
+                    and: vec![
+                        PolicyConfig {
+                            kind: "latency".into(),
+                            threshold_ms: Some(50),
+                            ..PolicyConfig::default()
+                        },
+                        PolicyConfig {
+                            kind: "probabilistic".into(),
+                            percentage: Some(30.0),
+                            ..PolicyConfig::default()
+                        },
+                    ],
+                    ..PolicyConfig::default()
+                },
+            ],
+        }
+    }
+}
+
+/// One sampling policy. `type` selects which of the other fields apply.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub status_codes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_value: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_value: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans_per_second: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub and: Vec<PolicyConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub or: Vec<PolicyConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<PolicyConfig>>,
+}
+
+/// kube-state-metrics-like series (cluster mode, one replica).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterStateConfig {
+    pub enabled: Option<bool>,
+}

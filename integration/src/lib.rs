@@ -1,0 +1,1 @@
+//! Test support: fakes of Loki and OTLP receivers, peers management.

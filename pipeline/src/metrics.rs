@@ -1,0 +1,101 @@
+//! Self-metrics shared by every part of the agent: one registry, rendered by the admin server's
+//! `/metrics`. Every crate registers its `lgtm_agent_*` families here.
+
+use std::sync::LazyLock;
+
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The process-wide registry.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+    &REGISTRY
+}
+
+/// Registers a collector, ignoring a second registration of the same family (tests start several
+/// pipelines in one process).
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    let _ = registry().register(Box::new(c.clone()));
+    c
+}
+
+/// A counter family registered on [`registry`].
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+}
+
+/// An integer gauge family registered on [`registry`].
+pub fn int_gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+}
+
+/// A float gauge family registered on [`registry`].
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+}
+
+/// The pipeline's own families.
+pub struct PipelineMetrics {
+    /// Items (samples, entries, spans) the backend accepted.
+    pub sent: IntCounterVec,
+    /// Items refused or failed, by reason (`http_400`, `grpc_invalid_argument`, `timeout`, ...).
+    pub failed: IntCounterVec,
+    /// Requests retried.
+    pub retries: IntCounterVec,
+    /// Items dropped, by reason (`rejected`, `evicted`, `disabled`, `too_large`).
+    pub dropped: IntCounterVec,
+    /// Items handed to the pipeline by sources.
+    pub received: IntCounterVec,
+    pub queue_bytes: IntGaugeVec,
+    pub queue_records: IntGaugeVec,
+    pub queue_oldest_age: GaugeVec,
+    pub build_info: IntGaugeVec,
+}
+
+/// The pipeline's families, registered once.
+pub fn pipeline() -> &'static PipelineMetrics {
+    static M: LazyLock<PipelineMetrics> = LazyLock::new(|| {
+        let m = PipelineMetrics {
+            sent: counter_vec("lgtm_agent_exporter_sent_total", "Items the backend accepted.", &["exporter"]),
+            failed: counter_vec(
+                "lgtm_agent_exporter_failed_total",
+                "Items whose request failed, by reason.",
+                &["exporter", "reason"],
+            ),
+            retries: counter_vec("lgtm_agent_exporter_retries_total", "Requests retried.", &["exporter"]),
+            dropped: counter_vec(
+                "lgtm_agent_dropped_total",
+                "Items dropped and never delivered, by reason.",
+                &["exporter", "reason"],
+            ),
+            received: counter_vec(
+                "lgtm_agent_pipeline_received_total",
+                "Items handed to the pipeline by sources.",
+                &["exporter"],
+            ),
+            queue_bytes: int_gauge_vec(
+                "lgtm_agent_queue_bytes",
+                "Bytes of records in the exporter's queue, by medium (memory, disk).",
+                &["exporter", "medium"],
+            ),
+            queue_records: int_gauge_vec("lgtm_agent_queue_records", "Records not yet committed.", &["exporter"]),
+            queue_oldest_age: gauge_vec(
+                "lgtm_agent_queue_oldest_age_seconds",
+                "Age of the oldest uncommitted record.",
+                &["exporter"],
+            ),
+            build_info: int_gauge_vec("lgtm_agent_build_info", "Always 1; the version as a label.", &["version"]),
+        };
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m
+    });
+    &M
+}
+
+/// Renders every registered family in the Prometheus text format 0.0.4.
+pub fn render() -> String {
+    let families = registry().gather();
+    let mut out = String::new();
+    // TextEncoder only fails on invalid UTF-8, which our names cannot contain.
+    let _ = prometheus::TextEncoder::new().encode_utf8(&families, &mut out);
+    out
+}

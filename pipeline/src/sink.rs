@@ -1,0 +1,267 @@
+//! The sources' side of the pipeline: typed sinks that encode a batch into a queue record.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lgtm_config::{Config, ExporterConfig};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use prost::Message;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::{Ack, Delivery};
+use crate::exporter::{self, Signal};
+use crate::metrics;
+use crate::proto::{Label, PushRequest, StreamAdapter, TimeSeries, WriteRequest};
+use crate::queue::{DurableQueue, PushError, QueueError, QueueOptions};
+
+/// Why a batch was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// `try_send` only: the queue is full; the source should back off (OTLP answers 429).
+    #[error("queue {0} is full")]
+    Full(String),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// One exporter's entry point: its queue, or nothing when the exporter is disabled.
+#[derive(Clone)]
+struct Lane {
+    name: &'static str,
+    queue: Option<DurableQueue>,
+}
+
+impl Lane {
+    async fn push(&self, payload: Bytes, items: u32) -> Result<Ack, SendError> {
+        metrics::pipeline().received.with_label_values(&[self.name]).inc_by(items as u64);
+        let (tx, ack) = Ack::pair();
+        match &self.queue {
+            Some(q) => q.push(payload, items, Some(tx)).await?,
+            None => {
+                metrics::pipeline().dropped.with_label_values(&[self.name, "disabled"]).inc_by(items as u64);
+                tx.resolve(Delivery::Discarded);
+            }
+        }
+        Ok(ack)
+    }
+
+    fn try_push(&self, payload: Bytes, items: u32) -> Result<Ack, SendError> {
+        let (tx, ack) = Ack::pair();
+        match &self.queue {
+            Some(q) => match q.try_push(payload, items, Some(tx)) {
+                Ok(()) => {}
+                Err(PushError::Full(_)) => return Err(SendError::Full(self.name.into())),
+                Err(PushError::Other(e)) => return Err(e.into()),
+            },
+            None => {
+                metrics::pipeline().dropped.with_label_values(&[self.name, "disabled"]).inc_by(items as u64);
+                tx.resolve(Delivery::Discarded);
+            }
+        }
+        metrics::pipeline().received.with_label_values(&[self.name]).inc_by(items as u64);
+        Ok(ack)
+    }
+}
+
+/// Metrics to Mimir. Adds the `cluster` label to every series that lacks one (as Prometheus's
+/// `external_labels`) and sorts labels, as remote write requires.
+#[derive(Clone)]
+pub struct MetricsSink {
+    lane: Lane,
+    external: Arc<Vec<Label>>,
+}
+
+impl MetricsSink {
+    pub async fn send(&self, mut series: Vec<TimeSeries>) -> Result<Ack, SendError> {
+        let (payload, items) = self.encode(&mut series);
+        self.lane.push(payload, items).await
+    }
+
+    pub fn try_send(&self, mut series: Vec<TimeSeries>) -> Result<Ack, SendError> {
+        let (payload, items) = self.encode(&mut series);
+        self.lane.try_push(payload, items)
+    }
+
+    /// Queues an already encoded `WriteRequest` whose series carry their final labels.
+    pub async fn send_encoded(&self, write_request: Bytes, samples: u32) -> Result<Ack, SendError> {
+        self.lane.push(write_request, samples).await
+    }
+
+    /// The labels added to every series.
+    pub fn external_labels(&self) -> &[Label] {
+        &self.external
+    }
+
+    fn encode(&self, series: &mut [TimeSeries]) -> (Bytes, u32) {
+        let mut items = 0u32;
+        for s in series.iter_mut() {
+            for ext in self.external.iter() {
+                if !s.labels.iter().any(|l| l.name == ext.name) {
+                    s.labels.push(ext.clone());
+                }
+            }
+            s.labels.sort_by(|a, b| a.name.cmp(&b.name));
+            items += s.samples.len() as u32;
+        }
+        let req = WriteRequest { timeseries: series.to_vec() };
+        (Bytes::from(req.encode_to_vec()), items)
+    }
+}
+
+/// Log streams to Loki. Streams' `labels` are the final selector text; the source puts `cluster`
+/// there (see [`crate::proto::loki_labels_string`]).
+#[derive(Clone)]
+pub struct LogsSink {
+    lane: Lane,
+}
+
+impl LogsSink {
+    pub async fn send(&self, streams: Vec<StreamAdapter>) -> Result<Ack, SendError> {
+        let items = streams.iter().map(|s| s.entries.len() as u32).sum();
+        let payload = Bytes::from(PushRequest { streams }.encode_to_vec());
+        self.lane.push(payload, items).await
+    }
+
+    /// Queues an already encoded `PushRequest` (the tailer builds its protobuf directly).
+    pub async fn send_encoded(&self, push_request: Bytes, entries: u32) -> Result<Ack, SendError> {
+        self.lane.push(push_request, entries).await
+    }
+}
+
+/// Spans to Tempo. Adds `k8s.cluster.name` to every resource that lacks it.
+#[derive(Clone)]
+pub struct TracesSink {
+    lane: Lane,
+    cluster: Arc<String>,
+}
+
+impl TracesSink {
+    pub async fn send(&self, mut req: ExportTraceServiceRequest) -> Result<Ack, SendError> {
+        let (payload, items) = self.encode(&mut req);
+        self.lane.push(payload, items).await
+    }
+
+    /// As `send`, but answers [`SendError::Full`] instead of waiting (receivers answer
+    /// RESOURCE_EXHAUSTED / 429).
+    pub fn try_send(&self, mut req: ExportTraceServiceRequest) -> Result<Ack, SendError> {
+        let (payload, items) = self.encode(&mut req);
+        self.lane.try_push(payload, items)
+    }
+
+    fn encode(&self, req: &mut ExportTraceServiceRequest) -> (Bytes, u32) {
+        let mut items = 0u32;
+        for rs in req.resource_spans.iter_mut() {
+            let resource = rs.resource.get_or_insert_with(Default::default);
+            if !resource.attributes.iter().any(|kv| kv.key == "k8s.cluster.name") {
+                resource.attributes.push(KeyValue {
+                    key: "k8s.cluster.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(self.cluster.to_string())) }),
+                    ..Default::default()
+                });
+            }
+            items += rs.scope_spans.iter().map(|ss| ss.spans.len() as u32).sum::<u32>();
+        }
+        (Bytes::from(req.encode_to_vec()), items)
+    }
+}
+
+/// The three sinks, cheap to clone into every source.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub metrics: MetricsSink,
+    pub logs: LogsSink,
+    pub traces: TracesSink,
+}
+
+/// Owns the exporter tasks; [`PipelineHandle::shutdown`] drains them.
+pub struct PipelineHandle {
+    queues: Vec<DurableQueue>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Pipeline {
+    /// Opens the queues under `config.data_dir` (replaying what a previous run left) and starts the
+    /// exporters.
+    pub fn start(config: &Config) -> Result<(Pipeline, PipelineHandle), QueueError> {
+        let stop = CancellationToken::new();
+        let mut handle = PipelineHandle { queues: Vec::new(), tasks: Vec::new(), stop: stop.clone() };
+        let ex = &config.exporters;
+        let metrics = open_lane(config, Signal::Metrics, &ex.mimir, &mut handle)?;
+        let logs = open_lane(config, Signal::Logs, &ex.loki, &mut handle)?;
+        let traces = open_lane(config, Signal::Traces, &ex.tempo, &mut handle)?;
+        let pipeline = Pipeline {
+            metrics: MetricsSink { lane: metrics, external: Arc::new(vec![Label::new("cluster", &config.cluster)]) },
+            logs: LogsSink { lane: logs },
+            traces: TracesSink { lane: traces, cluster: Arc::new(config.cluster.clone()) },
+        };
+        Ok((pipeline, handle))
+    }
+}
+
+fn open_lane(config: &Config, signal: Signal, ex: &ExporterConfig, handle: &mut PipelineHandle) -> Result<Lane, QueueError> {
+    let name = signal.exporter_name();
+    if !ex.enabled {
+        return Ok(Lane { name, queue: None });
+    }
+    let max_disk = if ex.console { 0 } else { ex.queue.max_disk.bytes() };
+    let queue = DurableQueue::open(QueueOptions {
+        name: name.into(),
+        dir: (max_disk > 0).then(|| queue_dir(&config.data_dir, name)),
+        max_memory: ex.queue.max_memory.bytes(),
+        max_disk,
+        when_full: ex.queue.when_full,
+    })?;
+    let task = exporter::spawn(signal, ex, config.tenant_of(ex).to_string(), queue.clone(), handle.stop.clone());
+    handle.queues.push(queue.clone());
+    handle.tasks.push(task);
+    Ok(Lane { name, queue: Some(queue) })
+}
+
+/// `data_dir/queue/<exporter>`.
+pub fn queue_dir(data_dir: &Path, exporter: &str) -> std::path::PathBuf {
+    data_dir.join("queue").join(exporter)
+}
+
+impl PipelineHandle {
+    /// Stops taking new batches, lets the exporters deliver what is queued for up to `grace`, then
+    /// stops them and persists what is left for the next start.
+    pub async fn shutdown(self, grace: Duration) {
+        for q in &self.queues {
+            q.close();
+        }
+        let mut tasks = self.tasks;
+        let drained = tokio::time::timeout(grace, futures::future::join_all(tasks.iter_mut())).await;
+        if drained.is_err() {
+            tracing::warn!(grace = ?grace, "exporters did not drain within the grace period; the rest stays queued");
+            self.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(tasks.iter_mut())).await;
+        }
+        for q in &self.queues {
+            if let Err(e) = q.persist() {
+                tracing::error!(error = %e, "persisting the queue failed");
+            }
+        }
+    }
+
+    /// Updates the queue gauges; the agent calls it before rendering `/metrics`.
+    pub fn update_gauges(&self) {
+        for q in &self.queues {
+            export_queue_gauges(q);
+        }
+    }
+}
+
+/// Sets `lgtm_agent_queue_*` for one queue.
+pub fn export_queue_gauges(q: &DurableQueue) {
+    let s = q.stats();
+    let m = metrics::pipeline();
+    m.queue_bytes.with_label_values(&[q.name(), "memory"]).set(s.memory_bytes as i64);
+    m.queue_bytes.with_label_values(&[q.name(), "disk"]).set(s.disk_bytes as i64);
+    m.queue_records.with_label_values(&[q.name()]).set(s.records as i64);
+    m.queue_oldest_age.with_label_values(&[q.name()]).set(s.oldest_age.as_secs_f64());
+}
