@@ -32,7 +32,8 @@ impl Config {
         mode_override: Option<Mode>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let expanded = crate::expand_env(text, env).map_err(|message| ConfigError::Expand { file: file.into(), message })?;
+        let expanded =
+            crate::expand_env(text, env).map_err(|message| ConfigError::Expand { file: file.into(), message })?;
         let mut config: Config = if expanded.trim().is_empty() {
             Config::default()
         } else {
@@ -52,9 +53,14 @@ impl Config {
 
     /// Checks that cross fields; returns the field's path and what is wrong.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        for (name, e) in [("mimir", &self.exporters.mimir), ("loki", &self.exporters.loki), ("tempo", &self.exporters.tempo)] {
+        for (name, e) in
+            [("mimir", &self.exporters.mimir), ("loki", &self.exporters.loki), ("tempo", &self.exporters.tempo)]
+        {
             if e.enabled && !e.console && e.url.as_deref().unwrap_or("").is_empty() {
-                return Err((format!("exporters.{name}.url"), "required unless console: true or enabled: false".into()));
+                return Err((
+                    format!("exporters.{name}.url"),
+                    "required unless console: true or enabled: false".into(),
+                ));
             }
             if e.shards == 0 {
                 return Err((format!("exporters.{name}.shards"), "must be at least 1".into()));

@@ -281,10 +281,7 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
-        }
+        RetryConfig { initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(30) }
     }
 }
 
@@ -492,13 +489,7 @@ pub struct MonitorsConfig {
 
 impl Default for MonitorsConfig {
     fn default() -> Self {
-        MonitorsConfig {
-            enabled: None,
-            service_monitors: true,
-            pod_monitors: true,
-            annotations: true,
-            replicas: None,
-        }
+        MonitorsConfig { enabled: None, service_monitors: true, pod_monitors: true, annotations: true, replicas: None }
     }
 }
 
@@ -568,11 +559,7 @@ impl Default for TailSamplingConfig {
                     name: Some("slow-sampled".into()),
                     kind: "and".into(),
                     and: vec![
-                        PolicyConfig {
-                            kind: "latency".into(),
-                            threshold_ms: Some(50),
-                            ..PolicyConfig::default()
-                        },
+                        PolicyConfig { kind: "latency".into(), threshold_ms: Some(50), ..PolicyConfig::default() },
                         PolicyConfig {
                             kind: "probabilistic".into(),
                             percentage: Some(30.0),

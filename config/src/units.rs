@@ -65,10 +65,8 @@ fn parse_duration(s: &str) -> Option<std::time::Duration> {
         }
         let n: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
         rest = &rest[digits..];
-        let (unit, ms) = DURATION_UNITS
-            .iter()
-            .filter(|(u, _)| rest.starts_with(u.as_bytes()))
-            .max_by_key(|(u, _)| u.len())?;
+        let (unit, ms) =
+            DURATION_UNITS.iter().filter(|(u, _)| rest.starts_with(u.as_bytes())).max_by_key(|(u, _)| u.len())?;
         let rank = rank_of(unit);
         if rank >= last_rank {
             return None;

@@ -203,7 +203,12 @@ impl Pipeline {
     }
 }
 
-fn open_lane(config: &Config, signal: Signal, ex: &ExporterConfig, handle: &mut PipelineHandle) -> Result<Lane, QueueError> {
+fn open_lane(
+    config: &Config,
+    signal: Signal,
+    ex: &ExporterConfig,
+    handle: &mut PipelineHandle,
+) -> Result<Lane, QueueError> {
     let name = signal.exporter_name();
     if !ex.enabled {
         return Ok(Lane { name, queue: None });

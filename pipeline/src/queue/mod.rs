@@ -146,7 +146,11 @@ impl DurableQueue {
         let size = payload.len() as u64;
         let limit = self.limit();
         if size > limit {
-            return Err(PushError::Other(QueueError::TooLarge { name: self.name().into(), size: payload.len(), limit }));
+            return Err(PushError::Other(QueueError::TooLarge {
+                name: self.name().into(),
+                size: payload.len(),
+                limit,
+            }));
         }
         let mut st = self.inner.state.lock().expect("queue lock");
         if st.closed {
@@ -196,14 +200,18 @@ impl DurableQueue {
                 let mut st = self.inner.state.lock().expect("queue lock");
                 let (mut bytes, mut items, mut count) = (0usize, 0usize, 0usize);
                 for e in st.entries.iter().filter(|e| !e.handed_out) {
-                    if count > 0 && (bytes + e.record.payload.len() > max_bytes || items + e.record.items as usize > max_items) {
+                    if count > 0
+                        && (bytes + e.record.payload.len() > max_bytes || items + e.record.items as usize > max_items)
+                    {
                         break;
                     }
                     bytes += e.record.payload.len();
                     items += e.record.items as usize;
                     count += 1;
                 }
-                let full = bytes >= max_bytes || items >= max_items || st.entries.iter().filter(|e| !e.handed_out).count() > count;
+                let full = bytes >= max_bytes
+                    || items >= max_items
+                    || st.entries.iter().filter(|e| !e.handed_out).count() > count;
                 let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
                 if count > 0 && (full || due || st.closed) {
                     let mut out = Vec::with_capacity(count);
