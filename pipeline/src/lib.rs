@@ -19,4 +19,4 @@ pub mod queue;
 mod sink;
 
 pub use ack::{Ack, Delivery};
-pub use sink::{LogsSink, MetricsSink, Pipeline, SendError, TracesSink};
+pub use sink::{export_queue_gauges, queue_dir, LogsSink, MetricsSink, Pipeline, PipelineHandle, SendError, TracesSink};

