@@ -1,1 +1,129 @@
-fn main() {}
+//! `bench`: whole-process figures for the agent's workloads.
+//!
+//! ```text
+//! cargo run --release -p lgtm-integration --bin bench -- pipeline [--series 10000] [--rounds 60]
+//! ```
+//!
+//! `pipeline`: synthetic series pushed through the pipeline (sink -> queue -> remote-write
+//! exporter) into a real Prometheus (`--web.enable-remote-write-receiver`); prints samples/s,
+//! CPU-seconds per million samples and peak RSS of this process (which contains the whole
+//! pipeline). Prometheus runs as a separate process and is not counted.
+
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use lgtm_config::{Config, Mode};
+use lgtm_integration::peers::prometheus::Prometheus;
+use lgtm_pipeline::proto::{Label, Sample, TimeSeries};
+use lgtm_pipeline::{Delivery, Pipeline};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Synthetic series through the pipeline into a real Prometheus.
+    Pipeline {
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        #[arg(long, default_value_t = 60)]
+        rounds: usize,
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+    },
+}
+
+/// User + system CPU seconds of this process so far (from /proc/self/stat; clock ticks of 100 Hz,
+/// the Linux default).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: indexes 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size in bytes (VmHWM).
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.workload {
+        Workload::Pipeline { series, rounds, shards } => rt.block_on(pipeline(series, rounds, shards)),
+    }
+}
+
+async fn pipeline(series: usize, rounds: usize, shards: usize) -> anyhow::Result<()> {
+    let prom = Prometheus::start().await.ok_or_else(|| anyhow::anyhow!("prometheus is not installed"))?;
+    let dir = tempfile::tempdir()?;
+    let yaml = format!(
+        "cluster: bench\ntenant: bench\ndata_dir: {}\nexporters:\n  mimir: {{ url: \"{}\", shards: {shards} }}\n  loki: {{ enabled: false }}\n  tempo: {{ enabled: false }}\n",
+        dir.path().display(),
+        prom.write_url()
+    );
+    let cfg = Config::from_yaml("bench.yaml", &yaml, Some(Mode::Daemonset), |_| None)?;
+    let (p, handle) = Pipeline::start(&cfg)?;
+
+    // Label sets built once, as the scrape cache would hold them.
+    let label_sets: Vec<Vec<Label>> = (0..series)
+        .map(|i| {
+            vec![
+                Label::new("__name__", format!("bench_metric_{}", i % 100)),
+                Label::new("instance", format!("10.0.{}.{}:9100", (i / 256) % 256, i % 256)),
+                Label::new("job", "bench"),
+                Label::new("series", i.to_string()),
+            ]
+        })
+        .collect();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let start_ts = now_ms - (rounds as i64 + 5) * 1000;
+
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let mut acks = Vec::with_capacity(rounds * series.div_ceil(1000));
+    for r in 0..rounds {
+        let ts = start_ts + r as i64 * 1000;
+        for chunk in label_sets.chunks(1000) {
+            let batch: Vec<TimeSeries> = chunk
+                .iter()
+                .map(|l| TimeSeries { labels: l.clone(), samples: vec![Sample { timestamp: ts, value: r as f64 }] })
+                .collect();
+            acks.push(p.metrics.send(batch).await?);
+        }
+    }
+    let mut accepted = 0usize;
+    for a in acks {
+        if a.outcome().await == Some(Delivery::Accepted) {
+            accepted += 1;
+        }
+    }
+    let elapsed = t0.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    handle.shutdown(Duration::from_secs(10)).await;
+
+    let samples = series * rounds;
+    let check = prom.query("count({job=\"bench\"})").await;
+    let in_prom = check.first().map(|s| s.value).unwrap_or(0.0);
+    println!("workload: pipeline (remote write into a real Prometheus)");
+    println!("series: {series}, rounds: {rounds}, samples: {samples}, shards: {shards}");
+    println!("batches accepted: {accepted}, series in Prometheus: {in_prom}");
+    println!("wall: {:.2} s, samples/s: {:.0}", elapsed.as_secs_f64(), samples as f64 / elapsed.as_secs_f64());
+    println!("cpu-seconds per million samples: {:.3}", cpu / (samples as f64 / 1e6));
+    println!("peak RSS: {:.1} MiB", peak_rss_bytes() as f64 / (1024.0 * 1024.0));
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The `lgtm-agent` binary as a child process: built once per test run, started with a config
+//! written to a temporary directory, stopped with SIGTERM (or killed with SIGKILL) by the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Builds `lgtm-agent` (debug profile) once and returns its path.
+pub fn agent_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building lgtm-agent failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("lgtm-agent")
+    })
+    .clone()
+}
+
+pub struct AgentProcess {
+    child: Option<Child>,
+    pub config_path: PathBuf,
+    pub admin_port: u16,
+    pub log_path: PathBuf,
+}
+
+impl AgentProcess {
+    /// Writes `config_yaml` to `dir/agent.yaml` and starts `lgtm-agent run` on it; waits for
+    /// `/readyz`. The config must set `admin.listen` to `127.0.0.1:<admin_port>`.
+    pub async fn start(dir: &Path, config_yaml: &str, admin_port: u16) -> AgentProcess {
+        let config_path = dir.join("agent.yaml");
+        std::fs::write(&config_path, config_yaml).expect("write agent config");
+        let log_path = dir.join(format!("agent-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+        let log = std::fs::File::create(&log_path).expect("create agent log");
+        let child = Command::new(agent_binary())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn lgtm-agent");
+        let p = AgentProcess { child: Some(child), config_path, admin_port, log_path };
+        let url = format!("http://127.0.0.1:{admin_port}/readyz");
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                panic!("lgtm-agent not ready after 30 s; log:\n{}", p.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        p
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The agent's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Sum of a self-metric's samples whose label text contains every `filters` item.
+    pub async fn metric_sum(&self, name: &str, filters: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| filters.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGTERM and wait for the exit status (at most `timeout`, then SIGKILL and panic).
+    pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.pid();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return status;
+                }
+            }
+            if start.elapsed() > timeout {
+                self.kill();
+                panic!("lgtm-agent did not exit within {timeout:?} of SIGTERM; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL (a crash), and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
