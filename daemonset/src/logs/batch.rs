@@ -1,0 +1,238 @@
+//! Builds a Loki `PushRequest` protobuf directly from borrowed entries: one reusable buffer of
+//! encoded `EntryAdapter`s per stream, no per-line `String` or message struct. The result is what
+//! `prost` would produce for [`lgtm_pipeline::proto::PushRequest`] (tested by decoding it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+
+use super::format::Entry;
+
+/// A stream as the batch builder knows it: an interned id and the selector text.
+#[derive(Debug, Clone)]
+pub struct StreamRef {
+    pub id: u64,
+    pub labels: Arc<str>,
+}
+
+#[derive(Debug)]
+struct StreamBuf {
+    labels: Arc<str>,
+    /// Encoded `StreamAdapter.entries` fields (tag 2), back to back.
+    entries: Vec<u8>,
+}
+
+/// Entries accumulated for the next push.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    streams: Vec<StreamBuf>,
+    index: HashMap<u64, usize>,
+    pool: Vec<Vec<u8>>,
+    bytes: usize,
+    entries: u32,
+    started: Option<Instant>,
+    /// Lines that had invalid UTF-8 (replaced with U+FFFD), since the last [`BatchBuilder::take_invalid_utf8`].
+    invalid_utf8: u64,
+}
+
+fn key_len(tag: u32) -> usize {
+    prost::encoding::key_len(tag)
+}
+
+fn len_field(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+impl BatchBuilder {
+    pub fn new() -> BatchBuilder {
+        BatchBuilder::default()
+    }
+
+    /// Encoded bytes so far (approximately the request size).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// When the first entry of this batch arrived.
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    pub fn take_invalid_utf8(&mut self) -> u64 {
+        std::mem::take(&mut self.invalid_utf8)
+    }
+
+    pub fn push(&mut self, stream: &StreamRef, e: &Entry<'_>) {
+        let idx = match self.index.get(&stream.id) {
+            Some(&i) => i,
+            None => {
+                let entries = self.pool.pop().unwrap_or_default();
+                self.streams.push(StreamBuf { labels: stream.labels.clone(), entries });
+                self.index.insert(stream.id, self.streams.len() - 1);
+                self.bytes += len_field(1, stream.labels.len()) + 8;
+                self.streams.len() - 1
+            }
+        };
+        let lossy;
+        let line: &[u8] = match std::str::from_utf8(e.line) {
+            Ok(_) => e.line,
+            Err(_) => {
+                self.invalid_utf8 += 1;
+                lossy = String::from_utf8_lossy(e.line).into_owned();
+                lossy.as_bytes()
+            }
+        };
+        let buf = &mut self.streams[idx].entries;
+        let before = buf.len();
+        encode_entry(buf, e.timestamp, line, e.stream.map(|s| s.as_str()), e.part);
+        self.bytes += buf.len() - before;
+        self.entries += 1;
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// The encoded `PushRequest` and its entry count, or `None` if empty; resets the builder.
+    pub fn finish(&mut self) -> Option<(Bytes, u32)> {
+        if self.entries == 0 {
+            self.reset();
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(self.bytes + 16 * self.streams.len());
+        for s in &self.streams {
+            let stream_len = len_field(1, s.labels.len()) + s.entries.len();
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(stream_len as u64, &mut out);
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(s.labels.len() as u64, &mut out);
+            out.put_slice(s.labels.as_bytes());
+            out.put_slice(&s.entries);
+        }
+        let n = self.entries;
+        self.reset();
+        Some((out.freeze(), n))
+    }
+
+    fn reset(&mut self) {
+        for mut s in self.streams.drain(..) {
+            if s.entries.capacity() <= 4 << 20 {
+                s.entries.clear();
+                self.pool.push(s.entries);
+            }
+        }
+        self.pool.truncate(64);
+        self.index.clear();
+        self.bytes = 0;
+        self.entries = 0;
+        self.started = None;
+    }
+}
+
+/// Appends one `StreamAdapter.entries` field (tag 2) holding an `EntryAdapter`.
+fn encode_entry(buf: &mut Vec<u8>, timestamp: i64, line: &[u8], stream: Option<&str>, part: u32) {
+    let seconds = timestamp.div_euclid(1_000_000_000);
+    let nanos = timestamp.rem_euclid(1_000_000_000) as i32;
+    let ts_len = if seconds != 0 { key_len(1) + encoded_len_varint(seconds as u64) } else { 0 }
+        + if nanos != 0 { key_len(2) + encoded_len_varint(nanos as u64) } else { 0 };
+    // Only parts of split lines pay for this allocation.
+    let part_text = if part > 0 { part.to_string() } else { String::new() };
+    let part_str = part_text.as_bytes();
+    let meta = |name: &str, value: usize| len_field(3, len_field(1, name.len()) + len_field(2, value));
+    let entry_len = len_field(1, ts_len)
+        + len_field(2, line.len())
+        + stream.map_or(0, |s| meta("stream", s.len()))
+        + if part > 0 { meta("part", part_str.len()) } else { 0 };
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(entry_len as u64, buf);
+    encode_key(1, WireType::LengthDelimited, buf);
+    encode_varint(ts_len as u64, buf);
+    if seconds != 0 {
+        encode_key(1, WireType::Varint, buf);
+        encode_varint(seconds as u64, buf);
+    }
+    if nanos != 0 {
+        encode_key(2, WireType::Varint, buf);
+        encode_varint(nanos as u64, buf);
+    }
+    encode_bytes(2, line, buf);
+    if let Some(s) = stream {
+        encode_pair(buf, "stream", s.as_bytes());
+    }
+    if part > 0 {
+        encode_pair(buf, "part", part_str);
+    }
+}
+
+fn encode_pair(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    encode_key(3, WireType::LengthDelimited, buf);
+    encode_varint((len_field(1, name.len()) + len_field(2, value.len())) as u64, buf);
+    encode_bytes(1, name.as_bytes(), buf);
+    encode_bytes(2, value, buf);
+}
+
+fn encode_bytes(tag: u32, v: &[u8], buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(v.len() as u64, buf);
+    buf.extend_from_slice(v);
+}
+
+#[cfg(test)]
+mod tests {
+    use lgtm_pipeline::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+    use prost::Message;
+
+    use super::*;
+    use crate::logs::cri::Stream;
+
+    #[test]
+    fn encodes_what_prost_decodes() {
+        let a = StreamRef { id: 1, labels: Arc::from(r#"{pod="a"}"#) };
+        let b = StreamRef { id: 2, labels: Arc::from(r#"{pod="b"}"#) };
+        let mut bb = BatchBuilder::new();
+        bb.push(&a, &Entry { timestamp: 1_500_000_001, stream: Some(Stream::Stdout), line: b"hello", part: 0 });
+        bb.push(&b, &Entry { timestamp: 0, stream: None, line: b"", part: 0 });
+        bb.push(&a, &Entry { timestamp: -1, stream: Some(Stream::Stderr), line: b"bad \xff byte", part: 12 });
+        assert_eq!(bb.take_invalid_utf8(), 1);
+        let (bytes, n) = bb.finish().unwrap();
+        assert_eq!(n, 3);
+        let got = PushRequest::decode(bytes).unwrap();
+        let pair = |n: &str, v: &str| LabelPairAdapter { name: n.into(), value: v.into() };
+        let want = PushRequest {
+            streams: vec![
+                StreamAdapter {
+                    labels: r#"{pod="a"}"#.into(),
+                    entries: vec![
+                        EntryAdapter {
+                            timestamp: Some(Timestamp::from_unix_nanos(1_500_000_001)),
+                            line: "hello".into(),
+                            structured_metadata: vec![pair("stream", "stdout")],
+                        },
+                        EntryAdapter {
+                            timestamp: Some(Timestamp::from_unix_nanos(-1)),
+                            line: "bad \u{fffd} byte".into(),
+                            structured_metadata: vec![pair("stream", "stderr"), pair("part", "12")],
+                        },
+                    ],
+                    hash: 0,
+                },
+                StreamAdapter {
+                    labels: r#"{pod="b"}"#.into(),
+                    entries: vec![EntryAdapter {
+                        timestamp: Some(Timestamp::default()),
+                        line: String::new(),
+                        structured_metadata: vec![],
+                    }],
+                    hash: 0,
+                },
+            ],
+        };
+        assert_eq!(got, want);
+        assert!(bb.finish().is_none());
+        assert_eq!(bb.bytes(), 0);
+    }
+}

@@ -1,0 +1,70 @@
+//! The tailer's self-metrics (`lgtm_agent_logs_*`), registered once on the pipeline's registry.
+
+use std::sync::LazyLock;
+
+use lgtm_pipeline::metrics::{counter_vec, int_gauge_vec};
+use prometheus::{IntCounter, IntGauge};
+
+pub struct LogsMetrics {
+    /// Physical lines read from files (a CRI `P` + `F` pair counts 2).
+    pub lines_read: IntCounter,
+    pub bytes_read: IntCounter,
+    /// Files whose descriptor is open (active and rotated-being-drained).
+    pub files_open: IntGauge,
+    /// Logical lines longer than `max_line_size`, shipped in parts.
+    pub lines_split: IntCounter,
+    /// Malformed lines (shipped raw), by format.
+    pub parse_errors_cri: IntCounter,
+    pub parse_errors_docker: IntCounter,
+    /// Lines with invalid UTF-8, shipped with U+FFFD in place of the bad bytes.
+    pub invalid_utf8: IntCounter,
+    /// Files the periodic rescan found that inotify did not report (new, rotated or deleted).
+    pub rescan_recoveries: IntCounter,
+    /// Sum over tracked files of size minus acknowledged offset.
+    pub lag_bytes: IntGauge,
+}
+
+pub fn logs() -> &'static LogsMetrics {
+    static M: LazyLock<LogsMetrics> = LazyLock::new(|| {
+        let parse_errors = counter_vec(
+            "lgtm_agent_logs_parse_errors_total",
+            "Malformed log lines (shipped raw), by format.",
+            &["format"],
+        );
+        LogsMetrics {
+            lines_read: counter_vec("lgtm_agent_logs_lines_read_total", "Physical lines read from log files.", &[])
+                .with_label_values(&[] as &[&str]),
+            bytes_read: counter_vec("lgtm_agent_logs_bytes_read_total", "Bytes read from log files.", &[])
+                .with_label_values(&[] as &[&str]),
+            files_open: int_gauge_vec("lgtm_agent_logs_files_open", "Log files held open.", &[])
+                .with_label_values(&[] as &[&str]),
+            lines_split: counter_vec(
+                "lgtm_agent_logs_lines_split_total",
+                "Log lines longer than max_line_size, shipped in parts.",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            parse_errors_cri: parse_errors.with_label_values(&["cri"]),
+            parse_errors_docker: parse_errors.with_label_values(&["docker"]),
+            invalid_utf8: counter_vec(
+                "lgtm_agent_logs_invalid_utf8_total",
+                "Log lines with invalid UTF-8 (bad bytes replaced with U+FFFD).",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            rescan_recoveries: counter_vec(
+                "lgtm_agent_logs_rescan_recoveries_total",
+                "Log files the periodic rescan found changed without an inotify event.",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            lag_bytes: int_gauge_vec(
+                "lgtm_agent_logs_lag_bytes",
+                "Bytes written to log files and not yet acknowledged by Loki.",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+        }
+    });
+    &M
+}

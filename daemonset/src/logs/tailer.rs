@@ -1,0 +1,665 @@
+//! The reading side of the tailer: one dedicated thread that owns every open log file, reads them
+//! in blocks, decodes lines into batches and hands the batches to the async side (which sends them
+//! to the pipeline and tracks their acknowledgements, see [`super::run_logs_with`]).
+//!
+//! Per file, as the kubelet and the runtimes behave:
+//! - **Rotation** (`0.log` renamed to `0.log.<timestamp>`, a new `0.log` created): the open
+//!   descriptor of the renamed file is kept and read to its end ("draining") while the new `0.log`
+//!   is opened from offset 0. The new file of a stream is read only after the draining one reached
+//!   its end, so entries stay in order. The renamed file is let go once it is at its end and either
+//!   the new file has data (the runtime reopened its log), it was deleted, or `rotate_wait` passed;
+//!   it is read to its end once more right before closing.
+//! - **copytruncate** (the size drops below the read offset): the file restarts at offset 0 as a
+//!   new generation (lines written between the last read and the truncation are gone, as with
+//!   every tailer; a truncation followed by a rewrite past the old offset before we look cannot be
+//!   seen).
+//! - **Deleted** file: the open descriptor is read to its end, then closed (no descriptor leak).
+//! - **New files** appearing while running are read from their start.
+//! - **First start** (no checkpoint file at all): files that already exist start at their
+//!   beginning (`start_at: beginning`, the default, so nothing already on the node is lost) or at
+//!   their end (`start_at: end`, after the last complete line). With a checkpoint file, a known
+//!   file resumes at its acknowledged offset; an unknown one starts at its beginning. Rotated
+//!   files (`<n>.log.<timestamp>`) a checkpoint still points into are finished first.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{File, Metadata};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lgtm_config::StartAt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{BatchBuilder, StreamRef};
+use super::checkpoint::{Checkpoint, CheckpointStore, FileKey, Registry};
+use super::discovery::{self, Wake, Watcher};
+use super::format::{Decoder, Format};
+use super::identity::FileIdentity;
+use super::labels::{stream_labels, Filters, NodeLabels, PodMetadata};
+use super::metrics::logs as metrics;
+use super::path::{self, PodLogPath};
+use super::reader::LineReader;
+use super::Tuning;
+
+/// Everything the reading thread needs to know.
+pub(crate) struct Settings {
+    pub root: PathBuf,
+    pub max_line: usize,
+    pub start_at: StartAt,
+    pub rescan_interval: Duration,
+    pub tuning: Tuning,
+}
+
+/// A batch on its way to the pipeline, with the files whose offsets it carries.
+pub(crate) struct Batch {
+    pub seq: u64,
+    pub payload: Bytes,
+    pub entries: u32,
+    pub files: Vec<FileKey>,
+}
+
+pub(crate) fn lock(r: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
+    // A panic while holding the lock cannot leave the registry half-updated in a way that loses
+    // data (offsets only move forward), so a poisoned lock is still usable.
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct OpenFile {
+    key: FileKey,
+    path: PathBuf,
+    file: File,
+    identity: FileIdentity,
+    reader: LineReader,
+    decoder: Decoder,
+    stream: StreamRef,
+    size: u64,
+    at_eof: bool,
+    /// Set when the path no longer leads to this file.
+    draining_since: Option<Instant>,
+}
+
+impl OpenFile {
+    fn same_file(&self, meta: &Metadata) -> bool {
+        self.identity.dev == meta.dev() && self.identity.inode == meta.ino()
+    }
+}
+
+/// Builds batches and hands them over; owns the channel to the async side.
+struct Shipper {
+    batch: BatchBuilder,
+    /// Files touched since the last flush, with the offset a restart may resume from.
+    offsets: Vec<(FileKey, u64)>,
+    registry: Arc<Mutex<Registry>>,
+    out: mpsc::Sender<Batch>,
+    seq: u64,
+    closed: bool,
+    max_bytes: usize,
+    max_wait: Duration,
+}
+
+impl Shipper {
+    fn note_offset(&mut self, key: FileKey, offset: u64) {
+        match self.offsets.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = offset,
+            None => self.offsets.push((key, offset)),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.batch.bytes() >= self.max_bytes
+            || self.batch.started().is_some_and(|t| t.elapsed() >= self.max_wait)
+            || (self.batch.entries() == 0 && !self.offsets.is_empty())
+    }
+
+    /// Time until the batch must go out.
+    fn until_due(&self) -> Option<Duration> {
+        self.batch.started().map(|t| self.max_wait.saturating_sub(t.elapsed()))
+    }
+
+    /// Sends what is built (blocking while the pipeline applies backpressure) and registers the
+    /// files' offsets to be acknowledged with it.
+    fn flush(&mut self) {
+        if self.batch.entries() == 0 && self.offsets.is_empty() {
+            return;
+        }
+        metrics().invalid_utf8.inc_by(self.batch.take_invalid_utf8());
+        self.seq += 1;
+        let seq = self.seq;
+        let payload = self.batch.finish();
+        let mut reg = lock(&self.registry);
+        let files: Vec<FileKey> =
+            self.offsets.drain(..).filter(|&(k, o)| reg.register(k, seq, o)).map(|(k, _)| k).collect();
+        match payload {
+            None => {
+                // Only skipped lines: nothing to wait for.
+                for k in files {
+                    reg.resolve(k, seq);
+                }
+            }
+            Some((payload, entries)) => {
+                drop(reg);
+                if self.out.blocking_send(Batch { seq, payload, entries, files }).is_err() {
+                    self.closed = true;
+                }
+            }
+        }
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Reads `f` from where it is, up to `max_blocks` blocks (unlimited if `None`). Returns whether
+/// anything was read.
+fn read_file(ship: &mut Shipper, f: &mut OpenFile, max_blocks: Option<usize>, max_line: usize) -> bool {
+    let meta = match f.file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(path = %f.path.display(), error = %e, "fstat of a log file failed");
+            f.at_eof = true;
+            return false;
+        }
+    };
+    if meta.len() < f.reader.read_offset() {
+        restart_truncated(ship, f, &meta, max_line);
+    }
+    f.size = meta.len();
+    let m = metrics();
+    let mut progressed = false;
+    let mut blocks = 0;
+    loop {
+        if max_blocks.is_some_and(|mb| blocks >= mb) || ship.closed {
+            break;
+        }
+        blocks += 1;
+        let n = match f.reader.fill(&f.file) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(path = %f.path.display(), error = %e, "reading a log file failed");
+                f.at_eof = true;
+                break;
+            }
+        };
+        if n == 0 {
+            f.at_eof = true;
+            break;
+        }
+        f.at_eof = false;
+        progressed = true;
+        f.size = f.size.max(f.reader.read_offset());
+        m.bytes_read.inc_by(n as u64);
+        let mut lines = 0u64;
+        let batch = &mut ship.batch;
+        let stream = &f.stream;
+        while let Some(line) = f.reader.next_line() {
+            lines += 1;
+            f.decoder.push(line, now_nanos, &mut |e| batch.push(stream, &e));
+        }
+        m.lines_read.inc_by(lines);
+        ship.note_offset(f.key, f.decoder.safe_offset(f.reader.offset()));
+        if ship.batch.bytes() >= ship.max_bytes {
+            ship.flush();
+        }
+    }
+    progressed
+}
+
+fn restart_truncated(ship: &mut Shipper, f: &mut OpenFile, meta: &Metadata, max_line: usize) {
+    tracing::info!(path = %f.path.display(), "log file was truncated; reading it again from the start");
+    // Entries already decoded go out under the old generation.
+    ship.flush();
+    let identity = FileIdentity::of(&f.file, meta).unwrap_or(f.identity);
+    let mut reg = lock(&ship.registry);
+    reg.release(f.key);
+    f.key = reg.track(identity, f.path.clone(), 0, meta.len());
+    drop(reg);
+    f.identity = identity;
+    f.reader = LineReader::new(0, f.reader_block(), reader_cap(max_line));
+    f.decoder = Decoder::new(max_line);
+}
+
+impl OpenFile {
+    fn reader_block(&self) -> usize {
+        self.reader.block()
+    }
+}
+
+/// A physical line longer than this is cut by the reader (runtimes write at most 16 KiB per
+/// physical line; Docker's JSON escaping can grow that several times).
+pub(crate) fn reader_cap(max_line: usize) -> usize {
+    max_line.max(256 * 1024) + 64 * 1024
+}
+
+/// Where to start a file.
+enum Start {
+    Beginning,
+    End,
+    At(u64),
+}
+
+pub(crate) struct Tailer {
+    settings: Settings,
+    node: NodeLabels,
+    filters: Filters,
+    metadata: Arc<dyn PodMetadata>,
+    store: CheckpointStore,
+    active: BTreeMap<PathBuf, OpenFile>,
+    draining: Vec<OpenFile>,
+    streams: HashMap<Arc<str>, StreamRef>,
+    next_stream: u64,
+    ship: Shipper,
+    wake_tx: std_mpsc::Sender<Wake>,
+    wake_rx: std_mpsc::Receiver<Wake>,
+    watcher: Watcher,
+    checkpoint_failing: bool,
+}
+
+impl Tailer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        settings: Settings,
+        node: NodeLabels,
+        filters: Filters,
+        metadata: Arc<dyn PodMetadata>,
+        store: CheckpointStore,
+        registry: Arc<Mutex<Registry>>,
+        out: mpsc::Sender<Batch>,
+    ) -> Tailer {
+        let (wake_tx, wake_rx) = std_mpsc::channel();
+        let watcher = Watcher::start(&settings.root, wake_tx.clone());
+        let ship = Shipper {
+            batch: BatchBuilder::new(),
+            offsets: Vec::new(),
+            registry,
+            out,
+            seq: 0,
+            closed: false,
+            max_bytes: settings.tuning.batch_max_bytes,
+            max_wait: settings.tuning.batch_max_wait,
+        };
+        Tailer {
+            settings,
+            node,
+            filters,
+            metadata,
+            store,
+            active: BTreeMap::new(),
+            draining: Vec::new(),
+            streams: HashMap::new(),
+            next_stream: 0,
+            ship,
+            wake_tx,
+            wake_rx,
+            watcher,
+            checkpoint_failing: false,
+        }
+    }
+
+    /// The thread's body: returns when `stop` is cancelled or the async side went away.
+    pub(crate) fn run(mut self, stop: CancellationToken) {
+        self.start();
+        let tuning = self.settings.tuning.clone();
+        let mut last_rescan = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        while !stop.is_cancelled() && !self.ship.closed {
+            self.read_all(&stop);
+            self.release_drained();
+            if self.ship.due() {
+                self.ship.flush();
+            }
+            self.publish_state();
+            if last_checkpoint.elapsed() >= tuning.checkpoint_interval {
+                self.write_checkpoint();
+                last_checkpoint = Instant::now();
+            }
+            let mut timeout =
+                tuning.poll_interval.min(self.settings.rescan_interval.saturating_sub(last_rescan.elapsed()));
+            if let Some(d) = self.ship.until_due() {
+                timeout = timeout.min(d);
+            }
+            if !self.draining.is_empty() {
+                timeout = timeout.min(Duration::from_millis(50).max(tuning.rotate_wait / 4));
+            }
+            let mut paths = BTreeSet::new();
+            let mut rescan = false;
+            match self.wake_rx.recv_timeout(timeout.max(Duration::from_millis(1))) {
+                Ok(w) => {
+                    let mut w = Some(w);
+                    while let Some(wake) = w {
+                        match wake {
+                            Wake::Paths(p) => paths.extend(p),
+                            Wake::Rescan => rescan = true,
+                        }
+                        w = self.wake_rx.try_recv().ok();
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+            }
+            for p in paths {
+                self.on_event(&p);
+            }
+            if rescan || last_rescan.elapsed() >= self.settings.rescan_interval {
+                self.rescan();
+                last_rescan = Instant::now();
+            }
+        }
+        // Unfinished batch: not acknowledged, so the checkpoint stays before it.
+        tracing::debug!("log tailer thread stopping");
+    }
+
+    /// Opens what exists, resuming from the checkpoints.
+    fn start(&mut self) {
+        let (loaded, first_start) = match self.store.load() {
+            Ok(Some(v)) => (v, false),
+            Ok(None) => (Vec::new(), true),
+            Err(e) => {
+                tracing::error!(error = %e, "ignoring unreadable checkpoints; existing files are read from their beginning");
+                (Vec::new(), false)
+            }
+        };
+        let by_inode: HashMap<(u64, u64), Checkpoint> =
+            loaded.into_iter().map(|c| ((c.identity.dev, c.identity.inode), c)).collect();
+        let checkpoint_of = |file: &File, meta: &Metadata| -> Option<u64> {
+            let c = by_inode.get(&(meta.dev(), meta.ino()))?;
+            c.identity.matches(file, meta).ok()?.then_some(c.offset)
+        };
+        let found = discovery::scan(&self.settings.root);
+        for p in &found.rotated {
+            let Some(parsed) = path::parse_rotated(p) else { continue };
+            if self.filters.excludes(&parsed) {
+                continue;
+            }
+            let f = self.open(p, &parsed, |file, meta| match checkpoint_of(file, meta) {
+                Some(off) if off < meta.len() => Some(Start::At(off)),
+                _ => None,
+            });
+            if let Some(mut f) = f {
+                // Its active path is the one it had before the rename.
+                f.path = p.with_file_name(format!("{}.log", parsed.restart));
+                f.draining_since = Some(Instant::now());
+                self.draining.push(f);
+            }
+        }
+        let start_at = self.settings.start_at;
+        for p in &found.active {
+            let Some(parsed) = path::parse(p) else { continue };
+            if self.filters.excludes(&parsed) {
+                continue;
+            }
+            let f = self.open(p, &parsed, |file, meta| {
+                Some(match checkpoint_of(file, meta) {
+                    Some(off) if off <= meta.len() => Start::At(off),
+                    Some(_) => Start::Beginning,
+                    None if first_start && start_at == StartAt::End => Start::End,
+                    None => Start::Beginning,
+                })
+            });
+            if let Some(f) = f {
+                self.active.insert(p.clone(), f);
+            }
+        }
+        tracing::info!(
+            files = self.active.len(),
+            rotated = self.draining.len(),
+            first_start,
+            root = %self.settings.root.display(),
+            "log tailer started"
+        );
+        self.write_checkpoint();
+    }
+
+    fn open(
+        &mut self,
+        path: &Path,
+        parsed: &PodLogPath,
+        start: impl FnOnce(&File, &Metadata) -> Option<Start>,
+    ) -> Option<OpenFile> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot open log file");
+                return None;
+            }
+        };
+        let meta = file.metadata().ok()?;
+        let identity = FileIdentity::of(&file, &meta).ok()?;
+        let offset = match start(&file, &meta)? {
+            Start::Beginning => 0,
+            Start::At(o) => o,
+            Start::End => end_of_last_line(&file, meta.len()),
+        };
+        let meta_info = self.metadata.lookup(&parsed.namespace, &parsed.pod, &parsed.uid);
+        let labels: Arc<str> = Arc::from(stream_labels(&self.node, parsed, meta_info.as_ref()));
+        let stream = match self.streams.get(&labels) {
+            Some(s) => s.clone(),
+            None => {
+                self.next_stream += 1;
+                let s = StreamRef { id: self.next_stream, labels: labels.clone() };
+                self.streams.insert(labels, s.clone());
+                s
+            }
+        };
+        let key = lock(&self.ship.registry).track(identity, path.to_path_buf(), offset, meta.len());
+        let max_line = self.settings.max_line;
+        tracing::debug!(path = %path.display(), offset, "opened log file");
+        Some(OpenFile {
+            key,
+            path: path.to_path_buf(),
+            file,
+            identity,
+            reader: LineReader::new(offset, self.settings.tuning.block_size, reader_cap(max_line)),
+            decoder: Decoder::new(max_line),
+            stream,
+            size: meta.len(),
+            at_eof: false,
+            draining_since: None,
+        })
+    }
+
+    /// Reads every file with new data, a few blocks at a time in turn. Within a stream, one file
+    /// at a time (the rotated one first), so entries stay in file order.
+    fn read_all(&mut self, stop: &CancellationToken) {
+        const BLOCKS_PER_TURN: usize = 4;
+        let max_line = self.settings.max_line;
+        loop {
+            let mut progressed = false;
+            let mut busy: HashSet<u64> = HashSet::new();
+            for f in self.draining.iter_mut().chain(self.active.values_mut()) {
+                if busy.contains(&f.stream.id) {
+                    continue;
+                }
+                progressed |= read_file(&mut self.ship, f, Some(BLOCKS_PER_TURN), max_line);
+                if !f.at_eof {
+                    busy.insert(f.stream.id);
+                }
+            }
+            if !progressed || self.ship.closed || stop.is_cancelled() {
+                break;
+            }
+            if self.ship.due() {
+                self.ship.flush();
+            }
+        }
+    }
+
+    /// Lets go of rotated or deleted files that are done.
+    fn release_drained(&mut self) {
+        let rotate_wait = self.settings.tuning.rotate_wait;
+        let mut i = 0;
+        while i < self.draining.len() {
+            let f = &self.draining[i];
+            let deleted = f.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
+            // A fresh look at the replacement: its data proves the writer moved on.
+            let replaced = self
+                .active
+                .get(&f.path)
+                .is_some_and(|a| a.size > 0 || a.file.metadata().map(|m| m.len() > 0).unwrap_or(false));
+            let waited = f.draining_since.is_some_and(|t| t.elapsed() >= rotate_wait);
+            if f.at_eof && (deleted || replaced || waited) {
+                let f = self.draining.swap_remove(i);
+                self.close(f);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Reads `f` to its end one last time, ships what is left and closes the descriptor.
+    fn close(&mut self, mut f: OpenFile) {
+        let max_line = self.settings.max_line;
+        while read_file(&mut self.ship, &mut f, None, max_line) {}
+        let batch = &mut self.ship.batch;
+        let stream = &f.stream;
+        if let Some(line) = f.reader.take_rest() {
+            f.decoder.push(line, now_nanos, &mut |e| batch.push(stream, &e));
+        }
+        f.decoder.finish(&mut |e| batch.push(stream, &e));
+        self.ship.note_offset(f.key, f.reader.offset());
+        account(&mut f);
+        // Register the final offset before releasing, so the file stays in the checkpoints until
+        // its last batch is acknowledged.
+        self.ship.flush();
+        lock(&self.ship.registry).release(f.key);
+        tracing::debug!(path = %f.path.display(), "closed log file");
+    }
+
+    fn on_event(&mut self, p: &Path) {
+        if path::parse(p).is_some() {
+            self.check_path(p);
+        } else if p.is_dir() {
+            let found = discovery::scan_under(&self.settings.root, p);
+            for a in found.active {
+                self.check_path(&a);
+            }
+        }
+    }
+
+    /// Brings `p` up to date: opens a new file, notices a rotation or deletion. `true` if
+    /// anything changed.
+    fn check_path(&mut self, p: &Path) -> bool {
+        let Some(parsed) = path::parse(p) else { return false };
+        match std::fs::metadata(p) {
+            Err(_) => match self.active.remove(p) {
+                Some(f) => {
+                    self.start_draining(f);
+                    true
+                }
+                None => false,
+            },
+            Ok(meta) => {
+                let mut changed = false;
+                if let Some(f) = self.active.get(p) {
+                    if f.same_file(&meta) {
+                        return false;
+                    }
+                    if let Some(old) = self.active.remove(p) {
+                        self.start_draining(old);
+                        changed = true;
+                    }
+                }
+                if self.filters.excludes(&parsed) {
+                    return changed;
+                }
+                if let Some(f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
+                    self.active.insert(p.to_path_buf(), f);
+                    changed = true;
+                }
+                changed
+            }
+        }
+    }
+
+    fn start_draining(&mut self, mut f: OpenFile) {
+        tracing::debug!(path = %f.path.display(), "log file rotated or deleted; reading it to its end");
+        f.draining_since = Some(Instant::now());
+        f.at_eof = false;
+        self.draining.push(f);
+    }
+
+    /// The full walk that recovers from missed events.
+    fn rescan(&mut self) {
+        if !self.watcher.is_active() {
+            self.watcher = Watcher::start(&self.settings.root, self.wake_tx.clone());
+        }
+        let found = discovery::scan(&self.settings.root);
+        let seen: HashSet<&PathBuf> = found.active.iter().collect();
+        let gone: Vec<PathBuf> = self.active.keys().filter(|p| !seen.contains(p)).cloned().collect();
+        let mut recovered = 0u64;
+        for p in gone.iter().chain(found.active.iter()) {
+            if self.check_path(p) {
+                recovered += 1;
+            }
+        }
+        if recovered > 0 {
+            tracing::info!(files = recovered, "rescan found log files inotify did not report");
+            metrics().rescan_recoveries.inc_by(recovered);
+        }
+        // Forget the streams of containers that are gone.
+        let used: HashSet<u64> = self.active.values().chain(self.draining.iter()).map(|f| f.stream.id).collect();
+        self.streams.retain(|_, s| used.contains(&s.id));
+    }
+
+    /// Moves the files' sizes and fingerprints into the registry and updates the gauges.
+    fn publish_state(&mut self) {
+        for f in self.active.values_mut().chain(self.draining.iter_mut()) {
+            let _ = f.identity.grow(&f.file, f.size);
+            account(f);
+        }
+        let mut reg = lock(&self.ship.registry);
+        for f in self.active.values().chain(self.draining.iter()) {
+            reg.update(f.key, f.identity, f.size);
+        }
+        let lag = reg.lag_bytes();
+        drop(reg);
+        let m = metrics();
+        m.lag_bytes.set(lag as i64);
+        m.files_open.set((self.active.len() + self.draining.len()) as i64);
+    }
+
+    fn write_checkpoint(&mut self) {
+        let snapshot = {
+            let mut reg = lock(&self.ship.registry);
+            if !reg.is_dirty() && !self.checkpoint_failing {
+                return;
+            }
+            reg.snapshot()
+        };
+        match self.store.save(snapshot) {
+            Ok(()) => self.checkpoint_failing = false,
+            Err(e) => {
+                if !self.checkpoint_failing {
+                    tracing::error!(error = %e, "cannot write log checkpoints; will retry");
+                }
+                self.checkpoint_failing = true;
+            }
+        }
+    }
+}
+
+/// Moves a file's decode counters into the self-metrics.
+fn account(f: &mut OpenFile) {
+    let s = std::mem::take(&mut f.decoder.stats);
+    let m = metrics();
+    if s.parse_errors > 0 {
+        match f.decoder.format() {
+            Some(Format::Docker) => m.parse_errors_docker.inc_by(s.parse_errors),
+            _ => m.parse_errors_cri.inc_by(s.parse_errors),
+        }
+    }
+    m.lines_split.inc_by(s.lines_split);
+}
+
+/// The offset just after the last `\n` within the file's last 64 KiB (or the size if none).
+fn end_of_last_line(file: &File, size: u64) -> u64 {
+    let tail = size.min(64 * 1024);
+    let mut buf = vec![0u8; tail as usize];
+    match file.read_exact_at(&mut buf, size - tail) {
+        Ok(()) => memchr::memrchr(b'\n', &buf).map_or(size, |i| size - tail + i as u64 + 1),
+        Err(_) => size,
+    }
+}
