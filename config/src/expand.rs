@@ -1,39 +1,189 @@
 //! `${VAR}` and `${VAR:-default}` expansion of the raw file text, before YAML parsing, so line
-//! numbers of errors stay those of the file. `$$` is a literal `$`.
+//! numbers of errors stay those of the file.
+//!
+//! - `${VAR}`: the value of `VAR`; an error if `VAR` is not set (set but empty gives "").
+//! - `${VAR:-default}`: the value of `VAR` if set and not empty, else `default`, which may itself
+//!   contain references (`${A:-${B:-x}}`); it is only expanded when it is used.
+//! - `$$` is a literal `$`; a `$` not followed by `{` or `$` is kept as it is, and so is `${1}`
+//!   (regex groups in relabel rules: `$1`, `${1}`; a named group needs `$${name}`).
+//! - Comments (`#` at the start of a line or after a space, outside quotes) are left alone, so a
+//!   commented-out `${VAR}` needs no variable.
+//!
+//! Values are inserted as they are, not rescanned for `$`.
 
-/// Expands variables with `lookup`; an unset `${VAR}` without default is an error naming it.
-pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+use std::fmt;
+
+use crate::locate::comment_start;
+
+/// Why the text could not be expanded, and where (1-based line and column of the `$`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ExpandError {}
+
+/// Expands every reference outside comments with `lookup`.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let code_end = comment_start(line).unwrap_or(line.len());
+        let expanded = expand_str(&line[..code_end], &lookup).map_err(|(offset, message)| ExpandError {
+            line: index + 1,
+            column: line[..offset].chars().count() + 1,
+            message,
+        })?;
+        out.push_str(&expanded);
+        out.push_str(&line[code_end..]);
+    }
+    Ok(out)
+}
+
+/// Expands one stretch of text; an error carries the byte offset of the offending `$`.
+fn expand_str(s: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(found) = s[i..].find('$') {
+        let dollar = i + found;
+        out.push_str(&s[i..dollar]);
+        let after = &s[dollar + 1..];
+        if after.starts_with('$') {
             out.push('$');
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unterminated ${{ at {:?}", &rest[pos..rest.len().min(pos + 20)]))?;
-            let inner = &body[..end];
-            let (name, default) = match inner.find(":-") {
-                Some(i) => (&inner[..i], Some(&inner[i + 2..])),
-                None => (inner, None),
+            i = dollar + 2;
+        } else if after.starts_with('{') {
+            let body_start = dollar + 2;
+            let body_len = matching_brace(&s[body_start..])
+                .ok_or_else(|| (dollar, "unterminated \"${\" (missing \"}\")".to_string()))?;
+            let body = &s[body_start..body_start + body_len];
+            let (name, default) = match body.find(":-") {
+                Some(p) => (&body[..p], Some(&body[p + 2..])),
+                None => (body, None),
             };
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("invalid variable name {name:?}"));
+            if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()) {
+                // A regex group in a relabel rule (`${1}`), never a variable.
+                out.push_str(&s[dollar..body_start + body_len + 1]);
+                i = body_start + body_len + 1;
+                continue;
             }
-            match (lookup(name).filter(|v| !(v.is_empty() && default.is_some())), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {name} is not set")),
+            if !is_variable_name(name) {
+                return Err((
+                    dollar,
+                    format!("invalid reference \"${{{body}}}\": expected ${{NAME}} or ${{NAME:-default}}"),
+                ));
             }
-            rest = &body[end + 1..];
+            match (lookup(name), default) {
+                (Some(v), None) => out.push_str(&v),
+                (Some(v), Some(_)) if !v.is_empty() => out.push_str(&v),
+                (_, Some(d)) => {
+                    let d = expand_str(d, lookup).map_err(|(off, m)| (off + body_start + name.len() + 2, m))?;
+                    out.push_str(&d);
+                }
+                (None, None) => return Err((dollar, format!("environment variable {name} is not set"))),
+            }
+            i = body_start + body_len + 1;
         } else {
             out.push('$');
-            rest = after;
+            i = dollar + 1;
         }
     }
-    out.push_str(rest);
+    out.push_str(&s[i..]);
     Ok(out)
+}
+
+/// Length of the body of a `${` whose body starts `s`, up to its `}`, counting nested `${`.
+fn matching_brace(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut depth = 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "A" => Some("a".into()),
+            "EMPTY" => Some(String::new()),
+            "DOLLAR" => Some("$B".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_as_documented() {
+        let cases = [
+            ("${A}", "a"),
+            ("x${A}y${A}", "xaya"),
+            ("${A:-x}", "a"),
+            ("${UNSET:-x}", "x"),
+            ("${UNSET:-}", ""),
+            ("${EMPTY}", ""),
+            ("${EMPTY:-x}", "x"),
+            ("${UNSET:-${A}}", "a"),
+            ("${UNSET:-${UNSET2:-deep}}", "deep"),
+            ("${A:-${UNSET}}", "a"),
+            ("${UNSET:-a:-b}", "a:-b"),
+            ("$$", "$"),
+            ("$${A}", "${A}"),
+            ("cost: 5$", "cost: 5$"),
+            ("$1 and ${1}", "$1 and ${1}"),
+            ("${DOLLAR}", "$B"),
+            ("a: b # ${UNSET} in a comment", "a: b # ${UNSET} in a comment"),
+            ("# ${UNSET}\nb: ${A}\n", "# ${UNSET}\nb: a\n"),
+            ("a: '#${A}'", "a: '#a'"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(expand_env(input, env).as_deref(), Ok(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let err = |line, column, message: &str| Err(ExpandError { line, column, message: message.to_string() });
+        let cases = [
+            ("a: ${UNSET}", err(1, 4, "environment variable UNSET is not set")),
+            ("a: 1\nb: x${A}${UNSET:-${NOPE}}", err(2, 18, "environment variable NOPE is not set")),
+            ("a: ${A", err(1, 4, "unterminated \"${\" (missing \"}\")")),
+            ("a: ${UNSET:-${A}", err(1, 4, "unterminated \"${\" (missing \"}\")")),
+            ("a: ${}", err(1, 4, "invalid reference \"${}\": expected ${NAME} or ${NAME:-default}")),
+            ("a: ${A B}", err(1, 4, "invalid reference \"${A B}\": expected ${NAME} or ${NAME:-default}")),
+            ("a: ${A:?x}", err(1, 4, "invalid reference \"${A:?x}\": expected ${NAME} or ${NAME:-default}")),
+            ("a: ${1A}", err(1, 4, "invalid reference \"${1A}\": expected ${NAME} or ${NAME:-default}")),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(expand_env(input, env), expected, "{input}");
+        }
+    }
 }

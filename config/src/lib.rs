@@ -1,22 +1,36 @@
 //! The one configuration model of lgtm-agent.
 //!
-//! What it does: reads the YAML file of DESIGN.md's config contract into typed structs, expands
-//! `${VAR}` and `${VAR:-default}` from the environment, parses durations and sizes, rejects unknown
-//! fields, fills in the defaults of the chosen mode and validates the result. Errors name the file,
-//! the line and the field's path.
+//! What it does: reads the YAML file of DESIGN.md's config contract into typed structs
+//! ([`Config::load`]), expands `${VAR}` and `${VAR:-default}` from the environment, parses
+//! durations (`500ms`, `1m30s`) and sizes (`64MiB`), rejects unknown fields, fills in the defaults
+//! of the chosen mode ([`Config::resolve`]) and checks the rules across fields
+//! ([`Config::validate`]). It also holds `print-config`'s commented default file per mode
+//! ([`default_config_yaml`]), kept equal to [`Config::default_for`] by a test.
+//!
+//! Errors ([`ConfigError`]) read `FILE:LINE: PATH: MESSAGE`, e.g.
+//! `config.yaml:12: exporters.loki.batch.max_wait: invalid duration "5 seconds"`. serde_yaml does
+//! not always know the line of a field, so the loader looks paths up in an outline of the text
+//! (`locate`).
 //!
 //! What it does not: nothing else in the workspace reads YAML or environment variables; nothing in
-//! here opens sockets or files other than the config file itself.
+//! here opens sockets or files other than the config file itself, and no check needs the network
+//! (a URL is checked for its form, not reached).
+//!
+//! In: the file's text and an environment lookup. Out: a [`Config`] the rest of the agent reads,
+//! calling `enabled()` on each source section.
 
 mod expand;
 mod load;
+mod locate;
 mod model;
 mod units;
+mod validate;
 
-pub use expand::expand_env;
+pub use expand::{expand_env, ExpandError};
 pub use load::{default_config_yaml, ConfigError};
 pub use model::*;
 pub use units::{ByteSize, Duration};
+pub use validate::{POLICY_TYPES, RELABEL_ACTIONS};
 
 impl Config {
     /// The configuration a user gets with an empty file in `mode`.
@@ -31,11 +45,10 @@ impl Config {
         self.mode.unwrap_or_default()
     }
 
-    /// Fills every `enabled` the user left out with the default of the mode in force.
+    /// Settles the mode (`mode_override`, else the file's, else daemonset) and fills every
+    /// `enabled` the user left out with the default of that mode.
     pub fn resolve(&mut self, mode_override: Option<Mode>) {
-        if let Some(m) = mode_override {
-            self.mode = Some(m);
-        }
+        self.mode = Some(mode_override.unwrap_or(self.mode()));
         let ds = self.mode() == Mode::Daemonset;
         self.logs.enabled.get_or_insert(ds);
         self.scrape.kubelet.enabled.get_or_insert(ds);
@@ -45,6 +58,18 @@ impl Config {
         self.events.enabled.get_or_insert(!ds);
         self.tail_sampling.enabled.get_or_insert(!ds);
         self.cluster_state.enabled.get_or_insert(!ds);
+        // An exporter section written in the file starts from `ExporterConfig::default()`, which
+        // cannot know which backend it is for; its URL is filled in here.
+        let defaults = ExportersConfig::default();
+        for (e, d) in [
+            (&mut self.exporters.mimir, defaults.mimir),
+            (&mut self.exporters.loki, defaults.loki),
+            (&mut self.exporters.tempo, defaults.tempo),
+        ] {
+            if e.url.is_none() {
+                e.url = d.url;
+            }
+        }
     }
 
     /// The tenant an exporter sends as `X-Scope-OrgID`.

@@ -2,19 +2,60 @@
 
 use std::path::Path;
 
+use crate::locate::{parse_path, Found, Outline, Segment};
 use crate::{Config, Mode};
 
-/// A config that cannot be used; `Display` is the message a user sees.
+/// A config that cannot be used; `Display` is the message a user sees:
+/// `FILE:LINE: PATH: MESSAGE`, where `LINE` is left out only when the field is not in the file
+/// (a default that breaks a rule) and `PATH` only when the error is not about one field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
     Read { file: String, source: std::io::Error },
-    #[error("{file}: {message}")]
-    Expand { file: String, message: String },
-    #[error("{file}:{line}: {path}: {message}")]
-    Field { file: String, line: usize, path: String, message: String },
-    #[error("{file}: {path}: {message}")]
-    Invalid { file: String, path: String, message: String },
+    /// A `${VAR}` that cannot be expanded.
+    #[error("{}{message}", at(file, Some(*line), path))]
+    Expand { file: String, line: usize, path: String, message: String },
+    /// Not YAML, an unknown field, a wrong type, a bad duration, size or enum value.
+    #[error("{}{message}", at(file, Some(*line), path))]
+    Parse { file: String, line: usize, path: String, message: String },
+    /// Parsed, but breaks a rule of [`Config::validate`].
+    #[error("{}{message}", at(file, *line, path))]
+    Invalid { file: String, line: Option<usize>, path: String, message: String },
+}
+
+impl ConfigError {
+    /// The line the error points at, if any.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Expand { line, .. } | ConfigError::Parse { line, .. } => Some(*line),
+            ConfigError::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// The path of the field the error is about (`exporters.loki.batch.max_wait`), or "".
+    pub fn path(&self) -> &str {
+        match self {
+            ConfigError::Read { .. } => "",
+            ConfigError::Expand { path, .. } | ConfigError::Parse { path, .. } | ConfigError::Invalid { path, .. } => {
+                path
+            }
+        }
+    }
+}
+
+/// `file:line: path: ` with the parts that are known.
+fn at(file: &str, line: Option<usize>, path: &str) -> String {
+    let mut s = file.to_string();
+    if let Some(line) = line {
+        s.push_str(&format!(":{line}"));
+    }
+    s.push_str(": ");
+    if !path.is_empty() {
+        s.push_str(path);
+        s.push_str(": ");
+    }
+    s
 }
 
 impl Config {
@@ -25,65 +66,94 @@ impl Config {
         Config::from_yaml(&file, &text, mode_override, |k| std::env::var(k).ok())
     }
 
-    /// As [`Config::load`], from text, with an explicit environment.
+    /// As [`Config::load`], from text, with an explicit environment; `file` only names the text
+    /// in errors.
     pub fn from_yaml(
         file: &str,
         text: &str,
         mode_override: Option<Mode>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let expanded =
-            crate::expand_env(text, env).map_err(|message| ConfigError::Expand { file: file.into(), message })?;
-        let mut config: Config = if expanded.trim().is_empty() {
+        // Positions are looked up in the text as written, so they are the file's lines even if
+        // a variable expands to several lines.
+        let outline = Outline::new(text);
+        let expanded = crate::expand_env(text, env).map_err(|e| ConfigError::Expand {
+            file: file.into(),
+            line: e.line,
+            path: outline.path_at(e.line, e.column).unwrap_or_default(),
+            message: e.message,
+        })?;
+        let mut config: Config = if outline.is_empty() {
             Config::default()
         } else {
             let de = serde_yaml::Deserializer::from_str(&expanded);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let line = inner.location().map(|l| l.line()).unwrap_or(0);
-                let message = strip_location(&inner.to_string());
-                ConfigError::Field { file: file.into(), line, path, message }
-            })?
+            serde_path_to_error::deserialize(de).map_err(|e| parse_error(file, &outline, e))?
         };
+        if matches!(outline.line_of(&parse_path("scrape.timeout")), Found::Nowhere | Found::Prefix(_)) {
+            // As in Prometheus, a timeout left out is never longer than the interval.
+            config.scrape.timeout = config.scrape.timeout.min(config.scrape.interval);
+        }
         config.resolve(mode_override);
-        config.validate().map_err(|(path, message)| ConfigError::Invalid { file: file.into(), path, message })?;
+        config.validate().map_err(|(path, message)| {
+            let line = match outline.line_of(&parse_path(&path)) {
+                Found::Exact(l) | Found::Prefix(l) => Some(l),
+                Found::Nowhere => None,
+            };
+            ConfigError::Invalid { file: file.into(), line, path, message }
+        })?;
         Ok(config)
     }
+}
 
-    /// Checks that cross fields; returns the field's path and what is wrong.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        for (name, e) in
-            [("mimir", &self.exporters.mimir), ("loki", &self.exporters.loki), ("tempo", &self.exporters.tempo)]
-        {
-            if e.enabled && !e.console && e.url.as_deref().unwrap_or("").is_empty() {
-                return Err((
-                    format!("exporters.{name}.url"),
-                    "required unless console: true or enabled: false".into(),
-                ));
-            }
-            if e.shards == 0 {
-                return Err((format!("exporters.{name}.shards"), "must be at least 1".into()));
-            }
+fn parse_error(file: &str, outline: &Outline, e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+    let segments: Vec<Segment> = e
+        .path()
+        .iter()
+        .map_while(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect();
+    let path = if segments.is_empty() { String::new() } else { e.path().to_string() };
+    let inner = e.into_inner();
+    let serde_line = inner.location().map(|l| l.line());
+    // serde_yaml's line is that of the enclosing mapping for errors raised by our own types, so
+    // the outline comes first; serde_yaml's is right for syntax errors, which have no path.
+    let line = match (outline.line_of(&segments), serde_line) {
+        (Found::Exact(l), _) if !segments.is_empty() => l,
+        (_, Some(l)) => l,
+        (Found::Exact(l) | Found::Prefix(l), None) => l,
+        (Found::Nowhere, None) => 1,
+    };
+    let mut message = inner.to_string();
+    if let Some(loc) = inner.location() {
+        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_string();
         }
-        Ok(())
     }
+    ConfigError::Parse { file: file.into(), line, message: strip_path_prefix(&message, &path), path }
 }
 
-/// serde_yaml appends " at line L column C"; the line is printed in front instead.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// serde_yaml starts its messages with the path of the enclosing mapping (a prefix of ours);
+/// the full path is printed in front instead.
+fn strip_path_prefix(message: &str, path: &str) -> String {
+    let cuts = path.match_indices(['.', '[']).map(|(i, _)| i).chain([path.len()]);
+    let mut best = message;
+    for cut in cuts {
+        if let Some(rest) = message.strip_prefix(&path[..cut]).and_then(|r| r.strip_prefix(": ")) {
+            best = rest;
+        }
     }
+    best.to_string()
 }
 
-/// The full default configuration of `mode`, commented, as `print-config` shows it.
-pub fn default_config_yaml(mode: Mode) -> String {
-    let c = Config::default_for(mode);
-    format!(
-        "# lgtm-agent default configuration, mode {}\n{}",
-        mode.as_str(),
-        serde_yaml::to_string(&c).unwrap_or_default()
-    )
+/// The full default configuration of `mode`, commented, as `print-config` shows it. Parsing it
+/// gives exactly [`Config::default_for`] (a test holds the two together).
+pub fn default_config_yaml(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Daemonset => include_str!("defaults/daemonset.yaml"),
+        Mode::Cluster => include_str!("defaults/cluster.yaml"),
+    }
 }

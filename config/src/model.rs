@@ -167,13 +167,15 @@ impl Default for ExportersConfig {
     }
 }
 
-/// One exporter. Mimir and Loki take `url`; Tempo takes `endpoint` (an alias of `url`).
+/// One exporter. Mimir and Loki take `url`; Tempo takes `endpoint` (an alias of `url`). A `url`
+/// left out is the backend's default ([`ExportersConfig::default`], filled in by
+/// [`crate::Config::resolve`]); `url: ""` means none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExporterConfig {
     /// `false` turns the exporter off; what its sources produce is then discarded and counted.
     pub enabled: bool,
-    #[serde(alias = "endpoint")]
+    #[serde(alias = "endpoint", deserialize_with = "null_is_empty")]
     pub url: Option<String>,
     /// Print what would be shipped to stdout instead of sending it (one line per series, entry
     /// or span).
@@ -217,6 +219,11 @@ impl Default for ExporterConfig {
             compression: Compression::Gzip,
         }
     }
+}
+
+/// `url:` with nothing after it (as `url: ${MIMIR_URL:-}` expands) means no URL, not the default.
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(Option::<String>::deserialize(d)?.unwrap_or_default()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -392,6 +399,19 @@ impl Default for ScrapeConfig {
             host_metrics: HostMetricsConfig::default(),
             monitors: MonitorsConfig::default(),
         }
+    }
+}
+
+impl ScrapeConfig {
+    /// How often the targets of `sc` are scraped: its own `interval`, else `scrape.interval`.
+    pub fn interval_of(&self, sc: &StaticConfig) -> Duration {
+        sc.interval.unwrap_or(self.interval)
+    }
+
+    /// The scrape timeout of the targets of `sc`: its own `timeout`, else `scrape.timeout` but
+    /// never longer than the interval (as in Prometheus).
+    pub fn timeout_of(&self, sc: &StaticConfig) -> Duration {
+        sc.timeout.unwrap_or(self.timeout.min(self.interval_of(sc)))
     }
 }
 

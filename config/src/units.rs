@@ -8,7 +8,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A span of time written as in Prometheus: one or more `<integer><unit>` with units
-/// `ms`, `s`, `m`, `h`, `d`, `w` (largest first), e.g. `1m30s`. A bare `0` is zero.
+/// `ms`, `s`, `m`, `h`, `d`, `w`, `y` (largest first, each at most once), e.g. `1m30s`. A bare
+/// `0` is zero; any other bare number is rejected (is `30` seconds or milliseconds?), as are
+/// fractions (`1.5s`), signs and spaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(std::time::Duration);
 
@@ -119,8 +121,8 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
-/// A size in bytes: `<number><unit>` with `B`, `KB`/`MB`/`GB` (powers of 1000) or
-/// `KiB`/`MiB`/`GiB` (powers of 1024); a bare integer is bytes.
+/// A size in bytes: `<integer><unit>` with `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); a bare integer is bytes. No spaces, no fractions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(u64);
 
@@ -151,6 +153,7 @@ fn parse_size(s: &str) -> Option<u64> {
         "KB" | "kB" => 1000,
         "MB" => 1000 * 1000,
         "GB" => 1000 * 1000 * 1000,
+        "TB" => 1000 * 1000 * 1000 * 1000,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
@@ -163,7 +166,7 @@ fn parse_size(s: &str) -> Option<u64> {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{}", self.0 / size, unit);
             }
         }
@@ -206,5 +209,93 @@ impl<'de> Deserialize<'de> for StringOrNumber {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn durations_parse_as_in_prometheus() {
+        let ok = [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1m30s", 90_000),
+            ("1h30m", 5_400_000),
+            ("2d", 172_800_000),
+            ("1w", 604_800_000),
+            ("1y", 31_536_000_000),
+            ("1h2m3s4ms", 3_723_004),
+            ("0", 0),
+            ("0s", 0),
+            ("90s", 90_000),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(text.parse::<Duration>(), Ok(Duration::from_millis(ms)), "{text}");
+        }
+        let bad = ["5 seconds", "1.5s", "-1s", "s", "30", "", " 30s", "30s ", "1s1m", "1s1s", "1S", "10sec", "+1s"];
+        for text in bad {
+            assert_eq!(text.parse::<Duration>(), Err(format!("invalid duration {text:?}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_display_in_the_largest_units() {
+        for (ms, text) in [(0, "0s"), (500, "500ms"), (90_000, "1m30s"), (3_600_000, "1h"), (90_061_001, "25h1m1s1ms")]
+        {
+            assert_eq!(Duration::from_millis(ms).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        let ok = [
+            ("0", 0),
+            ("1024", 1024),
+            ("10B", 10),
+            ("512KiB", 512 << 10),
+            ("64MiB", 64 << 20),
+            ("1GiB", 1 << 30),
+            ("2TiB", 2 << 40),
+            ("1KB", 1000),
+            ("1kB", 1000),
+            ("5MB", 5_000_000),
+            ("1GB", 1_000_000_000),
+            ("1TB", 1_000_000_000_000),
+        ];
+        for (text, bytes) in ok {
+            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize::from_bytes(bytes)), "{text}");
+        }
+        let bad = ["5 MB", "1.5MiB", "-1", "MiB", "", "64mib", "64M", "64Mi", "20000000000GiB"];
+        for text in bad {
+            assert_eq!(text.parse::<ByteSize>(), Err(format!("invalid size {text:?}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn yaml_numbers_are_accepted_where_they_are_unambiguous() {
+        assert_eq!(serde_yaml::from_str::<Duration>("0").unwrap(), Duration::from_secs(0));
+        assert_eq!(serde_yaml::from_str::<ByteSize>("1024").unwrap(), ByteSize::from_bytes(1024));
+        let e = serde_yaml::from_str::<Duration>("30").unwrap_err().to_string();
+        assert!(e.starts_with("invalid duration \"30\""), "{e}");
+        assert!(serde_yaml::from_str::<Duration>("1.5").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn duration_display_parses_back(ms in 0u64..(100 * 365 * 24 * 3600 * 1000)) {
+            let d = Duration::from_millis(ms);
+            prop_assert_eq!(d.to_string().parse::<Duration>(), Ok(d));
+        }
+
+        #[test]
+        fn size_display_parses_back(bytes in any::<u64>(), unit in 0u32..4) {
+            // Round multiples of the units too, or they would almost never be drawn.
+            let b = ByteSize::from_bytes(bytes >> (unit * 10) << (unit * 10));
+            prop_assert_eq!(b.to_string().parse::<ByteSize>(), Ok(b));
+        }
     }
 }

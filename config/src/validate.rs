@@ -1,0 +1,429 @@
+//! Rules that types alone cannot hold: required fields, fields that go together, addresses,
+//! sampling policies and relabeling rules.
+
+use std::net::SocketAddr;
+
+use crate::{Config, ExporterConfig, PolicyConfig, RelabelConfig, StaticConfig};
+
+/// The path of the field that breaks a rule, and what is wrong with it.
+type Invalid = (String, String);
+
+fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
+    Err((path.into(), message.into()))
+}
+
+/// The relabeling actions of Prometheus.
+pub const RELABEL_ACTIONS: [&str; 11] = [
+    "replace",
+    "keep",
+    "drop",
+    "keepequal",
+    "dropequal",
+    "hashmod",
+    "labelmap",
+    "labeldrop",
+    "labelkeep",
+    "lowercase",
+    "uppercase",
+];
+
+/// The tail sampling policy types.
+pub const POLICY_TYPES: [&str; 9] = [
+    "status_code",
+    "latency",
+    "probabilistic",
+    "string_attribute",
+    "numeric_attribute",
+    "rate_limiting",
+    "and",
+    "or",
+    "not",
+];
+
+impl Config {
+    /// Checks the rules across fields; the first broken one as the field's path
+    /// (`scrape.static_configs[0].relabel_configs[1].regex`) and what is wrong.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.cluster.is_empty() {
+            return invalid("cluster", "must not be empty");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        socket_address("admin.listen", &self.admin.listen)?;
+        if self.shutdown.grace_period.get().is_zero() {
+            return invalid("shutdown.grace_period", "must be greater than 0");
+        }
+        for (name, e) in
+            [("mimir", &self.exporters.mimir), ("loki", &self.exporters.loki), ("tempo", &self.exporters.tempo)]
+        {
+            exporter(&format!("exporters.{name}"), e)?;
+        }
+        if self.logs.max_line_size.bytes() == 0 {
+            return invalid("logs.max_line_size", "must be greater than 0");
+        }
+        if self.logs.rescan_interval.get().is_zero() {
+            return invalid("logs.rescan_interval", "must be greater than 0");
+        }
+        self.validate_scrape()?;
+        if self.otlp.enabled() {
+            if !self.otlp.grpc.is_empty() {
+                socket_address("otlp.grpc", &self.otlp.grpc)?;
+            }
+            if !self.otlp.http.is_empty() {
+                socket_address("otlp.http", &self.otlp.http)?;
+            }
+        }
+        if !self.otlp.forward_traces_to.is_empty() {
+            host_port("otlp.forward_traces_to", &self.otlp.forward_traces_to)?;
+        }
+        let ts = &self.tail_sampling;
+        if ts.decision_wait.get().is_zero() {
+            return invalid("tail_sampling.decision_wait", "must be greater than 0");
+        }
+        if ts.max_traces == 0 {
+            return invalid("tail_sampling.max_traces", "must be at least 1");
+        }
+        if ts.enabled() && ts.policies.is_empty() {
+            return invalid("tail_sampling.policies", "at least one policy is needed when tail sampling is enabled");
+        }
+        for (i, p) in ts.policies.iter().enumerate() {
+            policy(&format!("tail_sampling.policies[{i}]"), p)?;
+        }
+        Ok(())
+    }
+
+    fn validate_scrape(&self) -> Result<(), Invalid> {
+        let s = &self.scrape;
+        if s.interval.get().is_zero() {
+            return invalid("scrape.interval", "must be greater than 0");
+        }
+        if s.timeout.get().is_zero() {
+            return invalid("scrape.timeout", "must be greater than 0");
+        }
+        if s.timeout > s.interval {
+            return invalid("scrape.timeout", format!("{} is longer than scrape.interval {}", s.timeout, s.interval));
+        }
+        for (i, sc) in s.static_configs.iter().enumerate() {
+            static_config(&format!("scrape.static_configs[{i}]"), sc, s)?;
+        }
+        if s.kubelet.port == 0 {
+            return invalid("scrape.kubelet.port", "must not be 0");
+        }
+        Ok(())
+    }
+}
+
+fn exporter(path: &str, e: &ExporterConfig) -> Result<(), Invalid> {
+    match e.url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => http_url(&format!("{path}.url"), url)?,
+        None if e.enabled && !e.console => {
+            return invalid(format!("{path}.url"), "required unless console: true or enabled: false")
+        }
+        None => {}
+    }
+    match (&e.tls.cert_file, &e.tls.key_file) {
+        (Some(_), None) => return invalid(format!("{path}.tls.key_file"), "required when tls.cert_file is set"),
+        (None, Some(_)) => return invalid(format!("{path}.tls.cert_file"), "required when tls.key_file is set"),
+        _ => {}
+    }
+    if let Some(auth) = &e.basic_auth {
+        if auth.username.is_empty() {
+            return invalid(format!("{path}.basic_auth.username"), "must not be empty");
+        }
+        if auth.password.is_some() && auth.password_file.is_some() {
+            return invalid(format!("{path}.basic_auth"), "password and password_file are mutually exclusive");
+        }
+        if e.bearer_token_file.is_some() {
+            return invalid(format!("{path}.basic_auth"), "basic_auth and bearer_token_file are mutually exclusive");
+        }
+    }
+    if e.timeout.get().is_zero() {
+        return invalid(format!("{path}.timeout"), "must be greater than 0");
+    }
+    if e.batch.max_items == 0 {
+        return invalid(format!("{path}.batch.max_items"), "must be at least 1");
+    }
+    if e.batch.max_bytes.bytes() == 0 {
+        return invalid(format!("{path}.batch.max_bytes"), "must be greater than 0");
+    }
+    if e.retry.initial_backoff.get().is_zero() {
+        return invalid(format!("{path}.retry.initial_backoff"), "must be greater than 0");
+    }
+    if e.retry.initial_backoff > e.retry.max_backoff {
+        return invalid(
+            format!("{path}.retry.initial_backoff"),
+            format!("{} is longer than retry.max_backoff {}", e.retry.initial_backoff, e.retry.max_backoff),
+        );
+    }
+    if e.queue.max_memory.bytes() == 0 {
+        return invalid(format!("{path}.queue.max_memory"), "must be greater than 0");
+    }
+    if e.shards == 0 {
+        return invalid(format!("{path}.shards"), "must be at least 1");
+    }
+    Ok(())
+}
+
+/// `http://host[:port][/path]` or `https://...`.
+fn http_url(path: &str, url: &str) -> Result<(), Invalid> {
+    let bad = |why: &str| invalid(path, format!("invalid URL {url:?}: {why}"));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("expected http://host:port/path or https://...");
+    };
+    if scheme != "http" && scheme != "https" {
+        return bad("the scheme must be http or https");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains whitespace");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = split_host_port(host_port);
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return bad("the port must be a number up to 65535");
+        }
+    }
+    Ok(())
+}
+
+/// `host:port`, `[v6]:port` or `host` (port `None`); IPv6 brackets stripped.
+fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    if let Some(v6) = s.strip_prefix('[') {
+        return match v6.split_once(']') {
+            Some((host, rest)) => (host, rest.strip_prefix(':')),
+            None => ("", None),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (s, None),
+    }
+}
+
+/// A listen address: `IP:port`.
+fn socket_address(path: &str, value: &str) -> Result<(), Invalid> {
+    value
+        .parse::<SocketAddr>()
+        .map(drop)
+        .or_else(|_| invalid(path, format!("invalid listen address {value:?}: expected IP:port, e.g. 0.0.0.0:9464")))
+}
+
+/// `host:port` with a host name or an IP address, no scheme or path.
+fn host_port(path: &str, value: &str) -> Result<(), Invalid> {
+    let bad = || invalid(path, format!("invalid target {value:?}: expected host:port, e.g. 127.0.0.1:9100"));
+    if value.contains("://") || value.contains('/') || value.chars().any(char::is_whitespace) {
+        return bad();
+    }
+    match split_host_port(value) {
+        (host, Some(port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => bad(),
+    }
+}
+
+fn static_config(path: &str, sc: &StaticConfig, scrape: &crate::ScrapeConfig) -> Result<(), Invalid> {
+    for (i, t) in sc.targets.iter().enumerate() {
+        host_port(&format!("{path}.targets[{i}]"), t)?;
+    }
+    for name in sc.labels.keys() {
+        if !is_label_name(name) {
+            return invalid(
+                format!("{path}.labels"),
+                format!("invalid label name {name:?}: expected [a-zA-Z_][a-zA-Z0-9_]*"),
+            );
+        }
+    }
+    if let Some(scheme) = &sc.scheme {
+        if scheme != "http" && scheme != "https" {
+            return invalid(format!("{path}.scheme"), format!("{scheme:?} is not http or https"));
+        }
+    }
+    if let Some(p) = &sc.metrics_path {
+        if !p.starts_with('/') {
+            return invalid(format!("{path}.metrics_path"), format!("{p:?} does not start with /"));
+        }
+    }
+    let interval = scrape.interval_of(sc);
+    if interval.get().is_zero() {
+        return invalid(format!("{path}.interval"), "must be greater than 0");
+    }
+    if let Some(timeout) = sc.timeout {
+        if timeout.get().is_zero() {
+            return invalid(format!("{path}.timeout"), "must be greater than 0");
+        }
+        if timeout > interval {
+            return invalid(format!("{path}.timeout"), format!("{timeout} is longer than the interval {interval}"));
+        }
+    }
+    for (i, r) in sc.relabel_configs.iter().enumerate() {
+        relabel(&format!("{path}.relabel_configs[{i}]"), r)?;
+    }
+    for (i, r) in sc.metric_relabel_configs.iter().enumerate() {
+        relabel(&format!("{path}.metric_relabel_configs[{i}]"), r)?;
+    }
+    Ok(())
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Prometheus's rules for a relabeling rule.
+fn relabel(path: &str, r: &RelabelConfig) -> Result<(), Invalid> {
+    let action = r.action.as_deref().unwrap_or("replace");
+    if !RELABEL_ACTIONS.contains(&action) {
+        return invalid(
+            format!("{path}.action"),
+            format!("unknown action {action:?}, expected one of {}", RELABEL_ACTIONS.join(", ")),
+        );
+    }
+    if let Some(re) = &r.regex {
+        if let Err(e) = regex::Regex::new(re) {
+            return invalid(
+                format!("{path}.regex"),
+                format!("invalid regular expression {re:?}: {}", regex_reason(&e)),
+            );
+        }
+    }
+    let needs_target = matches!(action, "replace" | "hashmod" | "lowercase" | "uppercase" | "keepequal" | "dropequal");
+    if needs_target && r.target_label.as_deref().unwrap_or("").is_empty() {
+        return invalid(format!("{path}.target_label"), format!("required by action {action}"));
+    }
+    if matches!(action, "hashmod") && r.modulus.unwrap_or(0) == 0 {
+        return invalid(format!("{path}.modulus"), "required by action hashmod and must be at least 1");
+    }
+    if matches!(action, "keepequal" | "dropequal" | "hashmod" | "lowercase" | "uppercase") && r.source_labels.is_empty()
+    {
+        return invalid(format!("{path}.source_labels"), format!("required by action {action}"));
+    }
+    if matches!(action, "labeldrop" | "labelkeep") {
+        let extra = [
+            ("source_labels", !r.source_labels.is_empty()),
+            ("target_label", r.target_label.is_some()),
+            ("modulus", r.modulus.is_some()),
+            ("separator", r.separator.is_some()),
+            ("replacement", r.replacement.is_some()),
+        ];
+        if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
+            return invalid(format!("{path}.{field}"), format!("not allowed with action {action}"));
+        }
+    }
+    if action == "replace" {
+        if let Some(t) = &r.target_label {
+            // `$1` and `${1}` are filled in from the regex's groups.
+            let literal = t.replace("${", "").replace(['$', '}'], "");
+            if !literal.is_empty() && !literal.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return invalid(format!("{path}.target_label"), format!("invalid label name {t:?}"));
+            }
+        }
+    } else if let Some(t) = &r.target_label {
+        if !is_label_name(t) {
+            return invalid(format!("{path}.target_label"), format!("invalid label name {t:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// The one line of a regex error that says what is wrong (its `Display` draws a diagram).
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// A sampling policy: a known type with the fields that type needs, and no others.
+fn policy(path: &str, p: &PolicyConfig) -> Result<(), Invalid> {
+    let kind = p.kind.as_str();
+    if kind.is_empty() {
+        return invalid(format!("{path}.type"), format!("required, one of {}", POLICY_TYPES.join(", ")));
+    }
+    if !POLICY_TYPES.contains(&kind) {
+        return invalid(
+            format!("{path}.type"),
+            format!("unknown policy type {kind:?}, expected one of {}", POLICY_TYPES.join(", ")),
+        );
+    }
+    let set = [
+        ("status_codes", !p.status_codes.is_empty()),
+        ("threshold_ms", p.threshold_ms.is_some()),
+        ("percentage", p.percentage.is_some()),
+        ("key", p.key.is_some()),
+        ("values", !p.values.is_empty()),
+        ("min_value", p.min_value.is_some()),
+        ("max_value", p.max_value.is_some()),
+        ("spans_per_second", p.spans_per_second.is_some()),
+        ("and", !p.and.is_empty()),
+        ("or", !p.or.is_empty()),
+        ("not", p.not.is_some()),
+    ];
+    let (required, allowed): (&[&str], &[&str]) = match kind {
+        "status_code" => (&["status_codes"], &[]),
+        "latency" => (&["threshold_ms"], &[]),
+        "probabilistic" => (&["percentage"], &[]),
+        "string_attribute" => (&["key", "values"], &[]),
+        "numeric_attribute" => (&["key"], &["min_value", "max_value"]),
+        "rate_limiting" => (&["spans_per_second"], &[]),
+        "and" => (&["and"], &[]),
+        "or" => (&["or"], &[]),
+        _ => (&["not"], &[]),
+    };
+    for (field, is_set) in set {
+        if !is_set && required.contains(&field) {
+            return invalid(format!("{path}.{field}"), format!("required by policy type {kind}"));
+        }
+        if is_set && !required.contains(&field) && !allowed.contains(&field) {
+            return invalid(format!("{path}.{field}"), format!("does not apply to policy type {kind}"));
+        }
+    }
+    for (i, code) in p.status_codes.iter().enumerate() {
+        if !matches!(code.as_str(), "OK" | "ERROR" | "UNSET") {
+            return invalid(
+                format!("{path}.status_codes[{i}]"),
+                format!("unknown status code {code:?}, expected OK, ERROR or UNSET"),
+            );
+        }
+    }
+    if let Some(pct) = p.percentage {
+        if !(0.0..=100.0).contains(&pct) {
+            return invalid(format!("{path}.percentage"), format!("{pct} is not within 0..=100"));
+        }
+    }
+    if kind == "numeric_attribute" {
+        match (p.min_value, p.max_value) {
+            (None, None) => {
+                return invalid(
+                    format!("{path}.min_value"),
+                    "min_value or max_value is required by policy type numeric_attribute",
+                )
+            }
+            (Some(min), Some(max)) if min > max => {
+                return invalid(format!("{path}.min_value"), format!("{min} is greater than max_value {max}"))
+            }
+            _ => {}
+        }
+    }
+    if p.spans_per_second == Some(0) {
+        return invalid(format!("{path}.spans_per_second"), "must be at least 1");
+    }
+    if p.key.as_deref() == Some("") {
+        return invalid(format!("{path}.key"), "must not be empty");
+    }
+    for (i, sub) in p.and.iter().enumerate() {
+        policy(&format!("{path}.and[{i}]"), sub)?;
+    }
+    for (i, sub) in p.or.iter().enumerate() {
+        policy(&format!("{path}.or[{i}]"), sub)?;
+    }
+    if let Some(sub) = &p.not {
+        policy(&format!("{path}.not"), sub)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! One row per rule of `Config::validate`: a file breaking it and the message a user sees.
+
+use lgtm_config::Config;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn check(text: &str) -> Result<Config, String> {
+    Config::from_yaml("c.yaml", text, None, no_env).map_err(|e| e.to_string())
+}
+
+const INVALID: &[(&str, &str)] = &[
+    ("cluster: \"\"\n", "c.yaml:1: cluster: must not be empty"),
+    ("admin: { listen: localhost:9464 }\n", "c.yaml:1: admin.listen: invalid listen address \"localhost:9464\": expected IP:port, e.g. 0.0.0.0:9464"),
+    ("exporters:\n  loki: { url: \"\" }\n", "c.yaml:2: exporters.loki.url: required unless console: true or enabled: false"),
+    ("exporters:\n  mimir: { url: \"mimir:8080/push\" }\n", "c.yaml:2: exporters.mimir.url: invalid URL \"mimir:8080/push\": expected http://host:port/path or https://..."),
+    ("exporters:\n  mimir: { url: \"ftp://mimir/push\" }\n", "c.yaml:2: exporters.mimir.url: invalid URL \"ftp://mimir/push\": the scheme must be http or https"),
+    ("exporters:\n  mimir: { url: \"http://mimir:80800/push\" }\n", "c.yaml:2: exporters.mimir.url: invalid URL \"http://mimir:80800/push\": the port must be a number up to 65535"),
+    ("exporters:\n  mimir: { url: \"http:///push\" }\n", "c.yaml:2: exporters.mimir.url: invalid URL \"http:///push\": no host"),
+    ("exporters:\n  tempo:\n    tls: { cert_file: /c.crt }\n", "c.yaml:3: exporters.tempo.tls.key_file: required when tls.cert_file is set"),
+    ("exporters:\n  tempo:\n    tls: { key_file: /c.key }\n", "c.yaml:3: exporters.tempo.tls.cert_file: required when tls.key_file is set"),
+    ("exporters:\n  loki:\n    basic_auth: { username: u, password: p, password_file: /p }\n", "c.yaml:3: exporters.loki.basic_auth: password and password_file are mutually exclusive"),
+    ("exporters:\n  loki:\n    bearer_token_file: /t\n    basic_auth: { username: u }\n", "c.yaml:4: exporters.loki.basic_auth: basic_auth and bearer_token_file are mutually exclusive"),
+    ("exporters:\n  mimir:\n    shards: 0\n", "c.yaml:3: exporters.mimir.shards: must be at least 1"),
+    ("exporters:\n  loki:\n    batch: { max_items: 0 }\n", "c.yaml:3: exporters.loki.batch.max_items: must be at least 1"),
+    ("exporters:\n  loki:\n    timeout: 0\n", "c.yaml:3: exporters.loki.timeout: must be greater than 0"),
+    ("scrape:\n  interval: 10s\n  timeout: 15s\n", "c.yaml:3: scrape.timeout: 15s is longer than scrape.interval 10s"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:9100\", \"http://b:9100\"]\n", "c.yaml:3: scrape.static_configs[0].targets[1]: invalid target \"http://b:9100\": expected host:port, e.g. 127.0.0.1:9100"),
+    ("scrape:\n  static_configs:\n    - targets:\n        - node-exporter\n", "c.yaml:4: scrape.static_configs[0].targets[0]: invalid target \"node-exporter\": expected host:port, e.g. 127.0.0.1:9100"),
+    ("scrape:\n  static_configs:\n    - { targets: [\"a:1\"], interval: 5s, timeout: 6s }\n", "c.yaml:3: scrape.static_configs[0].timeout: 6s is longer than the interval 5s"),
+    ("scrape:\n  static_configs:\n    - { targets: [\"a:1\"], scheme: ftp }\n", "c.yaml:3: scrape.static_configs[0].scheme: \"ftp\" is not http or https"),
+    ("scrape:\n  static_configs:\n    - { targets: [\"a:1\"], labels: { 1job: x } }\n", "c.yaml:3: scrape.static_configs[0].labels: invalid label name \"1job\": expected [a-zA-Z_][a-zA-Z0-9_]*"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { action: keep, regex: a }\n        - { action: Replace, target_label: x }\n", "c.yaml:6: scrape.static_configs[0].relabel_configs[1].action: unknown action \"Replace\", expected one of replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      metric_relabel_configs:\n        - { source_labels: [a], regex: \"a[\" , action: drop }\n", "c.yaml:5: scrape.static_configs[0].metric_relabel_configs[0].regex: invalid regular expression \"a[\": unclosed character class"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a] }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: required by action replace"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a], target_label: h, action: hashmod }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].modulus: required by action hashmod and must be at least 1"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { regex: tmp_.*, target_label: x, action: labeldrop }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: not allowed with action labeldrop"),
+    ("tail_sampling:\n  policies:\n    - { type: sometimes }\n", "c.yaml:3: tail_sampling.policies[0].type: unknown policy type \"sometimes\", expected one of status_code, latency, probabilistic, string_attribute, numeric_attribute, rate_limiting, and, or, not"),
+    ("tail_sampling:\n  policies:\n    - { name: x }\n", "c.yaml:3: tail_sampling.policies[0].type: required, one of status_code, latency, probabilistic, string_attribute, numeric_attribute, rate_limiting, and, or, not"),
+    ("tail_sampling:\n  policies:\n    - { type: latency }\n", "c.yaml:3: tail_sampling.policies[0].threshold_ms: required by policy type latency"),
+    ("tail_sampling:\n  policies:\n    - { type: latency, threshold_ms: 5, percentage: 3 }\n", "c.yaml:3: tail_sampling.policies[0].percentage: does not apply to policy type latency"),
+    ("tail_sampling:\n  policies:\n    - type: or\n      or:\n        - { type: probabilistic, percentage: 130 }\n", "c.yaml:5: tail_sampling.policies[0].or[0].percentage: 130 is not within 0..=100"),
+    ("tail_sampling:\n  policies:\n    - { type: status_code, status_codes: [ERROR, FAILED] }\n", "c.yaml:3: tail_sampling.policies[0].status_codes[1]: unknown status code \"FAILED\", expected OK, ERROR or UNSET"),
+    ("tail_sampling:\n  policies:\n    - { type: string_attribute, key: http.route }\n", "c.yaml:3: tail_sampling.policies[0].values: required by policy type string_attribute"),
+    ("tail_sampling:\n  policies:\n    - { type: numeric_attribute, key: http.status_code }\n", "c.yaml:3: tail_sampling.policies[0].min_value: min_value or max_value is required by policy type numeric_attribute"),
+    ("tail_sampling:\n  policies:\n    - { type: numeric_attribute, key: k, min_value: 5, max_value: 1 }\n", "c.yaml:3: tail_sampling.policies[0].min_value: 5 is greater than max_value 1"),
+    ("tail_sampling:\n  policies:\n    - { type: rate_limiting, spans_per_second: 0 }\n", "c.yaml:3: tail_sampling.policies[0].spans_per_second: must be at least 1"),
+    ("tail_sampling:\n  policies:\n    - type: not\n      not: { type: and }\n", "c.yaml:4: tail_sampling.policies[0].not.and: required by policy type and"),
+    ("mode: cluster\ntail_sampling:\n  policies: []\n", "c.yaml:3: tail_sampling.policies: at least one policy is needed when tail sampling is enabled"),
+    ("otlp:\n  grpc: \":4317\"\n", "c.yaml:2: otlp.grpc: invalid listen address \":4317\": expected IP:port, e.g. 0.0.0.0:9464"),
+    ("otlp:\n  forward_traces_to: http://x:4317\n", "c.yaml:2: otlp.forward_traces_to: invalid target \"http://x:4317\": expected host:port, e.g. 127.0.0.1:9100"),
+];
+
+#[test]
+fn each_rule_names_the_field_and_line() {
+    for (text, expected) in INVALID {
+        assert_eq!(check(text).err().as_deref(), Some(*expected), "{text}");
+    }
+}
+
+#[test]
+fn valid_variants_are_accepted() {
+    for text in [
+        "exporters: { mimir: { console: true, url: \"\" }, loki: { enabled: false, url: \"\" } }\n",
+        "exporters:\n  mimir: { url: \"https://user@mimir.example.com:443/api/v1/push\" }\n",
+        "exporters:\n  mimir: { url: \"http://[::1]:8080/push\" }\n",
+        "exporters:\n  tempo: { tls: { cert_file: /c, key_file: /k } }\n",
+        "admin: { listen: \"[::]:9464\" }\n",
+        "otlp: { grpc: \"\", http: \"127.0.0.1:4318\" }\n",
+        "scrape:\n  static_configs:\n    - targets: [\"[::1]:9100\", \"node-exporter.monitoring.svc:9100\"]\n      \
+         relabel_configs:\n        - { source_labels: [__address__], regex: \"(.+):.*\", target_label: \"${1}_host\" }\n        \
+         - { regex: \"__meta_(.+)\", action: labelmap, replacement: \"$1\" }\n        \
+         - { source_labels: [a], target_label: b, modulus: 8, action: hashmod }\n        \
+         - { source_labels: [a], target_label: b, action: keepequal }\n",
+        "tail_sampling:\n  policies:\n    - { type: numeric_attribute, key: http.status_code, min_value: 500 }\n    \
+         - { type: rate_limiting, spans_per_second: 100 }\n    - { type: not, not: { type: latency, threshold_ms: 5 } }\n    \
+         - { type: string_attribute, key: k, values: [a, b] }\n",
+    ] {
+        if let Err(e) = check(text) {
+            panic!("{text}\n{e}");
+        }
+    }
+}
+
+#[test]
+fn validate_works_on_a_config_built_in_code() {
+    let mut c = Config::default_for(lgtm_config::Mode::Cluster);
+    assert_eq!(c.validate(), Ok(()));
+    c.tail_sampling.policies[1].and[1].percentage = Some(-1.0);
+    assert_eq!(
+        c.validate(),
+        Err(("tail_sampling.policies[1].and[1].percentage".into(), "-1 is not within 0..=100".into()))
+    );
+}
