@@ -1,0 +1,277 @@
+//! The real tailer on a temporary log root, delivering to a recording sink.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+fn expected(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_are_counted_exactly_and_labelled_from_the_path() {
+    let env = Env::new();
+    let a = env.container_dir("shop", "cart-1", "app").join("0.log");
+    let b = env.container_dir("shop", "cart-1", "sidecar").join("0.log");
+    write_lines(&a, "a", 0..700);
+    write_lines(&b, "b", 0..300);
+    let run = env.start();
+    eventually(10, "1000 lines", || env.sink.count() >= 1000).await;
+    write_lines(&a, "a", 700..1200);
+    eventually(10, "1500 lines", || env.sink.count() >= 1500).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+
+    let got = env.sink.got();
+    assert_eq!(got.len(), 1500);
+    let a_lines: Vec<String> =
+        got.iter().filter(|g| g.labels.contains("container=\"app\"")).map(|g| g.line.clone()).collect();
+    assert_eq!(a_lines, expected("a", 0..1200), "in file order, no loss, no duplicate");
+    let g = &got[0];
+    assert!(g.labels.contains(r#"cluster="test-cluster""#), "{}", g.labels);
+    assert!(g.labels.contains(r#"namespace="shop""#) && g.labels.contains(r#"pod="cart-1""#));
+    assert!(g.labels.contains(r#"node="node-1""#) && g.labels.contains(r#"job="shop/"#));
+    assert!(!g.labels.contains("uid"), "no pod uid in labels");
+    assert_eq!(g.meta, vec![("stream".to_string(), "stdout".to_string())]);
+    // Timestamps come from the CRI lines.
+    let first_a = got.iter().find(|g| g.line == "a-61").unwrap();
+    assert_eq!(first_a.ts, 1_704_067_200_000_000_000 + 61_000_000_000 + 61);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_file_is_read_to_end_before_switching() {
+    let env = Env::new();
+    let dir = env.container_dir("ns", "p", "c");
+    let live = dir.join("0.log");
+    write_lines(&live, "l", 0..100);
+    let run = env.start();
+    eventually(10, "file open", || fd_open_on(&live)).await;
+    // The kubelet renames; the runtime writes a little more to the old descriptor, then reopens.
+    let rotated = dir.join("0.log.20240101-000000");
+    std::fs::rename(&live, &rotated).unwrap();
+    write_lines(&rotated, "l", 100..150);
+    write_lines(&live, "l", 150..250);
+    eventually(10, "250 lines", || env.sink.count() >= 250).await;
+    write_lines(&live, "l", 250..300);
+    eventually(10, "300 lines", || env.sink.count() >= 300).await;
+    eventually(10, "rotated file closed", || !fd_open_on(&rotated)).await;
+    run.stop().await;
+    assert_eq!(env.sink.lines(), expected("l", 0..300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_restarts_at_zero() {
+    let env = Env::new();
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    write_lines(&live, "before", 0..100);
+    let run = env.start();
+    eventually(10, "100 lines", || env.sink.count() >= 100).await;
+    std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(0).unwrap();
+    write_lines(&live, "after", 0..20);
+    eventually(10, "120 lines", || env.sink.count() >= 120).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let mut want = expected("before", 0..100);
+    want.extend(expected("after", 0..20));
+    assert_eq!(env.sink.lines(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_file_is_read_to_its_end_and_its_descriptor_closed() {
+    let env = Env::new();
+    let dir = env.container_dir("ns", "gone", "c");
+    let live = dir.join("0.log");
+    write_lines(&live, "x", 0..10);
+    let run = env.start();
+    eventually(10, "file open", || fd_open_on(&live)).await;
+    eventually(10, "10 lines", || env.sink.count() >= 10).await;
+    // Written and deleted before the tailer could look: still read from the open descriptor.
+    write_lines(&live, "x", 10..60);
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    eventually(10, "60 lines", || env.sink.count() >= 60).await;
+    eventually(10, "descriptor closed", || !fd_open_on(&live)).await;
+    run.stop().await;
+    assert_eq!(env.sink.lines(), expected("x", 0..60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_the_checkpoint_without_loss_or_duplicates() {
+    let env = Env::new();
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    write_lines(&live, "r", 0..100);
+    let run = env.start();
+    eventually(10, "100 lines", || env.sink.count() >= 100).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let cp = env.checkpoints();
+    assert_eq!(cp["files"][0]["offset"].as_u64(), Some(std::fs::metadata(&live).unwrap().len()));
+
+    write_lines(&live, "r", 100..150);
+    let run = env.start();
+    eventually(10, "150 lines", || env.sink.count() >= 150).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run.stop().await;
+    assert_eq!(env.sink.lines(), expected("r", 0..150));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_that_never_comes_keeps_the_checkpoint_back() {
+    let env = Env::new();
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    write_lines(&live, "n", 0..50);
+    env.sink.set_mode(AckMode::Never);
+    let run = env.start();
+    eventually(10, "50 lines", || env.sink.count() >= 50).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run.stop().await;
+    assert_eq!(env.checkpoints()["files"][0]["offset"].as_u64(), Some(0));
+
+    // Everything unacknowledged comes again.
+    env.sink.set_mode(AckMode::All);
+    let run = env.start();
+    eventually(10, "50 more lines", || env.sink.count() >= 100).await;
+    run.stop().await;
+    let got = env.sink.got();
+    let second: Vec<String> = got.iter().filter(|g| g.run == 2).map(|g| g.line.clone()).collect();
+    assert_eq!(second, expected("n", 0..50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_duplicates_only_the_unacknowledged_tail() {
+    let env = Env::new();
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    // One batch of 20 lines, acknowledged; then 30 more in batches that are not.
+    write_lines(&live, "t", 0..20);
+    env.sink.set_mode(AckMode::First(1));
+    let run = env.start();
+    eventually(10, "20 lines", || env.sink.count() >= 20).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write_lines(&live, "t", 20..50);
+    eventually(10, "50 lines", || env.sink.count() >= 50).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let first_batch = env.sink.got().iter().filter(|g| g.run == 1).count();
+    assert_eq!(first_batch, 50);
+
+    env.sink.set_mode(AckMode::All);
+    let run = env.start();
+    eventually(10, "the tail again", || env.sink.count() >= 80).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run.stop().await;
+    let second: Vec<String> = env.sink.got().iter().filter(|g| g.run == 2).map(|g| g.line.clone()).collect();
+    assert_eq!(second, expected("t", 20..50), "only what was not acknowledged is sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inode_reuse_with_different_content_is_read_from_the_start() {
+    let env = Env::new();
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    write_lines(&live, "old", 0..100);
+    let run = env.start();
+    eventually(10, "100 lines", || env.sink.count() >= 100).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+
+    // While the agent is down the same inode gets other, longer content (as when a deleted
+    // file's inode is reused): the checkpoint must not apply to it.
+    let ino_before = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&live).unwrap());
+    let mut text = String::new();
+    for i in 0..150u64 {
+        text.push_str(&cri(1000 + i, &format!("new-{i}")));
+    }
+    std::fs::write(&live, text).unwrap();
+    assert_eq!(ino_before, std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&live).unwrap()));
+    let run = env.start();
+    eventually(10, "150 new lines", || env.sink.count() >= 250).await;
+    run.stop().await;
+    let second: Vec<String> = env.sink.got().iter().filter(|g| g.run == 2).map(|g| g.line.clone()).collect();
+    assert_eq!(second, expected("new", 0..150));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_at_end_skips_existing_content_on_the_very_first_start_only() {
+    let mut env = Env::new();
+    env.cfg.start_at = lgtm_config::StartAt::End;
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    write_lines(&live, "e", 0..10);
+    let run = env.start();
+    eventually(10, "file open", || fd_open_on(&live)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write_lines(&live, "e", 10..15);
+    // A file appearing while running is read from its start.
+    let other = env.container_dir("ns", "p", "d").join("0.log");
+    write_lines(&other, "o", 0..5);
+    eventually(10, "10 lines", || env.sink.count() >= 10).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let lines: BTreeSet<String> = env.sink.lines().into_iter().collect();
+    let want: BTreeSet<String> = expected("e", 10..15).into_iter().chain(expected("o", 0..5)).collect();
+    assert_eq!(lines, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescan_finds_files_when_the_root_appears_late_and_filters_apply() {
+    let mut env = Env::new();
+    let root = env.root.path().join("late");
+    env.cfg.path = root.clone();
+    let run = env.start();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = lgtm_daemonset::logs::metrics::logs().rescan_recoveries.get();
+    let d = root.join("ns_p_uid").join("app");
+    std::fs::create_dir_all(&d).unwrap();
+    write_lines(&d.join("0.log"), "late", 0..5);
+    let proxy = root.join("ns_p_uid").join("istio-proxy");
+    std::fs::create_dir_all(&proxy).unwrap();
+    write_lines(&proxy.join("0.log"), "proxy", 0..5);
+    eventually(10, "5 lines", || env.sink.count() >= 5).await;
+    assert!(lgtm_daemonset::logs::metrics::logs().rescan_recoveries.get() > before);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    assert_eq!(env.sink.lines(), expected("late", 0..5), "excluded container not shipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_json_and_long_cri_lines_end_to_end() {
+    let mut env = Env::new();
+    env.cfg.max_line_size = lgtm_config::ByteSize::from_bytes(1000);
+    let docker = env.container_dir("ns", "p", "docker").join("0.log");
+    append(
+        &docker,
+        concat!(
+            r#"{"log":"one\n","stream":"stdout","time":"2024-01-01T00:00:00.000000001Z"}"#,
+            "\n",
+            r#"{"log":"two ","stream":"stderr","time":"2024-01-01T00:00:00.000000002Z"}"#,
+            "\n",
+            r#"{"log":"halves\n","stream":"stderr","time":"2024-01-01T00:00:00.000000003Z"}"#,
+            "\n",
+        ),
+    );
+    let cri_file = env.container_dir("ns", "p", "cri").join("0.log");
+    let long = "y".repeat(2500);
+    append(&cri_file, &format!("2024-01-01T00:00:00Z stdout P {}\n", &long[..1500]));
+    append(&cri_file, &format!("2024-01-01T00:00:01Z stdout F {}\n", &long[1500..]));
+    append(&cri_file, "2024-01-01T00:00:02Z stderr F bad \u{0}\u{0}\n");
+    append(&cri_file, "garbage line\n");
+    let run = env.start();
+    eventually(10, "all entries", || env.sink.count() >= 7).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let got = env.sink.got();
+    let docker_lines: Vec<(String, Vec<(String, String)>)> =
+        got.iter().filter(|g| g.labels.contains("docker")).map(|g| (g.line.clone(), g.meta.clone())).collect();
+    let m = |s: &str| vec![("stream".to_string(), s.to_string())];
+    assert_eq!(docker_lines, vec![("one".into(), m("stdout")), ("two halves".into(), m("stderr"))]);
+    let cri_lines: Vec<&common::Got> = got.iter().filter(|g| g.labels.contains("\"cri\"")).collect();
+    assert_eq!(cri_lines.len(), 5);
+    let joined: String = cri_lines[..3].iter().map(|g| g.line.as_str()).collect();
+    assert_eq!(joined, long, "split, never dropped");
+    for (i, g) in cri_lines[..3].iter().enumerate() {
+        assert!(g.meta.contains(&("part".to_string(), (i + 1).to_string())), "{:?}", g.meta);
+        assert_eq!(g.ts, 1_704_067_200_000_000_000);
+    }
+    assert_eq!(cri_lines[4].line, "garbage line");
+    assert!(cri_lines[4].meta.is_empty(), "raw lines carry no stream");
+}
