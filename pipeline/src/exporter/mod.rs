@@ -7,9 +7,16 @@
 //! - [`console`]: prints what would be shipped (the local demo).
 
 pub mod console;
+pub mod credentials;
+pub mod http;
 pub mod loki;
 pub mod otlp;
+pub mod outcome;
 pub mod remote_write;
+pub mod retry;
+#[cfg(test)]
+mod testing;
+pub mod tls;
 
 use lgtm_config::ExporterConfig;
 use tokio::task::JoinHandle;

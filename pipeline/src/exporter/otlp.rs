@@ -1,10 +1,452 @@
-//! Placeholder until the exporter lands: completes nothing, so records stay queued.
+//! OTLP/gRPC `TraceService/Export` to Tempo: each batch of queued `ExportTraceServiceRequest`s is
+//! merged into one request, sent with the tenant as `x-scope-orgid` metadata and, by default,
+//! gzip-compressed.
+//!
+//! UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and ABORTED are retried; any other status
+//! rejects the batch. A partial success (some spans refused) counts the refused spans as failed and
+//! completes the records: resending would duplicate the spans that were taken.
 
-use lgtm_config::ExporterConfig;
+use std::str::FromStr;
+use std::time::Duration;
+
+use lgtm_config::{Compression, ExporterConfig};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest};
+use prost::Message;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status};
 
-use crate::queue::DurableQueue;
+use super::credentials::Credentials;
+use super::outcome::{release, Reporter};
+use super::retry::{Attempt, Decision, Retrier};
+use super::tls::{TlsError, TlsFiles};
+use crate::ack::Delivery;
+use crate::queue::{DurableQueue, Record};
 
-pub async fn run(_cfg: ExporterConfig, _tenant: String, _queue: DurableQueue, stop: CancellationToken) {
-    stop.cancelled().await;
+const EXPORTER: &str = "tempo";
+
+/// Largest answer accepted from the backend (answers are tiny; this only bounds a broken peer).
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("no endpoint configured")]
+    NoEndpoint,
+    #[error("endpoint {endpoint:?}: {source}")]
+    Endpoint { endpoint: String, source: tonic::transport::Error },
+    #[error("header {0:?}: not valid gRPC metadata")]
+    Header(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// What every request carries besides the spans.
+struct Client {
+    grpc: TraceServiceClient<Channel>,
+    metadata: MetadataMap,
+    credentials: Credentials,
+}
+
+pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
+    let Some(client) = connect_until_stopped(&cfg, &tenant, &stop).await else { return };
+    let retrier = Retrier::new(EXPORTER, &cfg.retry, stop.clone());
+    let reporter = Reporter::new(EXPORTER);
+    loop {
+        let batch = tokio::select! {
+            b = queue.next(cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
+            _ = stop.cancelled() => None,
+        };
+        let Some(records) = batch else { break };
+        if stop.is_cancelled() {
+            release(&queue, &records);
+            break;
+        }
+        let (request, records) = merge(records, &queue, &reporter);
+        if records.is_empty() {
+            continue;
+        }
+        let spans: u64 = records.iter().map(|r| r.items as u64).sum();
+        match retrier.run(|| client.export(request.clone())).await {
+            None => release(&queue, &records),
+            Some(Decision::Delivered(partial)) => {
+                let (rejected, message) = partial.map_or((0, String::new()), |p| (p.rejected_spans, p.error_message));
+                let rejected = (rejected.max(0) as u64).min(spans);
+                if rejected > 0 {
+                    reporter.partially_rejected(rejected, &message);
+                }
+                reporter.delivered(spans - rejected);
+                for r in &records {
+                    queue.complete(r.seq, Delivery::Accepted);
+                }
+            }
+            Some(Decision::Rejected { reason, message }) => {
+                reporter.settle(&queue, &records, Some(Decision::Rejected { reason, message }))
+            }
+        }
+    }
+}
+
+/// Decodes every record and merges them into one request; a record that does not decode is
+/// rejected on its own. Returns the request and the records it holds.
+fn merge(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> (ExportTraceServiceRequest, Vec<Record>) {
+    let mut merged = ExportTraceServiceRequest::default();
+    let mut kept = Vec::with_capacity(records.len());
+    for r in records {
+        match ExportTraceServiceRequest::decode(r.payload.as_ref()) {
+            Ok(req) => {
+                merged.resource_spans.extend(req.resource_spans);
+                kept.push(r);
+            }
+            Err(e) => {
+                let message = format!("queued record is not an ExportTraceServiceRequest: {e}");
+                reporter.rejected(r.items as u64, "decode", &message);
+                queue.complete(r.seq, Delivery::Rejected(message));
+            }
+        }
+    }
+    (merged, kept)
+}
+
+impl Client {
+    async fn export(&self, request: ExportTraceServiceRequest) -> Attempt<Option<ExportTracePartialSuccess>> {
+        let mut req = tonic::Request::new(request);
+        *req.metadata_mut() = self.metadata.clone();
+        match self.credentials.authorization().await {
+            Ok(None) => {}
+            Ok(Some(auth)) => match AsciiMetadataValue::from_str(&auth) {
+                Ok(v) => {
+                    req.metadata_mut().insert("authorization", v);
+                }
+                Err(_) => {
+                    return Attempt::Retry {
+                        reason: "credentials".into(),
+                        detail: "the credentials contain characters not allowed in metadata".into(),
+                        retry_after: None,
+                    }
+                }
+            },
+            Err(e) => return Attempt::Retry { reason: "credentials".into(), detail: e.to_string(), retry_after: None },
+        }
+        // The generated client needs `&mut`; clones share the channel.
+        let mut grpc = self.grpc.clone();
+        match grpc.export(req).await {
+            Ok(resp) => Attempt::Delivered(resp.into_inner().partial_success),
+            Err(status) => classify(&status),
+        }
+    }
+}
+
+fn classify<T>(status: &Status) -> Attempt<T> {
+    let detail = format!("{:?}: {}", status.code(), status.message());
+    // A status made on this side from a transport failure (connection reset, the request timeout,
+    // which tonic reports as CANCELLED) carries its cause; an answer from the backend does not.
+    if std::error::Error::source(status).is_some() {
+        let reason = if status.code() == Code::Cancelled { "timeout" } else { "transport" };
+        return Attempt::Retry { reason: reason.into(), detail, retry_after: None };
+    }
+    let reason = format!("grpc_{}", code_name(status.code()));
+    match status.code() {
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted => {
+            Attempt::Retry { reason, detail, retry_after: None }
+        }
+        _ => Attempt::Reject { reason, message: detail },
+    }
+}
+
+/// `Code` in snake case, for the `reason` label.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+async fn connect_until_stopped(cfg: &ExporterConfig, tenant: &str, stop: &CancellationToken) -> Option<Client> {
+    let mut backoff = super::retry::Backoff::new(Duration::from_secs(1), cfg.retry.max_backoff.get());
+    loop {
+        match connect(cfg, tenant).await {
+            Ok(c) => return Some(c),
+            Err(SetupError::NoEndpoint) => {
+                tracing::error!(exporter = EXPORTER, "no endpoint configured; nothing is sent");
+                stop.cancelled().await;
+                return None;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay(Some(Duration::from_secs(1)));
+                tracing::error!(exporter = EXPORTER, error = %e, ?delay, "cannot set up the exporter; nothing is sent until this is fixed");
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The channel connects lazily: an unreachable backend shows up as UNAVAILABLE on the first
+/// export, which is retried like any other.
+async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupError> {
+    let raw = cfg.url.as_deref().filter(|u| !u.is_empty()).ok_or(SetupError::NoEndpoint)?;
+    let tls_configured = cfg.tls.ca_file.is_some() || cfg.tls.cert_file.is_some();
+    let endpoint_text = if raw.contains("://") {
+        raw.to_string()
+    } else if tls_configured {
+        format!("https://{raw}")
+    } else {
+        format!("http://{raw}")
+    };
+    let endpoint_error = |source| SetupError::Endpoint { endpoint: raw.to_string(), source };
+    let timeout = cfg.timeout.get();
+    let mut endpoint = Endpoint::from_shared(endpoint_text.clone())
+        .map_err(endpoint_error)?
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .user_agent(super::http::USER_AGENT)
+        .map_err(endpoint_error)?;
+    if endpoint_text.starts_with("https://") {
+        endpoint = endpoint.tls_config(tls_config(cfg).await?).map_err(endpoint_error)?;
+    }
+    let mut grpc = TraceServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESPONSE_BYTES);
+    if cfg.compression == Compression::Gzip {
+        grpc = grpc.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
+    }
+
+    let mut metadata = MetadataMap::new();
+    for (name, value) in &cfg.headers {
+        let key =
+            AsciiMetadataKey::from_str(&name.to_ascii_lowercase()).map_err(|_| SetupError::Header(name.clone()))?;
+        let value = AsciiMetadataValue::from_str(value).map_err(|_| SetupError::Header(name.clone()))?;
+        metadata.insert(key, value);
+    }
+    if !tenant.is_empty() {
+        let value = AsciiMetadataValue::from_str(tenant).map_err(|_| SetupError::Header("x-scope-orgid".into()))?;
+        metadata.insert("x-scope-orgid", value);
+    }
+    Ok(Client { grpc, metadata, credentials: Credentials::from_config(cfg) })
+}
+
+async fn tls_config(cfg: &ExporterConfig) -> Result<ClientTlsConfig, SetupError> {
+    let files = TlsFiles::read(&cfg.tls).await?;
+    let mut tls = ClientTlsConfig::new();
+    tls = match files.ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca.pem)),
+        None => tls.with_enabled_roots(),
+    };
+    if let Some((cert, key)) = files.identity {
+        tls = tls.identity(Identity::from_pem(cert.pem, key.pem));
+    }
+    if let Some(name) = &cfg.tls.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    if cfg.tls.insecure_skip_verify {
+        tracing::warn!(
+            exporter = EXPORTER,
+            "tls.insecure_skip_verify is not supported for OTLP/gRPC; the server certificate is still checked"
+        );
+    }
+    Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use tonic::transport::server::TcpIncoming;
+
+    use super::*;
+    use crate::exporter::testing::{fast_config, push_and_run, Pki};
+    use crate::metrics;
+
+    /// A Tempo stand-in: records requests and answers from a script, then OK. In the script,
+    /// `Ok(n)` is a partial success refusing `n` spans, `Err(Code::Ok)` an answer that takes
+    /// two seconds, `Err(code)` that status.
+    #[derive(Clone, Default)]
+    struct Backend {
+        script: Arc<Mutex<std::collections::VecDeque<Result<i64, Code>>>>,
+        seen: Arc<Mutex<Vec<(MetadataMap, ExportTraceServiceRequest)>>>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Backend {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+            let (metadata, _, body) = request.into_parts();
+            self.seen.lock().unwrap().push((metadata, body));
+            let next = self.script.lock().unwrap().pop_front();
+            match next {
+                Some(Err(Code::Ok)) => {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+                }
+                Some(Err(code)) => Err(Status::new(code, "scripted failure")),
+                Some(Ok(rejected)) => Ok(tonic::Response::new(ExportTraceServiceResponse {
+                    partial_success: Some(ExportTracePartialSuccess {
+                        rejected_spans: rejected,
+                        error_message: "span too old".into(),
+                    }),
+                })),
+                None => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),
+            }
+        }
+    }
+
+    impl Backend {
+        fn scripted(script: Vec<Result<i64, Code>>) -> Backend {
+            Backend { script: Arc::new(Mutex::new(script.into())), ..Default::default() }
+        }
+
+        /// Serves on 127.0.0.1; returns the port.
+        async fn serve(&self, tls: Option<tonic::transport::ServerTlsConfig>) -> u16 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let service = TraceServiceServer::new(self.clone()).accept_compressed(CompressionEncoding::Gzip);
+            let mut server = tonic::transport::Server::builder();
+            if let Some(tls) = tls {
+                server = server.tls_config(tls).unwrap();
+            }
+            let incoming = TcpIncoming::from(listener);
+            tokio::spawn(async move {
+                let _ = server.add_service(service).serve_with_incoming(incoming).await;
+            });
+            port
+        }
+
+        fn seen(&self) -> Vec<(MetadataMap, ExportTraceServiceRequest)> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    fn spans(service: &str, names: &[&str]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: None,
+                scope_spans: vec![ScopeSpans {
+                    spans: names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![i as u8 + 1; 8],
+                            name: format!("{service}/{n}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn span_names(req: &ExportTraceServiceRequest) -> Vec<String> {
+        req.resource_spans
+            .iter()
+            .flat_map(|rs| rs.scope_spans.iter().flat_map(|ss| ss.spans.iter().map(|s| s.name.clone())))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn export_carries_tenant_headers_gzip_and_the_spans() {
+        let backend = Backend::default();
+        let port = backend.serve(None).await;
+        let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        cfg.headers.insert("X-Extra".into(), "yes".into());
+        let records = vec![spans("a", &["one", "two"]).encode_to_vec(), spans("b", &["three"]).encode_to_vec()];
+        let acks = push_and_run(run, cfg, "tenant-t", records, 1).await;
+        assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+
+        let seen = backend.seen();
+        let mut names = Vec::new();
+        for (metadata, req) in &seen {
+            assert_eq!(metadata.get("x-scope-orgid").unwrap(), "tenant-t");
+            assert_eq!(metadata.get("x-extra").unwrap(), "yes");
+            assert_eq!(metadata.get("grpc-encoding").unwrap(), "gzip");
+            names.extend(span_names(req));
+        }
+        assert_eq!(names, vec!["a/one", "a/two", "b/three"]);
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_retried_and_invalid_argument_is_not() {
+        let backend = Backend::scripted(vec![Err(Code::Unavailable), Err(Code::ResourceExhausted)]);
+        let port = backend.serve(None).await;
+        let cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        assert_eq!(backend.seen().len(), 3);
+
+        let backend = Backend::scripted(vec![Err(Code::InvalidArgument)]);
+        let port = backend.serve(None).await;
+        let cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("scripted failure")), "{acks:?}");
+        assert_eq!(backend.seen().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn request_timeout_is_retried() {
+        let backend = Backend::scripted(vec![Err(Code::Ok)]);
+        let port = backend.serve(None).await;
+        let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        cfg.timeout = lgtm_config::Duration::from_millis(200);
+        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        assert_eq!(backend.seen().len(), 2, "the first attempt timed out and was sent again");
+    }
+
+    #[tokio::test]
+    async fn partial_success_counts_refused_spans_and_completes() {
+        let backend = Backend::scripted(vec![Ok(2)]);
+        let port = backend.serve(None).await;
+        let cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        let failed = || metrics::pipeline().failed.with_label_values(&[EXPORTER, "partial_success"]).get();
+        let before = failed();
+        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x", "y", "z"]).encode_to_vec()], 3).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        assert_eq!(backend.seen().len(), 1);
+        assert!(failed() >= before + 2);
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_with_a_private_ca() {
+        let pki = Pki::generate();
+        let server_tls = tonic::transport::ServerTlsConfig::new()
+            .identity(Identity::from_pem(&pki.server_cert_pem, &pki.server_key_pem))
+            .client_ca_root(Certificate::from_pem(std::fs::read(&pki.ca_file).unwrap()));
+        let backend = Backend::default();
+        let port = backend.serve(Some(server_tls)).await;
+        let mut cfg = fast_config(&format!("https://localhost:{port}"));
+        cfg.tls.ca_file = Some(pki.ca_file.clone());
+        cfg.tls.cert_file = Some(pki.client_cert_file.clone());
+        cfg.tls.key_file = Some(pki.client_key_file.clone());
+        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        assert_eq!(backend.seen().len(), 1);
+    }
 }

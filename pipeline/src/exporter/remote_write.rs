@@ -1,10 +1,418 @@
-//! Placeholder until the exporter lands: completes nothing, so records stay queued.
+//! Prometheus remote write 1.0 to Mimir, sent by parallel shards.
+//!
+//! Each batch from the queue is split by series: a series always goes to shard
+//! `hash(labels) % shards`, and a shard sends its sub-batches strictly one after another (a failed
+//! one is retried before the next goes out), so the samples of a series arrive in order while the
+//! shards send in parallel. A queue record is completed once every shard that got a piece of it is
+//! done with that piece; a few batches per shard may be waiting, which keeps every shard busy
+//! without letting the exporter run far ahead of the backend.
 
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use lgtm_config::ExporterConfig;
+use prost::Message;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use xxhash_rust::xxh3::Xxh3;
 
-use crate::queue::DurableQueue;
+use super::http::{snappy, HttpSender};
+use super::outcome::{concatenate, release, Reporter};
+use super::retry::{Decision, Retrier};
+use crate::ack::Delivery;
+use crate::proto::{Label, TimeSeries, WriteRequest};
+use crate::queue::{DurableQueue, Record};
 
-pub async fn run(_cfg: ExporterConfig, _tenant: String, _queue: DurableQueue, stop: CancellationToken) {
-    stop.cancelled().await;
+const EXPORTER: &str = "mimir";
+
+const PROTOCOL_HEADERS: &[(&str, &str)] = &[
+    ("Content-Encoding", "snappy"),
+    ("Content-Type", "application/x-protobuf"),
+    ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+];
+
+/// Sub-batches that may wait for a shard besides the one it is sending.
+const SHARD_BACKLOG: usize = 2;
+
+pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
+    let Some(sender) = HttpSender::new_until_stopped(EXPORTER, &cfg, &tenant, PROTOCOL_HEADERS, &stop).await else {
+        return;
+    };
+    let sender = Arc::new(sender);
+    let retrier = Retrier::new(EXPORTER, &cfg.retry, stop.clone());
+    let reporter = Reporter::new(EXPORTER);
+    let shard_count = cfg.shards.max(1);
+
+    let mut shards = Vec::with_capacity(shard_count);
+    let mut workers = Vec::with_capacity(shard_count);
+    for shard in 0..shard_count {
+        let (tx, rx) = mpsc::channel(SHARD_BACKLOG);
+        shards.push(tx);
+        let worker = send_shard(rx, sender.clone(), retrier.clone(), reporter.clone(), stop.clone());
+        workers.push(tokio::spawn(worker.instrument(tracing::info_span!("shard", exporter = EXPORTER, shard))));
+    }
+
+    loop {
+        let batch = tokio::select! {
+            b = queue.next(cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
+            _ = stop.cancelled() => None,
+        };
+        let Some(records) = batch else { break };
+        if stop.is_cancelled() {
+            release(&queue, &records);
+            break;
+        }
+        for (shard, piece) in split(&records, shard_count, &queue, &reporter).into_iter().enumerate() {
+            let Some(piece) = piece else { continue };
+            let permit = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                p = shards[shard].reserve() => p.ok(),
+            };
+            // Without a permit the piece is dropped, which hands its records back to the queue.
+            if let Some(permit) = permit {
+                permit.send(piece);
+            }
+        }
+    }
+    // Closing the channels lets each shard finish what it has (or abandon it if stopping).
+    drop(shards);
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// One shard's sender: sub-batches strictly in the order received.
+async fn send_shard(
+    mut rx: mpsc::Receiver<ShardBatch>,
+    sender: Arc<HttpSender>,
+    retrier: Retrier,
+    reporter: Reporter,
+    stop: CancellationToken,
+) {
+    while let Some(batch) = rx.recv().await {
+        if stop.is_cancelled() {
+            // Dropping abandons it: its records go back to the queue.
+            continue;
+        }
+        let decision = match snappy(&batch.request) {
+            Ok(body) => retrier.run(|| sender.post(body.clone())).await,
+            Err(message) => Some(Decision::Rejected { reason: "encode".into(), message }),
+        };
+        match decision {
+            None => {}
+            Some(Decision::Delivered(())) => {
+                reporter.delivered(batch.samples);
+                batch.settle(Piece::Accepted);
+            }
+            Some(Decision::Rejected { reason, message }) => {
+                reporter.rejected(batch.samples, &reason, &message);
+                batch.settle(Piece::Rejected(message));
+            }
+        }
+    }
+}
+
+/// Splits a batch of records into one sub-batch per shard (`None` for a shard with no series).
+fn split(records: &[Record], shards: usize, queue: &DurableQueue, reporter: &Reporter) -> Vec<Option<ShardBatch>> {
+    if shards == 1 {
+        // One shard keeps everything in order anyway: no need to decode.
+        let trackers = records.iter().map(|r| Arc::new(RecordTracker::new(r.seq, 1, queue.clone()))).collect();
+        let samples = records.iter().map(|r| r.items as u64).sum();
+        return vec![Some(ShardBatch { request: concatenate(records), samples, records: trackers, settled: false })];
+    }
+    let mut series: Vec<Vec<TimeSeries>> = vec![Vec::new(); shards];
+    let mut samples = vec![0u64; shards];
+    let mut trackers: Vec<Vec<Arc<RecordTracker>>> = vec![Vec::new(); shards];
+    let mut touched = vec![false; shards];
+    for r in records {
+        let req = match WriteRequest::decode(r.payload.as_ref()) {
+            Ok(req) => req,
+            Err(e) => {
+                let message = format!("queued record is not a WriteRequest: {e}");
+                reporter.rejected(r.items as u64, "decode", &message);
+                queue.complete(r.seq, Delivery::Rejected(message));
+                continue;
+            }
+        };
+        touched.iter_mut().for_each(|t| *t = false);
+        for ts in req.timeseries {
+            let shard = shard_of(&ts.labels, shards);
+            touched[shard] = true;
+            samples[shard] += ts.samples.len() as u64;
+            series[shard].push(ts);
+        }
+        let pieces = touched.iter().filter(|t| **t).count();
+        if pieces == 0 {
+            queue.complete(r.seq, Delivery::Accepted);
+            continue;
+        }
+        let tracker = Arc::new(RecordTracker::new(r.seq, pieces, queue.clone()));
+        for (shard, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+            trackers[shard].push(tracker.clone());
+        }
+    }
+    series
+        .into_iter()
+        .zip(samples)
+        .zip(trackers)
+        .map(|((timeseries, samples), records)| {
+            (!records.is_empty()).then(|| ShardBatch {
+                request: Bytes::from(WriteRequest { timeseries }.encode_to_vec()),
+                samples,
+                records,
+                settled: false,
+            })
+        })
+        .collect()
+}
+
+/// The shard of a series: a hash of its (sorted) labels.
+fn shard_of(labels: &[Label], shards: usize) -> usize {
+    let mut h = Xxh3::new();
+    for l in labels {
+        h.update(l.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    (h.digest() % shards as u64) as usize
+}
+
+/// What became of one shard's piece of a record.
+#[derive(Debug, Clone)]
+enum Piece {
+    Accepted,
+    Rejected(String),
+    /// Not sent because the exporter is stopping.
+    Abandoned,
+}
+
+/// A queue record split over shards: completed when its last piece is settled. Any abandoned
+/// piece hands the whole record back to the queue (at-least-once: pieces already accepted may be
+/// sent again after a restart); otherwise a rejected piece makes it rejected.
+struct RecordTracker {
+    seq: u64,
+    queue: DurableQueue,
+    state: Mutex<TrackerState>,
+}
+
+struct TrackerState {
+    pending: usize,
+    rejected: Option<String>,
+    abandoned: bool,
+}
+
+impl RecordTracker {
+    fn new(seq: u64, pieces: usize, queue: DurableQueue) -> RecordTracker {
+        RecordTracker {
+            seq,
+            queue,
+            state: Mutex::new(TrackerState { pending: pieces, rejected: None, abandoned: false }),
+        }
+    }
+
+    fn piece_done(&self, piece: Piece) {
+        let mut st = self.state.lock().expect("tracker lock");
+        match piece {
+            Piece::Accepted => {}
+            Piece::Rejected(m) => {
+                st.rejected.get_or_insert(m);
+            }
+            Piece::Abandoned => st.abandoned = true,
+        }
+        st.pending -= 1;
+        if st.pending > 0 {
+            return;
+        }
+        if st.abandoned {
+            self.queue.release(self.seq);
+        } else if let Some(m) = st.rejected.take() {
+            self.queue.complete(self.seq, Delivery::Rejected(m));
+        } else {
+            self.queue.complete(self.seq, Delivery::Accepted);
+        }
+    }
+}
+
+/// One shard's request: an encoded (uncompressed) `WriteRequest` and the records it has pieces of.
+/// Dropped without being settled, it abandons those pieces.
+struct ShardBatch {
+    request: Bytes,
+    samples: u64,
+    records: Vec<Arc<RecordTracker>>,
+    settled: bool,
+}
+
+impl ShardBatch {
+    fn settle(mut self, piece: Piece) {
+        self.settled = true;
+        for r in &self.records {
+            r.piece_done(piece.clone());
+        }
+    }
+}
+
+impl Drop for ShardBatch {
+    fn drop(&mut self) {
+        if !self.settled {
+            for r in &self.records {
+                r.piece_done(Piece::Abandoned);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::exporter::testing::{fast_config, memory_queue, push_and_run, Capture, Reply};
+    use crate::metrics;
+    use crate::proto::Sample;
+    use crate::Ack;
+
+    fn series(name: &str, instance: usize, samples: &[(i64, f64)]) -> TimeSeries {
+        TimeSeries {
+            labels: vec![Label::new("__name__", name), Label::new("instance", format!("host-{instance}"))],
+            samples: samples.iter().map(|&(timestamp, value)| Sample { value, timestamp }).collect(),
+        }
+    }
+
+    fn write_request(series: Vec<TimeSeries>) -> Vec<u8> {
+        WriteRequest { timeseries: series }.encode_to_vec()
+    }
+
+    fn decode(body: &[u8]) -> WriteRequest {
+        let raw = snap::raw::Decoder::new().decompress_vec(body).expect("snappy block format");
+        WriteRequest::decode(raw.as_slice()).expect("WriteRequest")
+    }
+
+    fn delivered_series(capture: &Capture) -> Vec<TimeSeries> {
+        capture.requests().iter().filter(|r| r.status == 200).flat_map(|r| decode(&r.body).timeseries).collect()
+    }
+
+    #[tokio::test]
+    async fn request_has_remote_write_headers_and_snappy_body() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 3;
+        cfg.headers.insert("X-Extra".into(), "1".into());
+        let sent = vec![series("up", 1, &[(1000, 1.0)]), series("up", 2, &[(1000, 0.0)])];
+        let records = vec![write_request(sent[..1].to_vec()), write_request(sent[1..].to_vec())];
+        let acks = push_and_run(run, cfg, "tenant-a", records, 1).await;
+        assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+
+        for r in capture.requests() {
+            assert_eq!(r.path, "/api/v1/push");
+            assert_eq!(r.header("content-encoding"), Some("snappy"));
+            assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+            assert_eq!(r.header("x-prometheus-remote-write-version"), Some("0.1.0"));
+            assert_eq!(r.header("x-scope-orgid"), Some("tenant-a"));
+            assert_eq!(r.header("x-extra"), Some("1"));
+            assert_eq!(r.header("user-agent"), Some(super::super::http::USER_AGENT));
+            assert_eq!(r.header("authorization"), None);
+        }
+        let mut got = delivered_series(&capture);
+        got.sort_by(|a, b| a.labels.cmp(&b.labels));
+        assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn server_error_is_retried_and_delivered_once() {
+        let capture = Capture::start(vec![(500, "overloaded").into(), (503, "again").into()]).await;
+        let cfg = fast_config(&capture.url("/api/v1/push"));
+        let retries_before = metrics::pipeline().retries.with_label_values(&[EXPORTER]).get();
+        let acks = push_and_run(run, cfg, "t", vec![write_request(vec![series("up", 1, &[(1, 1.0)])])], 1).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let statuses: Vec<u16> = capture.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, vec![500, 503, 200]);
+        assert_eq!(delivered_series(&capture).len(), 1);
+        assert!(metrics::pipeline().retries.with_label_values(&[EXPORTER]).get() >= retries_before + 2);
+    }
+
+    #[tokio::test]
+    async fn too_many_requests_waits_for_retry_after() {
+        let capture = Capture::start(vec![Reply { status: 429, body: "slow down", retry_after: Some(1) }]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.retry.max_backoff = lgtm_config::Duration::from_secs(5);
+        let acks = push_and_run(run, cfg, "t", vec![write_request(vec![series("up", 1, &[(1, 1.0)])])], 1).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let reqs = capture.requests();
+        assert_eq!(reqs.len(), 2);
+        let waited = reqs[1].at - reqs[0].at;
+        assert!(waited >= Duration::from_millis(950), "retried after {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_request_is_rejected_counted_and_not_retried() {
+        let capture = Capture::start(vec![(400, "out of order sample").into()]).await;
+        let cfg = fast_config(&capture.url("/api/v1/push"));
+        let m = metrics::pipeline();
+        let failed_before = m.failed.with_label_values(&[EXPORTER, "http_400"]).get();
+        let dropped_before = m.dropped.with_label_values(&[EXPORTER, "rejected"]).get();
+        let acks =
+            push_and_run(run, cfg, "t", vec![write_request(vec![series("up", 1, &[(1, 1.0), (2, 1.0)])])], 2).await;
+        match &acks[0] {
+            Some(Delivery::Rejected(msg)) => assert!(msg.contains("400") && msg.contains("out of order"), "{msg}"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        assert_eq!(capture.requests().len(), 1);
+        assert!(m.failed.with_label_values(&[EXPORTER, "http_400"]).get() >= failed_before + 2);
+        assert!(m.dropped.with_label_values(&[EXPORTER, "rejected"]).get() >= dropped_before + 2);
+    }
+
+    #[tokio::test]
+    async fn shards_keep_each_series_in_order_across_retries() {
+        // Every fourth request fails, so shards retry while others move on.
+        let replies: Vec<Reply> = (0..400).map(|i| if i % 4 == 1 { (503, "busy") } else { (200, "") }.into()).collect();
+        let capture = Capture::start(replies).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 4;
+        cfg.batch.max_items = 60;
+        let (series_count, rounds) = (30usize, 40i64);
+        let records: Vec<Vec<u8>> = (0..rounds)
+            .map(|round| write_request((0..series_count).map(|s| series("m", s, &[(round, round as f64)])).collect()))
+            .collect();
+        let acks = push_and_run(run, cfg, "t", records, series_count as u32).await;
+        assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)));
+
+        let mut per_series: BTreeMap<Vec<Label>, Vec<i64>> = BTreeMap::new();
+        for ts in delivered_series(&capture) {
+            per_series.entry(ts.labels).or_default().extend(ts.samples.iter().map(|s| s.timestamp));
+        }
+        assert_eq!(per_series.len(), series_count);
+        for (labels, timestamps) in per_series {
+            assert_eq!(timestamps, (0..rounds).collect::<Vec<_>>(), "series {labels:?}");
+        }
+        let shards_used: BTreeSet<usize> =
+            (0..series_count).map(|s| shard_of(&series("m", s, &[]).labels, 4)).collect();
+        assert!(shards_used.len() > 1);
+    }
+
+    #[tokio::test]
+    async fn stop_during_endless_retries_hands_records_back() {
+        let replies: Vec<Reply> = (0..10_000).map(|_| (503, "down").into()).collect();
+        let capture = Capture::start(replies).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 2;
+        let queue = memory_queue("mimir-stop");
+        let (tx, mut ack) = Ack::pair();
+        let payload = write_request((0..10).map(|s| series("m", s, &[(1, 1.0)])).collect());
+        queue.push(payload.into(), 10, Some(tx)).await.unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(cfg, "t".into(), queue.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(capture.requests().len() > 2, "retrying");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops promptly").unwrap();
+        assert_eq!(ack.try_outcome(), None, "not resolved: still queued");
+        assert_eq!(queue.stats().records, 1);
+        // Handed back: the next reader gets it again.
+        let again = queue.next(1 << 20, 1000, Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 1);
+    }
 }

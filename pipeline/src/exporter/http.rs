@@ -1,0 +1,317 @@
+//! The HTTP side shared by the Mimir and Loki exporters: one reqwest client per exporter (TLS,
+//! timeout, credentials, fixed headers), and the classification of an answer into deliver, retry
+//! or reject.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use lgtm_config::ExporterConfig;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use tokio_util::sync::CancellationToken;
+
+use super::credentials::Credentials;
+use super::retry::Attempt;
+use super::tls::{self, TlsError, TlsFiles};
+
+/// Bytes of a refused request's response body quoted in logs and acknowledgements.
+const BODY_QUOTE: usize = 256;
+
+pub const USER_AGENT: &str = concat!("lgtm-agent/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("no url configured")]
+    NoUrl,
+    #[error("url {url:?}: {detail}")]
+    Url { url: String, detail: String },
+    #[error("header {name:?}: invalid name or value")]
+    Header { name: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// POSTs request bodies to one URL.
+pub struct HttpSender {
+    client: reqwest::Client,
+    url: Url,
+    headers: HeaderMap,
+    credentials: Credentials,
+}
+
+/// Shows the URL and the kind of credentials; header values may be secrets and are left out.
+impl std::fmt::Debug for HttpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSender").field("url", &self.url.as_str()).field("credentials", &self.credentials).finish()
+    }
+}
+
+impl HttpSender {
+    /// Builds the client for `cfg`. `protocol_headers` are the backend's own (content type,
+    /// encoding, version); they win over `cfg.headers`, and the tenant header wins over both.
+    pub async fn new(
+        exporter: &str,
+        cfg: &ExporterConfig,
+        tenant: &str,
+        protocol_headers: &[(&'static str, &'static str)],
+    ) -> Result<HttpSender, SetupError> {
+        let url_text = cfg.url.as_deref().filter(|u| !u.is_empty()).ok_or(SetupError::NoUrl)?;
+        let url = Url::parse(url_text).map_err(|e| SetupError::Url { url: url_text.into(), detail: e.to_string() })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(SetupError::Url { url: url_text.into(), detail: "scheme must be http or https".into() });
+        }
+
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &str, value: &str| -> Result<(), SetupError> {
+            let header = || SetupError::Header { name: name.to_string() };
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| header())?;
+            let v = HeaderValue::from_str(value).map_err(|_| header())?;
+            headers.insert(n, v);
+            Ok(())
+        };
+        for (name, value) in &cfg.headers {
+            put(name, value)?;
+        }
+        for (name, value) in protocol_headers {
+            put(name, value)?;
+        }
+        if !tenant.is_empty() {
+            put("X-Scope-OrgID", tenant)?;
+        }
+
+        if cfg.tls.insecure_skip_verify {
+            tracing::warn!(exporter, "tls.insecure_skip_verify is on: the server certificate is not checked");
+        }
+        let mut tls = tls::client_config(&cfg.tls, &TlsFiles::read(&cfg.tls).await?)?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let timeout = cfg.timeout.get();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(HttpSender { client, url, headers, credentials: Credentials::from_config(cfg) })
+    }
+
+    /// Keeps trying to build the sender (a missing certificate file may appear later) until it
+    /// works or `stop` is cancelled.
+    pub async fn new_until_stopped(
+        exporter: &'static str,
+        cfg: &ExporterConfig,
+        tenant: &str,
+        protocol_headers: &[(&'static str, &'static str)],
+        stop: &CancellationToken,
+    ) -> Option<HttpSender> {
+        let mut backoff = super::retry::Backoff::new(Duration::from_secs(1), cfg.retry.max_backoff.get());
+        loop {
+            match HttpSender::new(exporter, cfg, tenant, protocol_headers).await {
+                Ok(s) => return Some(s),
+                Err(SetupError::NoUrl) => {
+                    tracing::error!(exporter, "no url configured; nothing is sent");
+                    stop.cancelled().await;
+                    return None;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay(Some(Duration::from_secs(1)));
+                    tracing::error!(exporter, error = %e, ?delay, "cannot set up the exporter; nothing is sent until this is fixed");
+                    tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces the credentials (tests shorten their recheck period).
+    #[cfg(test)]
+    pub fn with_credentials(mut self, credentials: Credentials) -> HttpSender {
+        self.credentials = credentials;
+        self
+    }
+
+    /// One POST of `body` (already encoded and compressed), classified.
+    pub async fn post(&self, body: Bytes) -> Attempt<()> {
+        let mut req = self.client.post(self.url.clone()).headers(self.headers.clone()).body(body);
+        match self.credentials.authorization().await {
+            Ok(None) => {}
+            Ok(Some(auth)) => match HeaderValue::from_str(&auth) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    req = req.header(AUTHORIZATION, v);
+                }
+                Err(_) => {
+                    return Attempt::Retry {
+                        reason: "credentials".into(),
+                        detail: "the credentials contain characters not allowed in a header".into(),
+                        retry_after: None,
+                    }
+                }
+            },
+            // The file may be mounted late or mid-rotation; what is queued waits for it.
+            Err(e) => return Attempt::Retry { reason: "credentials".into(), detail: e.to_string(), retry_after: None },
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            // Drain so the connection can be reused.
+            let _ = resp.bytes().await;
+            return Attempt::Delivered(());
+        }
+        let retry_after = retry_after(resp.headers());
+        let body = quote_body(resp).await;
+        let reason = format!("http_{}", status.as_u16());
+        let message = format!("HTTP {status}: {body}");
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            Attempt::Retry { reason, detail: message, retry_after }
+        } else {
+            Attempt::Reject { reason, message }
+        }
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> Attempt<()> {
+    let reason = if e.is_timeout() { "timeout" } else { "connection" };
+    // The error's source chain says what failed (DNS, refused, TLS); the URL is not secret.
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    Attempt::Retry { reason: reason.into(), detail, retry_after: None }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Mimir or Loki).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// The first bytes of the body, as text.
+async fn quote_body(mut resp: reqwest::Response) -> String {
+    let mut quoted = Vec::with_capacity(BODY_QUOTE);
+    while quoted.len() < BODY_QUOTE {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(BODY_QUOTE - quoted.len());
+                quoted.extend_from_slice(&chunk[..take]);
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&quoted).trim().to_string()
+}
+
+/// Snappy block format, as remote write and Loki push expect.
+pub fn snappy(raw: &[u8]) -> Result<Bytes, String> {
+    snap::raw::Encoder::new().compress_vec(raw).map(Bytes::from).map_err(|e| format!("snappy: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exporter::credentials::Credentials;
+    use crate::exporter::testing::{fast_config, Capture, Pki};
+
+    #[tokio::test]
+    async fn rotated_bearer_token_is_sent_on_the_next_request() {
+        let capture = Capture::start(vec![]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "token-one\n").unwrap();
+        let mut cfg = fast_config(&capture.url("/push"));
+        cfg.bearer_token_file = Some(token.clone());
+        let sender = HttpSender::new("test", &cfg, "t", &[])
+            .await
+            .unwrap()
+            .with_credentials(Credentials::from_config(&cfg).recheck_every(Duration::ZERO));
+        assert!(matches!(sender.post(Bytes::from_static(b"a")).await, Attempt::Delivered(())));
+        std::fs::write(&token, "token-two\n").unwrap();
+        assert!(matches!(sender.post(Bytes::from_static(b"b")).await, Attempt::Delivered(())));
+        let auth: Vec<Option<String>> =
+            capture.requests().iter().map(|r| r.header("authorization").map(String::from)).collect();
+        assert_eq!(auth, vec![Some("Bearer token-one".to_string()), Some("Bearer token-two".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_retryable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let cfg = fast_config(&format!("http://127.0.0.1:{port}/push"));
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        match sender.post(Bytes::new()).await {
+            Attempt::Retry { reason, .. } => assert_eq!(reason, "connection"),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn server_certificate_is_checked_against_the_configured_ca() {
+        let pki = Pki::generate();
+        let capture = Capture::start_tls(pki.server_config(false)).await;
+        let mut cfg = fast_config(&capture.url("/push"));
+
+        // Unknown CA: the handshake fails, which is retryable (the CA may be fixed).
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        assert!(matches!(sender.post(Bytes::new()).await, Attempt::Retry { .. }));
+
+        cfg.tls.ca_file = Some(pki.ca_file.clone());
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        assert!(matches!(sender.post(Bytes::new()).await, Attempt::Delivered(())));
+
+        // By IP: the certificate names only localhost, unless server_name says which name to check.
+        let by_ip = capture.url("/push").replace("localhost", "127.0.0.1");
+        cfg.url = Some(by_ip);
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        assert!(matches!(sender.post(Bytes::new()).await, Attempt::Retry { .. }));
+        cfg.tls.server_name = Some("localhost".into());
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        assert!(matches!(sender.post(Bytes::new()).await, Attempt::Delivered(())));
+        assert_eq!(capture.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn insecure_skip_verify_accepts_an_unknown_ca() {
+        let pki = Pki::generate();
+        let capture = Capture::start_tls(pki.server_config(false)).await;
+        let mut cfg = fast_config(&capture.url("/push"));
+        cfg.tls.insecure_skip_verify = true;
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        assert!(matches!(sender.post(Bytes::new()).await, Attempt::Delivered(())));
+    }
+
+    #[tokio::test]
+    async fn client_certificate_is_presented_for_mutual_tls() {
+        let pki = Pki::generate();
+        let capture = Capture::start_tls(pki.server_config(true)).await;
+        let mut cfg = fast_config(&capture.url("/push"));
+        cfg.tls.ca_file = Some(pki.ca_file.clone());
+
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        assert!(matches!(sender.post(Bytes::new()).await, Attempt::Retry { .. }), "no client certificate");
+
+        cfg.tls.cert_file = Some(pki.client_cert_file.clone());
+        cfg.tls.key_file = Some(pki.client_key_file.clone());
+        let sender = HttpSender::new("test", &cfg, "t", &[]).await.unwrap();
+        assert!(matches!(sender.post(Bytes::new()).await, Attempt::Delivered(())));
+        assert_eq!(capture.requests().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn half_a_client_identity_is_a_setup_error() {
+        let mut cfg = fast_config("https://localhost:1/push");
+        cfg.tls.cert_file = Some("/some/cert.pem".into());
+        let err = HttpSender::new("test", &cfg, "t", &[]).await.unwrap_err();
+        assert!(matches!(err, SetupError::Tls(TlsError::HalfIdentity)), "{err}");
+    }
+}

@@ -1,0 +1,168 @@
+//! Sending one request until the backend has decided: retryable failures (HTTP 5xx and 429,
+//! connection errors and timeouts, gRPC UNAVAILABLE and the like) are retried without limit with
+//! capped exponential backoff and full jitter; anything else is final.
+//!
+//! Data is never given up on a retryable error; the only way out of a retry loop other than a
+//! decision is the exporter's stop token, and then the caller hands its records back to the queue.
+
+use std::future::Future;
+use std::time::Duration;
+
+use lgtm_config::RetryConfig;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::LogThrottle;
+use crate::metrics;
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// The backend took it; `T` carries what the exporter needs from the answer.
+    Delivered(T),
+    /// Worth trying again. `retry_after` is the backend's own hint (`Retry-After`).
+    Retry { reason: String, detail: String, retry_after: Option<Duration> },
+    /// The backend will never take it (`reason` is the metric label, e.g. `http_400`).
+    Reject { reason: String, message: String },
+}
+
+/// What a request finally came to.
+#[derive(Debug, PartialEq)]
+pub enum Decision<T> {
+    Delivered(T),
+    Rejected { reason: String, message: String },
+}
+
+/// Capped exponential backoff with full jitter: the n-th delay is uniform in
+/// `[0, min(max, initial * 2^n)]`, or the backend's hint (capped at `max`) if that is longer.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff { initial, max: max.max(initial), attempt: 0 }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self, hint: Option<Duration>) -> Duration {
+        let ceiling = self.initial.saturating_mul(1u32 << self.attempt.min(30)).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let jittered = Duration::from_nanos(rand::rng().random_range(0..=ceiling.as_nanos() as u64));
+        match hint {
+            Some(h) => jittered.max(h.min(self.max)),
+            None => jittered,
+        }
+    }
+}
+
+/// Runs attempts for one exporter until a decision or until `stop`.
+#[derive(Clone)]
+pub struct Retrier {
+    exporter: &'static str,
+    retry: RetryConfig,
+    stop: CancellationToken,
+    throttle: LogThrottle,
+}
+
+impl Retrier {
+    pub fn new(exporter: &'static str, retry: &RetryConfig, stop: CancellationToken) -> Retrier {
+        Retrier { exporter, retry: retry.clone(), stop, throttle: LogThrottle::every(Duration::from_secs(10)) }
+    }
+
+    /// Calls `attempt` until it delivers or rejects. `None` when `stop` was cancelled first (an
+    /// attempt in progress is abandoned; the backend may or may not have taken it).
+    pub async fn run<T, F, Fut>(&self, mut attempt: F) -> Option<Decision<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        let mut backoff = Backoff::new(self.retry.initial_backoff.get(), self.retry.max_backoff.get());
+        loop {
+            let outcome = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return None,
+                a = attempt() => a,
+            };
+            match outcome {
+                Attempt::Delivered(t) => return Some(Decision::Delivered(t)),
+                Attempt::Reject { reason, message } => return Some(Decision::Rejected { reason, message }),
+                Attempt::Retry { reason, detail, retry_after } => {
+                    let delay = backoff.next_delay(retry_after);
+                    metrics::pipeline().retries.with_label_values(&[self.exporter]).inc();
+                    if self.throttle.allow() {
+                        tracing::warn!(exporter = self.exporter, %reason, %detail, ?delay, "request failed; retrying");
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn first_delay_is_at_most_initial_and_later_ones_at_most_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert!(b.next_delay(None) <= Duration::from_millis(100));
+        for _ in 0..50 {
+            assert!(b.next_delay(None) <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn retry_after_hint_is_honoured_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(1), Duration::from_secs(5));
+        assert!(b.next_delay(Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+        assert_eq!(b.next_delay(Some(Duration::from_secs(3600))), Duration::from_secs(5));
+    }
+
+    fn fast_retry() -> RetryConfig {
+        RetryConfig {
+            initial_backoff: lgtm_config::Duration::from_millis(1),
+            max_backoff: lgtm_config::Duration::from_millis(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_until_delivered() {
+        let r = Retrier::new("test", &fast_retry(), CancellationToken::new());
+        let calls = AtomicU32::new(0);
+        let d = r
+            .run(|| async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Attempt::Retry { reason: "http_503".into(), detail: String::new(), retry_after: None }
+                } else {
+                    Attempt::Delivered(7)
+                }
+            })
+            .await;
+        assert_eq!(d, Some(Decision::Delivered(7)));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn stop_ends_an_endless_retry() {
+        let stop = CancellationToken::new();
+        let r = Retrier::new("test", &fast_retry(), stop.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            stop.cancel();
+        });
+        let d: Option<Decision<()>> = r
+            .run(|| async { Attempt::Retry { reason: "connection".into(), detail: String::new(), retry_after: None } })
+            .await;
+        assert_eq!(d, None);
+    }
+}
