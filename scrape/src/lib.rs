@@ -1,3 +1,5 @@
 //! Prometheus scraping: exposition parsers, relabeling, the scrape loop and target manager.
-//!
-//! Not yet implemented (issue 10).
+
+pub mod labels;
+pub mod parser;
+pub mod relabel;

@@ -1,0 +1,185 @@
+//! Exposition parsers: the Prometheus text format 0.0.4 and OpenMetrics 1.0 text.
+//!
+//! [`Parser`] is an iterator over a body (`&[u8]`, already decompressed) that yields
+//! [`Entry`]s borrowing from it: nothing is copied or allocated for a sample line. A
+//! [`Series`] gives the raw bytes of its name and label set (the scrape cache's key), the value,
+//! the optional timestamp, and its labels parsed on demand.
+//!
+//! Behaviour, as Prometheus:
+//! - Parsing stops at the first malformed line with a [`ParseError`] naming the line; the scrape
+//!   loop then fails the whole scrape (`up` = 0) and ingests nothing from the body.
+//! - OpenMetrics: the body must end with `# EOF`; timestamps are float seconds (converted to
+//!   milliseconds); exemplars are checked and skipped; `<family>_created` series of counters,
+//!   histograms and summaries are dropped (Prometheus drops them unless created-timestamp
+//!   ingestion is on, which this agent does not implement).
+//! - Text format: blanks are allowed between tokens, a trailing comma in a label set, empty
+//!   lines and free comments; timestamps are integer milliseconds; the last line may lack its
+//!   newline.
+//!
+//! Not handled: the protobuf exposition format (never asked for in [`ACCEPT_HEADER`]), quoted
+//! UTF-8 metric names, and hex float values.
+//!
+//! ```
+//! use lgtm_scrape::parser::{Entry, Format, Parser};
+//!
+//! let body = b"# TYPE up gauge\nup{job=\"node\"} 1 1700000000000\n";
+//! let mut n = 0;
+//! for entry in Parser::new(body, Format::Text) {
+//!     if let Entry::Series(s) = entry.unwrap() {
+//!         assert_eq!(s.raw(), b"up{job=\"node\"}");
+//!         assert_eq!(s.value, 1.0);
+//!         assert_eq!(s.labels().next().unwrap(), ("job", "node".into()));
+//!         n += 1;
+//!     }
+//! }
+//! assert_eq!(n, 1);
+//! ```
+
+mod content_type;
+mod error;
+mod lexer;
+mod metadata;
+mod series;
+#[cfg(test)]
+mod tests;
+
+pub use content_type::{UnsupportedContentType, ACCEPT_HEADER};
+pub use error::{ParseError, ParseErrorKind};
+pub use lexer::{is_valid_label_name, is_valid_metric_name, LabelIter};
+pub use metadata::{Metadata, MetricType};
+pub use series::Series;
+
+use memchr::memchr;
+
+use metadata::Comment;
+
+/// The exposition format of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0` (and `0.0.1`).
+    OpenMetrics,
+}
+
+/// One meaningful line of a body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry<'a> {
+    Series(Series<'a>),
+    Metadata(Metadata<'a>),
+}
+
+/// Iterates over the entries of a body. After the first error it yields nothing more.
+#[derive(Debug, Clone)]
+pub struct Parser<'a> {
+    body: &'a [u8],
+    pos: usize,
+    line: usize,
+    format: Format,
+    /// The family of the last `# TYPE` line (OpenMetrics `_created` detection).
+    family: Option<(&'a str, MetricType)>,
+    seen_eof: bool,
+    done: bool,
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(body: &'a [u8], format: Format) -> Parser<'a> {
+        Parser { body, pos: 0, line: 0, format, family: None, seen_eof: false, done: false }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    fn fail(&mut self, kind: ParseErrorKind) -> Option<Result<Entry<'a>, ParseError>> {
+        self.done = true;
+        Some(Err(ParseError { line: self.line, kind }))
+    }
+
+    /// Whether an OpenMetrics sample is the `_created` series of the current family.
+    fn is_created_series(&self, name: &str) -> bool {
+        match self.family {
+            Some((family, kind)) if kind.has_created_series() => {
+                name.len() == family.len() + "_created".len() && name.starts_with(family) && name.ends_with("_created")
+            }
+            _ => false,
+        }
+    }
+
+    fn next_text(&mut self, line: &'a [u8]) -> Result<Option<Entry<'a>>, ParseErrorKind> {
+        let first = lexer::skip_blanks(line, 0);
+        match line.get(first) {
+            None => Ok(None),
+            Some(b'#') => match metadata::parse_text_comment(line)? {
+                Comment::Metadata(m) => Ok(Some(Entry::Metadata(m))),
+                Comment::Other | Comment::Eof => Ok(None),
+            },
+            Some(_) => series::parse_text_line(line, self.line).map(|s| Some(Entry::Series(s))),
+        }
+    }
+
+    fn next_openmetrics(&mut self, line: &'a [u8]) -> Result<Option<Entry<'a>>, ParseErrorKind> {
+        match line.first() {
+            None => Err(ParseErrorKind::EmptyLine),
+            Some(b'#') => match metadata::parse_openmetrics_comment(line)? {
+                Comment::Eof => {
+                    self.seen_eof = true;
+                    Ok(None)
+                }
+                Comment::Metadata(m) => {
+                    if let Metadata::Type { name, kind } = m {
+                        self.family = Some((name, kind));
+                    }
+                    Ok(Some(Entry::Metadata(m)))
+                }
+                Comment::Other => Err(ParseErrorKind::InvalidComment),
+            },
+            Some(_) => {
+                let s = series::parse_openmetrics_line(line, self.line)?;
+                if self.is_created_series(s.name()) {
+                    return Ok(None);
+                }
+                Ok(Some(Entry::Series(s)))
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Parser<'a> {
+    type Item = Result<Entry<'a>, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.pos >= self.body.len() {
+                self.done = true;
+                if self.format == Format::OpenMetrics && !self.seen_eof {
+                    self.line += 1;
+                    return self.fail(ParseErrorKind::MissingEof);
+                }
+                return None;
+            }
+            self.line += 1;
+            if self.seen_eof {
+                return self.fail(ParseErrorKind::DataAfterEof);
+            }
+            let rest = &self.body[self.pos..];
+            let (line, advance) = match memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], i + 1),
+                None => (rest, rest.len()),
+            };
+            self.pos += advance;
+            let parsed = match self.format {
+                Format::Text => self.next_text(line),
+                Format::OpenMetrics => self.next_openmetrics(line),
+            };
+            match parsed {
+                Ok(Some(entry)) => return Some(Ok(entry)),
+                Ok(None) => continue,
+                Err(kind) => return self.fail(kind),
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! One sample line: `name{labels} value [timestamp]`, in either format.
+
+use super::error::ParseErrorKind;
+use super::lexer::{parse_value, scan_label_set, scan_metric_name, skip_blanks, token_end, LabelIter};
+
+/// One sample of the body, borrowed from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series<'a> {
+    series: &'a [u8],
+    name: &'a str,
+    label_set: &'a [u8],
+    /// The sample value.
+    pub value: f64,
+    /// The explicit timestamp in milliseconds, if the line has one (OpenMetrics' seconds are
+    /// converted, truncating below the millisecond as Prometheus does).
+    pub timestamp_ms: Option<i64>,
+    /// 1-based line number in the body.
+    pub line: usize,
+}
+
+impl<'a> Series<'a> {
+    /// The metric name and label set exactly as written (`foo{a="b"}`): the key of the scrape
+    /// cache. Two spellings of one series give two keys that resolve to the same labels.
+    pub fn raw(&self) -> &'a [u8] {
+        self.series
+    }
+
+    /// The metric name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The labels (without `__name__`), in body order, escapes undone. The label set was
+    /// validated when the line was read, so this cannot fail.
+    pub fn labels(&self) -> LabelIter<'a> {
+        LabelIter::new(self.label_set)
+    }
+}
+
+/// A text format (0.0.4) sample line: blanks allowed between tokens, a trailing comma allowed
+/// in the label set, integer millisecond timestamps.
+pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>, ParseErrorKind> {
+    let start = skip_blanks(line, 0);
+    let name_end = scan_metric_name(line, start)?;
+    let brace = skip_blanks(line, name_end);
+    let (label_set, series_end) = if line.get(brace) == Some(&b'{') {
+        let end = scan_label_set(line, brace, true)?;
+        (&line[brace..end], end)
+    } else {
+        (&line[..0], name_end)
+    };
+    let value_start = skip_blanks(line, series_end);
+    if value_start == series_end && label_set.is_empty() && value_start < line.len() {
+        // `foo{` handled above; here a name is followed by something that is neither a blank
+        // nor a label set, e.g. `foo-bar 1`.
+        return Err(ParseErrorKind::ExpectedValue);
+    }
+    let value_end = token_end(line, value_start, false);
+    if value_end == value_start {
+        return Err(ParseErrorKind::ExpectedValue);
+    }
+    let value = parse_value(&line[value_start..value_end])?;
+    let ts_start = skip_blanks(line, value_end);
+    let mut timestamp_ms = None;
+    let mut end = ts_start;
+    if ts_start < line.len() {
+        let ts_end = token_end(line, ts_start, false);
+        let token = &line[ts_start..ts_end];
+        let ts = std::str::from_utf8(token)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| ParseErrorKind::InvalidTimestamp(String::from_utf8_lossy(token).into_owned()))?;
+        timestamp_ms = Some(ts);
+        end = skip_blanks(line, ts_end);
+    }
+    if end < line.len() {
+        return Err(ParseErrorKind::TrailingData(String::from_utf8_lossy(&line[end..]).into_owned()));
+    }
+    Ok(Series {
+        series: &line[start..series_end],
+        // The name is `[a-zA-Z0-9_:]` bytes, hence ASCII.
+        name: std::str::from_utf8(&line[start..name_end]).unwrap_or_default(),
+        label_set,
+        value,
+        timestamp_ms,
+        line: line_no,
+    })
+}
+
+/// An OpenMetrics 1.0 sample line: single spaces between tokens, float-second timestamps, an
+/// optional exemplar (` # {labels} value [timestamp]`), which is checked and skipped.
+pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Series<'_>, ParseErrorKind> {
+    let name_end = scan_metric_name(line, 0)?;
+    let (label_set, series_end) = if line.get(name_end) == Some(&b'{') {
+        let end = scan_label_set(line, name_end, false)?;
+        (&line[name_end..end], end)
+    } else {
+        (&line[..0], name_end)
+    };
+    if line.get(series_end) != Some(&b' ') {
+        return Err(ParseErrorKind::ExpectedValue);
+    }
+    let value_start = series_end + 1;
+    let value_end = token_end(line, value_start, true);
+    if value_end == value_start {
+        return Err(ParseErrorKind::ExpectedValue);
+    }
+    let value = parse_value(&line[value_start..value_end])?;
+    let mut pos = value_end;
+    let mut timestamp_ms = None;
+    if pos < line.len() {
+        pos += 1; // the space
+        if line.get(pos) != Some(&b'#') {
+            let ts_end = token_end(line, pos, true);
+            timestamp_ms = Some(parse_openmetrics_timestamp(&line[pos..ts_end])?);
+            pos = ts_end;
+            if pos < line.len() {
+                pos += 1;
+            }
+        }
+        if pos < line.len() {
+            skip_exemplar(line, pos)?;
+        }
+    }
+    Ok(Series {
+        series: &line[..series_end],
+        name: std::str::from_utf8(&line[..name_end]).unwrap_or_default(),
+        label_set,
+        value,
+        timestamp_ms,
+        line: line_no,
+    })
+}
+
+/// Seconds since the epoch as a float, to milliseconds. NaN and infinities are refused.
+fn parse_openmetrics_timestamp(token: &[u8]) -> Result<i64, ParseErrorKind> {
+    let invalid = || ParseErrorKind::InvalidTimestamp(String::from_utf8_lossy(token).into_owned());
+    let seconds = parse_value(token).map_err(|_| invalid())?;
+    if !seconds.is_finite() {
+        return Err(invalid());
+    }
+    Ok((seconds * 1000.0) as i64)
+}
+
+/// Validates `# {labels} value [timestamp]` starting at `pos` (the `#`) up to the end of the
+/// line. Exemplars are not stored (as in Prometheus without exemplar storage).
+fn skip_exemplar(line: &[u8], pos: usize) -> Result<(), ParseErrorKind> {
+    let rest = &line[pos..];
+    if !rest.starts_with(b"# {") {
+        return Err(ParseErrorKind::TrailingData(String::from_utf8_lossy(rest).into_owned()));
+    }
+    let labels_start = pos + 2;
+    let labels_end = scan_label_set(line, labels_start, false).map_err(|_| ParseErrorKind::InvalidExemplar)?;
+    if line.get(labels_end) != Some(&b' ') {
+        return Err(ParseErrorKind::InvalidExemplar);
+    }
+    let value_start = labels_end + 1;
+    let value_end = token_end(line, value_start, true);
+    parse_value(&line[value_start..value_end]).map_err(|_| ParseErrorKind::InvalidExemplar)?;
+    if value_end == line.len() {
+        return Ok(());
+    }
+    let ts_start = value_end + 1;
+    let ts_end = token_end(line, ts_start, true);
+    if ts_end != line.len() {
+        return Err(ParseErrorKind::InvalidExemplar);
+    }
+    parse_openmetrics_timestamp(&line[ts_start..ts_end]).map_err(|_| ParseErrorKind::InvalidExemplar)?;
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! Table tests for both formats, and properties: printed series parse back to themselves, and
+//! no input makes the parser panic.
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// One entry as a line of text, to compare whole bodies against a table.
+fn render(entry: &Entry<'_>) -> String {
+    match entry {
+        Entry::Series(s) => {
+            let labels: Vec<String> = s.labels().map(|(n, v)| format!("{n}={v:?}")).collect();
+            let ts = s.timestamp_ms.map(|t| format!(" @{t}")).unwrap_or_default();
+            format!("{}{{{}}} {}{}", s.name(), labels.join(","), s.value, ts)
+        }
+        Entry::Metadata(Metadata::Help { name, text }) => format!("HELP {name} {text:?}"),
+        Entry::Metadata(Metadata::Type { name, kind }) => format!("TYPE {name} {kind:?}"),
+        Entry::Metadata(Metadata::Unit { name, unit }) => format!("UNIT {name} {unit}"),
+    }
+}
+
+fn parse_all(body: &str, format: Format) -> Result<Vec<String>, ParseError> {
+    Parser::new(body.as_bytes(), format).map(|e| e.map(|e| render(&e))).collect()
+}
+
+#[test]
+fn text_format_table() {
+    use Format::Text;
+    let ok: &[(&str, &str, &[&str])] = &[
+        ("bare name", "foo 1\n", &["foo{} 1"]),
+        ("labels and timestamp", "foo{a=\"b\",c=\"d\"} 1.5 123\n", &["foo{a=\"b\",c=\"d\"} 1.5 @123"]),
+        ("negative timestamp", "foo 1 -5\n", &["foo{} 1 @-5"]),
+        ("blanks between tokens", "  foo { a = \"b\" ,\tc=\"d\" } \t 2  \n", &["foo{a=\"b\",c=\"d\"} 2"]),
+        ("trailing comma", "foo{a=\"b\",} 1\n", &["foo{a=\"b\"} 1"]),
+        ("empty label set", "foo{} 1\n", &["foo{} 1"]),
+        ("value right after the brace", "foo{a=\"b\"}1\n", &["foo{a=\"b\"} 1"]),
+        ("colons in names", "a:b:c 1\n", &["a:b:c{} 1"]),
+        ("escapes in values", r#"foo{a="x\\y\"z\nw"} 1"#, &["foo{a=\"x\\\\y\\\"z\\nw\"} 1"]),
+        ("unknown escape kept as written", r#"foo{a="\t"} 1"#, &["foo{a=\"\\\\t\"} 1"]),
+        ("utf-8 values", "foo{a=\"héllo ✓\"} 1", &["foo{a=\"héllo ✓\"} 1"]),
+        ("NaN", "foo NaN\n", &["foo{} NaN"]),
+        ("+Inf", "foo +Inf\n", &["foo{} inf"]),
+        ("-Inf", "foo -Inf\n", &["foo{} -inf"]),
+        ("exponent", "foo 1.5e3\n", &["foo{} 1500"]),
+        ("no final newline", "a 1\nb 2", &["a{} 1", "b{} 2"]),
+        ("empty and blank lines", "\na 1\n   \n\nb 2\n", &["a{} 1", "b{} 2"]),
+        ("free comments", "# hello\n#HELP not metadata\n# HELPER x\na 1\n", &["a{} 1"]),
+        ("EOF is a comment", "a 1\n# EOF\n", &["a{} 1"]),
+        ("help", "# HELP foo Some help.\n", &["HELP foo \"Some help.\""]),
+        ("help escapes", "# HELP foo a\\\\b\\nc\\\"d\n", &["HELP foo \"a\\\\b\\nc\\\\\\\"d\""]),
+        ("help without text", "# HELP foo\n", &["HELP foo \"\""]),
+        ("help with blanks", "  #  HELP\tfoo   x  y\n", &["HELP foo \"x  y\""]),
+        (
+            "every type",
+            "# TYPE a counter\n# TYPE b gauge\n# TYPE c histogram\n# TYPE d summary\n# TYPE e untyped \n",
+            &["TYPE a Counter", "TYPE b Gauge", "TYPE c Histogram", "TYPE d Summary", "TYPE e Unknown"],
+        ),
+        (
+            "histogram family",
+            "# TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
+            &["TYPE h Histogram", "h_bucket{le=\"0.5\"} 1", "h_bucket{le=\"+Inf\"} 2", "h_sum{} 3", "h_count{} 2"],
+        ),
+        ("a _created series is kept", "# TYPE c counter\nc_created 1\n", &["TYPE c Counter", "c_created{} 1"]),
+    ];
+    for (name, body, want) in ok {
+        let got = parse_all(body, Text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got, *want, "{name}");
+    }
+
+    type Kind = fn(&ParseErrorKind) -> bool;
+    let bad: &[(&str, &str, usize, Kind)] = &[
+        ("no value", "foo\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
+        ("no value after labels", "foo{a=\"b\"}\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
+        ("no name", "{a=\"b\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedMetricName),
+        ("bad name char", "foo-bar 1\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
+        ("bad label name", "foo{1a=\"b\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
+        ("no equals", "foo{a \"b\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedEquals),
+        ("unquoted value", "foo{a=b} 1\n", 1, |k| *k == ParseErrorKind::ExpectedLabelValue),
+        ("unterminated value", "foo{a=\"b} 1\n", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
+        ("backslash at the end", "foo{a=\"b\\", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
+        ("newline inside a value", "foo{a=\"b\nc\"} 1\n", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
+        ("missing comma", "foo{a=\"b\" c=\"d\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedCommaOrBrace),
+        ("unclosed set", "foo{a=\"b\"", 1, |k| *k == ParseErrorKind::ExpectedCommaOrBrace),
+        ("bad value", "foo abc\n", 1, |k| matches!(k, ParseErrorKind::InvalidValue(_))),
+        ("float timestamp", "foo 1 1.5\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("trailing data", "foo 1 2 3\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
+        ("exemplar in text", "foo 1 # {a=\"b\"} 1\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("carriage return", "foo 1\r\n", 1, |k| matches!(k, ParseErrorKind::InvalidValue(_))),
+        ("line number", "a 1\n\n# c\nb 2\nc x\nd 4\n", 5, |k| matches!(k, ParseErrorKind::InvalidValue(_))),
+        ("invalid type", "# TYPE foo gauges\n", 1, |k| matches!(k, ParseErrorKind::InvalidMetricType(_))),
+        ("OpenMetrics type in text", "# TYPE foo info\n", 1, |k| matches!(k, ParseErrorKind::InvalidMetricType(_))),
+        ("metadata without name", "# TYPE 1foo gauge\n", 1, |k| *k == ParseErrorKind::InvalidMetadata),
+        ("type without type", "# TYPE foo\n", 1, |k| matches!(k, ParseErrorKind::InvalidMetricType(_))),
+    ];
+    for (name, body, line, kind) in bad {
+        let err = parse_all(body, Text).expect_err(name);
+        assert_eq!(err.line, *line, "{name}: {err}");
+        assert!(kind(&err.kind), "{name}: {err}");
+    }
+}
+
+#[test]
+fn invalid_utf8_in_a_label_value_is_an_error() {
+    let body = b"foo{a=\"\xff\"} 1\n";
+    let err = Parser::new(body, Format::Text).next().unwrap().unwrap_err();
+    assert_eq!(err.kind, ParseErrorKind::InvalidUtf8);
+    let body = b"# HELP foo \xff\n";
+    let err = Parser::new(body, Format::Text).next().unwrap().unwrap_err();
+    assert_eq!(err.kind, ParseErrorKind::InvalidHelpUtf8);
+}
+
+#[test]
+fn parsing_stops_after_the_first_error() {
+    let mut p = Parser::new(b"a x\nb 1\n", Format::Text);
+    assert!(p.next().unwrap().is_err());
+    assert!(p.next().is_none());
+}
+
+#[test]
+fn raw_series_is_the_name_and_label_set_as_written() {
+    let body = b"  foo{a=\"b\", } 1 2\nbar 3\n";
+    let raws: Vec<&[u8]> = Parser::new(body, Format::Text)
+        .filter_map(|e| match e.unwrap() {
+            Entry::Series(s) => Some(s.raw()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(raws, [&b"foo{a=\"b\", }"[..], b"bar"]);
+    let body = b"foo{a=\"b\"} 1 2.5 # {x=\"y\"} 1\n# EOF\n";
+    let s = match Parser::new(body, Format::OpenMetrics).next().unwrap().unwrap() {
+        Entry::Series(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.raw(), b"foo{a=\"b\"}");
+    assert_eq!(s.line, 1);
+}
+
+#[test]
+fn openmetrics_table() {
+    use Format::OpenMetrics;
+    let ok: &[(&str, &str, &[&str])] = &[
+        (
+            "a full family",
+            "# HELP foo A counter.\n# TYPE foo counter\n# UNIT foo seconds\nfoo_total{a=\"b\"} 17 1520879607.789\n# EOF\n",
+            &["HELP foo \"A counter.\"", "TYPE foo Counter", "UNIT foo seconds", "foo_total{a=\"b\"} 17 @1520879607789"],
+        ),
+        ("EOF without newline", "a 1\n# EOF", &["a{} 1"]),
+        ("only EOF", "# EOF\n", &[]),
+        ("integer seconds", "a 1 10\n# EOF\n", &["a{} 1 @10000"]),
+        ("millisecond truncation", "a 1 1.0019\n# EOF\n", &["a{} 1 @1001"]),
+        ("negative seconds", "a 1 -1.5\n# EOF\n", &["a{} 1 @-1500"]),
+        ("NaN and infinities", "a NaN\nb +Inf\nc -Inf\n# EOF\n", &["a{} NaN", "b{} inf", "c{} -inf"]),
+        ("empty label set", "a{} 1\n# EOF\n", &["a{} 1"]),
+        ("escapes", "a{b=\"\\\"\\\\\\n\"} 1\n# EOF\n", &["a{b=\"\\\"\\\\\\n\"} 1"]),
+        (
+            "exemplar after the value",
+            "# TYPE h histogram\nh_bucket{le=\"0.1\"} 8 # {trace_id=\"abc\"} 0.05 1520879607.7\n# EOF\n",
+            &["TYPE h Histogram", "h_bucket{le=\"0.1\"} 8"],
+        ),
+        (
+            "exemplar after the timestamp",
+            "c_total 17 1520879607.789 # {trace_id=\"KOO5S4vxi0o\"} 0.67\n# EOF\n",
+            &["c_total{} 17 @1520879607789"],
+        ),
+        ("exemplar with empty labels", "c_total 1 # {} 1\n# EOF\n", &["c_total{} 1"]),
+        (
+            "created series of a counter, histogram and summary are dropped",
+            "# TYPE c counter\nc_total 1\nc_created 1.5e9\n# TYPE h histogram\nh_count 1\nh_created 1\n\
+             # TYPE s summary\ns_count 1\ns_created 1\n# EOF\n",
+            &["TYPE c Counter", "c_total{} 1", "TYPE h Histogram", "h_count{} 1", "TYPE s Summary", "s_count{} 1"],
+        ),
+        (
+            "a gauge named _created is kept",
+            "# TYPE g_created gauge\ng_created 1\n# TYPE c counter\nc_created_total 2\n# EOF\n",
+            &["TYPE g_created Gauge", "g_created{} 1", "TYPE c Counter", "c_created_total{} 2"],
+        ),
+        (
+            "created series of another family is kept",
+            "# TYPE c counter\nd_created 1\n# EOF\n",
+            &["TYPE c Counter", "d_created{} 1"],
+        ),
+        (
+            "OpenMetrics types",
+            "# TYPE a info\n# TYPE b stateset\n# TYPE c gaugehistogram\n# TYPE d unknown\n# EOF\n",
+            &["TYPE a Info", "TYPE b StateSet", "TYPE c GaugeHistogram", "TYPE d Unknown"],
+        ),
+        ("help with escaped quote", "# HELP a x\\\"y\n# EOF\n", &["HELP a \"x\\\"y\""]),
+        ("empty help", "# HELP a\n# EOF\n", &["HELP a \"\""]),
+    ];
+    for (name, body, want) in ok {
+        let got = parse_all(body, OpenMetrics).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got, *want, "{name}");
+    }
+
+    type Kind = fn(&ParseErrorKind) -> bool;
+    let bad: &[(&str, &str, usize, Kind)] = &[
+        ("missing EOF", "a 1\nb 2\n", 3, |k| *k == ParseErrorKind::MissingEof),
+        ("empty body", "", 1, |k| *k == ParseErrorKind::MissingEof),
+        ("data after EOF", "a 1\n# EOF\nb 2\n", 3, |k| *k == ParseErrorKind::DataAfterEof),
+        ("blank line after EOF", "# EOF\n\n", 2, |k| *k == ParseErrorKind::DataAfterEof),
+        ("empty line", "a 1\n\n# EOF\n", 2, |k| *k == ParseErrorKind::EmptyLine),
+        ("free comment", "# hello\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidComment),
+        ("untyped is text-only", "# TYPE a untyped\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidMetricType(_))),
+        ("two spaces before the value", "a  1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
+        ("leading blank", " a 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedMetricName),
+        ("blank in a label set", "a{b=\"c\", d=\"e\"} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
+        ("trailing comma", "a{b=\"c\",} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
+        ("trailing space", "a 1 \n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("NaN timestamp", "a 1 NaN\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("infinite timestamp", "a 1 +Inf\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("exemplar without labels", "a 1 # 1\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
+        ("exemplar without value", "a 1 # {x=\"y\"}\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("exemplar bad value", "a 1 # {x=\"y\"} z\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("exemplar extra data", "a 1 # {x=\"y\"} 1 2 3\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("exemplar bad labels", "a 1 # {x=y} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("bad metadata name", "# TYPE 9a gauge\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidMetadata),
+        ("EOF with trailing blank", "# EOF \n", 1, |k| *k == ParseErrorKind::InvalidComment),
+    ];
+    for (name, body, line, kind) in bad {
+        let err = parse_all(body, OpenMetrics).expect_err(name);
+        assert_eq!(err.line, *line, "{name}: {err}");
+        assert!(kind(&err.kind), "{name}: {err}");
+    }
+}
+
+#[test]
+fn content_type_selects_the_parser() {
+    let table: &[(Option<&str>, Option<Format>)] = &[
+        (Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), Some(Format::OpenMetrics)),
+        (Some("application/openmetrics-text;version=0.0.1"), Some(Format::OpenMetrics)),
+        (Some("Application/OpenMetrics-Text"), Some(Format::OpenMetrics)),
+        (Some("text/plain; version=0.0.4; charset=utf-8"), Some(Format::Text)),
+        (Some("text/plain"), Some(Format::Text)),
+        (Some("text/html"), Some(Format::Text)),
+        (Some(""), Some(Format::Text)),
+        (None, Some(Format::Text)),
+        (Some("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"), None),
+    ];
+    for (ct, want) in table {
+        assert_eq!(Format::from_content_type(*ct).ok(), *want, "{ct:?}");
+    }
+    assert!(ACCEPT_HEADER.starts_with("application/openmetrics-text;version=1.0.0"));
+}
+
+// ---- properties ----
+
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+    timestamp_ms: Option<i64>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn print_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+fn print(samples: &[Sample], format: Format) -> String {
+    let mut out = String::new();
+    for s in samples {
+        out.push_str(&s.name);
+        if !s.labels.is_empty() || s.name.len() % 2 == 0 {
+            let labels: Vec<String> = s.labels.iter().map(|(n, v)| format!("{n}=\"{}\"", escape(v))).collect();
+            out.push_str(&format!("{{{}}}", labels.join(",")));
+        }
+        out.push(' ');
+        out.push_str(&print_value(s.value));
+        match (s.timestamp_ms, format) {
+            (Some(ts), Format::Text) => out.push_str(&format!(" {ts}")),
+            (Some(ts), Format::OpenMetrics) => out.push_str(&format!(" {}", ts / 1000)),
+            (None, _) => {}
+        }
+        out.push('\n');
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+fn sample_strategy() -> impl Strategy<Value = Sample> {
+    (
+        "[a-zA-Z_:][a-zA-Z0-9_:]{0,12}",
+        proptest::collection::vec(("[a-zA-Z_][a-zA-Z0-9_]{0,8}", "(\\PC|[\\\\\"\n])*"), 0..5),
+        prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
+        proptest::option::of(-1_000_000_000_000i64..4_000_000_000_000),
+    )
+        .prop_map(|(name, labels, value, timestamp_ms)| Sample { name, labels, value, timestamp_ms })
+}
+
+fn same_value(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b
+}
+
+proptest! {
+    #[test]
+    fn printed_series_parse_back_to_themselves(samples in proptest::collection::vec(sample_strategy(), 0..20)) {
+        for format in [Format::Text, Format::OpenMetrics] {
+            let body = print(&samples, format);
+            let parsed: Vec<Entry<'_>> = Parser::new(body.as_bytes(), format)
+                .collect::<Result<_, _>>()
+                .map_err(|e| TestCaseError::fail(format!("{format:?}: {e}\n{body}")))?;
+            prop_assert_eq!(parsed.len(), samples.len());
+            for (want, got) in samples.iter().zip(&parsed) {
+                let Entry::Series(got) = got else { return Err(TestCaseError::fail("not a series")) };
+                prop_assert_eq!(got.name(), want.name.as_str());
+                let labels: Vec<(String, String)> =
+                    got.labels().map(|(n, v)| (n.to_string(), v.into_owned())).collect();
+                prop_assert_eq!(&labels, &want.labels);
+                prop_assert!(same_value(got.value, want.value), "{} vs {}", got.value, want.value);
+                let want_ts = match format {
+                    Format::Text => want.timestamp_ms,
+                    Format::OpenMetrics => want.timestamp_ms.map(|t| t / 1000 * 1000),
+                };
+                prop_assert_eq!(got.timestamp_ms, want_ts);
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        for format in [Format::Text, Format::OpenMetrics] {
+            exhaust(&body, format);
+        }
+    }
+
+    #[test]
+    fn random_token_soup_never_panics(parts in proptest::collection::vec(prop_oneof![
+        Just("foo"), Just("{"), Just("}"), Just("a"), Just("="), Just("\""), Just("\\"), Just(","),
+        Just(" "), Just("\t"), Just("\n"), Just("#"), Just("# HELP "), Just("# TYPE "), Just("# EOF"),
+        Just("counter"), Just("1"), Just("1.5"), Just("NaN"), Just("+Inf"), Just("_created"), Just("é"),
+    ], 0..64)) {
+        let body = parts.concat();
+        for format in [Format::Text, Format::OpenMetrics] {
+            exhaust(body.as_bytes(), format);
+        }
+    }
+}
+
+/// Reads every entry and every label, as the scrape loop would.
+fn exhaust(body: &[u8], format: Format) {
+    for entry in Parser::new(body, format) {
+        if let Ok(Entry::Series(s)) = entry {
+            for (name, value) in s.labels() {
+                assert!(is_valid_label_name(name));
+                let _ = value.len();
+            }
+        }
+    }
+}
