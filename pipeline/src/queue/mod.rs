@@ -5,17 +5,43 @@
 //! exporter reports their outcome with [`DurableQueue::complete`]. Completion may arrive in any
 //! order; the queue commits the contiguous prefix of completed records, resolves their
 //! acknowledgements and (with a disk) persists the commit position, so that after a crash or restart
-//! exactly the uncommitted records are replayed, in order.
+//! the uncommitted records are replayed, in order.
 //!
-//! Bounds: `max_memory` bytes of payload are held in memory; with a disk (`max_disk` > 0) every
-//! record is also written to segment files, and records beyond the memory bound are read back from
-//! disk when their turn comes. When the bound in force is reached, `when_full: block` makes `push`
-//! wait (backpressure to the source) and `drop_oldest` evicts the oldest uncommitted records
-//! (resolved as [`Delivery::Evicted`] and counted).
+//! Bounds: `max_memory` bytes of payload are held in memory; with a disk (`dir` set and
+//! `max_disk` > 0) every record is also appended to segment files under `dir`, and records beyond
+//! the memory bound are read back from disk when their turn comes. When the bound in force is
+//! reached, `when_full: block` makes `push` wait (backpressure to the source) and `drop_oldest`
+//! evicts the oldest uncommitted records that are not in flight (resolved as [`Delivery::Evicted`]
+//! and counted in `lgtm_agent_dropped_total{reason="evicted"}`). With a disk, eviction works on
+//! whole segments, since only deleting a file gives disk space back.
+//!
+//! On disk (see [`segment`] for the format):
+//! - `<dir>/<first seq>.seg`: records, checksummed and length-prefixed, each written to the OS
+//!   before `push` returns, so killing the process loses none. A segment is fsync'ed when it is
+//!   finished (at `min(max_disk / 8, 64 MiB)`) and by [`DurableQueue::persist`], and deleted once
+//!   every record in it is completed or evicted.
+//! - `<dir>/commit`: the commit position, replaced atomically at most every
+//!   [`COMMIT_INTERVAL`] and by `persist`. Because it lags, a restart after a crash may hand out
+//!   again a few records that were already delivered: delivery is at-least-once.
+//!
+//! On open, the segments are replayed from the commit position ([`replay`]): a torn record at the
+//! end of the newest segment (a crash in the middle of an append) is cut off, never replayed;
+//! damage elsewhere skips the rest of that segment and is counted in [`QueueStats::corrupt`].
+//!
+//! File I/O is blocking `std::fs` called from async code under a `std` mutex. Records are batches of
+//! about 1 MiB at most and the slow parts (fsync of a finished segment, deleting files, reading a
+//! payload back) run after the lock is released, so that is acceptable for now; appends stay under
+//! the lock because their order in the file is the order of the sequence numbers.
 
-use std::collections::VecDeque;
+mod commit;
+mod replay;
+mod segment;
+mod state;
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,6 +49,12 @@ use lgtm_config::WhenFull;
 use tokio::sync::Notify;
 
 use crate::ack::{AckSender, Delivery};
+use crate::metrics;
+use commit::{io_error, CommitFile};
+use state::{AfterUnlock, Pick, State};
+
+/// How often, at most, completions rewrite the commit position (besides [`DurableQueue::persist`]).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How a queue is bounded and where it keeps its segments.
 #[derive(Debug, Clone)]
@@ -32,6 +64,7 @@ pub struct QueueOptions {
     /// Segment directory; `None` keeps the queue in memory only.
     pub dir: Option<PathBuf>,
     pub max_memory: u64,
+    /// Bytes of segment files; 0 keeps the queue in memory only.
     pub max_disk: u64,
     pub when_full: WhenFull,
 }
@@ -63,31 +96,29 @@ pub enum QueueError {
 pub struct QueueStats {
     /// Records not yet committed (queued or in flight).
     pub records: usize,
+    /// Payload bytes held in memory.
     pub memory_bytes: u64,
+    /// Bytes of segment files.
     pub disk_bytes: u64,
     pub oldest_age: Duration,
     /// Records evicted since start.
     pub evicted: u64,
+    /// Damaged places found in the segments since start (on replay or reading a record back).
+    /// Each one lost at least one record; replay skips the rest of the damaged segment.
+    pub corrupt: u64,
 }
 
-struct Entry {
-    record: Record,
-    ack: Option<AckSender>,
-    outcome: Option<Delivery>,
-    handed_out: bool,
-}
-
-struct State {
-    entries: VecDeque<Entry>,
-    next_seq: u64,
-    memory_bytes: u64,
-    evicted: u64,
-    closed: bool,
+/// The commit position file and when it was last written.
+struct CommitWriter {
+    file: CommitFile,
+    last_write: Instant,
 }
 
 struct Inner {
     opts: QueueOptions,
     state: Mutex<State>,
+    /// With a disk.
+    commit: Option<Mutex<CommitWriter>>,
     /// Signalled when records are pushed or the queue closes.
     readable: Notify,
     /// Signalled when room is freed.
@@ -101,18 +132,21 @@ pub struct DurableQueue {
 }
 
 impl DurableQueue {
-    /// Opens the queue; with a directory, replays what was left uncommitted there.
+    /// Opens the queue; with a directory (and `max_disk` > 0), replays what was left uncommitted
+    /// there.
     pub fn open(opts: QueueOptions) -> Result<DurableQueue, QueueError> {
+        let (state, commit) = match (&opts.dir, opts.max_disk) {
+            (Some(dir), max_disk) if max_disk > 0 => {
+                let (state, file) = replay::open_dir(&opts, dir)?;
+                (state, Some(Mutex::new(CommitWriter { file, last_write: Instant::now() })))
+            }
+            _ => (State::new(None), None),
+        };
         Ok(DurableQueue {
             inner: Arc::new(Inner {
                 opts,
-                state: Mutex::new(State {
-                    entries: VecDeque::new(),
-                    next_seq: 0,
-                    memory_bytes: 0,
-                    evicted: 0,
-                    closed: false,
-                }),
+                state: Mutex::new(state),
+                commit,
                 readable: Notify::new(),
                 writable: Notify::new(),
             }),
@@ -123,8 +157,24 @@ impl DurableQueue {
         &self.inner.opts.name
     }
 
+    fn has_disk(&self) -> bool {
+        self.inner.commit.is_some()
+    }
+
+    /// The largest record the queue can ever take.
     fn limit(&self) -> u64 {
-        self.inner.opts.max_memory.max(self.inner.opts.max_disk)
+        let o = &self.inner.opts;
+        if self.has_disk() {
+            o.max_disk.saturating_sub(segment::HEADER_LEN)
+        } else {
+            o.max_memory.max(o.max_disk)
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the bookkeeping as consistent as any other point
+        // between two statements here; carry on rather than take every exporter down with it.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends a record; with `when_full: block` waits for room.
@@ -143,46 +193,26 @@ impl DurableQueue {
 
     /// Appends a record if there is room (or evicts with `drop_oldest`).
     pub fn try_push(&self, payload: Bytes, items: u32, ack: Option<AckSender>) -> Result<(), PushError> {
-        let size = payload.len() as u64;
         let limit = self.limit();
-        if size > limit {
+        if payload.len() as u64 > limit || u32::try_from(payload.len()).is_err() {
             return Err(PushError::Other(QueueError::TooLarge {
                 name: self.name().into(),
                 size: payload.len(),
                 limit,
             }));
         }
-        let mut st = self.inner.state.lock().expect("queue lock");
-        if st.closed {
-            return Err(PushError::Other(QueueError::Closed(self.name().into())));
-        }
-        while st.memory_bytes + size > limit {
-            match self.inner.opts.when_full {
-                WhenFull::Block => return Err(PushError::Full(ack)),
-                WhenFull::DropOldest => {
-                    // Evict the oldest record that is not in flight.
-                    let Some(pos) = st.entries.iter().position(|e| !e.handed_out && e.outcome.is_none()) else {
-                        return Err(PushError::Full(ack));
-                    };
-                    let e = st.entries.remove(pos).expect("position in range");
-                    st.memory_bytes -= e.record.payload.len() as u64;
-                    st.evicted += 1;
-                    if let Some(a) = e.ack {
-                        a.resolve(Delivery::Evicted);
-                    }
-                }
-            }
-        }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.memory_bytes += size;
-        st.entries.push_back(Entry {
-            record: Record { seq, payload, items, enqueued_at: Instant::now() },
-            ack,
-            outcome: None,
-            handed_out: false,
-        });
+        let mut after = AfterUnlock::default();
+        let mut st = self.lock();
+        let pushed = if st.closed {
+            Err(PushError::Other(QueueError::Closed(self.name().into())))
+        } else if st.disk.is_some() {
+            st.push_disk(&self.inner.opts, payload, items, ack, &mut after)
+        } else {
+            st.push_memory(&self.inner.opts, limit, payload, items, ack)
+        };
         drop(st);
+        self.after_unlock(after);
+        pushed?;
         self.inner.readable.notify_waiters();
         self.inner.readable.notify_one();
         Ok(())
@@ -196,37 +226,30 @@ impl DurableQueue {
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let readable = self.inner.readable.notified();
-            {
-                let mut st = self.inner.state.lock().expect("queue lock");
-                let (mut bytes, mut items, mut count) = (0usize, 0usize, 0usize);
-                for e in st.entries.iter().filter(|e| !e.handed_out) {
-                    if count > 0
-                        && (bytes + e.record.payload.len() > max_bytes || items + e.record.items as usize > max_items)
-                    {
-                        break;
-                    }
-                    bytes += e.record.payload.len();
-                    items += e.record.items as usize;
-                    count += 1;
-                }
-                let full = bytes >= max_bytes
-                    || items >= max_items
-                    || st.entries.iter().filter(|e| !e.handed_out).count() > count;
+            let picks = {
+                let mut st = self.lock();
+                let (count, bytes, items) = st.batch_size(max_bytes, max_items);
+                let full = bytes >= max_bytes || items >= max_items || st.unsent > count;
                 let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
                 if count > 0 && (full || due || st.closed) {
-                    let mut out = Vec::with_capacity(count);
-                    for e in st.entries.iter_mut().filter(|e| !e.handed_out).take(count) {
-                        e.handed_out = true;
-                        out.push(e.record.clone());
+                    Some(st.hand_out(count))
+                } else {
+                    if count == 0 && st.closed {
+                        return None;
                     }
-                    return Some(out);
+                    if count > 0 && deadline.is_none() {
+                        deadline = Some(tokio::time::Instant::now() + max_wait);
+                    }
+                    None
                 }
-                if count == 0 && st.closed {
-                    return None;
+            };
+            if let Some(picks) = picks {
+                let records = self.load(picks);
+                if !records.is_empty() {
+                    return Some(records);
                 }
-                if count > 0 && deadline.is_none() {
-                    deadline = Some(tokio::time::Instant::now() + max_wait);
-                }
+                // Every one was unreadable (and is now completed as such): look again.
+                continue;
             }
             match deadline {
                 Some(d) => {
@@ -237,59 +260,116 @@ impl DurableQueue {
         }
     }
 
+    /// Turns picks into records, reading from disk the payloads not held in memory. A record that
+    /// cannot be read back is lost: it is completed as rejected, logged and counted.
+    fn load(&self, picks: Vec<Pick>) -> Vec<Record> {
+        let mut out = Vec::with_capacity(picks.len());
+        for p in picks {
+            let payload = match (p.payload, p.on_disk) {
+                (Some(payload), _) => Ok(payload),
+                (None, Some((file, path, offset))) => segment::read_at(&file, offset, p.seq, p.len)
+                    .map(|(_, payload)| payload)
+                    .map_err(|e| format!("reading record {} back from {}: {e}", p.seq, path.display())),
+                (None, None) => Err(format!("record {} has no payload in memory nor on disk", p.seq)),
+            };
+            match payload {
+                Ok(payload) => out.push(Record { seq: p.seq, payload, items: p.items, enqueued_at: p.enqueued_at }),
+                Err(reason) => {
+                    tracing::error!(queue = self.name(), %reason, "dropping an unreadable record");
+                    metrics::pipeline().dropped.with_label_values(&[self.name(), "corrupt"]).inc_by(u64::from(p.items));
+                    self.lock().corrupt += 1;
+                    self.complete(p.seq, Delivery::Rejected(format!("queue {}: {reason}", self.name())));
+                }
+            }
+        }
+        out
+    }
+
     /// Reports the outcome of a handed-out record. Commits the contiguous completed prefix and
     /// resolves its acknowledgements.
     pub fn complete(&self, seq: u64, outcome: Delivery) {
-        let mut st = self.inner.state.lock().expect("queue lock");
-        if let Some(e) = st.entries.iter_mut().find(|e| e.record.seq == seq) {
-            e.outcome = Some(outcome);
-        }
-        let mut freed = false;
-        while st.entries.front().is_some_and(|e| e.outcome.is_some()) {
-            let e = st.entries.pop_front().expect("front exists");
-            st.memory_bytes -= e.record.payload.len() as u64;
-            freed = true;
-            if let (Some(a), Some(o)) = (e.ack, e.outcome) {
-                a.resolve(o);
-            }
-        }
+        let mut after = AfterUnlock::default();
+        let mut st = self.lock();
+        st.complete(seq, outcome, &mut after);
+        let committed = st.committed();
         drop(st);
-        if freed {
-            self.inner.writable.notify_waiters();
-        }
+        self.after_unlock(after);
+        self.write_commit(committed);
     }
 
     /// Hands a record back (e.g. the exporter stopped before sending it): it will be handed out
     /// again, in order.
     pub fn release(&self, seq: u64) {
-        let mut st = self.inner.state.lock().expect("queue lock");
-        if let Some(e) = st.entries.iter_mut().find(|e| e.record.seq == seq) {
-            e.handed_out = false;
+        if self.lock().release(seq) {
+            self.inner.readable.notify_waiters();
         }
-        drop(st);
-        self.inner.readable.notify_waiters();
     }
 
     /// No more pushes; `next` drains what is left, then returns `None`.
     pub fn close(&self) {
-        self.inner.state.lock().expect("queue lock").closed = true;
+        self.lock().closed = true;
         self.inner.readable.notify_waiters();
         self.inner.writable.notify_waiters();
     }
 
-    /// Makes everything uncommitted durable (a no-op without a disk).
+    /// Makes everything uncommitted durable and writes the commit position (a no-op without a
+    /// disk). Called at shutdown; also safe at any time.
     pub fn persist(&self) -> Result<(), QueueError> {
+        let Some(commit) = &self.inner.commit else { return Ok(()) };
+        let (files, committed) = {
+            let st = self.lock();
+            let files: Vec<_> =
+                st.disk.iter().flat_map(|d| d.segments.iter().map(|s| (s.file.clone(), s.path.clone()))).collect();
+            (files, st.committed())
+        };
+        for (file, path) in files {
+            file.sync_data().map_err(|e| io_error(self.name(), "syncing", &path, e))?;
+        }
+        let mut c = commit.lock().unwrap_or_else(|p| p.into_inner());
+        c.file.store(committed, true)?;
+        c.last_write = Instant::now();
         Ok(())
     }
 
     pub fn stats(&self) -> QueueStats {
-        let st = self.inner.state.lock().expect("queue lock");
+        let st = self.lock();
         QueueStats {
             records: st.entries.len(),
             memory_bytes: st.memory_bytes,
-            disk_bytes: 0,
-            oldest_age: st.entries.front().map(|e| e.record.enqueued_at.elapsed()).unwrap_or_default(),
+            disk_bytes: st.disk.as_ref().map_or(0, |d| d.bytes),
+            oldest_age: st.entries.front().map(|e| e.enqueued_at.elapsed()).unwrap_or_default(),
             evicted: st.evicted,
+            corrupt: st.corrupt,
+        }
+    }
+
+    /// Writes the commit position if it moved and [`COMMIT_INTERVAL`] has passed since the last write.
+    fn write_commit(&self, committed: u64) {
+        let Some(commit) = &self.inner.commit else { return };
+        let mut c = commit.lock().unwrap_or_else(|p| p.into_inner());
+        if committed <= c.file.written() || c.last_write.elapsed() < COMMIT_INTERVAL {
+            return;
+        }
+        c.last_write = Instant::now();
+        if let Err(e) = c.file.store(committed, false) {
+            tracing::warn!(error = %e, "writing the commit position failed; a restart may replay more");
+        }
+    }
+
+    /// File work and wake-ups decided under the lock.
+    fn after_unlock(&self, after: AfterUnlock) {
+        if let Some((file, path)) = after.sync {
+            if let Err(e) = file.sync_data() {
+                tracing::warn!(queue = self.name(), path = %path.display(), error = %e, "syncing a finished segment failed");
+            }
+        }
+        for path in &after.delete {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(queue = self.name(), path = %path.display(), error = %e, "deleting a finished segment failed");
+            }
+        }
+        if after.freed {
+            self.inner.writable.notify_waiters();
         }
     }
 }
