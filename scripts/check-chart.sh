@@ -49,7 +49,7 @@ echo "shellcheck $(shellcheck --version | sed -n 's/^version: //p'), kubernetes-
 step "shellcheck"
 mapfile -t scripts < <(find deploy scripts -type f -name '*.sh' | sort)
 for s in "${scripts[@]}"; do
-  if shellcheck -x -P "$(dirname "$s")" "$s"; then pass "shellcheck $s"; else fail "shellcheck $s"; fi
+  if shellcheck -x "$s"; then pass "shellcheck $s"; else fail "shellcheck $s"; fi
 done
 
 # --- 2. values schema ---------------------------------------------------------------------------
