@@ -77,7 +77,7 @@ impl Config {
         // Positions are looked up in the text as written, so they are the file's lines even if
         // a variable expands to several lines.
         let outline = Outline::new(text);
-        let expanded = crate::expand_env(text, env).map_err(|e| ConfigError::Expand {
+        let expanded = crate::expand_env(text, &env).map_err(|e| ConfigError::Expand {
             file: file.into(),
             line: e.line,
             path: outline.path_at(e.line, e.column).unwrap_or_default(),
@@ -92,6 +92,9 @@ impl Config {
         if matches!(outline.line_of(&parse_path("scrape.timeout")), Found::Nowhere | Found::Prefix(_)) {
             // As in Prometheus, a timeout left out is never longer than the interval.
             config.scrape.timeout = config.scrape.timeout.min(config.scrape.interval);
+        }
+        if config.node_name.is_empty() {
+            config.node_name = env("NODE_NAME").unwrap_or_default();
         }
         config.resolve(mode_override);
         config.validate().map_err(|(path, message)| {

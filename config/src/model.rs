@@ -54,6 +54,9 @@ pub struct Config {
     pub mode: Option<Mode>,
     /// Checkpoints and disk queues live here.
     pub data_dir: PathBuf,
+    /// The node this pod runs on (`node` label, this node's kubelet and pods). Empty: taken from
+    /// the `NODE_NAME` environment variable (the chart sets it from the downward API).
+    pub node_name: String,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -73,6 +76,7 @@ impl Default for Config {
             tenant: "anonymous".into(),
             mode: None,
             data_dir: PathBuf::from("/var/lib/lgtm-agent"),
+            node_name: String::new(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
