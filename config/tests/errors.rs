@@ -23,7 +23,7 @@ const CASES: &[(&str, &str, &str)] = &[
         "unknown top-level field",
         "cluster: a\nclustr: b\n",
         "config.yaml:2: clustr: unknown field `clustr`, expected one of `cluster`, `tenant`, `mode`, `data_dir`, \
-         `admin`, `log`, `shutdown`, `exporters`, `logs`, `scrape`, `otlp`, `events`, `tail_sampling`, `cluster_state`",
+         `node_name`, `admin`, `log`, `shutdown`, `exporters`, `logs`, `scrape`, `otlp`, `events`, `tail_sampling`, `cluster_state`",
     ),
     (
         "unknown field inside a list",
