@@ -208,6 +208,34 @@ PY
   done
 done
 
+# --- deploy/ manifests and dashboards ----------------------------------------------------------
+step "deploy/manifests and deploy/dashboards"
+for m in deploy/manifests/*.yaml; do
+  sed 's/__[A-Z_]*__/placeholder/g' "$m" >"$work/manifest.yaml"
+  "${kv[@]}" --strict --quiet -k "$kube_version" "$work/manifest.yaml" >"$work/manifest.kv" 2>&1 && rc=0 || rc=$?
+  unexpected=$(grep -v -E '^WARN .*ServiceMonitor' "$work/manifest.kv" | grep -E '^(ERROR|FATAL|WARN)' || true)
+  if [[ $rc -eq 0 && -z $unexpected ]]; then pass "kubernetes-validate $m"; else fail "kubernetes-validate $m"; cat "$work/manifest.kv"; fi
+done
+if python3 - deploy/dashboards/*.json >"$work/dash.log" 2>&1 <<'PY2'
+import json, sys
+need = ["lgtm_agent_exporter_sent_total", "lgtm_agent_exporter_failed_total", "lgtm_agent_exporter_retries_total",
+        "lgtm_agent_dropped_total", "lgtm_agent_queue_bytes", "lgtm_agent_queue_oldest_age_seconds",
+        "lgtm_agent_build_info", "lgtm_agent_logs_", "lgtm_agent_scrape", "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes"]
+text = ""
+for f in sys.argv[1:]:
+    d = json.load(open(f))
+    assert d.get("uid") and d.get("title") and d.get("panels"), f"{f}: no uid/title/panels"
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids)), f"{f}: duplicate panel ids"
+    text += json.dumps(d)
+missing = [m for m in need if m not in text]
+assert not missing, f"dashboards lack {missing}"
+print(f"{len(sys.argv) - 1} dashboards")
+PY2
+then pass "dashboards: $(tail -1 "$work/dash.log"), every required metric used"
+else fail "dashboards"; cat "$work/dash.log"; fi
+
 # --- expected render failures -------------------------------------------------------------------
 step "render failures that must happen"
 must_fail=(
