@@ -247,7 +247,7 @@ for c in "${must_fail[@]}"; do
   if "$helm_template" --name lgtm-agent --namespace observability "${args[@]}" "$chart" >/dev/null 2>"$work/neg.err"; then
     fail "render must fail: ${c%%|*}"
   else
-    pass "render fails as it must: ${c%%|*} ($(head -1 "$work/neg.err"))"
+    pass "render fails as it must: ${c%%|*} ($(head -1 "$work/neg.err" | sed 's/.*error calling required: //'))"
   fi
 done
 
