@@ -1,0 +1,50 @@
+//! Why a scrape failed. Any failure sets `up` to 0 and ingests nothing from that scrape.
+
+use crate::parser::{ParseError, UnsupportedContentType};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("server returned HTTP status {0}")]
+    Status(u16),
+    #[error("scrape timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("body exceeds the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("reading the bearer token file: {0}")]
+    Credentials(String),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    ContentType(#[from] UnsupportedContentType),
+    #[error("parse error: {0}")]
+    Parse(#[from] ParseError),
+    #[error("line {line}: duplicate label name {name:?}")]
+    DuplicateLabel { line: usize, name: String },
+    #[error("sample limit exceeded: {samples} samples, limit {limit}")]
+    SampleLimit { samples: usize, limit: usize },
+    #[error("{0}")]
+    LabelLimit(String),
+    #[error("invalid label name {name:?} in {series}")]
+    InvalidLabelName { name: String, series: String },
+}
+
+impl ScrapeError {
+    /// The `result` label of `lgtm_agent_scrapes_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Request(_) | ScrapeError::Credentials(_) => "request_error",
+            ScrapeError::Tls(_) => "tls_config",
+            ScrapeError::Status(_) => "http_status",
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::BodyTooLarge(_) => "body_too_large",
+            ScrapeError::ContentType(_)
+            | ScrapeError::Parse(_)
+            | ScrapeError::DuplicateLabel { .. }
+            | ScrapeError::InvalidLabelName { .. } => "parse_error",
+            ScrapeError::SampleLimit { .. } => "sample_limit",
+            ScrapeError::LabelLimit(_) => "label_limit",
+        }
+    }
+}

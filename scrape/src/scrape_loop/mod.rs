@@ -1,0 +1,281 @@
+//! The scrape loop of one target: every interval (at a per-target phase) fetch, parse, look up
+//! or build each series' labels in the target's cache, add the synthetic series and staleness
+//! markers, and hand the batch to the sink.
+//!
+//! Behaviour, as Prometheus:
+//! - A failed scrape (HTTP error, timeout, body over `body_size_limit`, malformed body, more
+//!   samples than `sample_limit`, a label limit exceeded) ingests nothing from the body; `up`
+//!   is 0 and every series of the previous scrape gets a staleness marker.
+//! - A series present in the previous scrape and missing from this one gets a staleness marker
+//!   (series with explicit timestamps are not tracked).
+//! - When the target goes away, its series and its five synthetic series get staleness markers.
+//!   They are sent at once, not one interval later as Prometheus does. On agent shutdown none
+//!   are sent (the next agent continues the series).
+//! - The sink's `send` is awaited (backpressure: a full queue delays the next scrape), the
+//!   delivery is not.
+
+mod append;
+mod cache;
+mod error;
+mod fetch;
+mod report;
+
+pub use error::ScrapeError;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use lgtm_pipeline::proto::{stale_nan, Sample, TimeSeries};
+use serde::Serialize;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::self_metrics::JobCounters;
+use crate::sink::SeriesSink;
+use crate::target::Target;
+use append::{AppendContext, AppendFailure};
+use cache::{CachedSeries, SeriesCache};
+use fetch::Fetcher;
+use report::{Report, ReportSeries};
+
+/// The outcome of the last scrape of a target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    #[default]
+    Unknown,
+    Up,
+    Down,
+}
+
+/// What the targets page shows about a loop.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoopStatus {
+    pub health: Health,
+    pub last_error: Option<String>,
+    pub last_scrape_unix_ms: Option<i64>,
+    pub last_scrape_duration_seconds: Option<f64>,
+    /// Samples sent by the last scrape (after relabeling, without synthetic series).
+    pub last_samples: usize,
+}
+
+fn unix_now() -> std::time::Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn stale_series(s: &CachedSeries, ts_ms: i64) -> TimeSeries {
+    TimeSeries { labels: s.labels.clone(), samples: vec![Sample { value: stale_nan(), timestamp: ts_ms }] }
+}
+
+/// The body-to-series step of a scrape without the HTTP part: parse, map each series through
+/// the target's cache, append staleness markers for series gone since the last call. For
+/// benchmarks, and for sources that produce exposition text themselves.
+pub struct BodyIngester {
+    target: Arc<Target>,
+    cache: SeriesCache,
+}
+
+impl BodyIngester {
+    pub fn new(target: Arc<Target>) -> BodyIngester {
+        BodyIngester { target, cache: SeriesCache::default() }
+    }
+
+    /// The samples of `body` (stamped `ts_ms` unless they carry their own timestamp) and
+    /// staleness markers for the series of the previous call that are gone. On error, nothing
+    /// is returned and the series of the previous call are forgotten.
+    pub fn ingest(
+        &mut self,
+        body: &[u8],
+        format: crate::parser::Format,
+        ts_ms: i64,
+    ) -> Result<Vec<TimeSeries>, ScrapeError> {
+        self.cache.begin();
+        let mut out = Vec::new();
+        let ctx = AppendContext::new(&self.target);
+        match append::append(body, format, &ctx, &mut self.cache, ts_ms, &mut out) {
+            Ok(_) => {
+                self.cache.commit(|s| out.push(stale_series(s, ts_ms)));
+                Ok(out)
+            }
+            Err(failure) => {
+                self.cache.fail(|_| {});
+                Err(failure.error)
+            }
+        }
+    }
+}
+
+/// One target's loop and its state (cache, previous series, reused body buffer).
+pub struct ScrapeLoop {
+    target: Arc<Target>,
+    fetcher: Option<Fetcher>,
+    cache: SeriesCache,
+    report: ReportSeries,
+    body: Vec<u8>,
+    status: Arc<Mutex<LoopStatus>>,
+    counters: JobCounters,
+}
+
+impl ScrapeLoop {
+    pub fn new(target: Arc<Target>) -> ScrapeLoop {
+        let report = ReportSeries::new(&target.labels);
+        let counters = JobCounters::new(target.job());
+        ScrapeLoop {
+            target,
+            fetcher: None,
+            cache: SeriesCache::default(),
+            report,
+            body: Vec::new(),
+            status: Arc::default(),
+            counters,
+        }
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    /// Shared view of the last scrape's outcome.
+    pub fn status(&self) -> Arc<Mutex<LoopStatus>> {
+        self.status.clone()
+    }
+
+    /// Scrapes once and returns the batch to send: samples, staleness markers, synthetic series.
+    pub async fn scrape_once(&mut self) -> Vec<TimeSeries> {
+        let started = Instant::now();
+        let now = unix_now();
+        let ts_ms = now.as_millis() as i64;
+        let fetched = self.fetch().await;
+        // No await below: a cancelled scrape leaves the cache untouched.
+        self.cache.begin();
+        let mut out = Vec::new();
+        let outcome = match fetched {
+            Ok(format) => {
+                let ctx = AppendContext::new(&self.target);
+                match append::append(&self.body, format, &ctx, &mut self.cache, ts_ms, &mut out) {
+                    Ok(counts) => {
+                        self.cache.commit(|s| out.push(stale_series(s, ts_ms)));
+                        Ok(counts)
+                    }
+                    Err(AppendFailure { error, scraped }) => Err((error, scraped)),
+                }
+            }
+            Err(error) => Err((error, 0)),
+        };
+        let report = match &outcome {
+            Ok(c) => Report {
+                up: true,
+                duration_seconds: 0.0,
+                samples_scraped: c.scraped,
+                samples_post_relabel: c.post_relabel,
+                series_added: c.series_added,
+            },
+            Err((_, scraped)) => {
+                out.clear();
+                self.cache.fail(|s| out.push(stale_series(s, ts_ms)));
+                Report {
+                    up: false,
+                    duration_seconds: 0.0,
+                    samples_scraped: *scraped,
+                    samples_post_relabel: 0,
+                    series_added: 0,
+                }
+            }
+        };
+        let duration = started.elapsed().as_secs_f64();
+        let report = Report { duration_seconds: duration, ..report };
+        out.extend(self.report.samples(&report, ts_ms));
+        self.shrink_body_buffer();
+        self.record(&outcome.map(|c| c.post_relabel).map_err(|(e, _)| e), ts_ms, duration);
+        out
+    }
+
+    async fn fetch(&mut self) -> Result<crate::parser::Format, ScrapeError> {
+        let fetcher = match &mut self.fetcher {
+            Some(f) => f,
+            slot @ None => slot.insert(Fetcher::new(&self.target).await?),
+        };
+        fetcher.fetch(&mut self.body).await
+    }
+
+    /// A body far larger than the last one should not pin its memory for the target's life.
+    fn shrink_body_buffer(&mut self) {
+        let keep = self.body.len().max(64 * 1024);
+        if self.body.capacity() > 4 * keep {
+            self.body.shrink_to(keep);
+        }
+    }
+
+    fn record(&self, outcome: &Result<usize, ScrapeError>, ts_ms: i64, duration: f64) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_scrape_unix_ms = Some(ts_ms);
+        status.last_scrape_duration_seconds = Some(duration);
+        match outcome {
+            Ok(samples) => {
+                status.health = Health::Up;
+                status.last_error = None;
+                status.last_samples = *samples;
+                self.counters.samples.inc_by(*samples as u64);
+                self.counters.scrape("success");
+            }
+            Err(e) => {
+                status.health = Health::Down;
+                status.last_error = Some(e.to_string());
+                status.last_samples = 0;
+                self.counters.scrape(e.reason());
+                if e.reason() == "parse_error" {
+                    self.counters.parse_errors.inc();
+                }
+                tracing::debug!(target_url = %self.target.url, error = %e, "scrape failed");
+            }
+        }
+    }
+
+    /// Staleness markers for every series of the last scrape and for the synthetic series:
+    /// what is sent when the target goes away.
+    pub fn staleness_markers(&mut self) -> Vec<TimeSeries> {
+        let ts_ms = unix_now().as_millis() as i64;
+        let mut out = Vec::new();
+        self.cache.fail(|s| out.push(stale_series(s, ts_ms)));
+        out.extend(self.report.stale(ts_ms));
+        out
+    }
+
+    /// Runs until `stop` is cancelled; then, if `end_of_target` is set, sends staleness
+    /// markers for everything the target exposed.
+    pub async fn run<S: SeriesSink>(
+        mut self,
+        sink: S,
+        jitter_seed: u64,
+        stop: CancellationToken,
+        end_of_target: Arc<AtomicBool>,
+    ) {
+        let offset = self.target.offset(jitter_seed, unix_now().as_nanos());
+        let start = tokio::time::Instant::now() + offset;
+        let mut ticker = tokio::time::interval_at(start, self.target.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let batch = tokio::select! {
+                _ = stop.cancelled() => break,
+                batch = self.scrape_once() => batch,
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                sent = sink.send(batch) => if let Err(e) = sent {
+                    tracing::warn!(target_url = %self.target.url, error = %e, "the pipeline refused a scrape");
+                },
+            }
+        }
+        if end_of_target.load(Ordering::Acquire) {
+            let markers = self.staleness_markers();
+            if let Err(e) = sink.send(markers).await {
+                tracing::warn!(target_url = %self.target.url, error = %e, "staleness markers not queued");
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Targets: what discovery hands over ([`TargetGroup`]), and what a scrape loop scrapes
+//! ([`Target`]) once target relabeling ran ([`populate`]).
+
+mod populate;
+
+pub use populate::{populate, TargetError};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lgtm_config::RelabelConfig;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::labels::LabelSet;
+use crate::relabel::Relabeler;
+
+/// Targets found by one discovery mechanism, with the options they are scraped with.
+#[derive(Debug, Clone)]
+pub struct TargetGroup {
+    /// Where the group comes from (`static/0`, `kubelet`), for logs and the targets page.
+    pub source: String,
+    /// One label set per target, each with at least `__address__`; may also set `__scheme__`,
+    /// `__metrics_path__`, `__scrape_interval__`, `__scrape_timeout__`, `__param_<name>` and
+    /// any `__meta_*` labels for relabeling.
+    pub targets: Vec<BTreeMap<String, String>>,
+    /// Labels of every target of the group; a target's own labels win.
+    pub labels: BTreeMap<String, String>,
+    pub options: Arc<ScrapeOptions>,
+}
+
+/// How the targets of a group are scraped. The label-valued settings (`job`, `scheme`,
+/// `metrics_path`, `interval`, `timeout`, `params`) are defaults that a target's labels and
+/// target relabeling may override, as in Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeOptions {
+    pub job: String,
+    pub scheme: String,
+    pub metrics_path: String,
+    pub params: BTreeMap<String, String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Decompressed body size above which the scrape fails; `0` = no limit.
+    pub body_size_limit: u64,
+    /// Samples (after metric relabeling) above which the scrape fails; `0` = no limit.
+    pub sample_limit: usize,
+    /// Labels per series (including `__name__`) above which the scrape fails.
+    pub label_limit: Option<usize>,
+    pub label_name_length_limit: Option<usize>,
+    pub label_value_length_limit: Option<usize>,
+    /// On a conflict between a scraped label and a target label, keep the scraped one (`true`)
+    /// or keep the target's and rename the scraped one to `exported_<name>` (`false`).
+    pub honor_labels: bool,
+    /// Use the timestamps the target exposes (`true`) or the scrape time.
+    pub honor_timestamps: bool,
+    pub relabel_configs: Vec<RelabelConfig>,
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+    pub auth: Auth,
+}
+
+impl Default for ScrapeOptions {
+    fn default() -> Self {
+        ScrapeOptions {
+            job: "static".into(),
+            scheme: "http".into(),
+            metrics_path: "/metrics".into(),
+            params: BTreeMap::new(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            body_size_limit: 0,
+            sample_limit: 0,
+            label_limit: None,
+            label_name_length_limit: None,
+            label_value_length_limit: None,
+            honor_labels: false,
+            honor_timestamps: true,
+            relabel_configs: Vec::new(),
+            metric_relabel_configs: Vec::new(),
+            auth: Auth::default(),
+        }
+    }
+}
+
+impl ScrapeOptions {
+    /// Changes here restart a target's loop (without staleness markers).
+    pub(crate) fn fingerprint(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(format!("{self:?}").as_bytes())
+    }
+}
+
+/// Credentials and TLS for a target (the kubelet needs both).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Auth {
+    /// Read before every scrape: projected service account tokens rotate.
+    pub bearer_token_file: Option<PathBuf>,
+    pub tls: Option<TlsOptions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsOptions {
+    /// PEM bundle of CAs to trust in addition to the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// One target after relabeling: what its loop scrapes and the labels of its series.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Labels put on every series: the relabeled labels without those starting with `__`.
+    pub labels: LabelSet,
+    /// The labels before target relabeling (for the targets page).
+    pub discovered_labels: LabelSet,
+    pub url: reqwest::Url,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub options: Arc<ScrapeOptions>,
+    pub metric_relabel: Relabeler,
+    /// The group's `source`.
+    pub source: String,
+}
+
+impl Target {
+    /// The target's identity: its labels and URL. Two discoveries of the same identity are
+    /// one target.
+    pub fn identity(&self) -> u64 {
+        let mut h = Xxh3::new();
+        h.update(&self.labels.fingerprint().to_le_bytes());
+        h.update(self.url.as_str().as_bytes());
+        h.digest()
+    }
+
+    pub fn job(&self) -> &str {
+        self.labels.get("job").unwrap_or(&self.options.job)
+    }
+
+    /// The delay before the first scrape, so that this target is always scraped at the same
+    /// phase of its interval (wall clock), spreading targets over the interval as Prometheus
+    /// does. `seed` differs per agent so that two agents do not scrape in lockstep.
+    pub fn offset(&self, seed: u64, now_unix_nanos: u128) -> Duration {
+        let interval = self.interval.as_nanos().max(1);
+        let base = interval - now_unix_nanos % interval;
+        let phase = u128::from(self.identity() ^ seed) % interval;
+        let mut next = base + phase;
+        if next > interval {
+            next -= interval;
+        }
+        Duration::from_nanos(next as u64)
+    }
+}
