@@ -16,6 +16,8 @@ pub mod exporter;
 pub mod metrics;
 pub mod proto;
 pub mod queue;
+pub mod receiver;
+pub mod route;
 mod sink;
 
 pub use ack::{Ack, Delivery};

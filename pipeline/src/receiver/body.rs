@@ -1,0 +1,81 @@
+//! Reading an OTLP/HTTP body: bounded gzip decompression and protobuf or JSON decoding.
+//!
+//! OTLP/JSON (the OTLP specification, "JSON Protobuf Encoding") differs from serde's defaults in
+//! ways `opentelemetry-proto`'s `with-serde` already handles: trace and span ids are hex strings,
+//! 64-bit integers may be strings, enums are integers, field names are lowerCamelCase and unknown
+//! fields are ignored. The tests in `http_tests.rs` pin that behaviour on spec examples.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::intake::Refusal;
+
+/// The two encodings of OTLP/HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    /// From a `Content-Type` header value (parameters such as `charset` ignored).
+    pub fn of(content_type: Option<&str>) -> Option<Format> {
+        let essence = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
+            "application/json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// Undoes `Content-Encoding` (none, `identity` or `gzip`), never producing more than `limit` bytes.
+pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, Refusal> {
+    match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("identity") => Ok(body),
+        Some("gzip") | Some("x-gzip") => {
+            let mut out = Vec::with_capacity((body.len() * 4).min(limit));
+            let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1);
+            decoder.read_to_end(&mut out).map_err(|e| Refusal::Invalid {
+                reason: "bad_gzip",
+                message: format!("gzip body cannot be decompressed: {e}"),
+            })?;
+            if out.len() > limit {
+                return Err(Refusal::TooLarge(format!("body is larger than {limit} bytes once decompressed")));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(other) => Err(Refusal::Invalid {
+            reason: "unsupported_encoding",
+            message: format!("Content-Encoding {other:?} is not supported (use gzip)"),
+        }),
+    }
+}
+
+/// Decodes an OTLP request message.
+pub fn decode<T: prost::Message + DeserializeOwned + Default>(format: Format, body: &[u8]) -> Result<T, Refusal> {
+    match format {
+        Format::Protobuf => T::decode(body)
+            .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid protobuf: {e}") }),
+        Format::Json => serde_json::from_slice(body)
+            .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") }),
+    }
+}
+
+/// Encodes an OTLP answer message.
+pub fn encode<T: prost::Message + serde::Serialize>(format: Format, message: &T) -> Vec<u8> {
+    match format {
+        Format::Protobuf => message.encode_to_vec(),
+        // Serializing generated OTLP types to a Vec cannot fail (no maps with non-string keys).
+        Format::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
+    }
+}

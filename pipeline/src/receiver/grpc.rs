@@ -1,0 +1,190 @@
+//! OTLP/gRPC: the `Export` methods of `TraceService`, `MetricsService` and `LogsService`.
+//!
+//! Served by hand rather than through the generated `*ServiceServer`s so that a body that is not
+//! a valid protobuf is answered INVALID_ARGUMENT and counted (the generated code answers
+//! INTERNAL). gzip requests are accepted; a message over `max_request_size` (checked by tonic on
+//! the framed length and again while decompressing) is refused. A full next stage answers
+//! RESOURCE_EXHAUSTED carrying `google.rpc.RetryInfo`, which OTLP clients take as "retry after the
+//! delay"; shutting down answers UNAVAILABLE.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
+use tonic::codegen::{http, BoxFuture, Service, StdError};
+use tonic::server::{NamedService, UnaryService};
+use tonic::Status;
+use tonic_prost::ProstEncoder;
+
+use super::intake::{Intake, Refusal, RETRY_AFTER};
+use super::{metrics, status};
+
+const TRANSPORT: &str = "grpc";
+
+/// One OTLP signal as a gRPC service.
+pub trait GrpcSignal: Send + Sync + 'static {
+    const SERVICE: &'static str;
+    const SIGNAL: &'static str;
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: prost::Message + Send + 'static;
+    fn handle(intake: Arc<Intake>, req: Self::Request) -> impl Future<Output = Result<Self::Response, Refusal>> + Send;
+}
+
+pub struct Traces;
+pub struct Metrics;
+pub struct Logs;
+
+impl GrpcSignal for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: &'static str = "traces";
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
+        intake.traces(req, TRANSPORT)
+    }
+}
+
+impl GrpcSignal for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: &'static str = "metrics";
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+    async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
+        intake.metrics(req, TRANSPORT)
+    }
+}
+
+impl GrpcSignal for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: &'static str = "logs";
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
+        intake.logs(req, TRANSPORT).await
+    }
+}
+
+/// The tower service of one signal.
+pub struct ExportService<S> {
+    intake: Arc<Intake>,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S> ExportService<S> {
+    pub fn new(intake: Arc<Intake>) -> Self {
+        ExportService { intake, _signal: PhantomData }
+    }
+}
+
+impl<S> Clone for ExportService<S> {
+    fn clone(&self) -> Self {
+        ExportService { intake: self.intake.clone(), _signal: PhantomData }
+    }
+}
+
+impl<S: GrpcSignal> NamedService for ExportService<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+impl<S, B> Service<http::Request<B>> for ExportService<S>
+where
+    S: GrpcSignal,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let intake = self.intake.clone();
+        Box::pin(async move {
+            if req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(S::SERVICE)) != Some("/Export") {
+                return Ok(Status::unimplemented("only Export is served").into_http());
+            }
+            let max = intake.max_request_size;
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(PhantomData))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max);
+            Ok(grpc.unary(Export::<S>(intake, PhantomData), req).await)
+        })
+    }
+}
+
+struct Export<S>(Arc<Intake>, PhantomData<fn() -> S>);
+
+impl<S: GrpcSignal> UnaryService<S::Request> for Export<S> {
+    type Response = S::Response;
+    type Future = BoxFuture<tonic::Response<S::Response>, Status>;
+
+    fn call(&mut self, request: tonic::Request<S::Request>) -> Self::Future {
+        let intake = self.0.clone();
+        Box::pin(async move {
+            match S::handle(intake, request.into_inner()).await {
+                Ok(resp) => Ok(tonic::Response::new(resp)),
+                Err(refusal) => {
+                    tracing::debug!(
+                        signal = S::SIGNAL,
+                        reason = refusal.reason(),
+                        message = refusal.message(),
+                        "OTLP/gRPC request refused"
+                    );
+                    Err(status_of(refusal))
+                }
+            }
+        })
+    }
+}
+
+fn status_of(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Invalid { message, .. } => Status::invalid_argument(message),
+        Refusal::TooLarge(m) => Status::invalid_argument(m),
+        Refusal::Busy(m) => status::retryable(tonic::Code::ResourceExhausted, m, RETRY_AFTER),
+        Refusal::Unavailable(m) => status::retryable(tonic::Code::Unavailable, m, RETRY_AFTER),
+    }
+}
+
+/// prost encoding of the answer; decoding of the request that answers INVALID_ARGUMENT.
+struct OtlpCodec<S>(PhantomData<fn() -> S>);
+
+impl<S: GrpcSignal> Codec for OtlpCodec<S> {
+    type Encode = S::Response;
+    type Decode = S::Request;
+    type Encoder = ProstEncoder<S::Response>;
+    type Decoder = OtlpDecoder<S>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(Default::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        OtlpDecoder(PhantomData)
+    }
+}
+
+struct OtlpDecoder<S>(PhantomData<fn() -> S>);
+
+impl<S: GrpcSignal> Decoder for OtlpDecoder<S> {
+    type Item = S::Request;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<S::Request>, Status> {
+        match <S::Request as prost::Message>::decode(src) {
+            Ok(req) => Ok(Some(req)),
+            Err(e) => {
+                metrics::otlp().rejected.with_label_values(&[S::SIGNAL, "malformed"]).inc();
+                Err(Status::invalid_argument(format!("invalid protobuf: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`, protobuf or JSON, optionally gzip.
+//!
+//! Answers: 200 with the `Export*ServiceResponse` in the request's encoding; 400 with a
+//! `google.rpc.Status` body for what cannot be read; 413 above `max_request_size` (checked on the
+//! body as received and again after decompression); 415 for other content types; 429 with
+//! `Retry-After` when the next stage is full; 503 while shutting down.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::body::{decode, decompress, encode, Format};
+use super::intake::{Intake, Refusal, RETRY_AFTER};
+use super::metrics;
+
+const TRANSPORT: &str = "http";
+
+pub fn router(intake: Arc<Intake>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        // The limit is enforced in `read`, where it is counted.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(intake)
+}
+
+async fn traces(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+    let (format, req) = match read::<ExportTraceServiceRequest>("traces", &intake, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    answer("traces", format, intake.traces(req, TRANSPORT))
+}
+
+async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+    let (format, req) = match read::<ExportMetricsServiceRequest>("metrics", &intake, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    answer("metrics", format, intake.metrics(req, TRANSPORT))
+}
+
+async fn logs(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+    let (format, req) = match read::<ExportLogsServiceRequest>("logs", &intake, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    answer("logs", format, intake.logs(req, TRANSPORT).await)
+}
+
+/// Reads, decompresses and decodes the body, or answers the refusal (counted).
+async fn read<T>(
+    signal: &'static str,
+    intake: &Intake,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Format, T), Response>
+where
+    T: prost::Message + serde::de::DeserializeOwned + Default,
+{
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let Some(format) = Format::of(content_type) else {
+        metrics::otlp().rejected.with_label_values(&[signal, "unsupported_media_type"]).inc();
+        let message =
+            format!("Content-Type {content_type:?} is not supported (application/x-protobuf or application/json)");
+        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Format::Protobuf, &message));
+    };
+    let limit = intake.max_request_size;
+    let result = async {
+        let raw = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|e| Refusal::TooLarge(format!("body cannot be read within {limit} bytes: {e}")))?;
+        let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let plain: Bytes = decompress(encoding, raw, limit)?;
+        decode::<T>(format, &plain)
+    }
+    .await;
+    match result {
+        Ok(req) => Ok((format, req)),
+        Err(refusal) => {
+            metrics::otlp().rejected.with_label_values(&[signal, refusal.reason()]).inc();
+            Err(refusal_response(format, &refusal))
+        }
+    }
+}
+
+fn answer<R: prost::Message + serde::Serialize>(
+    signal: &'static str,
+    format: Format,
+    result: Result<R, Refusal>,
+) -> Response {
+    match result {
+        Ok(resp) => {
+            let mut r = (StatusCode::OK, encode(format, &resp)).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+            r
+        }
+        Err(refusal) => {
+            tracing::debug!(
+                signal,
+                reason = refusal.reason(),
+                message = refusal.message(),
+                "OTLP/HTTP request refused"
+            );
+            refusal_response(format, &refusal)
+        }
+    }
+}
+
+fn refusal_response(format: Format, refusal: &Refusal) -> Response {
+    let status = match refusal {
+        Refusal::Invalid { .. } => StatusCode::BAD_REQUEST,
+        Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut resp = error(status, format, refusal.message());
+    if matches!(refusal, Refusal::Busy(_) | Refusal::Unavailable(_)) {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
+    }
+    resp
+}
+
+fn error(status: StatusCode, format: Format, message: &str) -> Response {
+    let code = match status {
+        StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        _ => tonic::Code::InvalidArgument,
+    };
+    let body = super::status::http_error_body(code, message, format == Format::Json);
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    r
+}

@@ -1,0 +1,151 @@
+//! What the two transports share once a request is decoded: count it, convert it, hand it to its
+//! sink, and say how to answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+
+use super::consumer::{span_count, ConsumeError, TraceConsumer};
+use super::{loki, metrics, prometheus};
+use crate::sink::{Pipeline, SendError};
+
+/// How long a logs request may wait for room in the Loki queue before the client is told to come
+/// back later (the logs sink has no non-blocking send; a push is atomic, so giving up is safe).
+const LOGS_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// What a client is told to wait before retrying a refused request.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Why a request was not taken.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request cannot be read; `reason` labels `lgtm_agent_otlp_rejected_total`.
+    Invalid { reason: &'static str, message: String },
+    /// Larger than `max_request_size` (before or after decompression).
+    TooLarge(String),
+    /// The next stage is full: retry later.
+    Busy(String),
+    /// The next stage is gone (shutting down).
+    Unavailable(String),
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Invalid { reason, .. } => reason,
+            Refusal::TooLarge(_) => "too_large",
+            Refusal::Busy(_) => "busy",
+            Refusal::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::Invalid { message, .. } => message,
+            Refusal::TooLarge(m) | Refusal::Busy(m) | Refusal::Unavailable(m) => m,
+        }
+    }
+}
+
+impl From<ConsumeError> for Refusal {
+    fn from(e: ConsumeError) -> Refusal {
+        match e {
+            ConsumeError::Busy(m) => Refusal::Busy(m),
+            ConsumeError::Unavailable(m) => Refusal::Unavailable(m),
+        }
+    }
+}
+
+fn refusal_of(e: SendError) -> Refusal {
+    match e {
+        SendError::Full(q) => Refusal::Busy(format!("queue {q} is full")),
+        SendError::Queue(e) => Refusal::Unavailable(e.to_string()),
+    }
+}
+
+/// The receiver's state, shared by every connection.
+pub struct Intake {
+    pub cluster: String,
+    pub pipeline: Pipeline,
+    pub traces: Arc<dyn TraceConsumer>,
+    pub max_request_size: usize,
+}
+
+/// `grpc` or `http`, for `lgtm_agent_otlp_received_total{transport}`.
+pub type Transport = &'static str;
+
+impl Intake {
+    pub fn traces(
+        &self,
+        req: ExportTraceServiceRequest,
+        transport: Transport,
+    ) -> Result<ExportTraceServiceResponse, Refusal> {
+        let spans = span_count(&req);
+        if spans > 0 {
+            let result = self.traces.consume(req).map_err(Refusal::from);
+            counted("traces", transport, spans, result)?;
+        }
+        Ok(ExportTraceServiceResponse { partial_success: None })
+    }
+
+    pub fn metrics(
+        &self,
+        req: ExportMetricsServiceRequest,
+        transport: Transport,
+    ) -> Result<ExportMetricsServiceResponse, Refusal> {
+        let mut converted = prometheus::convert(&req);
+        for (reason, points) in &converted.dropped {
+            metrics::otlp().dropped.with_label_values(&["metrics", reason]).inc_by(*points as u64);
+        }
+        if !converted.series.is_empty() {
+            let result = self
+                .pipeline
+                .metrics
+                .try_send(std::mem::take(&mut converted.series))
+                .map(|_ack| ())
+                .map_err(refusal_of);
+            counted("metrics", transport, converted.points, result)?;
+        }
+        let rejected: usize = converted.dropped.iter().map(|(_, n)| n).sum();
+        let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: rejected as i64,
+            error_message: converted.dropped_message(),
+        });
+        Ok(ExportMetricsServiceResponse { partial_success })
+    }
+
+    pub async fn logs(
+        &self,
+        req: ExportLogsServiceRequest,
+        transport: Transport,
+    ) -> Result<ExportLogsServiceResponse, Refusal> {
+        let converted = loki::convert(&req, &self.cluster);
+        if converted.entries > 0 {
+            let result = match tokio::time::timeout(LOGS_QUEUE_WAIT, self.pipeline.logs.send(converted.streams)).await {
+                Ok(sent) => sent.map(|_ack| ()).map_err(refusal_of),
+                Err(_) => Err(Refusal::Busy("queue loki is full".into())),
+            };
+            counted("logs", transport, converted.entries, result)?;
+        }
+        Ok(ExportLogsServiceResponse { partial_success: None })
+    }
+}
+
+/// Counts `items` as received, or the request as refused.
+fn counted(
+    signal: &'static str,
+    transport: Transport,
+    items: usize,
+    result: Result<(), Refusal>,
+) -> Result<(), Refusal> {
+    match &result {
+        Ok(()) => metrics::otlp().received.with_label_values(&[signal, transport]).inc_by(items as u64),
+        Err(r) => metrics::otlp().rejected.with_label_values(&[signal, r.reason()]).inc(),
+    }
+    result
+}

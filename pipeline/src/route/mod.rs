@@ -1,0 +1,1 @@
+//! Daemonset mode: spans routed by trace ID to the cluster-mode replicas.
