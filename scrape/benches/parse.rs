@@ -34,7 +34,7 @@ fn ingester() -> BodyIngester {
     let target = populate(&discovered, &BTreeMap::new(), &options, &Relabeler::default(), "bench")
         .expect("valid target")
         .expect("kept");
-    BodyIngester::new(Arc::new(target))
+    BodyIngester::new(Arc::new(target), vec![lgtm_pipeline::proto::Label::new("cluster", "bench")])
 }
 
 fn parse(c: &mut Criterion) {
@@ -67,13 +67,13 @@ fn ingest(c: &mut Criterion) {
         let mut ts = 0;
         b.iter(|| {
             ts += 1;
-            ingester.ingest(black_box(&body), Format::Text, ts).expect("valid body").len()
+            ingester.ingest(black_box(&body), Format::Text, ts).expect("valid body").samples()
         })
     });
     group.bench_function("cache_miss_10k", |b| {
         b.iter_batched(
             ingester,
-            |mut ingester| ingester.ingest(black_box(&body), Format::Text, 0).expect("valid body").len(),
+            |mut ingester| ingester.ingest(black_box(&body), Format::Text, 0).expect("valid body").samples(),
             BatchSize::LargeInput,
         )
     });

@@ -11,6 +11,7 @@
 //! metrics itself (those crates build target groups or series and use this one), store
 //! exemplars, native histograms or created timestamps, or parse the protobuf exposition format.
 
+mod encode;
 pub mod labels;
 pub mod manager;
 pub mod parser;
@@ -24,6 +25,6 @@ pub mod target;
 pub use labels::LabelSet;
 pub use manager::{TargetManager, TargetStatus};
 pub use scrape_loop::{BodyIngester, Health, ScrapeError, ScrapeLoop};
-pub use sink::SeriesSink;
+pub use sink::{Batch, SeriesSink};
 pub use static_configs::static_target_groups;
 pub use target::{Auth, ScrapeOptions, Target, TargetGroup, TlsOptions};

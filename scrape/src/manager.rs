@@ -134,7 +134,7 @@ impl<S: SeriesSink> TargetManager<S> {
     }
 
     fn start(&self, target: Arc<Target>, options_fingerprint: u64) -> RunningLoop {
-        let scrape_loop = ScrapeLoop::new(target.clone());
+        let scrape_loop = ScrapeLoop::new(target.clone(), self.sink.external_labels());
         let status = scrape_loop.status();
         let stop = CancellationToken::new();
         let end_of_target = Arc::new(AtomicBool::new(false));

@@ -1,21 +1,66 @@
-//! Where scraped series go: the pipeline's [`MetricsSink`], or anything else that takes batches
-//! (tests collect them in memory).
+//! Where scraped series go: the pipeline's [`MetricsSink`], or anything else that takes
+//! batches (tests decode and collect them).
 
 use std::future::Future;
 
-use lgtm_pipeline::proto::TimeSeries;
+use bytes::Bytes;
+use lgtm_pipeline::proto::{Label, TimeSeries, WriteRequest};
 use lgtm_pipeline::{MetricsSink, SendError};
+use prost::Message;
 
-/// Takes one scrape's worth of series. `send` may wait (backpressure: the queue is full) but
-/// must not wait for the batch to be delivered.
+/// One scrape's series (samples, staleness markers, synthetic series) as an encoded
+/// remote-write `WriteRequest`, labels sorted, external labels included.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    bytes: Bytes,
+    samples: u32,
+}
+
+impl Batch {
+    pub(crate) fn new(bytes: Bytes, samples: u32) -> Batch {
+        Batch { bytes, samples }
+    }
+
+    /// The encoded `WriteRequest`.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Number of samples (one per series).
+    pub fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
+
+    /// The series, decoded (tests and debugging; the pipeline ships the bytes as they are).
+    pub fn decode(&self) -> Result<Vec<TimeSeries>, prost::DecodeError> {
+        WriteRequest::decode(self.bytes.clone()).map(|w| w.timeseries)
+    }
+}
+
+/// Takes one scrape's batch. `send` may wait (backpressure: the queue is full) but must not
+/// wait for the batch to be delivered.
 pub trait SeriesSink: Clone + Send + Sync + 'static {
-    fn send(&self, series: Vec<TimeSeries>) -> impl Future<Output = Result<(), SendError>> + Send;
+    /// Labels to put on every series that lacks them (the `cluster` label), merged into the
+    /// cached label sets once rather than into every batch.
+    fn external_labels(&self) -> Vec<Label> {
+        Vec::new()
+    }
+
+    fn send(&self, batch: Batch) -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
 impl SeriesSink for MetricsSink {
-    async fn send(&self, series: Vec<TimeSeries>) -> Result<(), SendError> {
+    fn external_labels(&self) -> Vec<Label> {
+        MetricsSink::external_labels(self).to_vec()
+    }
+
+    async fn send(&self, batch: Batch) -> Result<(), SendError> {
         // The acknowledgement is dropped: a scrape is not retried, and the pipeline counts
         // what it could not deliver.
-        MetricsSink::send(self, series).await.map(drop)
+        self.send_encoded(batch.bytes, batch.samples).await.map(drop)
     }
 }

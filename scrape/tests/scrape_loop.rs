@@ -12,13 +12,13 @@ use lgtm_scrape::{Health, ScrapeLoop, ScrapeOptions};
 async fn scrape_loop(body: &str, options: ScrapeOptions) -> (Server, ScrapeLoop) {
     let server = Server::start(Reply::text(body)).await;
     let target = target(server.addr, options);
-    (server, ScrapeLoop::new(target))
+    (server, ScrapeLoop::new(target, vec![]))
 }
 
 #[tokio::test]
 async fn series_carry_the_target_labels_and_synthetic_series_report_the_scrape() {
     let (server, mut sl) = scrape_loop("# TYPE a gauge\na 1\nb{x=\"y\"} 2.5\n", options("loop_basic")).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     let mut want = vec!["a".to_string(), "b".to_string()];
     want.extend(SYNTHETIC.iter().map(|s| s.to_string()));
     want.sort();
@@ -40,7 +40,7 @@ async fn series_carry_the_target_labels_and_synthetic_series_report_the_scrape()
     let ts0 = batch[0].samples[0].timestamp;
     assert!(batch.iter().all(|t| t.samples[0].timestamp == ts0), "one timestamp per scrape");
 
-    let again = sl.scrape_once().await;
+    let again = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&again, "scrape_series_added"), 0.0, "known series are not added again");
 
     let status = sl.status().lock().unwrap().clone();
@@ -53,21 +53,21 @@ async fn series_carry_the_target_labels_and_synthetic_series_report_the_scrape()
 #[tokio::test]
 async fn a_series_that_disappears_gets_one_staleness_marker() {
     let (server, mut sl) = scrape_loop("a 1\nb 2\n", options("loop_vanish")).await;
-    let first = sl.scrape_once().await;
+    let first = sl.scrape_once().await.decode().unwrap();
     assert!(stale_names(&first).is_empty());
 
     server.set_body("a 1\n");
-    let second = sl.scrape_once().await;
+    let second = sl.scrape_once().await.decode().unwrap();
     assert_eq!(stale_names(&second), ["b"]);
     let b = second.iter().find(|t| name(t) == "b").unwrap();
     assert_eq!(b.samples[0].value.to_bits(), STALE_BITS);
     assert_eq!(b.samples[0].timestamp, second.iter().find(|t| name(t) == "up").unwrap().samples[0].timestamp);
 
-    let third = sl.scrape_once().await;
+    let third = sl.scrape_once().await.decode().unwrap();
     assert!(stale_names(&third).is_empty(), "a marker is sent once");
 
     server.set_body("a 1\nb 3\n");
-    let fourth = sl.scrape_once().await;
+    let fourth = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&fourth, "b"), 3.0);
     assert_eq!(value(&fourth, "scrape_series_added"), 1.0);
 }
@@ -75,9 +75,9 @@ async fn a_series_that_disappears_gets_one_staleness_marker() {
 #[tokio::test]
 async fn a_failed_scrape_reports_up_0_and_marks_every_series_stale() {
     let (server, mut sl) = scrape_loop("a 1\nb 2\n", options("loop_fail")).await;
-    sl.scrape_once().await;
+    sl.scrape_once().await.decode().unwrap();
     server.set(Reply { status: 500, ..Reply::text("oops") });
-    let failed = sl.scrape_once().await;
+    let failed = sl.scrape_once().await.decode().unwrap();
     assert_eq!(stale_names(&failed), ["a", "b"]);
     assert_eq!(value(&failed, "up"), 0.0);
     assert_eq!(value(&failed, "scrape_samples_scraped"), 0.0);
@@ -85,7 +85,7 @@ async fn a_failed_scrape_reports_up_0_and_marks_every_series_stale() {
     assert_eq!(status.health, Health::Down);
     assert!(status.last_error.unwrap().contains("500"));
 
-    let failed_again = sl.scrape_once().await;
+    let failed_again = sl.scrape_once().await.decode().unwrap();
     assert!(stale_names(&failed_again).is_empty(), "markers only once");
     assert_eq!(value(&failed_again, "up"), 0.0);
     assert!(!is_stale(failed_again.iter().find(|t| name(t) == "up").unwrap()), "synthetic series stay live");
@@ -94,9 +94,9 @@ async fn a_failed_scrape_reports_up_0_and_marks_every_series_stale() {
 #[tokio::test]
 async fn a_malformed_body_fails_the_whole_scrape() {
     let (server, mut sl) = scrape_loop("a 1\nb 2\n", options("loop_malformed")).await;
-    sl.scrape_once().await;
+    sl.scrape_once().await.decode().unwrap();
     server.set_body("a 1\nb two\n");
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert!(batch.iter().all(|t| name(t) != "a" || is_stale(t)), "nothing from the body is kept");
     assert_eq!(stale_names(&batch), ["a", "b"]);
     assert_eq!(value(&batch, "up"), 0.0);
@@ -112,7 +112,7 @@ async fn a_malformed_body_fails_the_whole_scrape() {
 async fn exceeding_the_sample_limit_fails_the_scrape() {
     let opts = ScrapeOptions { sample_limit: 2, ..options("loop_sample_limit") };
     let (_server, mut sl) = scrape_loop("a 1\nb 2\nc 3\n", opts).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(names(&batch), SYNTHETIC);
     assert_eq!(value(&batch, "up"), 0.0);
     assert_eq!(value(&batch, "scrape_samples_scraped"), 3.0);
@@ -133,7 +133,7 @@ async fn the_sample_limit_counts_samples_after_metric_relabeling() {
         ..options("loop_sample_limit_relabel")
     };
     let (_server, mut sl) = scrape_loop("a 1\nb 2\nc 3\n", opts).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 1.0);
     assert_eq!(value(&batch, "scrape_samples_scraped"), 3.0);
     assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 2.0);
@@ -165,7 +165,7 @@ async fn metric_relabeling_rewrites_and_drops_series() {
     let (_server, mut sl) = scrape_loop(body, opts).await;
     for _ in 0..2 {
         // The second scrape is served from the cache, with the same result.
-        let batch = sl.scrape_once().await;
+        let batch = sl.scrape_once().await.decode().unwrap();
         let reqs: Vec<_> = batch.iter().filter(|t| name(t) == "http_requests_total").collect();
         assert_eq!(reqs.len(), 2);
         let classes: Vec<_> = reqs.iter().map(|t| label(t, "class").unwrap()).collect();
@@ -180,7 +180,7 @@ async fn metric_relabeling_rewrites_and_drops_series() {
 async fn honor_labels_false_keeps_target_labels_and_renames_scraped_ones() {
     let body = "a{job=\"scraped\",instance=\"i\",exported_job=\"taken\",other=\"o\"} 1\n";
     let (server, mut sl) = scrape_loop(body, options("loop_honor_false")).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     let a = batch.iter().find(|t| name(t) == "a").unwrap();
     assert_eq!(label(a, "job"), Some("loop_honor_false"));
     assert_eq!(label(a, "instance"), Some(server.addr.to_string().as_str()));
@@ -194,7 +194,7 @@ async fn honor_labels_false_keeps_target_labels_and_renames_scraped_ones() {
 async fn honor_labels_true_keeps_scraped_labels() {
     let opts = ScrapeOptions { honor_labels: true, ..options("loop_honor_true") };
     let (server, mut sl) = scrape_loop("a{job=\"scraped\"} 1\nb 2\n", opts).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     let a = batch.iter().find(|t| name(t) == "a").unwrap();
     assert_eq!(label(a, "job"), Some("scraped"));
     assert_eq!(label(a, "exported_job"), None);
@@ -206,15 +206,15 @@ async fn honor_labels_true_keeps_scraped_labels() {
 #[tokio::test]
 async fn explicit_timestamps_are_honoured_and_not_tracked_for_staleness() {
     let (server, mut sl) = scrape_loop("a 1 1000\nb 2\n", options("loop_ts")).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(batch.iter().find(|t| name(t) == "a").unwrap().samples[0].timestamp, 1000);
     server.set_body("");
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(stale_names(&batch), ["b"], "the timestamped series gets no marker");
 
     let opts = ScrapeOptions { honor_timestamps: false, ..options("loop_ts_ignored") };
     let (_server, mut sl) = scrape_loop("a 1 1000\n", opts).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     let a = batch.iter().find(|t| name(t) == "a").unwrap();
     assert_eq!(a.samples[0].timestamp, batch.iter().find(|t| name(t) == "up").unwrap().samples[0].timestamp);
 }
@@ -222,7 +222,7 @@ async fn explicit_timestamps_are_honoured_and_not_tracked_for_staleness() {
 #[tokio::test]
 async fn a_duplicate_series_in_one_body_keeps_the_first_sample() {
     let (_server, mut sl) = scrape_loop("a{x=\"1\"} 1\na{x=\"1\",} 2\n", options("loop_dup")).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "a"), 1.0);
     assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 1.0);
 }
@@ -231,21 +231,21 @@ async fn a_duplicate_series_in_one_body_keeps_the_first_sample() {
 async fn a_body_over_the_size_limit_fails_the_scrape() {
     let opts = ScrapeOptions { body_size_limit: 16, ..options("loop_body_limit") };
     let (_server, mut sl) = scrape_loop("a 1\nb 2\nc 3\nd 4\ne 5\n", opts).await;
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 0.0);
     assert!(sl.status().lock().unwrap().last_error.clone().unwrap().contains("16 bytes"));
 
     let opts = ScrapeOptions { body_size_limit: 20, ..options("loop_body_limit_ok") };
     let (_server, mut sl) = scrape_loop("a 1\nb 2\nc 3\nd 4\ne 5\n", opts).await;
-    assert_eq!(value(&sl.scrape_once().await, "up"), 1.0, "exactly at the limit is fine");
+    assert_eq!(value(&sl.scrape_once().await.decode().unwrap(), "up"), 1.0, "exactly at the limit is fine");
 }
 
 #[tokio::test]
 async fn gzip_bodies_are_decompressed_and_the_limit_applies_to_the_decompressed_size() {
     let body: String = (0..200).map(|i| format!("metric_{i} {i}\n")).collect();
     let server = Server::start(Reply { gzip: true, ..Reply::text(&body) }).await;
-    let mut sl = ScrapeLoop::new(target(server.addr, options("loop_gzip")));
-    let batch = sl.scrape_once().await;
+    let mut sl = ScrapeLoop::new(target(server.addr, options("loop_gzip")), vec![]);
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 1.0);
     assert_eq!(value(&batch, "scrape_samples_scraped"), 200.0);
     assert_eq!(value(&batch, "metric_199"), 199.0);
@@ -254,8 +254,8 @@ async fn gzip_bodies_are_decompressed_and_the_limit_applies_to_the_decompressed_
 
     // The compressed body is far below the limit, the decompressed one above it.
     let opts = ScrapeOptions { body_size_limit: body.len() as u64 - 1, ..options("loop_gzip_limit") };
-    let mut sl = ScrapeLoop::new(target(server.addr, opts));
-    let batch = sl.scrape_once().await;
+    let mut sl = ScrapeLoop::new(target(server.addr, opts), vec![]);
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 0.0);
 }
 
@@ -267,15 +267,15 @@ async fn openmetrics_responses_use_the_openmetrics_parser() {
         ..Reply::text(body)
     })
     .await;
-    let mut sl = ScrapeLoop::new(target(server.addr, options("loop_om")));
-    let batch = sl.scrape_once().await;
+    let mut sl = ScrapeLoop::new(target(server.addr, options("loop_om")), vec![]);
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 1.0);
     let c = batch.iter().find(|t| name(t) == "c_total").unwrap();
     assert_eq!(c.samples[0].timestamp, 1_700_000_000_500);
     assert!(!names(&batch).contains(&"c_created".to_string()));
 
     server.set_body("c_total 3\n");
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 0.0, "OpenMetrics without # EOF is malformed");
 }
 
@@ -289,22 +289,22 @@ async fn label_limits_fail_the_scrape() {
     for (opts, what) in cases {
         // __name__, instance, job, x: four labels; `instance` is longer than four characters.
         let (_server, mut sl) = scrape_loop("a{x=\"y\"} 1\n", opts).await;
-        let batch = sl.scrape_once().await;
+        let batch = sl.scrape_once().await.decode().unwrap();
         assert_eq!(value(&batch, "up"), 0.0, "{what}");
         let err = sl.status().lock().unwrap().last_error.clone().unwrap();
         assert!(err.contains(what), "{err}");
     }
     let opts = ScrapeOptions { label_limit: Some(4), ..options("loop_label_limit_ok") };
     let (_server, mut sl) = scrape_loop("a{x=\"y\"} 1\n", opts).await;
-    assert_eq!(value(&sl.scrape_once().await, "up"), 1.0);
+    assert_eq!(value(&sl.scrape_once().await.decode().unwrap(), "up"), 1.0);
 }
 
 #[tokio::test]
 async fn a_slow_target_times_out() {
     let server = Server::start(Reply { delay: Duration::from_millis(500), ..Reply::text("a 1\n") }).await;
     let opts = ScrapeOptions { timeout: Duration::from_millis(50), ..options("loop_timeout") };
-    let mut sl = ScrapeLoop::new(target(server.addr, opts));
-    let batch = sl.scrape_once().await;
+    let mut sl = ScrapeLoop::new(target(server.addr, opts), vec![]);
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 0.0);
     assert!(sl.status().lock().unwrap().last_error.clone().unwrap().contains("timed out"));
 }
@@ -319,29 +319,50 @@ async fn the_bearer_token_file_is_read_before_every_scrape() {
         auth: lgtm_scrape::Auth { bearer_token_file: Some(token.clone()), tls: None },
         ..options("loop_token")
     };
-    let mut sl = ScrapeLoop::new(target(server.addr, opts));
-    sl.scrape_once().await;
+    let mut sl = ScrapeLoop::new(target(server.addr, opts), vec![]);
+    sl.scrape_once().await.decode().unwrap();
     std::fs::write(&token, "second").unwrap();
-    sl.scrape_once().await;
+    sl.scrape_once().await.decode().unwrap();
     let auth: Vec<String> =
         server.requests().iter().map(|h| h.get("authorization").unwrap().to_str().unwrap().to_string()).collect();
     assert_eq!(auth, ["Bearer first", "Bearer second"]);
 
     std::fs::remove_file(&token).unwrap();
-    let batch = sl.scrape_once().await;
+    let batch = sl.scrape_once().await.decode().unwrap();
     assert_eq!(value(&batch, "up"), 0.0, "a missing token fails the scrape");
 }
 
 #[tokio::test]
 async fn staleness_markers_cover_the_series_and_the_synthetic_series() {
     let (_server, mut sl) = scrape_loop("a 1\nb 2\n", options("loop_end")).await;
-    sl.scrape_once().await;
-    let markers = sl.staleness_markers();
+    sl.scrape_once().await.decode().unwrap();
+    let markers = sl.staleness_markers().decode().unwrap();
     let mut want = vec!["a".to_string(), "b".to_string()];
     want.extend(SYNTHETIC.iter().map(|s| s.to_string()));
     want.sort();
     assert_eq!(stale_names(&markers), want);
     assert!(markers.iter().all(|t| t.samples[0].value.to_bits() == STALE_BITS));
+}
+
+#[tokio::test]
+async fn external_labels_are_added_where_missing_and_labels_stay_sorted() {
+    let server = Server::start(Reply::text("a 1\nb{cluster=\"own\",zone=\"z\"} 2\n")).await;
+    let external = vec![lgtm_pipeline::proto::Label::new("cluster", "c1")];
+    let mut sl = ScrapeLoop::new(target(server.addr, options("loop_external")), external);
+    let batch = sl.scrape_once().await;
+    assert_eq!(batch.samples(), 7);
+    let series = batch.decode().unwrap();
+    for ts in &series {
+        assert!(ts.labels.windows(2).all(|w| w[0].name < w[1].name), "sorted: {ts:?}");
+    }
+    let a = series.iter().find(|t| name(t) == "a").unwrap();
+    assert_eq!(label(a, "cluster"), Some("c1"));
+    let b = series.iter().find(|t| name(t) == "b").unwrap();
+    assert_eq!(label(b, "cluster"), Some("own"));
+    let up = series.iter().find(|t| name(t) == "up").unwrap();
+    assert_eq!(label(up, "cluster"), Some("c1"));
+    let markers = sl.staleness_markers().decode().unwrap();
+    assert!(markers.iter().all(|t| label(t, "cluster").is_some()));
 }
 
 #[test]

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use lgtm_pipeline::proto::{Sample, TimeSeries};
+use lgtm_pipeline::proto::Label;
 
 use super::cache::{CachedSeries, Lookup, SeriesCache};
 use super::error::ScrapeError;
+use crate::encode::{encode_labels, BatchBuilder};
 use crate::labels::LabelSet;
 use crate::parser::{is_valid_label_name, is_valid_metric_name, Entry, Format, Parser, Series};
 use crate::relabel::Relabeler;
@@ -21,10 +22,12 @@ pub(crate) struct AppendContext<'a> {
     pub label_limit: Option<usize>,
     pub label_name_length_limit: Option<usize>,
     pub label_value_length_limit: Option<usize>,
+    /// The sink's external labels, merged into every series' encoded labels.
+    pub external_labels: &'a [Label],
 }
 
 impl<'a> AppendContext<'a> {
-    pub fn new(target: &'a Target) -> AppendContext<'a> {
+    pub fn new(target: &'a Target, external_labels: &'a [Label]) -> AppendContext<'a> {
         let o = &target.options;
         AppendContext {
             target_labels: &target.labels,
@@ -35,6 +38,7 @@ impl<'a> AppendContext<'a> {
             label_limit: o.label_limit,
             label_name_length_limit: o.label_name_length_limit,
             label_value_length_limit: o.label_value_length_limit,
+            external_labels,
         }
     }
 }
@@ -65,7 +69,7 @@ pub(crate) fn append(
     ctx: &AppendContext<'_>,
     cache: &mut SeriesCache,
     scrape_ts_ms: i64,
-    out: &mut Vec<TimeSeries>,
+    out: &mut BatchBuilder,
 ) -> Result<Appended, AppendFailure> {
     let mut counts = Appended::default();
     let mut over_limit = false;
@@ -103,10 +107,7 @@ pub(crate) fn append(
             counts.post_relabel -= 1;
             continue;
         }
-        out.push(TimeSeries {
-            labels: cached.labels.clone(),
-            samples: vec![Sample { value: series.value, timestamp: explicit_ts.unwrap_or(scrape_ts_ms) }],
-        });
+        out.push(&cached.encoded, series.value, explicit_ts.unwrap_or(scrape_ts_ms));
     }
     if over_limit {
         return Err(AppendFailure {
@@ -143,7 +144,8 @@ fn build(series: &Series<'_>, ctx: &AppendContext<'_>) -> Result<Option<Arc<Cach
     }
     check_label_limits(&labels, ctx)?;
     let fingerprint = labels.fingerprint();
-    Ok(Some(Arc::new(CachedSeries { labels: labels.into_vec(), fingerprint })))
+    let encoded = encode_labels(&labels, ctx.external_labels);
+    Ok(Some(Arc::new(CachedSeries { encoded, fingerprint })))
 }
 
 /// Adds the target's labels to a scraped series. `honor_labels`: the scraped value wins;

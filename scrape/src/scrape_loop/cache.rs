@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use lgtm_pipeline::proto::Label;
-
-/// A series' final labels (sorted, `__name__` included) and their fingerprint.
+/// A series' final labels, encoded for remote write (see [`crate::encode`]), and their
+/// fingerprint.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct CachedSeries {
-    pub labels: Vec<Label>,
+    pub encoded: Box<[u8]>,
     pub fingerprint: u64,
 }
 

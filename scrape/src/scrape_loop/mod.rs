@@ -26,13 +26,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use lgtm_pipeline::proto::{stale_nan, Sample, TimeSeries};
+use lgtm_pipeline::proto::{stale_nan, Label};
 use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::encode::BatchBuilder;
 use crate::self_metrics::JobCounters;
-use crate::sink::SeriesSink;
+use crate::sink::{Batch, SeriesSink};
 use crate::target::Target;
 use append::{AppendContext, AppendFailure};
 use cache::{CachedSeries, SeriesCache};
@@ -64,8 +65,13 @@ fn unix_now() -> std::time::Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-fn stale_series(s: &CachedSeries, ts_ms: i64) -> TimeSeries {
-    TimeSeries { labels: s.labels.clone(), samples: vec![Sample { value: stale_nan(), timestamp: ts_ms }] }
+fn push_stale(out: &mut BatchBuilder, s: &CachedSeries, ts_ms: i64) {
+    out.push(&s.encoded, stale_nan(), ts_ms);
+}
+
+/// Room for a batch like the previous one.
+fn batch_capacity(previous_bytes: usize) -> usize {
+    previous_bytes + previous_bytes / 8 + 1024
 }
 
 /// The body-to-series step of a scrape without the HTTP part: parse, map each series through
@@ -73,30 +79,29 @@ fn stale_series(s: &CachedSeries, ts_ms: i64) -> TimeSeries {
 /// benchmarks, and for sources that produce exposition text themselves.
 pub struct BodyIngester {
     target: Arc<Target>,
+    external_labels: Vec<Label>,
     cache: SeriesCache,
+    last_batch_bytes: usize,
 }
 
 impl BodyIngester {
-    pub fn new(target: Arc<Target>) -> BodyIngester {
-        BodyIngester { target, cache: SeriesCache::default() }
+    pub fn new(target: Arc<Target>, external_labels: Vec<Label>) -> BodyIngester {
+        BodyIngester { target, external_labels, cache: SeriesCache::default(), last_batch_bytes: 0 }
     }
 
     /// The samples of `body` (stamped `ts_ms` unless they carry their own timestamp) and
     /// staleness markers for the series of the previous call that are gone. On error, nothing
     /// is returned and the series of the previous call are forgotten.
-    pub fn ingest(
-        &mut self,
-        body: &[u8],
-        format: crate::parser::Format,
-        ts_ms: i64,
-    ) -> Result<Vec<TimeSeries>, ScrapeError> {
+    pub fn ingest(&mut self, body: &[u8], format: crate::parser::Format, ts_ms: i64) -> Result<Batch, ScrapeError> {
         self.cache.begin();
-        let mut out = Vec::new();
-        let ctx = AppendContext::new(&self.target);
+        let mut out = BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes));
+        let ctx = AppendContext::new(&self.target, &self.external_labels);
         match append::append(body, format, &ctx, &mut self.cache, ts_ms, &mut out) {
             Ok(_) => {
-                self.cache.commit(|s| out.push(stale_series(s, ts_ms)));
-                Ok(out)
+                self.cache.commit(|s| push_stale(&mut out, s, ts_ms));
+                let batch = out.finish();
+                self.last_batch_bytes = batch.bytes().len();
+                Ok(batch)
             }
             Err(failure) => {
                 self.cache.fail(|_| {});
@@ -109,6 +114,8 @@ impl BodyIngester {
 /// One target's loop and its state (cache, previous series, reused body buffer).
 pub struct ScrapeLoop {
     target: Arc<Target>,
+    external_labels: Vec<Label>,
+    last_batch_bytes: usize,
     fetcher: Option<Fetcher>,
     cache: SeriesCache,
     report: ReportSeries,
@@ -118,11 +125,14 @@ pub struct ScrapeLoop {
 }
 
 impl ScrapeLoop {
-    pub fn new(target: Arc<Target>) -> ScrapeLoop {
-        let report = ReportSeries::new(&target.labels);
+    /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
+    pub fn new(target: Arc<Target>, external_labels: Vec<Label>) -> ScrapeLoop {
+        let report = ReportSeries::new(&target.labels, &external_labels);
         let counters = JobCounters::new(target.job());
         ScrapeLoop {
             target,
+            external_labels,
+            last_batch_bytes: 0,
             fetcher: None,
             cache: SeriesCache::default(),
             report,
@@ -142,20 +152,20 @@ impl ScrapeLoop {
     }
 
     /// Scrapes once and returns the batch to send: samples, staleness markers, synthetic series.
-    pub async fn scrape_once(&mut self) -> Vec<TimeSeries> {
+    pub async fn scrape_once(&mut self) -> Batch {
         let started = Instant::now();
         let now = unix_now();
         let ts_ms = now.as_millis() as i64;
         let fetched = self.fetch().await;
         // No await below: a cancelled scrape leaves the cache untouched.
         self.cache.begin();
-        let mut out = Vec::new();
+        let mut out = BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes));
         let outcome = match fetched {
             Ok(format) => {
-                let ctx = AppendContext::new(&self.target);
+                let ctx = AppendContext::new(&self.target, &self.external_labels);
                 match append::append(&self.body, format, &ctx, &mut self.cache, ts_ms, &mut out) {
                     Ok(counts) => {
-                        self.cache.commit(|s| out.push(stale_series(s, ts_ms)));
+                        self.cache.commit(|s| push_stale(&mut out, s, ts_ms));
                         Ok(counts)
                     }
                     Err(AppendFailure { error, scraped }) => Err((error, scraped)),
@@ -173,7 +183,7 @@ impl ScrapeLoop {
             },
             Err((_, scraped)) => {
                 out.clear();
-                self.cache.fail(|s| out.push(stale_series(s, ts_ms)));
+                self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
                 Report {
                     up: false,
                     duration_seconds: 0.0,
@@ -185,10 +195,12 @@ impl ScrapeLoop {
         };
         let duration = started.elapsed().as_secs_f64();
         let report = Report { duration_seconds: duration, ..report };
-        out.extend(self.report.samples(&report, ts_ms));
+        self.report.samples(&report, ts_ms, &mut out);
         self.shrink_body_buffer();
         self.record(&outcome.map(|c| c.post_relabel).map_err(|(e, _)| e), ts_ms, duration);
-        out
+        let batch = out.finish();
+        self.last_batch_bytes = batch.bytes().len();
+        batch
     }
 
     async fn fetch(&mut self) -> Result<crate::parser::Format, ScrapeError> {
@@ -234,12 +246,12 @@ impl ScrapeLoop {
 
     /// Staleness markers for every series of the last scrape and for the synthetic series:
     /// what is sent when the target goes away.
-    pub fn staleness_markers(&mut self) -> Vec<TimeSeries> {
+    pub fn staleness_markers(&mut self) -> Batch {
         let ts_ms = unix_now().as_millis() as i64;
-        let mut out = Vec::new();
-        self.cache.fail(|s| out.push(stale_series(s, ts_ms)));
-        out.extend(self.report.stale(ts_ms));
-        out
+        let mut out = BatchBuilder::default();
+        self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
+        self.report.stale(ts_ms, &mut out);
+        out.finish()
     }
 
     /// Runs until `stop` is cancelled; then, if `end_of_target` is set, sends staleness

@@ -2,8 +2,9 @@
 //! `scrape_samples_scraped`, `scrape_samples_post_metric_relabeling`, `scrape_series_added`,
 //! each with the target's labels.
 
-use lgtm_pipeline::proto::{stale_nan, Label, Sample, TimeSeries};
+use lgtm_pipeline::proto::{stale_nan, Label};
 
+use crate::encode::{encode_labels, BatchBuilder};
 use crate::labels::LabelSet;
 
 const NAMES: [&str; 5] = [
@@ -24,29 +25,28 @@ pub(crate) struct Report {
     pub series_added: usize,
 }
 
-/// The label sets of the five series, built once per target.
+/// The encoded label sets of the five series, built once per target.
 pub(crate) struct ReportSeries {
-    labels: [Vec<Label>; 5],
+    labels: [Box<[u8]>; 5],
 }
 
 impl ReportSeries {
-    pub fn new(target_labels: &LabelSet) -> ReportSeries {
+    pub fn new(target_labels: &LabelSet, external_labels: &[Label]) -> ReportSeries {
         let labels = NAMES.map(|name| {
             let mut set = target_labels.clone();
             set.set("__name__", name);
-            set.into_vec()
+            encode_labels(&set, external_labels)
         });
         ReportSeries { labels }
     }
 
-    fn series(&self, values: [f64; 5], ts_ms: i64) -> impl Iterator<Item = TimeSeries> + '_ {
-        self.labels.iter().zip(values).map(move |(labels, value)| TimeSeries {
-            labels: labels.clone(),
-            samples: vec![Sample { value, timestamp: ts_ms }],
-        })
+    fn push(&self, values: [f64; 5], ts_ms: i64, out: &mut BatchBuilder) {
+        for (labels, value) in self.labels.iter().zip(values) {
+            out.push(labels, value, ts_ms);
+        }
     }
 
-    pub fn samples(&self, report: &Report, ts_ms: i64) -> impl Iterator<Item = TimeSeries> + '_ {
+    pub fn samples(&self, report: &Report, ts_ms: i64, out: &mut BatchBuilder) {
         let values = [
             if report.up { 1.0 } else { 0.0 },
             report.duration_seconds,
@@ -54,11 +54,11 @@ impl ReportSeries {
             report.samples_post_relabel as f64,
             report.series_added as f64,
         ];
-        self.series(values, ts_ms)
+        self.push(values, ts_ms, out);
     }
 
     /// Staleness markers for the five series (the target went away).
-    pub fn stale(&self, ts_ms: i64) -> impl Iterator<Item = TimeSeries> + '_ {
-        self.series([stale_nan(); 5], ts_ms)
+    pub fn stale(&self, ts_ms: i64, out: &mut BatchBuilder) {
+        self.push([stale_nan(); 5], ts_ms, out);
     }
 }

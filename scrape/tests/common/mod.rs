@@ -15,7 +15,7 @@ use lgtm_pipeline::proto::TimeSeries;
 use lgtm_pipeline::SendError;
 use lgtm_scrape::relabel::Relabeler;
 use lgtm_scrape::target::populate;
-use lgtm_scrape::{ScrapeOptions, SeriesSink, Target};
+use lgtm_scrape::{Batch, ScrapeOptions, SeriesSink, Target};
 
 #[derive(Clone)]
 pub struct Reply {
@@ -125,7 +125,8 @@ pub fn options(job: &str) -> ScrapeOptions {
 pub struct CollectingSink(pub Arc<Mutex<Vec<Vec<TimeSeries>>>>);
 
 impl SeriesSink for CollectingSink {
-    async fn send(&self, series: Vec<TimeSeries>) -> Result<(), SendError> {
+    async fn send(&self, batch: Batch) -> Result<(), SendError> {
+        let series = batch.decode().expect("a valid WriteRequest");
         self.0.lock().unwrap().push(series);
         Ok(())
     }

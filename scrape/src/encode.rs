@@ -1,0 +1,149 @@
+//! Remote-write protobuf written directly from cached label sets.
+//!
+//! A `prometheus.WriteRequest` is a sequence of `timeseries` (field 1) messages; a `TimeSeries`
+//! is its `labels` (field 1, repeated) then its `samples` (field 2). The labels of a series are
+//! encoded once, when the series enters the scrape cache, with the sink's external labels
+//! merged in and sorted; each scrape then writes those bytes and one sample per series, which
+//! is a copy rather than a per-label allocation.
+
+use lgtm_pipeline::proto::Label;
+
+use crate::labels::LabelSet;
+use crate::sink::Batch;
+
+const TAG_LEN_FIELD_1: u8 = 0x0a; // field 1, length-delimited
+const TAG_LEN_FIELD_2: u8 = 0x12; // field 2, length-delimited
+const TAG_DOUBLE_FIELD_1: u8 = 0x09; // field 1, 64-bit
+const TAG_VARINT_FIELD_2: u8 = 0x10; // field 2, varint
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_string(buf: &mut Vec<u8>, tag: u8, s: &str) {
+    buf.push(tag);
+    put_varint(buf, s.len() as u64);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// The `labels` fields of a `TimeSeries`: `labels` plus each external label it lacks, sorted
+/// by name (what `MetricsSink::send` would produce).
+pub(crate) fn encode_labels(labels: &LabelSet, external: &[Label]) -> Box<[u8]> {
+    let mut merged;
+    let labels = if external.iter().any(|e| !labels.contains(&e.name)) {
+        merged = labels.clone();
+        for e in external {
+            if !merged.contains(&e.name) {
+                merged.set(&e.name, e.value.clone());
+            }
+        }
+        &merged
+    } else {
+        labels
+    };
+    let mut buf = Vec::new();
+    for l in labels {
+        let len =
+            1 + varint_len(l.name.len() as u64) + l.name.len() + 1 + varint_len(l.value.len() as u64) + l.value.len();
+        buf.push(TAG_LEN_FIELD_1);
+        put_varint(&mut buf, len as u64);
+        put_string(&mut buf, TAG_LEN_FIELD_1, &l.name);
+        put_string(&mut buf, TAG_LEN_FIELD_2, &l.value);
+    }
+    buf.into_boxed_slice()
+}
+
+/// Accumulates one scrape's `WriteRequest`.
+#[derive(Debug, Default)]
+pub(crate) struct BatchBuilder {
+    buf: Vec<u8>,
+    samples: u32,
+}
+
+impl BatchBuilder {
+    pub fn with_capacity(bytes: usize) -> BatchBuilder {
+        BatchBuilder { buf: Vec::with_capacity(bytes), samples: 0 }
+    }
+
+    /// Appends a series with one sample; `labels` comes from [`encode_labels`].
+    pub fn push(&mut self, labels: &[u8], value: f64, timestamp_ms: i64) {
+        let ts = timestamp_ms as u64;
+        let sample_len = 1 + 8 + 1 + varint_len(ts);
+        let series_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
+        let buf = &mut self.buf;
+        buf.push(TAG_LEN_FIELD_1);
+        put_varint(buf, series_len as u64);
+        buf.extend_from_slice(labels);
+        buf.push(TAG_LEN_FIELD_2);
+        put_varint(buf, sample_len as u64);
+        buf.push(TAG_DOUBLE_FIELD_1);
+        buf.extend_from_slice(&value.to_le_bytes());
+        buf.push(TAG_VARINT_FIELD_2);
+        put_varint(buf, ts);
+        self.samples += 1;
+    }
+
+    /// Drops what was appended (a failed scrape keeps nothing from its body).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.samples = 0;
+    }
+
+    pub fn finish(self) -> Batch {
+        Batch::new(self.buf.into(), self.samples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lgtm_pipeline::proto::{Sample, TimeSeries, WriteRequest};
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn encoding_matches_prost_and_merges_external_labels() {
+        let labels = LabelSet::from_pairs([("__name__", "up"), ("job", "node"), ("zone", "é".repeat(100).as_str())]);
+        let external = [Label::new("cluster", "c1"), Label::new("job", "ignored")];
+        let encoded = encode_labels(&labels, &external);
+        let mut b = BatchBuilder::default();
+        b.push(&encoded, 1.5, 1_700_000_000_000);
+        b.push(&encoded, f64::from_bits(0x7ff0_0000_0000_0002), -1);
+        let batch = b.finish();
+        assert_eq!(batch.samples(), 2);
+
+        let mut sorted = labels.clone();
+        sorted.set("cluster", "c1");
+        let want = WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: sorted.as_slice().to_vec(),
+                    samples: vec![Sample { value: 1.5, timestamp: 1_700_000_000_000 }],
+                },
+                TimeSeries {
+                    labels: sorted.as_slice().to_vec(),
+                    samples: vec![Sample { value: f64::from_bits(0x7ff0_0000_0000_0002), timestamp: -1 }],
+                },
+            ],
+        };
+        let got = WriteRequest::decode(batch.bytes().clone()).unwrap();
+        assert_eq!(got.timeseries.len(), 2);
+        assert_eq!(got.timeseries[0], want.timeseries[0]);
+        assert_eq!(got.timeseries[1].labels, want.timeseries[1].labels);
+        assert_eq!(got.timeseries[1].samples[0].value.to_bits(), 0x7ff0_0000_0000_0002);
+        assert_eq!(got.timeseries[1].samples[0].timestamp, -1);
+    }
+}
