@@ -52,8 +52,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts what the mode and the `enabled` flags ask for.
-fn start_sources(_cfg: &Config, _pipeline: &Pipeline, _stop: &CancellationToken, _set: &mut JoinSet<()>) {}
+/// Starts what the mode and the `enabled` flags ask for. Each source runs until `stop` is
+/// cancelled and returns after persisting its own state (checkpoints).
+fn start_sources(cfg: &Config, pipeline: &Pipeline, stop: &CancellationToken, set: &mut JoinSet<()>) {
+    if cfg.logs.enabled() {
+        let opts = lgtm_daemonset::LogsOptions::new(&cfg.cluster, &cfg.node_name, &cfg.data_dir);
+        let fut = lgtm_daemonset::run_logs(cfg.logs.clone(), opts, pipeline.logs.clone(), stop.clone());
+        set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("logs")));
+        tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
+    }
+}
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
