@@ -11,3 +11,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== chart, deploy scripts and generated configs"
+LGTM_AGENT_BIN="${CARGO_TARGET_DIR:-target}/debug/lgtm-agent" scripts/check-chart.sh
