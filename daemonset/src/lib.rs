@@ -8,6 +8,7 @@
 //! reflector plugs in), kubelet/cAdvisor targets and host metrics (issue 10). It never talks to an
 //! exporter directly.
 
+pub mod host;
 pub mod logs;
 
 pub use logs::{run_logs, LogsOptions};

@@ -221,13 +221,23 @@ pub fn write_lines(path: &Path, prefix: &str, range: std::ops::Range<u64>) {
     append(path, &s);
 }
 
-/// Whether this process holds a descriptor on `path` (also after it was deleted).
+/// Whether this process holds a descriptor on the file at `path` (by inode while the path exists,
+/// else by the name the kernel shows for a deleted file).
 pub fn fd_open_on(path: &Path) -> bool {
-    let want = path.to_string_lossy().to_string();
-    std::fs::read_dir("/proc/self/fd").unwrap().flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).any(|l| {
-        let l = l.to_string_lossy();
-        l == want || l == format!("{want} (deleted)")
-    })
+    use std::os::unix::fs::MetadataExt;
+    let fds: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd").unwrap().flatten().map(|e| e.path()).collect();
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            fds.iter().filter_map(|fd| std::fs::metadata(fd).ok()).any(|fm| fm.ino() == m.ino() && fm.dev() == m.dev())
+        }
+        Err(_) => {
+            let want = path.to_string_lossy().to_string();
+            fds.iter().filter_map(|fd| std::fs::read_link(fd).ok()).any(|l| {
+                let l = l.to_string_lossy();
+                l == want || l == format!("{want} (deleted)")
+            })
+        }
+    }
 }
 
 /// Lines by count.
