@@ -1,3 +1,7 @@
 //! Cluster-mode sources: monitor discovery and sharding, events, tail sampling.
 //!
-//! Not yet implemented (issues 3, 6 and 8).
+//! Implemented so far: [`sampling`], tail sampling of the spans the OTLP receiver
+//! (`lgtm_pipeline::receiver`) takes, with kept traces going to Tempo through the pipeline's
+//! `TracesSink`. Monitor discovery and events are not yet implemented (issues 3 and 6).
+
+pub mod sampling;
