@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use lgtm_config::Config;
-use lgtm_pipeline::Pipeline;
+use lgtm_pipeline::{MetricsSink, Pipeline};
+use lgtm_scrape::TargetManager;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -26,16 +27,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let admin_stop = CancellationToken::new();
     let sources_stop = CancellationToken::new();
     let queues = pipeline_handle.queues();
+    let scrape = Arc::new(TargetManager::new(pipeline.metrics.clone(), jitter_seed(&cfg)));
+    let targets_view = scrape.clone();
     let state = Arc::new(AdminState {
         ready: AtomicBool::new(false),
         before_render: Box::new(move || queues.iter().for_each(lgtm_pipeline::export_queue_gauges)),
-        targets: Box::new(|| serde_json::json!({ "targets": [] })),
+        targets: Box::new(move || serde_json::json!({ "targets": targets_view.targets() })),
     });
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), admin_stop.clone()));
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
 
     let mut sources: JoinSet<()> = JoinSet::new();
-    start_sources(&cfg, &pipeline, &sources_stop, &mut sources);
+    start_sources(&cfg, &pipeline, &scrape, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Relaxed);
 
     wait_for_signal().await;
@@ -54,13 +57,41 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Starts what the mode and the `enabled` flags ask for. Each source runs until `stop` is
 /// cancelled and returns after persisting its own state (checkpoints).
-fn start_sources(cfg: &Config, pipeline: &Pipeline, stop: &CancellationToken, set: &mut JoinSet<()>) {
+fn start_sources(
+    cfg: &Config,
+    pipeline: &Pipeline,
+    scrape: &Arc<TargetManager<MetricsSink>>,
+    stop: &CancellationToken,
+    set: &mut JoinSet<()>,
+) {
+    let groups = lgtm_scrape::static_target_groups(&cfg.scrape);
+    if !groups.is_empty() {
+        for e in scrape.sync(groups) {
+            tracing::error!(target_labels = ?e.labels, error = %e.message, "static target not scraped");
+        }
+        tracing::info!(targets = scrape.targets().len(), "static scrape targets started");
+    }
+    let manager = scrape.clone();
+    let stop_scrape = stop.clone();
+    set.spawn(async move {
+        stop_scrape.cancelled().await;
+        manager.shutdown().await;
+    });
     if cfg.logs.enabled() {
         let opts = lgtm_daemonset::LogsOptions::new(&cfg.cluster, &cfg.node_name, &cfg.data_dir);
         let fut = lgtm_daemonset::run_logs(cfg.logs.clone(), opts, pipeline.logs.clone(), stop.clone());
         set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("logs")));
         tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
     }
+}
+
+/// Spreads scrape phases across agents: a hash of the node (or pod) name.
+fn jitter_seed(cfg: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cfg.node_name.hash(&mut h);
+    cfg.cluster.hash(&mut h);
+    h.finish()
 }
 
 async fn wait_for_signal() {
