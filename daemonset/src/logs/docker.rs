@@ -96,7 +96,7 @@ mod tests {
         ];
         for (line, want) in rows {
             let got = parse(line.as_bytes()).map(|l| (l.stream, l.partial, l.message.into_owned())).map_err(|_| ());
-            let want = want.clone().map(|(s, p, m)| (s, p, m.to_string()));
+            let want = (*want).map(|(s, p, m)| (s, p, m.to_string()));
             assert_eq!(got, want, "{line}");
         }
         let l = parse(br#"{"log":"x\n","stream":"stdout","time":"2024-01-02T03:04:05.123456789Z"}"#).unwrap();

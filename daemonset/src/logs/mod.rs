@@ -241,18 +241,15 @@ async fn ack_loop(
                 None => rx_open = false,
             },
             Some((seq, files, outcome)) = inflight.next(), if !inflight.is_empty() => {
-                match outcome {
-                    Some(d) => {
-                        if d != Delivery::Accepted {
-                            tracing::debug!(outcome = ?d, "log batch refused for good; moving past it");
-                        }
-                        let mut reg = lock(&registry);
-                        for k in files {
-                            reg.resolve(k, seq);
-                        }
+                // `None`: the agent stopped before the outcome was known; do not advance.
+                if let Some(d) = outcome {
+                    if d != Delivery::Accepted {
+                        tracing::debug!(outcome = ?d, "log batch refused for good; moving past it");
                     }
-                    // The agent stopped before the outcome was known: do not advance.
-                    None => {}
+                    let mut reg = lock(&registry);
+                    for k in files {
+                        reg.resolve(k, seq);
+                    }
                 }
             }
             _ = &mut deadline => return,

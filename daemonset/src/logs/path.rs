@@ -67,7 +67,8 @@ mod tests {
 
     #[test]
     fn parses_the_kubelet_layout() {
-        let rows: &[(&str, Option<(&str, &str, &str, &str, u32)>)] = &[
+        type Row<'a> = (&'a str, Option<(&'a str, &'a str, &'a str, &'a str, u32)>);
+        let rows: &[Row<'_>] = &[
             (
                 "/var/log/pods/default_web-7d9f_0a1b-2c3d/nginx/0.log",
                 Some(("default", "web-7d9f", "0a1b-2c3d", "nginx", 0)),
