@@ -6,7 +6,9 @@
 //! where it is a failure: `scripts/install-test-deps.sh` installs every peer.
 
 pub mod agent;
+pub mod fake_apiserver;
 pub mod fake_loki;
+pub mod fake_target;
 pub mod otlp_receiver;
 pub mod peers;
 

@@ -1,5 +1,6 @@
 //! Real peers started as child processes on loopback ports, stopped when dropped.
 
+pub mod node_exporter;
 pub mod prometheus;
 pub mod rotel;
 

@@ -27,8 +27,17 @@ impl Prometheus {
         Prometheus::start_with_scrape_config("").await
     }
 
+    /// Starts Prometheus listening on `port`.
+    pub async fn start_on_port(port: u16) -> Option<Prometheus> {
+        Prometheus::start_full("", Some(port)).await
+    }
+
     /// Starts Prometheus with `scrape_configs` (YAML list items, may be empty).
     pub async fn start_with_scrape_config(scrape_configs: &str) -> Option<Prometheus> {
+        Prometheus::start_full(scrape_configs, None).await
+    }
+
+    async fn start_full(scrape_configs: &str, port: Option<u16>) -> Option<Prometheus> {
         let bin = super::which("prometheus")?;
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("prometheus.yml");
@@ -38,7 +47,7 @@ impl Prometheus {
             format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{scrape_configs}")
         };
         std::fs::write(&cfg, body).expect("write prometheus.yml");
-        let port = crate::free_port();
+        let port = port.unwrap_or_else(crate::free_port);
         let child = Command::new(bin)
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))

@@ -1,0 +1,61 @@
+//! State shared by the HTTP handlers, the watch streams and the programmatic API: the store
+//! behind a mutex (held only for short, non-async sections) and a signal that wakes watches
+//! after every write.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::store::Store;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    changed: watch::Sender<u64>,
+    shutting_down: AtomicBool,
+    pub bookmark_interval: Duration,
+}
+
+impl Shared {
+    pub fn new(max_log: usize, bookmark_interval: Duration) -> Shared {
+        let store = Store::new(max_log);
+        let (changed, _) = watch::channel(store.resource_version());
+        Shared { store: Mutex::new(store), changed, shutting_down: AtomicBool::new(false), bookmark_interval }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves the store consistent enough for a test fake.
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Runs a write and wakes every watch.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let (result, resource_version) = {
+            let mut store = self.lock();
+            let result = f(&mut store);
+            (result, store.resource_version())
+        };
+        self.changed.send_replace(resource_version);
+        result
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Ends every open watch stream, so that a graceful HTTP shutdown can complete.
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.changed.send_modify(|_| {});
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
