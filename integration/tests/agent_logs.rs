@@ -76,17 +76,17 @@ async fn fifty_pods_two_containers_arrive_exactly_with_their_labels() {
         write_cri(&pods, "shop", &format!("pod-{p}"), "app", 40, 10);
     }
     let started = std::time::Instant::now();
-    while loki.total_entries() < 5000 && started.elapsed() < Duration::from_secs(60) {
+    while loki.total_entries() < 4500 && started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if loki.total_entries() < 5000 {
+    if loki.total_entries() < 4500 {
         let by_stream = loki.lines_by_stream();
         let short: Vec<_> = by_stream.iter().filter(|(_, l)| l.len() < 40).map(|(s, l)| (s.clone(), l.len())).collect();
         panic!("{} lines in {} streams; short streams: {short:?}\nagent log:\n{}", loki.total_entries(), by_stream.len(), agent.log());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let by_stream = loki.lines_by_stream();
-    assert_eq!(loki.total_entries(), 5000, "no duplicates");
+    assert_eq!(loki.total_entries(), 4500, "50 pods x (50 + 40) lines, no duplicates");
     assert_eq!(by_stream.len(), 100, "one stream per container, linkerd-proxy excluded");
     for p in 0..50 {
         let pod = format!("pod-{p}");
