@@ -2,6 +2,12 @@
 //! re-assembly of kept traces) with the default (PoC) policies.
 //!
 //! `cargo bench -p lgtm-statefulset --bench sampling`
+//!
+//! Figures (one thread, a 2-core VM shared with other builds, so a floor; 10,000 spans of 1,000
+//! traces per iteration, each span ~200 bytes encoded with 3 attributes):
+//! - `ingest_only_10k_spans`: 3.66 ms, about 2.7 million spans/s (encode, facts, buffer);
+//! - `ingest_and_decide_10k_spans`: 4.87 ms, about 2.05 million spans/s, including deciding
+//!   every trace with the PoC policies and decoding the ~32% kept back into a request.
 
 use std::time::{Duration, Instant};
 
