@@ -92,14 +92,14 @@ pub fn execute(cli: Cli) -> ExitCode {
                 None => cfg.log.format,
             };
             init_tracing(format, &cfg.log.level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lgtm-agent").build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
+            let runtime =
+                match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lgtm-agent").build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("cannot start the runtime: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
             match runtime.block_on(crate::run::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

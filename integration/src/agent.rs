@@ -36,7 +36,10 @@ impl AgentProcess {
     pub async fn start(dir: &Path, config_yaml: &str, admin_port: u16) -> AgentProcess {
         let config_path = dir.join("agent.yaml");
         std::fs::write(&config_path, config_yaml).expect("write agent config");
-        let log_path = dir.join(format!("agent-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+        let log_path = dir.join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        ));
         let log = std::fs::File::create(&log_path).expect("create agent log");
         let child = Command::new(agent_binary())
             .args(["run", "--config"])

@@ -82,7 +82,12 @@ async fn fifty_pods_two_containers_arrive_exactly_with_their_labels() {
     if loki.total_entries() < 4500 {
         let by_stream = loki.lines_by_stream();
         let short: Vec<_> = by_stream.iter().filter(|(_, l)| l.len() < 40).map(|(s, l)| (s.clone(), l.len())).collect();
-        panic!("{} lines in {} streams; short streams: {short:?}\nagent log:\n{}", loki.total_entries(), by_stream.len(), agent.log());
+        panic!(
+            "{} lines in {} streams; short streams: {short:?}\nagent log:\n{}",
+            loki.total_entries(),
+            by_stream.len(),
+            agent.log()
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let by_stream = loki.lines_by_stream();

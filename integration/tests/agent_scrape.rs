@@ -58,9 +58,12 @@ async fn node_exporter_series_arrive_like_prometheus_scrapes_them_and_dead_targe
         node.address()
     );
     let admin = free_port();
-    let mut agent =
-        AgentProcess::start(tmp.path(), &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, &targets), admin)
-            .await;
+    let mut agent = AgentProcess::start(
+        tmp.path(),
+        &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, &targets),
+        admin,
+    )
+    .await;
 
     let up = eventually(Duration::from_secs(30), "up{job=\"node\"} via the agent", || {
         let p = &prom;
@@ -87,7 +90,12 @@ async fn node_exporter_series_arrive_like_prometheus_scrapes_them_and_dead_targe
     // Same series (names and labels, job and cluster aside) as Prometheus's own scrape.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let key = |labels: &std::collections::BTreeMap<String, String>| {
-        labels.iter().filter(|(k, _)| *k != "job" && *k != "cluster").map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        labels
+            .iter()
+            .filter(|(k, _)| *k != "job" && *k != "cluster")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     };
     let selector = "{__name__=~\"node_(memory|load|cpu|uname).*\", job=\"%JOB%\"}";
     let ours: BTreeSet<String> =
@@ -97,7 +105,12 @@ async fn node_exporter_series_arrive_like_prometheus_scrapes_them_and_dead_targe
     assert!(ours.len() > 20, "node_exporter exposes many series, got {}", ours.len());
     assert_eq!(ours, theirs, "lgtm-agent and Prometheus see the same series");
     // Synthetic series as Prometheus has them.
-    for name in ["scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling", "scrape_series_added"] {
+    for name in [
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    ] {
         let r = prom.query(&format!("{name}{{job=\"node\"}}")).await;
         assert_eq!(r.len(), 1, "{name}");
     }
@@ -112,9 +125,12 @@ async fn a_series_removed_from_the_target_is_gone_after_the_next_scrape() {
     let tmp = tempfile::tempdir().unwrap();
     let targets = format!("    - targets: ['{}']\n      labels: {{ job: fake }}\n", target.addr);
     let admin = free_port();
-    let mut agent =
-        AgentProcess::start(tmp.path(), &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, &targets), admin)
-            .await;
+    let mut agent = AgentProcess::start(
+        tmp.path(),
+        &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, &targets),
+        admin,
+    )
+    .await;
     eventually(Duration::from_secs(30), "both series", || {
         let p = &prom;
         async move { (p.query("it_items").await.len() == 2).then_some(()) }

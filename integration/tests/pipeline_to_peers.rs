@@ -175,17 +175,16 @@ async fn otlp_export_carries_tenant_gzip_and_every_span() {
         assert_eq!(a.outcome().await, Some(Delivery::Accepted));
     }
     assert_eq!(rx.span_count(), 50);
-    let st = rx.state();
-    assert!(st.exports.iter().all(|e| e.tenant.as_deref() == Some("tenant-a")));
-    assert!(st.exports.iter().all(|e| e.encoding.as_deref() == Some("gzip")));
-    for e in &st.exports {
+    let exports = rx.state().exports.clone();
+    assert!(exports.iter().all(|e| e.tenant.as_deref() == Some("tenant-a")));
+    assert!(exports.iter().all(|e| e.encoding.as_deref() == Some("gzip")));
+    for e in &exports {
         for rs in &e.request.resource_spans {
             let attrs = &rs.resource.as_ref().unwrap().attributes;
             assert!(attrs.iter().any(|kv| kv.key == "k8s.cluster.name"
                 && kv.value == Some(AnyValue { value: Some(any_value::Value::StringValue("it-cluster".into())) })));
         }
     }
-    drop(st);
     handle.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -21,4 +21,6 @@ pub mod route;
 mod sink;
 
 pub use ack::{Ack, Delivery};
-pub use sink::{export_queue_gauges, queue_dir, LogsSink, MetricsSink, Pipeline, PipelineHandle, SendError, TracesSink};
+pub use sink::{
+    export_queue_gauges, queue_dir, LogsSink, MetricsSink, Pipeline, PipelineHandle, SendError, TracesSink,
+};
