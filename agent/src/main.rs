@@ -7,6 +7,7 @@
 
 mod admin;
 mod cli;
+mod otlp;
 mod run;
 
 use std::process::ExitCode;

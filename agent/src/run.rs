@@ -71,6 +71,10 @@ fn start_sources(
         }
         tracing::info!(targets = scrape.targets().len(), "static scrape targets started");
     }
+    if cfg.otlp.enabled() {
+        let fut = crate::otlp::run(cfg.clone(), pipeline.clone(), stop.clone());
+        set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("otlp")));
+    }
     let manager = scrape.clone();
     let stop_scrape = stop.clone();
     set.spawn(async move {

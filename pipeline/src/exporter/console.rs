@@ -72,13 +72,18 @@ fn render(signal: Signal, r: &Record, out: &mut impl Write) -> Result<(), String
                     .as_ref()
                     .and_then(|res| res.attributes.iter().find(|kv| kv.key == "service.name"))
                     .and_then(|kv| kv.value.as_ref())
-                    .map(|v| format!("{:?}", v.value))
+                    .and_then(|v| match &v.value {
+                        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
+                            Some(s.clone())
+                        }
+                        _ => None,
+                    })
                     .unwrap_or_default();
                 for ss in rs.scope_spans {
                     for s in ss.spans {
                         let _ = writeln!(
                             out,
-                            "span trace_id={} span_id={} name={:?} service={} duration_ns={}",
+                            "span trace_id={} span_id={} name={:?} service={:?} duration_ns={}",
                             hex(&s.trace_id),
                             hex(&s.span_id),
                             s.name,
