@@ -96,6 +96,13 @@ impl Config {
         if config.node_name.is_empty() {
             config.node_name = env("NODE_NAME").unwrap_or_default();
         }
+        let monitors = &mut config.scrape.monitors;
+        if monitors.pod_name.is_empty() {
+            monitors.pod_name = env("POD_NAME").unwrap_or_default();
+        }
+        if monitors.pod_namespace.is_empty() {
+            monitors.pod_namespace = env("POD_NAMESPACE").unwrap_or_default();
+        }
         config.resolve(mode_override);
         config.validate().map_err(|(path, message)| {
             let line = match outline.line_of(&parse_path(&path)) {

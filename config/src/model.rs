@@ -507,13 +507,28 @@ pub struct MonitorsConfig {
     pub pod_monitors: bool,
     /// `prometheus.io/scrape` annotations on pods and services.
     pub annotations: bool,
-    /// `None`: from the StatefulSet. Replica index comes from the pod name.
+    /// Replicas sharing the targets. `None`: `spec.replicas` of this pod's StatefulSet.
     pub replicas: Option<u32>,
+    /// This pod's name; its StatefulSet ordinal suffix (`lgtm-agent-cluster-2`) is this
+    /// replica's index, its prefix the StatefulSet's name. Empty: the `POD_NAME` environment
+    /// variable (the chart sets it from the downward API); unset: one replica scrapes all.
+    pub pod_name: String,
+    /// This pod's namespace (the StatefulSet's, and the events Lease's by default). Empty: the
+    /// `POD_NAMESPACE` environment variable, else `default`.
+    pub pod_namespace: String,
 }
 
 impl Default for MonitorsConfig {
     fn default() -> Self {
-        MonitorsConfig { enabled: None, service_monitors: true, pod_monitors: true, annotations: true, replicas: None }
+        MonitorsConfig {
+            enabled: None,
+            service_monitors: true,
+            pod_monitors: true,
+            annotations: true,
+            replicas: None,
+            pod_name: String::new(),
+            pod_namespace: String::new(),
+        }
     }
 }
 
@@ -546,10 +561,31 @@ impl Default for OtlpConfig {
 }
 
 /// Kubernetes events to Loki (cluster mode, one replica at a time).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     pub enabled: Option<bool>,
+    /// The `coordination.k8s.io/v1` Lease whose holder ships the events; its annotations keep
+    /// the last shipped position, so a new leader continues where the old one stopped.
+    pub lease_name: String,
+    /// Empty: the pod's namespace (`scrape.monitors.pod_namespace`).
+    pub lease_namespace: String,
+    /// A leader that has not renewed for this long is replaced.
+    pub lease_duration: Duration,
+    /// On the very first start (no position in the Lease), events older than this are not shipped.
+    pub lookback: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            enabled: None,
+            lease_name: "lgtm-agent-events".into(),
+            lease_namespace: String::new(),
+            lease_duration: Duration::from_secs(15),
+            lookback: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Tail sampling (cluster mode); the PoC's policies are the default.

@@ -4,4 +4,6 @@
 //! (`lgtm_pipeline::receiver`) takes, with kept traces going to Tempo through the pipeline's
 //! `TracesSink`. Monitor discovery and events are not yet implemented (issues 3 and 6).
 
+pub mod discovery;
 pub mod sampling;
+pub mod shard;

@@ -1,0 +1,329 @@
+//! Monitor discovery: ServiceMonitors, PodMonitors and `prometheus.io/*` annotations turned into
+//! scrape targets, sharded across the replicas.
+//!
+//! Data flow, as kube-runtime reads: [`watch`]ers feed reflector stores (monitors, Services,
+//! EndpointSlices, Pods, the referenced Secrets and ConfigMaps, this pod's StatefulSet); any
+//! change wakes the fold loop ([`run`]), which snapshots the stores, [`build`]s every target
+//! group (Prometheus's Kubernetes SD labels in [`sd_labels`], the Prometheus Operator's
+//! relabelings and options in [`operator`], annotations in [`annotations`]), keeps this
+//! replica's share ([`crate::shard`]) and hands the whole set to
+//! [`lgtm_scrape::TargetManager::sync`], which diffs it against the running scrape loops.
+//!
+//! What it does not do: scrape (the scrape crate does), read the deprecated Endpoints API,
+//! Probes or ScrapeConfigs, or the Prometheus CR's monitor selectors (every monitor the
+//! agent can see is used). Fields it does not act on are reported (log and `/targets`).
+
+pub mod annotations;
+pub mod build;
+pub mod credentials;
+pub mod monitor;
+pub mod operator;
+pub mod sd_labels;
+mod status;
+pub mod watch;
+
+pub use build::{build, BuildOptions, Built, MonitorStatus, Snapshot};
+pub use status::{DiscoveryStatus, StatusBoard};
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use lgtm_config::Config;
+use lgtm_scrape::{SeriesSink, TargetGroup, TargetManager};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::shard::{keep_owned, parse_pod_name, Shard};
+use credentials::{remove_unused_files, CredentialFiles};
+use operator::Defaults;
+use watch::{spawn_reflector, RefWatchers};
+
+/// How discovery runs; [`DiscoveryOptions::from_config`] reads `scrape.monitors`.
+#[derive(Debug, Clone)]
+pub struct DiscoveryOptions {
+    pub build: BuildOptions,
+    /// `None`: `spec.replicas` of this pod's StatefulSet.
+    pub replicas: Option<u32>,
+    /// The StatefulSet pod name (index = ordinal suffix); empty: one replica.
+    pub pod_name: String,
+    pub pod_namespace: String,
+    /// Where referenced credentials are written for the scrape loops.
+    pub credentials_dir: PathBuf,
+    /// Changes arriving within this window are folded into one rebuild.
+    pub debounce: Duration,
+    /// How long the first build waits for the watchers' initial lists.
+    pub initial_sync_timeout: Duration,
+}
+
+impl DiscoveryOptions {
+    pub fn from_config(cfg: &Config) -> DiscoveryOptions {
+        let m = &cfg.scrape.monitors;
+        DiscoveryOptions {
+            build: BuildOptions {
+                service_monitors: m.service_monitors,
+                pod_monitors: m.pod_monitors,
+                annotations: m.annotations,
+                defaults: Defaults::from_config(&cfg.scrape),
+            },
+            replicas: m.replicas,
+            pod_name: m.pod_name.clone(),
+            pod_namespace: if m.pod_namespace.is_empty() { "default".into() } else { m.pod_namespace.clone() },
+            credentials_dir: cfg.data_dir.join("monitor-credentials"),
+            debounce: Duration::from_millis(100),
+            initial_sync_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of discovery itself (not of a monitor).
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("connecting to the Kubernetes API (in-cluster or KUBECONFIG): {0}")]
+    Connect(#[from] kube::Error),
+}
+
+/// A client for the cluster the agent runs in (in-cluster service account, else `KUBECONFIG`).
+pub async fn connect() -> Result<Client, DiscoveryError> {
+    Ok(Client::try_default().await?)
+}
+
+fn monitor_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind), plural)
+}
+
+struct Stores {
+    service_monitors: Option<Store<DynamicObject>>,
+    pod_monitors: Option<Store<DynamicObject>>,
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    statefulset: Option<Store<StatefulSet>>,
+}
+
+impl Stores {
+    fn start(client: &Client, options: &DiscoveryOptions, changed: &Arc<Notify>, stop: &CancellationToken) -> Stores {
+        let cfg = watcher::Config::default;
+        let b = &options.build;
+        let monitors = |on: bool, kind: &str, plural: &str| {
+            on.then(|| {
+                let ar = monitor_resource(kind, plural);
+                let writer = reflector::store::Writer::new(ar.clone());
+                let store = writer.as_reader();
+                let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+                spawn_reflector(kind.into(), api, cfg(), writer, changed.clone(), stop.clone());
+                store
+            })
+        };
+        let service_monitors = monitors(b.service_monitors, "ServiceMonitor", "servicemonitors");
+        let pod_monitors = monitors(b.pod_monitors, "PodMonitor", "podmonitors");
+        let (services, w) = reflector::store();
+        spawn_reflector("Service".into(), Api::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        let (endpoint_slices, w) = reflector::store();
+        spawn_reflector("EndpointSlice".into(), Api::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        let (pods, w) = reflector::store();
+        spawn_reflector("Pod".into(), Api::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        let statefulset = match (options.replicas, parse_pod_name(&options.pod_name)) {
+            (None, Some(p)) => {
+                let (store, w) = reflector::store();
+                let api = Api::namespaced(client.clone(), &options.pod_namespace);
+                let config = cfg().fields(&format!("metadata.name={}", p.statefulset));
+                spawn_reflector(
+                    format!("StatefulSet {}", p.statefulset),
+                    api,
+                    config,
+                    w,
+                    changed.clone(),
+                    stop.clone(),
+                );
+                Some(store)
+            }
+            _ => None,
+        };
+        Stores { service_monitors, pod_monitors, services, endpoint_slices, pods, statefulset }
+    }
+
+    async fn wait_until_ready(&self) {
+        let mut waits: Vec<futures::future::BoxFuture<'_, ()>> = vec![
+            Box::pin(async { self.services.wait_until_ready().await.ok().unwrap_or_default() }),
+            Box::pin(async { self.endpoint_slices.wait_until_ready().await.ok().unwrap_or_default() }),
+            Box::pin(async { self.pods.wait_until_ready().await.ok().unwrap_or_default() }),
+        ];
+        for s in [&self.service_monitors, &self.pod_monitors].into_iter().flatten() {
+            waits.push(Box::pin(async { s.wait_until_ready().await.ok().unwrap_or_default() }));
+        }
+        if let Some(s) = &self.statefulset {
+            waits.push(Box::pin(async { s.wait_until_ready().await.ok().unwrap_or_default() }));
+        }
+        futures::future::join_all(waits).await;
+    }
+}
+
+/// This replica's shard: the index from the pod name, the count from the options or the
+/// StatefulSet.
+fn current_shard(options: &DiscoveryOptions, statefulset: Option<&Store<StatefulSet>>) -> Shard {
+    let Some(pod) = parse_pod_name(&options.pod_name) else {
+        return Shard::ALL;
+    };
+    let replicas = options.replicas.unwrap_or_else(|| {
+        let sts = statefulset.and_then(|s| s.state().into_iter().next());
+        sts.and_then(|s| s.spec.as_ref().and_then(|spec| spec.replicas)).map(|r| r.max(0) as u32).unwrap_or(1)
+    });
+    Shard::new(pod.ordinal, replicas)
+}
+
+/// Runs discovery until `stop`: every change of the watched objects leads to a
+/// [`TargetManager::sync`] of `fixed_groups` (e.g. static configs) plus this replica's
+/// discovered groups. Status goes to `board` for `/targets`.
+pub async fn run<S: SeriesSink>(
+    client: Client,
+    options: DiscoveryOptions,
+    manager: Arc<TargetManager<S>>,
+    fixed_groups: Vec<TargetGroup>,
+    board: Arc<StatusBoard>,
+    stop: CancellationToken,
+) {
+    let changed = Arc::new(Notify::new());
+    let watchers_stop = stop.child_token();
+    let stores = Stores::start(&client, &options, &changed, &watchers_stop);
+    let mut refs = RefWatchers::new(client, changed.clone(), watchers_stop.clone());
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        r = tokio::time::timeout(options.initial_sync_timeout, stores.wait_until_ready()) => if r.is_err() {
+            tracing::warn!(timeout = ?options.initial_sync_timeout, "not every watch listed its objects in time; starting with what is known");
+        },
+    }
+    let mut logged = HashSet::new();
+    loop {
+        rebuild(&options, &stores, &mut refs, &manager, &fixed_groups, &board, &mut logged).await;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = changed.notified() => {}
+        }
+        // Fold a burst of changes (a rollout, a relist) into one rebuild.
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(options.debounce) => {}
+        }
+    }
+    watchers_stop.cancel();
+}
+
+async fn rebuild<S: SeriesSink>(
+    options: &DiscoveryOptions,
+    stores: &Stores,
+    refs: &mut RefWatchers,
+    manager: &TargetManager<S>,
+    fixed_groups: &[TargetGroup],
+    board: &StatusBoard,
+    logged: &mut HashSet<String>,
+) {
+    let started = std::time::Instant::now();
+    let snapshot = Snapshot {
+        service_monitors: stores.service_monitors.as_ref().map(Store::state).unwrap_or_default(),
+        pod_monitors: stores.pod_monitors.as_ref().map(Store::state).unwrap_or_default(),
+        services: stores.services.state(),
+        endpoint_slices: stores.endpoint_slices.state(),
+        pods: stores.pods.state(),
+        secrets: refs.secrets(),
+        config_maps: refs.config_maps(),
+    };
+    let shard = current_shard(options, stores.statefulset.as_ref());
+    let build_options = options.build;
+    let dir = options.credentials_dir.clone();
+    // Relabeling thousands of targets and writing credential files: off the async threads.
+    let work = tokio::task::spawn_blocking(move || {
+        let mut creds = CredentialFiles::new(&dir, &snapshot.secrets, &snapshot.config_maps);
+        let built = build(&snapshot, &build_options, &mut creds);
+        let (referenced, written) = creds.into_parts();
+        let Built { groups, origins, mut monitors } = built;
+        let mut sharded = keep_owned(groups, shard);
+        for (i, origin) in origins.iter().enumerate() {
+            let (total, here) = sharded.per_group[i];
+            let Some(mi) = origin.monitor else { continue };
+            monitors[mi].targets_total += total;
+            monitors[mi].targets_here += here;
+            if let Some(limit) = origin.target_limit.filter(|l| here > *l) {
+                let group = &mut sharded.groups[i];
+                monitors[mi].errors.push(format!(
+                    "spec.targetLimit: {here} targets of {} exceed the limit of {limit}; none scraped",
+                    group.source
+                ));
+                monitors[mi].targets_here -= here;
+                group.targets.clear();
+            }
+        }
+        (sharded, monitors, referenced, written)
+    });
+    let Ok((sharded, monitors, referenced, written)) = work.await else {
+        tracing::error!("target discovery panicked; keeping the previous targets");
+        return;
+    };
+    let mut groups = fixed_groups.to_vec();
+    groups.extend(sharded.groups.into_iter().filter(|g| !g.targets.is_empty()));
+    let sync_errors = manager.sync(groups);
+    remove_unused_files(&options.credentials_dir, &written);
+    refs.reconcile(&referenced);
+
+    let mut target_errors: Vec<String> = sharded.errors.iter().chain(&sync_errors).map(|e| e.to_string()).collect();
+    target_errors.sort();
+    target_errors.dedup();
+    let mut now_logged = HashSet::new();
+    for m in &monitors {
+        let what = format!("{} {}/{}", m.kind, m.namespace, m.name);
+        for u in &m.unsupported {
+            let line = format!("{what}: {u}");
+            if !logged.contains(&line) {
+                tracing::warn!(monitor = %what, field = %u, "monitor field not supported");
+            }
+            now_logged.insert(line);
+        }
+        for e in &m.errors {
+            let line = format!("{what}: error {e}");
+            if !logged.contains(&line) {
+                tracing::warn!(monitor = %what, error = %e, "monitor endpoint not scraped");
+            }
+            now_logged.insert(line);
+        }
+    }
+    for e in &target_errors {
+        if !logged.contains(e) {
+            tracing::warn!(error = %e, "discovered target not scraped");
+        }
+        now_logged.insert(e.clone());
+    }
+    *logged = now_logged;
+    tracing::debug!(
+        targets_total = sharded.total,
+        targets_here = sharded.owned,
+        replica = shard.index,
+        replicas = shard.replicas,
+        took = ?started.elapsed(),
+        "targets rebuilt"
+    );
+    board.set(DiscoveryStatus {
+        replica: shard.index,
+        replicas: shard.replicas,
+        targets_total: sharded.total,
+        targets_here: sharded.owned,
+        monitors,
+        target_errors,
+        referenced: referenced.len(),
+        updated_unix_ms: unix_ms(),
+    });
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

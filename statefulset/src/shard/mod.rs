@@ -1,0 +1,117 @@
+//! Sharding of scrape targets across the cluster-mode replicas.
+//!
+//! Every replica sees every target (each runs the same discovery) and keeps the ones it owns.
+//! Ownership is rendezvous (highest random weight) hashing of the target's full identity (its
+//! final labels and scrape URL, [`lgtm_scrape::Target::identity`]) with each replica index: a
+//! target belongs to the replica with the highest score. So the shares are disjoint, their union
+//! is every target, and going from N to N+1 replicas moves only the targets the new replica now
+//! wins, about 1/(N+1) of them. The OTel target allocator hashes the URL alone; two targets with
+//! one URL and different labels (two jobs scraping one endpoint) land on different replicas here.
+
+mod replica;
+
+pub use replica::{parse_pod_name, PodOrdinal};
+
+use std::sync::Arc;
+
+use lgtm_scrape::relabel::Relabeler;
+use lgtm_scrape::target::{populate, TargetError};
+use lgtm_scrape::TargetGroup;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// This replica's place among the replicas that share the targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub replicas: u32,
+}
+
+impl Shard {
+    /// One replica scraping everything.
+    pub const ALL: Shard = Shard { index: 0, replicas: 1 };
+
+    /// `replicas` 0 counts as 1; an index outside the replicas owns nothing (a pod of a
+    /// StatefulSet being scaled down).
+    pub fn new(index: u32, replicas: u32) -> Shard {
+        Shard { index, replicas: replicas.max(1) }
+    }
+
+    /// Whether this replica scrapes the target of `identity`.
+    pub fn owns(&self, identity: u64) -> bool {
+        owner(identity, self.replicas) == self.index
+    }
+}
+
+/// The replica (in `0..replicas`) that scrapes the target of `identity`.
+pub fn owner(identity: u64, replicas: u32) -> u32 {
+    (0..replicas.max(1)).max_by_key(|r| (score(identity, *r), std::cmp::Reverse(*r))).unwrap_or(0)
+}
+
+fn score(identity: u64, replica: u32) -> u64 {
+    xxh3_64_with_seed(&identity.to_le_bytes(), u64::from(replica).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// What [`keep_owned`] found: the groups reduced to this replica's targets, how many targets
+/// there were in all, and the targets that cannot be scraped (reported by every replica).
+#[derive(Debug, Default)]
+pub struct Sharded {
+    pub groups: Vec<TargetGroup>,
+    /// Targets after relabeling, over all replicas (dropped ones not counted).
+    pub total: usize,
+    pub owned: usize,
+    /// Per group (in order): (targets over all replicas, targets here).
+    pub per_group: Vec<(usize, usize)>,
+    pub errors: Vec<TargetError>,
+}
+
+/// Relabels each target as the scrape manager will, to learn its identity, and keeps in each
+/// group only the targets this replica owns. A group whose `relabel_configs` do not compile is
+/// kept whole, so that the manager reports it.
+pub fn keep_owned(groups: Vec<TargetGroup>, shard: Shard) -> Sharded {
+    let mut out = Sharded::default();
+    for mut group in groups {
+        let Ok(relabeler) = Relabeler::compile(&group.options.relabel_configs) else {
+            out.per_group.push((0, 0));
+            out.groups.push(group);
+            continue;
+        };
+        let before = out.total;
+        let options = Arc::clone(&group.options);
+        let mut owned = Vec::with_capacity(group.targets.len() / shard.replicas as usize + 1);
+        for discovered in std::mem::take(&mut group.targets) {
+            match populate(&discovered, &group.labels, &options, &relabeler, &group.source) {
+                Ok(Some(target)) => {
+                    out.total += 1;
+                    if shard.owns(target.identity()) {
+                        owned.push(discovered);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => out.errors.push(e),
+            }
+        }
+        out.owned += owned.len();
+        out.per_group.push((out.total - before, owned.len()));
+        group.targets = owned;
+        out.groups.push(group);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_replica_owns_everything() {
+        for id in 0..1000u64 {
+            assert!(Shard::ALL.owns(id.wrapping_mul(0x1234_5678_9abc_def1)));
+        }
+    }
+
+    #[test]
+    fn an_index_beyond_the_replicas_owns_nothing() {
+        let gone = Shard::new(3, 3);
+        assert!((0..1000u64).all(|id| !gone.owns(id)));
+    }
+}
