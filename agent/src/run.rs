@@ -9,6 +9,7 @@ use anyhow::Context;
 use lgtm_config::Config;
 use lgtm_pipeline::{MetricsSink, Pipeline};
 use lgtm_scrape::TargetManager;
+use lgtm_statefulset::discovery::StatusBoard;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -29,16 +30,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let queues = pipeline_handle.queues();
     let scrape = Arc::new(TargetManager::new(pipeline.metrics.clone(), jitter_seed(&cfg)));
     let targets_view = scrape.clone();
+    let discovery = Arc::new(StatusBoard::default());
+    let discovery_view = discovery.clone();
     let state = Arc::new(AdminState {
         ready: AtomicBool::new(false),
         before_render: Box::new(move || queues.iter().for_each(lgtm_pipeline::export_queue_gauges)),
-        targets: Box::new(move || serde_json::json!({ "targets": targets_view.targets() })),
+        targets: Box::new(move || {
+            serde_json::json!({ "targets": targets_view.targets(), "discovery": discovery_view.json() })
+        }),
     });
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), admin_stop.clone()));
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
 
     let mut sources: JoinSet<()> = JoinSet::new();
     start_sources(&cfg, &pipeline, &scrape, &sources_stop, &mut sources);
+    start_cluster_sources(&cfg, &pipeline, &scrape, &discovery, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Relaxed);
 
     wait_for_signal().await;
@@ -87,6 +93,51 @@ fn start_sources(
         set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("logs")));
         tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
     }
+}
+
+/// Cluster mode's Kubernetes sources: monitor discovery (which from then on owns the scrape
+/// manager's target set, static configs included) and events to Loki. Both share one client.
+fn start_cluster_sources(
+    cfg: &Config,
+    pipeline: &Pipeline,
+    scrape: &Arc<TargetManager<MetricsSink>>,
+    discovery: &Arc<StatusBoard>,
+    stop: &CancellationToken,
+    set: &mut JoinSet<()>,
+) {
+    let monitors = cfg.scrape.monitors.enabled();
+    let events = cfg.events.enabled();
+    if !monitors && !events {
+        return;
+    }
+    let (cfg, pipeline, scrape, board, stop) =
+        (cfg.clone(), pipeline.clone(), scrape.clone(), discovery.clone(), stop.clone());
+    let fut = async move {
+        let client = match lgtm_statefulset::discovery::connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes API: monitor discovery and events are off");
+                return;
+            }
+        };
+        let mut tasks = JoinSet::new();
+        if monitors {
+            // `sync` replaces the whole target set: discovery syncs the static targets with its own.
+            let fixed = lgtm_scrape::static_target_groups(&cfg.scrape);
+            let options = lgtm_statefulset::discovery::DiscoveryOptions::from_config(&cfg);
+            let fut = lgtm_statefulset::discovery::run(client.clone(), options, scrape, fixed, board, stop.clone());
+            tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("discovery")));
+            tracing::info!("monitor discovery started");
+        }
+        if events {
+            let options = lgtm_statefulset::events::EventsOptions::from_config(&cfg);
+            tracing::info!(lease = %options.lease.name, namespace = %options.lease.namespace, identity = %options.lease.identity, "events source started");
+            let fut = lgtm_statefulset::events::run(client, options, pipeline.logs.clone(), stop);
+            tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("events")));
+        }
+        while tasks.join_next().await.is_some() {}
+    };
+    set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("kubernetes")));
 }
 
 /// Spreads scrape phases across agents: a hash of the node (or pod) name.
