@@ -546,6 +546,38 @@ pub struct OtlpConfig {
     /// Daemonset mode: the cluster-mode headless Service, `host:port`; spans are routed there by
     /// trace ID. Empty: export straight to Tempo.
     pub forward_traces_to: String,
+    /// Jaeger receivers; their spans go where OTLP spans go.
+    pub jaeger: JaegerConfig,
+    /// Zipkin receiver (`POST /api/v2/spans`, JSON or protobuf) listen address; empty disables it.
+    pub zipkin: String,
+}
+
+/// Jaeger receivers (under `otlp`, off when `otlp` is off). Each address empty disables that one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JaegerConfig {
+    /// Agent protocol, `emitBatch` in Thrift compact over UDP (Jaeger clients' default, 6831).
+    pub thrift_compact: String,
+    /// Agent protocol, `emitBatch` in Thrift binary over UDP (6832).
+    pub thrift_binary: String,
+    /// Collector protocol, `POST /api/traces` with a Thrift binary `Batch` (14268).
+    pub thrift_http: String,
+    /// Collector protocol, gRPC `jaeger.api_v2.CollectorService/PostSpans` (14250).
+    pub grpc: String,
+    /// SO_RCVBUF asked for on the UDP sockets (the kernel may cap it at `net.core.rmem_max`).
+    pub udp_receive_buffer: ByteSize,
+}
+
+impl Default for JaegerConfig {
+    fn default() -> Self {
+        JaegerConfig {
+            thrift_compact: "0.0.0.0:6831".into(),
+            thrift_binary: "0.0.0.0:6832".into(),
+            thrift_http: "0.0.0.0:14268".into(),
+            grpc: "0.0.0.0:14250".into(),
+            udp_receive_buffer: ByteSize::from_bytes(8 * 1024 * 1024),
+        }
+    }
 }
 
 impl Default for OtlpConfig {
@@ -556,6 +588,8 @@ impl Default for OtlpConfig {
             http: "0.0.0.0:4318".into(),
             max_request_size: ByteSize::from_bytes(16 * 1024 * 1024),
             forward_traces_to: String::new(),
+            jaeger: JaegerConfig::default(),
+            zipkin: "0.0.0.0:9411".into(),
         }
     }
 }
