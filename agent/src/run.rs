@@ -96,7 +96,8 @@ fn start_sources(
 }
 
 /// Cluster mode's Kubernetes sources: monitor discovery (which from then on owns the scrape
-/// manager's target set, static configs included) and events to Loki. Both share one client.
+/// manager's target set, static configs included), events to Loki and cluster-state metrics.
+/// They share one client.
 fn start_cluster_sources(
     cfg: &Config,
     pipeline: &Pipeline,
@@ -107,7 +108,8 @@ fn start_cluster_sources(
 ) {
     let monitors = cfg.scrape.monitors.enabled();
     let events = cfg.events.enabled();
-    if !monitors && !events {
+    let cluster_state = cfg.cluster_state.enabled();
+    if !monitors && !events && !cluster_state {
         return;
     }
     let (cfg, pipeline, scrape, board, stop) =
@@ -132,8 +134,14 @@ fn start_cluster_sources(
         if events {
             let options = lgtm_statefulset::events::EventsOptions::from_config(&cfg);
             tracing::info!(lease = %options.lease.name, namespace = %options.lease.namespace, identity = %options.lease.identity, "events source started");
-            let fut = lgtm_statefulset::events::run(client, options, pipeline.logs.clone(), stop);
+            let fut = lgtm_statefulset::events::run(client.clone(), options, pipeline.logs.clone(), stop.clone());
             tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("events")));
+        }
+        if cluster_state {
+            let options = lgtm_statefulset::cluster_state::ClusterStateOptions::from_config(&cfg);
+            tracing::info!(lease = %options.lease.name, namespace = %options.lease.namespace, interval = ?options.interval, "cluster-state source started");
+            let fut = lgtm_statefulset::cluster_state::run(client, options, pipeline.metrics.clone(), stop);
+            tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("cluster_state")));
         }
         while tasks.join_next().await.is_some() {}
     };

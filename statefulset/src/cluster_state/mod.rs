@@ -1,0 +1,279 @@
+//! Cluster-state metrics (cluster mode): the series kube-state-metrics gives, with its metric
+//! names and labels, so the kubernetes-mixin dashboards and alerts work unchanged.
+//!
+//! Data flow: [`stores`] keeps `kube` reflectors of Pods, Nodes, Namespaces, Deployments,
+//! ReplicaSets, DaemonSets, StatefulSets and Jobs (objects slimmed to the fields read). Every
+//! `scrape.interval` the emitter takes a [`Snapshot`] of the stores, [`render`]s it into a
+//! [`frame::Frame`] (no API calls), and ships the frame as remote-write requests through the
+//! pipeline's `MetricsSink`, plus one staleness marker for every series the previous interval
+//! had and this one has not (a deleted object, a container no longer waiting).
+//!
+//! Labels: those of kube-state-metrics per metric (`namespace`, `pod`, `uid`, `container`,
+//! `node`, `deployment`, `daemonset`, `statefulset`, `job_name`, ...), plus
+//! `job="kube-state-metrics"` — the mixin's selectors are `{job="kube-state-metrics"}`, the job
+//! kube-state-metrics is scraped as — and `cluster`, which the sink adds.
+//!
+//! Which replica: only the holder of a `coordination.k8s.io/v1` Lease
+//! (`<events.lease_name minus -events>-cluster-state`, `lgtm-agent-cluster-state` by default, in
+//! the events lease's namespace and with its duration) watches and emits. One writer per series
+//! means no duplicate samples and no out-of-order rejections when replicas come and go; sharding
+//! objects by rendezvous would not save the watching (every replica would still list every
+//! Pod to know its share) and would hand series between replicas on every scale change. The
+//! followers keep no stores at all; a new holder lists everything once (seconds) and continues
+//! the same series. The Lease is separate from the events Lease so either source can be off.
+//!
+//! What it does not do: kube-state-metrics' other families (Services, PVCs, HPAs, CronJobs,
+//! labels/annotations as `kube_*_labels`), `--metric-allowlist` style filtering, or staleness
+//! markers for series that disappeared while no replica held the Lease (those end after
+//! Prometheus' 5-minute lookback).
+
+pub mod frame;
+mod nodes;
+mod pods;
+pub mod resources;
+mod stores;
+mod workloads;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::Client;
+use lgtm_config::Config;
+use lgtm_pipeline::MetricsSink;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::lease::{LeaderElection, LeaseConfig};
+use frame::Frame;
+pub use stores::Stores;
+
+/// The `job` label of every series: what kube-state-metrics is scraped as.
+pub const JOB: &str = "kube-state-metrics";
+
+/// How the cluster-state source runs; [`ClusterStateOptions::from_config`] reads the config.
+#[derive(Debug, Clone)]
+pub struct ClusterStateOptions {
+    pub lease: LeaseConfig,
+    /// How often the holder renews and a candidate retries: a third of the lease duration.
+    pub retry_period: Duration,
+    /// How often series are emitted (`scrape.interval`).
+    pub interval: Duration,
+    /// How long a new holder waits for the first lists before emitting what it has.
+    pub initial_sync_timeout: Duration,
+    /// Series per remote-write request.
+    pub max_series_per_request: usize,
+    /// On every series: `job`; [`run`] adds the sink's external labels (`cluster`).
+    pub common_labels: Vec<(String, String)>,
+}
+
+impl ClusterStateOptions {
+    pub fn from_config(cfg: &Config) -> ClusterStateOptions {
+        let events = crate::events::EventsOptions::from_config(cfg);
+        let base = cfg.events.lease_name.trim_end_matches("-events");
+        let base = if base.is_empty() { "lgtm-agent" } else { base };
+        ClusterStateOptions {
+            lease: LeaseConfig { name: format!("{base}-cluster-state"), ..events.lease },
+            retry_period: events.retry_period,
+            interval: cfg.scrape.interval.get().max(Duration::from_millis(100)),
+            initial_sync_timeout: Duration::from_secs(30),
+            max_series_per_request: 2000,
+            common_labels: vec![("job".into(), JOB.into())],
+        }
+    }
+}
+
+/// The objects of one interval.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub pods: Vec<Arc<Pod>>,
+    pub nodes: Vec<Arc<Node>>,
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub deployments: Vec<Arc<Deployment>>,
+    pub replicasets: Vec<Arc<ReplicaSet>>,
+    pub daemonsets: Vec<Arc<DaemonSet>>,
+    pub statefulsets: Vec<Arc<StatefulSet>>,
+    pub jobs: Vec<Arc<Job>>,
+}
+
+/// Every series of `snapshot` into `frame`.
+pub fn render(snapshot: &Snapshot, frame: &mut Frame) {
+    for o in &snapshot.namespaces {
+        nodes::namespace(o, frame);
+    }
+    for o in &snapshot.nodes {
+        nodes::node(o, frame);
+    }
+    for o in &snapshot.deployments {
+        workloads::deployment(o, frame);
+    }
+    for o in &snapshot.replicasets {
+        workloads::replicaset(o, frame);
+    }
+    for o in &snapshot.daemonsets {
+        workloads::daemonset(o, frame);
+    }
+    for o in &snapshot.statefulsets {
+        workloads::statefulset(o, frame);
+    }
+    for o in &snapshot.jobs {
+        workloads::job(o, frame);
+    }
+    for o in &snapshot.pods {
+        pods::pod(o, frame);
+    }
+}
+
+/// Competes for the Lease until `stop`; while holding it, watches the objects and emits their
+/// series every interval into `sink`. On `stop` the holder releases the Lease (no staleness
+/// markers: the next holder continues the same series).
+pub async fn run(client: Client, mut options: ClusterStateOptions, sink: MetricsSink, stop: CancellationToken) {
+    // The frames are shipped encoded, so the sink's external labels (`cluster`) go in here.
+    for l in sink.external_labels() {
+        if !options.common_labels.iter().any(|(name, _)| *name == l.name) {
+            options.common_labels.push((l.name.clone(), l.value.clone()));
+        }
+    }
+    let mut election = LeaderElection::new(client.clone(), options.lease.clone());
+    loop {
+        loop {
+            match election.try_acquire_or_renew(None).await {
+                Ok(Some(_)) => break,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, lease = %options.lease.name, "cluster-state lease not reachable"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(options.retry_period) => {}
+            }
+        }
+        tracing::info!(identity = %election.identity(), lease = %options.lease.name, "holding the cluster-state lease; emitting cluster-state series");
+        let lost = lead(&client, &options, &sink, &mut election, &stop).await;
+        if lost {
+            tracing::warn!(identity = %election.identity(), "lost the cluster-state lease; stopped emitting");
+            continue;
+        }
+        if let Err(e) = election.release(None).await {
+            tracing::warn!(error = %e, "releasing the cluster-state lease failed; another replica takes over when it expires");
+        }
+        return;
+    }
+}
+
+/// Watches and emits until `stop` (returns false) or the Lease is lost (true).
+async fn lead(
+    client: &Client,
+    options: &ClusterStateOptions,
+    sink: &MetricsSink,
+    election: &mut LeaderElection,
+    stop: &CancellationToken,
+) -> bool {
+    let watch_stop = stop.child_token();
+    let _guard = watch_stop.clone().drop_guard();
+    let stores = Arc::new(Stores::start(client, &watch_stop));
+    let mut renewed = Instant::now();
+    let renew_deadline = options.lease.duration * 2 / 3;
+    // The first lists; the Lease is renewed meanwhile.
+    {
+        let ready = stores.wait_until_ready();
+        let mut ready = std::pin::pin!(ready);
+        let deadline = tokio::time::sleep(options.initial_sync_timeout);
+        let mut deadline = std::pin::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = &mut ready => break,
+                _ = &mut deadline => {
+                    tracing::warn!(timeout = ?options.initial_sync_timeout, "not every watch listed its objects in time; emitting what is known");
+                    break;
+                }
+                _ = tokio::time::sleep(options.retry_period) => {
+                    if let Some(true) = renew(election, &mut renewed, renew_deadline).await {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    let mut ticks = tokio::time::interval(options.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renewals = tokio::time::interval(options.retry_period);
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renewals.reset();
+    let mut previous: Option<Frame> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = ticks.tick() => {
+                previous = Some(emit(&stores, options, sink, previous).await);
+            }
+            _ = renewals.tick() => {
+                if let Some(true) = renew(election, &mut renewed, renew_deadline).await {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Renews the Lease. `Some(true)`: lost; `Some(false)`: renewed; `None`: failed, still ours.
+async fn renew(election: &mut LeaderElection, renewed: &mut Instant, deadline: Duration) -> Option<bool> {
+    match election.try_acquire_or_renew(None).await {
+        Ok(Some(_)) => {
+            *renewed = Instant::now();
+            Some(false)
+        }
+        Ok(None) => Some(true),
+        Err(e) if renewed.elapsed() > deadline => {
+            tracing::warn!(error = %e, "cluster-state lease not renewed in time");
+            Some(true)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "renewing the cluster-state lease failed; retrying");
+            None
+        }
+    }
+}
+
+/// One interval: snapshot, render and diff off the async threads, then send.
+async fn emit(
+    stores: &Arc<Stores>,
+    options: &ClusterStateOptions,
+    sink: &MetricsSink,
+    previous: Option<Frame>,
+) -> Frame {
+    let started = Instant::now();
+    let timestamp_ms = unix_ms();
+    let snapshot = stores.snapshot();
+    let common = options.common_labels.clone();
+    let max = options.max_series_per_request;
+    let work = tokio::task::spawn_blocking(move || {
+        let mut frame = previous.as_ref().map(Frame::next).unwrap_or_else(|| Frame::new(common));
+        render(&snapshot, &mut frame);
+        let gone = previous.as_ref().map(|p| frame.gone_since(p)).unwrap_or(0);
+        let requests = frame.encode(previous.as_ref(), timestamp_ms, max);
+        (frame, requests, gone)
+    });
+    let (frame, requests, gone) = match work.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "rendering cluster-state series panicked");
+            return Frame::new(options.common_labels.clone());
+        }
+    };
+    for (bytes, samples) in requests {
+        if let Err(e) = sink.send_encoded(bytes, samples).await {
+            tracing::warn!(error = %e, "cluster-state series not queued");
+        }
+    }
+    tracing::debug!(series = frame.len(), stale = gone, frame_bytes = frame.heap_bytes(), took = ?started.elapsed(), "cluster-state series emitted");
+    frame
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,233 @@
+//! The watchers: one `kube` watcher -> reflector per kind, each object slimmed on arrival to the
+//! fields the series read (a Node's image list, a Pod's volumes and env, a workload's pod
+//! template are dropped), so the stores of a 5,000-pod cluster stay small.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec, ResourceRequirements};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Snapshot;
+
+/// The reflector stores of every kind the series come from.
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub namespaces: Store<Namespace>,
+    pub deployments: Store<Deployment>,
+    pub replicasets: Store<ReplicaSet>,
+    pub daemonsets: Store<DaemonSet>,
+    pub statefulsets: Store<StatefulSet>,
+    pub jobs: Store<Job>,
+}
+
+impl Stores {
+    /// Starts the watchers; they stop with `stop`.
+    pub fn start(client: &Client, stop: &CancellationToken) -> Stores {
+        Stores {
+            pods: reflect("Pod", client, slim_pod, stop),
+            nodes: reflect("Node", client, slim_node, stop),
+            namespaces: reflect("Namespace", client, slim_meta, stop),
+            deployments: reflect("Deployment", client, slim_deployment, stop),
+            replicasets: reflect("ReplicaSet", client, slim_replicaset, stop),
+            daemonsets: reflect("DaemonSet", client, slim_daemonset, stop),
+            statefulsets: reflect("StatefulSet", client, slim_statefulset, stop),
+            jobs: reflect("Job", client, slim_job, stop),
+        }
+    }
+
+    /// Waits until every watcher has listed once.
+    pub async fn wait_until_ready(&self) {
+        let _ = futures::join!(
+            self.pods.wait_until_ready(),
+            self.nodes.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+            self.replicasets.wait_until_ready(),
+            self.daemonsets.wait_until_ready(),
+            self.statefulsets.wait_until_ready(),
+            self.jobs.wait_until_ready(),
+        );
+    }
+
+    /// The objects now (shared with the stores: `Arc`s, no copies).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            pods: self.pods.state(),
+            nodes: self.nodes.state(),
+            namespaces: self.namespaces.state(),
+            deployments: self.deployments.state(),
+            replicasets: self.replicasets.state(),
+            daemonsets: self.daemonsets.state(),
+            statefulsets: self.statefulsets.state(),
+            jobs: self.jobs.state(),
+        }
+    }
+}
+
+fn reflect<K>(kind: &'static str, client: &Client, slim: fn(&mut K), stop: &CancellationToken) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let api: Api<K> = Api::all(client.clone());
+    let stop = stop.clone();
+    let span = tracing::info_span!("cluster_state_watch", kind);
+    tokio::spawn(
+        async move {
+            let stream = watcher(api, watcher::Config::default()).default_backoff().modify(slim).reflect(writer);
+            let mut stream = std::pin::pin!(stream);
+            let mut failing = false;
+            loop {
+                let item = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    item = stream.next() => item,
+                };
+                match item {
+                    None => return,
+                    Some(Ok(_)) if failing => {
+                        tracing::info!("watch recovered");
+                        failing = false;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "watch failing; retrying with backoff");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    );
+    store
+}
+
+fn slim_meta<K: Resource>(o: &mut K) {
+    let m = o.meta_mut();
+    m.managed_fields = None;
+    m.annotations = None;
+    m.labels = None;
+    m.finalizers = None;
+}
+
+pub(crate) fn slim_pod(p: &mut Pod) {
+    slim_meta(p);
+    if let Some(spec) = p.spec.take() {
+        let containers = spec
+            .containers
+            .into_iter()
+            .map(|c| Container {
+                name: c.name,
+                resources: c.resources.map(|r| ResourceRequirements {
+                    limits: r.limits,
+                    requests: r.requests,
+                    claims: None,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        p.spec = Some(PodSpec {
+            containers,
+            node_name: spec.node_name,
+            host_network: spec.host_network,
+            priority_class_name: spec.priority_class_name,
+            ..Default::default()
+        });
+    }
+    if let Some(status) = p.status.as_mut() {
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+        status.host_ips = None;
+        status.pod_ips = None;
+        status.message = None;
+        for c in status.conditions.iter_mut().flatten() {
+            c.message = None;
+            c.last_probe_time = None;
+            c.last_transition_time = None;
+        }
+        for c in status.container_statuses.iter_mut().flatten() {
+            c.image = String::new();
+            c.image_id = String::new();
+            c.container_id = None;
+            c.last_state = None;
+            c.allocated_resources = None;
+            c.resources = None;
+            c.volume_mounts = None;
+            c.user = None;
+            if let Some(s) = c.state.as_mut() {
+                if let Some(w) = s.waiting.as_mut() {
+                    w.message = None;
+                }
+                if let Some(t) = s.terminated.as_mut() {
+                    t.message = None;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn slim_node(n: &mut Node) {
+    slim_meta(n);
+    if let Some(status) = n.status.as_mut() {
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+        status.daemon_endpoints = None;
+        status.config = None;
+        for c in status.conditions.iter_mut().flatten() {
+            c.message = None;
+        }
+    }
+}
+
+fn slim_deployment(d: &mut Deployment) {
+    slim_meta(d);
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+    }
+}
+
+fn slim_replicaset(r: &mut ReplicaSet) {
+    slim_meta(r);
+    r.spec = None;
+    r.status = None;
+}
+
+fn slim_daemonset(d: &mut DaemonSet) {
+    slim_meta(d);
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+    }
+}
+
+fn slim_statefulset(s: &mut StatefulSet) {
+    slim_meta(s);
+    if let Some(spec) = s.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+        spec.volume_claim_templates = None;
+    }
+}
+
+fn slim_job(j: &mut Job) {
+    slim_meta(j);
+    if let Some(spec) = j.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = None;
+    }
+}

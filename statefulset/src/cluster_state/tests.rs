@@ -1,0 +1,432 @@
+//! Objects -> exact series and values, one row per object kind, and the staleness diff.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lgtm_pipeline::proto::WriteRequest;
+use prost::Message;
+use serde_json::json;
+
+use super::frame::Frame;
+use super::*;
+
+type Series = BTreeMap<String, f64>;
+
+fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut l: Vec<(&str, &str)> = labels.to_vec();
+    l.push(("job", JOB));
+    l.sort();
+    let body: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{name}{{{}}}", body.join(","))
+}
+
+fn decode(requests: &[(bytes::Bytes, u32)]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for (bytes, samples) in requests {
+        let w = WriteRequest::decode(bytes.clone()).expect("frame encodes a WriteRequest");
+        assert_eq!(w.timeseries.len(), *samples as usize);
+        for ts in w.timeseries {
+            let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted, "labels sorted");
+            let name = ts.labels.iter().find(|l| l.name == "__name__").map(|l| l.value.clone()).unwrap_or_default();
+            let labels: Vec<(&str, &str)> = ts
+                .labels
+                .iter()
+                .filter(|l| l.name != "__name__" && l.name != "job")
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            assert_eq!(ts.samples.len(), 1);
+            out.push((key(&name, &labels), ts.samples[0].value));
+        }
+    }
+    out
+}
+
+fn frame_of(snapshot: &Snapshot) -> Frame {
+    let mut f = Frame::new(vec![("job".into(), JOB.into())]);
+    render(snapshot, &mut f);
+    f
+}
+
+fn series_of(snapshot: &Snapshot) -> Series {
+    let f = frame_of(snapshot);
+    let decoded = decode(&f.encode(None, 1_000, 7));
+    let map: Series = decoded.iter().cloned().collect();
+    assert_eq!(map.len(), decoded.len(), "no series twice");
+    map
+}
+
+fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
+    Arc::new(serde_json::from_value(v).expect("a valid object"))
+}
+
+/// (metric, labels, value).
+type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+fn expect(rows: &[Row]) -> Series {
+    rows.iter().map(|(n, l, v)| (key(n, l), *v)).collect()
+}
+
+fn assert_series(got: &Series, want: &Series) {
+    let missing: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing or different: {missing:#?}\nextra: {extra:#?}\ngot: {got:#?}"
+    );
+}
+
+#[test]
+fn deployment_series() {
+    let snapshot = Snapshot {
+        deployments: vec![obj(json!({
+            "metadata": {"name": "web", "namespace": "shop", "generation": 4},
+            "spec": {"replicas": 3, "selector": {}, "template": {}},
+            "status": {"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "unavailableReplicas": 1,
+                "updatedReplicas": 3, "observedGeneration": 4,
+                "conditions": [{"type": "Available", "status": "False"}]}
+        }))],
+        ..Default::default()
+    };
+    let l: &[(&str, &str)] = &[("namespace", "shop"), ("deployment", "web")];
+    let cond = |status: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![("namespace", "shop"), ("deployment", "web"), ("condition", "Available"), ("status", status)]
+    };
+    let (t, f, u) = (cond("true"), cond("false"), cond("unknown"));
+    assert_series(
+        &series_of(&snapshot),
+        &expect(&[
+            ("kube_deployment_status_replicas", l, 3.0),
+            ("kube_deployment_status_replicas_ready", l, 2.0),
+            ("kube_deployment_status_replicas_available", l, 2.0),
+            ("kube_deployment_status_replicas_unavailable", l, 1.0),
+            ("kube_deployment_status_replicas_updated", l, 3.0),
+            ("kube_deployment_status_observed_generation", l, 4.0),
+            ("kube_deployment_metadata_generation", l, 4.0),
+            ("kube_deployment_spec_replicas", l, 3.0),
+            ("kube_deployment_spec_paused", l, 0.0),
+            ("kube_deployment_status_condition", &t, 0.0),
+            ("kube_deployment_status_condition", &f, 1.0),
+            ("kube_deployment_status_condition", &u, 0.0),
+        ]),
+    );
+}
+
+#[test]
+fn daemonset_statefulset_replicaset_series() {
+    let snapshot = Snapshot {
+        daemonsets: vec![obj(json!({
+            "metadata": {"name": "agent", "namespace": "obs", "generation": 2},
+            "spec": {"selector": {}, "template": {}},
+            "status": {"currentNumberScheduled": 5, "desiredNumberScheduled": 6, "numberReady": 4,
+                "numberMisscheduled": 1, "updatedNumberScheduled": 5, "numberAvailable": 4,
+                "numberUnavailable": 2, "observedGeneration": 2}
+        }))],
+        statefulsets: vec![obj(json!({
+            "metadata": {"name": "db", "namespace": "obs", "generation": 1},
+            "spec": {"replicas": 3, "selector": {}, "template": {}, "serviceName": "db"},
+            "status": {"replicas": 3, "readyReplicas": 2, "currentReplicas": 3, "updatedReplicas": 1,
+                "availableReplicas": 2, "observedGeneration": 1, "currentRevision": "db-1", "updateRevision": "db-2"}
+        }))],
+        replicasets: vec![obj(json!({
+            "metadata": {"name": "web-5d4f", "namespace": "shop",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u", "controller": true}]}
+        }))],
+        ..Default::default()
+    };
+    let d: &[(&str, &str)] = &[("namespace", "obs"), ("daemonset", "agent")];
+    let s: &[(&str, &str)] = &[("namespace", "obs"), ("statefulset", "db")];
+    assert_series(
+        &series_of(&snapshot),
+        &expect(&[
+            ("kube_daemonset_status_current_number_scheduled", d, 5.0),
+            ("kube_daemonset_status_desired_number_scheduled", d, 6.0),
+            ("kube_daemonset_status_number_ready", d, 4.0),
+            ("kube_daemonset_status_number_misscheduled", d, 1.0),
+            ("kube_daemonset_status_updated_number_scheduled", d, 5.0),
+            ("kube_daemonset_status_number_available", d, 4.0),
+            ("kube_daemonset_status_number_unavailable", d, 2.0),
+            ("kube_daemonset_status_observed_generation", d, 2.0),
+            ("kube_daemonset_metadata_generation", d, 2.0),
+            ("kube_statefulset_status_replicas", s, 3.0),
+            ("kube_statefulset_status_replicas_ready", s, 2.0),
+            ("kube_statefulset_status_replicas_current", s, 3.0),
+            ("kube_statefulset_status_replicas_updated", s, 1.0),
+            ("kube_statefulset_status_replicas_available", s, 2.0),
+            ("kube_statefulset_status_observed_generation", s, 1.0),
+            ("kube_statefulset_metadata_generation", s, 1.0),
+            ("kube_statefulset_replicas", s, 3.0),
+            ("kube_statefulset_status_current_revision", &[s[0], s[1], ("revision", "db-1")], 1.0),
+            ("kube_statefulset_status_update_revision", &[s[0], s[1], ("revision", "db-2")], 1.0),
+            (
+                "kube_replicaset_owner",
+                &[
+                    ("namespace", "shop"),
+                    ("replicaset", "web-5d4f"),
+                    ("owner_kind", "Deployment"),
+                    ("owner_name", "web"),
+                    ("owner_is_controller", "true"),
+                ],
+                1.0,
+            ),
+        ]),
+    );
+}
+
+#[test]
+fn job_series() {
+    let snapshot = Snapshot {
+        jobs: vec![obj(json!({
+            "metadata": {"name": "backup", "namespace": "ops"},
+            "spec": {"template": {}, "completions": 1},
+            "status": {"succeeded": 1, "failed": 2, "active": 0,
+                "startTime": "2024-05-01T10:00:00Z", "completionTime": "2024-05-01T10:05:00Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}
+        }))],
+        ..Default::default()
+    };
+    let l: &[(&str, &str)] = &[("namespace", "ops"), ("job_name", "backup")];
+    let c = |v| [l[0], l[1], ("condition", v)];
+    assert_series(
+        &series_of(&snapshot),
+        &expect(&[
+            ("kube_job_status_succeeded", l, 1.0),
+            ("kube_job_status_failed", l, 2.0),
+            ("kube_job_status_active", l, 0.0),
+            ("kube_job_status_start_time", l, 1_714_557_600.0),
+            ("kube_job_status_completion_time", l, 1_714_557_900.0),
+            ("kube_job_spec_completions", l, 1.0),
+            ("kube_job_complete", &c("true"), 1.0),
+            ("kube_job_complete", &c("false"), 0.0),
+            ("kube_job_complete", &c("unknown"), 0.0),
+            (
+                "kube_job_owner",
+                &[l[0], l[1], ("owner_kind", "<none>"), ("owner_name", "<none>"), ("owner_is_controller", "<none>")],
+                1.0,
+            ),
+        ]),
+    );
+}
+
+fn web_pod() -> serde_json::Value {
+    json!({
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": "p-1",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d4f", "uid": "r", "controller": true}]},
+        "spec": {"nodeName": "n1", "priorityClassName": "high", "containers": [
+            {"name": "app", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}},
+            {"name": "sidecar"}
+        ]},
+        "status": {"phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.1.0.7",
+            "conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [
+                {"name": "app", "restartCount": 3, "ready": false, "image": "i", "imageID": "",
+                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}},
+                {"name": "sidecar", "restartCount": 0, "ready": true, "image": "i", "imageID": "",
+                 "state": {"running": {}}}
+            ]}
+    })
+}
+
+#[test]
+fn pod_series() {
+    let snapshot = Snapshot { pods: vec![obj(web_pod())], ..Default::default() };
+    let b = [("namespace", "shop"), ("pod", "web-1"), ("uid", "p-1")];
+    let app = [b[0], b[1], b[2], ("container", "app")];
+    let side = [b[0], b[1], b[2], ("container", "sidecar")];
+    let phase = |p| [b[0], b[1], b[2], ("phase", p)];
+    let ready = |c| [b[0], b[1], b[2], ("condition", c)];
+    let res = |r, u| [b[0], b[1], b[2], ("container", "app"), ("node", "n1"), ("resource", r), ("unit", u)];
+    assert_series(
+        &series_of(&snapshot),
+        &expect(&[
+            (
+                "kube_pod_info",
+                &[
+                    b[0],
+                    b[1],
+                    b[2],
+                    ("host_ip", "10.0.0.1"),
+                    ("pod_ip", "10.1.0.7"),
+                    ("node", "n1"),
+                    ("created_by_kind", "ReplicaSet"),
+                    ("created_by_name", "web-5d4f"),
+                    ("priority_class", "high"),
+                    ("host_network", "false"),
+                ],
+                1.0,
+            ),
+            (
+                "kube_pod_owner",
+                &[
+                    b[0],
+                    b[1],
+                    b[2],
+                    ("owner_kind", "ReplicaSet"),
+                    ("owner_name", "web-5d4f"),
+                    ("owner_is_controller", "true"),
+                ],
+                1.0,
+            ),
+            ("kube_pod_status_phase", &phase("Pending"), 0.0),
+            ("kube_pod_status_phase", &phase("Succeeded"), 0.0),
+            ("kube_pod_status_phase", &phase("Failed"), 0.0),
+            ("kube_pod_status_phase", &phase("Unknown"), 0.0),
+            ("kube_pod_status_phase", &phase("Running"), 1.0),
+            ("kube_pod_status_ready", &ready("true"), 0.0),
+            ("kube_pod_status_ready", &ready("false"), 1.0),
+            ("kube_pod_status_ready", &ready("unknown"), 0.0),
+            ("kube_pod_container_status_restarts_total", &app, 3.0),
+            ("kube_pod_container_status_ready", &app, 0.0),
+            ("kube_pod_container_status_running", &app, 0.0),
+            ("kube_pod_container_status_waiting", &app, 1.0),
+            ("kube_pod_container_status_terminated", &app, 0.0),
+            (
+                "kube_pod_container_status_waiting_reason",
+                &[app[0], app[1], app[2], app[3], ("reason", "CrashLoopBackOff")],
+                1.0,
+            ),
+            ("kube_pod_container_status_restarts_total", &side, 0.0),
+            ("kube_pod_container_status_ready", &side, 1.0),
+            ("kube_pod_container_status_running", &side, 1.0),
+            ("kube_pod_container_status_waiting", &side, 0.0),
+            ("kube_pod_container_status_terminated", &side, 0.0),
+            ("kube_pod_container_resource_requests", &res("cpu", "core"), 0.25),
+            ("kube_pod_container_resource_requests", &res("memory", "byte"), 67_108_864.0),
+            ("kube_pod_container_resource_limits", &res("memory", "byte"), 134_217_728.0),
+        ]),
+    );
+}
+
+#[test]
+fn slimmed_pod_gives_the_same_series() {
+    let full: k8s_openapi::api::core::v1::Pod = serde_json::from_value(web_pod()).unwrap();
+    let mut slim = full.clone();
+    stores::slim_pod(&mut slim);
+    let a = series_of(&Snapshot { pods: vec![Arc::new(full)], ..Default::default() });
+    let b = series_of(&Snapshot { pods: vec![Arc::new(slim)], ..Default::default() });
+    assert_eq!(a, b);
+}
+
+#[test]
+fn node_and_namespace_series() {
+    let node = json!({
+        "metadata": {"name": "n1"},
+        "spec": {"podCIDR": "10.1.0.0/24", "providerID": "kind://n1", "unschedulable": true,
+            "taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}]},
+        "status": {
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "3800m", "memory": "7Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "MemoryPressure", "status": "Unknown"}],
+            "addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "172.18.0.2"}],
+            "images": [{"names": ["a"], "sizeBytes": 1}],
+            "nodeInfo": {"kernelVersion": "6.1", "osImage": "Debian", "containerRuntimeVersion": "containerd://1.7",
+                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0", "systemUUID": "sys-1", "machineID": "m",
+                "bootID": "b", "operatingSystem": "linux", "architecture": "amd64"}
+        }
+    });
+    let mut slim: k8s_openapi::api::core::v1::Node = serde_json::from_value(node.clone()).unwrap();
+    stores::slim_node(&mut slim);
+    let snapshot = Snapshot {
+        nodes: vec![obj(node)],
+        namespaces: vec![obj(json!({"metadata": {"name": "shop"}, "status": {"phase": "Terminating"}}))],
+        ..Default::default()
+    };
+    let n = ("node", "n1");
+    let cond = |c, s| [n, ("condition", c), ("status", s)];
+    let res = |r, u| [n, ("resource", r), ("unit", u)];
+    let got = series_of(&snapshot);
+    assert_series(
+        &got,
+        &expect(&[
+            (
+                "kube_node_info",
+                &[
+                    n,
+                    ("kernel_version", "6.1"),
+                    ("os_image", "Debian"),
+                    ("container_runtime_version", "containerd://1.7"),
+                    ("kubelet_version", "v1.33.0"),
+                    ("kubeproxy_version", "v1.33.0"),
+                    ("provider_id", "kind://n1"),
+                    ("pod_cidr", "10.1.0.0/24"),
+                    ("system_uuid", "sys-1"),
+                    ("internal_ip", "172.18.0.2"),
+                ],
+                1.0,
+            ),
+            ("kube_node_spec_unschedulable", &[n], 1.0),
+            ("kube_node_spec_taint", &[n, ("key", "node.kubernetes.io/unreachable"), ("effect", "NoSchedule")], 1.0),
+            ("kube_node_status_condition", &cond("Ready", "true"), 1.0),
+            ("kube_node_status_condition", &cond("Ready", "false"), 0.0),
+            ("kube_node_status_condition", &cond("Ready", "unknown"), 0.0),
+            ("kube_node_status_condition", &cond("MemoryPressure", "true"), 0.0),
+            ("kube_node_status_condition", &cond("MemoryPressure", "false"), 0.0),
+            ("kube_node_status_condition", &cond("MemoryPressure", "unknown"), 1.0),
+            ("kube_node_status_capacity", &res("cpu", "core"), 4.0),
+            ("kube_node_status_capacity", &res("memory", "byte"), 8.0 * 1024f64.powi(3)),
+            ("kube_node_status_capacity", &res("pods", "integer"), 110.0),
+            ("kube_node_status_capacity", &res("ephemeral_storage", "byte"), 100.0 * 1024f64.powi(3)),
+            ("kube_node_status_allocatable", &res("cpu", "core"), 3.8),
+            ("kube_node_status_allocatable", &res("memory", "byte"), 7.0 * 1024f64.powi(3)),
+            ("kube_node_status_allocatable", &res("pods", "integer"), 110.0),
+            ("kube_namespace_status_phase", &[("namespace", "shop"), ("phase", "Active")], 0.0),
+            ("kube_namespace_status_phase", &[("namespace", "shop"), ("phase", "Terminating")], 1.0),
+        ]),
+    );
+    let slimmed = series_of(&Snapshot { nodes: vec![Arc::new(slim)], ..Default::default() });
+    let node_only: Series = got.into_iter().filter(|(k, _)| k.starts_with("kube_node")).collect();
+    assert_eq!(slimmed, node_only, "slimming keeps every series");
+}
+
+#[test]
+fn gone_series_get_one_staleness_marker() {
+    let mut pod = web_pod();
+    let first = frame_of(&Snapshot { pods: vec![obj(pod.clone())], ..Default::default() });
+    // The container stops waiting: its waiting_reason series is gone, the rest continue.
+    pod["status"]["containerStatuses"][0]["state"] = json!({"running": {}});
+    let second = frame_of(&Snapshot { pods: vec![obj(pod)], ..Default::default() });
+    let sent = decode(&second.encode(Some(&first), 2_000, 1000));
+    let stale: Vec<&String> = sent
+        .iter()
+        .filter(|(_, v)| v.to_bits() == lgtm_pipeline::proto::stale_nan().to_bits())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        stale,
+        vec![&key(
+            "kube_pod_container_status_waiting_reason",
+            &[
+                ("namespace", "shop"),
+                ("pod", "web-1"),
+                ("uid", "p-1"),
+                ("container", "app"),
+                ("reason", "CrashLoopBackOff")
+            ]
+        )]
+    );
+    assert_eq!(sent.len(), second.len() + 1);
+    // The pod is deleted: every series of it is marked stale once, nothing else is sent.
+    let third = frame_of(&Snapshot::default());
+    let sent = decode(&third.encode(Some(&second), 3_000, 1000));
+    assert_eq!(sent.len(), second.len());
+    assert!(sent.iter().all(|(_, v)| v.is_nan()));
+    assert!(decode(&Frame::new(vec![]).encode(Some(&third), 4_000, 1000)).is_empty());
+}
+
+#[test]
+fn requests_are_cut_at_the_series_limit_and_labels_are_complete() {
+    let mut f = Frame::new(vec![("job".into(), JOB.into()), ("cluster".into(), "c1".into())]);
+    for i in 0..25 {
+        f.push("m", &[("i", &i.to_string()), ("empty", "")], f64::from(i));
+    }
+    f.push("m", &[("i", "0")], 99.0);
+    assert_eq!(f.len(), 25, "a repeated series keeps its first value");
+    let requests = f.encode(None, 5, 10);
+    assert_eq!(requests.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![10, 10, 5]);
+    let w = WriteRequest::decode(requests[0].0.clone()).unwrap();
+    let names: Vec<&str> = w.timeseries[0].labels.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["__name__", "cluster", "i", "job"]);
+    assert_eq!(w.timeseries[0].samples[0].timestamp, 5);
+}

@@ -1,0 +1,164 @@
+//! Deployments, ReplicaSets (owner only), DaemonSets, StatefulSets and Jobs, with the names and
+//! labels of kube-state-metrics (`namespace` plus `deployment`, `replicaset`, `daemonset`,
+//! `statefulset` or `job_name`).
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::frame::Frame;
+
+fn ns_name(m: &ObjectMeta) -> (&str, &str) {
+    (m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default())
+}
+
+fn num(v: Option<i32>) -> f64 {
+    f64::from(v.unwrap_or(0))
+}
+
+fn gen(v: Option<i64>) -> f64 {
+    v.unwrap_or(0) as f64
+}
+
+fn bool_f(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+pub(crate) fn seconds(t: &Time) -> f64 {
+    t.0.as_second() as f64
+}
+
+/// `name{labels, condition, status=true|false|unknown}`, 1 for the condition's status.
+pub(crate) fn condition_series(f: &mut Frame, name: &str, labels: &[(&str, &str)], condition: &str, status: &str) {
+    let mut l: Vec<(&str, &str)> = labels.to_vec();
+    l.push(("condition", condition));
+    for (label, value) in [("true", "True"), ("false", "False"), ("unknown", "Unknown")] {
+        l.push(("status", label));
+        f.push(name, &l, bool_f(status == value));
+        l.pop();
+    }
+}
+
+pub fn deployment(d: &Deployment, f: &mut Frame) {
+    let (ns, name) = ns_name(&d.metadata);
+    let l = [("namespace", ns), ("deployment", name)];
+    let s = d.status.clone().unwrap_or_default();
+    f.push("kube_deployment_status_replicas", &l, num(s.replicas));
+    f.push("kube_deployment_status_replicas_ready", &l, num(s.ready_replicas));
+    f.push("kube_deployment_status_replicas_available", &l, num(s.available_replicas));
+    f.push("kube_deployment_status_replicas_unavailable", &l, num(s.unavailable_replicas));
+    f.push("kube_deployment_status_replicas_updated", &l, num(s.updated_replicas));
+    f.push("kube_deployment_status_observed_generation", &l, gen(s.observed_generation));
+    f.push("kube_deployment_metadata_generation", &l, gen(d.metadata.generation));
+    if let Some(spec) = &d.spec {
+        if let Some(r) = spec.replicas {
+            f.push("kube_deployment_spec_replicas", &l, f64::from(r));
+        }
+        f.push("kube_deployment_spec_paused", &l, bool_f(spec.paused.unwrap_or(false)));
+    }
+    for c in s.conditions.iter().flatten() {
+        condition_series(f, "kube_deployment_status_condition", &l, &c.type_, &c.status);
+    }
+}
+
+pub fn replicaset(r: &ReplicaSet, f: &mut Frame) {
+    let (ns, name) = ns_name(&r.metadata);
+    owner_series(f, "kube_replicaset_owner", &[("namespace", ns), ("replicaset", name)], &r.metadata);
+}
+
+/// `<name>{labels, owner_kind, owner_name, owner_is_controller}`: one series per owner
+/// reference, or one with `<none>` values when there is none (as kube-state-metrics does).
+pub(crate) fn owner_series(f: &mut Frame, name: &str, labels: &[(&str, &str)], meta: &ObjectMeta) {
+    let mut l: Vec<(&str, &str)> = labels.to_vec();
+    let owners = meta.owner_references.as_deref().unwrap_or_default();
+    if owners.is_empty() {
+        l.extend([("owner_kind", "<none>"), ("owner_name", "<none>"), ("owner_is_controller", "<none>")]);
+        f.push(name, &l, 1.0);
+        return;
+    }
+    for o in owners {
+        let controller = if o.controller.unwrap_or(false) { "true" } else { "false" };
+        l.truncate(labels.len());
+        l.extend([
+            ("owner_kind", o.kind.as_str()),
+            ("owner_name", o.name.as_str()),
+            ("owner_is_controller", controller),
+        ]);
+        f.push(name, &l, 1.0);
+    }
+}
+
+pub fn daemonset(d: &DaemonSet, f: &mut Frame) {
+    let (ns, name) = ns_name(&d.metadata);
+    let l = [("namespace", ns), ("daemonset", name)];
+    let s = d.status.clone().unwrap_or_default();
+    f.push("kube_daemonset_status_current_number_scheduled", &l, f64::from(s.current_number_scheduled));
+    f.push("kube_daemonset_status_desired_number_scheduled", &l, f64::from(s.desired_number_scheduled));
+    f.push("kube_daemonset_status_number_available", &l, num(s.number_available));
+    f.push("kube_daemonset_status_number_misscheduled", &l, f64::from(s.number_misscheduled));
+    f.push("kube_daemonset_status_number_ready", &l, f64::from(s.number_ready));
+    f.push("kube_daemonset_status_number_unavailable", &l, num(s.number_unavailable));
+    f.push("kube_daemonset_status_updated_number_scheduled", &l, num(s.updated_number_scheduled));
+    f.push("kube_daemonset_status_observed_generation", &l, gen(s.observed_generation));
+    f.push("kube_daemonset_metadata_generation", &l, gen(d.metadata.generation));
+}
+
+pub fn statefulset(s: &StatefulSet, f: &mut Frame) {
+    let (ns, name) = ns_name(&s.metadata);
+    let l = [("namespace", ns), ("statefulset", name)];
+    let st = s.status.clone().unwrap_or_default();
+    f.push("kube_statefulset_status_replicas", &l, f64::from(st.replicas));
+    f.push("kube_statefulset_status_replicas_available", &l, num(st.available_replicas));
+    f.push("kube_statefulset_status_replicas_current", &l, num(st.current_replicas));
+    f.push("kube_statefulset_status_replicas_ready", &l, num(st.ready_replicas));
+    f.push("kube_statefulset_status_replicas_updated", &l, num(st.updated_replicas));
+    f.push("kube_statefulset_status_observed_generation", &l, gen(st.observed_generation));
+    f.push("kube_statefulset_metadata_generation", &l, gen(s.metadata.generation));
+    if let Some(r) = s.spec.as_ref().and_then(|spec| spec.replicas) {
+        f.push("kube_statefulset_replicas", &l, f64::from(r));
+    }
+    for (metric, rev) in [
+        ("kube_statefulset_status_current_revision", &st.current_revision),
+        ("kube_statefulset_status_update_revision", &st.update_revision),
+    ] {
+        if let Some(rev) = rev {
+            f.push(metric, &[l[0], l[1], ("revision", rev)], 1.0);
+        }
+    }
+}
+
+pub fn job(j: &Job, f: &mut Frame) {
+    let (ns, name) = ns_name(&j.metadata);
+    let l = [("namespace", ns), ("job_name", name)];
+    let s = j.status.clone().unwrap_or_default();
+    f.push("kube_job_status_succeeded", &l, num(s.succeeded));
+    f.push("kube_job_status_failed", &l, num(s.failed));
+    f.push("kube_job_status_active", &l, num(s.active));
+    if let Some(t) = &s.start_time {
+        f.push("kube_job_status_start_time", &l, seconds(t));
+    }
+    if let Some(t) = &s.completion_time {
+        f.push("kube_job_status_completion_time", &l, seconds(t));
+    }
+    if let Some(c) = j.spec.as_ref().and_then(|s| s.completions) {
+        f.push("kube_job_spec_completions", &l, f64::from(c));
+    }
+    for c in s.conditions.iter().flatten() {
+        let metric = match c.type_.as_str() {
+            "Complete" => "kube_job_complete",
+            "Failed" => "kube_job_failed",
+            _ => continue,
+        };
+        let mut with = l.to_vec();
+        for (label, value) in [("true", "True"), ("false", "False"), ("unknown", "Unknown")] {
+            with.push(("condition", label));
+            f.push(metric, &with, bool_f(c.status == value));
+            with.pop();
+        }
+    }
+    owner_series(f, "kube_job_owner", &l, &j.metadata);
+}
