@@ -1,0 +1,815 @@
+//! The `logs` bench workload: a generated `/var/log/pods` tree of CRI files shipped by the real
+//! release `lgtm-agent` binary into an in-process counting Loki.
+//!
+//! The tree: `files` containers (one per pod), `size` bytes in all, lines of 80 to 400 bytes, half
+//! plain (logfmt-ish) and half JSON, and one logical line in ten written as a `P` part and an `F`
+//! part. Every line is a pure function of (file, number), so the receiving side regenerates what
+//! it expects and compares bytes: lines lost, duplicated or altered are counted, not sampled.
+//!
+//! The receiver is not [`crate::fake_loki::FakeLoki`] (which keeps every line in memory): it
+//! decodes the snappy block and walks the protobuf without building messages, marks each line in
+//! a bitmap, and keeps nothing else. Its own CPU time is measured (this process does nothing else
+//! while the agent ships) and printed, to show it is not the bottleneck.
+//!
+//! Figures of the agent process, from `/proc/<pid>`: CPU-seconds (`utime + stime`, 100 Hz ticks)
+//! per GiB of CRI bytes, throughput (MiB of CRI bytes per wall second, agent start to last
+//! line), peak RSS (`VmHWM`), and, in a separate run, the RSS (`VmRSS`) of an agent idling on
+//! `files` quiet files after shipping their few lines.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// What to generate and which binary ships it.
+#[derive(Debug, Clone)]
+pub struct LogsBenchOptions {
+    /// Total bytes of CRI files.
+    pub size: u64,
+    /// Number of files (one container per pod).
+    pub files: usize,
+    /// Where to generate the trees (a temporary directory under it); the system temp dir if unset.
+    pub dir: Option<PathBuf>,
+    /// The `lgtm-agent` binary; `target/release/lgtm-agent` (built if missing) if unset.
+    pub agent: Option<PathBuf>,
+    /// Lines per file of the idle measurement.
+    pub quiet_lines: u32,
+    /// How long the idle agent sits before its RSS is read.
+    pub idle_wait: Duration,
+    /// `exporters.loki.queue.max_memory` of the agent; its default if unset.
+    pub loki_queue_memory: Option<u64>,
+}
+
+impl Default for LogsBenchOptions {
+    fn default() -> Self {
+        LogsBenchOptions {
+            size: 1 << 30,
+            files: 100,
+            dir: None,
+            agent: None,
+            quiet_lines: 10,
+            idle_wait: Duration::from_secs(5),
+            loki_queue_memory: None,
+        }
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Default)]
+pub struct LogsBenchReport {
+    pub files: usize,
+    pub cri_bytes: u64,
+    pub lines_written: u64,
+    pub partial_lines: u64,
+    pub generate_seconds: f64,
+    pub check: CheckCounts,
+    pub wall_seconds: f64,
+    pub agent_cpu_seconds: f64,
+    pub agent_user_seconds: f64,
+    pub agent_peak_rss: u64,
+    pub idle_rss: u64,
+    /// Of `idle_rss`: anonymous memory (heap, stacks) and file pages (the binary's code).
+    pub idle_rss_anon: u64,
+    pub idle_rss_file: u64,
+    pub idle_peak_rss: u64,
+    pub loki_cpu_seconds: f64,
+    pub loki_pushes: u64,
+    pub loki_line_bytes: u64,
+}
+
+impl LogsBenchReport {
+    pub fn mib_per_second(&self) -> f64 {
+        self.cri_bytes as f64 / MIB / self.wall_seconds.max(1e-9)
+    }
+
+    pub fn cpu_seconds_per_gib(&self) -> f64 {
+        self.agent_cpu_seconds / (self.cri_bytes as f64 / GIB).max(1e-12)
+    }
+
+    /// Lines lost, duplicated or altered.
+    pub fn is_exact(&self) -> bool {
+        self.check.unique == self.lines_written && self.check.duplicates == 0 && self.check.corrupt == 0
+    }
+}
+
+impl fmt::Display for LogsBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.check;
+        writeln!(f, "workload: logs (CRI tree -> lgtm-agent -> in-process Loki receiver)")?;
+        writeln!(
+            f,
+            "tree: {} files, {:.1} MiB, {} lines ({} written as P+F), generated in {:.1} s",
+            self.files,
+            self.cri_bytes as f64 / MIB,
+            self.lines_written,
+            self.partial_lines,
+            self.generate_seconds
+        )?;
+        writeln!(
+            f,
+            "received: {} entries, {} unique, lost {}, duplicated {}, altered {}, streams {}",
+            c.entries,
+            c.unique,
+            self.lines_written.saturating_sub(c.unique),
+            c.duplicates,
+            c.corrupt,
+            c.streams
+        )?;
+        writeln!(f, "wall: {:.2} s, throughput: {:.1} MiB/s", self.wall_seconds, self.mib_per_second())?;
+        writeln!(
+            f,
+            "agent CPU: {:.2} s ({:.2} user, {:.2} system), CPU-seconds per GiB: {:.2} (target <= 4)",
+            self.agent_cpu_seconds,
+            self.agent_user_seconds,
+            self.agent_cpu_seconds - self.agent_user_seconds,
+            self.cpu_seconds_per_gib()
+        )?;
+        writeln!(f, "agent peak RSS: {:.1} MiB (target <= 24)", self.agent_peak_rss as f64 / MIB)?;
+        writeln!(
+            f,
+            "agent idle RSS with {} quiet files: {:.1} MiB (target <= 8; anonymous {:.1}, file {:.1}; its peak {:.1} MiB)",
+            self.files,
+            self.idle_rss as f64 / MIB,
+            self.idle_rss_anon as f64 / MIB,
+            self.idle_rss_file as f64 / MIB,
+            self.idle_peak_rss as f64 / MIB
+        )?;
+        let loki_mib = self.loki_line_bytes as f64 / MIB;
+        writeln!(
+            f,
+            "fake Loki: {:.2} CPU-s for {} pushes, {:.1} MiB of lines ({:.0} MiB/s per CPU-second; {:.0}% of one core on average)",
+            self.loki_cpu_seconds,
+            self.loki_pushes,
+            loki_mib,
+            loki_mib / self.loki_cpu_seconds.max(1e-9),
+            100.0 * self.loki_cpu_seconds / self.wall_seconds.max(1e-9)
+        )?;
+        write!(f, "exact: {}", if self.is_exact() { "yes" } else { "NO" })
+    }
+}
+
+/// Generates the trees, runs the agent twice (idle, then the shipping run), returns the figures.
+pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBenchReport> {
+    if opts.files == 0 {
+        bail!("--files must be at least 1");
+    }
+    let agent_bin = match &opts.agent {
+        Some(p) => p.clone(),
+        None => release_agent()?,
+    };
+    let base = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let work = tempfile::Builder::new().prefix("lgtm-bench-logs-").tempdir_in(&base)?;
+    let mut report = LogsBenchReport { files: opts.files, ..Default::default() };
+
+    // Idle: a few lines per file, shipped, then nothing.
+    let quiet_tree = work.path().join("quiet");
+    let quiet = tokio::task::spawn_blocking({
+        let (dir, files, lines) = (quiet_tree.clone(), opts.files, opts.quiet_lines);
+        move || generate_tree(&dir, files, Budget::Lines(lines))
+    })
+    .await??;
+    let receiver = Receiver::start(&quiet.lines_per_file).await?;
+    let queue = opts.loki_queue_memory;
+    let mut agent =
+        AgentRun::start(&agent_bin, &work.path().join("idle"), &quiet_tree, &receiver.push_url(), queue).await?;
+    receiver.wait_complete(quiet.lines, Duration::from_secs(60), &mut agent).await?;
+    tokio::time::sleep(opts.idle_wait).await;
+    report.idle_rss = proc_status_bytes(agent.pid(), "VmRSS:");
+    report.idle_rss_anon = proc_status_bytes(agent.pid(), "RssAnon:");
+    report.idle_rss_file = proc_status_bytes(agent.pid(), "RssFile:");
+    report.idle_peak_rss = proc_status_bytes(agent.pid(), "VmHWM:");
+    agent.stop().await;
+    receiver.stop().await;
+
+    // The shipping run.
+    let tree = work.path().join("pods");
+    let t0 = Instant::now();
+    let generated = tokio::task::spawn_blocking({
+        let (dir, files, size) = (tree.clone(), opts.files, opts.size);
+        move || generate_tree(&dir, files, Budget::Bytes(size))
+    })
+    .await??;
+    report.generate_seconds = t0.elapsed().as_secs_f64();
+    report.cri_bytes = generated.bytes;
+    report.lines_written = generated.lines;
+    report.partial_lines = generated.partial;
+
+    let receiver = Receiver::start(&generated.lines_per_file).await?;
+    let loki_cpu0 = self_cpu_seconds();
+    let started = Instant::now();
+    let mut agent = AgentRun::start(&agent_bin, &work.path().join("ship"), &tree, &receiver.push_url(), queue).await?;
+    let timeout = Duration::from_secs(120).max(Duration::from_secs_f64(generated.bytes as f64 / (2.0 * MIB)));
+    let done = receiver.wait_complete(generated.lines, timeout, &mut agent).await;
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    report.loki_cpu_seconds = self_cpu_seconds() - loki_cpu0;
+    // Anything sent twice arrives right after; give it a moment before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report.agent_cpu_seconds = proc_cpu_seconds(agent.pid());
+    report.agent_user_seconds = proc_user_seconds(agent.pid());
+    report.agent_peak_rss = proc_status_bytes(agent.pid(), "VmHWM:");
+    agent.stop().await;
+    report.check = receiver.counts();
+    report.loki_pushes = receiver.pushes.load(Ordering::Relaxed);
+    report.loki_line_bytes = receiver.line_bytes.load(Ordering::Relaxed);
+    receiver.stop().await;
+    if let Err(e) = done {
+        eprintln!("{e:#}");
+    }
+    Ok(report)
+}
+
+/// `target/release/lgtm-agent` of this workspace, built when missing.
+fn release_agent() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("lgtm-agent");
+    if !bin.exists() {
+        eprintln!("building {} (cargo build --release -p lgtm-agent)", bin.display());
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
+            .current_dir(&root)
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --release -p lgtm-agent failed");
+        }
+    }
+    Ok(bin)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generated lines.
+
+/// How much each file gets.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    /// This many bytes in all, spread evenly.
+    Bytes(u64),
+    /// This many logical lines per file.
+    Lines(u32),
+}
+
+#[derive(Debug, Default)]
+struct Generated {
+    bytes: u64,
+    lines: u64,
+    partial: u64,
+    lines_per_file: Vec<u32>,
+}
+
+fn generate_tree(root: &Path, files: usize, budget: Budget) -> anyhow::Result<Generated> {
+    let mut out = Generated::default();
+    let mut message = Vec::with_capacity(512);
+    for f in 0..files {
+        let dir = root.join(format!("bench_pod-{f:03}_uid-{f:03}")).join("app");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("0.log");
+        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let (mut bytes, mut n) = (0u64, 0u32);
+        loop {
+            let more = match budget {
+                Budget::Bytes(total) => bytes < total / files as u64,
+                Budget::Lines(lines) => n < lines,
+            };
+            if !more {
+                break;
+            }
+            let partial = line_message(f as u32, n, &mut message);
+            let ts = timestamp(n);
+            if partial {
+                let half = message.len() / 2;
+                bytes += write_cri(&mut w, &ts, 'P', &message[..half])?;
+                bytes += write_cri(&mut w, &ts, 'F', &message[half..])?;
+                out.partial += 1;
+            } else {
+                bytes += write_cri(&mut w, &ts, 'F', &message)?;
+            }
+            n += 1;
+        }
+        w.flush()?;
+        out.bytes += bytes;
+        out.lines += u64::from(n);
+        out.lines_per_file.push(n);
+    }
+    Ok(out)
+}
+
+fn write_cri(w: &mut impl Write, ts: &str, tag: char, message: &[u8]) -> std::io::Result<u64> {
+    write!(w, "{ts} stdout {tag} ")?;
+    w.write_all(message)?;
+    w.write_all(b"\n")?;
+    Ok((ts.len() + 10 + message.len() + 1) as u64)
+}
+
+/// One millisecond per line from 2026-01-01T00:00:00Z (a day holds 86.4 M lines per file).
+fn timestamp(n: u32) -> String {
+    let (ms, s) = (n % 1000, n / 1000);
+    format!("2026-01-01T{:02}:{:02}:{:02}.{:03}000000Z", (s / 3600) % 24, (s / 60) % 60, s % 60, ms)
+}
+
+const FILLER: &[u8] = b"the quick brown fox jumps over the lazy dog while the order service retries the \
+payment gateway with exponential backoff and the cache warms up for the checkout page again ";
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The message of line `n` of file `f` into `out`; `true` when it is written as `P` + `F`.
+fn line_message(f: u32, n: u32, out: &mut Vec<u8>) -> bool {
+    let r = mix((u64::from(f) << 32) | u64::from(n));
+    let json = r & 1 == 0;
+    let partial = (r >> 8).is_multiple_of(10);
+    let target = 80 + ((r >> 16) % 321) as usize;
+    let start = ((r >> 32) % 64) as usize;
+    out.clear();
+    if json {
+        write!(out, "{{\"f\":{f},\"n\":{n},\"level\":\"info\",\"msg\":\"processed order\",\"pad\":\"").ok();
+    } else {
+        write!(out, "f={f} n={n} level=info msg=\"GET /api/v1/orders/{n} 200\" pad=\"").ok();
+    }
+    let tail = if json { 2 } else { 1 };
+    let mut i = start;
+    while out.len() + tail < target {
+        out.push(FILLER[i % FILLER.len()]);
+        i += 1;
+    }
+    out.extend_from_slice(if json { b"\"}" } else { b"\"" });
+    partial
+}
+
+/// (file, line) from a message made by [`line_message`].
+fn line_id(message: &[u8]) -> Option<(u32, u32)> {
+    let rest = message.strip_prefix(b"{\"f\":").or_else(|| message.strip_prefix(b"f="))?;
+    let (f, rest) = leading_number(rest)?;
+    let rest = rest.strip_prefix(b",\"n\":").or_else(|| rest.strip_prefix(b" n="))?;
+    let (n, _) = leading_number(rest)?;
+    Some((f, n))
+}
+
+fn leading_number(s: &[u8]) -> Option<(u32, &[u8])> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = std::str::from_utf8(&s[..digits]).ok()?.parse().ok()?;
+    Some((n, &s[digits..]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The receiving side.
+
+/// What the receiver counted.
+#[derive(Debug, Clone, Default)]
+pub struct CheckCounts {
+    pub entries: u64,
+    pub unique: u64,
+    pub duplicates: u64,
+    /// Entries that are not a generated line, or differ from it.
+    pub corrupt: u64,
+    pub streams: usize,
+}
+
+struct Seen {
+    bits: Vec<Vec<u64>>,
+    lines_per_file: Vec<u32>,
+    counts: CheckCounts,
+    streams: HashSet<String>,
+}
+
+struct Receiver {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+    pushes: Arc<AtomicU64>,
+    line_bytes: Arc<AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    seen: Arc<Mutex<Seen>>,
+    pushes: Arc<AtomicU64>,
+    line_bytes: Arc<AtomicU64>,
+}
+
+impl Receiver {
+    async fn start(lines_per_file: &[u32]) -> anyhow::Result<Receiver> {
+        let seen = Arc::new(Mutex::new(Seen {
+            bits: lines_per_file.iter().map(|n| vec![0u64; (*n as usize).div_ceil(64)]).collect(),
+            lines_per_file: lines_per_file.to_vec(),
+            counts: CheckCounts::default(),
+            streams: HashSet::new(),
+        }));
+        let state = ReceiverState {
+            seen: seen.clone(),
+            pushes: Arc::new(AtomicU64::new(0)),
+            line_bytes: Arc::new(AtomicU64::new(0)),
+        };
+        let (pushes, line_bytes) = (state.pushes.clone(), state.line_bytes.clone());
+        let app =
+            Router::new().route("/loki/api/v1/push", post(push)).layer(DefaultBodyLimit::disable()).with_state(state);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Receiver { addr, seen, pushes, line_bytes, stop: Some(stop), task: Some(task) })
+    }
+
+    fn push_url(&self) -> String {
+        format!("http://{}/loki/api/v1/push", self.addr)
+    }
+
+    fn counts(&self) -> CheckCounts {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        CheckCounts { streams: seen.streams.len(), ..seen.counts.clone() }
+    }
+
+    /// Waits until every line arrived; fails after `timeout`, or when the agent exits.
+    async fn wait_complete(&self, lines: u64, timeout: Duration, agent: &mut AgentRun) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let got = self.counts().unique;
+            if got >= lines {
+                return Ok(());
+            }
+            if let Some(status) = agent.exited() {
+                bail!(
+                    "lgtm-agent exited ({status}) with {got} of {lines} lines delivered; log: {}",
+                    agent.log.display()
+                );
+            }
+            if start.elapsed() > timeout {
+                bail!("{got} of {lines} lines delivered after {timeout:?}; agent log: {}", agent.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn push(State(state): State<ReceiverState>, body: Bytes) -> (StatusCode, &'static str) {
+    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+        Ok(r) => r,
+        Err(_) => return (StatusCode::BAD_REQUEST, "snappy"),
+    };
+    let mut ids: Vec<(u32, u32)> = Vec::with_capacity(4096);
+    let mut labels: Vec<&[u8]> = Vec::new();
+    let (mut corrupt, mut line_bytes) = (0u64, 0u64);
+    let mut expected = Vec::with_capacity(512);
+    let walked = walk_push(&raw, |stream_labels, line| {
+        if labels.last() != Some(&stream_labels) {
+            labels.push(stream_labels);
+        }
+        line_bytes += line.len() as u64;
+        match line_id(line) {
+            Some((f, n)) => {
+                line_message(f, n, &mut expected);
+                if expected == line {
+                    ids.push((f, n));
+                } else {
+                    corrupt += 1;
+                }
+            }
+            None => corrupt += 1,
+        }
+    });
+    if walked.is_none() {
+        return (StatusCode::BAD_REQUEST, "protobuf");
+    }
+    state.pushes.fetch_add(1, Ordering::Relaxed);
+    state.line_bytes.fetch_add(line_bytes, Ordering::Relaxed);
+    let mut seen = state.seen.lock().unwrap_or_else(|p| p.into_inner());
+    for l in labels {
+        let l = String::from_utf8_lossy(l);
+        if !seen.streams.contains(l.as_ref()) {
+            seen.streams.insert(l.into_owned());
+        }
+    }
+    seen.counts.corrupt += corrupt;
+    seen.counts.entries += ids.len() as u64 + corrupt;
+    for (f, n) in ids {
+        let known = seen.lines_per_file.get(f as usize).is_some_and(|max| n < *max);
+        if !known {
+            seen.counts.corrupt += 1;
+            continue;
+        }
+        let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+        let w = &mut seen.bits[f as usize][word];
+        if *w & bit != 0 {
+            seen.counts.duplicates += 1;
+        } else {
+            *w |= bit;
+            seen.counts.unique += 1;
+        }
+    }
+    (StatusCode::NO_CONTENT, "")
+}
+
+/// Calls `on_line(stream labels, line)` for every entry of a `logproto.PushRequest`, without
+/// decoding into messages. `None` if the bytes are not a valid encoding.
+fn walk_push<'a>(buf: &'a [u8], mut on_line: impl FnMut(&'a [u8], &'a [u8])) -> Option<()> {
+    for (field, stream) in Fields(buf) {
+        let stream = stream?;
+        if field != 1 {
+            continue;
+        }
+        let mut labels: &[u8] = b"";
+        for (f, value) in Fields(stream) {
+            let value = value?;
+            match f {
+                1 => labels = value,
+                2 => {
+                    for (ef, line) in Fields(value) {
+                        let line = line?;
+                        if ef == 2 {
+                            on_line(labels, line);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(())
+}
+
+/// The length-delimited fields of a protobuf message (others are skipped); an item is `None`
+/// when the encoding is broken, and iteration stops after it.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (u32, Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.0.is_empty() {
+                return None;
+            }
+            let Some(key) = varint(&mut self.0) else {
+                self.0 = &[];
+                return Some((0, None));
+            };
+            let (field, wire) = ((key >> 3) as u32, key & 7);
+            let skipped = match wire {
+                0 => varint(&mut self.0).map(|_| None),
+                1 => self.0.get(8..).map(|r| {
+                    self.0 = r;
+                    None
+                }),
+                2 => varint(&mut self.0).and_then(|len| {
+                    let len = usize::try_from(len).ok()?;
+                    let (value, rest) = (self.0.get(..len)?, self.0.get(len..)?);
+                    self.0 = rest;
+                    Some(Some(value))
+                }),
+                5 => self.0.get(4..).map(|r| {
+                    self.0 = r;
+                    None
+                }),
+                _ => None::<Option<&[u8]>>,
+            };
+            match skipped {
+                Some(Some(value)) => return Some((field, Some(value))),
+                Some(None) => continue,
+                None => {
+                    self.0 = &[];
+                    return Some((field, None));
+                }
+            }
+        }
+    }
+}
+
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, b) in buf.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Some(v);
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent process.
+
+struct AgentRun {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AgentRun {
+    async fn start(
+        bin: &Path,
+        dir: &Path,
+        pods: &Path,
+        loki_url: &str,
+        queue_memory: Option<u64>,
+    ) -> anyhow::Result<AgentRun> {
+        std::fs::create_dir_all(dir)?;
+        let admin = crate::free_port();
+        let queue = queue_memory.map(|b| format!(", queue: {{ max_memory: {b} }}")).unwrap_or_default();
+        let config = format!(
+            "cluster: bench\ntenant: bench\nmode: daemonset\nnode_name: bench-node\ndata_dir: {data}\n\
+             admin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+             exporters:\n  mimir: {{ enabled: false }}\n  tempo: {{ enabled: false }}\n  loki: {{ url: \"{loki_url}\"{queue} }}\n\
+             logs:\n  path: {pods}\n  kubernetes: false\n\
+             scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
+             otlp: {{ enabled: false }}\n",
+            data = dir.join("data").display(),
+            pods = pods.display(),
+        );
+        let config_path = dir.join("agent.yaml");
+        std::fs::write(&config_path, config)?;
+        let log = dir.join("agent.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut run = AgentRun { child: Some(child), log };
+        let url = format!("http://127.0.0.1:{admin}/readyz");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if matches!(client.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                return Ok(run);
+            }
+            if let Some(status) = run.exited() {
+                bail!("lgtm-agent exited ({status}) before ready; log: {}", run.log.display());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("lgtm-agent not ready after 30 s; log: {}", run.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM, then SIGKILL after 20 s.
+    async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for AgentRun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `utime + stime` of a process in seconds (clock ticks of 100 Hz, the Linux default).
+pub fn proc_cpu_seconds(pid: u32) -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// `utime` of a process in seconds.
+pub fn proc_user_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace().nth(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
+}
+
+fn self_cpu_seconds() -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+fn stat_cpu_seconds(stat: &str) -> f64 {
+    // Fields after the command name (which may hold spaces) start after the last ')';
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A `/proc/<pid>/status` size field (`VmRSS:`, `VmHWM:`) in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_lines_carry_their_id_and_regenerate_identically() {
+        let mut buf = Vec::new();
+        let mut again = Vec::new();
+        let (mut json, mut partial) = (0, 0);
+        for n in 0..2000 {
+            let p = line_message(7, n, &mut buf);
+            assert_eq!(line_id(&buf), Some((7, n)));
+            assert!((80..=400).contains(&buf.len()), "{}", buf.len());
+            assert_eq!(line_message(7, n, &mut again), p);
+            assert_eq!(buf, again);
+            json += usize::from(buf.starts_with(b"{"));
+            partial += usize::from(p);
+            if buf.starts_with(b"{") {
+                serde_json::from_slice::<serde_json::Value>(&buf).expect("valid JSON");
+            }
+        }
+        assert!((800..1200).contains(&json), "about half JSON: {json}");
+        assert!((140..260).contains(&partial), "about one in ten partial: {partial}");
+    }
+
+    #[test]
+    fn the_walker_reads_what_prost_encodes() {
+        use lgtm_pipeline::proto::{EntryAdapter, PushRequest, StreamAdapter};
+        use prost::Message;
+        let req = PushRequest {
+            streams: vec![StreamAdapter {
+                labels: "{a=\"1\"}".into(),
+                entries: vec![
+                    EntryAdapter { line: "one".into(), ..Default::default() },
+                    EntryAdapter { line: "two".into(), ..Default::default() },
+                ],
+                hash: 42,
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        let mut got = Vec::new();
+        walk_push(&bytes, |l, line| got.push((l.to_vec(), line.to_vec()))).unwrap();
+        assert_eq!(got, vec![(b"{a=\"1\"}".to_vec(), b"one".to_vec()), (b"{a=\"1\"}".to_vec(), b"two".to_vec())]);
+        assert!(walk_push(&bytes[..bytes.len() - 1], |_, _| {}).is_none());
+    }
+
+    #[test]
+    fn a_small_tree_has_the_asked_size_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = generate_tree(dir.path(), 4, Budget::Bytes(400_000)).unwrap();
+        assert_eq!(g.lines_per_file.len(), 4);
+        assert!(g.bytes >= 400_000 && g.bytes < 400_000 + 4 * 1000, "{}", g.bytes);
+        let on_disk: u64 = (0..4)
+            .map(|f| {
+                std::fs::metadata(dir.path().join(format!("bench_pod-{f:03}_uid-{f:03}/app/0.log"))).unwrap().len()
+            })
+            .sum();
+        assert_eq!(on_disk, g.bytes);
+        assert_eq!(timestamp(3_723_004), "2026-01-01T01:02:03.004000000Z");
+    }
+}
