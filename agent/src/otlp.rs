@@ -3,6 +3,9 @@
 //! - daemonset mode with `otlp.forward_traces_to`: the router to the cluster-mode replicas;
 //! - otherwise: straight into Tempo's queue.
 //!
+//! The Jaeger (`otlp.jaeger.*`) and Zipkin (`otlp.zipkin`) receivers feed the same consumer. One
+//! of them failing to bind is logged and leaves the others running (as the OTLP receivers do).
+//!
 //! Shutdown order: the receivers stop taking requests first; then the sampler decides what it
 //! buffered (or the router drains), so everything reaches the pipeline before it flushes.
 
@@ -10,6 +13,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use lgtm_config::{Config, Mode};
+use lgtm_pipeline::receiver::jaeger::JaegerReceiver;
+use lgtm_pipeline::receiver::zipkin::ZipkinReceiver;
 use lgtm_pipeline::receiver::{self, TraceConsumer};
 use lgtm_pipeline::route::{RouterOptions, TraceRouter};
 use lgtm_pipeline::Pipeline;
@@ -41,11 +46,52 @@ async fn run_inner(cfg: Config, pipeline: Pipeline, stop: CancellationToken) -> 
         } else {
             (Arc::new(pipeline.traces.clone()), None)
         };
+    let others = start_jaeger_and_zipkin(&cfg, consumer.clone(), stop.clone()).await;
     let served = receiver::serve(cfg.otlp.clone(), cfg.cluster.clone(), pipeline, consumer, stop).await;
+    if let Err(e) = &served {
+        // Said now: the Jaeger and Zipkin receivers may run on until shutdown.
+        tracing::error!(error = %e, "OTLP receiver failed");
+    }
+    // The Jaeger and Zipkin receivers stop with the same token; what they took is in the consumer
+    // before the sampler or router drains.
+    for task in others {
+        let _ = task.await;
+    }
     behind_stop.cancel();
     if let Some(task) = behind {
         let _ = task.await;
     }
-    served.context("otlp receiver")?;
     Ok(())
+}
+
+/// Binds and starts the Jaeger and Zipkin receivers (when `otlp` is enabled); returns their tasks.
+async fn start_jaeger_and_zipkin(
+    cfg: &Config,
+    consumer: Arc<dyn TraceConsumer>,
+    stop: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if !cfg.otlp.enabled() {
+        return tasks;
+    }
+    match JaegerReceiver::bind(&cfg.otlp, consumer.clone()).await {
+        Ok(jaeger) => {
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = jaeger.run(stop).await {
+                    tracing::error!(error = %e, "Jaeger receiver failed");
+                }
+            }));
+        }
+        Err(e) => tracing::error!(error = %e, "Jaeger receivers not started"),
+    }
+    match ZipkinReceiver::bind(&cfg.otlp, consumer).await {
+        Ok(zipkin) => tasks.push(tokio::spawn(async move {
+            if let Err(e) = zipkin.run(stop).await {
+                tracing::error!(error = %e, "Zipkin receiver failed");
+            }
+        })),
+        Err(e) => tracing::error!(error = %e, "Zipkin receiver not started"),
+    }
+    tasks
 }

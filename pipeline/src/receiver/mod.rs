@@ -31,6 +31,8 @@ mod consumer;
 pub mod grpc;
 pub mod http;
 mod intake;
+pub mod jaeger;
+pub mod zipkin;
 pub mod loki;
 mod metrics;
 pub mod prometheus;

@@ -1,0 +1,194 @@
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use proptest::prelude::*;
+
+use super::model::{trace_id, Batch, Log, Process, RefType, Span, SpanRef, Tag, TagValue};
+use super::{encode, thrift, translate};
+
+fn sample() -> Batch {
+    let tid = trace_id(0x0102030405060708, 0x1112131415161718);
+    let other = trace_id(0, 42);
+    Batch {
+        process: Process {
+            service_name: "tns-app".into(),
+            tags: vec![
+                Tag::new("hostname", TagValue::Str("node-1".into())),
+                Tag::new("jaeger.version", TagValue::Str("Go-2.30.0".into())),
+                Tag::new("ip", TagValue::Long(167772161)),
+            ],
+        },
+        spans: vec![
+            Span {
+                trace_id: tid,
+                span_id: 7i64.to_be_bytes(),
+                parent_span_id: 5i64.to_be_bytes(),
+                operation_name: "GET /".into(),
+                references: vec![
+                    SpanRef { ref_type: RefType::ChildOf, trace_id: tid, span_id: 5i64.to_be_bytes() },
+                    SpanRef { ref_type: RefType::FollowsFrom, trace_id: other, span_id: 9i64.to_be_bytes() },
+                ],
+                flags: 1,
+                start_unix_nano: 1_700_000_000_123_456_000,
+                duration_nano: 2_500_000,
+                tags: vec![
+                    Tag::new("span.kind", TagValue::Str("server".into())),
+                    Tag::new("error", TagValue::Bool(true)),
+                    Tag::new("http.status_code", TagValue::Long(500)),
+                    Tag::new("ratio", TagValue::Double(0.5)),
+                    Tag::new("sampled", TagValue::Bool(false)),
+                    Tag::new("blob", TagValue::Binary(vec![0, 1, 2])),
+                    Tag::new("otel.library.name", TagValue::Str("tns".into())),
+                ],
+                logs: vec![Log {
+                    time_unix_nano: 1_700_000_000_124_000_000,
+                    fields: vec![
+                        Tag::new("event", TagValue::Str("retry".into())),
+                        Tag::new("attempt", TagValue::Long(2)),
+                    ],
+                }],
+                process: None,
+            },
+            Span {
+                trace_id: tid,
+                span_id: 8i64.to_be_bytes(),
+                operation_name: "db".into(),
+                references: vec![SpanRef { ref_type: RefType::ChildOf, trace_id: tid, span_id: 7i64.to_be_bytes() }],
+                start_unix_nano: 1_700_000_000_124_000_000,
+                duration_nano: 1_000,
+                tags: vec![
+                    Tag::new("span.kind", TagValue::Str("client".into())),
+                    Tag::new("otel.status_code", TagValue::Str("ERROR".into())),
+                    Tag::new("otel.status_description", TagValue::Str("timeout".into())),
+                ],
+                ..Span::default()
+            },
+        ],
+    }
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+#[test]
+fn compact_and_binary_emit_batch_decode_to_what_was_encoded() {
+    let batch = sample();
+    assert_eq!(thrift::decode_compact_emit_batch(&encode::compact_emit_batch(&batch)).unwrap(), batch);
+    assert_eq!(thrift::decode_binary_emit_batch(&encode::binary_emit_batch(&batch)).unwrap(), batch);
+    assert_eq!(thrift::decode_binary_batch(&encode::binary_batch(&batch)).unwrap(), batch);
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    let batch = sample();
+    for bytes in [encode::compact_emit_batch(&batch), encode::binary_emit_batch(&batch)] {
+        for cut in 0..bytes.len() {
+            let compact = thrift::decode_compact_emit_batch(&bytes[..cut]);
+            let binary = thrift::decode_binary_emit_batch(&bytes[..cut]);
+            assert!(compact.is_err() || binary.is_err(), "a prefix of {cut} bytes decoded in both protocols");
+        }
+    }
+}
+
+#[test]
+fn a_huge_declared_length_is_refused_without_allocating() {
+    // Binary protocol: a string claiming 2 GiB.
+    let mut bytes = (0x8001_0000u32 | 4).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
+    assert!(thrift::decode_binary_emit_batch(&bytes).is_err());
+    // Compact: a list claiming 2^40 elements.
+    let mut bytes = vec![0x82, 0x81, 0x00, 0x09];
+    bytes.extend_from_slice(b"emitBatch");
+    bytes.extend_from_slice(&[0x1c, 0x1c, 0x18, 0x01, b'a', 0x00, 0x19, 0xfc, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
+    assert!(thrift::decode_compact_emit_batch(&bytes).is_err());
+}
+
+#[test]
+fn another_call_than_emit_batch_is_refused() {
+    let mut bytes = vec![0x82, 0x81, 0x00, 0x0e];
+    bytes.extend_from_slice(b"emitZipkinBatch");
+    assert!(thrift::decode_compact_emit_batch(&bytes).is_err());
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = thrift::decode_compact_emit_batch(&bytes);
+        let _ = thrift::decode_binary_emit_batch(&bytes);
+        let _ = thrift::decode_binary_batch(&bytes);
+    }
+
+    #[test]
+    fn flipped_bytes_of_a_valid_datagram_never_panic(i in 0usize..4096, b in any::<u8>()) {
+        let mut bytes = encode::compact_emit_batch(&sample());
+        let n = bytes.len();
+        bytes[i % n] = b;
+        let _ = thrift::decode_compact_emit_batch(&bytes);
+    }
+}
+
+#[test]
+fn process_becomes_the_resource_with_service_name() {
+    let req = translate::to_otlp(sample());
+    assert_eq!(req.resource_spans.len(), 1);
+    let resource = req.resource_spans[0].resource.as_ref().unwrap();
+    assert_eq!(attr(&resource.attributes, "service.name"), Some(&Value::StringValue("tns-app".into())));
+    assert_eq!(attr(&resource.attributes, "hostname"), Some(&Value::StringValue("node-1".into())));
+    assert_eq!(attr(&resource.attributes, "ip"), Some(&Value::IntValue(167772161)));
+}
+
+#[test]
+fn spans_carry_ids_kind_status_times_attributes_events_parent_and_links() {
+    let req = translate::to_otlp(sample());
+    let scopes = &req.resource_spans[0].scope_spans;
+    assert_eq!(scopes.len(), 2, "grouped by instrumentation scope");
+    let server = &scopes[0].spans[0];
+    assert_eq!(scopes[0].scope.as_ref().unwrap().name, "tns");
+    assert_eq!(server.trace_id, [1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+    assert_eq!(server.span_id, 7i64.to_be_bytes());
+    assert_eq!(server.parent_span_id, 5i64.to_be_bytes());
+    assert_eq!(server.kind, 2);
+    assert_eq!(server.start_time_unix_nano, 1_700_000_000_123_456_000);
+    assert_eq!(server.end_time_unix_nano, 1_700_000_000_125_956_000);
+    let status = server.status.as_ref().unwrap();
+    assert_eq!((status.code, status.message.as_str()), (2, ""), "error=true is ERROR");
+    assert_eq!(attr(&server.attributes, "http.status_code"), Some(&Value::IntValue(500)));
+    assert_eq!(attr(&server.attributes, "ratio"), Some(&Value::DoubleValue(0.5)));
+    assert_eq!(attr(&server.attributes, "sampled"), Some(&Value::BoolValue(false)));
+    assert_eq!(attr(&server.attributes, "blob"), Some(&Value::BytesValue(vec![0, 1, 2])));
+    for gone in ["span.kind", "error", "otel.library.name"] {
+        assert!(attr(&server.attributes, gone).is_none(), "{gone}");
+    }
+    assert_eq!(server.events.len(), 1);
+    assert_eq!(server.events[0].name, "retry");
+    assert_eq!(server.events[0].time_unix_nano, 1_700_000_000_124_000_000);
+    assert_eq!(attr(&server.events[0].attributes, "attempt"), Some(&Value::IntValue(2)));
+    assert_eq!(server.links.len(), 1, "the parent reference is not also a link");
+    assert_eq!(server.links[0].span_id, 9i64.to_be_bytes());
+    assert_eq!(
+        attr(&server.links[0].attributes, "opentracing.ref_type"),
+        Some(&Value::StringValue("follows_from".into()))
+    );
+
+    let client = &scopes[1].spans[0];
+    assert_eq!(client.parent_span_id, 7i64.to_be_bytes(), "first CHILD_OF reference is the parent");
+    assert!(client.links.is_empty());
+    assert_eq!(client.kind, 3);
+    let status = client.status.as_ref().unwrap();
+    assert_eq!((status.code, status.message.as_str()), (2, "timeout"));
+}
+
+#[test]
+fn a_root_span_has_no_parent_and_no_status() {
+    let mut batch = sample();
+    batch.spans.truncate(1);
+    let s = &mut batch.spans[0];
+    s.parent_span_id = [0; 8];
+    s.references.clear();
+    s.tags.clear();
+    let req = translate::to_otlp(batch);
+    let span = &req.resource_spans[0].scope_spans[0].spans[0];
+    assert!(span.parent_span_id.is_empty());
+    assert!(span.status.is_none());
+    assert_eq!(span.kind, 0);
+}

@@ -1,0 +1,158 @@
+//! Zipkin receiver on `otlp.zipkin` (default `0.0.0.0:9411`): `POST /api/v2/spans` with a JSON
+//! array of spans (`application/json`, the default when no type is given) or a protobuf
+//! `ListOfSpans` (`application/x-protobuf`), optionally gzip. Spans are converted to OTLP
+//! ([`translate`] documents the mapping) and handed to the same [`TraceConsumer`] as OTLP spans.
+//! Zipkin v1 (`/api/v1/spans`) is not served.
+//!
+//! Answers: 202 when taken, 400 unreadable, 413 over `otlp.max_request_size`, 415 another content
+//! type, 429 with `Retry-After` when the next stage is full, 503 when shutting down. Counted in
+//! `lgtm_agent_zipkin_received_total{format}` (spans) and
+//! `lgtm_agent_zipkin_rejected_total{reason}` (requests).
+
+pub mod json;
+pub mod model;
+pub mod proto;
+pub mod translate;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use lgtm_config::OtlpConfig;
+use prometheus::IntCounterVec;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::body::decompress;
+use super::consumer::{span_count, TraceConsumer};
+use super::intake::{Refusal, RETRY_AFTER};
+use crate::metrics::counter_vec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZipkinError {
+    #[error("Zipkin receiver cannot listen on {addr:?}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("Zipkin receiver failed: {0}")]
+    Serve(std::io::Error),
+}
+
+struct ZipkinMetrics {
+    received: IntCounterVec,
+    rejected: IntCounterVec,
+}
+
+fn metrics() -> &'static ZipkinMetrics {
+    static M: LazyLock<ZipkinMetrics> = LazyLock::new(|| ZipkinMetrics {
+        received: counter_vec(
+            "lgtm_agent_zipkin_received_total",
+            "Zipkin spans taken, by format (json, protobuf).",
+            &["format"],
+        ),
+        rejected: counter_vec("lgtm_agent_zipkin_rejected_total", "Zipkin requests refused, by reason.", &["reason"]),
+    });
+    &M
+}
+
+/// The Zipkin listener, bound then served.
+pub struct ZipkinReceiver {
+    listener: Option<TcpListener>,
+    traces: Arc<dyn TraceConsumer>,
+    max_request_size: usize,
+}
+
+impl ZipkinReceiver {
+    /// Binds `cfg.zipkin` (nothing when it is empty or `cfg.enabled` is false).
+    pub async fn bind(cfg: &OtlpConfig, traces: Arc<dyn TraceConsumer>) -> Result<ZipkinReceiver, ZipkinError> {
+        let addr = cfg.zipkin.trim();
+        let listener = if cfg.enabled == Some(false) || addr.is_empty() {
+            None
+        } else {
+            let bind_error = |source| ZipkinError::Bind { addr: addr.to_string(), source };
+            Some(TcpListener::bind(addr).await.map_err(bind_error)?)
+        };
+        let max_request_size = usize::try_from(cfg.max_request_size.bytes()).unwrap_or(usize::MAX);
+        Ok(ZipkinReceiver { listener, traces, max_request_size })
+    }
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ZipkinError> {
+        let Some(listener) = self.listener else { return Ok(()) };
+        tracing::info!(addr = ?listener.local_addr().ok(), "Zipkin receiver listening");
+        axum::serve(listener, router(self.traces, self.max_request_size))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(ZipkinError::Serve)
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    traces: Arc<dyn TraceConsumer>,
+    limit: usize,
+}
+
+/// `POST /api/v2/spans`.
+pub fn router(traces: Arc<dyn TraceConsumer>, limit: usize) -> Router {
+    Router::new()
+        .route("/api/v2/spans", post(post_spans))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(Shared { traces, limit })
+}
+
+async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let format = match media.as_str() {
+        "" | "application/json" => "json",
+        "application/x-protobuf" | "application/protobuf" => "protobuf",
+        _ => {
+            metrics().rejected.with_label_values(&["unsupported_media_type"]).inc();
+            let message =
+                format!("Content-Type {content_type:?} is not supported (application/json or application/x-protobuf)");
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+        }
+    };
+    let limit = s.limit;
+    let result = async {
+        let raw = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|e| Refusal::TooLarge(format!("body cannot be read within {limit} bytes: {e}")))?;
+        let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let plain = decompress(encoding, raw, limit)?;
+        let spans = if format == "json" { json::decode(&plain) } else { proto::decode(&plain) };
+        let req = translate::to_otlp(spans.map_err(|message| Refusal::Invalid { reason: "malformed", message })?);
+        let n = span_count(&req);
+        if n > 0 {
+            s.traces.consume(req).map_err(Refusal::from)?;
+            metrics().received.with_label_values(&[format]).inc_by(n as u64);
+        }
+        Ok::<(), Refusal>(())
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(refusal) => {
+            metrics().rejected.with_label_values(&[refusal.reason()]).inc();
+            let status = match refusal {
+                Refusal::Invalid { .. } => StatusCode::BAD_REQUEST,
+                Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                Refusal::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let retry = matches!(refusal, Refusal::Busy(_) | Refusal::Unavailable(_));
+            let mut resp = (status, refusal.message().to_string()).into_response();
+            if retry {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
+            }
+            resp
+        }
+    }
+}
