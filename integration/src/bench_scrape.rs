@@ -1,0 +1,431 @@
+//! The `scrape` bench workload: the same fake targets scraped at the same time by the real
+//! `lgtm-agent` binary (release build) and by Prometheus in agent mode, both remote-writing into
+//! one real Prometheus; CPU-seconds and RSS of the two scraper processes over a window.
+//!
+//! ```text
+//! cargo run --release -p lgtm-integration --bin bench -- scrape [--targets 50] [--series 2000] [--interval 5s] [--duration 60s]
+//! ```
+//!
+//! The targets are served by this process (one loopback port per target) with text bodies whose
+//! counters and gauges change slowly, like real exporters: most series hit a scraper's cache,
+//! every value is new. This process's own CPU is not counted. The figures:
+//! - samples/s: samples of the job scraped during the window according to the series that
+//!   reached the receiving Prometheus (`scrape_samples_post_metric_relabeling` plus the five
+//!   synthetic series per scrape), divided by the window;
+//! - CPU-seconds per million samples: utime + stime of the scraper (from `/proc/<pid>/stat`)
+//!   over the window, per million of those samples;
+//! - RSS per 1,000 active series: the scraper's average `VmRSS` over the window (and its peak
+//!   `VmHWM` since start) divided by the active series of its job, in thousands.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::peers::prometheus::Prometheus;
+
+/// The bench's settings (the subcommand's flags).
+#[derive(Debug, Clone)]
+pub struct ScrapeBench {
+    pub targets: usize,
+    /// Series per target.
+    pub series: usize,
+    pub interval: Duration,
+    /// The measured window (after a warm-up of two intervals plus 5 s).
+    pub duration: Duration,
+    /// The `lgtm-agent` binary; `None`: build the workspace's release binary.
+    pub agent_bin: Option<PathBuf>,
+    /// lgtm-agent's remote-write shards; `None`: the config's default.
+    pub shards: Option<usize>,
+}
+
+const LGTM_JOB: &str = "lgtm";
+const PROM_JOB: &str = "prom-agent";
+
+/// One fake target's body source.
+struct Body {
+    index: usize,
+    series: usize,
+    started: Instant,
+}
+
+/// Label values cycle through these, as paths and methods of an HTTP service would.
+const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
+const CODES: [&str; 5] = ["200", "201", "404", "500", "503"];
+
+/// Series per metric family.
+const FAMILY_SIZE: usize = 50;
+
+/// The exposition text of target `b` now: families of 50 series, three of four counters and one
+/// of four gauges, values changing every second.
+fn render(b: &Body, out: &mut String) {
+    use std::fmt::Write as _;
+    let secs = b.started.elapsed().as_secs_f64();
+    out.clear();
+    for i in 0..b.series {
+        let family = i / FAMILY_SIZE;
+        let gauge = family % 4 == 3;
+        if i % FAMILY_SIZE == 0 {
+            let (kind, suffix) = if gauge { ("gauge", "") } else { ("counter", "_total") };
+            let _ = writeln!(
+                out,
+                "# HELP bench_app_family_{family}{suffix} Synthetic family {family} of the scrape bench."
+            );
+            let _ = writeln!(out, "# TYPE bench_app_family_{family}{suffix} {kind}");
+        }
+        let suffix = if gauge { "" } else { "_total" };
+        let _ = write!(
+            out,
+            "bench_app_family_{family}{suffix}{{handler=\"/api/v1/items/{}\",method=\"{}\",code=\"{}\",series=\"{i}\"}} ",
+            i % 13,
+            METHODS[i % METHODS.len()],
+            CODES[i % CODES.len()],
+        );
+        if gauge {
+            let v = 100.0 * (secs / 60.0 + i as f64).sin() + b.index as f64;
+            let _ = writeln!(out, "{v:.6}");
+        } else {
+            let v = ((i % 10 + 1) as f64 * secs).floor() + (b.index * 1000) as f64;
+            let _ = writeln!(out, "{v}");
+        }
+    }
+}
+
+async fn metrics(State(body): State<Arc<Body>>) -> impl IntoResponse {
+    let mut out = String::with_capacity(body.series * 110);
+    render(&body, &mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Serves `n` targets on loopback ports; they stop with the runtime.
+async fn start_targets(n: usize, series: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let started = Instant::now();
+    let mut addrs = Vec::with_capacity(n);
+    for index in 0..n {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a target port")?;
+        addrs.push(listener.local_addr()?);
+        let app = Router::new().route("/metrics", get(metrics)).with_state(Arc::new(Body { index, series, started }));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    Ok(addrs)
+}
+
+/// A child process killed on drop.
+struct Scraper {
+    name: &'static str,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU (user + system) seconds and memory of a process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu_seconds: f64,
+    rss_bytes: u64,
+    peak_rss_bytes: u64,
+}
+
+fn usage(pid: u32) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')';
+    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after it. 100 Hz ticks.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Usage { cpu_seconds: (ticks(11) + ticks(12)) / 100.0, rss_bytes: kib("VmRSS:"), peak_rss_bytes: kib("VmHWM:") }
+}
+
+/// The workspace's release `lgtm-agent`, built if needed.
+fn release_agent() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    eprintln!("building lgtm-agent (release)...");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-q", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building lgtm-agent failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("lgtm-agent"))
+}
+
+fn duration_text(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+fn target_list(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
+}
+
+async fn wait_http_ok(url: &str, what: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("{what} not ready after 60 s ({url})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_lgtm(bin: &Path, b: &ScrapeBench, addrs: &[SocketAddr], write_url: &str) -> anyhow::Result<Scraper> {
+    let dir = tempfile::tempdir()?;
+    let admin = crate::free_port();
+    let yaml = format!(
+        "cluster: bench\ntenant: bench\nmode: daemonset\ndata_dir: {data}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+         exporters:\n  mimir: {{ url: \"{write_url}\"{shards} }}\n  loki: {{ enabled: false }}\n  tempo: {{ enabled: false }}\n\
+         logs: {{ enabled: false }}\notlp: {{ enabled: false }}\n\
+         scrape:\n  interval: {interval}\n  timeout: {interval}\n\
+         \x20 kubelet: {{ enabled: false }}\n  host_metrics: {{ enabled: false }}\n\
+         \x20 static_configs:\n    - targets: [{targets}]\n      labels: {{ job: {LGTM_JOB} }}\n",
+        data = dir.path().join("data").display(),
+        interval = duration_text(b.interval),
+        targets = target_list(addrs),
+        shards = b.shards.map(|n| format!(", shards: {n}")).unwrap_or_default(),
+    );
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, yaml)?;
+    let log = std::fs::File::create(dir.path().join("agent.log"))?;
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let scraper = Scraper { name: "lgtm-agent", child, _dir: dir };
+    wait_http_ok(&format!("http://127.0.0.1:{admin}/readyz"), "lgtm-agent").await?;
+    Ok(scraper)
+}
+
+async fn start_prometheus_agent(b: &ScrapeBench, addrs: &[SocketAddr], write_url: &str) -> anyhow::Result<Scraper> {
+    let bin = crate::peers::which("prometheus").context("prometheus is not installed")?;
+    let dir = tempfile::tempdir()?;
+    let port = crate::free_port();
+    let interval = duration_text(b.interval);
+    let yaml = format!(
+        "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\nscrape_configs:\n\
+         \x20 - job_name: {PROM_JOB}\n    static_configs:\n      - targets: [{targets}]\n\
+         remote_write:\n  - url: \"{write_url}\"\n",
+        targets = target_list(addrs),
+    );
+    let config = dir.path().join("prometheus-agent.yml");
+    std::fs::write(&config, yaml)?;
+    let child = Command::new(bin)
+        .arg("--enable-feature=agent")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.agent.path={}", dir.path().join("wal").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting prometheus --enable-feature=agent")?;
+    let scraper = Scraper { name: "prometheus-agent", child, _dir: dir };
+    wait_http_ok(&format!("http://127.0.0.1:{port}/-/ready"), "prometheus agent").await?;
+    Ok(scraper)
+}
+
+/// An instant query at `time` (unix seconds) on the receiving Prometheus; the first value.
+async fn query_at(prom: &Prometheus, promql: &str, time: f64) -> anyhow::Result<f64> {
+    let url = format!("http://127.0.0.1:{}/api/v1/query", prom.port);
+    let resp: serde_json::Value = reqwest::Client::new()
+        .get(&url)
+        .query(&[("query", promql.to_string()), ("time", format!("{time:.3}"))])
+        .send()
+        .await?
+        .json()
+        .await?;
+    if resp["status"] != "success" {
+        bail!("query {promql} failed: {resp}");
+    }
+    Ok(resp["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(0.0))
+}
+
+/// Samples a job delivered in `range`: what its scrapes ingested (after relabeling) plus the
+/// five synthetic series of each scrape. (`count_over_time` over the whole job would drop the
+/// metric names and collide.)
+fn samples_query(job: &str, range: &str) -> String {
+    format!(
+        "sum(sum_over_time(scrape_samples_post_metric_relabeling{{job=\"{job}\"}}[{range}])) \
+         + 5 * sum(count_over_time(up{{job=\"{job}\"}}[{range}]))"
+    )
+}
+
+/// What one scraper did over the window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    samples: f64,
+    active_series: f64,
+    cpu_seconds: f64,
+    rss_avg_bytes: f64,
+    peak_rss_bytes: u64,
+}
+
+impl Figures {
+    fn samples_per_second(&self, window: Duration) -> f64 {
+        self.samples / window.as_secs_f64()
+    }
+
+    fn cpu_per_million(&self) -> f64 {
+        self.cpu_seconds / (self.samples / 1e6).max(1e-9)
+    }
+
+    fn rss_per_thousand(&self, rss: f64) -> f64 {
+        rss / (self.active_series / 1000.0).max(1e-9)
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Runs the workload and prints the figures.
+pub async fn run(b: ScrapeBench) -> anyhow::Result<()> {
+    let agent_bin = match &b.agent_bin {
+        Some(p) => p.clone(),
+        None => release_agent()?,
+    };
+    let prom = Prometheus::start().await.context("prometheus is not installed")?;
+    let addrs = start_targets(b.targets, b.series).await?;
+    let lgtm = start_lgtm(&agent_bin, &b, &addrs, &prom.write_url()).await?;
+    let prom_agent = start_prometheus_agent(&b, &addrs, &prom.write_url()).await?;
+    let scrapers = [&lgtm, &prom_agent];
+
+    let warmup = b.interval * 2 + Duration::from_secs(5);
+    eprintln!(
+        "{} targets x {} series every {:?}; warm-up {:?}, window {:?}",
+        b.targets, b.series, b.interval, warmup, b.duration
+    );
+    tokio::time::sleep(warmup).await;
+
+    let start_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let before: Vec<Usage> = scrapers.iter().map(|s| usage(s.child.id())).collect();
+    let mut rss_sum = [0f64; 2];
+    let mut rss_n = 0u32;
+    let window_start = Instant::now();
+    while window_start.elapsed() < b.duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (i, s) in scrapers.iter().enumerate() {
+            rss_sum[i] += usage(s.child.id()).rss_bytes as f64;
+        }
+        rss_n += 1;
+    }
+    let window = window_start.elapsed();
+    let after: Vec<Usage> = scrapers.iter().map(|s| usage(s.child.id())).collect();
+    let end_unix = start_unix + window.as_secs_f64();
+
+    // Let the last remote writes of the window land (Prometheus batches up to 5 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let range = format!("{}ms", window.as_millis());
+    let mut figures = [Figures::default(); 2];
+    for (i, job) in [LGTM_JOB, PROM_JOB].iter().enumerate() {
+        figures[i] = Figures {
+            samples: query_at(&prom, &samples_query(job, &range), end_unix).await?,
+            active_series: query_at(&prom, &format!("count({{job=\"{job}\"}})"), end_unix).await?,
+            cpu_seconds: after[i].cpu_seconds - before[i].cpu_seconds,
+            rss_avg_bytes: rss_sum[i] / f64::from(rss_n.max(1)),
+            peak_rss_bytes: after[i].peak_rss_bytes,
+        };
+    }
+    for mut s in [lgtm, prom_agent] {
+        if !matches!(s.child.try_wait(), Ok(None)) {
+            bail!("{} exited during the bench", s.name);
+        }
+    }
+
+    print_figures(&b, window, &figures);
+    Ok(())
+}
+
+fn print_figures(b: &ScrapeBench, window: Duration, f: &[Figures; 2]) {
+    let [l, p] = f;
+    println!(
+        "workload: scrape ({} targets x {} series, interval {:?}, window {:.1} s)",
+        b.targets,
+        b.series,
+        b.interval,
+        window.as_secs_f64()
+    );
+    println!("{:<36} {:>14} {:>18} {:>10}", "", "lgtm-agent", "prometheus-agent", "ratio");
+    let row = |name: &str, a: f64, b: f64, digits: usize| {
+        println!("{name:<36} {a:>14.digits$} {b:>18.digits$} {:>10.3}", a / b);
+    };
+    row("samples/s", l.samples_per_second(window), p.samples_per_second(window), 0);
+    row("active series", l.active_series, p.active_series, 0);
+    row("cpu-seconds in window", l.cpu_seconds, p.cpu_seconds, 2);
+    row("cpu-seconds per million samples", l.cpu_per_million(), p.cpu_per_million(), 3);
+    row("RSS avg (MiB)", l.rss_avg_bytes / MIB, p.rss_avg_bytes / MIB, 1);
+    row("RSS peak VmHWM (MiB)", l.peak_rss_bytes as f64 / MIB, p.peak_rss_bytes as f64 / MIB, 1);
+    row(
+        "RSS avg per 1,000 series (KiB)",
+        l.rss_per_thousand(l.rss_avg_bytes) / 1024.0,
+        p.rss_per_thousand(p.rss_avg_bytes) / 1024.0,
+        1,
+    );
+    row(
+        "RSS peak per 1,000 series (KiB)",
+        l.rss_per_thousand(l.peak_rss_bytes as f64) / 1024.0,
+        p.rss_per_thousand(p.peak_rss_bytes as f64) / 1024.0,
+        1,
+    );
+    let cpu_ratio = l.cpu_per_million() / p.cpu_per_million();
+    let rss_ratio = l.rss_per_thousand(l.rss_avg_bytes) / p.rss_per_thousand(p.rss_avg_bytes);
+    println!(
+        "targets: cpu per million samples <= 0.5x: {} ({cpu_ratio:.3}); RSS per 1,000 series <= 0.333x: {} ({rss_ratio:.3})",
+        if cpu_ratio <= 0.5 { "met" } else { "MISSED" },
+        if rss_ratio <= 1.0 / 3.0 { "met" } else { "MISSED" },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_have_the_requested_series_and_change_over_time() {
+        let b = Body { index: 1, series: 120, started: Instant::now() - Duration::from_secs(30) };
+        let mut out = String::new();
+        render(&b, &mut out);
+        assert_eq!(out.lines().filter(|l| !l.starts_with('#')).count(), 120);
+        assert_eq!(out.lines().filter(|l| l.starts_with("# TYPE")).count(), 3);
+        assert!(out.contains("# TYPE bench_app_family_0_total counter\n"));
+        let later = Body { started: b.started - Duration::from_secs(5), ..b };
+        let mut out2 = String::new();
+        render(&later, &mut out2);
+        assert_ne!(out, out2);
+    }
+}
