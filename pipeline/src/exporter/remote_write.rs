@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lgtm_config::ExporterConfig;
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -21,7 +20,6 @@ use super::http::{snappy, HttpSender};
 use super::outcome::{concatenate, release, Reporter};
 use super::retry::{Decision, Retrier};
 use crate::ack::Delivery;
-use crate::proto::{Label, TimeSeries, WriteRequest};
 use crate::queue::{DurableQueue, Record};
 
 const EXPORTER: &str = "mimir";
@@ -122,26 +120,27 @@ fn split(records: &[Record], shards: usize, queue: &DurableQueue, reporter: &Rep
         let samples = records.iter().map(|r| r.items as u64).sum();
         return vec![Some(ShardBatch { request: concatenate(records), samples, records: trackers, settled: false })];
     }
-    let mut series: Vec<Vec<TimeSeries>> = vec![Vec::new(); shards];
+    // Series are routed by walking the encoded records: each `TimeSeries` entry is copied as raw
+    // bytes into its shard's request, so no label is decoded into a `String` (decoding every
+    // series was most of the exporter's CPU at 100k series).
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); shards];
     let mut samples = vec![0u64; shards];
     let mut trackers: Vec<Vec<Arc<RecordTracker>>> = vec![Vec::new(); shards];
     let mut touched = vec![false; shards];
+    let mut routed: Vec<(usize, std::ops::Range<usize>, u64)> = Vec::new();
     for r in records {
-        let req = match WriteRequest::decode(r.payload.as_ref()) {
-            Ok(req) => req,
-            Err(e) => {
-                let message = format!("queued record is not a WriteRequest: {e}");
-                reporter.rejected(r.items as u64, "decode", &message);
-                queue.complete(r.seq, Delivery::Rejected(message));
-                continue;
-            }
-        };
+        routed.clear();
+        if let Err(e) = wire::route_series(&r.payload, shards, &mut routed) {
+            let message = format!("queued record is not a WriteRequest: {e}");
+            reporter.rejected(r.items as u64, "decode", &message);
+            queue.complete(r.seq, Delivery::Rejected(message));
+            continue;
+        }
         touched.iter_mut().for_each(|t| *t = false);
-        for ts in req.timeseries {
-            let shard = shard_of(&ts.labels, shards);
-            touched[shard] = true;
-            samples[shard] += ts.samples.len() as u64;
-            series[shard].push(ts);
+        for (shard, range, n) in &routed {
+            touched[*shard] = true;
+            samples[*shard] += n;
+            bufs[*shard].extend_from_slice(&r.payload[range.clone()]);
         }
         let pieces = touched.iter().filter(|t| **t).count();
         if pieces == 0 {
@@ -153,13 +152,12 @@ fn split(records: &[Record], shards: usize, queue: &DurableQueue, reporter: &Rep
             trackers[shard].push(tracker.clone());
         }
     }
-    series
-        .into_iter()
+    bufs.into_iter()
         .zip(samples)
         .zip(trackers)
-        .map(|((timeseries, samples), records)| {
+        .map(|((request, samples), records)| {
             (!records.is_empty()).then(|| ShardBatch {
-                request: Bytes::from(WriteRequest { timeseries }.encode_to_vec()),
+                request: Bytes::from(request),
                 samples,
                 records,
                 settled: false,
@@ -168,8 +166,131 @@ fn split(records: &[Record], shards: usize, queue: &DurableQueue, reporter: &Rep
         .collect()
 }
 
-/// The shard of a series: a hash of its (sorted) labels.
-fn shard_of(labels: &[Label], shards: usize) -> usize {
+/// A minimal walker over the protobuf encoding of `WriteRequest`, written by hand because prost
+/// only decodes into owned messages and the point here is not to.
+mod wire {
+    use xxhash_rust::xxh3::Xxh3;
+
+    #[derive(Debug)]
+    pub struct WireError(&'static str);
+
+    impl std::fmt::Display for WireError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *buf.get(*pos).ok_or(WireError("truncated varint"))?;
+            *pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(WireError("varint too long"))
+    }
+
+    /// Reads one field's tag and returns (field number, wire type).
+    fn tag(buf: &[u8], pos: &mut usize) -> Result<(u64, u8), WireError> {
+        let t = varint(buf, pos)?;
+        Ok((t >> 3, (t & 7) as u8))
+    }
+
+    /// The byte range of a length-delimited payload starting at `pos`.
+    fn len_delimited(buf: &[u8], pos: &mut usize) -> Result<std::ops::Range<usize>, WireError> {
+        let len = varint(buf, pos)? as usize;
+        let start = *pos;
+        let end = start.checked_add(len).filter(|e| *e <= buf.len()).ok_or(WireError("length past the end"))?;
+        *pos = end;
+        Ok(start..end)
+    }
+
+    fn skip(buf: &[u8], pos: &mut usize, wire_type: u8) -> Result<(), WireError> {
+        match wire_type {
+            0 => varint(buf, pos).map(|_| ()),
+            1 => advance(buf, pos, 8),
+            2 => len_delimited(buf, pos).map(|_| ()),
+            5 => advance(buf, pos, 4),
+            _ => Err(WireError("unsupported wire type")),
+        }
+    }
+
+    fn advance(buf: &[u8], pos: &mut usize, n: usize) -> Result<(), WireError> {
+        *pos = pos.checked_add(n).filter(|e| *e <= buf.len()).ok_or(WireError("truncated field"))?;
+        Ok(())
+    }
+
+    /// For every `timeseries` entry of an encoded `WriteRequest`: its shard (the same hash of
+    /// label names and values as `shard_of`), the byte range of the whole entry (tag included, so
+    /// concatenated entries form a valid `WriteRequest`) and its number of samples.
+    pub fn route_series(
+        buf: &[u8],
+        shards: usize,
+        out: &mut Vec<(usize, std::ops::Range<usize>, u64)>,
+    ) -> Result<(), WireError> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let entry_start = pos;
+            let (field, wt) = tag(buf, &mut pos)?;
+            if field != 1 || wt != 2 {
+                // Metadata (field 3) and unknown fields are not forwarded.
+                skip(buf, &mut pos, wt)?;
+                continue;
+            }
+            let series = len_delimited(buf, &mut pos)?;
+            let (hash, samples) = hash_series(&buf[series])?;
+            out.push(((hash % shards as u64) as usize, entry_start..pos, samples));
+        }
+        Ok(())
+    }
+
+    fn hash_series(ts: &[u8]) -> Result<(u64, u64), WireError> {
+        let mut h = Xxh3::new();
+        let mut samples = 0u64;
+        let mut pos = 0;
+        while pos < ts.len() {
+            let (field, wt) = tag(ts, &mut pos)?;
+            match (field, wt) {
+                (1, 2) => {
+                    let label = len_delimited(ts, &mut pos)?;
+                    let (name, value) = label_parts(&ts[label])?;
+                    h.update(name);
+                    h.update(&[0xff]);
+                    h.update(value);
+                    h.update(&[0xff]);
+                }
+                (2, 2) => {
+                    len_delimited(ts, &mut pos)?;
+                    samples += 1;
+                }
+                _ => skip(ts, &mut pos, wt)?,
+            }
+        }
+        Ok((h.digest(), samples))
+    }
+
+    fn label_parts(label: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+        let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+        let mut pos = 0;
+        while pos < label.len() {
+            let (field, wt) = tag(label, &mut pos)?;
+            match (field, wt) {
+                (1, 2) => name = &label[len_delimited(label, &mut pos)?],
+                (2, 2) => value = &label[len_delimited(label, &mut pos)?],
+                _ => skip(label, &mut pos, wt)?,
+            }
+        }
+        Ok((name, value))
+    }
+}
+
+/// The shard of a series: a hash of its (sorted) labels; `wire::route_series` computes the same
+/// on encoded bytes.
+#[cfg(test)]
+fn shard_of(labels: &[crate::proto::Label], shards: usize) -> usize {
     let mut h = Xxh3::new();
     for l in labels {
         h.update(l.name.as_bytes());
@@ -269,10 +390,13 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
 
+    use prost::Message;
+
     use super::*;
     use crate::exporter::testing::{fast_config, memory_queue, push_and_run, Capture, Reply};
     use crate::metrics;
     use crate::proto::Sample;
+    use crate::proto::{Label, TimeSeries, WriteRequest};
     use crate::Ack;
 
     fn series(name: &str, instance: usize, samples: &[(i64, f64)]) -> TimeSeries {
@@ -414,5 +538,31 @@ mod tests {
         // Handed back: the next reader gets it again.
         let again = queue.next(1 << 20, 1000, Duration::ZERO).await.unwrap();
         assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn routing_on_encoded_bytes_matches_decoded_labels_and_keeps_every_series() {
+        let input: Vec<TimeSeries> =
+            (0..200).map(|i| series(&format!("m{}", i % 7), i, &[(i as i64, i as f64), (i as i64 + 1, 1.0)])).collect();
+        let buf = write_request(input.clone());
+        let mut routed = Vec::new();
+        wire::route_series(&buf, 4, &mut routed).expect("valid request");
+        assert_eq!(routed.len(), 200);
+        let mut per_shard: Vec<Vec<u8>> = vec![Vec::new(); 4];
+        for (i, (shard, range, samples)) in routed.iter().enumerate() {
+            assert_eq!(*shard, shard_of(&input[i].labels, 4), "series {i}");
+            assert_eq!(*samples, 2);
+            per_shard[*shard].extend_from_slice(&buf[range.clone()]);
+        }
+        let mut back: Vec<TimeSeries> = per_shard
+            .iter()
+            .flat_map(|b| WriteRequest::decode(b.as_slice()).expect("shard request decodes").timeseries)
+            .collect();
+        let mut expected = input;
+        let key = |t: &TimeSeries| t.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>();
+        back.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(back, expected);
+        assert!(wire::route_series(&buf[..buf.len() - 3], 4, &mut routed).is_err(), "a truncated record is an error");
     }
 }
