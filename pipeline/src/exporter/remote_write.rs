@@ -14,7 +14,6 @@ use lgtm_config::ExporterConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use xxhash_rust::xxh3::Xxh3;
 
 use super::http::{snappy, HttpSender};
 use super::outcome::{concatenate, release, Reporter};
@@ -291,6 +290,7 @@ mod wire {
 /// on encoded bytes.
 #[cfg(test)]
 fn shard_of(labels: &[crate::proto::Label], shards: usize) -> usize {
+    use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::new();
     for l in labels {
         h.update(l.name.as_bytes());
