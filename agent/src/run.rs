@@ -70,12 +70,32 @@ fn start_sources(
     stop: &CancellationToken,
     set: &mut JoinSet<()>,
 ) {
-    let groups = lgtm_scrape::static_target_groups(&cfg.scrape);
+    // One sync with every group: `sync` replaces the whole target set.
+    let mut groups = lgtm_scrape::static_target_groups(&cfg.scrape);
+    if cfg.scrape.kubelet.enabled() {
+        // The kubelet is reached at the node name (its serving certificate names the node).
+        let node = lgtm_daemonset::KubeletNode::new(&cfg.node_name);
+        match lgtm_daemonset::kubelet_target_groups(&cfg.scrape, &node) {
+            Ok(kubelet) => {
+                tracing::info!(node = %cfg.node_name, via = ?cfg.scrape.kubelet.via, "kubelet targets");
+                groups.extend(kubelet);
+            }
+            Err(e) => tracing::error!(error = %e, "kubelet not scraped"),
+        }
+    }
     if !groups.is_empty() {
         for e in scrape.sync(groups) {
-            tracing::error!(target_labels = ?e.labels, error = %e.message, "static target not scraped");
+            tracing::error!(target_labels = ?e.labels, error = %e.message, "scrape target not scraped");
         }
-        tracing::info!(targets = scrape.targets().len(), "static scrape targets started");
+        tracing::info!(targets = scrape.targets().len(), "scrape targets started");
+    }
+    if cfg.scrape.host_metrics.enabled() {
+        let mut opts = lgtm_daemonset::HostSourceOptions::new(&cfg.scrape, &cfg.node_name);
+        opts.jitter_seed = jitter_seed(cfg);
+        let root = opts.root.display().to_string();
+        let fut = lgtm_daemonset::run_host_metrics(opts, pipeline.metrics.clone(), stop.clone());
+        set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("host_metrics")));
+        tracing::info!(root, "host metrics started");
     }
     if cfg.otlp.enabled() {
         let fut = crate::otlp::run(cfg.clone(), pipeline.clone(), stop.clone());
@@ -89,7 +109,18 @@ fn start_sources(
     });
     if cfg.logs.enabled() {
         let opts = lgtm_daemonset::LogsOptions::new(&cfg.cluster, &cfg.node_name, &cfg.data_dir);
-        let fut = lgtm_daemonset::run_logs(cfg.logs.clone(), opts, pipeline.logs.clone(), stop.clone());
+        let (logs_cfg, sink, stop_logs) = (cfg.logs.clone(), pipeline.logs.clone(), stop.clone());
+        let node_name = cfg.node_name.clone();
+        let fut = async move {
+            if !logs_cfg.kubernetes {
+                return lgtm_daemonset::run_logs(logs_cfg, opts, sink, stop_logs).await;
+            }
+            // Files that exist at start get their labels when opened: give the first list of this
+            // node's pods a moment (it ends early when the API is plainly unreachable).
+            let pods = lgtm_daemonset::pods::PodReflector::start(&logs_cfg, &node_name, stop_logs.clone());
+            pods.wait_for_first_list(lgtm_daemonset::pods::FIRST_LIST_WAIT).await;
+            lgtm_daemonset::logs::run_logs_with(logs_cfg, opts, sink, Arc::new(pods), stop_logs).await
+        };
         set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("logs")));
         tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
     }
