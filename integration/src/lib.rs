@@ -6,6 +6,7 @@
 //! where it is a failure: `scripts/install-test-deps.sh` installs every peer.
 
 pub mod agent;
+pub mod bench_cluster_state;
 pub mod fake_apiserver;
 pub mod fake_loki;
 pub mod fake_target;

@@ -2,12 +2,18 @@
 //!
 //! ```text
 //! cargo run --release -p lgtm-integration --bin bench -- pipeline [--series 10000] [--rounds 60]
+//! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
 //! ```
 //!
 //! `pipeline`: synthetic series pushed through the pipeline (sink -> queue -> remote-write
 //! exporter) into a real Prometheus (`--web.enable-remote-write-receiver`); prints samples/s,
 //! CPU-seconds per million samples and peak RSS of this process (which contains the whole
 //! pipeline). Prometheus runs as a separate process and is not counted.
+//!
+//! `cluster-state`: Pods, Deployments (with ReplicaSets) and Nodes in the in-process fake API
+//! server, their kube-state-metrics series emitted by the release `lgtm-agent` into a real
+//! Prometheus; prints the agent's CPU-seconds and RSS per interval (see
+//! [`lgtm_integration::bench_cluster_state`]).
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +39,23 @@ enum Workload {
         rounds: usize,
         #[arg(long, default_value_t = 4)]
         shards: usize,
+    },
+    /// Pods, Deployments and Nodes in the fake API; lgtm-agent's cluster-state series.
+    ClusterState {
+        #[arg(long, default_value_t = 5000)]
+        pods: usize,
+        #[arg(long, default_value_t = 500)]
+        deployments: usize,
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
+        #[arg(long, default_value = "10s")]
+        interval: lgtm_config::Duration,
+        /// Measured intervals, after the warm-up.
+        #[arg(long, default_value_t = 6)]
+        intervals: usize,
+        /// The lgtm-agent binary to run; default: build the workspace's release binary.
+        #[arg(long)]
+        agent_bin: Option<std::path::PathBuf>,
     },
 }
 
@@ -65,6 +88,16 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.workload {
         Workload::Pipeline { series, rounds, shards } => rt.block_on(pipeline(series, rounds, shards)),
+        Workload::ClusterState { pods, deployments, nodes, interval, intervals, agent_bin } => rt.block_on(
+            lgtm_integration::bench_cluster_state::run(lgtm_integration::bench_cluster_state::ClusterStateBench {
+                pods,
+                deployments,
+                nodes,
+                interval: interval.get(),
+                intervals,
+                agent_bin,
+            }),
+        ),
     }
 }
 
