@@ -161,6 +161,13 @@ impl Default for ExportersConfig {
             },
             loki: ExporterConfig {
                 url: Some("http://loki-write.loki.svc:3100/loki/api/v1/push".into()),
+                // Memory only: the log files are the buffer (the tailer's checkpoints advance only
+                // when Loki acknowledges), so a disk copy would only cost CPU.
+                queue: QueueConfig {
+                    max_memory: ByteSize::from_bytes(16 * 1024 * 1024),
+                    max_disk: ByteSize::from_bytes(0),
+                    when_full: WhenFull::Block,
+                },
                 ..ExporterConfig::default()
             },
             tempo: ExporterConfig {

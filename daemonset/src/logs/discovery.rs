@@ -17,6 +17,8 @@ pub enum Wake {
     Paths(Vec<PathBuf>),
     /// Events were lost: rescan everything.
     Rescan,
+    /// Acknowledgements made room under the in-flight cap: reading may go on.
+    Resume,
 }
 
 /// Keeps the inotify watch alive; dropping it stops the events.

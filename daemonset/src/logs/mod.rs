@@ -7,8 +7,11 @@
 //! restart or an outage loses nothing; at worst the unacknowledged tail is sent again.
 //!
 //! Backpressure: the reading thread hands batches over a channel of two; when the pipeline's
-//! queue is full, `send` waits, the channel fills and the thread stops reading. The files are the
-//! buffer.
+//! queue is full, `send` waits, the channel fills and the thread stops reading. Independently of
+//! the pipeline's queue, the thread stops reading while the batches handed over and not yet
+//! acknowledged add up to [`LogsOptions::max_inflight_bytes`], and resumes as acknowledgements
+//! arrive. The files are the buffer: nothing needs to be held in memory (or copied to disk)
+//! beyond what is on its way to Loki.
 //!
 //! Kubernetes enrichment is a seam: [`PodMetadata`] (the reflector of this node's pods implements
 //! it later); with `kubernetes: false` labels come from the path alone ([`PathOnly`]).
@@ -29,7 +32,8 @@ pub mod timefmt;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +47,7 @@ use tracing::Instrument;
 pub use labels::{PathOnly, PodInfo, PodMetadata};
 
 use checkpoint::{CheckpointStore, FileKey, Registry};
+use discovery::Wake;
 use labels::{Filters, NodeLabels};
 use tailer::{lock, Batch, Settings, Tailer};
 
@@ -68,8 +73,15 @@ pub struct LogsOptions {
     pub node_name: String,
     /// Checkpoints go to `data_dir/logs/checkpoints.json`.
     pub data_dir: PathBuf,
+    /// The reading thread stops while the encoded batches handed to the sink and not yet
+    /// acknowledged add up to this many bytes (8 MiB by default), and resumes as acknowledgements
+    /// arrive. Bounds the memory logs take downstream during a catch-up.
+    pub max_inflight_bytes: usize,
     pub tuning: Tuning,
 }
+
+/// Default of [`LogsOptions::max_inflight_bytes`].
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
 
 impl LogsOptions {
     pub fn new(cluster: impl Into<String>, node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> LogsOptions {
@@ -77,6 +89,7 @@ impl LogsOptions {
             cluster: cluster.into(),
             node_name: node_name.into(),
             data_dir: data_dir.into(),
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             tuning: Tuning::default(),
         }
     }
@@ -114,6 +127,44 @@ impl Default for Tuning {
     }
 }
 
+/// Bytes of batches handed to the sender and not yet acknowledged, shared by the reading thread
+/// (which adds and checks) and the acknowledgement task (which subtracts and wakes the thread).
+pub(crate) struct InFlight {
+    bytes: AtomicUsize,
+    cap: usize,
+    wake: std_mpsc::Sender<Wake>,
+}
+
+impl InFlight {
+    pub(crate) fn new(cap: usize, wake: std_mpsc::Sender<Wake>) -> InFlight {
+        InFlight { bytes: AtomicUsize::new(0), cap: cap.max(1), wake }
+    }
+
+    /// A batch of `n` bytes was handed over.
+    pub(crate) fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Whether reading must wait for acknowledgements.
+    pub(crate) fn full(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) >= self.cap
+    }
+
+    /// A batch of `n` bytes was acknowledged (or will never be); wakes the reading thread when
+    /// this makes room.
+    pub(crate) fn done(&self, n: usize) {
+        let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
+        if before >= self.cap && before - n < self.cap {
+            let _ = self.wake.send(Wake::Resume);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
 /// Tails pod logs into the pipeline until `shutdown`; returns after writing the checkpoints.
 /// Labels come from the paths ([`PathOnly`]).
 pub async fn run_logs(cfg: LogsConfig, opts: LogsOptions, sink: LogsSink, shutdown: CancellationToken) {
@@ -131,7 +182,9 @@ pub async fn run_logs_with<S: LogBatchSink>(
     let registry = Arc::new(Mutex::new(Registry::default()));
     let store = CheckpointStore::new(&opts.data_dir);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(u64, Vec<FileKey>, Ack)>();
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Handed>();
+    let (wake_tx, wake_rx) = std_mpsc::channel::<Wake>();
+    let inflight = Arc::new(InFlight::new(opts.max_inflight_bytes, wake_tx.clone()));
 
     let settings = Settings {
         root: cfg.path.clone(),
@@ -143,10 +196,10 @@ pub async fn run_logs_with<S: LogBatchSink>(
     let node = NodeLabels { cluster: opts.cluster.clone(), node: opts.node_name.clone() };
     let filters = Filters::new(&cfg);
     let reader_stop = shutdown.clone();
-    let (reg, st) = (registry.clone(), store.clone());
+    let (reg, st, infl) = (registry.clone(), store.clone(), inflight.clone());
     let reader = std::thread::Builder::new().name("logs-tailer".into()).spawn(move || {
         let _span = tracing::info_span!("logs-tailer").entered();
-        Tailer::new(settings, node, filters, metadata, st, reg, batch_tx).run(reader_stop)
+        Tailer::new(settings, node, filters, metadata, st, reg, batch_tx, (wake_tx, wake_rx), infl).run(reader_stop)
     });
     let reader = match reader {
         Ok(r) => r,
@@ -159,7 +212,7 @@ pub async fn run_logs_with<S: LogBatchSink>(
         send_loop(sink, batch_rx, ack_tx, shutdown.clone()).instrument(tracing::info_span!("logs-sender")),
     );
     let acker = tokio::spawn(
-        ack_loop(ack_rx, registry.clone(), shutdown.clone(), opts.tuning.shutdown_ack_wait)
+        ack_loop(ack_rx, registry.clone(), inflight, shutdown.clone(), opts.tuning.shutdown_ack_wait)
             .instrument(tracing::info_span!("logs-acks")),
     );
 
@@ -177,12 +230,15 @@ pub async fn run_logs_with<S: LogBatchSink>(
     }
 }
 
+/// A batch handed to the sink: its sequence number, files, size in bytes and acknowledgement.
+type Handed = (u64, Vec<FileKey>, usize, Ack);
+
 /// Hands batches to the sink in order; retries errors (the data is still in the files) until
 /// shutdown.
 async fn send_loop<S: LogBatchSink>(
     sink: S,
     mut rx: mpsc::Receiver<Batch>,
-    acks: mpsc::UnboundedSender<(u64, Vec<FileKey>, Ack)>,
+    acks: mpsc::UnboundedSender<Handed>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -200,7 +256,7 @@ async fn send_loop<S: LogBatchSink>(
             };
             match res {
                 Ok(ack) => {
-                    let _ = acks.send((batch.seq, batch.files, ack));
+                    let _ = acks.send((batch.seq, batch.files, batch.payload.len(), ack));
                     break;
                 }
                 Err(e) => {
@@ -219,12 +275,13 @@ async fn send_loop<S: LogBatchSink>(
 /// Awaits acknowledgements in any order and advances the files' checkpoints. After `shutdown`
 /// it keeps going for at most `grace`, for batches already handed over.
 async fn ack_loop(
-    mut rx: mpsc::UnboundedReceiver<(u64, Vec<FileKey>, Ack)>,
+    mut rx: mpsc::UnboundedReceiver<Handed>,
     registry: Arc<Mutex<Registry>>,
+    inflight: Arc<InFlight>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let mut inflight = FuturesUnordered::new();
+    let mut pending = FuturesUnordered::new();
     let mut rx_open = true;
     let deadline = async {
         shutdown.cancelled().await;
@@ -232,15 +289,16 @@ async fn ack_loop(
     };
     tokio::pin!(deadline);
     loop {
-        if !rx_open && inflight.is_empty() {
+        if !rx_open && pending.is_empty() {
             return;
         }
         tokio::select! {
             m = rx.recv(), if rx_open => match m {
-                Some((seq, files, ack)) => inflight.push(async move { (seq, files, ack.outcome().await) }),
+                Some((seq, files, len, ack)) => pending.push(async move { (seq, files, len, ack.outcome().await) }),
                 None => rx_open = false,
             },
-            Some((seq, files, outcome)) = inflight.next(), if !inflight.is_empty() => {
+            Some((seq, files, len, outcome)) = pending.next(), if !pending.is_empty() => {
+                inflight.done(len);
                 // `None`: the agent stopped before the outcome was known; do not advance.
                 if let Some(d) = outcome {
                     if d != Delivery::Accepted {
@@ -254,5 +312,133 @@ async fn ack_loop(
             }
             _ = &mut deadline => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Instant;
+
+    use lgtm_config::StartAt;
+    use lgtm_pipeline::ack::AckSender;
+
+    use super::*;
+
+    /// Records what it is handed and withholds the acknowledgements until told.
+    #[derive(Clone, Default)]
+    struct HoldingSink {
+        state: Arc<Mutex<Held>>,
+    }
+
+    #[derive(Default)]
+    struct Held {
+        bytes: usize,
+        entries: usize,
+        acks: Vec<AckSender>,
+    }
+
+    impl HoldingSink {
+        fn handed(&self) -> (usize, usize) {
+            let s = self.state.lock().unwrap();
+            (s.bytes, s.entries)
+        }
+
+        fn release(&self) {
+            for a in self.state.lock().unwrap().acks.drain(..) {
+                a.resolve(Delivery::Accepted);
+            }
+        }
+    }
+
+    impl LogBatchSink for HoldingSink {
+        async fn send_batch(&self, push_request: Bytes, entries: u32) -> Result<Ack, SendError> {
+            let (tx, ack) = Ack::pair();
+            let mut s = self.state.lock().unwrap();
+            s.bytes += push_request.len();
+            s.entries += entries as usize;
+            s.acks.push(tx);
+            Ok(ack)
+        }
+    }
+
+    async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reading_stops_at_the_inflight_cap_and_resumes_on_acks() {
+        let root = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ns_p_uid-p").join("c");
+        std::fs::create_dir_all(&dir).unwrap();
+        const LINES: usize = 20_000;
+        let mut text = String::new();
+        for i in 0..LINES {
+            text.push_str(&format!("2024-01-01T00:00:00.{i:09}Z stdout F line-{i}\n"));
+        }
+        std::fs::File::create(dir.join("0.log")).unwrap().write_all(text.as_bytes()).unwrap();
+
+        let cfg = LogsConfig {
+            enabled: Some(true),
+            path: root.path().to_path_buf(),
+            kubernetes: false,
+            start_at: StartAt::Beginning,
+            ..LogsConfig::default()
+        };
+        const CAP: usize = 64 * 1024;
+        const BATCH: usize = 8 * 1024;
+        let mut opts = LogsOptions::new("c", "n", data.path());
+        opts.max_inflight_bytes = CAP;
+        opts.tuning = Tuning {
+            block_size: 4096,
+            batch_max_bytes: BATCH,
+            batch_max_wait: Duration::from_millis(10),
+            poll_interval: Duration::from_millis(50),
+            rotate_wait: Duration::from_millis(300),
+            checkpoint_interval: Duration::from_millis(50),
+            shutdown_ack_wait: Duration::from_millis(200),
+        };
+        let sink = HoldingSink::default();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_logs_with(cfg, opts, sink.clone(), Arc::new(PathOnly), shutdown.clone()));
+
+        wait_for("the cap to be reached", || sink.handed().0 >= CAP).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (bytes, entries) = sink.handed();
+        assert!(bytes < CAP + 2 * BATCH, "{bytes} bytes handed over without acknowledgement (cap {CAP})");
+        assert!(entries < LINES / 4, "reading stopped: {entries} of {LINES} lines");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sink.handed(), (bytes, entries), "nothing more without acknowledgements");
+
+        wait_for("every line, acknowledging as they come", || {
+            sink.release();
+            sink.handed().1 >= LINES
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sink.release();
+        assert_eq!(sink.handed().1, LINES, "no loss, no duplicate");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("tailer stops").unwrap();
+    }
+
+    #[test]
+    fn inflight_wakes_the_reader_when_acks_make_room() {
+        let (tx, rx) = std_mpsc::channel();
+        let f = InFlight::new(100, tx);
+        f.add(60);
+        assert!(!f.full());
+        f.add(60);
+        assert!(f.full());
+        f.done(10);
+        assert!(f.full() && rx.try_recv().is_err(), "still at the cap: no wake");
+        f.done(60);
+        assert!(!f.full() && matches!(rx.try_recv(), Ok(Wake::Resume)));
+        assert_eq!(f.bytes(), 50);
     }
 }

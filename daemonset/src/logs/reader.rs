@@ -1,6 +1,13 @@
 //! Reads one file in large blocks with `pread` and splits it into lines with `memchr`, keeping the
 //! unterminated last line across reads and tracking byte offsets.
 //!
+//! The block buffer is shared: the tailer thread owns one [`Scratch`] for all its files. A reader
+//! keeps only the unfinished last line of its file (`rest`, grown only as a line needs it);
+//! [`LineReader::fill`] copies that into the scratch buffer and reads the next block after it,
+//! [`LineReader::next_line`] hands out lines borrowed from the scratch buffer, and
+//! [`LineReader::park`] moves what is still unfinished back into `rest` before the scratch
+//! buffer serves another file.
+//!
 //! Reading at explicit offsets (never the descriptor's cursor) lets the tailer notice a
 //! copytruncate (the size drops below the offset) and restart without reopening.
 
@@ -10,25 +17,52 @@ use std::os::unix::fs::FileExt;
 
 use super::format::PhysicalLine;
 
+/// The read buffer shared by every file of the tailer thread.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    buf: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch::default()
+    }
+
+    /// Bytes currently allocated (for tests).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
 #[derive(Debug)]
 pub struct LineReader {
-    buf: Vec<u8>,
-    /// File offset of `buf[0]`.
+    /// The unfinished last line while parked (the data is in the scratch buffer while filled).
+    rest: Vec<u8>,
+    /// Whether the data is in the scratch buffer (between `fill` and `park`).
+    filled: bool,
+    /// File offset of the first byte held (`rest[0]` while parked, `scratch[0]` while filled).
     buf_start: u64,
-    /// Bytes of `buf` already handed out as lines.
+    /// Bytes held: `rest.len()` while parked, the scratch buffer's length while filled.
+    held: usize,
+    /// Bytes of the held data already handed out as lines.
     consumed: usize,
-    /// Bytes of `buf` already searched for `\n` without success.
+    /// Bytes of the held data already searched for `\n` without success.
     scanned: usize,
     block: usize,
     /// A physical line longer than this is handed out in fragments (`complete: false`).
     cap: usize,
 }
 
+/// `rest` keeps at most this much spare capacity when parked.
+const REST_SLACK: usize = 4096;
+
 impl LineReader {
     pub fn new(offset: u64, block: usize, cap: usize) -> LineReader {
         LineReader {
-            buf: Vec::new(),
+            rest: Vec::new(),
+            filled: false,
             buf_start: offset,
+            held: 0,
             consumed: 0,
             scanned: 0,
             block: block.max(4096),
@@ -47,52 +81,72 @@ impl LineReader {
 
     /// How far the file has been read.
     pub fn read_offset(&self) -> u64 {
-        self.buf_start + self.buf.len() as u64
+        self.buf_start + self.held as u64
     }
 
-    /// Reads the next block from the file; `Ok(0)` at end of file.
-    pub fn fill(&mut self, file: &File) -> io::Result<usize> {
-        if self.consumed > 0 {
-            self.buf.drain(..self.consumed);
-            self.buf_start += self.consumed as u64;
-            self.scanned -= self.consumed.min(self.scanned);
-            self.consumed = 0;
-        }
-        let old = self.buf.len();
-        self.buf.resize(old + self.block, 0);
+    /// Bytes this reader keeps allocated between reads (for tests).
+    pub fn retained(&self) -> usize {
+        self.rest.capacity()
+    }
+
+    /// Forgets the consumed part of the held data.
+    fn advance(&mut self) {
+        self.buf_start += self.consumed as u64;
+        self.scanned -= self.consumed.min(self.scanned);
+        self.held -= self.consumed;
+        self.consumed = 0;
+    }
+
+    /// Moves the unfinished last line into the scratch buffer and reads the next block after it;
+    /// `Ok(0)` at end of file. Lines then come from [`LineReader::next_line`] with the same
+    /// scratch buffer, and [`LineReader::park`] must follow before the buffer serves another file.
+    pub fn fill(&mut self, file: &File, scratch: &mut Scratch) -> io::Result<usize> {
+        // Filled twice in a row: the scratch buffer still holds this file's data.
+        self.park(scratch);
+        let buf = &mut scratch.buf;
+        buf.clear();
+        buf.extend_from_slice(&self.rest[self.consumed..]);
+        self.rest.clear();
+        self.advance();
+        self.filled = true;
+        let old = buf.len();
+        buf.resize(old + self.block, 0);
         let res = loop {
-            match file.read_at(&mut self.buf[old..], self.buf_start + old as u64) {
+            match file.read_at(&mut buf[old..], self.buf_start + old as u64) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => break r,
             }
         };
         let n = *res.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        if self.buf.capacity() > 4 * (self.block + self.cap) && self.buf.len() < self.block {
-            self.buf.shrink_to(self.block + self.cap);
-        }
+        buf.truncate(old + n);
+        self.held = buf.len();
         res
     }
 
-    /// The next complete line (or a fragment of an overlong one), if buffered.
-    pub fn next_line(&mut self) -> Option<PhysicalLine<'_>> {
+    /// The next complete line (or a fragment of an overlong one), if buffered in `scratch` by the
+    /// last [`LineReader::fill`].
+    pub fn next_line<'a>(&mut self, scratch: &'a Scratch) -> Option<PhysicalLine<'a>> {
+        if !self.filled {
+            return None;
+        }
+        let buf = &scratch.buf[..self.held];
         let from = self.consumed.max(self.scanned);
         let start = self.consumed;
-        match memchr::memchr(b'\n', &self.buf[from..]) {
+        match memchr::memchr(b'\n', &buf[from..]) {
             Some(i) if from + i - start <= self.cap => {
                 let nl = from + i;
                 self.consumed = nl + 1;
                 self.scanned = self.consumed;
-                Some(PhysicalLine { bytes: &self.buf[start..nl], start: self.buf_start + start as u64, complete: true })
+                Some(PhysicalLine { bytes: &buf[start..nl], start: self.buf_start + start as u64, complete: true })
             }
             // Cut at the cap whether or not the `\n` is already buffered: the same file gives
             // the same fragments whatever the read boundaries.
             found => {
-                self.scanned = if found.is_some() { start } else { self.buf.len() };
-                if self.buf.len() - start > self.cap {
+                self.scanned = if found.is_some() { start } else { buf.len() };
+                if buf.len() - start > self.cap {
                     self.consumed = start + self.cap;
                     return Some(PhysicalLine {
-                        bytes: &self.buf[start..self.consumed],
+                        bytes: &buf[start..self.consumed],
                         start: self.buf_start + start as u64,
                         complete: false,
                     });
@@ -102,15 +156,34 @@ impl LineReader {
         }
     }
 
-    /// Hands out what is left after the last `\n` (used when a file is let go).
-    pub fn take_rest(&mut self) -> Option<PhysicalLine<'_>> {
-        if self.consumed >= self.buf.len() {
+    /// Keeps what `scratch` holds after the last line handed out (the unfinished last line) in
+    /// this reader's own small buffer, so that `scratch` can serve another file. A no-op when
+    /// already parked.
+    pub fn park(&mut self, scratch: &Scratch) {
+        if !self.filled {
+            return;
+        }
+        let tail = &scratch.buf[self.consumed..self.held];
+        // A file whose lines all ended keeps no allocation; one with a long unfinished line
+        // gives back the extra room once that line is done.
+        if tail.is_empty() || self.rest.capacity() > tail.len() + REST_SLACK {
+            self.rest = Vec::new();
+        }
+        self.rest.extend_from_slice(tail);
+        self.advance();
+        self.filled = false;
+    }
+
+    /// Hands out what is left after the last `\n` (used when a file is let go). Parks first.
+    pub fn take_rest(&mut self, scratch: &Scratch) -> Option<PhysicalLine<'_>> {
+        self.park(scratch);
+        if self.consumed >= self.held {
             return None;
         }
         let start = self.consumed;
-        self.consumed = self.buf.len();
+        self.consumed = self.held;
         self.scanned = self.consumed;
-        Some(PhysicalLine { bytes: &self.buf[start..], start: self.buf_start + start as u64, complete: true })
+        Some(PhysicalLine { bytes: &self.rest[start..], start: self.buf_start + start as u64, complete: true })
     }
 }
 
@@ -120,11 +193,12 @@ mod tests {
 
     use super::*;
 
-    fn lines(r: &mut LineReader) -> Vec<(String, u64, bool)> {
+    fn lines(r: &mut LineReader, s: &Scratch) -> Vec<(String, u64, bool)> {
         let mut out = Vec::new();
-        while let Some(l) = r.next_line() {
+        while let Some(l) = r.next_line(s) {
             out.push((String::from_utf8_lossy(l.bytes).into_owned(), l.start, l.complete));
         }
+        r.park(s);
         out
     }
 
@@ -132,14 +206,15 @@ mod tests {
     fn keeps_the_partial_last_line_across_reads_and_tracks_offsets() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"one\ntw").unwrap();
+        let mut s = Scratch::new();
         let mut r = LineReader::new(0, 4096, 1024);
-        assert_eq!(r.fill(&f).unwrap(), 6);
-        assert_eq!(lines(&mut r), vec![("one".into(), 0, true)]);
+        assert_eq!(r.fill(&f, &mut s).unwrap(), 6);
+        assert_eq!(lines(&mut r, &s), vec![("one".into(), 0, true)]);
         assert_eq!(r.offset(), 4);
-        assert_eq!(r.fill(&f).unwrap(), 0);
+        assert_eq!(r.fill(&f, &mut s).unwrap(), 0);
         f.write_all(b"o\nthree\n").unwrap();
-        assert_eq!(r.fill(&f).unwrap(), 8);
-        assert_eq!(lines(&mut r), vec![("two".into(), 4, true), ("three".into(), 8, true)]);
+        assert_eq!(r.fill(&f, &mut s).unwrap(), 8);
+        assert_eq!(lines(&mut r, &s), vec![("two".into(), 4, true), ("three".into(), 8, true)]);
         assert_eq!(r.offset(), 14);
         assert_eq!(r.read_offset(), 14);
     }
@@ -148,9 +223,10 @@ mod tests {
     fn starts_at_an_offset() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"skip\nkeep\n").unwrap();
+        let mut s = Scratch::new();
         let mut r = LineReader::new(5, 4096, 1024);
-        r.fill(&f).unwrap();
-        assert_eq!(lines(&mut r), vec![("keep".into(), 5, true)]);
+        r.fill(&f, &mut s).unwrap();
+        assert_eq!(lines(&mut r, &s), vec![("keep".into(), 5, true)]);
     }
 
     #[test]
@@ -158,10 +234,11 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         let long = "x".repeat(10_000);
         write!(f, "{long}\nend\n").unwrap();
+        let mut s = Scratch::new();
         let mut r = LineReader::new(0, 4096, 1 << 20);
         let mut got = Vec::new();
-        while r.fill(&f).unwrap() > 0 {
-            got.extend(lines(&mut r));
+        while r.fill(&f, &mut s).unwrap() > 0 {
+            got.extend(lines(&mut r, &s));
         }
         assert_eq!(got, vec![(long, 0, true), ("end".into(), 10_001, true)]);
     }
@@ -170,21 +247,51 @@ mod tests {
     fn an_overlong_physical_line_comes_out_in_fragments() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"abcdefghij\n").unwrap();
+        let mut s = Scratch::new();
         let mut r = LineReader::new(0, 4096, 4);
-        r.fill(&f).unwrap();
-        assert_eq!(lines(&mut r), vec![("abcd".into(), 0, false), ("efgh".into(), 4, false), ("ij".into(), 8, true)]);
+        r.fill(&f, &mut s).unwrap();
+        assert_eq!(
+            lines(&mut r, &s),
+            vec![("abcd".into(), 0, false), ("efgh".into(), 4, false), ("ij".into(), 8, true)]
+        );
     }
 
     #[test]
     fn take_rest_returns_the_unterminated_tail() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"a\nb").unwrap();
+        let mut s = Scratch::new();
         let mut r = LineReader::new(0, 4096, 1024);
-        r.fill(&f).unwrap();
-        lines(&mut r);
-        let rest = r.take_rest().map(|l| (l.bytes.to_vec(), l.start));
+        r.fill(&f, &mut s).unwrap();
+        lines(&mut r, &s);
+        let rest = r.take_rest(&s).map(|l| (l.bytes.to_vec(), l.start));
         assert_eq!(rest, Some((b"b".to_vec(), 2)));
         assert_eq!(r.offset(), 3);
-        assert!(r.take_rest().is_none());
+        assert!(r.take_rest(&s).is_none());
+    }
+
+    #[test]
+    fn files_share_one_scratch_buffer_and_keep_only_their_unfinished_line() {
+        let mut a = tempfile::tempfile().unwrap();
+        let mut b = tempfile::tempfile().unwrap();
+        a.write_all(b"a1\na2\npart").unwrap();
+        b.write_all(b"b1\nb").unwrap();
+        let mut s = Scratch::new();
+        let mut ra = LineReader::new(0, 64 * 1024, 1 << 20);
+        let mut rb = LineReader::new(0, 64 * 1024, 1 << 20);
+        ra.fill(&a, &mut s).unwrap();
+        assert_eq!(lines(&mut ra, &s), vec![("a1".into(), 0, true), ("a2".into(), 3, true)]);
+        rb.fill(&b, &mut s).unwrap();
+        assert_eq!(lines(&mut rb, &s), vec![("b1".into(), 0, true)]);
+        assert!(ra.retained() < 4096 && rb.retained() < 4096, "no per-file block buffer");
+        assert!(s.capacity() >= 64 * 1024);
+        a.write_all(b"ial\n").unwrap();
+        b.write_all(b"2\n").unwrap();
+        rb.fill(&b, &mut s).unwrap();
+        assert_eq!(lines(&mut rb, &s), vec![("b2".into(), 3, true)]);
+        ra.fill(&a, &mut s).unwrap();
+        assert_eq!(lines(&mut ra, &s), vec![("partial".into(), 6, true)]);
+        assert_eq!((ra.offset(), ra.read_offset()), (14, 14));
+        assert_eq!(ra.retained(), 0, "nothing unfinished, nothing kept");
     }
 }

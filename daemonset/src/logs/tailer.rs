@@ -41,8 +41,8 @@ use super::identity::FileIdentity;
 use super::labels::{stream_labels, Filters, NodeLabels, PodMetadata};
 use super::metrics::logs as metrics;
 use super::path::{self, PodLogPath};
-use super::reader::LineReader;
-use super::Tuning;
+use super::reader::{LineReader, Scratch};
+use super::{InFlight, Tuning};
 
 /// Everything the reading thread needs to know.
 pub(crate) struct Settings {
@@ -94,6 +94,8 @@ struct Shipper {
     offsets: Vec<(FileKey, u64)>,
     registry: Arc<Mutex<Registry>>,
     out: mpsc::Sender<Batch>,
+    /// Bytes handed over and not yet acknowledged.
+    inflight: Arc<InFlight>,
     seq: u64,
     closed: bool,
     max_bytes: usize,
@@ -141,6 +143,7 @@ impl Shipper {
             }
             Some((payload, entries)) => {
                 drop(reg);
+                self.inflight.add(payload.len());
                 if self.out.blocking_send(Batch { seq, payload, entries, files }).is_err() {
                     self.closed = true;
                 }
@@ -153,9 +156,16 @@ fn now_nanos() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
-/// Reads `f` from where it is, up to `max_blocks` blocks (unlimited if `None`). Returns whether
-/// anything was read.
-fn read_file(ship: &mut Shipper, f: &mut OpenFile, max_blocks: Option<usize>, max_line: usize) -> bool {
+/// Reads `f` from where it is through the shared `scratch` buffer, up to `max_blocks` blocks
+/// (unlimited if `None`; limited reads also stop while the in-flight cap is reached). Returns
+/// whether anything was read.
+fn read_file(
+    ship: &mut Shipper,
+    scratch: &mut Scratch,
+    f: &mut OpenFile,
+    max_blocks: Option<usize>,
+    max_line: usize,
+) -> bool {
     let meta = match f.file.metadata() {
         Ok(m) => m,
         Err(e) => {
@@ -172,11 +182,11 @@ fn read_file(ship: &mut Shipper, f: &mut OpenFile, max_blocks: Option<usize>, ma
     let mut progressed = false;
     let mut blocks = 0;
     loop {
-        if max_blocks.is_some_and(|mb| blocks >= mb) || ship.closed {
+        if max_blocks.is_some_and(|mb| blocks >= mb || ship.inflight.full()) || ship.closed {
             break;
         }
         blocks += 1;
-        let n = match f.reader.fill(&f.file) {
+        let n = match f.reader.fill(&f.file, scratch) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(path = %f.path.display(), error = %e, "reading a log file failed");
@@ -195,7 +205,7 @@ fn read_file(ship: &mut Shipper, f: &mut OpenFile, max_blocks: Option<usize>, ma
         let mut lines = 0u64;
         let batch = &mut ship.batch;
         let stream = &f.stream;
-        while let Some(line) = f.reader.next_line() {
+        while let Some(line) = f.reader.next_line(scratch) {
             lines += 1;
             f.decoder.push(line, now_nanos, &mut |e| batch.push(stream, &e));
         }
@@ -205,6 +215,8 @@ fn read_file(ship: &mut Shipper, f: &mut OpenFile, max_blocks: Option<usize>, ma
             ship.flush();
         }
     }
+    // The unfinished last line moves to the file's own buffer; `scratch` serves the next file.
+    f.reader.park(scratch);
     progressed
 }
 
@@ -252,6 +264,8 @@ pub(crate) struct Tailer {
     streams: HashMap<Arc<str>, StreamRef>,
     next_stream: u64,
     ship: Shipper,
+    /// The one read buffer of all files.
+    scratch: Scratch,
     wake_tx: std_mpsc::Sender<Wake>,
     wake_rx: std_mpsc::Receiver<Wake>,
     watcher: Watcher,
@@ -268,14 +282,16 @@ impl Tailer {
         store: CheckpointStore,
         registry: Arc<Mutex<Registry>>,
         out: mpsc::Sender<Batch>,
+        (wake_tx, wake_rx): (std_mpsc::Sender<Wake>, std_mpsc::Receiver<Wake>),
+        inflight: Arc<InFlight>,
     ) -> Tailer {
-        let (wake_tx, wake_rx) = std_mpsc::channel();
         let watcher = Watcher::start(&settings.root, wake_tx.clone());
         let ship = Shipper {
             batch: BatchBuilder::new(),
             offsets: Vec::new(),
             registry,
             out,
+            inflight,
             seq: 0,
             closed: false,
             max_bytes: settings.tuning.batch_max_bytes,
@@ -292,6 +308,7 @@ impl Tailer {
             streams: HashMap::new(),
             next_stream: 0,
             ship,
+            scratch: Scratch::new(),
             wake_tx,
             wake_rx,
             watcher,
@@ -333,6 +350,7 @@ impl Tailer {
                         match wake {
                             Wake::Paths(p) => paths.extend(p),
                             Wake::Rescan => rescan = true,
+                            Wake::Resume => {}
                         }
                         w = self.wake_rx.try_recv().ok();
                     }
@@ -473,7 +491,7 @@ impl Tailer {
                 if busy.contains(&f.stream.id) {
                     continue;
                 }
-                progressed |= read_file(&mut self.ship, f, Some(BLOCKS_PER_TURN), max_line);
+                progressed |= read_file(&mut self.ship, &mut self.scratch, f, Some(BLOCKS_PER_TURN), max_line);
                 if !f.at_eof {
                     busy.insert(f.stream.id);
                 }
@@ -512,10 +530,10 @@ impl Tailer {
     /// Reads `f` to its end one last time, ships what is left and closes the descriptor.
     fn close(&mut self, mut f: OpenFile) {
         let max_line = self.settings.max_line;
-        while read_file(&mut self.ship, &mut f, None, max_line) {}
+        while read_file(&mut self.ship, &mut self.scratch, &mut f, None, max_line) {}
         let batch = &mut self.ship.batch;
         let stream = &f.stream;
-        if let Some(line) = f.reader.take_rest() {
+        if let Some(line) = f.reader.take_rest(&self.scratch) {
             f.decoder.push(line, now_nanos, &mut |e| batch.push(stream, &e));
         }
         f.decoder.finish(&mut |e| batch.push(stream, &e));
