@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod bench_cluster_state;
+pub mod bench_jaeger;
 pub mod fake_apiserver;
 pub mod fake_loki;
 pub mod fake_target;

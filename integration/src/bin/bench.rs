@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p lgtm-integration --bin bench -- pipeline [--series 10000] [--rounds 60]
 //! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
+//! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--step 5s] [--receive-buffer 8MiB]
 //! ```
 //!
 //! `pipeline`: synthetic series pushed through the pipeline (sink -> queue -> remote-write
@@ -14,6 +15,10 @@
 //! server, their kube-state-metrics series emitted by the release `lgtm-agent` into a real
 //! Prometheus; prints the agent's CPU-seconds and RSS per interval (see
 //! [`lgtm_integration::bench_cluster_state`]).
+//!
+//! `jaeger`: Jaeger Thrift compact `emitBatch` datagrams sent to the release `lgtm-agent` at
+//! doubling rates; prints spans/s per CPU-second of the agent and the datagram drop rate, up to
+//! the point the socket's receive buffer overflows (see [`lgtm_integration::bench_jaeger`]).
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +58,24 @@ enum Workload {
         /// Measured intervals, after the warm-up.
         #[arg(long, default_value_t = 6)]
         intervals: usize,
+        /// The lgtm-agent binary to run; default: build the workspace's release binary.
+        #[arg(long)]
+        agent_bin: Option<std::path::PathBuf>,
+    },
+    /// Jaeger Thrift compact datagrams (UDP 6831) to lgtm-agent at increasing rates.
+    Jaeger {
+        #[arg(long, default_value_t = 10)]
+        spans_per_batch: usize,
+        /// First rate in datagrams/s; each step doubles it.
+        #[arg(long, default_value_t = 1000)]
+        start_rate: u64,
+        #[arg(long, default_value_t = 256_000)]
+        max_rate: u64,
+        #[arg(long, default_value = "5s")]
+        step: lgtm_config::Duration,
+        /// The agent's `otlp.jaeger.udp_receive_buffer`.
+        #[arg(long, default_value = "8MiB")]
+        receive_buffer: lgtm_config::ByteSize,
         /// The lgtm-agent binary to run; default: build the workspace's release binary.
         #[arg(long)]
         agent_bin: Option<std::path::PathBuf>,
@@ -98,6 +121,16 @@ fn main() -> anyhow::Result<()> {
                 agent_bin,
             }),
         ),
+        Workload::Jaeger { spans_per_batch, start_rate, max_rate, step, receive_buffer, agent_bin } => {
+            rt.block_on(lgtm_integration::bench_jaeger::run(lgtm_integration::bench_jaeger::JaegerBench {
+                spans_per_batch,
+                start_rate,
+                max_rate,
+                step: step.get(),
+                receive_buffer: receive_buffer.bytes(),
+                agent_bin,
+            }))
+        }
     }
 }
 

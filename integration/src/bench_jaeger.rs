@@ -1,0 +1,312 @@
+//! The `jaeger` bench workload: Thrift compact `emitBatch` datagrams (the Jaeger agent protocol,
+//! UDP 6831) sent to the release `lgtm-agent` at increasing rates; the agent exports to an
+//! in-process OTLP/gRPC receiver that only counts spans.
+//!
+//! Per step it prints the datagrams/s offered, the spans/s the agent took
+//! (`lgtm_agent_jaeger_received_total`), the agent's CPU-seconds (utime + stime from `/proc`),
+//! spans per CPU-second, and the drop rate: datagrams the kernel dropped because the socket's
+//! receive buffer was full (`drops` of the socket in `/proc/net/udp`) plus datagrams the agent
+//! dropped (`lgtm_agent_jaeger_rejected_total`), over datagrams sent. It stops after the first
+//! step whose drop rate is over 1% (the point the socket buffer overflows), or at `max_rate`.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use lgtm_pipeline::receiver::jaeger::encode;
+use lgtm_pipeline::receiver::jaeger::model::{trace_id, Batch, Process, Span, Tag, TagValue};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+
+#[derive(Debug, Clone)]
+pub struct JaegerBench {
+    /// Spans per datagram.
+    pub spans_per_batch: usize,
+    /// First rate, datagrams per second; each step doubles it.
+    pub start_rate: u64,
+    pub max_rate: u64,
+    /// Length of each step.
+    pub step: Duration,
+    /// `otlp.jaeger.udp_receive_buffer` of the agent.
+    pub receive_buffer: u64,
+    pub agent_bin: Option<PathBuf>,
+}
+
+impl Default for JaegerBench {
+    fn default() -> Self {
+        JaegerBench {
+            spans_per_batch: 10,
+            start_rate: 1_000,
+            max_rate: 256_000,
+            step: Duration::from_secs(5),
+            receive_buffer: 8 * 1024 * 1024,
+            agent_bin: None,
+        }
+    }
+}
+
+struct Counting(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Counting {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans: usize =
+            req.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.0.fetch_add(spans as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+fn batch(seq: u64, spans: usize) -> Batch {
+    let tid = trace_id(0x5eed, seq as i64);
+    Batch {
+        process: Process {
+            service_name: "tns-app".into(),
+            tags: vec![
+                Tag::new("hostname", TagValue::Str("bench-node".into())),
+                Tag::new("jaeger.version", TagValue::Str("Go-2.30.0".into())),
+            ],
+        },
+        spans: (0..spans)
+            .map(|i| Span {
+                trace_id: tid,
+                span_id: ((seq << 8) | (i as u64 + 1)).to_be_bytes(),
+                parent_span_id: if i == 0 { [0; 8] } else { ((seq << 8) | 1).to_be_bytes() },
+                operation_name: format!("GET /api/albums/{i}"),
+                flags: 1,
+                start_unix_nano: 1_700_000_000_000_000_000 + seq * 1_000_000,
+                duration_nano: 1_234_000,
+                tags: vec![
+                    Tag::new("span.kind", TagValue::Str("server".into())),
+                    Tag::new("http.method", TagValue::Str("GET".into())),
+                    Tag::new("http.status_code", TagValue::Long(200)),
+                    Tag::new("sampler.type", TagValue::Str("const".into())),
+                ],
+                ..Span::default()
+            })
+            .collect(),
+    }
+}
+
+pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
+    let bin = match &b.agent_bin {
+        Some(p) => p.clone(),
+        None => release_agent()?,
+    };
+    let spans_out = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tempo = listener.local_addr()?;
+    let server = TraceServiceServer::new(Counting(spans_out.clone()))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(64 << 20);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+
+    let dir = tempfile::tempdir()?;
+    let (admin, udp_port) = (crate::free_port(), free_udp_port()?);
+    let config = format!(
+        "cluster: bench\ntenant: bench\nmode: daemonset\ndata_dir: {data}\n\
+         admin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+         exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ endpoint: \"http://{tempo}\" }}\n\
+         logs: {{ enabled: false }}\n\
+         scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
+         otlp:\n  grpc: \"\"\n  http: \"\"\n  zipkin: \"\"\n  jaeger:\n    thrift_compact: \"127.0.0.1:{udp_port}\"\n    \
+         thrift_binary: \"\"\n    thrift_http: \"\"\n    grpc: \"\"\n    udp_receive_buffer: {buffer}\n",
+        data = dir.path().join("data").display(),
+        buffer = b.receive_buffer,
+    );
+    let mut agent = Agent::start(&bin, dir.path(), &config, admin).await?;
+    let pid = agent.pid();
+
+    let datagrams: Vec<Vec<u8>> = (0..1024).map(|i| encode::compact_emit_batch(&batch(i, b.spans_per_batch))).collect();
+    let avg = datagrams.iter().map(Vec::len).sum::<usize>() / datagrams.len();
+    println!(
+        "jaeger: {} spans per datagram ({avg} bytes), receive buffer asked {} KiB (net.core.rmem_max {}), steps of {:?}",
+        b.spans_per_batch,
+        b.receive_buffer / 1024,
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap_or_default().trim(),
+        b.step
+    );
+    println!(
+        "{:>12} {:>12} {:>12} {:>10} {:>14} {:>10} {:>10}",
+        "offered/s", "sent/s", "spans in/s", "cpu-s", "spans/cpu-s", "kern drop", "drop %"
+    );
+    let datagrams = Arc::new(datagrams);
+    let mut rate = b.start_rate;
+    loop {
+        let before = Snapshot::take(pid, udp_port, admin).await;
+        let (d, step, r) = (datagrams.clone(), b.step, rate);
+        let sent = tokio::task::spawn_blocking(move || send_at(&d, udp_port, r, step)).await??;
+        // Let the agent finish what is in its socket buffer before reading the counters.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = Snapshot::take(pid, udp_port, admin).await;
+        let taken = after.received - before.received;
+        let cpu = after.cpu - before.cpu;
+        let kernel_drops = after.kernel_drops - before.kernel_drops;
+        let lost_datagrams = sent as f64 - (taken as f64 / b.spans_per_batch as f64);
+        let drop_rate = (lost_datagrams.max(0.0) / sent.max(1) as f64) * 100.0;
+        let secs = step.as_secs_f64();
+        println!(
+            "{:>12} {:>12.0} {:>12.0} {:>10.2} {:>14.0} {:>10} {:>9.2}%",
+            rate,
+            sent as f64 / secs,
+            taken as f64 / secs,
+            cpu,
+            taken as f64 / cpu.max(1e-9),
+            kernel_drops,
+            drop_rate
+        );
+        if drop_rate > 1.0 {
+            println!(
+                "socket buffer overflow reached at {rate} datagrams/s offered ({:.0} spans/s)",
+                rate as f64 * b.spans_per_batch as f64
+            );
+            break;
+        }
+        if rate >= b.max_rate {
+            println!("no overflow up to {rate} datagrams/s offered");
+            break;
+        }
+        rate = (rate * 2).min(b.max_rate);
+    }
+    println!("spans exported to the OTLP receiver: {}", spans_out.load(Ordering::Relaxed));
+    agent.stop();
+    Ok(())
+}
+
+/// Sends for `step` at `rate` datagrams per second (paced every millisecond); returns how many.
+fn send_at(datagrams: &[Vec<u8>], port: u16, rate: u64, step: Duration) -> anyhow::Result<u64> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(("127.0.0.1", port))?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < step {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            // ECONNREFUSED and ENOBUFS come back on a busy loopback; those datagrams still count
+            // as offered.
+            let _ = socket.send(&datagrams[(sent % datagrams.len() as u64) as usize]);
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(sent)
+}
+
+struct Snapshot {
+    cpu: f64,
+    received: u64,
+    kernel_drops: u64,
+}
+
+impl Snapshot {
+    async fn take(pid: u32, port: u16, admin: u16) -> Snapshot {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .map(|r| r.text());
+        let text = match metrics {
+            Ok(f) => f.await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let received = text
+            .lines()
+            .filter(|l| l.starts_with("lgtm_agent_jaeger_received_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64;
+        Snapshot { cpu: cpu_seconds(pid), received, kernel_drops: udp_drops(port) }
+    }
+}
+
+/// `drops` of the UDP socket bound to `port`, from `/proc/net/udp` (last column).
+fn udp_drops(port: u16) -> u64 {
+    let needle = format!(":{port:04X} ");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|local| format!("{local} ").ends_with(&needle)))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let field = |i: usize| rest.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `target/release/lgtm-agent` of this workspace, built when missing.
+fn release_agent() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("lgtm-agent");
+    if !bin.exists() {
+        eprintln!("building {} (cargo build --release -p lgtm-agent)", bin.display());
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
+            .current_dir(&root)
+            .status()?;
+        if !status.success() {
+            bail!("cargo build --release -p lgtm-agent failed");
+        }
+    }
+    Ok(bin)
+}
+
+struct Agent(Child);
+
+impl Agent {
+    async fn start(bin: &Path, dir: &Path, config: &str, admin: u16) -> anyhow::Result<Agent> {
+        let path = dir.join("agent.yaml");
+        std::fs::write(&path, config)?;
+        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut agent = Agent(child);
+        let started = Instant::now();
+        loop {
+            let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await;
+            if matches!(ready, Ok(r) if r.status().is_success()) {
+                return Ok(agent);
+            }
+            if let Ok(Some(status)) = agent.0.try_wait() {
+                bail!("lgtm-agent exited ({status}) before ready: {}", std::fs::read_to_string(dir.join("agent.log"))?);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                agent.stop();
+                bail!("lgtm-agent not ready after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,144 @@
+//! The agent binary with its Jaeger (agent UDP compact, collector HTTP) and Zipkin receivers on,
+//! exporting to an OTLP receiver standing in for Tempo: the real OpenTelemetry Python exporters
+//! send a known trace (pipeline/tests/clients/send_spans.py) and the spans that reach "Tempo"
+//! carry the same ids, parents, names, times, status, service name and attributes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use lgtm_integration::agent::AgentProcess;
+use lgtm_integration::otlp_receiver::OtlpReceiver;
+use lgtm_integration::{eventually, free_port, in_ci};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+fn python_with(python: &Path, module: &str) -> bool {
+    let ok = Command::new(python).args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
+    if !ok {
+        assert!(!in_ci(), "{module} is not installed (scripts/install-test-deps.sh)");
+        eprintln!("SKIP: {module} is not installed (scripts/install-test-deps.sh)");
+    }
+    ok
+}
+
+fn send(python: &Path, mode: &str, port: u16) -> Vec<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/clients/send_spans.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([mode, "127.0.0.1", &port.to_string()])
+        .env("PYTHONWARNINGS", "ignore")
+        .output()
+        .expect("run send_spans.py");
+    assert!(out.status.success(), "send_spans.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("sent spans json")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+/// Spans at "Tempo" of one trace, with their resource attributes.
+fn exported(tempo: &OtlpReceiver, trace: &str) -> Vec<(Vec<KeyValue>, Span)> {
+    let mut out = Vec::new();
+    for e in &tempo.state().exports {
+        for rs in &e.request.resource_spans {
+            let resource = rs.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+            for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                if hex(&s.trace_id) == trace {
+                    out.push((resource.clone(), s.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check(sent: &[serde_json::Value], got: &[(Vec<KeyValue>, Span)], typed: bool) {
+    assert_eq!(got.len(), sent.len());
+    for want in sent {
+        let name = want["name"].as_str().unwrap();
+        let (resource, span) = got
+            .iter()
+            .find(|(_, s)| hex(&s.span_id) == want["span_id"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("{name} did not reach Tempo"));
+        assert_eq!(span.name, name);
+        assert_eq!(hex(&span.parent_span_id), want["parent_span_id"].as_str().unwrap(), "{name}: parent");
+        let start = want["start"].as_u64().unwrap() / 1000 * 1000;
+        assert!(span.start_time_unix_nano.abs_diff(start) <= 1000, "{name}: start");
+        assert!(span.end_time_unix_nano > span.start_time_unix_nano, "{name}: end");
+        let error = want["status"] == "ERROR";
+        assert_eq!(span.status.as_ref().map(|s| s.code).unwrap_or(0), if error { 2 } else { 0 }, "{name}: status");
+        if error {
+            assert_eq!(span.status.as_ref().unwrap().message, want["status_description"].as_str().unwrap());
+        }
+        assert_eq!(attr(resource, "service.name"), Some(&Value::StringValue("tns-app".into())), "{name}: service");
+        for (key, value) in want["attributes"].as_object().unwrap() {
+            let expected = match value {
+                serde_json::Value::String(s) => Value::StringValue(s.clone()),
+                serde_json::Value::Bool(b) if typed => Value::BoolValue(*b),
+                serde_json::Value::Number(n) if typed && n.is_i64() => Value::IntValue(n.as_i64().unwrap()),
+                serde_json::Value::Number(n) if typed => Value::DoubleValue(n.as_f64().unwrap()),
+                other => Value::StringValue(other.to_string()),
+            };
+            assert_eq!(attr(&span.attributes, key), Some(&expected), "{name}: attribute {key}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_and_zipkin_exporters_reach_tempo_through_the_agent_unchanged() {
+    let jaeger_python = std::env::var_os("LGTM_JAEGER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/lgtm-agent-jaeger-venv/bin/python"));
+    if !python_with(&jaeger_python, "opentelemetry.exporter.jaeger.thrift")
+        || !python_with(Path::new("python3"), "opentelemetry.exporter.zipkin.json")
+    {
+        return;
+    }
+    let tempo = OtlpReceiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (admin, compact, thrift_http, zipkin) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        "cluster: it-jaeger\ntenant: remote04\nmode: daemonset\ndata_dir: {data}\n\
+         admin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+         logs: {{ enabled: false }}\n\
+         scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
+         exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  \
+         tempo: {{ endpoint: \"{tempo}\", batch: {{ max_wait: 100ms }} }}\n\
+         otlp:\n  grpc: \"\"\n  http: \"\"\n  zipkin: \"127.0.0.1:{zipkin}\"\n  jaeger:\n    \
+         thrift_compact: \"127.0.0.1:{compact}\"\n    thrift_binary: \"\"\n    \
+         thrift_http: \"127.0.0.1:{thrift_http}\"\n    grpc: \"\"\n",
+        data = tmp.path().join("data").display(),
+        tempo = tempo.endpoint(),
+    );
+    let mut agent = AgentProcess::start(tmp.path(), &config, admin).await;
+
+    for (python, mode, port, typed) in [
+        (jaeger_python.clone(), "jaeger-agent", compact, true),
+        (jaeger_python.clone(), "jaeger-collector", thrift_http, true),
+        (PathBuf::from("python3"), "zipkin", zipkin, false),
+    ] {
+        let sent = tokio::task::spawn_blocking(move || send(&python, mode, port)).await.unwrap();
+        let trace = sent[0]["trace_id"].as_str().unwrap().to_string();
+        let got = eventually(Duration::from_secs(30), &format!("{mode} spans at Tempo"), || {
+            let got = exported(&tempo, &trace);
+            async move { (got.len() >= 3).then_some(got) }
+        })
+        .await;
+        check(&sent, &got, typed);
+        // Every request to Tempo carries the tenant.
+        assert!(tempo.state().exports.iter().all(|e| e.tenant.as_deref() == Some("remote04")));
+    }
+    let metrics = agent.metrics().await;
+    assert!(metrics.contains("lgtm_agent_jaeger_received_total{transport=\"thrift_compact\"} 3"), "{metrics}");
+    assert!(metrics.contains("lgtm_agent_jaeger_received_total{transport=\"thrift_http\"} 3"));
+    assert!(metrics.contains("lgtm_agent_zipkin_received_total{format=\"json\"} 3"));
+    let status = agent.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "agent exit: {status}");
+}
