@@ -8,6 +8,8 @@
 pub mod agent;
 pub mod bench_cluster_state;
 pub mod bench_jaeger;
+pub mod bench_logs;
+pub mod bench_scrape;
 pub mod fake_apiserver;
 pub mod fake_loki;
 pub mod fake_target;

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p lgtm-integration --bin bench -- pipeline [--series 10000] [--rounds 60]
+//! cargo run --release -p lgtm-integration --bin bench -- logs [--size 1GiB] [--files 100]
+//! cargo run --release -p lgtm-integration --bin bench -- scrape [--targets 50] [--series 2000] [--interval 5s] [--duration 60s] [--shards N]
 //! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
 //! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--step 5s] [--receive-buffer 8MiB]
 //! ```
@@ -10,6 +12,15 @@
 //! exporter) into a real Prometheus (`--web.enable-remote-write-receiver`); prints samples/s,
 //! CPU-seconds per million samples and peak RSS of this process (which contains the whole
 //! pipeline). Prometheus runs as a separate process and is not counted.
+//!
+//! `logs`: a generated CRI tree shipped by the release `lgtm-agent` into an in-process Loki
+//! receiver that checks every line; prints MiB/s, CPU-seconds per GiB, peak RSS and idle RSS of
+//! the agent, and the receiver's own CPU (see [`lgtm_integration::bench_logs`]).
+//!
+//! `scrape`: fake targets scraped by the release `lgtm-agent` and by Prometheus in agent mode at
+//! once, both remote-writing into a real Prometheus; prints samples/s, CPU-seconds per million
+//! samples and RSS per 1,000 active series of each, and their ratios (see
+//! [`lgtm_integration::bench_scrape`]).
 //!
 //! `cluster-state`: Pods, Deployments (with ReplicaSets) and Nodes in the in-process fake API
 //! server, their kube-state-metrics series emitted by the release `lgtm-agent` into a real
@@ -44,6 +55,42 @@ enum Workload {
         rounds: usize,
         #[arg(long, default_value_t = 4)]
         shards: usize,
+    },
+    /// A generated CRI tree shipped by lgtm-agent into an in-process Loki receiver.
+    Logs {
+        /// Total size of the CRI files (`256MiB`, `1GiB`).
+        #[arg(long, default_value = "1GiB")]
+        size: lgtm_config::ByteSize,
+        #[arg(long, default_value_t = 100)]
+        files: usize,
+        /// Where to generate the trees; default: the system temp directory.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The lgtm-agent binary to run; default: the workspace's release binary (built if missing).
+        #[arg(long)]
+        agent_bin: Option<std::path::PathBuf>,
+        /// The agent's `exporters.loki.queue.max_memory`; default: the config's default.
+        #[arg(long)]
+        loki_queue_memory: Option<lgtm_config::ByteSize>,
+    },
+    /// Fake targets scraped by lgtm-agent and by Prometheus in agent mode, side by side.
+    Scrape {
+        #[arg(long, default_value_t = 50)]
+        targets: usize,
+        /// Series per target.
+        #[arg(long, default_value_t = 2000)]
+        series: usize,
+        #[arg(long, default_value = "5s")]
+        interval: lgtm_config::Duration,
+        /// The measured window, after a warm-up of two intervals plus 5 s.
+        #[arg(long, default_value = "60s")]
+        duration: lgtm_config::Duration,
+        /// The lgtm-agent binary to run; default: build the workspace's release binary.
+        #[arg(long)]
+        agent_bin: Option<std::path::PathBuf>,
+        /// lgtm-agent's remote-write shards (default: the config's).
+        #[arg(long)]
+        shards: Option<usize>,
     },
     /// Pods, Deployments and Nodes in the fake API; lgtm-agent's cluster-state series.
     ClusterState {
@@ -111,6 +158,30 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.workload {
         Workload::Pipeline { series, rounds, shards } => rt.block_on(pipeline(series, rounds, shards)),
+        Workload::Logs { size, files, dir, agent_bin, loki_queue_memory } => {
+            let opts = lgtm_integration::bench_logs::LogsBenchOptions {
+                size: size.bytes(),
+                files,
+                dir,
+                agent: agent_bin,
+                loki_queue_memory: loki_queue_memory.map(|b| b.bytes()),
+                ..Default::default()
+            };
+            let report = rt.block_on(lgtm_integration::bench_logs::run_logs_bench(&opts))?;
+            println!("{report}");
+            anyhow::ensure!(report.is_exact(), "lines were lost, duplicated or altered");
+            Ok(())
+        }
+        Workload::Scrape { targets, series, interval, duration, agent_bin, shards } => {
+            rt.block_on(lgtm_integration::bench_scrape::run(lgtm_integration::bench_scrape::ScrapeBench {
+                targets,
+                series,
+                interval: interval.get(),
+                duration: duration.get(),
+                agent_bin,
+                shards,
+            }))
+        }
         Workload::ClusterState { pods, deployments, nodes, interval, intervals, agent_bin } => rt.block_on(
             lgtm_integration::bench_cluster_state::run(lgtm_integration::bench_cluster_state::ClusterStateBench {
                 pods,
