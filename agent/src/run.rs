@@ -35,9 +35,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let state = Arc::new(AdminState {
         ready: AtomicBool::new(false),
         before_render: Box::new(move || queues.iter().for_each(lgtm_pipeline::export_queue_gauges)),
-        targets: Box::new(move || {
-            serde_json::json!({ "targets": targets_view.targets(), "discovery": discovery_view.json() })
-        }),
+        targets: Box::new(
+            move || serde_json::json!({ "targets": targets_view.targets(), "discovery": discovery_view.json() }),
+        ),
     });
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), admin_stop.clone()));
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");

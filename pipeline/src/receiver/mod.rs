@@ -32,11 +32,11 @@ pub mod grpc;
 pub mod http;
 mod intake;
 pub mod jaeger;
-pub mod zipkin;
 pub mod loki;
 mod metrics;
 pub mod prometheus;
 mod status;
+pub mod zipkin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
