@@ -87,8 +87,8 @@ async fn node_exporter_series_arrive_like_prometheus_scrapes_them_and_dead_targe
     .await;
     assert_eq!(dead_up[0].value, 0.0, "a target nobody answers on is down");
 
-    // Same series (names and labels, job and cluster aside) as Prometheus's own scrape.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Same series (names and labels, job and cluster aside) as Prometheus's own scrape. Polled:
+    // Prometheus's first scrape of job "direct" may come a while after start on a loaded machine.
     let key = |labels: &std::collections::BTreeMap<String, String>| {
         labels
             .iter()
@@ -98,12 +98,22 @@ async fn node_exporter_series_arrive_like_prometheus_scrapes_them_and_dead_targe
             .join(",")
     };
     let selector = "{__name__=~\"node_(memory|load|cpu|uname).*\", job=\"%JOB%\"}";
-    let ours: BTreeSet<String> =
-        prom.query(&selector.replace("%JOB%", "node")).await.iter().map(|s| key(&s.labels)).collect();
-    let theirs: BTreeSet<String> =
-        prom.query(&selector.replace("%JOB%", "direct")).await.iter().map(|s| key(&s.labels)).collect();
-    assert!(ours.len() > 20, "node_exporter exposes many series, got {}", ours.len());
-    assert_eq!(ours, theirs, "lgtm-agent and Prometheus see the same series");
+    let mut last = (BTreeSet::new(), BTreeSet::new());
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        let ours: BTreeSet<String> =
+            prom.query(&selector.replace("%JOB%", "node")).await.iter().map(|s| key(&s.labels)).collect();
+        let theirs: BTreeSet<String> =
+            prom.query(&selector.replace("%JOB%", "direct")).await.iter().map(|s| key(&s.labels)).collect();
+        let done = ours.len() > 20 && ours == theirs;
+        last = (ours, theirs);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(last.0.len() > 20, "node_exporter exposes many series, got {}", last.0.len());
+    assert_eq!(last.0, last.1, "lgtm-agent and Prometheus see the same series");
     // Synthetic series as Prometheus has them.
     for name in [
         "scrape_duration_seconds",
