@@ -3,7 +3,8 @@
 //! Served by hand rather than through the generated `*ServiceServer`s so that a body that is not
 //! a valid protobuf is answered INVALID_ARGUMENT and counted (the generated code answers
 //! INTERNAL). gzip requests are accepted; a message over `max_request_size` (checked by tonic on
-//! the framed length and again while decompressing) is refused. A full next stage answers
+//! the framed length and again while decompressing) is refused with RESOURCE_EXHAUSTED (no
+//! RetryInfo: not to be retried) and counted. A full next stage answers
 //! RESOURCE_EXHAUSTED carrying `google.rpc.RetryInfo`, which OTLP clients take as "retry after the
 //! delay"; shutting down answers UNAVAILABLE.
 
@@ -115,8 +116,25 @@ where
             let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(PhantomData))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);
-            Ok(grpc.unary(Export::<S>(intake, PhantomData), req).await)
+            let response = grpc.unary(Export::<S>(intake, PhantomData), req).await;
+            Ok(too_large_is_resource_exhausted::<S>(response))
         })
+    }
+}
+
+/// tonic refuses a message over `max_decoding_message_size` from its length prefix, before the
+/// decoder runs (so nothing is buffered), with OUT_OF_RANGE and without counting it. gRPC's code
+/// for "request larger than the configured maximum" is RESOURCE_EXHAUSTED (without RetryInfo, so
+/// OTLP clients do not retry it); nothing else in this service answers OUT_OF_RANGE.
+fn too_large_is_resource_exhausted<S: GrpcSignal>(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    match Status::from_header_map(response.headers()) {
+        Some(status) if status.code() == tonic::Code::OutOfRange => {
+            metrics::otlp().rejected.with_label_values(&[S::SIGNAL, "too_large"]).inc();
+            Status::resource_exhausted(status.message().to_string()).into_http()
+        }
+        _ => response,
     }
 }
 
@@ -148,7 +166,7 @@ impl<S: GrpcSignal> UnaryService<S::Request> for Export<S> {
 fn status_of(refusal: Refusal) -> Status {
     match refusal {
         Refusal::Invalid { message, .. } => Status::invalid_argument(message),
-        Refusal::TooLarge(m) => Status::invalid_argument(m),
+        Refusal::TooLarge(m) => Status::resource_exhausted(m),
         Refusal::Busy(m) => status::retryable(tonic::Code::ResourceExhausted, m, RETRY_AFTER),
         Refusal::Unavailable(m) => status::retryable(tonic::Code::Unavailable, m, RETRY_AFTER),
     }
