@@ -51,10 +51,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopping: sources first, then flushing exporters");
     state.ready.store(false, Ordering::Relaxed);
     sources_stop.cancel();
+    // One deadline for the whole drain: sources first, then the exporters get what is left.
     let grace = cfg.shutdown.grace_period.get();
-    let _ = tokio::time::timeout(grace, async { while sources.join_next().await.is_some() {} }).await;
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = tokio::time::timeout_at(deadline, async { while sources.join_next().await.is_some() {} }).await;
     drop(pipeline);
-    pipeline_handle.shutdown(grace).await;
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    pipeline_handle.shutdown(remaining.max(std::time::Duration::from_millis(200))).await;
     admin_stop.cancel();
     let _ = admin_task.await;
     tracing::info!("stopped");
