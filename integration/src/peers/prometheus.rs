@@ -76,6 +76,41 @@ impl Prometheus {
 
     /// An instant PromQL query; panics on an error answer (a test bug).
     pub async fn query(&self, promql: &str) -> Vec<QueriedSeries> {
+        self.instant(promql)
+            .await
+            .iter()
+            .map(|r| QueriedSeries {
+                labels: labels_of(r),
+                value: r["value"][1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN),
+            })
+            .collect()
+    }
+
+    /// Every sample of a range selector (`metric{...}[5m]`): (timestamp ms, value) per series.
+    pub async fn query_range_samples(&self, selector: &str) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
+        self.instant(selector)
+            .await
+            .iter()
+            .map(|r| {
+                let samples = r["values"]
+                    .as_array()
+                    .map(|vs| {
+                        vs.iter()
+                            .map(|v| {
+                                let ts = (v[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
+                                let val = v[1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+                                (ts, val)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (labels_of(r), samples)
+            })
+            .collect()
+    }
+
+    /// The `data.result` array of `/api/v1/query`.
+    async fn instant(&self, promql: &str) -> Vec<serde_json::Value> {
         let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
         let resp: serde_json::Value = self
             .client
@@ -88,54 +123,15 @@ impl Prometheus {
             .await
             .expect("json answer");
         assert_eq!(resp["status"], "success", "query {promql} failed: {resp}");
-        let mut out = Vec::new();
-        for r in resp["data"]["result"].as_array().cloned().unwrap_or_default() {
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-                .unwrap_or_default();
-            let value = r["value"][1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
-            out.push(QueriedSeries { labels, value });
-        }
-        out
+        resp["data"]["result"].as_array().cloned().unwrap_or_default()
     }
+}
 
-    /// Every sample of a range selector (`metric{...}[5m]`) at `time`: (timestamp ms, value) per series.
-    pub async fn query_range_samples(&self, selector: &str) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
-        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
-        let resp: serde_json::Value = self
-            .client
-            .get(&url)
-            .query(&[("query", selector)])
-            .send()
-            .await
-            .expect("query prometheus")
-            .json()
-            .await
-            .expect("json answer");
-        assert_eq!(resp["status"], "success", "query {selector} failed: {resp}");
-        let mut out = Vec::new();
-        for r in resp["data"]["result"].as_array().cloned().unwrap_or_default() {
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-                .unwrap_or_default();
-            let samples = r["values"]
-                .as_array()
-                .map(|vs| {
-                    vs.iter()
-                        .map(|v| {
-                            let ts = (v[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
-                            let val = v[1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
-                            (ts, val)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((labels, samples));
-        }
-        out
-    }
+fn labels_of(result: &serde_json::Value) -> BTreeMap<String, String> {
+    result["metric"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
 }
 
 impl Drop for Prometheus {
