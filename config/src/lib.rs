@@ -59,7 +59,8 @@ impl Config {
         self.tail_sampling.enabled.get_or_insert(!ds);
         self.cluster_state.enabled.get_or_insert(!ds);
         // An exporter section written in the file starts from `ExporterConfig::default()`, which
-        // cannot know which backend it is for; its URL is filled in here.
+        // cannot know which backend it is for; what differs per backend (URL, queue sizes) is
+        // filled in here.
         let defaults = ExportersConfig::default();
         for (e, d) in [
             (&mut self.exporters.mimir, defaults.mimir),
@@ -69,6 +70,8 @@ impl Config {
             if e.url.is_none() {
                 e.url = d.url;
             }
+            e.queue.max_memory = e.queue.max_memory.or(d.queue.max_memory);
+            e.queue.max_disk = e.queue.max_disk.or(d.queue.max_disk);
         }
     }
 

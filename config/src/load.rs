@@ -89,16 +89,6 @@ impl Config {
             let de = serde_yaml::Deserializer::from_str(&expanded);
             serde_path_to_error::deserialize(de).map_err(|e| parse_error(file, &outline, e))?
         };
-        // The Loki exporter's queue defaults differ from the generic exporter's (memory only, see
-        // `ExportersConfig::default`); keep them when the file has a `loki:` section without them.
-        let loki_default = crate::ExportersConfig::default().loki.queue;
-        let absent = |key: &str| matches!(outline.line_of(&parse_path(key)), Found::Nowhere | Found::Prefix(_));
-        if absent("exporters.loki.queue.max_memory") {
-            config.exporters.loki.queue.max_memory = loki_default.max_memory;
-        }
-        if absent("exporters.loki.queue.max_disk") {
-            config.exporters.loki.queue.max_disk = loki_default.max_disk;
-        }
         if matches!(outline.line_of(&parse_path("scrape.timeout")), Found::Nowhere | Found::Prefix(_)) {
             // As in Prometheus, a timeout left out is never longer than the interval.
             config.scrape.timeout = config.scrape.timeout.min(config.scrape.interval);

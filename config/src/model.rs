@@ -157,21 +157,19 @@ impl Default for ExportersConfig {
         ExportersConfig {
             mimir: ExporterConfig {
                 url: Some("http://mimir-distributor.mimir.svc:8080/api/v1/push".into()),
+                queue: QueueConfig::sized(64 * 1024 * 1024, 1024 * 1024 * 1024),
                 ..ExporterConfig::default()
             },
             loki: ExporterConfig {
                 url: Some("http://loki-write.loki.svc:3100/loki/api/v1/push".into()),
                 // Memory only: the log files are the buffer (the tailer's checkpoints advance only
                 // when Loki acknowledges), so a disk copy would only cost CPU.
-                queue: QueueConfig {
-                    max_memory: ByteSize::from_bytes(16 * 1024 * 1024),
-                    max_disk: ByteSize::from_bytes(0),
-                    when_full: WhenFull::Block,
-                },
+                queue: QueueConfig::sized(16 * 1024 * 1024, 0),
                 ..ExporterConfig::default()
             },
             tempo: ExporterConfig {
                 url: Some("http://tempo-distributor.tempo.svc:4317".into()),
+                queue: QueueConfig::sized(64 * 1024 * 1024, 1024 * 1024 * 1024),
                 ..ExporterConfig::default()
             },
         }
@@ -303,15 +301,18 @@ impl Default for RetryConfig {
     }
 }
 
-/// The exporter's durable queue.
+/// The exporter's durable queue. The sizes depend on the backend (see
+/// [`ExportersConfig::default`]); a size left out of the file is `None` until [`crate::Config::resolve`]
+/// fills it with that backend's default, so read them through [`QueueConfig::max_memory`] and
+/// [`QueueConfig::max_disk`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Bytes of queued records kept in memory; the rest is read back from disk when its turn comes.
-    pub max_memory: ByteSize,
+    pub max_memory: Option<ByteSize>,
     /// Bytes of disk segments under `data_dir/queue/<exporter>`; `0` keeps the queue in memory only
     /// (lost on a crash).
-    pub max_disk: ByteSize,
+    pub max_disk: Option<ByteSize>,
     /// What a full queue does: `block` slows the sources down (the default; nothing is lost),
     /// `drop_oldest` evicts the oldest records and counts them in `lgtm_agent_dropped_total`.
     pub when_full: WhenFull,
@@ -319,11 +320,27 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
+        QueueConfig { max_memory: None, max_disk: None, when_full: WhenFull::Block }
+    }
+}
+
+impl QueueConfig {
+    fn sized(max_memory: u64, max_disk: u64) -> QueueConfig {
         QueueConfig {
-            max_memory: ByteSize::from_bytes(64 * 1024 * 1024),
-            max_disk: ByteSize::from_bytes(1024 * 1024 * 1024),
+            max_memory: Some(ByteSize::from_bytes(max_memory)),
+            max_disk: Some(ByteSize::from_bytes(max_disk)),
             when_full: WhenFull::Block,
         }
+    }
+
+    /// The memory bound in force (after [`crate::Config::resolve`]).
+    pub fn max_memory(&self) -> ByteSize {
+        self.max_memory.unwrap_or_default()
+    }
+
+    /// The disk bound in force (after [`crate::Config::resolve`]); `0` means memory only.
+    pub fn max_disk(&self) -> ByteSize {
+        self.max_disk.unwrap_or_default()
     }
 }
 

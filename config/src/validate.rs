@@ -156,7 +156,7 @@ fn exporter(path: &str, e: &ExporterConfig) -> Result<(), Invalid> {
             format!("{} is longer than retry.max_backoff {}", e.retry.initial_backoff, e.retry.max_backoff),
         );
     }
-    if e.queue.max_memory.bytes() == 0 {
+    if e.queue.max_memory().bytes() == 0 {
         return invalid(format!("{path}.queue.max_memory"), "must be greater than 0");
     }
     if e.shards == 0 {

@@ -213,11 +213,11 @@ fn open_lane(
     if !ex.enabled {
         return Ok(Lane { name, queue: None });
     }
-    let max_disk = if ex.console { 0 } else { ex.queue.max_disk.bytes() };
+    let max_disk = if ex.console { 0 } else { ex.queue.max_disk().bytes() };
     let queue = DurableQueue::open(QueueOptions {
         name: name.into(),
         dir: (max_disk > 0).then(|| queue_dir(&config.data_dir, name)),
-        max_memory: ex.queue.max_memory.bytes(),
+        max_memory: ex.queue.max_memory().bytes(),
         max_disk,
         when_full: ex.queue.when_full,
     })?;

@@ -113,7 +113,7 @@ async fn events_ship_once_across_handover_and_leader_crash() {
     cfg.exporters.tempo.enabled = false;
     cfg.exporters.loki.url = Some(loki.push_url());
     cfg.exporters.loki.batch.max_wait = lgtm_config::Duration::from_millis(50);
-    cfg.exporters.loki.queue.max_disk = lgtm_config::ByteSize::from_bytes(0);
+    cfg.exporters.loki.queue.max_disk = Some(lgtm_config::ByteSize::from_bytes(0));
     let (pipeline, handle) = Pipeline::start(&cfg).unwrap();
 
     // Older than the lookback: not shipped on the first start.
