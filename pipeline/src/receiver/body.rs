@@ -7,6 +7,8 @@
 
 use std::io::Read;
 
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -22,8 +24,7 @@ pub enum Format {
 impl Format {
     /// From a `Content-Type` header value (parameters such as `charset` ignored).
     pub fn of(content_type: Option<&str>) -> Option<Format> {
-        let essence = content_type?.split(';').next()?.trim().to_ascii_lowercase();
-        match essence.as_str() {
+        match media_type(content_type).as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
             "application/json" => Some(Format::Json),
             _ => None,
@@ -36,6 +37,22 @@ impl Format {
             Format::Json => "application/json",
         }
     }
+}
+
+/// The media type of a `Content-Type` value: lower-cased, parameters such as `charset` dropped,
+/// `""` when there is none.
+pub fn media_type(content_type: Option<&str>) -> String {
+    content_type.and_then(|v| v.split(';').next()).unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// Reads a request body of at most `limit` bytes and undoes its `Content-Encoding`, the result
+/// again at most `limit` bytes.
+pub async fn read_plain(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| Refusal::TooLarge(format!("body cannot be read within {limit} bytes: {e}")))?;
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    decompress(encoding, raw, limit)
 }
 
 /// Undoes `Content-Encoding` (none, `identity` or `gzip`), never producing more than `limit` bytes.

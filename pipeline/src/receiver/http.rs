@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::body::{decode, decompress, encode, Format};
+use super::body::{decode, encode, read_plain, Format};
 use super::intake::{Intake, Refusal, RETRY_AFTER};
 use super::metrics;
 
@@ -74,16 +74,10 @@ where
             format!("Content-Type {content_type:?} is not supported (application/x-protobuf or application/json)");
         return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Format::Protobuf, &message));
     };
-    let limit = intake.max_request_size;
-    let result = async {
-        let raw = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|e| Refusal::TooLarge(format!("body cannot be read within {limit} bytes: {e}")))?;
-        let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-        let plain: Bytes = decompress(encoding, raw, limit)?;
-        decode::<T>(format, &plain)
-    }
-    .await;
+    let result = match read_plain(headers, body, intake.max_request_size).await {
+        Ok(plain) => decode::<T>(format, &plain),
+        Err(refusal) => Err(refusal),
+    };
     match result {
         Ok(req) => Ok((format, req)),
         Err(refusal) => {
@@ -117,17 +111,28 @@ fn answer<R: prost::Message + serde::Serialize>(
 }
 
 fn refusal_response(format: Format, refusal: &Refusal) -> Response {
+    refused(refusal, |status, message| error(status, format, message))
+}
+
+/// The answer to `refusal` on any of the HTTP receivers: its status, the body `answer` makes of
+/// the status and message, and `Retry-After` when the client should come back.
+pub(super) fn refused(refusal: &Refusal, answer: impl FnOnce(StatusCode, &str) -> Response) -> Response {
     let status = match refusal {
         Refusal::Invalid { .. } => StatusCode::BAD_REQUEST,
         Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let mut resp = error(status, format, refusal.message());
+    let mut resp = answer(status, refusal.message());
     if matches!(refusal, Refusal::Busy(_) | Refusal::Unavailable(_)) {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
     }
     resp
+}
+
+/// [`refused`] with the message as a plain-text body (the Jaeger and Zipkin collectors).
+pub(super) fn refused_plain(refusal: &Refusal) -> Response {
+    refused(refusal, |status, message| (status, message.to_string()).into_response())
 }
 
 fn error(status: StatusCode, format: Format, message: &str) -> Response {

@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -28,9 +28,10 @@ use prometheus::IntCounterVec;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::body::decompress;
+use super::body::{media_type, read_plain};
 use super::consumer::{span_count, TraceConsumer};
-use super::intake::{Refusal, RETRY_AFTER};
+use super::http::refused_plain;
+use super::intake::Refusal;
 use crate::metrics::counter_vec;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,9 +109,8 @@ pub fn router(traces: Arc<dyn TraceConsumer>, limit: usize) -> Router {
 }
 
 async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let format = match media.as_str() {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let format = match media_type(content_type).as_str() {
         "" | "application/json" => "json",
         "application/x-protobuf" | "application/protobuf" => "protobuf",
         _ => {
@@ -120,13 +120,8 @@ async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
         }
     };
-    let limit = s.limit;
     let result = async {
-        let raw = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|e| Refusal::TooLarge(format!("body cannot be read within {limit} bytes: {e}")))?;
-        let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-        let plain = decompress(encoding, raw, limit)?;
+        let plain = read_plain(&headers, body, s.limit).await?;
         let spans = if format == "json" { json::decode(&plain) } else { proto::decode(&plain) };
         let req = translate::to_otlp(spans.map_err(|message| Refusal::Invalid { reason: "malformed", message })?);
         let n = span_count(&req);
@@ -141,18 +136,7 @@ async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(refusal) => {
             metrics().rejected.with_label_values(&[refusal.reason()]).inc();
-            let status = match refusal {
-                Refusal::Invalid { .. } => StatusCode::BAD_REQUEST,
-                Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                Refusal::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-                Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            let retry = matches!(refusal, Refusal::Busy(_) | Refusal::Unavailable(_));
-            let mut resp = (status, refusal.message().to_string()).into_response();
-            if retry {
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
-            }
-            resp
+            refused_plain(&refusal)
         }
     }
 }
