@@ -5,6 +5,9 @@
 //! encoded once, when the series enters the scrape cache, with the sink's external labels
 //! merged in and sorted; each scrape then writes those bytes and one sample per series, which
 //! is a copy rather than a per-label allocation.
+//!
+//! [`put_label`] and [`put_series`] are public for other sources that keep their series as
+//! encoded labels (the cluster-state metrics of the `statefulset` crate).
 
 use lgtm_pipeline::proto::Label;
 
@@ -39,6 +42,33 @@ fn put_string(buf: &mut Vec<u8>, tag: u8, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// Appends one `labels` field of a `TimeSeries` (a `Label` message). Callers append a
+/// series' labels sorted by name, as remote write expects.
+pub fn put_label(buf: &mut Vec<u8>, name: &str, value: &str) {
+    let len = 1 + varint_len(name.len() as u64) + name.len() + 1 + varint_len(value.len() as u64) + value.len();
+    buf.push(TAG_LEN_FIELD_1);
+    put_varint(buf, len as u64);
+    put_string(buf, TAG_LEN_FIELD_1, name);
+    put_string(buf, TAG_LEN_FIELD_2, value);
+}
+
+/// Appends one `timeseries` field of a `WriteRequest`: `labels` (from [`put_label`] or
+/// [`encode_labels`]) and one sample.
+pub fn put_series(buf: &mut Vec<u8>, labels: &[u8], value: f64, timestamp_ms: i64) {
+    let ts = timestamp_ms as u64;
+    let sample_len = 1 + 8 + 1 + varint_len(ts);
+    let series_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
+    buf.push(TAG_LEN_FIELD_1);
+    put_varint(buf, series_len as u64);
+    buf.extend_from_slice(labels);
+    buf.push(TAG_LEN_FIELD_2);
+    put_varint(buf, sample_len as u64);
+    buf.push(TAG_DOUBLE_FIELD_1);
+    buf.extend_from_slice(&value.to_le_bytes());
+    buf.push(TAG_VARINT_FIELD_2);
+    put_varint(buf, ts);
+}
+
 /// The `labels` fields of a `TimeSeries`: `labels` plus each external label it lacks, sorted
 /// by name (what `MetricsSink::send` would produce).
 pub(crate) fn encode_labels(labels: &LabelSet, external: &[Label]) -> Box<[u8]> {
@@ -56,12 +86,7 @@ pub(crate) fn encode_labels(labels: &LabelSet, external: &[Label]) -> Box<[u8]> 
     };
     let mut buf = Vec::new();
     for l in labels {
-        let len =
-            1 + varint_len(l.name.len() as u64) + l.name.len() + 1 + varint_len(l.value.len() as u64) + l.value.len();
-        buf.push(TAG_LEN_FIELD_1);
-        put_varint(&mut buf, len as u64);
-        put_string(&mut buf, TAG_LEN_FIELD_1, &l.name);
-        put_string(&mut buf, TAG_LEN_FIELD_2, &l.value);
+        put_label(&mut buf, &l.name, &l.value);
     }
     buf.into_boxed_slice()
 }
@@ -80,19 +105,7 @@ impl BatchBuilder {
 
     /// Appends a series with one sample; `labels` comes from [`encode_labels`].
     pub fn push(&mut self, labels: &[u8], value: f64, timestamp_ms: i64) {
-        let ts = timestamp_ms as u64;
-        let sample_len = 1 + 8 + 1 + varint_len(ts);
-        let series_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
-        let buf = &mut self.buf;
-        buf.push(TAG_LEN_FIELD_1);
-        put_varint(buf, series_len as u64);
-        buf.extend_from_slice(labels);
-        buf.push(TAG_LEN_FIELD_2);
-        put_varint(buf, sample_len as u64);
-        buf.push(TAG_DOUBLE_FIELD_1);
-        buf.extend_from_slice(&value.to_le_bytes());
-        buf.push(TAG_VARINT_FIELD_2);
-        put_varint(buf, ts);
+        put_series(&mut self.buf, labels, value, timestamp_ms);
         self.samples += 1;
     }
 

@@ -11,7 +11,7 @@
 //! metrics itself (those crates build target groups or series and use this one), store
 //! exemplars, native histograms or created timestamps, or parse the protobuf exposition format.
 
-mod encode;
+pub mod encode;
 pub mod labels;
 pub mod manager;
 pub mod parser;

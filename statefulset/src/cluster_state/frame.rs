@@ -12,11 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use lgtm_pipeline::proto::stale_nan;
-
-const TAG_LEN_FIELD_1: u8 = 0x0a; // field 1, length-delimited
-const TAG_LEN_FIELD_2: u8 = 0x12; // field 2, length-delimited
-const TAG_DOUBLE_FIELD_1: u8 = 0x09; // field 1, 64-bit
-const TAG_VARINT_FIELD_2: u8 = 0x10; // field 2, varint
+use lgtm_scrape::encode::{put_label, put_series};
 
 /// The most labels one series has (`kube_node_info`: 13 with `__name__`, `cluster`, `job`).
 const MAX_LABELS: usize = 20;
@@ -103,11 +99,7 @@ impl Frame {
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let start = self.labels.len();
         for (k, v) in all.iter() {
-            let len = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(v.len() as u64) + v.len();
-            self.labels.push(TAG_LEN_FIELD_1);
-            put_varint(&mut self.labels, len as u64);
-            put_string(&mut self.labels, TAG_LEN_FIELD_1, k);
-            put_string(&mut self.labels, TAG_LEN_FIELD_2, v);
+            put_label(&mut self.labels, k, v);
         }
         let hash = xxhash_rust::xxh3::xxh3_64(&self.labels[start..]);
         if !self.seen.insert(hash) {
@@ -165,42 +157,4 @@ impl Frame {
     pub fn heap_bytes(&self) -> usize {
         self.labels.capacity() + self.entries.capacity() * std::mem::size_of::<Entry>() + self.seen.capacity() * 9
     }
-}
-
-fn put_series(buf: &mut Vec<u8>, labels: &[u8], value: f64, timestamp_ms: i64) {
-    let ts = timestamp_ms as u64;
-    let sample_len = 1 + 8 + 1 + varint_len(ts);
-    let series_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
-    buf.push(TAG_LEN_FIELD_1);
-    put_varint(buf, series_len as u64);
-    buf.extend_from_slice(labels);
-    buf.push(TAG_LEN_FIELD_2);
-    put_varint(buf, sample_len as u64);
-    buf.push(TAG_DOUBLE_FIELD_1);
-    buf.extend_from_slice(&value.to_le_bytes());
-    buf.push(TAG_VARINT_FIELD_2);
-    put_varint(buf, ts);
-}
-
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_string(buf: &mut Vec<u8>, tag: u8, s: &str) {
-    buf.push(tag);
-    put_varint(buf, s.len() as u64);
-    buf.extend_from_slice(s.as_bytes());
 }
