@@ -76,13 +76,13 @@ pub struct MetricsSink {
 }
 
 impl MetricsSink {
-    pub async fn send(&self, mut series: Vec<TimeSeries>) -> Result<Ack, SendError> {
-        let (payload, items) = self.encode(&mut series);
+    pub async fn send(&self, series: Vec<TimeSeries>) -> Result<Ack, SendError> {
+        let (payload, items) = self.encode(series);
         self.lane.push(payload, items).await
     }
 
-    pub fn try_send(&self, mut series: Vec<TimeSeries>) -> Result<Ack, SendError> {
-        let (payload, items) = self.encode(&mut series);
+    pub fn try_send(&self, series: Vec<TimeSeries>) -> Result<Ack, SendError> {
+        let (payload, items) = self.encode(series);
         self.lane.try_push(payload, items)
     }
 
@@ -96,7 +96,7 @@ impl MetricsSink {
         &self.external
     }
 
-    fn encode(&self, series: &mut [TimeSeries]) -> (Bytes, u32) {
+    fn encode(&self, mut series: Vec<TimeSeries>) -> (Bytes, u32) {
         let mut items = 0u32;
         for s in series.iter_mut() {
             for ext in self.external.iter() {
@@ -107,7 +107,7 @@ impl MetricsSink {
             s.labels.sort_by(|a, b| a.name.cmp(&b.name));
             items += s.samples.len() as u32;
         }
-        let req = WriteRequest { timeseries: series.to_vec() };
+        let req = WriteRequest { timeseries: series };
         (Bytes::from(req.encode_to_vec()), items)
     }
 }
