@@ -13,17 +13,32 @@ use lgtm_pipeline::receiver::jaeger::proto::{
     KeyValue, PostSpansRequest, PostSpansResponse, ProtoBatch, ProtoProcess, ProtoSpan, ProtoSpanRef, Timestamp,
 };
 use lgtm_pipeline::receiver::jaeger::{encode, JaegerReceiver};
+use lgtm_pipeline::receiver::{ConsumeError, TraceConsumer};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio_util::sync::CancellationToken;
 
 async fn start() -> (Arc<Collect>, JaegerReceiver) {
+    let collect = Arc::new(Collect::default());
+    let receiver = start_with(collect.clone()).await;
+    (collect, receiver)
+}
+
+async fn start_with(traces: Arc<dyn TraceConsumer>) -> JaegerReceiver {
     let mut cfg = OtlpConfig::default();
     cfg.jaeger.thrift_compact = "127.0.0.1:0".into();
     cfg.jaeger.thrift_binary = "127.0.0.1:0".into();
     cfg.jaeger.thrift_http = "127.0.0.1:0".into();
     cfg.jaeger.grpc = "127.0.0.1:0".into();
-    let collect = Arc::new(Collect::default());
-    let receiver = JaegerReceiver::bind(&cfg, collect.clone()).await.expect("bind");
-    (collect, receiver)
+    JaegerReceiver::bind(&cfg, traces).await.expect("bind")
+}
+
+/// A next stage that is always full.
+struct Busy;
+
+impl TraceConsumer for Busy {
+    fn consume(&self, _request: ExportTraceServiceRequest) -> Result<(), ConsumeError> {
+        Err(ConsumeError::Busy("full".into()))
+    }
 }
 
 fn batch(span: i64) -> Batch {
@@ -108,5 +123,46 @@ async fn grpc_post_spans_arrives_with_parent_from_the_child_of_reference() {
     assert_eq!(hex(&span.parent_span_id), "0000000000000001");
     assert_eq!(span.kind, 4);
     assert_eq!(span.start_time_unix_nano, 1_700_000_000_000_000_005);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_full_next_stage_answers_resource_exhausted_with_retry_info_and_429_with_retry_after() {
+    let receiver = start_with(Arc::new(Busy)).await;
+    let (grpc_addr, http_addr) = (receiver.grpc_addr().unwrap(), receiver.thrift_http_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(receiver.run(stop.clone()));
+
+    let request = PostSpansRequest {
+        batch: Some(ProtoBatch {
+            process: Some(ProtoProcess { service_name: "grpc-svc".into(), tags: vec![] }),
+            spans: vec![ProtoSpan {
+                trace_id: (1..=16).collect(),
+                span_id: vec![0, 0, 0, 0, 0, 0, 0, 1],
+                operation_name: "op".into(),
+                ..Default::default()
+            }],
+        }),
+    };
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}")).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/jaeger.api_v2.CollectorService/PostSpans");
+    let codec = tonic_prost::ProstCodec::<PostSpansRequest, PostSpansResponse>::default();
+    let err = grpc.unary(tonic::Request::new(request), path, codec).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let retry_info = b"type.googleapis.com/google.rpc.RetryInfo";
+    assert!(err.details().windows(retry_info.len()).any(|w| w == retry_info), "no RetryInfo in {err:?}");
+
+    let resp = reqwest::Client::new()
+        .post(format!("http://{http_addr}/api/traces"))
+        .header("content-type", "application/x-thrift")
+        .body(encode::binary_batch(&batch(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
     stop.cancel();
 }

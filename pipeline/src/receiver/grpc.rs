@@ -163,7 +163,9 @@ impl<S: GrpcSignal> UnaryService<S::Request> for Export<S> {
     }
 }
 
-fn status_of(refusal: Refusal) -> Status {
+/// The gRPC answer to `refusal` on any of the gRPC receivers: Busy and Unavailable carry
+/// `RetryInfo`, so clients back off rather than drop.
+pub(super) fn status_of(refusal: Refusal) -> Status {
     match refusal {
         Refusal::Invalid { message, .. } => Status::invalid_argument(message),
         Refusal::TooLarge(m) => Status::resource_exhausted(m),

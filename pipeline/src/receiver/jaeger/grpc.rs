@@ -1,6 +1,7 @@
 //! The collector's gRPC: `jaeger.api_v2.CollectorService/PostSpans`, served by hand (no generated
 //! server) so that an unreadable message is answered INVALID_ARGUMENT and counted. gzip requests
-//! are accepted; a full next stage answers RESOURCE_EXHAUSTED, shutting down UNAVAILABLE.
+//! are accepted; a full next stage answers RESOURCE_EXHAUSTED, shutting down UNAVAILABLE, both with
+//! `RetryInfo` as the OTLP receiver does.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,7 +14,7 @@ use tonic_prost::ProstEncoder;
 
 use super::proto::{self, PostSpansRequest, PostSpansResponse};
 use super::{deliver, metrics, translate};
-use crate::receiver::intake::Refusal;
+use crate::receiver::grpc::status_of;
 use crate::receiver::TraceConsumer;
 
 const TRANSPORT: &str = "grpc";
@@ -76,11 +77,8 @@ impl UnaryService<PostSpansRequest> for PostSpans {
                 metrics().rejected.with_label_values(&[TRANSPORT, "malformed"]).inc();
                 Status::invalid_argument(e.to_string())
             })?;
-            match deliver(traces.as_ref(), TRANSPORT, translate::to_otlp(batch)) {
-                Ok(()) => Ok(tonic::Response::new(PostSpansResponse {})),
-                Err(Refusal::Busy(m)) => Err(Status::resource_exhausted(m)),
-                Err(refusal) => Err(Status::unavailable(refusal.message().to_string())),
-            }
+            deliver(traces.as_ref(), TRANSPORT, translate::to_otlp(batch)).map_err(status_of)?;
+            Ok(tonic::Response::new(PostSpansResponse {}))
         })
     }
 }
