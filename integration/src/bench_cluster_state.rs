@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::fake_apiserver::FakeApiServer;
 use crate::peers::prometheus::Prometheus;
+use crate::procstat::Process;
 
 /// The bench's settings (the subcommand's flags).
 #[derive(Debug, Clone)]
@@ -86,27 +87,6 @@ fn pod(p: usize, deployments: usize, nodes: usize, restarts: usize) -> Value {
             "containerStatuses": [{"name": "app", "restartCount": restarts, "ready": true, "image": "registry.example.com/app:1",
                 "imageID": "registry.example.com/app@sha256:0123", "containerID": format!("containerd://{p:064}"),
                 "state": {"running": {"startedAt": "2024-05-01T10:00:00Z"}}}]}})
-}
-
-/// CPU (user + system) seconds, RSS and peak RSS of a process, from `/proc`.
-fn usage(pid: u32) -> (f64, u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name (which may contain spaces): utime and stime are indexes 11 and 12;
-    // 100 Hz clock ticks.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    ((ticks(11) + ticks(12)) / 100.0, kib("VmRSS:"), kib("VmHWM:"))
 }
 
 fn release_agent() -> anyhow::Result<PathBuf> {
@@ -216,7 +196,8 @@ pub async fn run(b: ClusterStateBench) -> anyhow::Result<()> {
         b.pods, b.deployments, b.nodes, series, b.interval, first
     );
     println!("{:>8} {:>14} {:>10}", "interval", "cpu_seconds", "rss_mib");
-    let mut last = usage(pid);
+    let agent_process = Process::Pid(pid);
+    let mut last = agent_process.usage();
     let (mut cpu_sum, mut rss_sum) = (0.0, 0.0);
     let changes = (b.pods / 100).max(1);
     let dep_changes = (b.deployments / 100).max(1);
@@ -231,15 +212,15 @@ pub async fn run(b: ClusterStateBench) -> anyhow::Result<()> {
             server.apply(deployment(d, per(d), 1))?;
         }
         tokio::time::sleep(b.interval).await;
-        let now = usage(pid);
-        let cpu = now.0 - last.0;
+        let now = agent_process.usage();
+        let cpu = now.cpu_seconds - last.cpu_seconds;
         cpu_sum += cpu;
-        rss_sum += mib(now.1);
-        println!("{:>8} {:>14.3} {:>10.1}", i + 1, cpu, mib(now.1));
+        rss_sum += mib(now.rss_bytes);
+        println!("{:>8} {:>14.3} {:>10.1}", i + 1, cpu, mib(now.rss_bytes));
         last = now;
     }
     let n = b.intervals.max(1) as f64;
-    let (_, _, peak) = usage(pid);
+    let peak = agent_process.peak_rss_bytes();
     let restarted = count(r#"count(kube_pod_container_status_restarts_total{cluster="bench"} > 0)"#.into()).await;
     println!(
         "average: {:.3} CPU-seconds per interval ({:.1}% of one core), RSS {:.1} MiB, peak RSS {:.1} MiB; {:.2} CPU-ms and {:.2} KiB RSS per 1,000 series; restarted pods seen: {}",

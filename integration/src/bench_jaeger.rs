@@ -224,7 +224,7 @@ impl Snapshot {
             .filter(|l| l.starts_with("lgtm_agent_jaeger_received_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64;
-        Snapshot { cpu: cpu_seconds(pid), received, kernel_drops: udp_drops(port) }
+        Snapshot { cpu: crate::procstat::Process::Pid(pid).cpu_seconds(), received, kernel_drops: udp_drops(port) }
     }
 }
 
@@ -237,13 +237,6 @@ fn udp_drops(port: u16) -> u64 {
         .filter(|l| l.split_whitespace().nth(1).is_some_and(|local| format!("{local} ").ends_with(&needle)))
         .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
         .sum()
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let field = |i: usize| rest.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / 100.0
 }
 
 fn free_udp_port() -> anyhow::Result<u16> {

@@ -32,6 +32,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 
+use crate::procstat::Process;
+
 const MIB: f64 = 1024.0 * 1024.0;
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -189,10 +191,10 @@ pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBench
         AgentRun::start(&agent_bin, &work.path().join("idle"), &quiet_tree, &receiver.push_url(), queue).await?;
     receiver.wait_complete(quiet.lines, Duration::from_secs(60), &mut agent).await?;
     tokio::time::sleep(opts.idle_wait).await;
-    report.idle_rss = proc_status_bytes(agent.pid(), "VmRSS:");
-    report.idle_rss_anon = proc_status_bytes(agent.pid(), "RssAnon:");
-    report.idle_rss_file = proc_status_bytes(agent.pid(), "RssFile:");
-    report.idle_peak_rss = proc_status_bytes(agent.pid(), "VmHWM:");
+    report.idle_rss = Process::Pid(agent.pid()).rss_bytes();
+    report.idle_rss_anon = Process::Pid(agent.pid()).status_bytes("RssAnon");
+    report.idle_rss_file = Process::Pid(agent.pid()).status_bytes("RssFile");
+    report.idle_peak_rss = Process::Pid(agent.pid()).peak_rss_bytes();
     agent.stop().await;
     receiver.stop().await;
 
@@ -210,18 +212,18 @@ pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBench
     report.partial_lines = generated.partial;
 
     let receiver = Receiver::start(&generated.lines_per_file).await?;
-    let loki_cpu0 = self_cpu_seconds();
+    let loki_cpu0 = Process::This.cpu_seconds();
     let started = Instant::now();
     let mut agent = AgentRun::start(&agent_bin, &work.path().join("ship"), &tree, &receiver.push_url(), queue).await?;
     let timeout = Duration::from_secs(120).max(Duration::from_secs_f64(generated.bytes as f64 / (2.0 * MIB)));
     let done = receiver.wait_complete(generated.lines, timeout, &mut agent).await;
     report.wall_seconds = started.elapsed().as_secs_f64();
-    report.loki_cpu_seconds = self_cpu_seconds() - loki_cpu0;
+    report.loki_cpu_seconds = Process::This.cpu_seconds() - loki_cpu0;
     // Anything sent twice arrives right after; give it a moment before counting.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    report.agent_cpu_seconds = proc_cpu_seconds(agent.pid());
-    report.agent_user_seconds = proc_user_seconds(agent.pid());
-    report.agent_peak_rss = proc_status_bytes(agent.pid(), "VmHWM:");
+    report.agent_cpu_seconds = Process::Pid(agent.pid()).cpu_seconds();
+    report.agent_user_seconds = Process::Pid(agent.pid()).user_seconds();
+    report.agent_peak_rss = Process::Pid(agent.pid()).peak_rss_bytes();
     agent.stop().await;
     report.check = receiver.counts();
     report.loki_pushes = receiver.pushes.load(Ordering::Relaxed);
@@ -713,43 +715,6 @@ impl Drop for AgentRun {
             let _ = c.wait();
         }
     }
-}
-
-/// `utime + stime` of a process in seconds (clock ticks of 100 Hz, the Linux default).
-pub fn proc_cpu_seconds(pid: u32) -> f64 {
-    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
-}
-
-/// `utime` of a process in seconds.
-pub fn proc_user_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    rest.split_whitespace().nth(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
-}
-
-fn self_cpu_seconds() -> f64 {
-    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
-}
-
-fn stat_cpu_seconds(stat: &str) -> f64 {
-    // Fields after the command name (which may hold spaces) start after the last ')';
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after it.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// A `/proc/<pid>/status` size field (`VmRSS:`, `VmHWM:`) in bytes.
-pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

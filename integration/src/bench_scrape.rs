@@ -31,6 +31,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::peers::prometheus::Prometheus;
+use crate::procstat::{Process, Usage};
 
 /// The bench's settings (the subcommand's flags).
 #[derive(Debug, Clone)]
@@ -132,34 +133,6 @@ impl Drop for Scraper {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU (user + system) seconds and memory of a process, from `/proc`.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    cpu_seconds: f64,
-    rss_bytes: u64,
-    peak_rss_bytes: u64,
-}
-
-fn usage(pid: u32) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')';
-    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after it. 100 Hz ticks.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    Usage { cpu_seconds: (ticks(11) + ticks(12)) / 100.0, rss_bytes: kib("VmRSS:"), peak_rss_bytes: kib("VmHWM:") }
 }
 
 /// The workspace's release `lgtm-agent`, built if needed.
@@ -333,19 +306,19 @@ pub async fn run(b: ScrapeBench) -> anyhow::Result<()> {
     tokio::time::sleep(warmup).await;
 
     let start_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-    let before: Vec<Usage> = scrapers.iter().map(|s| usage(s.child.id())).collect();
+    let before: Vec<Usage> = scrapers.iter().map(|s| Process::Pid(s.child.id()).usage()).collect();
     let mut rss_sum = [0f64; 2];
     let mut rss_n = 0u32;
     let window_start = Instant::now();
     while window_start.elapsed() < b.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         for (i, s) in scrapers.iter().enumerate() {
-            rss_sum[i] += usage(s.child.id()).rss_bytes as f64;
+            rss_sum[i] += Process::Pid(s.child.id()).usage().rss_bytes as f64;
         }
         rss_n += 1;
     }
     let window = window_start.elapsed();
-    let after: Vec<Usage> = scrapers.iter().map(|s| usage(s.child.id())).collect();
+    let after: Vec<Usage> = scrapers.iter().map(|s| Process::Pid(s.child.id()).usage()).collect();
     let end_unix = start_unix + window.as_secs_f64();
 
     // Let the last remote writes of the window land (Prometheus batches up to 5 s).

@@ -15,6 +15,7 @@ pub mod fake_loki;
 pub mod fake_target;
 pub mod otlp_receiver;
 pub mod peers;
+pub mod procstat;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -24,6 +24,7 @@ use axum::Router;
 use lgtm_integration::agent::{agent_binary, AgentProcess};
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::peers::prometheus::Prometheus;
+use lgtm_integration::procstat::Process;
 use lgtm_integration::{eventually, free_port, require};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -31,16 +32,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 const MIB: u64 = 1024 * 1024;
-
-/// Peak resident memory of a process (VmHWM), in bytes.
-fn vm_hwm(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// A small deterministic generator (xorshift64*), so every run sends the same garbage.
 struct Rng(u64);
@@ -183,7 +174,7 @@ async fn a_50_mib_log_line_arrives_whole_in_parts_with_bounded_memory() {
         AgentProcess::start(tmp.path(), &logs_config(&tmp.path().join("data"), &pods, &loki.push_url(), admin), admin)
             .await;
     eventually(Duration::from_secs(20), "the first line", || async { (loki.total_entries() == 1).then_some(()) }).await;
-    let base = vm_hwm(agent.pid());
+    let base = Process::Pid(agent.pid()).peak_rss_bytes();
 
     let size = 50 * MIB as usize;
     let mut payload = String::with_capacity(size + 16);
@@ -218,7 +209,7 @@ async fn a_50_mib_log_line_arrives_whole_in_parts_with_bounded_memory() {
     let joined: usize = parts.iter().map(|(l, _)| l.len()).sum();
     assert!(parts.iter().all(|(l, _)| l.len() <= 256 * 1024), "no part over max_line_size");
     let whole = parts.iter().map(|(l, _)| l.as_str()).collect::<String>() == payload;
-    let peak = vm_hwm(agent.pid());
+    let peak = Process::Pid(agent.pid()).peak_rss_bytes();
     let split = agent.metric_sum("lgtm_agent_logs_lines_split_total", &[]).await;
     report(
         "50 MiB log line (max_line_size 256KiB, Loki queue max_memory 8MiB)",
@@ -448,7 +439,7 @@ scrape:
         write = prom.write_url()
     );
     let agent = AgentProcess::start(tmp.path(), &config, admin).await;
-    let base = vm_hwm(agent.pid());
+    let base = Process::Pid(agent.pid()).peak_rss_bytes();
     let up = eventually(Duration::from_secs(30), "up of every job", || {
         let p = &prom;
         async move {
@@ -461,7 +452,7 @@ scrape:
     .await;
     // A few more rounds: memory must not creep up scrape after scrape.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let peak = vm_hwm(agent.pid());
+    let peak = Process::Pid(agent.pid()).peak_rss_bytes();
     let up_later: BTreeMap<String, f64> =
         prom.query("up").await.iter().map(|s| (s.labels.get("job").cloned().unwrap_or_default(), s.value)).collect();
     let many = prom.query("count({__name__=\"many_labels\"})").await;
@@ -661,7 +652,7 @@ otlp:
         data = tmp.path().join("data").display()
     );
     let agent = AgentProcess::start(tmp.path(), &config, admin).await;
-    let base = vm_hwm(agent.pid());
+    let base = Process::Pid(agent.pid()).peak_rss_bytes();
     // A connection per request: after a 413 the agent closes the connection without reading the
     // rest of the body, and a pooled connection would race with that close.
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
@@ -751,7 +742,7 @@ otlp:
     let alive = reqwest::get(format!("http://127.0.0.1:{admin}/healthz")).await.map(|r| r.status().as_u16());
     let rejected = agent.metric_sum("lgtm_agent_otlp_rejected_total", &[]).await;
     let received = agent.metric_sum("lgtm_agent_otlp_received_total", &[]).await;
-    let peak = vm_hwm(agent.pid());
+    let peak = Process::Pid(agent.pid()).peak_rss_bytes();
     println!("[bad_input] OTLP receivers (max_request_size 1MiB)");
     for (case, got, want) in &results {
         println!("    {case:42} answered {got:90} expected {want}");

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use lgtm_config::{Config, Mode};
 use lgtm_integration::peers::prometheus::Prometheus;
+use lgtm_integration::procstat::Process;
 use lgtm_pipeline::proto::{Label, Sample, TimeSeries};
 use lgtm_pipeline::{Delivery, Pipeline};
 
@@ -129,30 +130,6 @@ enum Workload {
     },
 }
 
-/// User + system CPU seconds of this process so far (from /proc/self/stat; clock ticks of 100 Hz,
-/// the Linux default).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: indexes 11 and 12 after ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident set size in bytes (VmHWM).
-fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -230,7 +207,7 @@ async fn pipeline(series: usize, rounds: usize, shards: usize) -> anyhow::Result
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let start_ts = now_ms - (rounds as i64 + 5) * 1000;
 
-    let cpu0 = cpu_seconds();
+    let cpu0 = Process::This.cpu_seconds();
     let t0 = Instant::now();
     let mut acks = Vec::with_capacity(rounds * series.div_ceil(1000));
     for r in 0..rounds {
@@ -250,7 +227,7 @@ async fn pipeline(series: usize, rounds: usize, shards: usize) -> anyhow::Result
         }
     }
     let elapsed = t0.elapsed();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = Process::This.cpu_seconds() - cpu0;
     handle.shutdown(Duration::from_secs(10)).await;
 
     let samples = series * rounds;
@@ -261,6 +238,6 @@ async fn pipeline(series: usize, rounds: usize, shards: usize) -> anyhow::Result
     println!("batches accepted: {accepted}, series in Prometheus: {in_prom}");
     println!("wall: {:.2} s, samples/s: {:.0}", elapsed.as_secs_f64(), samples as f64 / elapsed.as_secs_f64());
     println!("cpu-seconds per million samples: {:.3}", cpu / (samples as f64 / 1e6));
-    println!("peak RSS: {:.1} MiB", peak_rss_bytes() as f64 / (1024.0 * 1024.0));
+    println!("peak RSS: {:.1} MiB", Process::This.peak_rss_bytes() as f64 / (1024.0 * 1024.0));
     Ok(())
 }
