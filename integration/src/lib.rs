@@ -6,6 +6,7 @@
 //! where it is a failure: `scripts/install-test-deps.sh` installs every peer.
 
 pub mod agent;
+pub mod agent_config;
 pub mod bench_cluster_state;
 pub mod bench_jaeger;
 pub mod bench_logs;

@@ -7,34 +7,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use lgtm_integration::agent::AgentProcess;
+use lgtm_integration::agent_config::{AgentConfig, Backoff};
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::{eventually, free_port};
 
 fn agent_config(data_dir: &Path, pods_dir: &Path, loki_url: &str, admin_port: u16) -> String {
-    format!(
-        r#"
-cluster: it-logs
-tenant: remote04
-node_name: node-a
-data_dir: {data}
-admin: {{ listen: "127.0.0.1:{admin_port}" }}
-exporters:
-  mimir: {{ enabled: false }}
-  tempo: {{ enabled: false }}
-  loki:
-    url: "{loki_url}"
-    batch: {{ max_wait: 100ms }}
-    retry: {{ initial_backoff: 50ms, max_backoff: 500ms }}
-logs:
-  path: {pods}
-  kubernetes: false
-  rescan_interval: 1s
-scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}
-otlp: {{ enabled: false }}
-"#,
-        data = data_dir.display(),
-        pods = pods_dir.display()
-    )
+    AgentConfig::new("it-logs", data_dir, admin_port)
+        .set("node_name", "node-a")
+        .loki(loki_url, Backoff("50ms", "500ms"))
+        .logs_from(pods_dir)
+        .yaml()
 }
 
 /// Appends `n` CRI lines to `<root>/<ns>_<pod>_<uid>/<container>/0.log`, numbered from `from`.

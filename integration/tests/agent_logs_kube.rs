@@ -8,38 +8,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use lgtm_integration::agent::AgentProcess;
+use lgtm_integration::agent_config::{AgentConfig, Backoff};
 use lgtm_integration::fake_apiserver::FakeApiServer;
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::{eventually, free_port};
 use serde_json::json;
 
 fn agent_config(data_dir: &Path, pods_dir: &Path, loki_url: &str, admin_port: u16) -> String {
-    format!(
-        r#"
-cluster: it-kube
-tenant: remote04
-node_name: node-a
-data_dir: {data}
-admin: {{ listen: "127.0.0.1:{admin_port}" }}
-exporters:
-  mimir: {{ enabled: false }}
-  tempo: {{ enabled: false }}
-  loki:
-    url: "{loki_url}"
-    batch: {{ max_wait: 100ms }}
-    retry: {{ initial_backoff: 50ms, max_backoff: 500ms }}
-logs:
-  path: {pods}
-  kubernetes: true
-  rescan_interval: 1s
-  pod_labels: [team, app.kubernetes.io/version]
-  pod_annotations: [example.com/owner]
-scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}
-otlp: {{ enabled: false }}
-"#,
-        data = data_dir.display(),
-        pods = pods_dir.display()
-    )
+    AgentConfig::new("it-kube", data_dir, admin_port)
+        .set("node_name", "node-a")
+        .loki(loki_url, Backoff("50ms", "500ms"))
+        .logs_from(pods_dir)
+        .set("logs.kubernetes", true)
+        .set("logs.pod_labels", ["team", "app.kubernetes.io/version"])
+        .set("logs.pod_annotations", ["example.com/owner"])
+        .yaml()
 }
 
 fn pod(

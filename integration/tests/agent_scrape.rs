@@ -6,37 +6,23 @@ use std::path::Path;
 use std::time::Duration;
 
 use lgtm_integration::agent::AgentProcess;
+use lgtm_integration::agent_config::{AgentConfig, Backoff};
 use lgtm_integration::fake_target::FakeTarget;
 use lgtm_integration::peers::node_exporter::NodeExporter;
 use lgtm_integration::peers::prometheus::Prometheus;
 use lgtm_integration::{eventually, free_port, require};
+use serde_json::json;
 
-fn agent_config(data_dir: &Path, write_url: &str, admin_port: u16, targets: &str) -> String {
-    format!(
-        r#"
-cluster: it-scrape
-tenant: remote04
-data_dir: {data}
-admin: {{ listen: "127.0.0.1:{admin_port}" }}
-exporters:
-  mimir:
-    url: "{write_url}"
-    batch: {{ max_wait: 100ms }}
-    retry: {{ initial_backoff: 100ms, max_backoff: 1s }}
-  loki: {{ enabled: false }}
-  tempo: {{ enabled: false }}
-logs: {{ enabled: false }}
-otlp: {{ enabled: false }}
-scrape:
-  interval: 1s
-  timeout: 900ms
-  kubelet: {{ enabled: false }}
-  host_metrics: {{ enabled: false }}
-  static_configs:
-{targets}
-"#,
-        data = data_dir.display()
-    )
+fn agent_config(data_dir: &Path, write_url: &str, admin_port: u16, static_configs: serde_json::Value) -> String {
+    AgentConfig::new("it-scrape", data_dir, admin_port)
+        .mimir(write_url, Backoff("100ms", "1s"))
+        .scrape("1s", "900ms", static_configs)
+        .yaml()
+}
+
+/// One static config: `targets`, all with the label `job`.
+fn job(job: &str, targets: &[&str]) -> serde_json::Value {
+    json!({ "targets": targets, "labels": { "job": job } })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,14 +39,11 @@ async fn node_exporter_series_arrive_like_prometheus_scrapes_them_and_dead_targe
     let Some(prom) = require("prometheus", Prometheus::start_with_scrape_config(&direct).await) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dead = format!("127.0.0.1:{}", free_port());
-    let targets = format!(
-        "    - targets: ['{}']\n      labels: {{ job: node }}\n    - targets: ['{dead}']\n      labels: {{ job: dead }}\n",
-        node.address()
-    );
+    let targets = json!([job("node", &[&node.address()]), job("dead", &[&dead])]);
     let admin = free_port();
     let mut agent = AgentProcess::start(
         tmp.path(),
-        &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, &targets),
+        &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, targets),
         admin,
     )
     .await;
@@ -133,11 +116,11 @@ async fn a_series_removed_from_the_target_is_gone_after_the_next_scrape() {
     let Some(prom) = require("prometheus", Prometheus::start().await) else { return };
     let target = FakeTarget::start("# TYPE it_items gauge\nit_items{kind=\"a\"} 1\nit_items{kind=\"b\"} 2\n").await;
     let tmp = tempfile::tempdir().unwrap();
-    let targets = format!("    - targets: ['{}']\n      labels: {{ job: fake }}\n", target.addr);
+    let targets = json!([job("fake", &[&target.addr.to_string()])]);
     let admin = free_port();
     let mut agent = AgentProcess::start(
         tmp.path(),
-        &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, &targets),
+        &agent_config(&tmp.path().join("data"), &prom.write_url(), admin, targets),
         admin,
     )
     .await;
@@ -167,12 +150,12 @@ async fn a_series_removed_from_the_target_is_gone_after_the_next_scrape() {
 async fn samples_queued_on_disk_survive_kill_nine_and_arrive_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let target = FakeTarget::start("# TYPE it_queued gauge\nit_queued 1\n").await;
-    let targets = format!("    - targets: ['{}']\n      labels: {{ job: queued }}\n", target.addr);
+    let targets = json!([job("queued", &[&target.addr.to_string()])]);
     // Mimir is down: nothing listens on this port yet.
     let prom_port = free_port();
     let write_url = format!("http://127.0.0.1:{prom_port}/api/v1/write");
     let admin = free_port();
-    let config = agent_config(&tmp.path().join("data"), &write_url, admin, &targets);
+    let config = agent_config(&tmp.path().join("data"), &write_url, admin, targets);
     let mut agent = AgentProcess::start(tmp.path(), &config, admin).await;
     let scraped = eventually(Duration::from_secs(30), "five scrapes while Mimir is down", || {
         let a = &agent;

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use lgtm_integration::agent::{agent_binary, AgentProcess};
+use lgtm_integration::agent_config::{AgentConfig, Backoff};
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::peers::prometheus::Prometheus;
 use lgtm_integration::procstat::Process;
@@ -30,6 +31,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use serde_json::json;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -114,31 +116,12 @@ fn malformed_configs_are_refused_with_file_line_and_field_and_exit_code_2() {
 // Logs
 
 fn logs_config(data: &Path, pods: &Path, loki_url: &str, admin: u16) -> String {
-    format!(
-        r#"
-cluster: it-bad
-tenant: remote04
-node_name: node-a
-data_dir: {data}
-admin: {{ listen: "127.0.0.1:{admin}" }}
-exporters:
-  mimir: {{ enabled: false }}
-  tempo: {{ enabled: false }}
-  loki:
-    url: "{loki_url}"
-    batch: {{ max_wait: 100ms }}
-    retry: {{ initial_backoff: 50ms, max_backoff: 500ms }}
-    queue: {{ max_memory: 8MiB }}
-logs:
-  path: {pods}
-  kubernetes: false
-  rescan_interval: 1s
-scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}
-otlp: {{ enabled: false }}
-"#,
-        data = data.display(),
-        pods = pods.display()
-    )
+    AgentConfig::new("it-bad", data, admin)
+        .set("node_name", "node-a")
+        .loki(loki_url, Backoff("50ms", "500ms"))
+        .set("exporters.loki.queue.max_memory", "8MiB")
+        .logs_from(pods)
+        .yaml()
 }
 
 fn log_file(pods: &Path, pod: &str) -> std::fs::File {
@@ -404,40 +387,17 @@ async fn scrape_bodies_huge_slow_not_gzip_or_with_100k_labels_fail_cleanly_with_
         let _ = axum::serve(listener, app).await;
     });
     let jobs = ["huge", "drip", "badgzip", "labels", "ok"];
-    let mut targets = String::new();
-    for job in jobs {
-        targets.push_str(&format!(
-            "    - targets: ['{target}']\n      labels: {{ job: {job} }}\n      metrics_path: /{job}\n"
-        ));
-    }
+    let static_configs: serde_json::Value = jobs
+        .iter()
+        .map(|job| json!({ "targets": [target], "labels": { "job": job }, "metrics_path": format!("/{job}") }))
+        .collect();
     let tmp = tempfile::tempdir().unwrap();
     let admin = free_port();
-    let config = format!(
-        r#"
-cluster: it-bad
-tenant: remote04
-data_dir: {data}
-admin: {{ listen: "127.0.0.1:{admin}" }}
-exporters:
-  mimir:
-    url: "{write}"
-    batch: {{ max_wait: 100ms }}
-    retry: {{ initial_backoff: 100ms, max_backoff: 1s }}
-  loki: {{ enabled: false }}
-  tempo: {{ enabled: false }}
-logs: {{ enabled: false }}
-otlp: {{ enabled: false }}
-scrape:
-  interval: 2s
-  timeout: 1500ms
-  body_size_limit: 16MiB
-  kubelet: {{ enabled: false }}
-  host_metrics: {{ enabled: false }}
-  static_configs:
-{targets}"#,
-        data = tmp.path().join("data").display(),
-        write = prom.write_url()
-    );
+    let config = AgentConfig::new("it-bad", &tmp.path().join("data"), admin)
+        .mimir(&prom.write_url(), Backoff("100ms", "1s"))
+        .scrape("2s", "1500ms", static_configs)
+        .set("scrape.body_size_limit", "16MiB")
+        .yaml();
     let agent = AgentProcess::start(tmp.path(), &config, admin).await;
     let base = Process::Pid(agent.pid()).peak_rss_bytes();
     let up = eventually(Duration::from_secs(30), "up of every job", || {
@@ -632,25 +592,9 @@ fn percent_decoded(s: &str) -> String {
 async fn otlp_requests_oversized_truncated_nested_10000_deep_or_not_json_are_refused_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let (admin, grpc_port, http_port) = (free_port(), free_port(), free_port());
-    let config = format!(
-        r#"
-cluster: it-bad
-tenant: remote04
-data_dir: {data}
-admin: {{ listen: "127.0.0.1:{admin}" }}
-exporters:
-  mimir: {{ enabled: false }}
-  loki: {{ enabled: false }}
-  tempo: {{ enabled: false }}
-logs: {{ enabled: false }}
-scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}
-otlp:
-  grpc: "127.0.0.1:{grpc_port}"
-  http: "127.0.0.1:{http_port}"
-  max_request_size: 1MiB
-"#,
-        data = tmp.path().join("data").display()
-    );
+    let config = AgentConfig::new("it-bad", &tmp.path().join("data"), admin)
+        .set("otlp", json!({ "grpc": format!("127.0.0.1:{grpc_port}"), "http": format!("127.0.0.1:{http_port}"), "max_request_size": "1MiB" }))
+        .yaml();
     let agent = AgentProcess::start(tmp.path(), &config, admin).await;
     let base = Process::Pid(agent.pid()).peak_rss_bytes();
     // A connection per request: after a 413 the agent closes the connection without reading the

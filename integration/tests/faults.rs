@@ -24,9 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use lgtm_integration::agent::AgentProcess;
+use lgtm_integration::agent_config::{AgentConfig, Backoff};
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::peers::prometheus::Prometheus;
 use lgtm_integration::{eventually, free_port, require};
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -281,44 +283,18 @@ fn phase_of_line(line: &str) -> &str {
     line.strip_prefix("phase=").and_then(|r| r.split(' ').next()).unwrap_or("?")
 }
 
-fn agent_config(data: &Path, pods: &Path, loki: &str, write: &str, target: &str, admin: u16, extra: &str) -> String {
-    format!(
-        r#"
-cluster: it-faults
-tenant: remote04
-node_name: node-a
-data_dir: {data}
-admin: {{ listen: "127.0.0.1:{admin}" }}
-shutdown: {{ grace_period: 3s }}
-exporters:
-  tempo: {{ enabled: false }}
-  loki:
-    url: "{loki}"
-    timeout: 1s
-    batch: {{ max_wait: 100ms }}
-    retry: {{ initial_backoff: 100ms, max_backoff: 2s }}
-{extra}  mimir:
-    url: "{write}"
-    timeout: 1s
-    batch: {{ max_wait: 100ms }}
-    retry: {{ initial_backoff: 100ms, max_backoff: 2s }}
-logs:
-  path: {pods}
-  kubernetes: false
-  rescan_interval: 1s
-otlp: {{ enabled: false }}
-scrape:
-  interval: 500ms
-  timeout: 400ms
-  kubelet: {{ enabled: false }}
-  host_metrics: {{ enabled: false }}
-  static_configs:
-    - targets: ['{target}']
-      labels: {{ job: counter }}
-"#,
-        data = data.display(),
-        pods = pods.display()
-    )
+/// Logs and the `counter` target shipped to `loki` and `write` (Mimir), with 1 s timeouts.
+fn agent_config(data: &Path, pods: &Path, loki: &str, write: &str, target: &str, admin: u16) -> AgentConfig {
+    let backoff = Backoff("100ms", "2s");
+    AgentConfig::new("it-faults", data, admin)
+        .set("node_name", "node-a")
+        .set("shutdown.grace_period", "3s")
+        .loki(loki, backoff)
+        .set("exporters.loki.timeout", "1s")
+        .mimir(write, backoff)
+        .set("exporters.mimir.timeout", "1s")
+        .logs_from(pods)
+        .scrape("500ms", "400ms", json!([{ "targets": [target], "labels": { "job": "counter" } }]))
 }
 
 /// Every `fault_counter` value Prometheus holds (stale markers aside), with how often.
@@ -364,7 +340,7 @@ async fn errors_429_resets_and_slow_backends_lose_nothing_after_recovery() {
     let pods = tmp.path().join("pods");
     let writer = LogWriter::new(&pods);
     let admin = free_port();
-    let config = agent_config(&tmp.path().join("data"), &pods, &loki_proxy.url, &prom_proxy.url, &target, admin, "");
+    let config = agent_config(&tmp.path().join("data"), &pods, &loki_proxy.url, &prom_proxy.url, &target, admin).yaml();
     let mut agent = AgentProcess::start(tmp.path(), &config, admin).await;
 
     let slow = Fault::Slow(Duration::from_millis(2500));
@@ -504,9 +480,9 @@ async fn sigterm_with_backends_down_and_full_queues_exits_0_in_grace_and_next_st
     // A small Loki queue, so that it is full and the tailer is held back. (Not smaller than a
     // batch of the tailer, about 1.1 MB: a record larger than the whole queue is refused again and
     // again and the logs stall for good, a finding reported with this suite.)
-    let small_queue = "    queue: { max_memory: 512KiB, max_disk: 2MiB }\n";
-    let config =
-        agent_config(&tmp.path().join("data"), &pods, &loki.push_url(), &write_url, &target, admin, small_queue);
+    let config = agent_config(&tmp.path().join("data"), &pods, &loki.push_url(), &write_url, &target, admin)
+        .set("exporters.loki.queue", json!({ "max_memory": "512KiB", "max_disk": "2MiB" }))
+        .yaml();
     let mut agent = AgentProcess::start(tmp.path(), &config, admin).await;
     for _ in 0..60 {
         writer.write(1500);
