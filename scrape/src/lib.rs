@@ -24,7 +24,7 @@ pub mod target;
 
 pub use labels::LabelSet;
 pub use manager::{TargetManager, TargetStatus};
-pub use scrape_loop::{BodyIngester, Health, ScrapeError, ScrapeLoop};
+pub use scrape_loop::{BodyIngester, Health, ScrapeError, ScrapeLoop, Scraped};
 pub use sink::{Batch, SeriesSink};
 pub use static_configs::static_target_groups;
 pub use target::{Auth, ScrapeOptions, Target, TargetGroup, TlsOptions};

@@ -74,51 +74,142 @@ fn batch_capacity(previous_bytes: usize) -> usize {
     previous_bytes + previous_bytes / 8 + 1024
 }
 
+/// One scrape's batch and its `scrape_duration_seconds`.
+#[derive(Debug)]
+pub struct Scraped {
+    pub batch: Batch,
+    pub duration_seconds: f64,
+}
+
 /// The body-to-series step of a scrape without the HTTP part: parse, map each series through
-/// the target's cache, append staleness markers for series gone since the last call. For
-/// benchmarks, and for sources that produce exposition text themselves.
+/// the target's cache, append staleness markers for series gone since the last call, and (with
+/// [`BodyIngester::scrape`]) the five synthetic series. [`ScrapeLoop`] fetches bodies into one;
+/// sources that produce exposition text themselves (host metrics) use it directly.
 pub struct BodyIngester {
     target: Arc<Target>,
     external_labels: Vec<Label>,
     cache: SeriesCache,
+    report: ReportSeries,
     last_batch_bytes: usize,
 }
 
 impl BodyIngester {
+    /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
     pub fn new(target: Arc<Target>, external_labels: Vec<Label>) -> BodyIngester {
-        BodyIngester { target, external_labels, cache: SeriesCache::default(), last_batch_bytes: 0 }
+        let report = ReportSeries::new(&target.labels, &external_labels);
+        BodyIngester { target, external_labels, cache: SeriesCache::default(), report, last_batch_bytes: 0 }
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
     }
 
     /// The samples of `body` (stamped `ts_ms` unless they carry their own timestamp) and
-    /// staleness markers for the series of the previous call that are gone. On error, nothing
-    /// is returned and the series of the previous call are forgotten.
+    /// staleness markers for the series of the previous call that are gone, without synthetic
+    /// series. On error, nothing is returned and the series of the previous call are forgotten.
     pub fn ingest(&mut self, body: &[u8], format: crate::parser::Format, ts_ms: i64) -> Result<Batch, ScrapeError> {
-        self.cache.begin();
-        let mut out = BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes));
-        let ctx = AppendContext::new(&self.target, &self.external_labels);
-        match append::append(body, format, &ctx, &mut self.cache, ts_ms, &mut out) {
-            Ok(_) => {
-                self.cache.commit(|s| push_stale(&mut out, s, ts_ms));
-                let batch = out.finish();
-                self.last_batch_bytes = batch.bytes().len();
-                Ok(batch)
-            }
+        let mut out = self.batch_builder();
+        match self.append(body, format, ts_ms, &mut out) {
+            Ok(_) => Ok(self.finish(out)),
             Err(failure) => {
                 self.cache.fail(|_| {});
                 Err(failure.error)
             }
         }
     }
+
+    /// One whole scrape of `body`, which the source started producing at `started`: its
+    /// samples, staleness markers, and the synthetic series (`up`, `scrape_duration_seconds`,
+    /// ...). A body that does not parse or breaks a limit is a failed scrape (see
+    /// [`BodyIngester::scrape_failed`]). Returns the batch and the samples kept after
+    /// relabeling, or why the scrape failed.
+    pub fn scrape(
+        &mut self,
+        body: &[u8],
+        format: crate::parser::Format,
+        ts_ms: i64,
+        started: Instant,
+    ) -> (Scraped, Result<usize, ScrapeError>) {
+        let mut out = self.batch_builder();
+        let (report, outcome) = match self.append(body, format, ts_ms, &mut out) {
+            Ok(c) => {
+                let report = Report {
+                    up: true,
+                    duration_seconds: 0.0,
+                    samples_scraped: c.scraped,
+                    samples_post_relabel: c.post_relabel,
+                    series_added: c.series_added,
+                };
+                (report, Ok(c.post_relabel))
+            }
+            Err(AppendFailure { error, scraped }) => {
+                out.clear();
+                (self.fail(&mut out, scraped, ts_ms), Err(error))
+            }
+        };
+        (self.finish_scrape(out, report, ts_ms, started), outcome)
+    }
+
+    /// A scrape whose source produced no body (the request or the collection failed): `up` 0,
+    /// the other synthetic series, and staleness markers for every series of the last scrape.
+    pub fn scrape_failed(&mut self, ts_ms: i64, started: Instant) -> Scraped {
+        let mut out = self.batch_builder();
+        let report = self.fail(&mut out, 0, ts_ms);
+        self.finish_scrape(out, report, ts_ms, started)
+    }
+
+    /// Staleness markers for every series of the last scrape and for the synthetic series:
+    /// what is sent when the target goes away.
+    pub fn staleness_markers(&mut self, ts_ms: i64) -> Batch {
+        let mut out = BatchBuilder::default();
+        self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
+        self.report.stale(ts_ms, &mut out);
+        out.finish()
+    }
+
+    fn batch_builder(&self) -> BatchBuilder {
+        BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes))
+    }
+
+    /// Appends the samples of `body` and, if it was good, the staleness markers of the series
+    /// it lacks. On failure the cache is left for the caller to `fail`.
+    fn append(
+        &mut self,
+        body: &[u8],
+        format: crate::parser::Format,
+        ts_ms: i64,
+        out: &mut BatchBuilder,
+    ) -> Result<append::Appended, AppendFailure> {
+        self.cache.begin();
+        let ctx = AppendContext::new(&self.target, &self.external_labels);
+        let counts = append::append(body, format, &ctx, &mut self.cache, ts_ms, out)?;
+        self.cache.commit(|s| push_stale(out, s, ts_ms));
+        Ok(counts)
+    }
+
+    /// A failed scrape: staleness markers for the series of the last one, and its report.
+    fn fail(&mut self, out: &mut BatchBuilder, samples_scraped: usize, ts_ms: i64) -> Report {
+        self.cache.fail(|s| push_stale(out, s, ts_ms));
+        Report { up: false, duration_seconds: 0.0, samples_scraped, samples_post_relabel: 0, series_added: 0 }
+    }
+
+    fn finish_scrape(&mut self, mut out: BatchBuilder, report: Report, ts_ms: i64, started: Instant) -> Scraped {
+        let duration_seconds = started.elapsed().as_secs_f64();
+        self.report.samples(&Report { duration_seconds, ..report }, ts_ms, &mut out);
+        Scraped { batch: self.finish(out), duration_seconds }
+    }
+
+    fn finish(&mut self, out: BatchBuilder) -> Batch {
+        let batch = out.finish();
+        self.last_batch_bytes = batch.bytes().len();
+        batch
+    }
 }
 
-/// One target's loop and its state (cache, previous series, reused body buffer).
+/// One target's loop and its state (the ingester with its cache, the reused body buffer).
 pub struct ScrapeLoop {
-    target: Arc<Target>,
-    external_labels: Vec<Label>,
-    last_batch_bytes: usize,
+    ingester: BodyIngester,
     fetcher: Option<Fetcher>,
-    cache: SeriesCache,
-    report: ReportSeries,
     body: Vec<u8>,
     status: Arc<Mutex<LoopStatus>>,
     counters: JobCounters,
@@ -127,15 +218,10 @@ pub struct ScrapeLoop {
 impl ScrapeLoop {
     /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
     pub fn new(target: Arc<Target>, external_labels: Vec<Label>) -> ScrapeLoop {
-        let report = ReportSeries::new(&target.labels, &external_labels);
         let counters = JobCounters::new(target.job());
         ScrapeLoop {
-            target,
-            external_labels,
-            last_batch_bytes: 0,
+            ingester: BodyIngester::new(target, external_labels),
             fetcher: None,
-            cache: SeriesCache::default(),
-            report,
             body: Vec::new(),
             status: Arc::default(),
             counters,
@@ -143,7 +229,7 @@ impl ScrapeLoop {
     }
 
     pub fn target(&self) -> &Arc<Target> {
-        &self.target
+        self.ingester.target()
     }
 
     /// Shared view of the last scrape's outcome.
@@ -154,59 +240,22 @@ impl ScrapeLoop {
     /// Scrapes once and returns the batch to send: samples, staleness markers, synthetic series.
     pub async fn scrape_once(&mut self) -> Batch {
         let started = Instant::now();
-        let now = unix_now();
-        let ts_ms = now.as_millis() as i64;
+        let ts_ms = unix_now().as_millis() as i64;
         let fetched = self.fetch().await;
         // No await below: a cancelled scrape leaves the cache untouched.
-        self.cache.begin();
-        let mut out = BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes));
-        let outcome = match fetched {
-            Ok(format) => {
-                let ctx = AppendContext::new(&self.target, &self.external_labels);
-                match append::append(&self.body, format, &ctx, &mut self.cache, ts_ms, &mut out) {
-                    Ok(counts) => {
-                        self.cache.commit(|s| push_stale(&mut out, s, ts_ms));
-                        Ok(counts)
-                    }
-                    Err(AppendFailure { error, scraped }) => Err((error, scraped)),
-                }
-            }
-            Err(error) => Err((error, 0)),
+        let (scraped, outcome) = match fetched {
+            Ok(format) => self.ingester.scrape(&self.body, format, ts_ms, started),
+            Err(error) => (self.ingester.scrape_failed(ts_ms, started), Err(error)),
         };
-        let report = match &outcome {
-            Ok(c) => Report {
-                up: true,
-                duration_seconds: 0.0,
-                samples_scraped: c.scraped,
-                samples_post_relabel: c.post_relabel,
-                series_added: c.series_added,
-            },
-            Err((_, scraped)) => {
-                out.clear();
-                self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
-                Report {
-                    up: false,
-                    duration_seconds: 0.0,
-                    samples_scraped: *scraped,
-                    samples_post_relabel: 0,
-                    series_added: 0,
-                }
-            }
-        };
-        let duration = started.elapsed().as_secs_f64();
-        let report = Report { duration_seconds: duration, ..report };
-        self.report.samples(&report, ts_ms, &mut out);
         self.shrink_body_buffer();
-        self.record(&outcome.map(|c| c.post_relabel).map_err(|(e, _)| e), ts_ms, duration);
-        let batch = out.finish();
-        self.last_batch_bytes = batch.bytes().len();
-        batch
+        self.record(&outcome, ts_ms, scraped.duration_seconds);
+        scraped.batch
     }
 
     async fn fetch(&mut self) -> Result<crate::parser::Format, ScrapeError> {
         let fetcher = match &mut self.fetcher {
             Some(f) => f,
-            slot @ None => slot.insert(Fetcher::new(&self.target).await?),
+            slot @ None => slot.insert(Fetcher::new(self.ingester.target()).await?),
         };
         fetcher.fetch(&mut self.body).await
     }
@@ -239,7 +288,7 @@ impl ScrapeLoop {
                 if e.reason() == "parse_error" {
                     self.counters.parse_errors.inc();
                 }
-                tracing::debug!(target_url = %self.target.url, error = %e, "scrape failed");
+                tracing::debug!(target_url = %self.target().url, error = %e, "scrape failed");
             }
         }
     }
@@ -247,11 +296,7 @@ impl ScrapeLoop {
     /// Staleness markers for every series of the last scrape and for the synthetic series:
     /// what is sent when the target goes away.
     pub fn staleness_markers(&mut self) -> Batch {
-        let ts_ms = unix_now().as_millis() as i64;
-        let mut out = BatchBuilder::default();
-        self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
-        self.report.stale(ts_ms, &mut out);
-        out.finish()
+        self.ingester.staleness_markers(unix_now().as_millis() as i64)
     }
 
     /// Runs until `stop` is cancelled; then, if `end_of_target` is set, sends staleness
@@ -263,9 +308,9 @@ impl ScrapeLoop {
         stop: CancellationToken,
         end_of_target: Arc<AtomicBool>,
     ) {
-        let offset = self.target.offset(jitter_seed, unix_now().as_nanos());
+        let offset = self.target().offset(jitter_seed, unix_now().as_nanos());
         let start = tokio::time::Instant::now() + offset;
-        let mut ticker = tokio::time::interval_at(start, self.target.interval);
+        let mut ticker = tokio::time::interval_at(start, self.target().interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -279,14 +324,14 @@ impl ScrapeLoop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 sent = sink.send(batch) => if let Err(e) = sent {
-                    tracing::warn!(target_url = %self.target.url, error = %e, "the pipeline refused a scrape");
+                    tracing::warn!(target_url = %self.target().url, error = %e, "the pipeline refused a scrape");
                 },
             }
         }
         if end_of_target.load(Ordering::Acquire) {
             let markers = self.staleness_markers();
             if let Err(e) = sink.send(markers).await {
-                tracing::warn!(target_url = %self.target.url, error = %e, "staleness markers not queued");
+                tracing::warn!(target_url = %self.target().url, error = %e, "staleness markers not queued");
             }
         }
     }
