@@ -1,12 +1,13 @@
 //! Host metrics as a scrape target that needs no HTTP: every scrape interval, [`host::render_text`]
 //! runs on a blocking thread and its text goes through the scrape crate's [`BodyIngester`], so
-//! the series get the target's labels, the sink's external labels and staleness markers exactly
-//! as if the agent had scraped a node_exporter.
+//! the series get the target's labels, the sink's external labels, staleness markers and
+//! synthetic series exactly as if the agent had scraped a node_exporter.
 //!
 //! The target is labelled as kube-prometheus labels its node_exporter: `job="node-exporter"`,
 //! `instance=<node name>`. Each scrape also yields the five synthetic series of any target
 //! (`up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
-//! `scrape_samples_post_metric_relabeling`, `scrape_series_added`). A collection that fails
+//! `scrape_samples_post_metric_relabeling`, `scrape_series_added`), built by the ingester as for
+//! HTTP targets. A collection that fails
 //! (the host root is unreadable) or outlives the scrape timeout gives `up 0` and staleness
 //! markers for the series of the previous scrape. A collection still stuck from an earlier
 //! interval (a hung `statfs`) is not started again until it returns.
@@ -15,8 +16,6 @@
 //! apply relabeling (the config has none for host metrics).
 //!
 //! [`host::render_text`]: crate::host::render_text
-
-mod synthetic;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +31,6 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::host;
-use synthetic::{NewSeries, Synthetic};
 
 /// The `job` label of host metrics (kube-prometheus's node_exporter job).
 pub const JOB: &str = "node-exporter";
@@ -107,7 +105,7 @@ pub async fn run_host_metrics<S: SeriesSink>(options: HostSourceOptions, sink: S
         }
     };
     let mut source = HostSource::new(options, target, sink.external_labels());
-    let offset = source.target.offset(source.options.jitter_seed, unix_now().as_nanos());
+    let offset = source.ingester.target().offset(source.options.jitter_seed, unix_now().as_nanos());
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, source.options.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -131,14 +129,11 @@ pub async fn run_host_metrics<S: SeriesSink>(options: HostSourceOptions, sink: S
 /// The state of the host target between scrapes.
 pub struct HostSource {
     options: HostSourceOptions,
-    target: Arc<Target>,
     ingester: BodyIngester,
     /// The text buffer, reused between collections (absent while a collection holds it).
     text: Option<String>,
     /// A collection that outlived its scrape's timeout and still runs.
     stuck: Option<Collection>,
-    new_series: NewSeries,
-    body: Vec<u8>,
 }
 
 impl HostSource {
@@ -147,16 +142,8 @@ impl HostSource {
         target: Arc<Target>,
         external_labels: Vec<lgtm_pipeline::proto::Label>,
     ) -> HostSource {
-        let ingester = BodyIngester::new(target.clone(), external_labels);
-        HostSource {
-            options,
-            target,
-            ingester,
-            text: Some(String::new()),
-            stuck: None,
-            new_series: NewSeries::default(),
-            body: Vec::new(),
-        }
+        let ingester = BodyIngester::new(target, external_labels);
+        HostSource { options, ingester, text: Some(String::new()), stuck: None }
     }
 
     /// Collects the host once and returns the batch to send: the host's series, the synthetic
@@ -164,35 +151,19 @@ impl HostSource {
     pub async fn scrape_once(&mut self) -> lgtm_scrape::Batch {
         let started = Instant::now();
         let ts_ms = unix_now().as_millis() as i64;
-        let collected = self.collect().await;
-        let duration = started.elapsed().as_secs_f64();
-        self.body.clear();
-        let synthetic = match &collected {
+        match self.collect().await {
             Ok(text) => {
-                self.body.extend_from_slice(text.as_bytes());
-                let (samples, added) = self.new_series.count(text);
-                Synthetic { up: true, duration_seconds: duration, samples, series_added: added }
+                let (scraped, outcome) = self.ingester.scrape(text.as_bytes(), Format::Text, ts_ms, started);
+                self.text = Some(text);
+                if let Err(e) = outcome {
+                    // Our own rendering did not parse: a bug, reported as a failed scrape.
+                    tracing::error!(error = %e, "host metrics text did not parse");
+                }
+                scraped.batch
             }
             Err(e) => {
                 tracing::warn!(root = %self.options.root.display(), error = %e, "host metrics collection failed");
-                self.new_series.clear();
-                Synthetic { up: false, duration_seconds: duration, samples: 0, series_added: 0 }
-            }
-        };
-        if let Ok(text) = collected {
-            self.text = Some(text);
-        }
-        synthetic.append_to(&mut self.body);
-        match self.ingester.ingest(&self.body, Format::Text, ts_ms) {
-            Ok(batch) => batch,
-            Err(e) => {
-                // Our own rendering did not parse: a bug, reported as a failed scrape.
-                tracing::error!(error = %e, "host metrics text did not parse");
-                self.new_series.clear();
-                self.body.clear();
-                Synthetic { up: false, duration_seconds: duration, samples: 0, series_added: 0 }
-                    .append_to(&mut self.body);
-                self.ingester.ingest(&self.body, Format::Text, ts_ms).unwrap_or_default()
+                self.ingester.scrape_failed(ts_ms, started).batch
             }
         }
     }
@@ -316,6 +287,8 @@ mod tests {
         s.options.root = root.path().join("gone");
         let second = s.scrape_once().await.decode().unwrap();
         assert_eq!(find(&second, "up").unwrap().samples[0].value, 0.0);
+        assert_eq!(find(&second, "scrape_samples_scraped").unwrap().samples[0].value, 0.0);
+        assert_eq!(find(&second, "scrape_samples_post_metric_relabeling").unwrap().samples[0].value, 0.0);
         let mem = find(&second, "node_memory_MemTotal_bytes").expect("a staleness marker");
         assert_eq!(mem.samples[0].value.to_bits(), lgtm_pipeline::proto::STALE_NAN_BITS);
         assert_eq!(second.len(), first.len(), "every host series is marked stale");
