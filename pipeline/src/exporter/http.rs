@@ -11,7 +11,7 @@ use reqwest::{StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::Credentials;
-use super::retry::Attempt;
+use super::retry::{set_up_until_stopped, Attempt};
 use super::tls::{self, TlsError, TlsFiles};
 
 /// Bytes of a refused request's response body quoted in logs and acknowledgements.
@@ -106,25 +106,14 @@ impl HttpSender {
         protocol_headers: &[(&'static str, &'static str)],
         stop: &CancellationToken,
     ) -> Option<HttpSender> {
-        let mut backoff = super::retry::Backoff::new(Duration::from_secs(1), cfg.retry.max_backoff.get());
-        loop {
-            match HttpSender::new(exporter, cfg, tenant, protocol_headers).await {
-                Ok(s) => return Some(s),
-                Err(SetupError::NoUrl) => {
-                    tracing::error!(exporter, "no url configured; nothing is sent");
-                    stop.cancelled().await;
-                    return None;
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay(Some(Duration::from_secs(1)));
-                    tracing::error!(exporter, error = %e, ?delay, "cannot set up the exporter; nothing is sent until this is fixed");
-                    tokio::select! {
-                        _ = stop.cancelled() => return None,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        set_up_until_stopped(
+            exporter,
+            cfg.retry.max_backoff.get(),
+            stop,
+            |e| matches!(e, SetupError::NoUrl),
+            || HttpSender::new(exporter, cfg, tenant, protocol_headers),
+        )
+        .await
     }
 
     /// Replaces the credentials (tests shorten their recheck period).

@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 
 use super::credentials::Credentials;
 use super::outcome::{release, Reporter};
-use super::retry::{Attempt, Decision, Retrier};
+use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
 use super::tls::{TlsError, TlsFiles};
 use crate::ack::Delivery;
 use crate::queue::{DurableQueue, Record};
@@ -180,25 +180,9 @@ fn code_name(code: Code) -> &'static str {
 }
 
 async fn connect_until_stopped(cfg: &ExporterConfig, tenant: &str, stop: &CancellationToken) -> Option<Client> {
-    let mut backoff = super::retry::Backoff::new(Duration::from_secs(1), cfg.retry.max_backoff.get());
-    loop {
-        match connect(cfg, tenant).await {
-            Ok(c) => return Some(c),
-            Err(SetupError::NoEndpoint) => {
-                tracing::error!(exporter = EXPORTER, "no endpoint configured; nothing is sent");
-                stop.cancelled().await;
-                return None;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay(Some(Duration::from_secs(1)));
-                tracing::error!(exporter = EXPORTER, error = %e, ?delay, "cannot set up the exporter; nothing is sent until this is fixed");
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    let max_backoff = cfg.retry.max_backoff.get();
+    let is_unconfigured = |e: &SetupError| matches!(e, SetupError::NoEndpoint);
+    set_up_until_stopped(EXPORTER, max_backoff, stop, is_unconfigured, || connect(cfg, tenant)).await
 }
 
 /// The channel connects lazily: an unreachable backend shows up as UNAVAILABLE on the first

@@ -59,6 +59,41 @@ impl Backoff {
     }
 }
 
+/// Keeps running `setup` (a missing certificate file may appear later) until it works or `stop`
+/// is cancelled, backing off between failures. An error `is_unconfigured` says means there is
+/// nothing to send to: it is logged once and the exporter waits for `stop`.
+pub async fn set_up_until_stopped<T, E, Fut>(
+    exporter: &'static str,
+    max_backoff: Duration,
+    stop: &CancellationToken,
+    is_unconfigured: impl Fn(&E) -> bool,
+    mut setup: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Backoff::new(Duration::from_secs(1), max_backoff);
+    loop {
+        match setup().await {
+            Ok(t) => return Some(t),
+            Err(e) if is_unconfigured(&e) => {
+                tracing::error!(exporter, "{e}; nothing is sent");
+                stop.cancelled().await;
+                return None;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay(Some(Duration::from_secs(1)));
+                tracing::error!(exporter, error = %e, ?delay, "cannot set up the exporter; nothing is sent until this is fixed");
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Runs attempts for one exporter until a decision or until `stop`.
 #[derive(Clone)]
 pub struct Retrier {
