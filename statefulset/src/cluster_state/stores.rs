@@ -5,19 +5,17 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec, ResourceRequirements};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::Snapshot;
+use crate::discovery::watch::spawn_watch;
 
 /// The reflector stores of every kind the series come from.
 pub struct Stores {
@@ -81,37 +79,8 @@ where
     K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    let api: Api<K> = Api::all(client.clone());
-    let stop = stop.clone();
     let span = tracing::info_span!("cluster_state_watch", kind);
-    tokio::spawn(
-        async move {
-            let stream = watcher(api, watcher::Config::default()).default_backoff().modify(slim).reflect(writer);
-            let mut stream = std::pin::pin!(stream);
-            let mut failing = false;
-            loop {
-                let item = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    item = stream.next() => item,
-                };
-                match item {
-                    None => return,
-                    Some(Ok(_)) if failing => {
-                        tracing::info!("watch recovered");
-                        failing = false;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        if !failing {
-                            tracing::warn!(error = %e, "watch failing; retrying with backoff");
-                        }
-                        failing = true;
-                    }
-                }
-            }
-        }
-        .instrument(span),
-    );
+    spawn_watch(span, Api::all(client.clone()), watcher::Config::default(), writer, slim, || {}, stop.clone());
     store
 }
 

@@ -37,12 +37,30 @@ where
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
     let span = tracing::info_span!("watch", kind = %what);
+    let drop_managed_fields = |o: &mut K| o.meta_mut().managed_fields = None;
+    spawn_watch(span, api, config, writer, drop_managed_fields, move || changed.notify_one(), stop)
+}
+
+/// Runs `watcher -> reflector` into `writer` until `stop`, passing each object through `modify`
+/// before it is stored and calling `on_change` on every change except the events of a relist
+/// in progress. A failing watch is retried with backoff and logged once, and once more when it
+/// recovers. Discovery and the cluster-state stores both watch this way.
+pub(crate) fn spawn_watch<K>(
+    span: tracing::Span,
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    modify: impl FnMut(&mut K) + Send + 'static,
+    on_change: impl Fn() + Send + 'static,
+    stop: CancellationToken,
+) -> JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
     tokio::spawn(
         async move {
-            let stream = watcher(api, config)
-                .default_backoff()
-                .modify(|o: &mut K| o.meta_mut().managed_fields = None)
-                .reflect(writer);
+            let stream = watcher(api, config).default_backoff().modify(modify).reflect(writer);
             let mut stream = std::pin::pin!(stream);
             let mut failing = false;
             loop {
@@ -58,7 +76,7 @@ where
                             failing = false;
                         }
                         if !matches!(event, Event::Init | Event::InitApply(_)) {
-                            changed.notify_one();
+                            on_change();
                         }
                     }
                     Some(Err(e)) => {
