@@ -140,3 +140,6 @@ async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
