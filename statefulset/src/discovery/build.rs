@@ -79,7 +79,8 @@ fn key(ns: &Option<String>, name: &Option<String>) -> (String, String) {
 struct Index<'a> {
     services: BTreeMap<(String, String), &'a Service>,
     slices_by_service: HashMap<(String, String), Vec<&'a EndpointSlice>>,
-    pods: HashMap<(String, String), &'a Pod>,
+    /// By (namespace, name), borrowed from the snapshot: looked up once per endpoint.
+    pods: HashMap<(&'a str, &'a str), &'a Pod>,
 }
 
 impl<'a> Index<'a> {
@@ -97,14 +98,18 @@ impl<'a> Index<'a> {
         for slices in slices_by_service.values_mut() {
             slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         }
-        let pods = s.pods.iter().map(|p| (key(&p.metadata.namespace, &p.metadata.name), &**p)).collect();
+        let pods = s
+            .pods
+            .iter()
+            .map(|p| ((p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or("")), &**p))
+            .collect();
         Index { services, slices_by_service, pods }
     }
 
     /// The endpoint targets of a Service (all its slices).
     fn service_targets(&self, svc: &Service) -> Vec<Labels> {
         let k = key(&svc.metadata.namespace, &svc.metadata.name);
-        let pod = |ns: &str, name: &str| self.pods.get(&(ns.to_string(), name.to_string())).copied();
+        let pod = |ns: &str, name: &str| self.pods.get(&(ns, name)).copied();
         let mut out = Vec::new();
         for slice in self.slices_by_service.get(&k).into_iter().flatten() {
             out.extend(endpoint_slice_targets(slice, Some(svc), pod));
