@@ -176,6 +176,8 @@ fn convert_metric(m: &Metric, base: &[Label], out: &mut Converted) {
                 return;
             }
             let name = metric_name(&m.name, &m.unit, Kind::Histogram);
+            let (bucket, sum_name, count_name) =
+                (format!("{name}_bucket"), format!("{name}_sum"), format!("{name}_count"));
             for p in &h.data_points {
                 if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
                     out.drop_points("invalid_histogram", 1);
@@ -184,45 +186,40 @@ fn convert_metric(m: &Metric, base: &[Label], out: &mut Converted) {
                 let ts = timestamp_ms(p.time_unix_nano);
                 let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
                 let value = |v: f64| if stale { stale_nan() } else { v };
+                let labels = point_labels(base, &p.attributes);
                 let mut cumulative_count = 0u64;
                 for (i, count) in p.bucket_counts.iter().enumerate() {
                     cumulative_count = cumulative_count.saturating_add(*count);
                     let le = p.explicit_bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format_bound(*b));
                     let extra = [Label::new("le", le)];
-                    push(
-                        out,
-                        &format!("{name}_bucket"),
-                        base,
-                        &p.attributes,
-                        &extra,
-                        value(cumulative_count as f64),
-                        ts,
-                    );
+                    push(out, &bucket, &labels, &extra, value(cumulative_count as f64), ts);
                 }
                 if p.bucket_counts.is_empty() {
                     let extra = [Label::new("le", "+Inf")];
-                    push(out, &format!("{name}_bucket"), base, &p.attributes, &extra, value(p.count as f64), ts);
+                    push(out, &bucket, &labels, &extra, value(p.count as f64), ts);
                 }
                 if let Some(sum) = p.sum {
-                    push(out, &format!("{name}_sum"), base, &p.attributes, &[], value(sum), ts);
+                    push(out, &sum_name, &labels, &[], value(sum), ts);
                 }
-                push(out, &format!("{name}_count"), base, &p.attributes, &[], value(p.count as f64), ts);
+                push(out, &count_name, &labels, &[], value(p.count as f64), ts);
                 out.points += 1;
             }
         }
         Some(metric::Data::ExponentialHistogram(h)) => out.drop_points("exponential_histogram", h.data_points.len()),
         Some(metric::Data::Summary(s)) => {
             let name = metric_name(&m.name, &m.unit, Kind::Summary);
+            let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
             for p in &s.data_points {
                 let ts = timestamp_ms(p.time_unix_nano);
                 let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
                 let value = |v: f64| if stale { stale_nan() } else { v };
+                let labels = point_labels(base, &p.attributes);
                 for q in &p.quantile_values {
                     let extra = [Label::new("quantile", format_bound(q.quantile))];
-                    push(out, &name, base, &p.attributes, &extra, value(q.value), ts);
+                    push(out, &name, &labels, &extra, value(q.value), ts);
                 }
-                push(out, &format!("{name}_sum"), base, &p.attributes, &[], value(p.sum), ts);
-                push(out, &format!("{name}_count"), base, &p.attributes, &[], value(p.count as f64), ts);
+                push(out, &sum_name, &labels, &[], value(p.sum), ts);
+                push(out, &count_name, &labels, &[], value(p.count as f64), ts);
                 out.points += 1;
             }
         }
@@ -250,15 +247,26 @@ fn number_point(
             }
         }
     };
-    push(out, name, base, attrs, &[], v, timestamp_ms(time_unix_nano));
+    push(out, name, &point_labels(base, attrs), &[], v, timestamp_ms(time_unix_nano));
     out.points += 1;
 }
 
-fn push(out: &mut Converted, name: &str, base: &[Label], attrs: &[KeyValue], extra: &[Label], value: f64, ts: i64) {
-    let mut labels = Vec::with_capacity(base.len() + attrs.len() + extra.len() + 1);
-    labels.push(Label::new("__name__", name));
+/// A data point's labels: a `__name__` placeholder (so no attribute takes that name; [`push`] sets
+/// it per series), `base`, then the point's attributes. Worked out once per point and shared by
+/// all its series (buckets, quantiles, sum, count).
+fn point_labels(base: &[Label], attrs: &[KeyValue]) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(base.len() + attrs.len() + 1);
+    labels.push(Label::new("__name__", ""));
     labels.extend_from_slice(base);
     add_attributes(&mut labels, attrs.iter());
+    labels
+}
+
+/// One series of `name` with `point`'s labels (from [`point_labels`]) and `extra`, which win.
+fn push(out: &mut Converted, name: &str, point: &[Label], extra: &[Label], value: f64, ts: i64) {
+    let mut labels = Vec::with_capacity(point.len() + extra.len());
+    labels.push(Label::new("__name__", name));
+    labels.extend_from_slice(&point[1..]);
     for l in extra {
         set_label(&mut labels, l.clone());
     }

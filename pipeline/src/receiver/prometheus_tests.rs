@@ -187,6 +187,7 @@ fn cumulative_histogram_becomes_buckets_sum_and_count() {
                 sum: Some(1.5),
                 bucket_counts: vec![1, 2, 3],
                 explicit_bounds: vec![0.005, 1.0],
+                attributes: vec![kv("http.route", "/a"), kv("le", "evil"), kv("__name__", "evil")],
                 ..Default::default()
             }],
             aggregation_temporality: AggregationTemporality::Cumulative as i32,
@@ -199,6 +200,20 @@ fn cumulative_histogram_becomes_buckets_sum_and_count() {
     assert_eq!(got, vec![(Some("0.005"), 1.0), (Some("1"), 3.0), (Some("+Inf"), 6.0)]);
     assert_eq!(by_name(&c, "http_server_duration_seconds_sum")[0].samples[0].value, 1.5);
     assert_eq!(by_name(&c, "http_server_duration_seconds_count")[0].samples[0].value, 6.0);
+    // Every series of the point carries its attributes; its own `le` and `__name__` win.
+    let of_point: Vec<&TimeSeries> = c
+        .series
+        .iter()
+        .filter(|s| label(s, "__name__").is_some_and(|n| n.starts_with("http_server_duration")))
+        .collect();
+    assert_eq!(of_point.len(), 5);
+    for s in &of_point {
+        assert_eq!(label(s, "http_route"), Some("/a"), "{s:?}");
+        assert_eq!(s.labels.iter().filter(|l| l.name == "__name__").count(), 1, "{s:?}");
+        assert_eq!(s.labels.iter().filter(|l| l.name == "le").count(), 1, "{s:?}");
+        assert_eq!(label(s, "job"), Some("shop/checkout"), "{s:?}");
+    }
+    assert_eq!(of_point.iter().filter(|s| label(s, "le") == Some("evil")).count(), 2, "sum and count keep it");
 }
 
 #[test]
