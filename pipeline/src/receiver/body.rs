@@ -1,9 +1,10 @@
-//! Reading an OTLP/HTTP body: bounded gzip decompression and protobuf or JSON decoding.
+//! Reading the body of an HTTP request (OTLP, Jaeger Thrift, Zipkin): media type, size limit and
+//! bounded gzip decompression; and OTLP protobuf or JSON decoding.
 //!
 //! OTLP/JSON (the OTLP specification, "JSON Protobuf Encoding") differs from serde's defaults in
 //! ways `opentelemetry-proto`'s `with-serde` already handles: trace and span ids are hex strings,
 //! 64-bit integers may be strings, enums are integers, field names are lowerCamelCase and unknown
-//! fields are ignored. The tests in `http_tests.rs` pin that behaviour on spec examples.
+//! fields are ignored. The tests in `tests.rs` (`http_json_*`) pin that behaviour on spec examples.
 
 use std::io::Read;
 
