@@ -104,8 +104,10 @@ pub async fn ship(
         }
         min_time = None;
         if flush(&mut pending, &mut sent, &sink, &options, &ack_tx).await.is_err() {
-            tokio::time::sleep(backoff).await;
-            continue 'relist;
+            tokio::select! {
+                _ = stop.cancelled() => break 'relist,
+                _ = tokio::time::sleep(backoff) => continue 'relist,
+            }
         }
 
         'watch: loop {
@@ -118,8 +120,10 @@ pub async fn ship(
                 Ok(s) => std::pin::pin!(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "watching events failed; listing again");
-                    tokio::time::sleep(backoff).await;
-                    continue 'relist;
+                    tokio::select! {
+                        _ = stop.cancelled() => break 'relist,
+                        _ = tokio::time::sleep(backoff) => continue 'relist,
+                    }
                 }
             };
             loop {
