@@ -132,10 +132,13 @@ async fn jaeger_and_zipkin_exporters_reach_tempo_through_the_agent_unchanged() {
         // Every request to Tempo carries the tenant.
         assert!(tempo.state().exports.iter().all(|e| e.tenant.as_deref() == Some("remote04")));
     }
-    let metrics = agent.metrics().await;
-    assert!(metrics.contains("lgtm_agent_jaeger_received_total{transport=\"thrift_compact\"} 3"), "{metrics}");
-    assert!(metrics.contains("lgtm_agent_jaeger_received_total{transport=\"thrift_http\"} 3"));
-    assert!(metrics.contains("lgtm_agent_zipkin_received_total{format=\"json\"} 3"));
+    for (metric, filter) in [
+        ("lgtm_agent_jaeger_received_total", "transport=\"thrift_compact\""),
+        ("lgtm_agent_jaeger_received_total", "transport=\"thrift_http\""),
+        ("lgtm_agent_zipkin_received_total", "format=\"json\""),
+    ] {
+        assert_eq!(agent.metric_sum(metric, &[filter]).await, 3.0, "{metric}{{{filter}}}: the three spans sent");
+    }
     let status = agent.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "agent exit: {status}");
 }

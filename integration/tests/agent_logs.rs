@@ -1,7 +1,7 @@
 //! The real `lgtm-agent` binary tailing a generated `/var/log/pods` tree into the fake Loki:
 //! exact counts and labels, and nothing lost across kill -9.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -124,6 +124,15 @@ async fn kill_nine_in_a_loop_loses_no_line() {
         }
     })
     .await;
+    // At least once: lines may arrive twice after a kill, but only lines that were written.
+    let by_stream = loki.lines_by_stream();
+    let want_streams: BTreeSet<String> = written.keys().map(|pod| selector(pod, "app")).collect();
+    assert_eq!(by_stream.keys().cloned().collect::<BTreeSet<_>>(), want_streams, "one stream per pod");
+    for (pod, n) in &written {
+        let got: BTreeSet<&String> = by_stream[&selector(pod, "app")].iter().collect();
+        let want: Vec<String> = (0..*n).map(|i| format!("{pod}/app line {i}")).collect();
+        assert_eq!(got, want.iter().collect(), "{pod}: every written line, nothing else");
+    }
     let received = loki.total_entries();
     println!("kill -9 x5: written {total}, received {received} (duplicates: {})", received - total);
     let status = agent.terminate(Duration::from_secs(20)).await;

@@ -68,7 +68,10 @@ async fn node_exporter_series_arrive_like_prometheus_scrapes_them_and_dead_targe
         }
     })
     .await;
+    assert_eq!(dead_up.len(), 1);
     assert_eq!(dead_up[0].value, 0.0, "a target nobody answers on is down");
+    assert_eq!(dead_up[0].labels["cluster"], "it-scrape");
+    assert_eq!(dead_up[0].labels["instance"], dead);
 
     // Same series (names and labels, job and cluster aside) as Prometheus's own scrape. Polled:
     // Prometheus's first scrape of job "direct" may come a while after start on a loaded machine.

@@ -88,26 +88,30 @@ async fn python_sdk_to_daemonset_to_cluster_mode_tail_sampling_to_tempo() {
         m
     };
     let errors: BTreeSet<String> = ids["error"].iter().cloned().collect();
-    let got = eventually(Duration::from_secs(60), "every error trace at Tempo", || {
+    eventually(Duration::from_secs(60), "every error trace at Tempo", || {
         let m = spans_by_trace(&tempo);
         let errors = errors.clone();
-        async move { errors.iter().all(|id| m.get(id) == Some(&3)).then_some(m) }
+        async move { errors.iter().all(|id| m.get(id) == Some(&3)).then_some(()) }
     })
     .await;
     // Let the remaining decisions land.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let got = if got.len() < spans_by_trace(&tempo).len() { spans_by_trace(&tempo) } else { got };
+    let got = spans_by_trace(&tempo);
+    let sent: BTreeSet<&String> = ids.values().flatten().collect();
+    let unknown: Vec<&String> = got.keys().filter(|id| !sent.contains(id)).collect();
+    assert!(unknown.is_empty(), "traces at Tempo that were never sent: {unknown:?}");
+    let errors_whole = errors.iter().filter(|id| got.get(*id) == Some(&3)).count();
     let fast_kept = ids["fast"].iter().filter(|id| got.contains_key(*id)).count();
     let slow_kept = ids["slow"].iter().filter(|id| got.contains_key(*id)).count();
     let slow_whole = ids["slow"].iter().filter(|id| got.get(*id) == Some(&3)).count();
     let p = 0.3;
     let sigma = (n_slow as f64 * p * (1.0 - p)).sqrt();
     println!(
-        "errors kept {}/{n_error}; slow kept {slow_kept}/{n_slow} (expected {:.0} ± {:.0}); fast kept {fast_kept}/{n_fast}",
-        errors.len(),
+        "errors kept {errors_whole}/{n_error}; slow kept {slow_kept}/{n_slow} (expected {:.0} ± {:.0}); fast kept {fast_kept}/{n_fast}",
         n_slow as f64 * p,
         3.0 * sigma
     );
+    assert_eq!(errors_whole, n_error, "every error trace kept, whole and once");
     assert_eq!(fast_kept, 0, "fast OK traces are dropped");
     assert_eq!(slow_whole, slow_kept, "kept slow traces arrive whole");
     assert!(

@@ -82,14 +82,22 @@ async fn cluster_mode_discovers_monitors_and_ships_events() {
         }
     })
     .await;
-    let t = &body["targets"][0];
-    assert_eq!(t["source"], "serviceMonitor/shop/web/0");
-    for (k, v) in
-        [("job", "web"), ("namespace", "shop"), ("service", "web"), ("container", "app"), ("endpoint", "metrics")]
-    {
-        assert_eq!(t["labels"][k], v, "{t}");
+    // Every endpoint of the Service, each with the operator's labels.
+    let mut scraped: Vec<&str> = Vec::new();
+    for t in body["targets"].as_array().expect("targets") {
+        assert_eq!(t["source"], "serviceMonitor/shop/web/0", "{t}");
+        for (k, v) in
+            [("job", "web"), ("namespace", "shop"), ("service", "web"), ("container", "app"), ("endpoint", "metrics")]
+        {
+            assert_eq!(t["labels"][k], v, "{t}");
+        }
+        assert!(t["discovered_labels"]["__meta_kubernetes_endpointslice_name"].is_string(), "{t}");
+        scraped.push(t["scrape_url"].as_str().expect("scrape_url"));
     }
-    assert!(t["discovered_labels"]["__meta_kubernetes_endpointslice_name"].is_string());
+    scraped.sort_unstable();
+    let mut expected: Vec<String> = targets.iter().map(|t| format!("http://{}/metrics", t.addr)).collect();
+    expected.sort_unstable();
+    assert_eq!(scraped, expected, "one target per endpoint, at its address");
     let monitor = &body["discovery"]["monitors"][0];
     assert_eq!(monitor["name"], "web");
     assert_eq!(monitor["unsupported"], json!(["spec.endpoints[0].proxyUrl: not supported"]));
@@ -109,5 +117,6 @@ async fn cluster_mode_discovers_monitors_and_ships_events() {
     })
     .await;
     assert!(agent.log().contains("proxyUrl"), "unsupported field logged");
-    agent.terminate(Duration::from_secs(20)).await;
+    let status = agent.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }

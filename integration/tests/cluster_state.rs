@@ -251,8 +251,8 @@ async fn cluster_state_series_follow_objects_and_one_replica_emits() {
         AgentProcess::start(dir.path(), &agent_config(dir.path(), "b", &prom.write_url(), admin_b), admin_b).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(prom.query(r#"kube_node_info{cluster="b"}"#).await.is_empty(), "the follower emits nothing");
-    a.terminate(Duration::from_secs(20)).await;
+    assert!(a.terminate(Duration::from_secs(20)).await.success(), "the leader exits 0 on SIGTERM");
     expect_values(&prom, r#"kube_node_info{cluster="b",node="n1"}"#, &[1.0]).await;
     assert!(b.log().contains("holding the cluster-state lease"), "{}", b.log());
-    b.terminate(Duration::from_secs(20)).await;
+    assert!(b.terminate(Duration::from_secs(20)).await.success(), "the new leader exits 0 on SIGTERM");
 }
