@@ -73,25 +73,28 @@ fn start_sources(
     stop: &CancellationToken,
     set: &mut JoinSet<()>,
 ) {
-    // One sync with every group: `sync` replaces the whole target set.
-    let mut groups = lgtm_scrape::static_target_groups(&cfg.scrape);
+    // Each discovery owns its share of the scrape manager's targets.
+    let report = |errors: Vec<lgtm_scrape::target::TargetError>| {
+        for e in errors {
+            tracing::error!(target_labels = ?e.labels, error = %e.message, "scrape target not scraped");
+        }
+    };
+    let fixed = lgtm_scrape::static_target_groups(&cfg.scrape);
+    if !fixed.is_empty() {
+        report(scrape.sync_provider("static_configs", fixed));
+    }
     if cfg.scrape.kubelet.enabled() {
         // The kubelet is reached at the node name (its serving certificate names the node).
         let node = lgtm_daemonset::KubeletNode::new(&cfg.node_name);
         match lgtm_daemonset::kubelet_target_groups(&cfg.scrape, &node) {
             Ok(kubelet) => {
                 tracing::info!(node = %cfg.node_name, via = ?cfg.scrape.kubelet.via, "kubelet targets");
-                groups.extend(kubelet);
+                report(scrape.sync_provider("kubelet", kubelet));
             }
             Err(e) => tracing::error!(error = %e, "kubelet not scraped"),
         }
     }
-    if !groups.is_empty() {
-        for e in scrape.sync(groups) {
-            tracing::error!(target_labels = ?e.labels, error = %e.message, "scrape target not scraped");
-        }
-        tracing::info!(targets = scrape.targets().len(), "scrape targets started");
-    }
+    tracing::info!(targets = scrape.targets().len(), "scrape targets started");
     if cfg.scrape.host_metrics.enabled() {
         let mut opts = lgtm_daemonset::HostSourceOptions::new(&cfg.scrape, &cfg.node_name);
         opts.jitter_seed = jitter_seed(cfg);
@@ -129,8 +132,8 @@ fn start_sources(
     }
 }
 
-/// Cluster mode's Kubernetes sources: monitor discovery (which from then on owns the scrape
-/// manager's target set, static configs included), events to Loki and cluster-state metrics.
+/// Cluster mode's Kubernetes sources: monitor discovery (the `discovery` share of the scrape
+/// manager's targets), events to Loki and cluster-state metrics.
 /// They share one client.
 fn start_cluster_sources(
     cfg: &Config,
@@ -158,10 +161,8 @@ fn start_cluster_sources(
         };
         let mut tasks = JoinSet::new();
         if monitors {
-            // `sync` replaces the whole target set: discovery syncs the static targets with its own.
-            let fixed = lgtm_scrape::static_target_groups(&cfg.scrape);
             let options = lgtm_statefulset::discovery::DiscoveryOptions::from_config(&cfg);
-            let fut = lgtm_statefulset::discovery::run(client.clone(), options, scrape, fixed, board, stop.clone());
+            let fut = lgtm_statefulset::discovery::run(client.clone(), options, scrape, board, stop.clone());
             tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("discovery")));
             tracing::info!("monitor discovery started");
         }

@@ -1,5 +1,7 @@
 //! Keeps one scrape loop running per target: [`TargetManager::sync`] takes the full set of
 //! target groups, relabels them into targets, and starts, restarts or stops loops to match.
+//! Several discoveries (static configs, the kubelet, monitor discovery) each own a share of the
+//! set through [`TargetManager::sync_provider`]; the manager syncs their union.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,17 +67,30 @@ pub struct TargetManager<S: SeriesSink> {
     sink: S,
     jitter_seed: u64,
     state: Mutex<State>,
+    /// The latest groups of each provider; held across a whole provider sync so that two
+    /// providers syncing at once cannot apply a stale union.
+    providers: Mutex<BTreeMap<String, Vec<TargetGroup>>>,
 }
 
 impl<S: SeriesSink> TargetManager<S> {
     /// `jitter_seed` (e.g. a hash of the node or pod name) shifts every target's scrape phase
     /// so that agents do not scrape in lockstep.
     pub fn new(sink: S, jitter_seed: u64) -> TargetManager<S> {
-        TargetManager { sink, jitter_seed, state: Mutex::default() }
+        TargetManager { sink, jitter_seed, state: Mutex::default(), providers: Mutex::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces `provider`'s groups (e.g. `static_configs`, `kubelet`, `discovery`) and syncs the
+    /// union of every provider's latest groups, so one discovery never drops another's targets.
+    /// Returns the errors of the whole union, as [`TargetManager::sync`].
+    pub fn sync_provider(&self, provider: &str, groups: Vec<TargetGroup>) -> Vec<TargetError> {
+        let mut providers = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+        providers.insert(provider.to_string(), groups);
+        let union: Vec<TargetGroup> = providers.values().flatten().cloned().collect();
+        self.sync(union)
     }
 
     /// Replaces the set of targets with the ones in `groups`: new targets start, targets no

@@ -146,3 +146,29 @@ async fn a_down_target_shows_its_error() {
     let rendered = lgtm_pipeline::metrics::render();
     assert!(rendered.contains("lgtm_agent_scrape_targets{job=\"mgr_down\"} 0"));
 }
+
+#[tokio::test]
+async fn one_provider_syncing_keeps_the_targets_of_the_others() {
+    let fixed = Server::start(Reply::text("a 1\n")).await;
+    let found = Server::start(Reply::text("b 1\n")).await;
+    let sink = CollectingSink::default();
+    let manager = TargetManager::new(sink.clone(), 3);
+    assert!(manager
+        .sync_provider("static_configs", vec![group(&[fixed.addr.to_string()], options("mgr_static"))])
+        .is_empty());
+    assert!(manager
+        .sync_provider("discovery", vec![group(&[found.addr.to_string()], options("mgr_found"))])
+        .is_empty());
+    let jobs = |m: &TargetManager<CollectingSink>| m.targets().into_iter().map(|t| t.job).collect::<Vec<_>>();
+    assert_eq!(jobs(&manager), vec!["mgr_found".to_string(), "mgr_static".to_string()]);
+
+    // Discovery finds nothing any more: only its own target goes, and goes stale.
+    manager.sync_provider("discovery", vec![]);
+    assert_eq!(jobs(&manager), vec!["mgr_static".to_string()]);
+    let markers = sink.wait_for(WAIT, |b| !b.is_empty() && b.iter().all(is_stale)).await;
+    assert!(
+        markers.iter().all(|t| label(t, "job") == Some("mgr_found")),
+        "only the dropped provider's series go stale"
+    );
+    manager.shutdown().await;
+}

@@ -138,7 +138,6 @@ async fn service_monitor_targets_appear_follow_changes_and_go_stale() {
         client(&server, dir.path()).await,
         options(dir.path(), "", None),
         manager.clone(),
-        Vec::new(),
         board.clone(),
         stop.clone(),
     ));
@@ -238,7 +237,6 @@ async fn two_replicas_share_the_targets_disjointly_and_the_statefulset_sets_the_
             client(&server, dir.path()).await,
             options(dir.path(), &format!("lgtm-agent-cluster-{replica}"), None),
             manager.clone(),
-            Vec::new(),
             board.clone(),
             stop.clone(),
         ));

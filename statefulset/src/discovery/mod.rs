@@ -180,14 +180,13 @@ fn current_shard(options: &DiscoveryOptions, statefulset: Option<&Store<Stateful
     Shard::new(pod.ordinal, replicas)
 }
 
-/// Runs discovery until `stop`: every change of the watched objects leads to a
-/// [`TargetManager::sync`] of `fixed_groups` (e.g. static configs) plus this replica's
-/// discovered groups. Status goes to `board` for `/targets`.
+/// Runs discovery until `stop`: every change of the watched objects replaces the `discovery`
+/// provider's groups (this replica's share) with [`TargetManager::sync_provider`]; other
+/// providers' targets (static configs, ...) are left alone. Status goes to `board` for `/targets`.
 pub async fn run<S: SeriesSink>(
     client: Client,
     options: DiscoveryOptions,
     manager: Arc<TargetManager<S>>,
-    fixed_groups: Vec<TargetGroup>,
     board: Arc<StatusBoard>,
     stop: CancellationToken,
 ) {
@@ -203,7 +202,7 @@ pub async fn run<S: SeriesSink>(
     }
     let mut logged = HashSet::new();
     loop {
-        rebuild(&options, &stores, &mut refs, &manager, &fixed_groups, &board, &mut logged).await;
+        rebuild(&options, &stores, &mut refs, &manager, &board, &mut logged).await;
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = changed.notified() => {}
@@ -222,7 +221,6 @@ async fn rebuild<S: SeriesSink>(
     stores: &Stores,
     refs: &mut RefWatchers,
     manager: &TargetManager<S>,
-    fixed_groups: &[TargetGroup],
     board: &StatusBoard,
     logged: &mut HashSet<String>,
 ) {
@@ -267,9 +265,8 @@ async fn rebuild<S: SeriesSink>(
         tracing::error!("target discovery panicked; keeping the previous targets");
         return;
     };
-    let mut groups = fixed_groups.to_vec();
-    groups.extend(sharded.groups.into_iter().filter(|g| !g.targets.is_empty()));
-    let sync_errors = manager.sync(groups);
+    let groups: Vec<TargetGroup> = sharded.groups.into_iter().filter(|g| !g.targets.is_empty()).collect();
+    let sync_errors = manager.sync_provider("discovery", groups);
     remove_unused_files(&options.credentials_dir, &written);
     refs.reconcile(&referenced);
 
