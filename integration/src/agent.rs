@@ -1,26 +1,42 @@
 //! The `lgtm-agent` binary as a child process: built once per test run, started with a config
 //! written to a temporary directory, stopped with SIGTERM (or killed with SIGKILL) by the tests.
+//! The bench command runs the release build instead (`release_agent_binary`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use anyhow::{bail, Context};
+
 /// Builds `lgtm-agent` (debug profile) once and returns its path.
 pub fn agent_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-q", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building lgtm-agent failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("lgtm-agent")
-    })
-    .clone()
+    BIN.get_or_init(|| build_agent(false).unwrap_or_else(|e| panic!("{e:#}"))).clone()
+}
+
+/// Builds `lgtm-agent` with the release profile (a no-op when it is up to date) and returns its
+/// path: what the bench command measures.
+pub fn release_agent_binary() -> anyhow::Result<PathBuf> {
+    eprintln!("building lgtm-agent (release)...");
+    build_agent(true)
+}
+
+/// `cargo build -p lgtm-agent` in this workspace, `--release` or not; the binary's path.
+fn build_agent(release: bool) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?;
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args(["build", "-q", "-p", "lgtm-agent", "--bin", "lgtm-agent"]).current_dir(root);
+    if release {
+        cargo.arg("--release");
+    }
+    let profile = if release { "release" } else { "debug" };
+    let status = cargo.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("building lgtm-agent ({profile}) failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target.join(profile).join("lgtm-agent"))
 }
 
 pub struct AgentProcess {

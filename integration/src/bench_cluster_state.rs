@@ -14,7 +14,7 @@
 //! stime from `/proc/<pid>/stat`) and RSS (`VmRSS`), then the averages, the peak RSS (`VmHWM`)
 //! and the series per interval. This process's own CPU (the fake API server) is not counted.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,21 +89,6 @@ fn pod(p: usize, deployments: usize, nodes: usize, restarts: usize) -> Value {
                 "state": {"running": {"startedAt": "2024-05-01T10:00:00Z"}}}]}})
 }
 
-fn release_agent() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    eprintln!("building lgtm-agent (release)...");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-q", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building lgtm-agent failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release").join("lgtm-agent"))
-}
-
 /// The agent child, killed on drop.
 struct Agent(Child);
 
@@ -121,7 +106,7 @@ fn mib(b: u64) -> f64 {
 pub async fn run(b: ClusterStateBench) -> anyhow::Result<()> {
     let bin = match &b.agent_bin {
         Some(p) => p.clone(),
-        None => release_agent()?,
+        None => crate::agent::release_agent_binary()?,
     };
     let Some(prom) = Prometheus::start().await else {
         bail!("prometheus is not installed (scripts/install-test-deps.sh)")

@@ -98,7 +98,7 @@ fn batch(seq: u64, spans: usize) -> Batch {
 pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
     let bin = match &b.agent_bin {
         Some(p) => p.clone(),
-        None => release_agent()?,
+        None => crate::agent::release_agent_binary()?,
     };
     let spans_out = Arc::new(AtomicU64::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -241,24 +241,6 @@ fn udp_drops(port: u16) -> u64 {
 
 fn free_udp_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `target/release/lgtm-agent` of this workspace, built when missing.
-fn release_agent() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("lgtm-agent");
-    if !bin.exists() {
-        eprintln!("building {} (cargo build --release -p lgtm-agent)", bin.display());
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
-            .current_dir(&root)
-            .status()?;
-        if !status.success() {
-            bail!("cargo build --release -p lgtm-agent failed");
-        }
-    }
-    Ok(bin)
 }
 
 struct Agent(Child);

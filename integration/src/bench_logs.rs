@@ -171,7 +171,7 @@ pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBench
     }
     let agent_bin = match &opts.agent {
         Some(p) => p.clone(),
-        None => release_agent()?,
+        None => crate::agent::release_agent_binary()?,
     };
     let base = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
@@ -233,25 +233,6 @@ pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBench
         eprintln!("{e:#}");
     }
     Ok(report)
-}
-
-/// `target/release/lgtm-agent` of this workspace, built when missing.
-fn release_agent() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("lgtm-agent");
-    if !bin.exists() {
-        eprintln!("building {} (cargo build --release -p lgtm-agent)", bin.display());
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
-            .current_dir(&root)
-            .status()
-            .context("running cargo build")?;
-        if !status.success() {
-            bail!("cargo build --release -p lgtm-agent failed");
-        }
-    }
-    Ok(bin)
 }
 
 // ---------------------------------------------------------------------------------------------

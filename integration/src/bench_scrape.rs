@@ -135,22 +135,6 @@ impl Drop for Scraper {
     }
 }
 
-/// The workspace's release `lgtm-agent`, built if needed.
-fn release_agent() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    eprintln!("building lgtm-agent (release)...");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-q", "-p", "lgtm-agent", "--bin", "lgtm-agent"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building lgtm-agent failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release").join("lgtm-agent"))
-}
-
 fn duration_text(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
@@ -290,7 +274,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub async fn run(b: ScrapeBench) -> anyhow::Result<()> {
     let agent_bin = match &b.agent_bin {
         Some(p) => p.clone(),
-        None => release_agent()?,
+        None => crate::agent::release_agent_binary()?,
     };
     let prom = Prometheus::start().await.context("prometheus is not installed")?;
     let addrs = start_targets(b.targets, b.series).await?;
