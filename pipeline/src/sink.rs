@@ -36,8 +36,9 @@ struct Lane {
 }
 
 impl Lane {
+    /// Counted as received once the queue (or the disabled-exporter discard) took it, as in
+    /// `try_push`: a push that fails is the caller's to retry, not an item received twice.
     async fn push(&self, payload: Bytes, items: u32) -> Result<Ack, SendError> {
-        metrics::pipeline().received.with_label_values(&[self.name]).inc_by(items as u64);
         let (tx, ack) = Ack::pair();
         match &self.queue {
             Some(q) => q.push(payload, items, Some(tx)).await?,
@@ -46,6 +47,7 @@ impl Lane {
                 tx.resolve(Delivery::Discarded);
             }
         }
+        metrics::pipeline().received.with_label_values(&[self.name]).inc_by(items as u64);
         Ok(ack)
     }
 
