@@ -8,9 +8,11 @@
 pub mod agent;
 pub mod agent_config;
 pub mod bench_cluster_state;
+pub mod bench_discovery;
 pub mod bench_jaeger;
 pub mod bench_logs;
 pub mod bench_scrape;
+pub mod bench_traces;
 pub mod fake_apiserver;
 pub mod fake_loki;
 pub mod fake_target;

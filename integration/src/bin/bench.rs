@@ -110,6 +110,10 @@ enum Workload {
         #[arg(long)]
         agent_bin: Option<std::path::PathBuf>,
     },
+    /// OTLP spans through lgtm-agent's receivers, trace routing and tail sampling.
+    Traces(lgtm_integration::bench_traces::TracesBench),
+    /// ServiceMonitors, Services and EndpointSlices in the fake API server discovered by lgtm-agent.
+    Discovery(lgtm_integration::bench_discovery::DiscoveryBench),
     /// Jaeger Thrift compact datagrams (UDP 6831) to lgtm-agent at increasing rates.
     Jaeger {
         #[arg(long, default_value_t = 10)]
@@ -169,6 +173,8 @@ fn main() -> anyhow::Result<()> {
                 agent_bin,
             }),
         ),
+        Workload::Traces(b) => rt.block_on(lgtm_integration::bench_traces::run(b)),
+        Workload::Discovery(b) => rt.block_on(lgtm_integration::bench_discovery::run(b)),
         Workload::Jaeger { spans_per_batch, start_rate, max_rate, step, receive_buffer, agent_bin } => {
             rt.block_on(lgtm_integration::bench_jaeger::run(lgtm_integration::bench_jaeger::JaegerBench {
                 spans_per_batch,
