@@ -6,6 +6,10 @@
 //! with the backends down and the queues full: exit 0 within the grace period, and the next start
 //! delivers the rest.
 //!
+//! Then kill -9, twenty times at random moments, in each mode while data flows: in daemonset mode
+//! no log line is lost; in cluster mode no Kubernetes event is lost; in both at most the scrape in
+//! a scrape loop's hands at each kill.
+//!
 //! Each case prints what was sent, what arrived, what was lost (and what arrived twice).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +29,7 @@ use axum::routing::get;
 use axum::Router;
 use lgtm_integration::agent::AgentProcess;
 use lgtm_integration::agent_config::{AgentConfig, Backoff};
+use lgtm_integration::fake_apiserver::FakeApiServer;
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::peers::prometheus::Prometheus;
 use lgtm_integration::peers::which;
@@ -556,5 +561,219 @@ async fn sigterm_with_backends_down_and_full_queues_exits_0_in_grace_and_next_st
             tail.join("\n")
         );
     }
+    drop(agent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 at random moments while data flows, in each mode.
+
+/// How many times each mode is killed.
+const KILLS: usize = 20;
+
+/// The moments of the kills: xorshift64 from a seed taken from the clock and printed, so that a
+/// failing run can be repeated with `LGTM_KILL_SEED`.
+struct Moments(u64);
+
+impl Moments {
+    fn new(case: &str) -> Moments {
+        let seed = std::env::var("LGTM_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        println!("[faults] {case}: kill moments from LGTM_KILL_SEED={seed}");
+        Moments(seed)
+    }
+
+    /// A duration in `[lo, hi)` milliseconds.
+    fn between(&mut self, lo: u64, hi: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(lo + self.0 % (hi - lo))
+    }
+}
+
+/// Kills `agent` [`KILLS`] times, each after 0.3 to 1.5 s of running, and starts it again after
+/// up to 0.3 s; returns the restarted agent and the total time it was down.
+async fn kill_in_a_loop(
+    mut agent: AgentProcess,
+    dir: &Path,
+    config: &str,
+    moments: &mut Moments,
+) -> (AgentProcess, Duration) {
+    let mut down = Duration::ZERO;
+    for _ in 0..KILLS {
+        tokio::time::sleep(moments.between(300, 1500)).await;
+        agent.kill();
+        let killed = Instant::now();
+        tokio::time::sleep(moments.between(0, 300)).await;
+        agent = AgentProcess::start(dir, config, agent.admin_port).await;
+        down += killed.elapsed();
+    }
+    (agent, down)
+}
+
+/// Samples of the counting target that never reached Prometheus. A scrape whose body the agent
+/// had read but not yet queued when it was killed is lost (the queue persists what it is handed,
+/// not what is in a scrape loop's hands): at most one per kill.
+fn report_samples(served: u64, values: &BTreeMap<u64, u64>) -> Vec<u64> {
+    let missing: Vec<u64> = (1..=served).filter(|v| !values.contains_key(v)).collect();
+    let twice: u64 = values.values().map(|n| n - 1).sum();
+    println!(
+        "    samples: served {served}, arrived {} ({twice} twice), lost {} {missing:?}",
+        values.len(),
+        missing.len()
+    );
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_twenty_times_in_daemonset_mode_loses_no_log_line() {
+    let Some(prom) = require("prometheus", Prometheus::start().await) else { return };
+    let loki = FakeLoki::start().await;
+    let (target, counter) = start_counter().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let writer = LogWriter::new(&pods);
+    *writer.phase.lock().unwrap() = "kills".into();
+    let admin = free_port();
+    let config =
+        agent_config(&tmp.path().join("data"), &pods, &loki.push_url(), &prom.write_url(), &target, admin).yaml();
+    let agent = AgentProcess::start(tmp.path(), &config, admin).await;
+
+    // About 1,000 lines a second, in appends of 20, for the whole loop.
+    let writing = Arc::new(AtomicBool::new(true));
+    let w = (writer.clone(), writing.clone());
+    let write_task = tokio::spawn(async move {
+        while w.1.load(Ordering::SeqCst) {
+            w.0.write(20);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut moments = Moments::new("daemonset mode");
+    let started = Instant::now();
+    let (agent, down) = kill_in_a_loop(agent, tmp.path(), &config, &mut moments).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    writing.store(false, Ordering::SeqCst);
+    write_task.await.unwrap();
+    counter.serving.store(false, Ordering::SeqCst);
+    let written = writer.seq.load(Ordering::SeqCst);
+    let served = counter.served.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(60), "every line written and the samples served", || {
+        let (l, p) = (&loki, &prom);
+        async move {
+            let lines = loki_lines(l).len() as u64;
+            let values = counter_values(p).await.len() as u64;
+            (lines >= written && values + KILLS as u64 >= served).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = loki_lines(&loki);
+    let values = counter_values(&prom).await;
+    let twice: u64 = lines.values().map(|n| n - 1).sum();
+    println!("[faults] kill -9 x{KILLS} in daemonset mode over {:.0?} (down {down:.1?} in all)", started.elapsed());
+    println!(
+        "    log lines: written {written}, arrived {} ({twice} twice), lost {}",
+        lines.len(),
+        written - lines.len() as u64
+    );
+    let missing = report_samples(served, &values);
+    let expected: BTreeSet<String> = (0..written).map(|seq| format!("phase=kills seq={seq}")).collect();
+    let got: BTreeSet<String> = lines.keys().cloned().collect();
+    assert_eq!(expected.difference(&got).count(), 0, "log lines lost");
+    assert_eq!(got.difference(&expected).count(), 0, "lines that were never written");
+    assert!(missing.len() <= KILLS, "more samples lost than kills: {missing:?}");
+    assert!(values.keys().all(|v| *v <= served));
+    drop(agent);
+}
+
+/// One `events.k8s.io/v1` Event whose note carries `seq`.
+fn event(seq: u64) -> serde_json::Value {
+    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": format!("web-0.{seq}"), "namespace": "shop"},
+        "eventTime": format!("{:.6}", k8s_openapi::jiff::Timestamp::now()),
+        "reason": "Tick", "type": "Normal", "note": format!("seq={seq}"),
+        "regarding": {"kind": "Pod", "name": "web-0", "namespace": "shop"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_twenty_times_in_cluster_mode_loses_no_event() {
+    let Some(prom) = require("prometheus", Prometheus::start().await) else { return };
+    let loki = FakeLoki::start().await;
+    let (target, counter) = start_counter().await;
+    let server = Arc::new(FakeApiServer::start().await.unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    // The agent finds the API server through KUBECONFIG, as kubectl does; no other test of this
+    // binary talks to Kubernetes.
+    std::env::set_var("KUBECONFIG", &kubeconfig);
+    let admin = free_port();
+    let backoff = Backoff("100ms", "2s");
+    // As the StatefulSet runs it: a stable pod name, so a restarted replica takes its own Lease
+    // back at once instead of waiting for it to expire.
+    let config = AgentConfig::new("it-kills", &tmp.path().join("data"), admin)
+        .set("mode", "cluster")
+        .set("shutdown.grace_period", "3s")
+        .loki(&loki.push_url(), backoff)
+        .mimir(&prom.write_url(), backoff)
+        .scrape("500ms", "400ms", json!([{ "targets": [target], "labels": { "job": "counter" } }]))
+        .set("scrape.monitors.pod_name", "lgtm-agent-0")
+        .set("scrape.monitors.pod_namespace", "observability")
+        .set("events.lookback", "10m")
+        .set("tail_sampling.enabled", false)
+        .set("cluster_state.enabled", false)
+        .yaml();
+    let agent = AgentProcess::start(tmp.path(), &config, admin).await;
+
+    // Twenty events a second for the whole loop.
+    let creating = Arc::new(AtomicBool::new(true));
+    let created = Arc::new(AtomicU64::new(0));
+    let c = (server.clone(), creating.clone(), created.clone());
+    let create_task = tokio::spawn(async move {
+        while c.1.load(Ordering::SeqCst) {
+            let seq = c.2.load(Ordering::SeqCst);
+            c.0.apply(event(seq)).expect("create event");
+            c.2.store(seq + 1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut moments = Moments::new("cluster mode");
+    let started = Instant::now();
+    let (agent, down) = kill_in_a_loop(agent, tmp.path(), &config, &mut moments).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    creating.store(false, Ordering::SeqCst);
+    create_task.await.unwrap();
+    counter.serving.store(false, Ordering::SeqCst);
+    let events = created.load(Ordering::SeqCst);
+    let served = counter.served.load(Ordering::SeqCst);
+    let seqs = |loki: &FakeLoki| -> BTreeMap<u64, u64> {
+        let mut out = BTreeMap::new();
+        for line in loki_lines(loki).iter().flat_map(|(l, n)| std::iter::repeat_n(l, *n as usize)) {
+            let seq = line.split("msg=\"seq=").nth(1).and_then(|r| r.trim_end_matches('"').parse().ok());
+            *out.entry(seq.expect("an event line carries its seq")).or_default() += 1;
+        }
+        out
+    };
+    eventually(Duration::from_secs(60), "every event created and the samples served", || {
+        let (l, p) = (&loki, &prom);
+        async move {
+            let shipped = seqs(l).len() as u64;
+            let values = counter_values(p).await.len() as u64;
+            (shipped >= events && values + KILLS as u64 >= served).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shipped = seqs(&loki);
+    let values = counter_values(&prom).await;
+    let twice: u64 = shipped.values().map(|n| n - 1).sum();
+    let lost: Vec<u64> = (0..events).filter(|s| !shipped.contains_key(s)).collect();
+    println!("[faults] kill -9 x{KILLS} in cluster mode over {:.0?} (down {down:.1?} in all)", started.elapsed());
+    println!("    events: created {events}, arrived {} ({twice} twice), lost {} {lost:?}", shipped.len(), lost.len());
+    let missing = report_samples(served, &values);
+    assert!(lost.is_empty(), "events lost: {lost:?}\n{}", agent.log());
+    assert!(shipped.keys().all(|s| *s < events), "events that were never created");
+    assert!(missing.len() <= KILLS, "more samples lost than kills: {missing:?}");
     drop(agent);
 }
