@@ -114,6 +114,8 @@ enum Workload {
     Traces(lgtm_integration::bench_traces::TracesBench),
     /// ServiceMonitors, Services and EndpointSlices in the fake API server discovered by lgtm-agent.
     Discovery(lgtm_integration::bench_discovery::DiscoveryBench),
+    /// Loki and Mimir down for minutes while logs and series flow; everything arrives after.
+    Outage(lgtm_integration::bench_outage::OutageBench),
     /// Jaeger Thrift compact datagrams (UDP 6831) to lgtm-agent at increasing rates.
     Jaeger {
         #[arg(long, default_value_t = 10)]
@@ -175,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Workload::Traces(b) => rt.block_on(lgtm_integration::bench_traces::run(b)),
         Workload::Discovery(b) => rt.block_on(lgtm_integration::bench_discovery::run(b)),
+        Workload::Outage(b) => rt.block_on(lgtm_integration::bench_outage::run(b)),
         Workload::Jaeger { spans_per_batch, start_rate, max_rate, step, receive_buffer, agent_bin } => {
             rt.block_on(lgtm_integration::bench_jaeger::run(lgtm_integration::bench_jaeger::JaegerBench {
                 spans_per_batch,
