@@ -457,6 +457,15 @@ pub struct StaticConfig {
     pub honor_timestamps: Option<bool>,
     pub relabel_configs: Vec<RelabelConfig>,
     pub metric_relabel_configs: Vec<RelabelConfig>,
+    /// Read before every scrape (rotating tokens); not together with `basic_auth`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// `password_file` is read before every scrape.
+    pub basic_auth: Option<BasicAuth>,
+    /// For `scheme: https`: CA, client certificate, `server_name`, `insecure_skip_verify`.
+    pub tls_config: Option<TlsConfig>,
+    /// Follow HTTP 3xx responses (default `true`, as in Prometheus); `false` makes a 3xx a
+    /// failed scrape.
+    pub follow_redirects: Option<bool>,
 }
 
 /// One Prometheus relabeling rule; defaults as in Prometheus.

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::{Config, ExporterConfig, PolicyConfig, RelabelConfig, StaticConfig};
+use crate::{BasicAuth, Config, ExporterConfig, PolicyConfig, RelabelConfig, StaticConfig, TlsConfig};
 
 /// The path of the field that breaks a rule, and what is wrong with it.
 type Invalid = (String, String);
@@ -264,6 +264,57 @@ fn static_config(path: &str, sc: &StaticConfig, scrape: &crate::ScrapeConfig) ->
     }
     for (i, r) in sc.metric_relabel_configs.iter().enumerate() {
         relabel(&format!("{path}.metric_relabel_configs[{i}]"), r)?;
+    }
+    if let Some(auth) = &sc.basic_auth {
+        basic_auth(&format!("{path}.basic_auth"), auth)?;
+        if sc.bearer_token_file.is_some() {
+            return invalid(format!("{path}.basic_auth"), "basic_auth and bearer_token_file are mutually exclusive");
+        }
+    }
+    if let Some(f) = &sc.bearer_token_file {
+        if f.as_os_str().is_empty() {
+            return invalid(format!("{path}.bearer_token_file"), "must not be empty");
+        }
+    }
+    if let Some(tls) = &sc.tls_config {
+        tls_config(&format!("{path}.tls_config"), tls)?;
+    }
+    Ok(())
+}
+
+fn basic_auth(path: &str, auth: &BasicAuth) -> Result<(), Invalid> {
+    if auth.username.is_empty() {
+        return invalid(format!("{path}.username"), "must not be empty");
+    }
+    if auth.password.is_some() && auth.password_file.is_some() {
+        return invalid(path, "password and password_file are mutually exclusive");
+    }
+    if auth.password_file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+        return invalid(format!("{path}.password_file"), "must not be empty");
+    }
+    Ok(())
+}
+
+fn tls_config(path: &str, tls: &TlsConfig) -> Result<(), Invalid> {
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => return invalid(format!("{path}.key_file"), "required when cert_file is set"),
+        (None, Some(_)) => return invalid(format!("{path}.cert_file"), "required when key_file is set"),
+        _ => {}
+    }
+    if let Some(name) = &tls.server_name {
+        let valid = name.parse::<std::net::IpAddr>().is_ok()
+            || (!name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|part| {
+                    !part.is_empty()
+                        && part.len() <= 63
+                        && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                        && !part.starts_with('-')
+                        && !part.ends_with('-')
+                }));
+        if !valid {
+            return invalid(format!("{path}.server_name"), format!("{name:?} is not a DNS name or an IP address"));
+        }
     }
     Ok(())
 }

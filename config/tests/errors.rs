@@ -30,7 +30,8 @@ const CASES: &[(&str, &str, &str)] = &[
         "cluster: a\nscrape:\n  static_configs:\n    - targets: ['a:1']\n    - targets: ['b:1']\n      labelz: {}\n",
         "config.yaml:6: scrape.static_configs[1].labelz: unknown field `labelz`, expected one of `targets`, \
          `labels`, `metrics_path`, `scheme`, `interval`, `timeout`, `honor_labels`, `honor_timestamps`, \
-         `relabel_configs`, `metric_relabel_configs`",
+         `relabel_configs`, `metric_relabel_configs`, `bearer_token_file`, `basic_auth`, `tls_config`, \
+         `follow_redirects`",
     ),
     (
         "unknown field in a flow mapping deep in a list",

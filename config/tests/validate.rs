@@ -36,6 +36,13 @@ const INVALID: &[(&str, &str)] = &[
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a] }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: required by action replace"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a], target_label: h, action: hashmod }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].modulus: required by action hashmod and must be at least 1"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { regex: tmp_.*, target_label: x, action: labeldrop }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: not allowed with action labeldrop"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      basic_auth: { username: \"\", password: p }\n", "c.yaml:4: scrape.static_configs[0].basic_auth.username: must not be empty"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      basic_auth: { username: u, password: p, password_file: /p }\n", "c.yaml:4: scrape.static_configs[0].basic_auth: password and password_file are mutually exclusive"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      bearer_token_file: /t\n      basic_auth:\n        username: u\n", "c.yaml:5: scrape.static_configs[0].basic_auth: basic_auth and bearer_token_file are mutually exclusive"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      basic_auth:\n        username: u\n        password_file: \"\"\n", "c.yaml:6: scrape.static_configs[0].basic_auth.password_file: must not be empty"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      tls_config:\n        server_name: \"metrics example\"\n", "c.yaml:5: scrape.static_configs[0].tls_config.server_name: \"metrics example\" is not a DNS name or an IP address"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      tls_config: { cert_file: /c.crt }\n", "c.yaml:4: scrape.static_configs[0].tls_config.key_file: required when cert_file is set"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      follow_redirects: sometimes\n", "c.yaml:4: scrape.static_configs[0].follow_redirects: invalid type: string \"sometimes\", expected a boolean"),
     ("tail_sampling:\n  policies:\n    - { type: sometimes }\n", "c.yaml:3: tail_sampling.policies[0].type: unknown policy type \"sometimes\", expected one of status_code, latency, probabilistic, string_attribute, numeric_attribute, rate_limiting, and, or, not"),
     ("tail_sampling:\n  policies:\n    - { name: x }\n", "c.yaml:3: tail_sampling.policies[0].type: required, one of status_code, latency, probabilistic, string_attribute, numeric_attribute, rate_limiting, and, or, not"),
     ("tail_sampling:\n  policies:\n    - { type: latency }\n", "c.yaml:3: tail_sampling.policies[0].threshold_ms: required by policy type latency"),
@@ -73,6 +80,10 @@ fn valid_variants_are_accepted() {
          - { regex: \"__meta_(.+)\", action: labelmap, replacement: \"$1\" }\n        \
          - { source_labels: [a], target_label: b, modulus: 8, action: hashmod }\n        \
          - { source_labels: [a], target_label: b, action: keepequal }\n",
+        "scrape:\n  static_configs:\n    - targets: [\"10.0.0.1:8443\"]\n      scheme: https\n      \
+         basic_auth: { username: u, password_file: /etc/p }\n      follow_redirects: false\n      \
+         tls_config: { ca_file: /ca.crt, server_name: metrics.example.com, cert_file: /c, key_file: /k }\n",
+        "scrape:\n  static_configs:\n    - { targets: [\"a:1\"], tls_config: { server_name: \"10.0.0.1\" }, bearer_token_file: /t }\n",
         "tail_sampling:\n  policies:\n    - { type: numeric_attribute, key: http.status_code, min_value: 500 }\n    \
          - { type: rate_limiting, spans_per_second: 100 }\n    - { type: not, not: { type: latency, threshold_ms: 5 } }\n    \
          - { type: string_attribute, key: k, values: [a, b] }\n",

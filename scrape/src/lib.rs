@@ -27,4 +27,4 @@ pub use manager::{TargetManager, TargetStatus};
 pub use scrape_loop::{BodyIngester, Health, ScrapeError, ScrapeLoop, Scraped};
 pub use sink::{Batch, SeriesSink};
 pub use static_configs::static_target_groups;
-pub use target::{Auth, ScrapeOptions, Target, TargetGroup, TlsOptions};
+pub use target::{Auth, BasicAuth, ScrapeOptions, Secret, Target, TargetGroup, TlsOptions};

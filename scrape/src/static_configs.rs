@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use lgtm_config::{ScrapeConfig, StaticConfig};
 
-use crate::target::{ScrapeOptions, TargetGroup};
+use crate::target::{Auth, BasicAuth, ScrapeOptions, Secret, TargetGroup, TlsOptions};
 
 /// The job of a static config: its `job` label, else `static` (Prometheus would require a
 /// `job_name`; our config has none).
@@ -35,6 +35,7 @@ fn static_target_group(scrape: &ScrapeConfig, sc: &StaticConfig, index: usize) -
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),
         relabel_configs: sc.relabel_configs.clone(),
         metric_relabel_configs: sc.metric_relabel_configs.clone(),
+        auth: auth(sc),
         ..ScrapeOptions::default()
     };
     TargetGroup {
@@ -42,6 +43,27 @@ fn static_target_group(scrape: &ScrapeConfig, sc: &StaticConfig, index: usize) -
         targets: sc.targets.iter().map(|t| BTreeMap::from([("__address__".to_string(), t.clone())])).collect(),
         labels: sc.labels.clone(),
         options: Arc::new(options),
+    }
+}
+
+fn auth(sc: &StaticConfig) -> Auth {
+    Auth {
+        bearer_token_file: sc.bearer_token_file.clone(),
+        basic_auth: sc.basic_auth.as_ref().map(|b| BasicAuth {
+            username: Secret::Inline(b.username.clone()),
+            password: match &b.password_file {
+                Some(file) => Secret::File(file.clone()),
+                None => Secret::Inline(b.password.clone().unwrap_or_default()),
+            },
+        }),
+        tls: sc.tls_config.as_ref().map(|t| TlsOptions {
+            ca_file: t.ca_file.clone(),
+            cert_file: t.cert_file.clone(),
+            key_file: t.key_file.clone(),
+            server_name: t.server_name.clone(),
+            insecure_skip_verify: t.insecure_skip_verify,
+        }),
+        follow_redirects: sc.follow_redirects.unwrap_or(true),
     }
 }
 
@@ -90,5 +112,42 @@ mod tests {
         let g = &groups[0];
         let t = populate(&g.targets[1], &g.labels, &g.options, &Relabeler::default(), &g.source).unwrap().unwrap();
         assert_eq!(t.labels.to_string(), r#"{instance="b:9100", job="static"}"#);
+    }
+
+    #[test]
+    fn http_client_keys_become_the_targets_auth() {
+        let yaml = "scrape:\n  static_configs:\n    - targets: ['a:1']\n      basic_auth: { username: u, password_file: /p }\n      \
+                    tls_config: { ca_file: /ca, server_name: m.example }\n      follow_redirects: false\n    \
+                    - targets: ['b:1']\n      basic_auth: { username: v, password: pw }\n    - targets: ['c:1']\n";
+        let cfg = lgtm_config::Config::from_yaml("c.yaml", yaml, None, |_| None).unwrap();
+        let groups = static_target_groups(&cfg.scrape);
+        let auth: Vec<&Auth> = groups.iter().map(|g| &g.options.auth).collect();
+        assert_eq!(
+            *auth[0],
+            Auth {
+                bearer_token_file: None,
+                basic_auth: Some(BasicAuth {
+                    username: Secret::Inline("u".into()),
+                    password: Secret::File("/p".into())
+                }),
+                tls: Some(TlsOptions {
+                    ca_file: Some("/ca".into()),
+                    server_name: Some("m.example".into()),
+                    ..TlsOptions::default()
+                }),
+                follow_redirects: false,
+            }
+        );
+        assert_eq!(
+            auth[1].basic_auth,
+            Some(BasicAuth { username: Secret::Inline("v".into()), password: Secret::Inline("pw".into()) })
+        );
+        assert_eq!(*auth[2], Auth::default());
+        assert!(auth[2].follow_redirects);
+        // The inline password does not show in logs, but a new one restarts the loop.
+        assert!(!format!("{:?}", groups[1].options).contains("pw"));
+        let mut changed = (*groups[1].options).clone();
+        changed.auth.basic_auth.as_mut().unwrap().password = Secret::Inline("pw2".into());
+        assert_ne!(changed.fingerprint(), groups[1].options.fingerprint());
     }
 }

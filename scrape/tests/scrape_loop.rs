@@ -316,7 +316,7 @@ async fn the_bearer_token_file_is_read_before_every_scrape() {
     std::fs::write(&token, "first\n").unwrap();
     let server = Server::start(Reply::text("a 1\n")).await;
     let opts = ScrapeOptions {
-        auth: lgtm_scrape::Auth { bearer_token_file: Some(token.clone()), tls: None },
+        auth: lgtm_scrape::Auth { bearer_token_file: Some(token.clone()), ..Default::default() },
         ..options("loop_token")
     };
     let mut sl = ScrapeLoop::new(target(server.addr, opts), vec![]);

@@ -89,10 +89,10 @@ pub fn kubelet_target_groups(scrape: &ScrapeConfig, node: &KubeletNode) -> Resul
         bearer_token_file: Some(cfg.bearer_token_file.clone()),
         tls: Some(TlsOptions {
             ca_file: Some(cfg.ca_file.clone()),
-            cert_file: None,
-            key_file: None,
             insecure_skip_verify: cfg.insecure_skip_verify,
+            ..TlsOptions::default()
         }),
+        ..Auth::default()
     };
     let interval = scrape.interval.get();
     let groups = PATHS

@@ -8,11 +8,16 @@ pub enum ScrapeError {
     Request(String),
     #[error("server returned HTTP status {0}")]
     Status(u16),
+    /// A 3xx with `follow_redirects: false`.
+    #[error(
+        "server returned HTTP status {status} redirecting to {location:?}, not followed (follow_redirects: false)"
+    )]
+    Redirect { status: u16, location: String },
     #[error("scrape timed out after {0:?}")]
     Timeout(std::time::Duration),
     #[error("body exceeds the limit of {0} bytes")]
     BodyTooLarge(u64),
-    #[error("reading the bearer token file: {0}")]
+    #[error("credentials: {0}")]
     Credentials(String),
     #[error("TLS configuration: {0}")]
     Tls(String),
@@ -36,7 +41,7 @@ impl ScrapeError {
         match self {
             ScrapeError::Request(_) | ScrapeError::Credentials(_) => "request_error",
             ScrapeError::Tls(_) => "tls_config",
-            ScrapeError::Status(_) => "http_status",
+            ScrapeError::Status(_) | ScrapeError::Redirect { .. } => "http_status",
             ScrapeError::Timeout(_) => "timeout",
             ScrapeError::BodyTooLarge(_) => "body_too_large",
             ScrapeError::ContentType(_)

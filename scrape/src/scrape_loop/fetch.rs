@@ -2,14 +2,20 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
-use reqwest::{Certificate, Client, Identity};
+use lgtm_config::TlsConfig;
+use lgtm_pipeline::exporter::tls::{client_config, TlsFiles};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, USER_AGENT};
+use reqwest::redirect::Policy;
+use reqwest::Client;
 
 use super::error::ScrapeError;
 use crate::parser::{Format, ACCEPT_HEADER};
-use crate::target::{Auth, Target};
+use crate::target::{Auth, Secret, Target, TlsOptions};
 
 const AGENT: &str = concat!("lgtm-agent/", env!("CARGO_PKG_VERSION"));
+
+/// Redirects followed before the scrape fails (Go's HTTP client, thus Prometheus, stops at 10).
+const MAX_REDIRECTS: usize = 10;
 
 /// Fetches one target's body into a reused buffer.
 pub(crate) struct Fetcher {
@@ -24,32 +30,21 @@ impl Fetcher {
     /// Builds the target's HTTP client (reading its CA and client certificate files).
     pub async fn new(target: &Target) -> Result<Fetcher, ScrapeError> {
         let auth = target.options.auth.clone();
+        let redirects = if auth.follow_redirects { Policy::limited(MAX_REDIRECTS) } else { Policy::none() };
         let mut builder = Client::builder()
             // Only the target's own configuration decides the route, not HTTP_PROXY.
             .no_proxy()
             .gzip(true)
             .user_agent(AGENT)
+            .redirect(redirects)
             .pool_max_idle_per_host(1);
         if let Some(tls) = &auth.tls {
-            if let Some(ca) = &tls.ca_file {
-                let pem = read(ca).await?;
-                let certs = Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| ScrapeError::Tls(format!("{}: {e}", ca.display())))?;
-                for cert in certs {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                let mut pem = read(cert).await?;
-                pem.push(b'\n');
-                pem.extend(read(key).await?);
-                let identity = Identity::from_pem(&pem)
-                    .map_err(|e| ScrapeError::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?;
-                builder = builder.identity(identity);
-            }
-            if tls.insecure_skip_verify {
-                builder = builder.danger_accept_invalid_certs(true);
-            }
+            // rustls built by hand: reqwest cannot check a certificate against another name.
+            let tls = tls_config(tls);
+            let files = TlsFiles::read(&tls).await.map_err(|e| ScrapeError::Tls(e.to_string()))?;
+            let mut rustls = client_config(&tls, &files).map_err(|e| ScrapeError::Tls(e.to_string()))?;
+            rustls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            builder = builder.use_preconfigured_tls(rustls);
         }
         let client = builder.build().map_err(|e| ScrapeError::Tls(e.to_string()))?;
         Ok(Fetcher {
@@ -77,14 +72,21 @@ impl Fetcher {
             .header(USER_AGENT, AGENT)
             .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", self.timeout.as_secs_f64()));
         if let Some(file) = &self.auth.bearer_token_file {
-            let token = tokio::fs::read_to_string(file)
-                .await
-                .map_err(|e| ScrapeError::Credentials(format!("{}: {e}", file.display())))?;
-            request = request.bearer_auth(token.trim());
+            let token = read_secret("bearer_token_file", file).await?;
+            request = request.bearer_auth(token);
+        } else if let Some(basic) = &self.auth.basic_auth {
+            let username = secret("basic_auth.username_file", &basic.username).await?;
+            let password = secret("basic_auth.password_file", &basic.password).await?;
+            request = request.basic_auth(username, Some(password));
         }
         let mut response = request.send().await.map_err(|e| ScrapeError::Request(error_chain(&e)))?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(ScrapeError::Status(response.status().as_u16()));
+        let status = response.status();
+        if status.is_redirection() && !self.auth.follow_redirects {
+            let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            return Err(ScrapeError::Redirect { status: status.as_u16(), location: location.to_string() });
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(ScrapeError::Status(status.as_u16()));
         }
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let format = Format::from_content_type(content_type)?;
@@ -99,8 +101,31 @@ impl Fetcher {
     }
 }
 
-async fn read(path: &std::path::Path) -> Result<Vec<u8>, ScrapeError> {
-    tokio::fs::read(path).await.map_err(|e| ScrapeError::Tls(format!("{}: {e}", path.display())))
+/// `tls` in the exporters' shape, so that the pipeline's rustls configuration serves both.
+fn tls_config(tls: &TlsOptions) -> TlsConfig {
+    TlsConfig {
+        ca_file: tls.ca_file.clone(),
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+        server_name: tls.server_name.clone(),
+        insecure_skip_verify: tls.insecure_skip_verify,
+    }
+}
+
+async fn secret(what: &'static str, secret: &Secret) -> Result<String, ScrapeError> {
+    match secret {
+        Secret::Inline(value) => Ok(value.clone()),
+        Secret::File(path) => read_secret(what, path).await,
+    }
+}
+
+/// Read before every scrape, so a rotated file counts from the next scrape on. The error names
+/// the file, never its content.
+async fn read_secret(what: &'static str, path: &std::path::Path) -> Result<String, ScrapeError> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(e) => Err(ScrapeError::Credentials(format!("reading {what} {}: {e}", path.display()))),
+    }
 }
 
 /// reqwest's errors say little at the top level; the cause chain says what happened.

@@ -83,27 +83,80 @@ impl Default for ScrapeOptions {
 }
 
 impl ScrapeOptions {
-    /// Changes here restart a target's loop (without staleness markers).
+    /// Changes here restart a target's loop (without staleness markers). Inline secrets are
+    /// hidden from `Debug` but still count: a new password restarts the loop.
     pub(crate) fn fingerprint(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(format!("{self:?}").as_bytes())
+        let mut h = Xxh3::new();
+        h.update(format!("{self:?}").as_bytes());
+        if let Some(basic) = &self.auth.basic_auth {
+            for secret in [&basic.username, &basic.password] {
+                if let Secret::Inline(value) = secret {
+                    h.update(value.as_bytes());
+                    h.update(&[0xff]);
+                }
+            }
+        }
+        h.digest()
     }
 }
 
-/// Credentials and TLS for a target (the kubelet needs both).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// How a target's HTTP client talks to it: credentials, TLS and redirects (the part of
+/// Prometheus's `http_client_config` the agent supports). The kubelet needs a token and TLS;
+/// monitors may set any of it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
-    /// Read before every scrape: projected service account tokens rotate.
+    /// Read before every scrape: projected service account tokens rotate. Wins over
+    /// `basic_auth` if both are set (the config forbids that).
     pub bearer_token_file: Option<PathBuf>,
+    /// `Authorization: Basic ...`; secrets in files are read before every scrape.
+    pub basic_auth: Option<BasicAuth>,
     pub tls: Option<TlsOptions>,
+    /// Follow 3xx responses (up to 10), as Prometheus does by default. When `false`, a 3xx
+    /// fails the scrape.
+    pub follow_redirects: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { bearer_token_file: None, basic_auth: None, tls: None, follow_redirects: true }
+    }
+}
+
+/// HTTP basic authentication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasicAuth {
+    pub username: Secret,
+    pub password: Secret,
+}
+
+/// A credential given inline or as a file. A file is read before every scrape, so a rotated
+/// secret is picked up without restarting the loop; surrounding whitespace is trimmed. `Debug`
+/// never shows an inline value.
+#[derive(Clone, PartialEq)]
+pub enum Secret {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Inline(<secret>)"),
+            Secret::File(path) => write!(f, "File({})", path.display()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TlsOptions {
-    /// PEM bundle of CAs to trust in addition to the built-in roots.
+    /// PEM bundle of the CAs to trust; without it the built-in (Mozilla) roots.
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key (PEM).
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// The name the server certificate is checked against (and sent as SNI) instead of the
+    /// URL's host: scraping by IP a server whose certificate names a DNS name.
+    pub server_name: Option<String>,
     pub insecure_skip_verify: bool,
 }
 
