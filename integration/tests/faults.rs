@@ -212,9 +212,12 @@ impl AsyncWrite for FaultIo {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The counting scrape target: `fault_counter` is 1, 2, 3 ... one value per scrape served.
+// The counting scrape target: `fault_counter` is 1, 2, 3 ... one value per scrape served (and so
+// are the `bulk` series `fault_bulk`).
 
 struct Counter {
+    /// Series `fault_bulk{i="0"}` ... served beside `fault_counter`, each with the same value.
+    bulk: usize,
     served: AtomicU64,
     serving: AtomicBool,
     /// The phase each served value belongs to.
@@ -229,12 +232,16 @@ async fn counter_metrics(State(c): State<Arc<Counter>>) -> Response {
     let n = c.served.fetch_add(1, Ordering::SeqCst) + 1;
     let phase = c.phase.lock().expect("phase").clone();
     c.phase_of.lock().expect("phases").insert(n, phase);
-    ([("content-type", "text/plain; version=0.0.4")], format!("# TYPE fault_counter gauge\nfault_counter {n}\n"))
-        .into_response()
+    let mut body = format!("# TYPE fault_counter gauge\nfault_counter {n}\n");
+    for i in 0..c.bulk {
+        body.push_str(&format!("fault_bulk{{i=\"{i}\"}} {n}\n"));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
-async fn start_counter() -> (String, Arc<Counter>) {
+async fn start_counter(bulk: usize) -> (String, Arc<Counter>) {
     let c = Arc::new(Counter {
+        bulk,
         served: AtomicU64::new(0),
         serving: AtomicBool::new(true),
         phase_of: Mutex::new(BTreeMap::new()),
@@ -341,7 +348,7 @@ async fn errors_429_resets_and_slow_backends_lose_nothing_after_recovery() {
     let loki = FakeLoki::start().await;
     let loki_proxy = FaultProxy::start(loki.push_url()).await;
     let prom_proxy = FaultProxy::start(prom.write_url()).await;
-    let (target, counter) = start_counter().await;
+    let (target, counter) = start_counter(0).await;
     let tmp = tempfile::tempdir().unwrap();
     let pods = tmp.path().join("pods");
     let writer = LogWriter::new(&pods);
@@ -472,7 +479,7 @@ async fn sigterm_with_backends_down_and_full_queues_exits_0_in_grace_and_next_st
     let Some(_) = require("prometheus", which("prometheus")) else { return };
     let mut loki = FakeLoki::start().await;
     loki.stop().await; // down: connections refused
-    let (target, counter) = start_counter().await;
+    let (target, counter) = start_counter(0).await;
     let tmp = tempfile::tempdir().unwrap();
     let pods = tmp.path().join("pods");
     let writer = LogWriter::new(&pods);
@@ -630,7 +637,7 @@ fn report_samples(served: u64, values: &BTreeMap<u64, u64>) -> Vec<u64> {
 async fn kill_nine_twenty_times_in_daemonset_mode_loses_no_log_line() {
     let Some(prom) = require("prometheus", Prometheus::start().await) else { return };
     let loki = FakeLoki::start().await;
-    let (target, counter) = start_counter().await;
+    let (target, counter) = start_counter(0).await;
     let tmp = tempfile::tempdir().unwrap();
     let pods = tmp.path().join("pods");
     let writer = LogWriter::new(&pods);
@@ -700,7 +707,7 @@ fn event(seq: u64) -> serde_json::Value {
 async fn kill_nine_twenty_times_in_cluster_mode_loses_no_event() {
     let Some(prom) = require("prometheus", Prometheus::start().await) else { return };
     let loki = FakeLoki::start().await;
-    let (target, counter) = start_counter().await;
+    let (target, counter) = start_counter(0).await;
     let server = Arc::new(FakeApiServer::start().await.unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let kubeconfig = tmp.path().join("kubeconfig");
@@ -776,4 +783,159 @@ async fn kill_nine_twenty_times_in_cluster_mode_loses_no_event() {
     assert!(shipped.keys().all(|s| *s < events), "events that were never created");
     assert!(missing.len() <= KILLS, "more samples lost than kills: {missing:?}");
     drop(agent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queue's disk fills up: a tiny `max_disk`, or a device smaller than it.
+
+/// Series per scrape of the bulk target: `fault_counter`, the bulk series and the five the
+/// agent adds (`up`, `scrape_duration_seconds`, ...).
+const BULK: usize = 500;
+const ITEMS_PER_SCRAPE: u64 = BULK as u64 + 1 + 5;
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop; `None` where mounting is
+/// not allowed (not root).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Bytes of queue segment files under `dir`.
+fn segment_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => segment_bytes(&e.path()),
+            Ok(_) if e.path().extension().is_some_and(|x| x == "seg") => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What a disk-full case saw.
+struct DiskFull {
+    served: u64,
+    values: BTreeMap<u64, u64>,
+    evicted_items: f64,
+    device_full: f64,
+    max_segment_bytes: u64,
+}
+
+/// Mimir down for `down` while the bulk target is scraped every 200 ms into a queue bounded by
+/// `queue` (and by whatever device `data` is on); then Mimir up, until every scrape is accounted
+/// for. `None` when Prometheus is not installed (outside CI).
+async fn mimir_down_over_a_small_disk(data: &Path, queue: serde_json::Value, down: Duration) -> Option<DiskFull> {
+    let prom_port = free_port();
+    require("prometheus", which("prometheus"))?;
+    let (target, counter) = start_counter(BULK).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let write_url = format!("http://127.0.0.1:{prom_port}/api/v1/write");
+    let config = AgentConfig::new("it-disk", data, admin)
+        .mimir(&write_url, Backoff("100ms", "1s"))
+        .set("exporters.mimir.timeout", "1s")
+        .set("exporters.mimir.queue", queue)
+        .scrape("200ms", "150ms", json!([{ "targets": [target], "labels": { "job": "counter" } }]))
+        .yaml();
+    let agent = AgentProcess::start(tmp.path(), &config, admin).await;
+    let mut max_segment_bytes = 0;
+    let until = Instant::now() + down;
+    while Instant::now() < until {
+        max_segment_bytes = max_segment_bytes.max(segment_bytes(data));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restarting = Instant::now();
+    let prom = require("prometheus", Prometheus::start_on_port(prom_port).await)?;
+    println!("[faults] Mimir (Prometheus) up again after {:.1?}", restarting.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    counter.serving.store(false, Ordering::SeqCst);
+    let served = counter.served.load(Ordering::SeqCst);
+    let evicted = || agent.metric_sum("lgtm_agent_dropped_total", &["exporter=\"mimir\"", "reason=\"evicted\""]);
+    let mut values = BTreeMap::new();
+    let settled = Instant::now();
+    while settled.elapsed() < Duration::from_secs(60) {
+        values = counter_values(&prom).await;
+        let accounted = values.len() as u64 + (evicted().await / ITEMS_PER_SCRAPE as f64) as u64;
+        if accounted >= served {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!("[faults] every scrape accounted for {:.1?} after Mimir was up", settled.elapsed());
+    let evicted_items = evicted().await;
+    let device_full = agent.metric_sum("lgtm_agent_queue_device_full_total", &["exporter=\"mimir\""]).await;
+    assert!(agent.log().lines().all(|l| !l.contains("panicked")), "{}", agent.log());
+    drop(agent);
+    // `+ 0.0`: a sum of nothing is -0.
+    Some(DiskFull {
+        served,
+        values,
+        evicted_items: evicted_items + 0.0,
+        device_full: device_full + 0.0,
+        max_segment_bytes,
+    })
+}
+
+/// Prints the case and checks what both disk-full cases promise: every scrape either arrived or
+/// was counted as evicted, and the evicted ones are the oldest waiting (one run of consecutive
+/// scrapes; only the batch the exporter was retrying when the disk filled is older and arrives).
+fn check_disk_full(case: &str, r: &DiskFull) {
+    let missing: Vec<u64> = (1..=r.served).filter(|v| !r.values.contains_key(v)).collect();
+    let evicted_scrapes = r.evicted_items / ITEMS_PER_SCRAPE as f64;
+    println!("[faults] {case}");
+    println!("    scrapes served {} ({ITEMS_PER_SCRAPE} samples each), arrived {}", r.served, r.values.len());
+    println!(
+        "    lost {} scrapes {:?}; counted evicted: {} samples = {evicted_scrapes} scrapes",
+        missing.len(),
+        missing.first().zip(missing.last()),
+        r.evicted_items
+    );
+    println!("    segment files at most {} bytes; device full {} times", r.max_segment_bytes, r.device_full);
+    assert!(!missing.is_empty(), "the outage was long enough to fill the queue");
+    assert_eq!(r.evicted_items % ITEMS_PER_SCRAPE as f64, 0.0, "whole scrapes are evicted");
+    assert_eq!(missing.len() as f64, evicted_scrapes, "exactly what was lost is counted as evicted");
+    let (first, last) = (missing[0], missing[missing.len() - 1]);
+    assert_eq!(last - first + 1, missing.len() as u64, "one run of consecutive scrapes is evicted: {missing:?}");
+    assert!(r.values.keys().any(|v| *v > last), "what came after the evicted ones arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_disk_limit_drops_oldest_first_and_counts_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    let limit = 512 * 1024;
+    let queue = json!({ "max_memory": "64KiB", "max_disk": "512KiB", "when_full": "drop_oldest" });
+    let Some(r) = mimir_down_over_a_small_disk(data.path(), queue, Duration::from_secs(8)).await else { return };
+    check_disk_full("Mimir down 8 s, queue max_disk 512KiB, when_full: drop_oldest", &r);
+    assert!(r.max_segment_bytes <= limit, "segments stay under max_disk: {} bytes", r.max_segment_bytes);
+    assert_eq!(r.device_full, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_device_under_the_queue_drops_oldest_first_and_counts_exactly() {
+    let Some(tmpfs) = require("a tmpfs mount (root)", Tmpfs::mount("1m")) else { return };
+    let data = tmpfs.dir.path().join("data");
+    // The limit is far beyond the device: the device fills first (ENOSPC).
+    let queue = json!({ "max_memory": "64KiB", "max_disk": "2MiB", "when_full": "drop_oldest" });
+    let Some(r) = mimir_down_over_a_small_disk(&data, queue, Duration::from_secs(8)).await else { return };
+    check_disk_full("Mimir down 8 s, queue on a 1 MiB tmpfs (max_disk 2MiB), when_full: drop_oldest", &r);
+    assert!(r.device_full > 0.0, "ENOSPC was met and counted");
 }

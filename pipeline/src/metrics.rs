@@ -48,6 +48,8 @@ pub struct PipelineMetrics {
     pub queue_bytes: IntGaugeVec,
     pub queue_records: IntGaugeVec,
     pub queue_oldest_age: GaugeVec,
+    /// Appends refused by a full device (ENOSPC), not by the queue's own limit.
+    pub queue_device_full: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -81,6 +83,11 @@ pub fn pipeline() -> &'static PipelineMetrics {
             queue_oldest_age: gauge_vec(
                 "lgtm_agent_queue_oldest_age_seconds",
                 "Age of the oldest uncommitted record.",
+                &["exporter"],
+            ),
+            queue_device_full: counter_vec(
+                "lgtm_agent_queue_device_full_total",
+                "Appends to the queue's disk refused because the device was full; the queue then holds at what it has (when_full applies).",
                 &["exporter"],
             ),
             build_info: int_gauge_vec("lgtm_agent_build_info", "Always 1; the version as a label.", &["version"]),

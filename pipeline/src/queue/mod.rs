@@ -29,9 +29,15 @@
 //! damage elsewhere skips the rest of that segment and is counted in [`QueueStats::corrupt`].
 //!
 //! File I/O is blocking `std::fs` called from async code under a `std` mutex. Records are batches of
-//! about 1 MiB at most and the slow parts (fsync of a finished segment, deleting files, reading a
-//! payload back) run after the lock is released, so that is acceptable for now; appends stay under
-//! the lock because their order in the file is the order of the sequence numbers.
+//! about 1 MiB at most and the slow parts (fsync of a finished segment, reading a payload back)
+//! run after the lock is released, so that is acceptable for now; appends stay under the lock
+//! because their order in the file is the order of the sequence numbers, and so do segment
+//! deletions, because a segment's bytes count against `max_disk` until its file is gone.
+//!
+//! A full device (ENOSPC) is treated as the disk limit: the bound in force becomes what the
+//! segments hold, so `when_full` applies (block, or evict the oldest), and the configured limit is
+//! tried again once a segment is deleted or after a second; counted in
+//! `lgtm_agent_queue_device_full_total`.
 
 mod commit;
 mod replay;
@@ -187,7 +193,9 @@ impl DurableQueue {
                 Err(PushError::Full(a)) => ack = a,
                 Err(PushError::Other(e)) => return Err(e),
             }
-            writable.await;
+            // Room is signalled when records complete or segments go; a full device frees up
+            // without a signal, so look again after a while.
+            let _ = tokio::time::timeout(state::DEVICE_FULL_RETRY, writable).await;
         }
     }
 
@@ -361,11 +369,6 @@ impl DurableQueue {
         if let Some((file, path)) = after.sync {
             if let Err(e) = file.sync_data() {
                 tracing::warn!(queue = self.name(), path = %path.display(), error = %e, "syncing a finished segment failed");
-            }
-        }
-        for path in &after.delete {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(queue = self.name(), path = %path.display(), error = %e, "deleting a finished segment failed");
             }
         }
         if after.freed {

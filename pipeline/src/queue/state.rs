@@ -2,8 +2,9 @@
 //! hold them on disk, and the bounds.
 //!
 //! Every method here is synchronous and short. File work that may take long (fsync of a finished
-//! segment, deleting files) is not done here but handed back in [`AfterUnlock`], for the caller to
-//! do once the lock is released. Appends are done under the lock, because the order of records in
+//! segment) is not done here but handed back in [`AfterUnlock`], for the caller to do once the
+//! lock is released. Deleting a segment file is done here: its bytes count against `max_disk`
+//! until it is gone. Appends are done under the lock, because the order of records in
 //! a segment must be the order of their sequence numbers.
 
 use std::collections::VecDeque;
@@ -11,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lgtm_config::WhenFull;
@@ -20,6 +21,24 @@ use super::commit::io_error;
 use super::{segment, PushError, QueueError, QueueOptions};
 use crate::ack::{AckSender, Delivery};
 use crate::metrics;
+
+/// How long after a full device (ENOSPC) the configured disk limit is tried again, if no segment
+/// was deleted meanwhile.
+pub(super) const DEVICE_FULL_RETRY: Duration = Duration::from_secs(1);
+
+/// A full device is logged at most this often (it is counted every time).
+const DEVICE_FULL_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Why an append did not happen.
+enum Appending {
+    Closed,
+    Failed(io::Error, PathBuf),
+}
+
+/// ENOSPC (or EDQUOT): the device, not the queue's limit, is full.
+fn is_device_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
+}
 
 /// One record, from push until commit.
 pub(super) struct Entry {
@@ -67,7 +86,15 @@ pub(super) struct Disk {
     pub appending: bool,
     /// Sum of the segments' sizes.
     pub bytes: u64,
+    /// The bound in force: `limit`, or less while the device is full (see [`Disk::device_full`]).
     pub max_bytes: u64,
+    /// `max_disk` as configured.
+    pub limit: u64,
+    /// When an append last failed because the device was full (ENOSPC). From then on the bound
+    /// in force is what the segments held at that moment, so that `when_full` applies (block, or
+    /// evict the oldest) as if the limit were reached; the configured limit is tried again once
+    /// a segment is deleted or [`DEVICE_FULL_RETRY`] has passed.
+    pub device_full: Option<Instant>,
     /// A segment is finished once the next record would take it past this.
     pub segment_max: u64,
 }
@@ -81,6 +108,8 @@ impl Disk {
             appending: false,
             bytes: 0,
             max_bytes,
+            limit: max_bytes,
+            device_full: None,
             segment_max: (max_bytes / 8).min(MAX_SEGMENT),
         }
     }
@@ -93,10 +122,15 @@ impl Disk {
     fn remove_segment(&mut self, i: usize, after: &mut AfterUnlock) {
         let Some(seg) = self.segments.remove(i) else { return };
         self.bytes -= seg.size;
+        self.max_bytes = self.limit;
         if i == self.segments.len() {
             self.appending = false;
         }
-        after.delete.push(seg.path);
+        // Deleted here, under the lock, not after it: until the file is gone its bytes are on
+        // the disk, and an append in between would take the disk past `max_bytes`.
+        if let Err(e) = std::fs::remove_file(&seg.path) {
+            tracing::warn!(path = %seg.path.display(), error = %e, "deleting a queue segment failed");
+        }
         after.freed = true;
     }
 }
@@ -118,8 +152,6 @@ pub(super) struct State {
 /// Work decided under the lock, to do after releasing it.
 #[derive(Default)]
 pub(super) struct AfterUnlock {
-    /// Segment files no longer needed.
-    pub delete: Vec<PathBuf>,
     /// A finished segment to fsync.
     pub sync: Option<(Arc<File>, PathBuf)>,
     /// Room was made: wake blocked pushers.
@@ -233,53 +265,40 @@ impl State {
         after: &mut AfterUnlock,
     ) -> Result<(), PushError> {
         let frame = segment::frame_len(payload.len());
-        while self.disk.as_ref().is_some_and(|d| d.bytes + frame > d.max_bytes) {
-            if opts.when_full == WhenFull::Block || !self.evict_segment(&opts.name, after) {
-                return Err(PushError::Full(ack));
+        if let Some(disk) = self.disk.as_mut() {
+            if disk.device_full.is_some_and(|at| at.elapsed() >= DEVICE_FULL_RETRY) {
+                disk.max_bytes = disk.limit;
             }
         }
-        let seq = self.next_seq;
-        let Some(disk) = self.disk.as_mut() else {
-            return Err(PushError::Other(QueueError::Closed(opts.name.clone())));
-        };
-        if disk.appending {
-            if let Some(seg) = disk.segments.back() {
-                if seg.size > 0 && seg.size + frame > disk.segment_max {
-                    after.sync = Some((seg.file.clone(), seg.path.clone()));
-                    disk.appending = false;
+        let (seq, offset) = loop {
+            while self.disk.as_ref().is_some_and(|d| d.bytes + frame > d.max_bytes) {
+                if opts.when_full == WhenFull::Block || !self.evict_segment(&opts.name, after) {
+                    return Err(PushError::Full(ack));
                 }
             }
-        }
-        if !disk.appending || disk.segments.is_empty() {
-            let path = segment::path(&disk.dir, seq);
-            let file =
-                create_segment(&path).map_err(|e| PushError::Other(io_error(&opts.name, "creating", &path, e)))?;
-            disk.segments.push_back(Segment { first_seq: seq, path, file: Arc::new(file), size: 0, pending: 0 });
-            disk.appending = true;
-        }
-        let last = disk.segments.len() - 1;
-        let seg = &mut disk.segments[last];
-        let offset = seg.size;
-        let written = match segment::append(&seg.file, seq, items, &payload) {
-            Ok(n) => n,
-            Err(e) => {
-                // Cut off whatever part of the frame reached the file and finish the segment, so
-                // that the next record starts a new one. The sequence number is spent: a segment's
-                // records must be consecutive.
-                let _ = seg.file.set_len(offset);
-                let err = io_error(&opts.name, "appending to", &seg.path, e);
-                disk.appending = false;
-                if seg.pending == 0 {
-                    disk.remove_segment(last, after);
+            match self.append(&payload, items, after) {
+                Ok(appended) => break appended,
+                Err(Appending::Closed) => return Err(PushError::Other(QueueError::Closed(opts.name.clone()))),
+                Err(Appending::Failed(e, path)) if is_device_full(&e) => {
+                    let Some(disk) = self.disk.as_mut() else { continue };
+                    if disk.device_full.is_none_or(|at| at.elapsed() >= DEVICE_FULL_WARN_EVERY) {
+                        tracing::warn!(
+                            queue = %opts.name, path = %path.display(), held = disk.bytes, limit = disk.limit,
+                            when_full = ?opts.when_full,
+                            "the queue's disk is full: its bound is what it holds until space frees up"
+                        );
+                    }
+                    metrics::pipeline().queue_device_full.with_label_values(&[&opts.name]).inc();
+                    disk.device_full = Some(Instant::now());
+                    // `frame` more than what is held is over the bound: the loop above blocks
+                    // or evicts, as at the configured limit.
+                    disk.max_bytes = disk.bytes;
                 }
-                self.next_seq += 1;
-                return Err(PushError::Other(err));
+                Err(Appending::Failed(e, path)) => {
+                    return Err(PushError::Other(io_error(&opts.name, "appending to", &path, e)))
+                }
             }
         };
-        seg.size += written;
-        seg.pending += 1;
-        disk.bytes += written;
-        self.next_seq += 1;
         let len = payload.len();
         let keep = self.memory_bytes + len as u64 <= opts.max_memory;
         if keep {
@@ -298,6 +317,53 @@ impl State {
             handed_out: false,
         });
         Ok(())
+    }
+
+    /// Writes the record's frame to the newest segment (starting a new one when it is finished):
+    /// its sequence number and offset there. A failed append spends the sequence number (a
+    /// segment's records must be consecutive) and finishes the segment.
+    fn append(&mut self, payload: &Bytes, items: u32, after: &mut AfterUnlock) -> Result<(u64, u64), Appending> {
+        let frame = segment::frame_len(payload.len());
+        let seq = self.next_seq;
+        let Some(disk) = self.disk.as_mut() else { return Err(Appending::Closed) };
+        if disk.appending {
+            if let Some(seg) = disk.segments.back() {
+                if seg.size > 0 && seg.size + frame > disk.segment_max {
+                    after.sync = Some((seg.file.clone(), seg.path.clone()));
+                    disk.appending = false;
+                }
+            }
+        }
+        if !disk.appending || disk.segments.is_empty() {
+            let path = segment::path(&disk.dir, seq);
+            let file = create_segment(&path).map_err(|e| Appending::Failed(e, path.clone()))?;
+            disk.segments.push_back(Segment { first_seq: seq, path, file: Arc::new(file), size: 0, pending: 0 });
+            disk.appending = true;
+        }
+        let last = disk.segments.len() - 1;
+        let seg = &mut disk.segments[last];
+        let offset = seg.size;
+        match segment::append(&seg.file, seq, items, payload) {
+            Ok(written) => {
+                seg.size += written;
+                seg.pending += 1;
+                disk.bytes += written;
+                self.next_seq += 1;
+                Ok((seq, offset))
+            }
+            Err(e) => {
+                // Cut off whatever part of the frame reached the file, so the next record starts
+                // a new segment.
+                let _ = seg.file.set_len(offset);
+                let path = seg.path.clone();
+                disk.appending = false;
+                if seg.pending == 0 {
+                    disk.remove_segment(last, after);
+                }
+                self.next_seq += 1;
+                Err(Appending::Failed(e, path))
+            }
+        }
     }
 
     /// Evicts every waiting record of the oldest segment that has nothing in flight, and deletes
