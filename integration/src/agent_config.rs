@@ -47,6 +47,12 @@ impl AgentConfig {
             .set("scrape.host_metrics", off())
     }
 
+    /// Starts from a whole config text (e.g. one the Helm chart rendered), to be adjusted with
+    /// [`AgentConfig::set`].
+    pub fn from_yaml(yaml: &str) -> Result<AgentConfig, serde_yaml::Error> {
+        Ok(AgentConfig { root: serde_yaml::from_str(yaml)? })
+    }
+
     /// Sets the value at a dotted path (`exporters.loki.queue.max_memory`), creating the
     /// mappings on the way and replacing whatever was there.
     pub fn set(mut self, path: &str, value: impl Serialize) -> AgentConfig {

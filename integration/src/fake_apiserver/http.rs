@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::discovery;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::shared::Shared;
+use super::shared::{ApiCall, Shared};
 use super::store::{Store, StoreError};
 use super::watch::{self, WatchRequest, WatchStart};
 
@@ -85,6 +85,7 @@ impl Request<'_> {
             [] => return not_found(),
         };
         let (name, subresource) = (tail.first().copied(), tail.get(1).copied());
+        self.audit(group, plural, namespace, name, subresource);
         if tail.len() > 2 || subresource.is_some_and(|s| s != "status") {
             return not_found();
         }
@@ -118,6 +119,32 @@ impl Request<'_> {
             }
             _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the server does not allow this method"),
         }
+    }
+
+    /// Records the request in the audit log with the verb RBAC would check.
+    fn audit(&self, group: &str, plural: &str, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>) {
+        let m = self.method;
+        let verb = match name {
+            None if m == Method::GET && self.flag("watch") => "watch",
+            None if m == Method::GET => "list",
+            None if m == Method::POST => "create",
+            None if m == Method::DELETE => "deletecollection",
+            _ if m == Method::GET => "get",
+            _ if m == Method::PUT => "update",
+            _ if m == Method::PATCH => "patch",
+            _ if m == Method::DELETE => "delete",
+            _ => m.as_str(),
+        };
+        // A list or watch of one object by `fieldSelector=metadata.name=<name>` is authorized
+        // against `resourceNames` like a get.
+        let selected = self.param("fieldSelector").strip_prefix("metadata.name=").filter(|n| !n.contains(','));
+        self.shared.record(ApiCall {
+            verb: verb.into(),
+            group: group.into(),
+            resource: sub.map_or_else(|| plural.to_string(), |s| format!("{plural}/{s}")),
+            namespace: namespace.map(str::to_string),
+            name: name.or(selected).map(str::to_string),
+        });
     }
 
     fn selectors(&self) -> Result<(LabelSelector, FieldSelector), BadRequest> {

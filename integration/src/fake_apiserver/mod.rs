@@ -50,6 +50,7 @@ pub use selectors::{FieldSelector, LabelSelector, SelectorError};
 pub use store::StoreError;
 
 use fixtures::FixtureDir;
+pub use shared::ApiCall;
 use shared::Shared;
 
 /// Tuning of a [`FakeApiServer`].
@@ -98,6 +99,11 @@ impl FakeApiServer {
             }
         });
         Ok(FakeApiServer { addr, shared, stop: Some(stop), server: Some(server), fixtures: None })
+    }
+
+    /// Every request for a resource so far, with the verb RBAC checks for it (the audit log).
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.shared.calls()
     }
 
     pub fn addr(&self) -> SocketAddr {

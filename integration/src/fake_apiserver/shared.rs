@@ -16,13 +16,34 @@ pub(crate) struct Shared {
     changed: watch::Sender<u64>,
     shutting_down: AtomicBool,
     pub bookmark_interval: Duration,
+    /// Every request for a resource, in arrival order (the audit log).
+    calls: Mutex<Vec<ApiCall>>,
+}
+
+/// One request for a resource as RBAC sees it: verb, API group, resource (with its subresource,
+/// `nodes/proxy`), namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiCall {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
+    pub verb: String,
+    /// `""` for the core group.
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
 }
 
 impl Shared {
     pub fn new(max_log: usize, bookmark_interval: Duration) -> Shared {
         let store = Store::new(max_log);
         let (changed, _) = watch::channel(store.resource_version());
-        Shared { store: Mutex::new(store), changed, shutting_down: AtomicBool::new(false), bookmark_interval }
+        Shared {
+            store: Mutex::new(store),
+            changed,
+            shutting_down: AtomicBool::new(false),
+            bookmark_interval,
+            calls: Mutex::new(Vec::new()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -43,6 +64,14 @@ impl Shared {
         };
         self.changed.send_replace(resource_version);
         result
+    }
+
+    pub fn record(&self, call: ApiCall) {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+    }
+
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
