@@ -1,14 +1,558 @@
-//! The `traces` bench workload (being built; see issue notes).
+//! The `traces` bench workload: generated OTLP/gRPC load ([`load`]) sent to the release
+//! `lgtm-agent`, which exports to an in-process receiver that counts spans by the kind tagged in
+//! their trace ID ([`wire`]). Three phases, each with a fresh agent:
+//!
+//! 1. **ingest**: daemonset mode, no sampling, spans straight to the exporter; and the real
+//!    `rotel-agent` (OTLP receiver -> OTLP exporter, both gzip) with the same load, one after the
+//!    other in the same run. Spans per CPU-second of each (utime + stime from `/proc/<pid>/stat`,
+//!    from the first request until the receiver has every span) and their ratio.
+//! 2. **tail sampling**: cluster mode with the PoC's policies (errors kept, slow kept at 30%),
+//!    `decision_wait` short; spans received per CPU-second until every trace is decided and the
+//!    kept spans are at the receiver. The receiver checks the decisions: every error span, no
+//!    fast span, about 30% of the slow ones.
+//! 3. **memory**: cluster mode with a `decision_wait` longer than the phase, so every trace of the
+//!    load stays buffered; RSS after the load minus RSS before it, divided by the spans buffered
+//!    (`lgtm_agent_sampling_spans_buffered`), against the mean encoded size of a `Span`.
+//!
+//! ```text
+//! cargo run --release -p lgtm-integration --bin bench -- traces [--traces 50000] [--spans-per-trace 6] [--concurrency 4]
+//! ```
+//!
+//! This process generates the load before any agent starts and sends pre-encoded bytes; the
+//! receiver walks the protobuf without decoding it. Both still share the machine's cores with the
+//! agent, which is why the figures are per CPU-second of the agent rather than per second.
+
+pub mod load;
+pub mod wire;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::procstat::Process;
+use load::{Kind, Load};
+use wire::{CountingReceiver, Sender};
 
 /// Options of the `traces` workload.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TracesBench {
     /// The lgtm-agent binary to run; default: the workspace's release binary (built if missing).
     #[arg(long)]
-    pub agent_bin: Option<std::path::PathBuf>,
+    pub agent_bin: Option<PathBuf>,
+    /// Traces per phase.
+    #[arg(long, default_value_t = 50_000)]
+    pub traces: u64,
+    /// Spans per trace: a root, a child in a second service, database calls under it.
+    #[arg(long, default_value_t = 6)]
+    pub spans_per_trace: usize,
+    /// Spans per export request (the OpenTelemetry SDKs' default batch is 512).
+    #[arg(long, default_value_t = 512)]
+    pub spans_per_request: usize,
+    /// Export requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// `tail_sampling.decision_wait` of the tail-sampling phase.
+    #[arg(long, default_value = "1s")]
+    pub decision_wait: lgtm_config::Duration,
+    /// Leave out the rotel-agent comparison.
+    #[arg(long)]
+    pub no_rotel: bool,
 }
 
+impl Default for TracesBench {
+    fn default() -> Self {
+        TracesBench {
+            agent_bin: None,
+            traces: 50_000,
+            spans_per_trace: 6,
+            spans_per_request: 512,
+            concurrency: 4,
+            decision_wait: lgtm_config::Duration::from_secs(1),
+            no_rotel: false,
+        }
+    }
+}
+
+/// How long a phase may take before the bench gives up on it.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Runs the workload and prints its figures.
-pub async fn run(_b: TracesBench) -> anyhow::Result<()> {
-    anyhow::bail!("the traces workload is not built yet")
+pub async fn run(b: TracesBench) -> anyhow::Result<()> {
+    let bin = match &b.agent_bin {
+        Some(p) => p.clone(),
+        None => crate::agent::release_agent_binary()?,
+    };
+    let load = load::generate(b.traces, b.spans_per_trace, b.spans_per_request, 0x7e4c_e5e5);
+    // Sent before each measurement, so connections, allocator arenas and queues are warm; its
+    // trace IDs differ from the load's.
+    let warmup = load::generate(2_000, b.spans_per_trace, b.spans_per_request, 0xa11c_e5e5);
+    println!(
+        "traces: {} traces x {} spans = {} spans in {} requests ({:.1} MiB on the wire), mean span {:.0} bytes encoded; \
+         errors {} / slow {} / fast {} traces; {} requests in flight",
+        load.traces(),
+        b.spans_per_trace,
+        load.spans(),
+        load.requests.len(),
+        load.wire_bytes() as f64 / (1 << 20) as f64,
+        load.mean_span_bytes(),
+        load.traces_by_kind[Kind::Error.index()],
+        load.traces_by_kind[Kind::Slow.index()],
+        load.traces_by_kind[Kind::Fast.index()],
+        b.concurrency,
+    );
+
+    let lgtm = ingest_lgtm(&bin, &load, &warmup, &b).await.context("ingest phase, lgtm-agent")?;
+    let rotel = if b.no_rotel {
+        None
+    } else {
+        match crate::peers::rotel::rotel_binary() {
+            Some(rotel_bin) => {
+                Some(ingest_rotel(&rotel_bin, &load, &warmup, &b).await.context("ingest phase, rotel-agent")?)
+            }
+            None => {
+                println!("rotel-agent is not installed (scripts/install-test-deps.sh): no comparison");
+                None
+            }
+        }
+    };
+    println!("\n1. OTLP ingest (receive -> export, no sampling)");
+    println!(
+        "{:<12} {:>10} {:>9} {:>12} {:>14} {:>10}",
+        "agent", "spans", "cpu-s", "spans/s", "spans/cpu-s", "peak RSS"
+    );
+    for m in [Some(&lgtm), rotel.as_ref()].into_iter().flatten() {
+        m.print();
+    }
+    if let Some(r) = &rotel {
+        println!(
+            "lgtm-agent / rotel-agent spans per CPU-second: {:.2} (target >= 1)",
+            lgtm.per_cpu_second() / r.per_cpu_second().max(1e-9)
+        );
+    }
+
+    let sampling = tail_sampling(&bin, &load, &warmup, &b).await.context("tail-sampling phase")?;
+    println!(
+        "\n2. receive -> tail-sample -> export (cluster mode, PoC policies, decision_wait {:?})",
+        b.decision_wait.get()
+    );
+    println!(
+        "{:<12} {:>10} {:>9} {:>12} {:>14} {:>10}",
+        "agent", "spans", "cpu-s", "spans/s", "spans/cpu-s", "peak RSS"
+    );
+    sampling.run.print();
+    println!("spans received per CPU-second: {:.0} (target >= 200,000)", sampling.run.per_cpu_second());
+    sampling.print_decisions(&load);
+
+    let memory = memory(&bin, &load, &b).await.context("memory phase")?;
+    println!("\n3. memory of buffered spans (cluster mode, every trace waiting for its decision)");
+    memory.print(&load);
+    Ok(())
+}
+
+/// One measured send of the load through one process.
+struct Run {
+    name: &'static str,
+    spans: u64,
+    cpu_seconds: f64,
+    wall: Duration,
+    peak_rss: u64,
+    /// Spans by kind at the receiver once the warm-up was through.
+    warm_counts: [u64; 3],
+}
+
+impl Run {
+    fn per_cpu_second(&self) -> f64 {
+        self.spans as f64 / self.cpu_seconds.max(1e-9)
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<12} {:>10} {:>9.2} {:>12.0} {:>14.0} {:>6.1} MiB",
+            self.name,
+            self.spans,
+            self.cpu_seconds,
+            self.spans as f64 / self.wall.as_secs_f64(),
+            self.per_cpu_second(),
+            mib(self.peak_rss)
+        );
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// What one measured phase sends where.
+struct Phase<'a> {
+    name: &'static str,
+    /// The process whose CPU is measured.
+    pid: u32,
+    /// Its OTLP/gRPC receiver.
+    grpc: std::net::SocketAddr,
+    load: &'a Load,
+    warmup: &'a Load,
+    concurrency: usize,
+    /// The counting receiver's figures.
+    counts: &'a wire::Counts,
+}
+
+/// Sends the warm-up and waits for `warm_done`; then sends the load and measures the CPU of the
+/// process until `done` holds.
+async fn measure<W, WF, D, DF>(p: Phase<'_>, warm_done: W, done: D) -> anyhow::Result<Run>
+where
+    W: FnMut() -> WF,
+    WF: std::future::Future<Output = bool>,
+    D: FnMut() -> DF,
+    DF: std::future::Future<Output = bool>,
+{
+    let Phase { name, pid, grpc, load, warmup, concurrency, counts } = p;
+    let sender = Sender::connect(grpc).await?;
+    sender.send_all(&warmup.requests, concurrency).await?;
+    if !wire::wait_until(PHASE_TIMEOUT, warm_done).await {
+        bail!("{name}: the warm-up did not get through");
+    }
+    let warm_counts = Kind::ALL.map(|k| counts.of(k));
+    let process = Process::Pid(pid);
+    let cpu0 = process.cpu_seconds();
+    let t0 = Instant::now();
+    let sent = sender.send_all(&load.requests, concurrency).await?;
+    if !wire::wait_until(PHASE_TIMEOUT, done).await {
+        bail!("{name}: not done within {PHASE_TIMEOUT:?}");
+    }
+    let wall = t0.elapsed();
+    let cpu_seconds = process.cpu_seconds() - cpu0;
+    if sent.retries > 0 {
+        println!("{name}: {} requests answered 'retry later' and were sent again", sent.retries);
+    }
+    Ok(Run { name, spans: load.spans(), cpu_seconds, wall, peak_rss: process.peak_rss_bytes(), warm_counts })
+}
+
+async fn ingest_lgtm(bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Run> {
+    let rx = CountingReceiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let agent = Agent::start(bin, dir.path(), "daemonset", &rx.endpoint(), "").await?;
+    let counts = rx.counts.clone();
+    let (warm, all) = (warmup.spans(), warmup.spans() + load.spans());
+    measure(
+        Phase {
+            name: "lgtm-agent",
+            pid: agent.pid(),
+            grpc: agent.grpc,
+            load,
+            warmup,
+            concurrency: b.concurrency,
+            counts: &rx.counts,
+        },
+        || {
+            let c = counts.clone();
+            async move { c.spans() >= warm }
+        },
+        || {
+            let c = counts.clone();
+            async move { c.spans() >= all }
+        },
+    )
+    .await
+}
+
+async fn ingest_rotel(bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Run> {
+    let rx = CountingReceiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let rotel = Rotel::start(bin, dir.path(), &rx.endpoint()).await?;
+    let counts = rx.counts.clone();
+    let (warm, all) = (warmup.spans(), warmup.spans() + load.spans());
+    measure(
+        Phase {
+            name: "rotel-agent",
+            pid: rotel.pid(),
+            grpc: rotel.grpc,
+            load,
+            warmup,
+            concurrency: b.concurrency,
+            counts: &rx.counts,
+        },
+        || {
+            let c = counts.clone();
+            async move { c.spans() >= warm }
+        },
+        || {
+            let c = counts.clone();
+            async move { c.spans() >= all }
+        },
+    )
+    .await
+}
+
+struct Sampling {
+    run: Run,
+    /// Spans at the receiver by kind, the warm-up's excluded.
+    kept: [u64; 3],
+    /// The agent's own count of spans it sampled.
+    sampled: f64,
+}
+
+impl Sampling {
+    fn print_decisions(&self, load: &Load) {
+        let row = |k: Kind| (self.kept[k.index()], load.spans_by_kind[k.index()]);
+        let (e, es) = row(Kind::Error);
+        let (s, ss) = row(Kind::Slow);
+        let (f, fs) = row(Kind::Fast);
+        println!(
+            "kept spans: errors {e}/{es}, slow {s}/{ss} ({:.1}%, policy 30%), fast {f}/{fs}; agent's sampled spans {}",
+            100.0 * s as f64 / ss.max(1) as f64,
+            self.sampled
+        );
+        if e != es || f != 0 {
+            println!("WARNING: the decisions are not the policies'");
+        }
+    }
+}
+
+async fn tail_sampling(bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Sampling> {
+    let rx = CountingReceiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let sampling = format!(
+        "tail_sampling: {{ decision_wait: {}ms, max_traces: {}, max_buffer: 1GiB }}\n",
+        b.decision_wait.get().as_millis(),
+        b.traces.max(50_000)
+    );
+    let agent = Agent::start(bin, dir.path(), "cluster", &rx.endpoint(), &sampling).await?;
+    let admin = agent.admin;
+    // Decided: every span through the sampler; exported: every sampled span at the receiver.
+    let settled = |expected: u64| {
+        let counts = rx.counts.clone();
+        move || {
+            let counts = counts.clone();
+            async move {
+                let m = Metrics::get(admin).await;
+                let decided = m.sum("lgtm_agent_sampling_spans_total", "");
+                let sampled = m.sum("lgtm_agent_sampling_spans_total", "decision=\"sampled\"");
+                decided >= expected as f64 && counts.spans() as f64 >= sampled
+            }
+        }
+    };
+    let run = measure(
+        Phase {
+            name: "lgtm-agent",
+            pid: agent.pid(),
+            grpc: agent.grpc,
+            load,
+            warmup,
+            concurrency: b.concurrency,
+            counts: &rx.counts,
+        },
+        settled(warmup.spans()),
+        settled(warmup.spans() + load.spans()),
+    )
+    .await?;
+    let kept = Kind::ALL.map(|k| rx.counts.of(k) - run.warm_counts[k.index()]);
+    let m = Metrics::get(admin).await;
+    Ok(Sampling { run, kept, sampled: m.sum("lgtm_agent_sampling_spans_total", "decision=\"sampled\"") })
+}
+
+struct Memory {
+    idle_rss: u64,
+    loaded_rss: u64,
+    spans_buffered: f64,
+    traces_buffered: f64,
+    buffer_bytes: f64,
+}
+
+impl Memory {
+    fn print(&self, load: &Load) {
+        let per_span = (self.loaded_rss.saturating_sub(self.idle_rss)) as f64 / self.spans_buffered.max(1.0);
+        let mean = load.mean_span_bytes();
+        println!(
+            "buffered: {} traces, {} spans, {:.1} MiB by the sampler's count",
+            self.traces_buffered,
+            self.spans_buffered,
+            self.buffer_bytes / (1 << 20) as f64
+        );
+        println!(
+            "RSS idle {:.1} MiB, with the spans buffered {:.1} MiB: {:.0} bytes per buffered span, \
+             {:.2}x the mean encoded span ({:.0} bytes; target <= 2x)",
+            mib(self.idle_rss),
+            mib(self.loaded_rss),
+            per_span,
+            per_span / mean,
+            mean
+        );
+    }
+}
+
+async fn memory(bin: &Path, load: &Load, b: &TracesBench) -> anyhow::Result<Memory> {
+    let rx = CountingReceiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let sampling =
+        format!("tail_sampling: {{ decision_wait: 30m, max_traces: {}, max_buffer: 4GiB }}\n", b.traces.max(1) * 2);
+    let agent = Agent::start(bin, dir.path(), "cluster", &rx.endpoint(), &sampling).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let process = Process::Pid(agent.pid());
+    let idle_rss = process.rss_bytes();
+    let sender = Sender::connect(agent.grpc).await?;
+    sender.send_all(&load.requests, b.concurrency).await?;
+    let admin = agent.admin;
+    let spans = load.spans() as f64;
+    let buffered = wire::wait_until(PHASE_TIMEOUT, || async move {
+        Metrics::get(admin).await.sum("lgtm_agent_sampling_spans_buffered", "") >= spans
+    })
+    .await;
+    if !buffered {
+        bail!("the agent did not buffer every span of the load");
+    }
+    // Let the allocator settle what the requests' decoding used.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loaded_rss = process.rss_bytes();
+    let m = Metrics::get(admin).await;
+    Ok(Memory {
+        idle_rss,
+        loaded_rss,
+        spans_buffered: m.sum("lgtm_agent_sampling_spans_buffered", ""),
+        traces_buffered: m.sum("lgtm_agent_sampling_traces_buffered", ""),
+        buffer_bytes: m.sum("lgtm_agent_sampling_buffer_bytes", ""),
+    })
+}
+
+/// A `/metrics` text of the agent.
+struct Metrics(String);
+
+impl Metrics {
+    async fn get(admin: u16) -> Metrics {
+        let text = match reqwest::get(format!("http://127.0.0.1:{admin}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Metrics(text)
+    }
+
+    /// Sum of the samples of `name` whose line contains `filter`.
+    fn sum(&self, name: &str, filter: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// The release `lgtm-agent` with only its OTLP/gRPC receiver and the Tempo exporter on.
+struct Agent {
+    child: Child,
+    grpc: std::net::SocketAddr,
+    admin: u16,
+}
+
+impl Agent {
+    /// `extra`: more top-level YAML (the `tail_sampling` section).
+    async fn start(bin: &Path, dir: &Path, mode: &str, tempo: &str, extra: &str) -> anyhow::Result<Agent> {
+        let (admin, grpc_port) = (crate::free_port(), crate::free_port());
+        let config = format!(
+            "cluster: bench\ntenant: bench\nmode: {mode}\ndata_dir: {data}\n\
+             admin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+             exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ endpoint: \"{tempo}\" }}\n\
+             logs: {{ enabled: false }}\nevents: {{ enabled: false }}\ncluster_state: {{ enabled: false }}\n\
+             scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }}, monitors: {{ enabled: false }} }}\n\
+             otlp:\n  grpc: \"127.0.0.1:{grpc_port}\"\n  http: \"\"\n  zipkin: \"\"\n  max_request_size: 64MiB\n  \
+             jaeger: {{ thrift_compact: \"\", thrift_binary: \"\", thrift_http: \"\", grpc: \"\" }}\n{extra}",
+            data = dir.join("data").display(),
+        );
+        let path = dir.join("agent.yaml");
+        std::fs::write(&path, config)?;
+        let log_path = dir.join("agent.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut agent = Agent { child, grpc: ([127, 0, 0, 1], grpc_port).into(), admin };
+        let started = Instant::now();
+        loop {
+            let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await;
+            if matches!(ready, Ok(r) if r.status().is_success()) {
+                return Ok(agent);
+            }
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                bail!("lgtm-agent exited ({status}) before ready: {}", std::fs::read_to_string(&log_path)?);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("lgtm-agent not ready after 30 s: {}", std::fs::read_to_string(&log_path)?);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rotel-agent` receiving OTLP/gRPC and exporting OTLP/gRPC (gzip, its defaults otherwise).
+struct Rotel {
+    child: Child,
+    grpc: std::net::SocketAddr,
+}
+
+impl Rotel {
+    async fn start(bin: &Path, dir: &Path, endpoint: &str) -> anyhow::Result<Rotel> {
+        let (grpc_port, http_port) = (crate::free_port(), crate::free_port());
+        let log_path = dir.join("rotel.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(bin)
+            .args(["start", "--exporter", "otlp", "--otlp-exporter-endpoint", endpoint])
+            .arg("--otlp-grpc-endpoint")
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--otlp-grpc-max-recv-msg-size-mib")
+            .arg("64")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut rotel = Rotel { child, grpc: ([127, 0, 0, 1], grpc_port).into() };
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(rotel.grpc).await.is_err() {
+            if let Ok(Some(status)) = rotel.child.try_wait() {
+                bail!("rotel-agent exited ({status}): {}", std::fs::read_to_string(&log_path)?);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("rotel-agent not listening after 20 s: {}", std::fs::read_to_string(&log_path)?);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(rotel)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -3,7 +3,7 @@
 //! that tail-samples it.
 //!
 //! - Membership: the Service's name is resolved periodically ([`resolve`]); each A record is a
-//!   replica. Tests and other discovery can set the members with [`TraceRouter::set_endpoints`].
+//!   replica (a comma-separated list of `host:port` is the union of theirs). Tests and other discovery can set the members with [`TraceRouter::set_endpoints`].
 //! - Placement: rendezvous hashing ([`placement`]) of the trace ID over the members: a trace
 //!   always goes to the same replica while membership holds, and a change moves only the traces
 //!   of the replicas that came or went. A request holding spans of several traces is split.

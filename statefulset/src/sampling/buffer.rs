@@ -129,6 +129,7 @@ pub struct Buffer {
     order: VecDeque<(Instant, TraceId, u64)>,
     next_generation: u64,
     bytes: usize,
+    spans: usize,
     decisions: DecisionCache,
 }
 
@@ -142,6 +143,7 @@ impl Buffer {
             order: VecDeque::new(),
             next_generation: 0,
             bytes: 0,
+            spans: 0,
             decisions,
         }
     }
@@ -152,6 +154,10 @@ impl Buffer {
 
     pub fn buffered_bytes(&self) -> usize {
         self.bytes
+    }
+
+    pub fn buffered_spans(&self) -> usize {
+        self.spans
     }
 
     pub fn limits(&self) -> &Limits {
@@ -214,6 +220,7 @@ impl Buffer {
         pending.spans.push((envelope.clone(), encoded));
         pending.bytes += size;
         self.bytes += size;
+        self.spans += 1;
         if pending.facts.spans >= self.limits.max_trace_spans || pending.bytes >= self.limits.max_trace_bytes {
             self.decide(id, Some(Early::TraceTooLarge), now, out);
         }
@@ -264,6 +271,7 @@ impl Buffer {
     fn decide(&mut self, id: TraceId, early: Option<Early>, now: Instant, out: &mut Collector) {
         let Some(pending) = self.traces.remove(&id) else { return };
         self.bytes -= pending.bytes;
+        self.spans -= pending.spans.len();
         let policy = self.policies.decide(&id, &pending.facts, now).map(str::to_string);
         self.decisions.insert(id, policy.is_some());
         if policy.is_some() {

@@ -84,6 +84,7 @@ fn a_trace_is_decided_decision_wait_after_its_first_span_and_exported_whole() {
     let t0 = Instant::now();
     assert!(b.ingest(request(vec![span(id(1), 1, 5, false)]), t0).decided.is_empty());
     assert!(b.ingest(request(vec![span(id(1), 2, 5, true)]), t0 + Duration::from_secs(3)).decided.is_empty());
+    assert_eq!((b.buffered_traces(), b.buffered_spans()), (1, 2));
     assert!(b.decide_due(t0 + WAIT - Duration::from_millis(1)).decided.is_empty());
     let out = b.decide_due(t0 + WAIT);
     assert_eq!(out.decided.len(), 1);
@@ -96,7 +97,7 @@ fn a_trace_is_decided_decision_wait_after_its_first_span_and_exported_whole() {
     assert_eq!(req.resource_spans[0].resource.as_ref().unwrap().attributes[0].key, "service.name");
     assert_eq!(req.resource_spans[0].scope_spans[0].scope.as_ref().unwrap().name, "lib");
     assert_eq!(req.resource_spans[0].scope_spans[0].spans[1].status.as_ref().unwrap().code, 2);
-    assert_eq!((b.buffered_traces(), b.buffered_bytes()), (0, 0));
+    assert_eq!((b.buffered_traces(), b.buffered_spans(), b.buffered_bytes()), (0, 0, 0));
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub struct SamplingMetrics {
     pub early: IntCounterVec,
     pub buffered: IntGauge,
     pub buffer_bytes: IntGauge,
+    pub buffered_spans: IntGauge,
     pub decision_latency: Histogram,
     pub spans: IntCounterVec,
 }
@@ -42,6 +43,9 @@ pub fn sampling() -> &'static SamplingMetrics {
         buffer_bytes: register(
             IntGauge::new("lgtm_agent_sampling_buffer_bytes", "Bytes of spans waiting for a decision.")
                 .expect("valid metric"),
+        ),
+        buffered_spans: register(
+            IntGauge::new("lgtm_agent_sampling_spans_buffered", "Spans waiting for a decision.").expect("valid metric"),
         ),
         decision_latency: register(
             Histogram::with_opts(

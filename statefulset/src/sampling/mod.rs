@@ -147,6 +147,7 @@ impl TailSampler {
         let m = metrics::sampling();
         m.buffered.set(buffer.buffered_traces() as i64);
         m.buffer_bytes.set(buffer.buffered_bytes() as i64);
+        m.buffered_spans.set(buffer.buffered_spans() as i64);
     }
 
     /// Traces and bytes buffered now.
