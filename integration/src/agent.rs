@@ -50,6 +50,11 @@ impl AgentProcess {
     /// Writes `config_yaml` to `dir/agent.yaml` and starts `lgtm-agent run` on it; waits for
     /// `/readyz`. The config must set `admin.listen` to `127.0.0.1:<admin_port>`.
     pub async fn start(dir: &Path, config_yaml: &str, admin_port: u16) -> AgentProcess {
+        AgentProcess::start_with_env(dir, config_yaml, admin_port, &[("RUST_LOG", "info")]).await
+    }
+
+    /// [`AgentProcess::start`] with these environment variables set for the agent.
+    pub async fn start_with_env(dir: &Path, config_yaml: &str, admin_port: u16, env: &[(&str, &str)]) -> AgentProcess {
         let config_path = dir.join("agent.yaml");
         std::fs::write(&config_path, config_yaml).expect("write agent config");
         let log_path = dir.join(format!(
@@ -60,7 +65,7 @@ impl AgentProcess {
         let child = Command::new(agent_binary())
             .args(["run", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log))
             .spawn()

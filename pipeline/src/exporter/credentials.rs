@@ -94,6 +94,38 @@ impl Credentials {
     }
 }
 
+/// What stands in for a credential in text that quotes it.
+pub const REDACTED: &str = "<redacted>";
+
+/// `text` with every form of the credentials sent as `authorization` replaced by [`REDACTED`]:
+/// the header value, its token (or base64) part, and the password of basic auth. Backends and
+/// proxies sometimes quote the request back in an error body, which is logged and kept in the
+/// acknowledgement.
+pub fn redact(text: String, authorization: Option<&str>) -> String {
+    let Some(auth) = authorization else { return text };
+    let mut forms = vec![auth.to_string()];
+    if let Some((_, secret)) = auth.split_once(' ') {
+        forms.push(secret.to_string());
+        if auth.starts_with("Basic ") {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(secret).ok();
+            let pair = decoded.and_then(|d| String::from_utf8(d).ok());
+            if let Some((_, password)) = pair.as_deref().and_then(|p| p.split_once(':')) {
+                // A very short password would redact common words; it is also too weak to matter.
+                if password.len() >= 4 {
+                    forms.push(password.to_string());
+                }
+            }
+        }
+    }
+    let mut text = text;
+    for form in forms.iter().filter(|f| !f.is_empty()) {
+        if text.contains(form.as_str()) {
+            text = text.replace(form.as_str(), REDACTED);
+        }
+    }
+    text
+}
+
 /// A small secret file, cached and re-read when its modification time or length changes.
 struct SecretFile {
     what: &'static str,
@@ -205,5 +237,36 @@ mod tests {
         };
         let auth = Credentials::from_config(&cfg).authorization().await.unwrap();
         assert_eq!(auth.as_deref(), Some("Basic dXNlcjpwYXNz"));
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn every_form_of_the_sent_credentials_is_redacted() {
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("tenant:hunter22"));
+        let body = format!("denied: got authorization {basic}; the password hunter22 is wrong; retry later");
+        let out = redact(body, Some(&basic));
+        assert_eq!(out, "denied: got authorization <redacted>; the password <redacted> is wrong; retry later");
+        let b64 = basic.trim_start_matches("Basic ");
+        assert_eq!(redact(format!("token {b64} refused"), Some(&basic)), "token <redacted> refused");
+
+        let bearer = "Bearer eyJhbGciOi.abc";
+        assert_eq!(redact("bad: Bearer eyJhbGciOi.abc".into(), Some(bearer)), "bad: <redacted>");
+        assert_eq!(redact("bad token eyJhbGciOi.abc".into(), Some(bearer)), "bad token <redacted>");
+    }
+
+    #[test]
+    fn text_without_credentials_or_without_a_header_is_unchanged() {
+        assert_eq!(
+            redact("HTTP 400: out of order sample".into(), Some("Bearer t0ken-x")),
+            "HTTP 400: out of order sample"
+        );
+        assert_eq!(redact("anything Bearer x".into(), None), "anything Bearer x");
+        // A password too short to redact safely is left alone (and the header still is not there).
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:abc"));
+        assert_eq!(redact("abc abc".into(), Some(&basic)), "abc abc");
     }
 }

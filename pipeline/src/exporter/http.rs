@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_A
 use reqwest::{StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 
-use super::credentials::Credentials;
+use super::credentials::{redact, Credentials};
 use super::retry::{set_up_until_stopped, Attempt};
 use super::tls::{self, TlsError, TlsFiles};
 
@@ -126,9 +126,10 @@ impl HttpSender {
     /// One POST of `body` (already encoded and compressed), classified.
     pub async fn post(&self, body: Bytes) -> Attempt<()> {
         let mut req = self.client.post(self.url.clone()).headers(self.headers.clone()).body(body);
-        match self.credentials.authorization().await {
+        let authorization = self.credentials.authorization().await;
+        match &authorization {
             Ok(None) => {}
-            Ok(Some(auth)) => match HeaderValue::from_str(&auth) {
+            Ok(Some(auth)) => match HeaderValue::from_str(auth) {
                 Ok(mut v) => {
                     v.set_sensitive(true);
                     req = req.header(AUTHORIZATION, v);
@@ -155,7 +156,8 @@ impl HttpSender {
             return Attempt::Delivered(());
         }
         let retry_after = retry_after(resp.headers());
-        let body = quote_body(resp).await;
+        let sent = authorization.ok().flatten();
+        let body = redact(quote_body(resp).await, sent.as_deref());
         let reason = format!("http_{}", status.as_u16());
         let message = format!("HTTP {status}: {body}");
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {

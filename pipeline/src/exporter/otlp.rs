@@ -19,7 +19,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
-use super::credentials::Credentials;
+use super::credentials::{redact, Credentials};
 use super::outcome::{release, Reporter};
 use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
 use super::tls::{TlsError, TlsFiles};
@@ -114,9 +114,10 @@ impl Client {
     async fn export(&self, request: ExportTraceServiceRequest) -> Attempt<Option<ExportTracePartialSuccess>> {
         let mut req = tonic::Request::new(request);
         *req.metadata_mut() = self.metadata.clone();
-        match self.credentials.authorization().await {
+        let authorization = self.credentials.authorization().await;
+        match &authorization {
             Ok(None) => {}
-            Ok(Some(auth)) => match AsciiMetadataValue::from_str(&auth) {
+            Ok(Some(auth)) => match AsciiMetadataValue::from_str(auth) {
                 Ok(v) => {
                     req.metadata_mut().insert("authorization", v);
                 }
@@ -134,13 +135,14 @@ impl Client {
         let mut grpc = self.grpc.clone();
         match grpc.export(req).await {
             Ok(resp) => Attempt::Delivered(resp.into_inner().partial_success),
-            Err(status) => classify(&status),
+            Err(status) => classify(&status, authorization.ok().flatten().as_deref()),
         }
     }
 }
 
-fn classify<T>(status: &Status) -> Attempt<T> {
-    let detail = format!("{:?}: {}", status.code(), status.message());
+/// `authorization`: what was sent, redacted from the status message.
+fn classify<T>(status: &Status, authorization: Option<&str>) -> Attempt<T> {
+    let detail = redact(format!("{:?}: {}", status.code(), status.message()), authorization);
     // A status made on this side from a transport failure (connection reset, the request timeout,
     // which tonic reports as CANCELLED) carries its cause; an answer from the backend does not.
     if std::error::Error::source(status).is_some() {
