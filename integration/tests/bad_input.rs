@@ -715,3 +715,84 @@ async fn otlp_requests_oversized_truncated_nested_10000_deep_or_not_json_are_ref
     assert_eq!(received, 6.0, "the two valid requests' spans were taken");
     assert!(peak < base + 200 * MIB, "peak RSS grew by {} MiB", (peak - base) / MIB);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_with_an_invalid_regex_is_reported_and_the_others_are_scraped() {
+    use lgtm_integration::fake_apiserver::FakeApiServer;
+    use lgtm_integration::fake_target::FakeTarget;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApiServer::start().await.unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let good = FakeTarget::start("good_metric 1\n").await;
+    let bad = FakeTarget::start("bad_metric 1\n").await;
+    for (app, t) in [("good", &good), ("bad", &bad)] {
+        let port = t.addr.port();
+        server
+            .apply(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": app, "namespace": "shop", "labels": {"app": app}}, "spec": {}}))
+            .unwrap();
+        server
+            .apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("{app}-x"), "namespace": "shop", "labels": {"kubernetes.io/service-name": app}},
+                "addressType": "IPv4", "endpoints": [{"addresses": ["127.0.0.1"]}],
+                "ports": [{"name": "metrics", "port": port}]}))
+            .unwrap();
+    }
+    let monitor = |app: &str, regex: &str| {
+        json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": app, "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": app}},
+                "endpoints": [{"port": "metrics", "interval": "1s",
+                    "relabelings": [{"sourceLabels": ["__address__"], "regex": regex, "targetLabel": "addr", "action": "replace"}]}]}})
+    };
+    server.apply(monitor("good", "(.*)")).unwrap();
+    server.apply(monitor("bad", "([unclosed")).unwrap();
+
+    // KUBECONFIG for the agent, as kubectl finds it; no other test of this binary uses Kubernetes.
+    std::env::set_var("KUBECONFIG", &kubeconfig);
+    let admin = free_port();
+    let config = AgentConfig::new("it-bad", &dir.path().join("data"), admin)
+        .set("mode", "cluster")
+        .set("events.enabled", false)
+        .set("tail_sampling.enabled", false)
+        .set("cluster_state.enabled", false)
+        .yaml();
+    let mut agent = AgentProcess::start(dir.path(), &config, admin).await;
+    let url = format!("http://127.0.0.1:{admin}/targets");
+    let body: serde_json::Value = eventually(Duration::from_secs(30), "the good monitor's target up", || {
+        let url = url.clone();
+        async move {
+            let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let up = body["targets"].as_array()?.iter().any(|t| t["labels"]["job"] == "good" && t["health"] == "up");
+            up.then_some(body)
+        }
+    })
+    .await;
+    let monitors = body["discovery"]["monitors"].as_array().expect("monitors on /targets");
+    let find = |name: &str| monitors.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{name}: {body}"));
+    let (good_m, bad_m) = (find("good"), find("bad"));
+    report(
+        "monitor with an invalid regex",
+        "ServiceMonitors shop/good and shop/bad (relabeling regex \"([unclosed\")",
+        &format!("bad: errors {}, targets here {}", bad_m["errors"], bad_m["targets_here"]),
+        &format!("good: errors {}, targets here {}", good_m["errors"], good_m["targets_here"]),
+    );
+    // Reported on the monitor, or among the discovery's target errors naming its job.
+    let target_errors: Vec<String> = body["discovery"]["target_errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    println!("    discovery target_errors: {target_errors:?}");
+    let on_monitor = bad_m["errors"].to_string().contains("unclosed");
+    let on_job = target_errors.iter().any(|e| e.contains("serviceMonitor/shop/bad") && e.contains("unclosed"));
+    assert!(on_monitor || on_job, "the bad regex is reported: {bad_m} {target_errors:?}");
+    assert_eq!(bad_m["targets_here"], 0, "{bad_m}");
+    assert!(good_m["errors"].as_array().is_some_and(|e| e.is_empty()), "{good_m}");
+    assert!(target_errors.iter().all(|e| !e.contains("serviceMonitor/shop/good")), "{target_errors:?}");
+    let targets = body["targets"].as_array().unwrap();
+    assert!(targets.iter().all(|t| t["labels"]["job"] != "bad"), "no target from the bad monitor: {body}");
+    let status = agent.terminate(Duration::from_secs(20)).await;
+    assert!(status.success());
+}
