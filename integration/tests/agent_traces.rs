@@ -1,14 +1,16 @@
-//! Traces end to end with real clients: the OpenTelemetry Python SDK sends to a daemonset-mode
-//! agent, which routes by trace ID to a cluster-mode agent, which tail-samples with the PoC's
-//! policies (errors kept, slow traces kept at 30%) and exports to an OTLP receiver.
+//! Traces end to end with real clients: the OpenTelemetry Python SDK sends (directly, or through a
+//! real `rotel-agent` in front) to a daemonset-mode agent, which routes by trace ID to two
+//! cluster-mode agents, which tail-sample with the PoC's policies (errors kept, slow traces kept
+//! at 30%) and export each to its own OTLP receiver, so a trace split across replicas shows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use lgtm_integration::agent::AgentProcess;
 use lgtm_integration::otlp_receiver::OtlpReceiver;
+use lgtm_integration::peers::rotel::rotel_binary;
 use lgtm_integration::{eventually, free_port, require};
 
 /// Skips (fails under CI) without the OpenTelemetry Python SDK and its OTLP gRPC exporter.
@@ -28,97 +30,211 @@ fn base(data: &Path, admin: u16) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sdk_to_daemonset_to_cluster_mode_tail_sampling_to_tempo() {
-    if !python_sdk_available() {
-        return;
+/// Daemonset-mode agent -> cluster-mode replicas -> one OTLP receiver ("Tempo") per replica.
+struct Chain {
+    tempos: Vec<OtlpReceiver>,
+    replicas: Vec<AgentProcess>,
+    node: AgentProcess,
+    node_grpc: u16,
+    _tmp: tempfile::TempDir,
+}
+
+impl Chain {
+    async fn start(replicas: usize) -> Chain {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut tempos = Vec::new();
+        let mut agents = Vec::new();
+        let mut members = Vec::new();
+        for r in 0..replicas {
+            let tempo = OtlpReceiver::start().await;
+            let dir = tmp.path().join(format!("cluster-{r}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (admin, grpc) = (free_port(), free_port());
+            let cfg = format!(
+                "{}mode: cluster\nexporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  \
+                 tempo: {{ endpoint: \"{}\", batch: {{ max_wait: 100ms }} }}\n\
+                 scrape: {{ monitors: {{ enabled: false }} }}\n\
+                 otlp: {{ grpc: \"127.0.0.1:{grpc}\", http: \"\" }}\n\
+                 tail_sampling: {{ decision_wait: 2s }}\n",
+                base(&dir.join("data"), admin),
+                tempo.endpoint()
+            );
+            agents.push(AgentProcess::start(&dir, &cfg, admin).await);
+            tempos.push(tempo);
+            members.push(format!("127.0.0.1:{grpc}"));
+        }
+        let dir = tmp.path().join("node");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (admin, node_grpc) = (free_port(), free_port());
+        let cfg = format!(
+            "{}mode: daemonset\nexporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ console: true }}\n\
+             scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
+             otlp: {{ grpc: \"127.0.0.1:{node_grpc}\", http: \"\", forward_traces_to: \"{}\" }}\n",
+            base(&dir.join("data"), admin),
+            members.join(",")
+        );
+        let node = AgentProcess::start(&dir, &cfg, admin).await;
+        Chain { tempos, replicas: agents, node, node_grpc, _tmp: tmp }
     }
-    let tempo = OtlpReceiver::start().await;
-    let tmp = tempfile::tempdir().unwrap();
 
-    let cluster_dir = tmp.path().join("cluster");
-    std::fs::create_dir_all(&cluster_dir).unwrap();
-    let (cluster_admin, cluster_grpc) = (free_port(), free_port());
-    let cluster_cfg = format!(
-        "{}mode: cluster\nexporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  \
-         tempo: {{ endpoint: \"{}\", batch: {{ max_wait: 100ms }} }}\n\
-         scrape: {{ monitors: {{ enabled: false }} }}\n\
-         otlp: {{ grpc: \"127.0.0.1:{cluster_grpc}\", http: \"\" }}\n\
-         tail_sampling: {{ decision_wait: 2s }}\n",
-        base(&cluster_dir.join("data"), cluster_admin),
-        tempo.endpoint()
-    );
-    let mut cluster = AgentProcess::start(&cluster_dir, &cluster_cfg, cluster_admin).await;
+    /// Spans per trace ID (hex) at each replica's receiver.
+    fn spans_by_trace(&self) -> Vec<BTreeMap<String, usize>> {
+        self.tempos
+            .iter()
+            .map(|rx| {
+                let mut m: BTreeMap<String, usize> = BTreeMap::new();
+                for e in &rx.state().exports {
+                    for s in e.request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+                        *m.entry(s.trace_id.iter().map(|b| format!("{b:02x}")).collect()).or_default() += 1;
+                    }
+                }
+                m
+            })
+            .collect()
+    }
 
-    let node_dir = tmp.path().join("node");
-    std::fs::create_dir_all(&node_dir).unwrap();
-    let (node_admin, node_grpc) = (free_port(), free_port());
-    let node_cfg = format!(
-        "{}mode: daemonset\nexporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ console: true }}\n\
-         scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
-         otlp: {{ grpc: \"127.0.0.1:{node_grpc}\", http: \"\", forward_traces_to: \"127.0.0.1:{cluster_grpc}\" }}\n",
-        base(&node_dir.join("data"), node_admin)
-    );
-    let mut node = AgentProcess::start(&node_dir, &node_cfg, node_admin).await;
+    async fn stop(mut self) {
+        assert!(self.node.terminate(Duration::from_secs(30)).await.success());
+        for r in &mut self.replicas {
+            assert!(r.terminate(Duration::from_secs(30)).await.success());
+        }
+    }
+}
 
+const N_ERROR: usize = 50;
+const N_SLOW: usize = 400;
+const N_FAST: usize = 200;
+
+/// `scripts/send_traces.py` to `endpoint`: the trace IDs it sent, by kind (`error`, `slow`,
+/// `fast`); every trace is a root and two children of a second service.
+fn send_traces(endpoint: &str) -> BTreeMap<String, Vec<String>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/send_traces.py");
-    let (n_error, n_slow, n_fast) = (50usize, 400usize, 200usize);
     let out = Command::new("python3")
         .arg(&script)
-        .arg(format!("127.0.0.1:{node_grpc}"))
-        .args([n_error.to_string(), n_slow.to_string(), n_fast.to_string()])
+        .arg(endpoint)
+        .args([N_ERROR.to_string(), N_SLOW.to_string(), N_FAST.to_string()])
         .output()
         .expect("run send_traces.py");
     assert!(out.status.success(), "send_traces.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    let ids: BTreeMap<String, Vec<String>> = serde_json::from_slice(&out.stdout).expect("ids json");
+    serde_json::from_slice(&out.stdout).expect("ids json")
+}
 
-    // Every error trace arrives whole (3 spans: root + 2 children).
-    let spans_by_trace = |rx: &OtlpReceiver| {
+/// What a user of the PoC's policies checks at Tempo: every error trace whole, slow traces at
+/// 30% (within 3 sigma) and whole, fast ones absent, nothing that was not sent, no trace at two
+/// replicas, the tenant on every export.
+async fn assert_sampled_as_the_poc_says(chain: &Chain, ids: &BTreeMap<String, Vec<String>>) {
+    let errors: BTreeSet<String> = ids["error"].iter().cloned().collect();
+    let total = |per_replica: &[BTreeMap<String, usize>]| {
         let mut m: BTreeMap<String, usize> = BTreeMap::new();
-        for e in &rx.state().exports {
-            for rs in &e.request.resource_spans {
-                for ss in &rs.scope_spans {
-                    for s in &ss.spans {
-                        let id: String = s.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                        *m.entry(id).or_default() += 1;
-                    }
-                }
-            }
+        for (id, n) in per_replica.iter().flatten() {
+            *m.entry(id.clone()).or_default() += n;
         }
         m
     };
-    let errors: BTreeSet<String> = ids["error"].iter().cloned().collect();
     eventually(Duration::from_secs(60), "every error trace at Tempo", || {
-        let m = spans_by_trace(&tempo);
+        let m = total(&chain.spans_by_trace());
         let errors = errors.clone();
         async move { errors.iter().all(|id| m.get(id) == Some(&3)).then_some(()) }
     })
     .await;
     // Let the remaining decisions land.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let got = spans_by_trace(&tempo);
+    let per_replica = chain.spans_by_trace();
+    let got = total(&per_replica);
     let sent: BTreeSet<&String> = ids.values().flatten().collect();
     let unknown: Vec<&String> = got.keys().filter(|id| !sent.contains(id)).collect();
     assert!(unknown.is_empty(), "traces at Tempo that were never sent: {unknown:?}");
+    let split: Vec<&String> =
+        got.keys().filter(|id| per_replica.iter().filter(|m| m.contains_key(*id)).count() > 1).collect();
+    assert!(split.is_empty(), "traces exported by more than one replica: {split:?}");
+    let errors_at: Vec<usize> =
+        per_replica.iter().map(|m| errors.iter().filter(|id| m.contains_key(*id)).count()).collect();
+    assert!(errors_at.iter().all(|&n| n > 0), "both replicas own some error traces: {errors_at:?}");
     let errors_whole = errors.iter().filter(|id| got.get(*id) == Some(&3)).count();
     let fast_kept = ids["fast"].iter().filter(|id| got.contains_key(*id)).count();
     let slow_kept = ids["slow"].iter().filter(|id| got.contains_key(*id)).count();
     let slow_whole = ids["slow"].iter().filter(|id| got.get(*id) == Some(&3)).count();
     let p = 0.3;
-    let sigma = (n_slow as f64 * p * (1.0 - p)).sqrt();
+    let sigma = (N_SLOW as f64 * p * (1.0 - p)).sqrt();
     println!(
-        "errors kept {errors_whole}/{n_error}; slow kept {slow_kept}/{n_slow} (expected {:.0} ± {:.0}); fast kept {fast_kept}/{n_fast}",
-        n_slow as f64 * p,
+        "errors kept {errors_whole}/{N_ERROR} (per replica {errors_at:?}); slow kept {slow_kept}/{N_SLOW} \
+         (expected {:.0} ± {:.0}); fast kept {fast_kept}/{N_FAST}",
+        N_SLOW as f64 * p,
         3.0 * sigma
     );
-    assert_eq!(errors_whole, n_error, "every error trace kept, whole and once");
+    assert_eq!(errors_whole, N_ERROR, "every error trace kept, whole and once");
     assert_eq!(fast_kept, 0, "fast OK traces are dropped");
     assert_eq!(slow_whole, slow_kept, "kept slow traces arrive whole");
     assert!(
-        (slow_kept as f64 - n_slow as f64 * p).abs() <= 3.0 * sigma,
-        "slow traces kept at 30% within 3 sigma: {slow_kept}/{n_slow}"
+        (slow_kept as f64 - N_SLOW as f64 * p).abs() <= 3.0 * sigma,
+        "slow traces kept at 30% within 3 sigma: {slow_kept}/{N_SLOW}"
     );
-    assert!(tempo.state().exports.iter().all(|e| e.tenant.as_deref() == Some("remote04")));
-    assert!(node.terminate(Duration::from_secs(30)).await.success());
-    assert!(cluster.terminate(Duration::from_secs(30)).await.success());
+    for tempo in &chain.tempos {
+        assert!(tempo.state().exports.iter().all(|e| e.tenant.as_deref() == Some("remote04")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_to_daemonset_to_cluster_mode_tail_sampling_to_tempo() {
+    if !python_sdk_available() {
+        return;
+    }
+    let chain = Chain::start(2).await;
+    let ids = send_traces(&format!("127.0.0.1:{}", chain.node_grpc));
+    assert_sampled_as_the_poc_says(&chain, &ids).await;
+    chain.stop().await;
+}
+
+/// A `rotel-agent` receiving OTLP/gRPC and exporting it (gzip, batched) to `endpoint`; killed
+/// when dropped.
+struct RotelSender {
+    child: Child,
+    grpc_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RotelSender {
+    async fn start(bin: &Path, endpoint: &str) -> RotelSender {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("rotel.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let (grpc_port, http_port) = (free_port(), free_port());
+        let child = Command::new(bin)
+            .args(["start", "--exporter", "otlp", "--otlp-exporter-endpoint", endpoint])
+            .arg("--otlp-grpc-endpoint")
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("spawn rotel-agent");
+        let r = RotelSender { child, grpc_port, _dir: dir };
+        eventually(Duration::from_secs(20), "rotel-agent listening", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", grpc_port)).await.ok().map(|_| ())
+        })
+        .await;
+        r
+    }
+}
+
+impl Drop for RotelSender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_through_rotel_agent_to_daemonset_to_cluster_mode_tail_sampling_to_tempo() {
+    if !python_sdk_available() {
+        return;
+    }
+    let Some(rotel_bin) = require("rotel-agent (pip rotel)", rotel_binary()) else { return };
+    let chain = Chain::start(2).await;
+    let rotel = RotelSender::start(&rotel_bin, &format!("http://127.0.0.1:{}", chain.node_grpc)).await;
+    let ids = send_traces(&format!("127.0.0.1:{}", rotel.grpc_port));
+    assert_sampled_as_the_poc_says(&chain, &ids).await;
+    drop(rotel);
+    chain.stop().await;
 }
