@@ -1,7 +1,5 @@
 //! One body to series: parse, look up or build each series' labels, apply the limits.
 
-use std::sync::Arc;
-
 use lgtm_pipeline::proto::Label;
 
 use super::cache::{CachedSeries, Lookup, SeriesCache};
@@ -107,7 +105,7 @@ pub(crate) fn append(
             counts.post_relabel -= 1;
             continue;
         }
-        out.push(&cached.encoded, series.value, explicit_ts.unwrap_or(scrape_ts_ms));
+        out.push(cached.encoded(), series.value, explicit_ts.unwrap_or(scrape_ts_ms));
     }
     if over_limit {
         return Err(AppendFailure {
@@ -120,7 +118,7 @@ pub(crate) fn append(
 
 /// A series the cache does not know: its labels, merged with the target's, relabeled and
 /// checked. `Ok(None)`: dropped by relabeling (or left without a name).
-fn build(series: &Series<'_>, ctx: &AppendContext<'_>) -> Result<Option<Arc<CachedSeries>>, ScrapeError> {
+fn build(series: &Series<'_>, ctx: &AppendContext<'_>) -> Result<Option<CachedSeries>, ScrapeError> {
     let mut labels = LabelSet::new();
     labels.set("__name__", series.name());
     for (name, value) in series.labels() {
@@ -145,7 +143,7 @@ fn build(series: &Series<'_>, ctx: &AppendContext<'_>) -> Result<Option<Arc<Cach
     check_label_limits(&labels, ctx)?;
     let fingerprint = labels.fingerprint();
     let encoded = encode_labels(&labels, ctx.external_labels);
-    Ok(Some(Arc::new(CachedSeries { encoded, fingerprint })))
+    Ok(Some(CachedSeries::new(fingerprint, &encoded)))
 }
 
 /// Adds the target's labels to a scraped series. `honor_labels`: the scraped value wins;

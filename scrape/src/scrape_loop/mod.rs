@@ -15,6 +15,7 @@
 //!   delivery is not.
 
 mod append;
+mod body_pool;
 mod cache;
 mod error;
 mod fetch;
@@ -66,7 +67,7 @@ fn unix_now() -> std::time::Duration {
 }
 
 fn push_stale(out: &mut BatchBuilder, s: &CachedSeries, ts_ms: i64) {
-    out.push(&s.encoded, stale_nan(), ts_ms);
+    out.push(s.encoded(), stale_nan(), ts_ms);
 }
 
 /// Room for a batch like the previous one.
@@ -206,11 +207,11 @@ impl BodyIngester {
     }
 }
 
-/// One target's loop and its state (the ingester with its cache, the reused body buffer).
+/// One target's loop and its state (the ingester with its cache). Bodies are read into buffers
+/// of a process-wide pool ([`body_pool`]), held only while a scrape runs.
 pub struct ScrapeLoop {
     ingester: BodyIngester,
     fetcher: Option<Fetcher>,
-    body: Vec<u8>,
     status: Arc<Mutex<LoopStatus>>,
     counters: JobCounters,
 }
@@ -222,7 +223,6 @@ impl ScrapeLoop {
         ScrapeLoop {
             ingester: BodyIngester::new(target, external_labels),
             fetcher: None,
-            body: Vec::new(),
             status: Arc::default(),
             counters,
         }
@@ -241,31 +241,24 @@ impl ScrapeLoop {
     pub async fn scrape_once(&mut self) -> Batch {
         let started = Instant::now();
         let ts_ms = unix_now().as_millis() as i64;
-        let fetched = self.fetch().await;
+        let mut body = body_pool::take();
+        let fetched = self.fetch(&mut body).await;
         // No await below: a cancelled scrape leaves the cache untouched.
         let (scraped, outcome) = match fetched {
-            Ok(format) => self.ingester.scrape(&self.body, format, ts_ms, started),
+            Ok(format) => self.ingester.scrape(&body, format, ts_ms, started),
             Err(error) => (self.ingester.scrape_failed(ts_ms, started), Err(error)),
         };
-        self.shrink_body_buffer();
+        body_pool::give(body);
         self.record(&outcome, ts_ms, scraped.duration_seconds);
         scraped.batch
     }
 
-    async fn fetch(&mut self) -> Result<crate::parser::Format, ScrapeError> {
+    async fn fetch(&mut self, body: &mut Vec<u8>) -> Result<crate::parser::Format, ScrapeError> {
         let fetcher = match &mut self.fetcher {
             Some(f) => f,
             slot @ None => slot.insert(Fetcher::new(self.ingester.target()).await?),
         };
-        fetcher.fetch(&mut self.body).await
-    }
-
-    /// A body far larger than the last one should not pin its memory for the target's life.
-    fn shrink_body_buffer(&mut self) {
-        let keep = self.body.len().max(64 * 1024);
-        if self.body.capacity() > 4 * keep {
-            self.body.shrink_to(keep);
-        }
+        fetcher.fetch(body).await
     }
 
     fn record(&self, outcome: &Result<usize, ScrapeError>, ts_ms: i64, duration: f64) {
