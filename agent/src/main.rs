@@ -7,6 +7,7 @@
 
 mod admin;
 mod cli;
+mod memory;
 mod otlp;
 mod run;
 
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    memory::tune_allocator();
     let cli = cli::Cli::parse();
     cli::execute(cli)
 }

@@ -46,11 +46,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     start_sources(&cfg, &pipeline, &scrape, &sources_stop, &mut sources);
     start_cluster_sources(&cfg, &pipeline, &scrape, &discovery, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Relaxed);
+    let page_out = tokio::spawn(async {
+        tokio::time::sleep(crate::memory::PAGE_OUT_AFTER).await;
+        let advised = tokio::task::spawn_blocking(crate::memory::page_out_code).await.unwrap_or(0);
+        tracing::debug!(bytes = advised, "start-up code pages given back");
+    });
 
     wait_for_signal().await;
     tracing::info!("stopping: sources first, then flushing exporters");
     state.ready.store(false, Ordering::Relaxed);
     sources_stop.cancel();
+    page_out.abort();
     // One deadline for the whole drain: sources first, then the exporters get what is left.
     let grace = cfg.shutdown.grace_period.get();
     let deadline = tokio::time::Instant::now() + grace;
@@ -114,7 +120,7 @@ fn start_sources(
         manager.shutdown().await;
     });
     if cfg.logs.enabled() {
-        let opts = lgtm_daemonset::LogsOptions::new(&cfg.cluster, &cfg.node_name, &cfg.data_dir);
+        let opts = lgtm_daemonset::LogsOptions::from_config(cfg);
         let (logs_cfg, sink, stop_logs) = (cfg.logs.clone(), pipeline.logs.clone(), stop.clone());
         let node_name = cfg.node_name.clone();
         let fut = async move {

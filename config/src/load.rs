@@ -96,6 +96,14 @@ impl Config {
         if config.node_name.is_empty() {
             config.node_name = env("NODE_NAME").unwrap_or_default();
         }
+        let own = &mut config.logs.own_pod;
+        for (field, var) in
+            [(&mut own.namespace, "POD_NAMESPACE"), (&mut own.name, "POD_NAME"), (&mut own.uid, "POD_UID")]
+        {
+            if field.is_empty() {
+                *field = env(var).unwrap_or_default();
+            }
+        }
         let monitors = &mut config.scrape.monitors;
         if monitors.pod_name.is_empty() {
             monitors.pod_name = env("POD_NAME").unwrap_or_default();

@@ -372,6 +372,20 @@ pub struct LogsConfig {
     pub pod_labels: Vec<String>,
     /// Pod annotations copied to stream labels.
     pub pod_annotations: Vec<String>,
+    /// The agent's own pod, whose logs are never shipped (they would carry its own complaints
+    /// about Loki back to Loki). Pods annotated `lgtm-agent.io/exclude: "true"` are skipped too.
+    pub own_pod: OwnPod,
+}
+
+/// Who the agent's pod is. Fields left empty come from the `POD_NAMESPACE`, `POD_NAME` and
+/// `POD_UID` environment variables (the chart sets them from the downward API); a log file is the
+/// agent's own when its pod directory has this uid, or this namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OwnPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
 }
 
 impl Default for LogsConfig {
@@ -387,7 +401,17 @@ impl Default for LogsConfig {
             rescan_interval: Duration::from_secs(10),
             pod_labels: Vec::new(),
             pod_annotations: Vec::new(),
+            own_pod: OwnPod::default(),
         }
+    }
+}
+
+impl LogsConfig {
+    /// The largest batch the pod log tailer hands to the Loki queue: it cuts batches at 1 MiB,
+    /// after decoding the 256 KiB block in hand, whose entries may include a line joined from
+    /// partial lines up to `max_line_size`. `exporters.loki.queue` must hold at least this much.
+    pub fn largest_batch(&self) -> ByteSize {
+        ByteSize::from_bytes((2 << 20) + self.max_line_size.bytes())
     }
 }
 

@@ -65,6 +65,7 @@ impl Config {
         if self.logs.rescan_interval.get().is_zero() {
             return invalid("logs.rescan_interval", "must be greater than 0");
         }
+        self.validate_loki_queue_for_logs()?;
         self.validate_scrape()?;
         if self.otlp.enabled() {
             if !self.otlp.grpc.is_empty() {
@@ -89,6 +90,31 @@ impl Config {
         }
         for (i, p) in ts.policies.iter().enumerate() {
             policy(&format!("tail_sampling.policies[{i}]"), p)?;
+        }
+        Ok(())
+    }
+
+    /// The pod log tailer hands the Loki queue batches of up to [`crate::LogsConfig::largest_batch`]
+    /// bytes; a queue that cannot take one would stall the logs for good.
+    fn validate_loki_queue_for_logs(&self) -> Result<(), Invalid> {
+        let loki = &self.exporters.loki;
+        if !self.logs.enabled() || !loki.enabled {
+            return Ok(());
+        }
+        let batch = self.logs.largest_batch();
+        let (field, limit) = if loki.console || loki.queue.max_disk().bytes() == 0 {
+            ("max_memory", loki.queue.max_memory())
+        } else {
+            ("max_disk", loki.queue.max_disk())
+        };
+        if limit.bytes() < batch.bytes() {
+            return invalid(
+                format!("exporters.loki.queue.{field}"),
+                format!(
+                    "{limit} is smaller than the largest batch of the pod log tailer ({batch}: 2MiB + logs.max_line_size); \
+                     logs would stall"
+                ),
+            );
         }
         Ok(())
     }

@@ -63,6 +63,7 @@ async fn reflects_only_this_nodes_pods_with_the_configured_labels() {
                 ("app_kubernetes_io_version".into(), "1.4".into()),
                 ("example_com_owner".into(), "payments-team".into()),
             ],
+            excluded: false,
         })
     );
     assert_eq!(pods.lookup("shop", "cart-0", "uid-cart-0").and_then(|i| i.app), Some("cart".into()));

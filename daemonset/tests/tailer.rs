@@ -275,3 +275,47 @@ async fn docker_json_and_long_cri_lines_end_to_end() {
     assert_eq!(cri_lines[4].line, "garbage line");
     assert!(cri_lines[4].meta.is_empty(), "raw lines carry no stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_compressed_while_the_agent_was_down_is_read_from_its_checkpoint_once() {
+    use std::io::Write;
+    let env = Env::new();
+    let dir = env.container_dir("ns", "p", "c");
+    let live = dir.join("0.log");
+    write_lines(&live, "g", 0..100);
+    let run = env.start();
+    eventually(10, "100 lines", || env.sink.count() >= 100).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run.stop().await;
+
+    // While the agent is down: more lines, a rotation, the kubelet compresses the rotated file
+    // (through `.tmp`, then deletes it) and the new file gets lines too.
+    write_lines(&live, "g", 100..150);
+    let rotated = dir.join("0.log.20240101-000000");
+    std::fs::rename(&live, &rotated).unwrap();
+    let gz = dir.join("0.log.20240101-000000.gz");
+    let tmp = dir.join("0.log.20240101-000000.gz.tmp");
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&tmp).unwrap(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(&rotated).unwrap()).unwrap();
+    enc.finish().unwrap();
+    std::fs::rename(&tmp, &gz).unwrap();
+    std::fs::remove_file(&rotated).unwrap();
+    write_lines(&live, "g", 150..200);
+
+    let run = env.start();
+    eventually(10, "200 lines", || env.sink.count() >= 200).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    run.stop().await;
+    let second: Vec<String> = env.sink.got().iter().filter(|g| g.run == 2).map(|g| g.line.clone()).collect();
+    assert_eq!(second, expected("g", 100..200), "the rest of the compressed file first, then the new one");
+    assert_eq!(env.checkpoints()["files"].as_array().map(Vec::len), Some(1), "the compressed file is let go");
+    assert_eq!(std::fs::read_dir(env.data.path().join("logs")).unwrap().count(), 1, "no temporary file left");
+
+    // Another restart reads neither again.
+    write_lines(&live, "g", 200..210);
+    let run = env.start();
+    eventually(10, "210 lines", || env.sink.count() >= 210).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    assert_eq!(env.sink.lines(), expected("g", 0..210), "every line once");
+}

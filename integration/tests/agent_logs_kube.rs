@@ -1,6 +1,8 @@
 //! The real `lgtm-agent` binary with `logs.kubernetes: true`, `KUBECONFIG` pointing at the fake
 //! Kubernetes API server: streams carry `app` and the configured pod labels and annotations of
-//! this node's pods; a pod of another node, or one that is gone, ships with the path labels.
+//! this node's pods; a pod of another node, or one that is gone, ships with the path labels; a pod
+//! annotated `lgtm-agent.io/exclude: "true"` and the agent's own pod (`POD_NAMESPACE`/`POD_NAME`,
+//! as the chart sets them) ship nothing.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -99,6 +101,9 @@ async fn streams_carry_app_and_configured_pod_labels_of_this_nodes_pods() {
     api.apply(pod("cart-5c4", "uid-cart", "node-a", json!({"app": "cart"}), json!({}))).unwrap();
     // Same namespace and name as a directory on this node, but scheduled elsewhere: not used.
     api.apply(pod("stray-1", "uid-stray", "node-b", json!({"app": "stray", "team": "other"}), json!({}))).unwrap();
+    api.apply(pod("noisy-0", "uid-noisy", "node-a", json!({"app": "noisy"}), json!({"lgtm-agent.io/exclude": "true"})))
+        .unwrap();
+    api.apply(pod("lgtm-agent-x1", "uid-agent", "node-a", json!({"app": "lgtm-agent"}), json!({}))).unwrap();
 
     let loki = FakeLoki::start().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -106,12 +111,17 @@ async fn streams_carry_app_and_configured_pod_labels_of_this_nodes_pods() {
     api.write_kubeconfig(&kubeconfig).unwrap();
     // The agent inherits it; this file holds a single test, so no other test sees it.
     std::env::set_var("KUBECONFIG", &kubeconfig);
+    // Who the agent is, as the chart's downward API says it.
+    std::env::set_var("POD_NAMESPACE", "shop");
+    std::env::set_var("POD_NAME", "lgtm-agent-x1");
 
     let pods = tmp.path().join("pods");
     write_cri(&pods, "shop-api-7d9", "uid-api", 30);
     write_cri(&pods, "cart-5c4", "uid-cart", 20);
     write_cri(&pods, "stray-1", "uid-stray", 10);
     write_cri(&pods, "gone-0", "uid-gone", 5); // no such pod any more: path labels, still shipped
+    write_cri(&pods, "noisy-0", "uid-noisy", 40); // annotated: not shipped
+    write_cri(&pods, "lgtm-agent-x1", "uid-agent", 12); // the agent itself: not shipped
     let admin = free_port();
     let config = agent_config(&tmp.path().join("data"), &pods, &loki.push_url(), admin);
     let mut agent = AgentProcess::start(tmp.path(), &config, admin).await;
@@ -119,13 +129,21 @@ async fn streams_carry_app_and_configured_pod_labels_of_this_nodes_pods() {
     // A pod that starts while the agent runs: in the API before the kubelet writes its logs.
     api.apply(pod("worker-0", "uid-worker", "node-a", json!({"app.kubernetes.io/name": "worker"}), json!({}))).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The excluded files keep growing while the agent runs: still nothing of them.
+    write_cri(&pods, "noisy-0", "uid-noisy", 40);
+    write_cri(&pods, "lgtm-agent-x1", "uid-agent", 12);
     write_cri(&pods, "worker-0", "uid-worker", 15);
 
     let expected = 30 + 20 + 10 + 5 + 15;
     eventually(Duration::from_secs(60), "every line", || async { (loki.total_entries() >= expected).then_some(()) })
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(loki.total_entries(), expected, "no duplicates\nagent log:\n{}", agent.log());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        loki.total_entries(),
+        expected,
+        "nothing of the excluded pods, no duplicates\nagent log:\n{}",
+        agent.log()
+    );
 
     let by_stream: BTreeMap<BTreeMap<String, String>, Vec<String>> =
         loki.lines_by_stream().into_iter().map(|(s, lines)| (parse_selector(&s), lines)).collect();
@@ -157,7 +175,7 @@ async fn streams_carry_app_and_configured_pod_labels_of_this_nodes_pods() {
         assert_eq!(lines, &(0..*n).map(|i| format!("{pod} line {i}")).collect::<Vec<_>>(), "{pod}");
     }
     assert_eq!(by_stream.len(), want.len(), "one stream per container: {:?}", by_stream.keys().collect::<Vec<_>>());
-    assert_eq!(agent.metric_sum("lgtm_agent_logs_pods_known", &[]).await, 3.0, "this node's pods only");
+    assert_eq!(agent.metric_sum("lgtm_agent_logs_pods_known", &[]).await, 5.0, "this node's pods only");
 
     let status = agent.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "SIGTERM exits 0: {status:?}");

@@ -97,6 +97,16 @@ impl BatchBuilder {
         self.started.get_or_insert_with(Instant::now);
     }
 
+    /// Frees the buffers kept for reuse by the next batches (the builder allocates anew).
+    pub fn release_spare(&mut self) {
+        self.pool = Vec::new();
+    }
+
+    /// Bytes kept for reuse between batches (for tests).
+    pub fn spare_capacity(&self) -> usize {
+        self.pool.iter().map(Vec::capacity).sum()
+    }
+
     /// The encoded `PushRequest` and its entry count, or `None` if empty; resets the builder.
     pub fn finish(&mut self) -> Option<(Bytes, u32)> {
         if self.entries == 0 {
@@ -188,6 +198,24 @@ mod tests {
 
     use super::*;
     use crate::logs::cri::Stream;
+
+    #[test]
+    fn buffers_kept_for_reuse_are_freed_on_request_and_the_next_batch_is_the_same() {
+        let a = StreamRef { id: 1, labels: Arc::from(r#"{pod="a"}"#) };
+        let line = vec![b'x'; 1000];
+        let mut bb = BatchBuilder::new();
+        let fill = |bb: &mut BatchBuilder| {
+            for _ in 0..100 {
+                bb.push(&a, &Entry { timestamp: 1, stream: None, line: &line, part: 0 });
+            }
+            bb.finish().unwrap()
+        };
+        let first = fill(&mut bb);
+        assert!(bb.spare_capacity() >= 100_000, "the stream's buffer is kept for the next batch");
+        bb.release_spare();
+        assert_eq!(bb.spare_capacity(), 0);
+        assert_eq!(fill(&mut bb), first);
+    }
 
     #[test]
     fn encodes_what_prost_decodes() {

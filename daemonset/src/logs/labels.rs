@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use lgtm_config::LogsConfig;
+use lgtm_config::{LogsConfig, OwnPod};
 use lgtm_pipeline::proto::loki_labels_string;
 
 use super::path::PodLogPath;
@@ -23,7 +23,12 @@ pub struct PodInfo {
     pub app: Option<String>,
     /// Further labels (already sanitised label names) from `pod_labels` / `pod_annotations`.
     pub extra: Vec<(String, String)>,
+    /// The pod is annotated [`EXCLUDE_ANNOTATION`]` = "true"`: its logs are not shipped.
+    pub excluded: bool,
 }
+
+/// The pod annotation that keeps a pod's logs out of Loki when `"true"`.
+pub const EXCLUDE_ANNOTATION: &str = "lgtm-agent.io/exclude";
 
 /// The seam for Kubernetes enrichment: a reflector of this node's pods implements it. Called once
 /// per file when the file is opened, on the tailer's thread, so it must not block.
@@ -73,11 +78,14 @@ pub fn stream_labels(node: &NodeLabels, path: &PodLogPath, meta: Option<&PodInfo
     loki_labels_string(&labels)
 }
 
-/// `exclude_containers` and `exclude_namespaces` (exact names).
+/// What the path alone excludes: `exclude_containers` and `exclude_namespaces` (exact names) and
+/// the agent's own pod (`own_pod`: the same uid, or the same namespace and name). The pod
+/// annotation is the other filter ([`PodInfo::excluded`]), known only with pod metadata.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     containers: HashSet<String>,
     namespaces: HashSet<String>,
+    own_pod: OwnPod,
 }
 
 impl Filters {
@@ -85,11 +93,21 @@ impl Filters {
         Filters {
             containers: cfg.exclude_containers.iter().cloned().collect(),
             namespaces: cfg.exclude_namespaces.iter().cloned().collect(),
+            own_pod: cfg.own_pod.clone(),
         }
     }
 
     pub fn excludes(&self, path: &PodLogPath) -> bool {
-        self.containers.contains(&path.container) || self.namespaces.contains(&path.namespace)
+        self.containers.contains(&path.container) || self.namespaces.contains(&path.namespace) || self.is_own(path)
+    }
+
+    fn is_own(&self, path: &PodLogPath) -> bool {
+        let own = &self.own_pod;
+        (!own.uid.is_empty() && own.uid == path.uid)
+            || (!own.name.is_empty()
+                && !own.namespace.is_empty()
+                && own.name == path.pod
+                && own.namespace == path.namespace)
     }
 }
 
@@ -122,6 +140,7 @@ mod tests {
         let meta = PodInfo {
             app: Some("cart".into()),
             extra: vec![("team".into(), "t".into()), ("pod".into(), "evil".into())],
+            excluded: false,
         };
         assert_eq!(
             stream_labels(&node, &path(), Some(&meta)),
@@ -140,5 +159,36 @@ mod tests {
         assert!(!f.excludes(&path()));
         assert!(f.excludes(&PodLogPath { container: "istio-proxy".into(), ..path() }));
         assert!(f.excludes(&PodLogPath { namespace: "kube-system".into(), ..path() }));
+    }
+
+    #[test]
+    fn the_agents_own_pod_is_excluded_by_uid_or_by_namespace_and_name() {
+        let own = |namespace: &str, name: &str, uid: &str| {
+            Filters::new(&LogsConfig {
+                own_pod: OwnPod { namespace: namespace.into(), name: name.into(), uid: uid.into() },
+                ..Default::default()
+            })
+        };
+        let agent = PodLogPath {
+            namespace: "observability".into(),
+            pod: "lgtm-agent-x7k2p".into(),
+            uid: "u-agent".into(),
+            container: "lgtm-agent".into(),
+            restart: 0,
+        };
+        // (who the agent is, whether its own file is excluded, whether another pod's is)
+        let cases = [
+            (own("observability", "lgtm-agent-x7k2p", ""), true),
+            (own("", "", "u-agent"), true),
+            (own("", "lgtm-agent-x7k2p", ""), false),
+            (own("observability", "", ""), false),
+            (own("other", "lgtm-agent-x7k2p", ""), false),
+            (own("observability", "lgtm-agent-old", "u-old"), false),
+            (own("", "", ""), false),
+        ];
+        for (i, (filters, excluded)) in cases.iter().enumerate() {
+            assert_eq!(filters.excludes(&agent), *excluded, "case {i}");
+            assert!(!filters.excludes(&path()), "case {i}: another pod");
+        }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod compressed;
 pub mod cri;
 pub mod discovery;
 pub mod docker;
@@ -84,6 +85,16 @@ pub struct LogsOptions {
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
 
 impl LogsOptions {
+    /// The agent's options: `cluster`, `node_name` and `data_dir` from the config, and an in-flight
+    /// cap of at most `exporters.loki.queue.max_memory`, so that logs alone never push the Loki
+    /// queue past its memory bound (and with a disk, never make it write them to disk).
+    pub fn from_config(cfg: &lgtm_config::Config) -> LogsOptions {
+        let mut opts = LogsOptions::new(&cfg.cluster, &cfg.node_name, &cfg.data_dir);
+        let queue = cfg.exporters.loki.queue.max_memory().bytes();
+        opts.max_inflight_bytes = opts.max_inflight_bytes.min(usize::try_from(queue).unwrap_or(usize::MAX));
+        opts
+    }
+
     pub fn new(cluster: impl Into<String>, node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> LogsOptions {
         LogsOptions {
             cluster: cluster.into(),

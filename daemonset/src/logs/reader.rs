@@ -32,6 +32,11 @@ impl Scratch {
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }
+
+    /// Frees the buffer (it grows again on the next read).
+    pub fn release(&mut self) {
+        self.buf = Vec::new();
+    }
 }
 
 #[derive(Debug)]

@@ -35,10 +35,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{BatchBuilder, StreamRef};
 use super::checkpoint::{Checkpoint, CheckpointStore, FileKey, Registry};
+use super::compressed;
 use super::discovery::{self, Wake, Watcher};
 use super::format::{Decoder, Format};
 use super::identity::FileIdentity;
-use super::labels::{stream_labels, Filters, NodeLabels, PodMetadata};
+use super::labels::{stream_labels, Filters, NodeLabels, PodMetadata, EXCLUDE_ANNOTATION};
 use super::metrics::logs as metrics;
 use super::path::{self, PodLogPath};
 use super::reader::{LineReader, Scratch};
@@ -253,6 +254,9 @@ enum Start {
     At(u64),
 }
 
+/// Buffers grown by a burst of reading are freed after this long without new data.
+const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(2);
+
 pub(crate) struct Tailer {
     settings: Settings,
     node: NodeLabels,
@@ -263,6 +267,9 @@ pub(crate) struct Tailer {
     draining: Vec<OpenFile>,
     streams: HashMap<Arc<str>, StreamRef>,
     next_stream: u64,
+    /// Files of pods annotated to be excluded, by path, with the (device, inode) seen: the same
+    /// file is not looked at again; a new one at the path (a rotation) is.
+    ignored: HashMap<PathBuf, (u64, u64)>,
     ship: Shipper,
     /// The one read buffer of all files.
     scratch: Scratch,
@@ -307,6 +314,7 @@ impl Tailer {
             draining: Vec::new(),
             streams: HashMap::new(),
             next_stream: 0,
+            ignored: HashMap::new(),
             ship,
             scratch: Scratch::new(),
             wake_tx,
@@ -322,11 +330,22 @@ impl Tailer {
         let tuning = self.settings.tuning.clone();
         let mut last_rescan = Instant::now();
         let mut last_checkpoint = Instant::now();
+        let mut last_read = Instant::now();
+        let mut released = false;
         while !stop.is_cancelled() && !self.ship.closed {
-            self.read_all(&stop);
+            if self.read_all(&stop) {
+                last_read = Instant::now();
+                released = false;
+            }
             self.release_drained();
             if self.ship.due() {
                 self.ship.flush();
+            }
+            if !released && self.ship.batch.entries() == 0 && last_read.elapsed() >= IDLE_RELEASE_AFTER {
+                // Quiet files: the buffers a burst grew are given back until the next one.
+                self.scratch.release();
+                self.ship.batch.release_spare();
+                released = true;
             }
             self.publish_state();
             if last_checkpoint.elapsed() >= tuning.checkpoint_interval {
@@ -382,6 +401,7 @@ impl Tailer {
         };
         let by_inode: HashMap<(u64, u64), Checkpoint> =
             loaded.into_iter().map(|c| ((c.identity.dev, c.identity.inode), c)).collect();
+        let mut unmatched = by_inode.clone();
         let checkpoint_of = |file: &File, meta: &Metadata| -> Option<u64> {
             let c = by_inode.get(&(meta.dev(), meta.ino()))?;
             c.identity.matches(file, meta).ok()?.then_some(c.offset)
@@ -421,6 +441,20 @@ impl Tailer {
                 self.active.insert(p.clone(), f);
             }
         }
+        // Checkpoints of files still in the tree (read or not) are settled; the others may have
+        // been compressed while the agent was down.
+        // (An inode number can be reused by a new file: the fingerprint decides.)
+        for p in found.rotated.iter().chain(found.active.iter()) {
+            let Ok(file) = File::open(p) else { continue };
+            let Ok(meta) = file.metadata() else { continue };
+            let key = (meta.dev(), meta.ino());
+            if unmatched.get(&key).is_some_and(|c| c.identity.matches(&file, &meta).unwrap_or(false)) {
+                unmatched.remove(&key);
+            }
+        }
+        for c in unmatched.into_values() {
+            self.catch_up_compressed(c);
+        }
         tracing::info!(
             files = self.active.len(),
             rotated = self.draining.len(),
@@ -451,7 +485,26 @@ impl Tailer {
             Start::At(o) => o,
             Start::End => end_of_last_line(&file, meta.len()),
         };
+        self.track_open(path, parsed, file, &meta, identity, offset)
+    }
+
+    /// Looks up the pod, computes the stream and starts tracking an opened file at `offset`
+    /// under `identity`. `None` when the pod is annotated to be excluded.
+    fn track_open(
+        &mut self,
+        path: &Path,
+        parsed: &PodLogPath,
+        file: File,
+        meta: &Metadata,
+        identity: FileIdentity,
+        offset: u64,
+    ) -> Option<OpenFile> {
         let meta_info = self.metadata.lookup(&parsed.namespace, &parsed.pod, &parsed.uid);
+        if meta_info.as_ref().is_some_and(|i| i.excluded) {
+            tracing::debug!(path = %path.display(), "pod annotated {EXCLUDE_ANNOTATION}: its logs are not shipped");
+            self.ignored.insert(path.to_path_buf(), (meta.dev(), meta.ino()));
+            return None;
+        }
         let labels: Arc<str> = Arc::from(stream_labels(&self.node, parsed, meta_info.as_ref()));
         let stream = match self.streams.get(&labels) {
             Some(s) => s.clone(),
@@ -479,11 +532,45 @@ impl Tailer {
         })
     }
 
+    /// A checkpoint whose file is no longer in the tree: if the kubelet compressed it while the
+    /// agent was down, reads the rest of it from the `.gz` (see [`compressed`]) before the stream's
+    /// newer files.
+    fn catch_up_compressed(&mut self, c: Checkpoint) {
+        let Some(gz) = compressed::find(&c) else {
+            tracing::debug!(path = %c.path.display(), "a checkpointed log file is gone");
+            return;
+        };
+        let Some(parsed) = path::parse(&c.path).or_else(|| path::parse_rotated(&c.path)) else { return };
+        if self.filters.excludes(&parsed) {
+            return;
+        }
+        let tmp_dir = self.store.path().parent().unwrap_or(Path::new(".")).to_path_buf();
+        let file = match compressed::decompress(&gz, &tmp_dir, &c.identity.inode.to_string()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %gz.display(), error = %e, "cannot decompress a rotated log file to catch up on it");
+                return;
+            }
+        };
+        let Ok(meta) = file.metadata() else { return };
+        if c.offset >= meta.len() {
+            return;
+        }
+        let active = c.path.with_file_name(format!("{}.log", parsed.restart));
+        tracing::info!(path = %gz.display(), offset = c.offset, "catching up on a log file compressed while the agent was down");
+        if let Some(mut f) = self.track_open(&active, &parsed, file, &meta, c.identity, c.offset) {
+            f.draining_since = Some(Instant::now());
+            // Older than the stream's rotated and active files: read first.
+            self.draining.insert(0, f);
+        }
+    }
+
     /// Reads every file with new data, a few blocks at a time in turn. Within a stream, one file
     /// at a time (the rotated one first), so entries stay in file order.
-    fn read_all(&mut self, stop: &CancellationToken) {
+    fn read_all(&mut self, stop: &CancellationToken) -> bool {
         const BLOCKS_PER_TURN: usize = 4;
         let max_line = self.settings.max_line;
+        let mut read_any = false;
         loop {
             let mut progressed = false;
             let mut busy: HashSet<u64> = HashSet::new();
@@ -496,8 +583,9 @@ impl Tailer {
                     busy.insert(f.stream.id);
                 }
             }
+            read_any |= progressed;
             if !progressed || self.ship.closed || stop.is_cancelled() {
-                break;
+                return read_any;
             }
             if self.ship.due() {
                 self.ship.flush();
@@ -580,7 +668,7 @@ impl Tailer {
                         changed = true;
                     }
                 }
-                if self.filters.excludes(&parsed) {
+                if self.filters.excludes(&parsed) || self.ignored.get(p) == Some(&(meta.dev(), meta.ino())) {
                     return changed;
                 }
                 if let Some(f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
@@ -606,6 +694,7 @@ impl Tailer {
         }
         let found = discovery::scan(&self.settings.root);
         let seen: HashSet<&PathBuf> = found.active.iter().collect();
+        self.ignored.retain(|p, _| seen.contains(p));
         let gone: Vec<PathBuf> = self.active.keys().filter(|p| !seen.contains(p)).cloned().collect();
         let mut recovered = 0u64;
         for p in gone.iter().chain(found.active.iter()) {

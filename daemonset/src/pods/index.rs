@@ -113,7 +113,7 @@ mod tests {
             uid: uid.into(),
             namespace: "shop".into(),
             name: name.into(),
-            info: Arc::new(PodInfo { app: Some(app.into()), extra: vec![] }),
+            info: Arc::new(PodInfo { app: Some(app.into()), extra: vec![], excluded: false }),
         }
     }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::logs::labels::EXCLUDE_ANNOTATION;
 use crate::logs::PodInfo;
 
 /// Longest label value copied (Loki's default `max_label_value_length` is 2048).
@@ -51,7 +52,8 @@ impl Selection {
                 }
             }
         }
-        PodInfo { app, extra }
+        let excluded = annotations.get(EXCLUDE_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        PodInfo { app, extra, excluded }
     }
 }
 
@@ -140,6 +142,23 @@ mod tests {
             ],
             "a label wins over an annotation of the same name; absent keys add nothing"
         );
+    }
+
+    #[test]
+    fn the_exclude_annotation_marks_the_pod_excluded_only_when_true() {
+        let s = Selection::default();
+        let cases = [
+            (vec![("lgtm-agent.io/exclude", "true")], true),
+            (vec![("lgtm-agent.io/exclude", "True ")], true),
+            (vec![("lgtm-agent.io/exclude", "false")], false),
+            (vec![("lgtm-agent.io/exclude", "")], false),
+            (vec![("lgtm-agent.io/exclude", "yes")], false),
+            (vec![("example.com/exclude", "true")], false),
+            (vec![], false),
+        ];
+        for (annotations, want) in cases {
+            assert_eq!(s.info(&pod(&[], &annotations)).excluded, want, "{annotations:?}");
+        }
     }
 
     #[test]
