@@ -2,7 +2,8 @@
 //! scrape targets, sharded across the replicas.
 //!
 //! Data flow, as kube-runtime reads: [`watch`]ers feed reflector stores (monitors, Services,
-//! EndpointSlices, Pods, the referenced Secrets and ConfigMaps, this pod's StatefulSet); any
+//! EndpointSlices, Pods pruned to what discovery reads ([`prune`]), the referenced Secrets and
+//! ConfigMaps, this pod's StatefulSet); any
 //! change wakes the fold loop ([`run`]), which snapshots the stores, [`build`]s every target
 //! group (Prometheus's Kubernetes SD labels in [`sd_labels`], the Prometheus Operator's
 //! relabelings and options in [`operator`], annotations in [`annotations`]), keeps this
@@ -18,6 +19,7 @@ pub mod build;
 pub mod credentials;
 pub mod monitor;
 pub mod operator;
+pub mod prune;
 pub mod sd_labels;
 mod status;
 pub mod watch;
@@ -42,10 +44,10 @@ use lgtm_scrape::{SeriesSink, TargetGroup, TargetManager};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::shard::{keep_owned, parse_pod_name, Shard};
+use crate::shard::{parse_pod_name, Shard, ShardCache};
 use credentials::{remove_unused_files, CredentialFiles};
 use operator::Defaults;
-use watch::{spawn_reflector, RefWatchers};
+use watch::{spawn_reflector, spawn_watch, RefWatchers};
 
 /// How discovery runs; [`DiscoveryOptions::from_config`] reads `scrape.monitors`.
 #[derive(Debug, Clone)]
@@ -130,7 +132,10 @@ impl Stores {
         let (endpoint_slices, w) = reflector::store();
         spawn_reflector("EndpointSlice".into(), Api::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
         let (pods, w) = reflector::store();
-        spawn_reflector("Pod".into(), Api::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        let span = tracing::info_span!("watch", kind = "Pod");
+        let wake = changed.clone();
+        let on_change = move || wake.notify_one();
+        spawn_watch(span, Api::all(client.clone()), cfg(), w, prune::keep_discovery_fields, on_change, stop.clone());
         let statefulset = match (options.replicas, parse_pod_name(&options.pod_name)) {
             (None, Some(p)) => {
                 let (store, w) = reflector::store();
@@ -201,8 +206,9 @@ pub async fn run<S: SeriesSink>(
         },
     }
     let mut logged = HashSet::new();
+    let mut cache = ShardCache::default();
     loop {
-        rebuild(&options, &stores, &mut refs, &manager, &board, &mut logged).await;
+        rebuild(&options, &stores, &mut refs, &manager, &board, &mut logged, &mut cache).await;
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = changed.notified() => {}
@@ -223,6 +229,7 @@ async fn rebuild<S: SeriesSink>(
     manager: &TargetManager<S>,
     board: &StatusBoard,
     logged: &mut HashSet<String>,
+    cache: &mut ShardCache,
 ) {
     let started = std::time::Instant::now();
     let snapshot = Snapshot {
@@ -237,13 +244,16 @@ async fn rebuild<S: SeriesSink>(
     let shard = current_shard(options, stores.statefulset.as_ref());
     let build_options = options.build;
     let dir = options.credentials_dir.clone();
+    let mut shard_cache = std::mem::take(cache);
     // Relabeling thousands of targets and writing credential files: off the async threads.
     let work = tokio::task::spawn_blocking(move || {
         let mut creds = CredentialFiles::new(&dir, &snapshot.secrets, &snapshot.config_maps);
         let built = build(&snapshot, &build_options, &mut creds);
         let (referenced, written) = creds.into_parts();
         let Built { groups, origins, mut monitors } = built;
-        let mut sharded = keep_owned(groups, shard);
+        let built_at = std::time::Instant::now();
+        let mut sharded = shard_cache.keep_owned(groups, shard);
+        let sharded_in = built_at.elapsed();
         for (i, origin) in origins.iter().enumerate() {
             let (total, here) = sharded.per_group[i];
             let Some(mi) = origin.monitor else { continue };
@@ -259,14 +269,17 @@ async fn rebuild<S: SeriesSink>(
                 group.targets.clear();
             }
         }
-        (sharded, monitors, referenced, written)
+        (sharded, monitors, referenced, written, built_at, sharded_in, shard_cache)
     });
-    let Ok((sharded, monitors, referenced, written)) = work.await else {
+    let Ok((sharded, monitors, referenced, written, built_at, sharded_in, shard_cache)) = work.await else {
         tracing::error!("target discovery panicked; keeping the previous targets");
         return;
     };
+    *cache = shard_cache;
     let groups: Vec<TargetGroup> = sharded.groups.into_iter().filter(|g| !g.targets.is_empty()).collect();
+    let synced_at = std::time::Instant::now();
     let sync_errors = manager.sync_provider("discovery", groups);
+    let synced_in = synced_at.elapsed();
     remove_unused_files(&options.credentials_dir, &written);
     refs.reconcile(&referenced);
 
@@ -304,6 +317,9 @@ async fn rebuild<S: SeriesSink>(
         replica = shard.index,
         replicas = shard.replicas,
         took = ?started.elapsed(),
+        build = ?built_at.duration_since(started),
+        shard = ?sharded_in,
+        sync = ?synced_in,
         "targets rebuilt"
     );
     board.set(DiscoveryStatus {

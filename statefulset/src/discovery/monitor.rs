@@ -140,7 +140,7 @@ pub struct Endpoint {
     /// A file in the agent's own container.
     pub bearer_token_file: Option<String>,
     pub authorization: Option<Authorization>,
-    pub basic_auth: Option<Value>,
+    pub basic_auth: Option<BasicAuth>,
     pub tls_config: Option<TlsConfig>,
     pub relabelings: Vec<RelabelConfig>,
     pub metric_relabelings: Vec<RelabelConfig>,
@@ -165,6 +165,16 @@ pub struct Authorization {
     #[serde(rename = "type")]
     pub type_: Option<String>,
     pub credentials: Option<SecretKeySelector>,
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, Value>,
+}
+
+/// `basicAuth`: username and password, each a key of a Secret in the monitor's namespace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BasicAuth {
+    pub username: Option<SecretKeySelector>,
+    pub password: Option<SecretKeySelector>,
     #[serde(flatten)]
     pub rest: BTreeMap<String, Value>,
 }
@@ -271,11 +281,8 @@ impl Monitor {
             if self.kind == MonitorKind::ServiceMonitor && ep.port_number.is_some() {
                 out.push(format!("{at}.portNumber: not a field of ServiceMonitor endpoints"));
             }
-            if ep.basic_auth.is_some() {
-                out.push(format!("{at}.basicAuth: basic auth is not supported by the scrape loop yet"));
-            }
-            if ep.follow_redirects == Some(false) {
-                out.push(format!("{at}.followRedirects: false is not supported (redirects are always followed)"));
+            if let Some(b) = &ep.basic_auth {
+                unknown_fields(&mut out, &format!("{at}.basicAuth"), &b.rest);
             }
             if let Some(a) = &ep.authorization {
                 unknown_fields(&mut out, &format!("{at}.authorization"), &a.rest);
@@ -285,9 +292,6 @@ impl Monitor {
             }
             if let Some(tls) = &ep.tls_config {
                 unknown_fields(&mut out, &format!("{at}.tlsConfig"), &tls.rest);
-                if tls.server_name.as_deref().is_some_and(|s| !s.is_empty()) {
-                    out.push(format!("{at}.tlsConfig.serverName: not supported (the URL's host is checked)"));
-                }
             }
             for (name, values) in &ep.params {
                 if values.len() > 1 {

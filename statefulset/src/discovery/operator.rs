@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lgtm_config::RelabelConfig;
-use lgtm_scrape::{Auth, ScrapeOptions, TlsOptions};
+use lgtm_scrape::{Auth, BasicAuth, ScrapeOptions, Secret, TlsOptions};
 
 use super::credentials::{Credentials, Ref};
 use super::monitor::{Endpoint, IntOrString, LabelSelector, Monitor, MonitorKind};
@@ -242,7 +242,7 @@ pub fn endpoint_options(
 
 fn endpoint_auth(m: &Monitor, at: &str, ep: &Endpoint, creds: &mut dyn Credentials) -> Result<Auth, String> {
     let ns = m.namespace.as_str();
-    let mut auth = Auth::default();
+    let mut auth = Auth { follow_redirects: ep.follow_redirects.unwrap_or(true), ..Auth::default() };
     let token = match (&ep.authorization, &ep.bearer_token_secret) {
         (Some(a), _) if a.credentials.is_some() => {
             a.credentials.as_ref().map(|s| (format!("{at}.authorization.credentials"), s))
@@ -255,8 +255,30 @@ fn endpoint_auth(m: &Monitor, at: &str, ep: &Endpoint, creds: &mut dyn Credentia
     } else if let Some(file) = ep.bearer_token_file.as_deref().filter(|f| !f.is_empty()) {
         auth.bearer_token_file = Some(file.into());
     }
+    if let Some(basic) = &ep.basic_auth {
+        if auth.bearer_token_file.is_some() {
+            // As Prometheus: at most one of basic auth and a bearer token.
+            return Err(format!("{at}.basicAuth: cannot be used together with a bearer token or authorization"));
+        }
+        let mut secret = |field: &str, selector: &Option<super::monitor::SecretKeySelector>| {
+            let Some(selector) = selector.as_ref().filter(|s| !s.name.is_empty()) else {
+                return Ok(Secret::Inline(String::new()));
+            };
+            let file =
+                creds.file(ns, &Ref::Secret(selector.clone())).map_err(|e| format!("{at}.basicAuth.{field}: {e}"))?;
+            // An optional key that is missing is an empty value, as the operator does.
+            Ok::<_, String>(file.map_or_else(|| Secret::Inline(String::new()), Secret::File))
+        };
+        let username = secret("username", &basic.username)?;
+        let password = secret("password", &basic.password)?;
+        auth.basic_auth = Some(BasicAuth { username, password });
+    }
     if let Some(tls) = &ep.tls_config {
-        let mut options = TlsOptions { insecure_skip_verify: tls.insecure_skip_verify, ..Default::default() };
+        let mut options = TlsOptions {
+            insecure_skip_verify: tls.insecure_skip_verify,
+            server_name: tls.server_name.clone().filter(|s| !s.is_empty()),
+            ..Default::default()
+        };
         let pick = |field: &str, v: &Option<super::monitor::SecretOrConfigMap>| -> Option<(String, Ref)> {
             let v = v.as_ref()?;
             if let Some(s) = v.secret.as_ref().filter(|s| !s.name.is_empty()) {

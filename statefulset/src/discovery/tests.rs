@@ -11,6 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use lgtm_scrape::relabel::Relabeler;
 use lgtm_scrape::target::populate;
+use lgtm_scrape::{Auth, BasicAuth, TlsOptions};
 use serde_json::{json, Value};
 
 use super::credentials::{CredentialFiles, Credentials, ObjectMap, Ref};
@@ -129,6 +130,36 @@ fn endpointslice_role_labels_match_prometheus_documentation() {
 }
 
 #[test]
+fn pruned_pods_give_the_same_targets_without_what_no_label_reads() {
+    let full: Pod = {
+        let mut v = serde_json::to_value(pod("web-0", "10.0.0.1", json!({"app": "web"}))).expect("pod to JSON");
+        v["metadata"]["annotations"] = json!({"prometheus.io/scrape": "true"});
+        v["spec"]["volumes"] = json!([{"name": "token", "projected": {"sources": []}}]);
+        v["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox", "ports": [{"containerPort": 1}],
+            "env": [{"name": "A", "value": "b"}]}]);
+        v["spec"]["containers"][0]["env"] = json!([{"name": "LOG_LEVEL", "value": "info"}]);
+        v["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "100m"}});
+        v["status"]["conditions"] =
+            json!([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]);
+        v["status"]["initContainerStatuses"] = json!([{"name": "init", "containerID": "containerd://i", "image": "busybox",
+            "imageID": "sha", "ready": true, "restartCount": 2, "state": {"terminated": {"exitCode": 0}}}]);
+        obj(v)
+    };
+    let mut pruned = full.clone();
+    super::prune::keep_discovery_fields(&mut pruned);
+    assert_eq!(pod_targets(&pruned), pod_targets(&full));
+    let s = slice("web", &[("web-0", "10.0.0.1")]);
+    let svc = service("web", json!({"app": "web"}), json!({}));
+    let targets = |p: &Pod| endpoint_slice_targets(&s, Some(&svc), |_, _| Some(p));
+    assert_eq!(targets(&pruned), targets(&full));
+    let spec = pruned.spec.as_ref().expect("spec");
+    assert!(spec.volumes.is_none() && spec.containers[0].env.is_none() && spec.containers[0].resources.is_none());
+    let status = pruned.status.as_ref().expect("status");
+    assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1), "only Ready");
+    assert_eq!(status.init_container_statuses.as_ref().expect("init statuses")[0].restart_count, 0);
+}
+
+#[test]
 fn pod_role_has_a_target_per_port_and_per_portless_container() {
     let p = pod("web-0", "fd00::1", json!({}));
     let targets = pod_targets(&p);
@@ -153,6 +184,7 @@ impl Credentials for FakeCreds {
     fn file(&mut self, namespace: &str, r: &Ref) -> Result<Option<PathBuf>, String> {
         match r {
             Ref::Secret(s) if s.name == "token" => Ok(Some(PathBuf::from(format!("/creds/{namespace}/{}", s.key)))),
+            Ref::Secret(s) | Ref::ConfigMap(s) if s.optional == Some(true) => Ok(None),
             Ref::Secret(s) | Ref::ConfigMap(s) => Err(format!("{} not found", s.name)),
         }
     }
@@ -304,8 +336,8 @@ fn unsupported_fields_and_credential_errors_are_reported_per_monitor() {
         "web",
         json!({"selector": {}, "attachMetadata": {"node": true},
             "endpoints": [
-                {"port": "metrics", "basicAuth": {"username": {"name": "u", "key": "k"}}, "proxyUrl": "http://p",
-                 "followRedirects": false, "tlsConfig": {"serverName": "x", "insecureSkipVerify": true}},
+                {"port": "metrics", "basicAuth": {"username": {"name": "token", "key": "k"}, "passwordFile": "/p"},
+                 "proxyUrl": "http://p", "tlsConfig": {"serverName": "x", "insecureSkipVerify": true}},
                 {"port": "metrics", "bearerTokenSecret": {"name": "missing", "key": "t"}}]}),
     )];
     let built = build(&s, &options(), &mut FakeCreds);
@@ -315,13 +347,52 @@ fn unsupported_fields_and_credential_errors_are_reported_per_monitor() {
         [
             "spec.attachMetadata: not supported",
             "spec.endpoints[0].proxyUrl: not supported",
-            "spec.endpoints[0].basicAuth: basic auth is not supported by the scrape loop yet",
-            "spec.endpoints[0].followRedirects: false is not supported (redirects are always followed)",
-            "spec.endpoints[0].tlsConfig.serverName: not supported (the URL's host is checked)",
+            "spec.endpoints[0].basicAuth.passwordFile: not supported",
         ]
     );
     assert_eq!(m.errors, ["spec.endpoints[1].bearerTokenSecret: missing not found"]);
     assert_eq!(built.groups.len(), 1, "the endpoint with a missing secret is not scraped");
+}
+
+#[test]
+fn basic_auth_server_name_and_follow_redirects_reach_the_scrape_options() {
+    let mut s = shop();
+    let user = json!({"name": "token", "key": "user"});
+    s.service_monitors = vec![monitor(
+        "ServiceMonitor",
+        "web",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "endpoints": [
+            {"port": "metrics", "scheme": "https", "followRedirects": false,
+             "basicAuth": {"username": user, "password": {"name": "token", "key": "pass"}},
+             "tlsConfig": {"serverName": "web.shop.svc"}},
+            {"port": "metrics", "basicAuth": {"username": user, "password": {"name": "gone", "key": "p", "optional": true}}},
+            {"port": "metrics", "basicAuth": {"username": user}, "bearerTokenSecret": {"name": "token", "key": "t"}},
+            {"port": "metrics", "basicAuth": {"username": {"name": "missing", "key": "user"}}}]}),
+    )];
+    let built = build(&s, &options(), &mut FakeCreds);
+    let m = &built.monitors[0];
+    assert!(m.unsupported.is_empty(), "{:?}", m.unsupported);
+    assert_eq!(
+        m.errors,
+        [
+            "spec.endpoints[2].basicAuth: cannot be used together with a bearer token or authorization",
+            "spec.endpoints[3].basicAuth.username: missing not found",
+        ]
+    );
+    let auth: Vec<&Auth> = built.groups.iter().map(|g| &g.options.auth).collect();
+    let file = |key: &str| lgtm_scrape::Secret::File(PathBuf::from(format!("/creds/shop/{key}")));
+    let expected_first = Auth {
+        bearer_token_file: None,
+        basic_auth: Some(BasicAuth { username: file("user"), password: file("pass") }),
+        tls: Some(TlsOptions { server_name: Some("web.shop.svc".into()), ..TlsOptions::default() }),
+        follow_redirects: false,
+    };
+    let expected_second = Auth {
+        basic_auth: Some(BasicAuth { username: file("user"), password: lgtm_scrape::Secret::Inline(String::new()) }),
+        ..Auth::default()
+    };
+    assert_eq!(auth, [&expected_first, &expected_second], "the endpoints with an error are not scraped");
+    assert!(expected_second.follow_redirects, "redirects are followed unless the monitor says not to");
 }
 
 #[test]

@@ -8,8 +8,10 @@
 //! wins, about 1/(N+1) of them. The OTel target allocator hashes the URL alone; two targets with
 //! one URL and different labels (two jobs scraping one endpoint) land on different replicas here.
 
+mod cache;
 mod replica;
 
+pub use cache::ShardCache;
 pub use replica::{parse_pod_name, PodOrdinal};
 
 use std::sync::Arc;
