@@ -1,18 +1,31 @@
 //! The agent binary in cluster mode against the fake Kubernetes API server: a ServiceMonitor
 //! selecting a Service with three endpoints shows up on `/targets` with the operator's labels
-//! and the monitor's status, and Kubernetes events reach the fake Loki.
+//! and the monitor's status, its series reach a real Prometheus (remote-write receiver) with
+//! exactly the operator's labels, an edited `relabelings` applies without a restart, a deleted
+//! monitor's series go stale, and Kubernetes events reach the fake Loki. A monitor with
+//! `basicAuth` scrapes a target that requires it, with the credentials of a Secret.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lgtm_integration::agent::AgentProcess;
+use lgtm_integration::agent::{agent_binary, AgentProcess};
 use lgtm_integration::fake_apiserver::FakeApiServer;
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::fake_target::FakeTarget;
-use lgtm_integration::{eventually, free_port};
+use lgtm_integration::peers::prometheus::{Prometheus, QueriedSeries};
+use lgtm_integration::{eventually, free_port, require};
 use serde_json::{json, Value};
+
+/// The agent finds the API server through `KUBECONFIG`, as kubectl does: the tests of this
+/// binary take turns, so that each agent starts with its own test's value.
+static KUBECONFIG_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_discovers_monitors_and_ships_events() {
+    let _turn = KUBECONFIG_ENV.lock().await;
+    // Built before the Event is created: events older than the lookback (5 min) are not shipped.
+    tokio::task::spawn_blocking(agent_binary).await.expect("building lgtm-agent");
+    let Some(prom) = require("prometheus", Prometheus::start().await) else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = FakeApiServer::start().await.unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -43,12 +56,14 @@ async fn cluster_mode_discovers_monitors_and_ships_events() {
                 "ports": [{"name": "metrics", "port": port}]}))
             .unwrap();
     }
-    server
-        .apply(json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+    let service_monitor = |relabelings: Value| {
+        json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
             "metadata": {"name": "web", "namespace": "shop"},
             "spec": {"selector": {"matchLabels": {"app": "web"}},
-                "endpoints": [{"port": "metrics", "interval": "1s", "proxyUrl": "http://proxy:3128"}]}}))
-        .unwrap();
+                "endpoints": [{"port": "metrics", "interval": "1s", "proxyUrl": "http://proxy:3128",
+                    "relabelings": relabelings}]}})
+    };
+    server.apply(service_monitor(json!([]))).unwrap();
     server
         .apply(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": "web-0.1", "namespace": "shop"},
@@ -57,18 +72,17 @@ async fn cluster_mode_discovers_monitors_and_ships_events() {
             "regarding": {"kind": "Pod", "name": "web-0", "namespace": "shop"}}))
         .unwrap();
 
-    // The agent finds the API server through KUBECONFIG, as kubectl does. This is the only test
-    // of this binary, so no other thread reads the environment meanwhile.
     std::env::set_var("KUBECONFIG", &kubeconfig);
     let admin = free_port();
     let config = format!(
         "mode: cluster\ncluster: c1\ndata_dir: {data}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
-         exporters:\n  mimir: {{ enabled: false }}\n  tempo: {{ enabled: false }}\n\
+         exporters:\n  mimir: {{ url: \"{mimir}\", batch: {{ max_wait: 100ms }} }}\n  tempo: {{ enabled: false }}\n\
          \x20 loki: {{ url: \"{loki}\", batch: {{ max_wait: 100ms }} }}\n\
          otlp: {{ enabled: false }}\ntail_sampling: {{ enabled: false }}\ncluster_state: {{ enabled: false }}\n\
          events: {{ lease_namespace: observability }}\n",
         data = dir.path().join("data").display(),
         loki = loki.push_url(),
+        mimir = prom.write_url(),
     );
     let mut agent = AgentProcess::start(dir.path(), &config, admin).await;
     let url = format!("http://127.0.0.1:{admin}/targets");
@@ -103,6 +117,67 @@ async fn cluster_mode_discovers_monitors_and_ships_events() {
     assert_eq!(monitor["unsupported"], json!(["spec.endpoints[0].proxyUrl: not supported"]));
     assert_eq!(monitor["targets_here"], 3);
 
+    // The series in a real Prometheus: exactly the labels the Prometheus Operator gives them.
+    let expected: Vec<(BTreeMap<String, String>, f64)> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let labels = [
+                ("__name__", "a".to_string()),
+                ("cluster", "c1".into()),
+                ("job", "web".into()),
+                ("namespace", "shop".into()),
+                ("service", "web".into()),
+                ("pod", format!("web-{i}")),
+                ("container", "app".into()),
+                ("endpoint", "metrics".into()),
+                ("instance", t.addr.to_string()),
+            ];
+            (labels.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), (i + 1) as f64)
+        })
+        .collect();
+    let in_prometheus = |query: &'static str| {
+        let prom = &prom;
+        async move {
+            let mut got: Vec<(BTreeMap<String, String>, f64)> =
+                prom.query(query).await.into_iter().map(|QueriedSeries { labels, value }| (labels, value)).collect();
+            got.sort_by(|a, b| a.0.get("pod").cmp(&b.0.get("pod")));
+            got
+        }
+    };
+    eventually(Duration::from_secs(20), "the three targets' series in Prometheus", || async {
+        (in_prometheus(r#"a{cluster="c1"}"#).await.len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(in_prometheus(r#"a{cluster="c1"}"#).await, expected, "series and labels in Prometheus");
+
+    // An edited `relabelings` applies to the running agent: the series get the new label, the
+    // old ones go stale.
+    let pid = agent.pid();
+    server.apply(service_monitor(json!([{"targetLabel": "team", "replacement": "checkout"}]))).unwrap();
+    let relabeled: Vec<(BTreeMap<String, String>, f64)> = expected
+        .iter()
+        .map(|(labels, v)| {
+            let mut labels = labels.clone();
+            labels.insert("team".into(), "checkout".into());
+            (labels, *v)
+        })
+        .collect();
+    eventually(Duration::from_secs(20), "only the relabeled series in Prometheus", || async {
+        (in_prometheus(r#"a{cluster="c1"}"#).await == relabeled).then_some(())
+    })
+    .await;
+    assert_eq!(agent.pid(), pid, "no restart");
+
+    // A deleted monitor: its targets stop and their series go stale (gone from instant queries).
+    server.delete("monitoring.coreos.com/v1", "ServiceMonitor", "shop", "web").unwrap();
+    eventually(Duration::from_secs(20), "the deleted monitor's series stale in Prometheus", || async {
+        in_prometheus(r#"a{cluster="c1"}"#).await.is_empty().then_some(())
+    })
+    .await;
+    let up = prom.query(r#"up{cluster="c1", job="web"}"#).await;
+    assert!(up.is_empty(), "`up` of the deleted monitor's targets is stale too: {up:?}");
+
     eventually(Duration::from_secs(20), "the event at Loki", || {
         let lines = loki.lines_by_stream();
         async move {
@@ -117,6 +192,112 @@ async fn cluster_mode_discovers_monitors_and_ships_events() {
     })
     .await;
     assert!(agent.log().contains("proxyUrl"), "unsupported field logged");
+    let status = agent.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+}
+
+/// A target that answers only requests with `Authorization: Basic <scraper:s3cret>`, counting
+/// the refused ones.
+async fn basic_auth_target() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let refused = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: HeaderMap| {
+            let counter = counter.clone();
+            async move {
+                // base64("scraper:s3cret")
+                if headers.get("authorization").is_some_and(|v| v == "Basic c2NyYXBlcjpzM2NyZXQ=") {
+                    (StatusCode::OK, "secured 1\n")
+                } else {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::UNAUTHORIZED, "")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the basic-auth target");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_basic_auth_comes_from_a_secret_and_follows_its_rotation() {
+    let _turn = KUBECONFIG_ENV.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApiServer::start().await.unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let (addr, refused) = basic_auth_target().await;
+    let port = addr.port();
+    let secret = |password_base64: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "scrape-auth", "namespace": "shop"},
+            "type": "Opaque", "data": {"username": "c2NyYXBlcg==", "password": password_base64}})
+    };
+    // First a wrong password (base64 "wrong").
+    server.apply(secret("d3Jvbmc=")).unwrap();
+    server
+        .apply(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "vault", "namespace": "shop", "labels": {"app": "vault"}}, "spec": {}}))
+        .unwrap();
+    server
+        .apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vault-0", "namespace": "shop"},
+            "spec": {"containers": [{"name": "vault", "ports": [{"name": "metrics", "containerPort": port}]}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1"}}))
+        .unwrap();
+    server
+        .apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "vault-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "vault"}},
+            "addressType": "IPv4", "ports": [{"name": "metrics", "port": port}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "targetRef": {"kind": "Pod", "name": "vault-0", "namespace": "shop"}}]}))
+        .unwrap();
+    server
+        .apply(json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "vault", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "vault"}},
+                "endpoints": [{"port": "metrics", "interval": "1s", "followRedirects": false,
+                    "basicAuth": {"username": {"name": "scrape-auth", "key": "username"},
+                        "password": {"name": "scrape-auth", "key": "password"}}}]}}))
+        .unwrap();
+
+    std::env::set_var("KUBECONFIG", &kubeconfig);
+    let admin = free_port();
+    let config = format!(
+        "mode: cluster\ncluster: c1\ndata_dir: {data}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+         exporters:\n  mimir: {{ enabled: false }}\n  tempo: {{ enabled: false }}\n  loki: {{ enabled: false }}\n\
+         otlp: {{ enabled: false }}\ntail_sampling: {{ enabled: false }}\ncluster_state: {{ enabled: false }}\n\
+         events: {{ enabled: false, lease_namespace: observability }}\n",
+        data = dir.path().join("data").display(),
+    );
+    let mut agent = AgentProcess::start(dir.path(), &config, admin).await;
+    let url = format!("http://127.0.0.1:{admin}/targets");
+    let target = |health: &'static str| {
+        let url = url.clone();
+        async move {
+            let body: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let t = body["targets"].as_array()?.first()?.clone();
+            (t["health"] == health).then_some((t, body["discovery"]["monitors"][0].clone()))
+        }
+    };
+    let (down, monitor) =
+        eventually(Duration::from_secs(20), "the target down with the wrong password", || target("down")).await;
+    assert!(down["last_error"].as_str().is_some_and(|e| e.contains("401")), "{down}");
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(monitor["unsupported"], json!([]), "basicAuth and followRedirects are supported: {monitor}");
+
+    // The Secret gets the right password: the agent picks it up without a restart.
+    server.apply(secret("czNjcmV0")).unwrap();
+    let (up, _) = eventually(Duration::from_secs(20), "the target up with the rotated password", || target("up")).await;
+    assert_eq!(up["scrape_url"], format!("http://{addr}/metrics"));
+    assert_eq!(up["labels"]["job"], "vault");
+    let refused_after_up = refused.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), refused_after_up, "every later scrape authenticated");
     let status = agent.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }
