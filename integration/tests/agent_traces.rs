@@ -34,17 +34,20 @@ fn base(data: &Path, admin: u16) -> String {
 struct Chain {
     tempos: Vec<OtlpReceiver>,
     replicas: Vec<AgentProcess>,
+    /// Directory, config and admin port of each replica, to start it again.
+    replica_setups: Vec<(std::path::PathBuf, String, u16)>,
     node: AgentProcess,
     node_grpc: u16,
     _tmp: tempfile::TempDir,
 }
 
 impl Chain {
-    async fn start(replicas: usize) -> Chain {
+    async fn start(replicas: usize, decision_wait: &str) -> Chain {
         let tmp = tempfile::tempdir().unwrap();
         let mut tempos = Vec::new();
         let mut agents = Vec::new();
         let mut members = Vec::new();
+        let mut replica_setups = Vec::new();
         for r in 0..replicas {
             let tempo = OtlpReceiver::start().await;
             let dir = tmp.path().join(format!("cluster-{r}"));
@@ -55,11 +58,12 @@ impl Chain {
                  tempo: {{ endpoint: \"{}\", batch: {{ max_wait: 100ms }} }}\n\
                  scrape: {{ monitors: {{ enabled: false }} }}\n\
                  otlp: {{ grpc: \"127.0.0.1:{grpc}\", http: \"\" }}\n\
-                 tail_sampling: {{ decision_wait: 2s }}\n",
+                 tail_sampling: {{ decision_wait: {decision_wait} }}\n",
                 base(&dir.join("data"), admin),
                 tempo.endpoint()
             );
             agents.push(AgentProcess::start(&dir, &cfg, admin).await);
+            replica_setups.push((dir, cfg, admin));
             tempos.push(tempo);
             members.push(format!("127.0.0.1:{grpc}"));
         }
@@ -74,7 +78,7 @@ impl Chain {
             members.join(",")
         );
         let node = AgentProcess::start(&dir, &cfg, admin).await;
-        Chain { tempos, replicas: agents, node, node_grpc, _tmp: tmp }
+        Chain { tempos, replicas: agents, replica_setups, node, node_grpc, _tmp: tmp }
     }
 
     /// Spans per trace ID (hex) at each replica's receiver.
@@ -91,6 +95,15 @@ impl Chain {
                 m
             })
             .collect()
+    }
+
+    /// SIGTERM replica `r` (it decides what it buffered and flushes), then, once `while_down`
+    /// returns, starts it again on the same address.
+    async fn restart<F: std::future::Future<Output = ()>>(&mut self, r: usize, while_down: F) {
+        assert!(self.replicas[r].terminate(Duration::from_secs(30)).await.success());
+        while_down.await;
+        let (dir, cfg, admin) = &self.replica_setups[r];
+        self.replicas[r] = AgentProcess::start(dir, cfg, *admin).await;
     }
 
     async fn stop(mut self) {
@@ -179,7 +192,7 @@ async fn python_sdk_to_daemonset_to_cluster_mode_tail_sampling_to_tempo() {
     if !python_sdk_available() {
         return;
     }
-    let chain = Chain::start(2).await;
+    let chain = Chain::start(2, "2s").await;
     let ids = send_traces(&format!("127.0.0.1:{}", chain.node_grpc));
     assert_sampled_as_the_poc_says(&chain, &ids).await;
     chain.stop().await;
@@ -231,10 +244,89 @@ async fn python_sdk_through_rotel_agent_to_daemonset_to_cluster_mode_tail_sampli
         return;
     }
     let Some(rotel_bin) = require("rotel-agent (pip rotel)", rotel_binary()) else { return };
-    let chain = Chain::start(2).await;
+    let chain = Chain::start(2, "2s").await;
     let rotel = RotelSender::start(&rotel_bin, &format!("http://127.0.0.1:{}", chain.node_grpc)).await;
     let ids = send_traces(&format!("127.0.0.1:{}", rotel.grpc_port));
     assert_sampled_as_the_poc_says(&chain, &ids).await;
     drop(rotel);
+    chain.stop().await;
+}
+
+/// A rolling restart of one cluster-mode replica while traces are in flight: traces the replica
+/// had whole when it stopped are decided at shutdown, so none is lost; traces whose spans straddle
+/// the restart (inside `decision_wait` when it stopped, more spans after) are decided twice on
+/// halves, so an error trace whose error span came after the restart loses its first half. The
+/// test counts those and asserts that nothing else is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restart_loses_only_traces_straddling_it_inside_decision_wait() {
+    use lgtm_integration::bench_traces::{load, wire};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    // decision_wait longer than the restart, so only the restarted replica decides on halves.
+    let mut chain = Chain::start(2, "10s").await;
+    let node: std::net::SocketAddr = ([127, 0, 0, 1], chain.node_grpc).into();
+    let sender = wire::Sender::connect(node).await.unwrap();
+    // 4 spans per trace: the frontend's root and the cart's span (the first two resources of a
+    // request), then two database calls, the last one failing in error traces.
+    let whole = load::generate(600, 4, 400, 1);
+    let straddling = load::generate(600, 4, 400, 2);
+    let (mut first_halves, mut second_halves) = (Vec::new(), Vec::new());
+    for encoded in &straddling.requests {
+        let mut first = ExportTraceServiceRequest::decode(encoded.clone()).unwrap();
+        let second = ExportTraceServiceRequest { resource_spans: first.resource_spans.split_off(2) };
+        first_halves.push(bytes::Bytes::from(first.encode_to_vec()));
+        second_halves.push(bytes::Bytes::from(second.encode_to_vec()));
+    }
+    sender.send_all(&whole.requests, 2).await.unwrap();
+    sender.send_all(&first_halves, 2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The second halves are sent while replica 0 is down: the daemonset agent holds and retries
+    // what is for it.
+    chain
+        .restart(0, async {
+            sender.send_all(&second_halves, 2).await.unwrap();
+        })
+        .await;
+
+    let kind = |id: &String| load::Kind::of_tag(u8::from_str_radix(&id[..2], 16).unwrap()).unwrap();
+    let error_traces = |l: &load::Load| l.traces_by_kind[load::Kind::Error.index()] as usize;
+    let expected_errors = error_traces(&whole) + error_traces(&straddling);
+    let at_tempo = eventually(Duration::from_secs(60), "every error trace at Tempo, whole or not", || {
+        let per_replica = chain.spans_by_trace();
+        async move {
+            let errors: Vec<(usize, String, usize)> = per_replica
+                .iter()
+                .enumerate()
+                .flat_map(|(r, m)| m.iter().map(move |(id, n)| (r, id.clone(), *n)))
+                .filter(|(_, id, _)| kind(id) == load::Kind::Error)
+                .collect();
+            (errors.len() >= expected_errors).then_some(errors)
+        }
+    })
+    .await;
+    let straddling_ids: BTreeSet<String> = straddling
+        .requests
+        .iter()
+        .flat_map(|r| ExportTraceServiceRequest::decode(r.clone()).unwrap().resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .map(|s| s.trace_id.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let broken: Vec<&(usize, String, usize)> = at_tempo.iter().filter(|(_, _, n)| *n != 4).collect();
+    let straddling_at_0 = at_tempo.iter().filter(|(r, id, _)| *r == 0 && straddling_ids.contains(id)).count();
+    println!(
+        "error traces: {} sent, {} at Tempo, {} not whole (of {straddling_at_0} straddling the restart of replica 0)",
+        expected_errors,
+        at_tempo.len(),
+        broken.len()
+    );
+    assert_eq!(at_tempo.len(), expected_errors, "every error trace reaches Tempo, at one replica");
+    for (r, id, n) in &broken {
+        assert!(
+            *r == 0 && straddling_ids.contains(id),
+            "trace {id} ({n} spans at replica {r}) lost spans but did not straddle the restart"
+        );
+    }
     chain.stop().await;
 }
