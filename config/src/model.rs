@@ -511,6 +511,9 @@ pub struct KubeletConfig {
     pub enabled: Option<bool>,
     /// `direct` (https://$NODE_IP:10250) or `apiserver` (through the nodes/proxy subresource).
     pub via: KubeletVia,
+    /// The host (name or IP) the kubelet is reached at with `via: direct`, e.g. `${NODE_IP}`;
+    /// `""`: the node name. Also the host part of the `instance` label.
+    pub address: String,
     pub port: u16,
     pub bearer_token_file: PathBuf,
     pub ca_file: PathBuf,
@@ -525,6 +528,7 @@ impl Default for KubeletConfig {
         KubeletConfig {
             enabled: None,
             via: KubeletVia::Direct,
+            address: String::new(),
             port: 10250,
             bearer_token_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
             ca_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),

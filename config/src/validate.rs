@@ -136,6 +136,15 @@ impl Config {
         if s.kubelet.port == 0 {
             return invalid("scrape.kubelet.port", "must not be 0");
         }
+        let address = &s.kubelet.address;
+        let bad_host = address.contains(['/', ' ', '[', ']', '@'])
+            || (address.contains(':') && address.parse::<std::net::Ipv6Addr>().is_err());
+        if bad_host {
+            return invalid(
+                "scrape.kubelet.address",
+                format!("{address:?} is not a host name or IP address (the port is scrape.kubelet.port)"),
+            );
+        }
         Ok(())
     }
 }

@@ -43,6 +43,8 @@ const INVALID: &[(&str, &str)] = &[
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      tls_config:\n        server_name: \"metrics example\"\n", "c.yaml:5: scrape.static_configs[0].tls_config.server_name: \"metrics example\" is not a DNS name or an IP address"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      tls_config: { cert_file: /c.crt }\n", "c.yaml:4: scrape.static_configs[0].tls_config.key_file: required when cert_file is set"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      follow_redirects: sometimes\n", "c.yaml:4: scrape.static_configs[0].follow_redirects: invalid type: string \"sometimes\", expected a boolean"),
+    ("scrape:\n  kubelet:\n    address: \"10.0.0.7:10250\"\n", "c.yaml:3: scrape.kubelet.address: \"10.0.0.7:10250\" is not a host name or IP address (the port is scrape.kubelet.port)"),
+    ("scrape:\n  kubelet: { address: \"https://node-a\" }\n", "c.yaml:2: scrape.kubelet.address: \"https://node-a\" is not a host name or IP address (the port is scrape.kubelet.port)"),
     ("tail_sampling:\n  policies:\n    - { type: sometimes }\n", "c.yaml:3: tail_sampling.policies[0].type: unknown policy type \"sometimes\", expected one of status_code, latency, probabilistic, string_attribute, numeric_attribute, rate_limiting, and, or, not"),
     ("tail_sampling:\n  policies:\n    - { name: x }\n", "c.yaml:3: tail_sampling.policies[0].type: required, one of status_code, latency, probabilistic, string_attribute, numeric_attribute, rate_limiting, and, or, not"),
     ("tail_sampling:\n  policies:\n    - { type: latency }\n", "c.yaml:3: tail_sampling.policies[0].threshold_ms: required by policy type latency"),
@@ -74,6 +76,8 @@ fn valid_variants_are_accepted() {
         "exporters:\n  mimir: { url: \"http://[::1]:8080/push\" }\n",
         "exporters:\n  tempo: { tls: { cert_file: /c, key_file: /k } }\n",
         "admin: { listen: \"[::]:9464\" }\n",
+        "scrape:\n  kubelet: { address: \"fd00::7\" }\n",
+        "scrape:\n  kubelet: { address: node-a.example.internal }\n",
         "otlp: { grpc: \"\", http: \"127.0.0.1:4318\" }\n",
         "scrape:\n  static_configs:\n    - targets: [\"[::1]:9100\", \"node-exporter.monitoring.svc:9100\"]\n      \
          relabel_configs:\n        - { source_labels: [__address__], regex: \"(.+):.*\", target_label: \"${1}_host\" }\n        \

@@ -19,8 +19,8 @@
 //! are refreshed out of step with the scrape.
 //!
 //! What it does not: scrape anything itself (the `TargetManager` does), discover the node's
-//! address (the agent passes the host to use: the node name unless told otherwise), or read the
-//! environment.
+//! address (`scrape.kubelet.address` names it, e.g. `${NODE_IP}`; else the host the agent
+//! passes, the node name), or read the environment.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,7 +84,8 @@ pub fn kubelet_target_groups(scrape: &ScrapeConfig, node: &KubeletNode) -> Resul
         return Err(KubeletError::NoNodeName);
     }
     let cfg = &scrape.kubelet;
-    let instance = format!("{}:{}", host_for_url(&node.host), cfg.port);
+    let host = if cfg.address.is_empty() { node.host.as_str() } else { cfg.address.as_str() };
+    let instance = format!("{}:{}", host_for_url(host), cfg.port);
     let auth = Auth {
         bearer_token_file: Some(cfg.bearer_token_file.clone()),
         tls: Some(TlsOptions {
@@ -212,6 +213,19 @@ mod tests {
         assert_eq!(o.timeout, std::time::Duration::from_secs(5), "timeout never exceeds the interval");
         assert_eq!(o.sample_limit, 77);
         assert!(o.honor_labels);
+    }
+
+    #[test]
+    fn the_configured_address_replaces_the_node_host() {
+        let mut scrape = ScrapeConfig::default();
+        scrape.kubelet.address = "10.1.2.3".into();
+        scrape.kubelet.port = 10255;
+        let got = targets(&scrape, &KubeletNode::new("node-a"));
+        assert_eq!(got[0].0, "https://10.1.2.3:10255/metrics");
+        assert_eq!(got[0].1, r#"{instance="10.1.2.3:10255", job="kubelet", metrics_path="/metrics", node="node-a"}"#);
+        scrape.kubelet.via = KubeletVia::Apiserver;
+        let got = targets(&scrape, &KubeletNode::new("node-a"));
+        assert_eq!(got[0].0, "https://kubernetes.default.svc/api/v1/nodes/node-a/proxy/metrics");
     }
 
     #[test]
