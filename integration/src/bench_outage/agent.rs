@@ -101,7 +101,7 @@ pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
         .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
         .filter(|l| filters.iter().all(|f| l.contains(f)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Scrape targets that count what they serve: each answer of target `t` is scrape number `seq`
 //! of that target, and carries `seq` itself as the value of `outage_scrape_seq`, so the samples
 //! in Prometheus can be matched to the scrapes served. Stopped, they answer 503 (not counted).
+//!
+//! They answer only on a path of their own ([`Targets::metrics_path`]): other scrapers on this
+//! shared machine (a bench whose targets held one of these ports before) get a 404 and use up
+//! no scrape number.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -33,6 +37,8 @@ struct Target {
 
 pub struct Targets {
     pub addrs: Vec<SocketAddr>,
+    /// The path they answer on.
+    pub metrics_path: String,
     /// Series in each answer (the scrape number included).
     pub series_per_target: usize,
     targets: Vec<Arc<Target>>,
@@ -45,14 +51,23 @@ impl Targets {
     pub async fn start(count: usize, total_series: usize) -> anyhow::Result<Targets> {
         let series_per_target = total_series.div_ceil(count.max(1)).max(2);
         let stopped = Arc::new(AtomicBool::new(false));
-        let mut t = Targets { addrs: Vec::new(), series_per_target, targets: Vec::new(), stopped, tasks: Vec::new() };
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let metrics_path = format!("/outage-{}-{nanos}/metrics", std::process::id());
+        let mut t = Targets {
+            addrs: Vec::new(),
+            metrics_path,
+            series_per_target,
+            targets: Vec::new(),
+            stopped,
+            tasks: Vec::new(),
+        };
         for _ in 0..count {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a target")?;
             t.addrs.push(listener.local_addr()?);
             let target =
                 Arc::new(Target { series: series_per_target, served: AtomicU64::new(0), stopped: t.stopped.clone() });
             t.targets.push(target.clone());
-            let app = Router::new().route("/metrics", get(metrics)).with_state(target);
+            let app = Router::new().route(&t.metrics_path, get(metrics)).with_state(target);
             t.tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }));

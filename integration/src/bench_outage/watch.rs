@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
@@ -73,9 +73,19 @@ impl Peaks {
 }
 
 pub struct Watch {
+    pid: u32,
     phase: Arc<AtomicUsize>,
     peaks: Arc<Mutex<[Peaks; 4]>>,
+    /// The agent's CPU seconds and the time at the start of each phase entered.
+    starts: Mutex<Vec<(f64, Instant)>>,
     task: JoinHandle<()>,
+}
+
+/// The agent's CPU use in one phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseCpu {
+    pub cpu_seconds: f64,
+    pub wall_seconds: f64,
 }
 
 impl Watch {
@@ -83,11 +93,27 @@ impl Watch {
         let phase = Arc::new(AtomicUsize::new(Phase::WarmUp as usize));
         let peaks = Arc::new(Mutex::new([Peaks::default(); 4]));
         let task = tokio::spawn(watch(pid, admin, data_dir.join("queue"), phase.clone(), peaks.clone()));
-        Watch { phase, peaks, task }
+        let starts = Mutex::new(vec![(Process::Pid(pid).cpu_seconds(), Instant::now())]);
+        Watch { pid, phase, peaks, starts, task }
     }
 
+    /// Enters the next phase.
     pub fn enter(&self, p: Phase) {
         self.phase.store(p as usize, Ordering::Release);
+        self.starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((Process::Pid(self.pid).cpu_seconds(), Instant::now()));
+    }
+
+    /// The agent's CPU seconds per phase so far, the current one up to now.
+    pub fn cpu(&self) -> Vec<PhaseCpu> {
+        let mut marks = self.starts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        marks.push((Process::Pid(self.pid).cpu_seconds(), Instant::now()));
+        marks
+            .windows(2)
+            .map(|w| PhaseCpu { cpu_seconds: w[1].0 - w[0].0, wall_seconds: (w[1].1 - w[0].1).as_secs_f64() })
+            .collect()
     }
 
     /// Maxima of each phase so far, in the order of [`PHASES`].

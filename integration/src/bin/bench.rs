@@ -6,6 +6,7 @@
 //! cargo run --release -p lgtm-integration --bin bench -- scrape [--targets 50] [--series 2000] [--interval 5s] [--duration 60s] [--shards N]
 //! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
 //! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--step 5s] [--receive-buffer 8MiB]
+//! cargo run --release -p lgtm-integration --bin bench -- outage [--down 120s] [--log-rate 20MiB] [--series 50000] [--targets 25] [--interval 5s]
 //! ```
 //!
 //! `pipeline`: synthetic series pushed through the pipeline (sink -> queue -> remote-write
@@ -26,6 +27,12 @@
 //! server, their kube-state-metrics series emitted by the release `lgtm-agent` into a real
 //! Prometheus; prints the agent's CPU-seconds and RSS per interval (see
 //! [`lgtm_integration::bench_cluster_state`]).
+//!
+//! `outage`: Loki and Mimir down for `--down` while the release `lgtm-agent` tails a CRI tree
+//! written at `--log-rate` and scrapes `--series` series into a real Prometheus; prints lines and
+//! samples lost, the drain time after recovery, and the agent's RSS, queue memory and queue disk
+//! against its configured limits; exits non-zero if anything was lost or a limit exceeded (see
+//! [`lgtm_integration::bench_outage`]).
 //!
 //! `jaeger`: Jaeger Thrift compact `emitBatch` datagrams sent to the release `lgtm-agent` at
 //! doubling rates; prints spans/s per CPU-second of the agent and the datagram drop rate, up to
