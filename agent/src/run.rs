@@ -105,7 +105,9 @@ fn start_sources(
         let mut opts = lgtm_daemonset::HostSourceOptions::new(&cfg.scrape, &cfg.node_name);
         opts.jitter_seed = jitter_seed(cfg);
         let root = opts.root.display().to_string();
-        let fut = lgtm_daemonset::run_host_metrics(opts, pipeline.metrics.clone(), stop.clone());
+        let targets = scrape.clone();
+        let show = move |target, status| targets.show(target, status);
+        let fut = lgtm_daemonset::run_host_metrics(opts, pipeline.metrics.clone(), show, stop.clone());
         set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("host_metrics")));
         tracing::info!(root, "host metrics started");
     }

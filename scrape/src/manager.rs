@@ -58,6 +58,8 @@ impl RunningLoop {
 #[derive(Default)]
 struct State {
     loops: HashMap<u64, RunningLoop>,
+    /// Targets scraped outside the manager (host metrics), listed with the others.
+    shown: Vec<(Arc<Target>, Arc<Mutex<LoopStatus>>)>,
     jobs: BTreeSet<String>,
     stopping: Vec<JoinHandle<()>>,
 }
@@ -183,9 +185,10 @@ impl<S: SeriesSink> TargetManager<S> {
         let mut out: Vec<TargetStatus> = state
             .loops
             .values()
-            .map(|l| {
-                let t = &l.target;
-                let s = l.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            .map(|l| (&l.target, &l.status))
+            .chain(state.shown.iter().map(|(t, s)| (t, s)))
+            .map(|(t, status)| {
+                let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 TargetStatus {
                     job: t.job().to_string(),
                     source: t.source.clone(),
@@ -204,6 +207,12 @@ impl<S: SeriesSink> TargetManager<S> {
             .collect();
         out.sort_by(|a, b| (&a.job, &a.scrape_url).cmp(&(&b.job, &b.scrape_url)));
         out
+    }
+
+    /// Lists `target`, scraped by its own source rather than by a loop of the manager (host
+    /// metrics), among [`TargetManager::targets`] with the status that source keeps.
+    pub fn show(&self, target: Arc<Target>, status: Arc<Mutex<LoopStatus>>) {
+        self.state().shown.push((target, status));
     }
 
     /// Stops every loop without staleness markers (the agent is shutting down, and the next

@@ -172,3 +172,22 @@ async fn one_provider_syncing_keeps_the_targets_of_the_others() {
     );
     manager.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_target_scraped_elsewhere_is_listed_with_its_status() {
+    let manager = TargetManager::new(CollectingSink::default(), 1);
+    let shown = target("127.0.0.1:9100".parse().unwrap(), options("mgr_shown"));
+    let status = Arc::new(std::sync::Mutex::new(lgtm_scrape::scrape_loop::LoopStatus::default()));
+    manager.show(shown, status.clone());
+    status.lock().unwrap().record(Ok(42), 1_700_000_000_000, 0.25);
+    let listed = manager.targets();
+    assert_eq!(listed.len(), 1);
+    let t = &listed[0];
+    assert_eq!((t.job.as_str(), t.scrape_url.as_str()), ("mgr_shown", "http://127.0.0.1:9100/metrics"));
+    assert_eq!((t.health, t.last_samples, t.last_scrape_unix_ms), (Health::Up, 42, Some(1_700_000_000_000)));
+    status.lock().unwrap().record(Err(&"collecting host metrics: gone"), 1_700_000_005_000, 0.1);
+    let t = &manager.targets()[0];
+    assert_eq!(t.health, Health::Down);
+    assert_eq!(t.last_error.as_deref(), Some("collecting host metrics: gone"));
+    manager.shutdown().await;
+}

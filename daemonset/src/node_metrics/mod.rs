@@ -12,18 +12,21 @@
 //! markers for the series of the previous scrape. A collection still stuck from an earlier
 //! interval (a hung `statfs`) is not started again until it returns.
 //!
-//! What it does not: appear on the `/targets` page (that lists the `TargetManager`'s loops), or
-//! apply relabeling (the config has none for host metrics).
+//! The source keeps a [`LoopStatus`] like a scrape loop's; [`run_host_metrics`] hands it to the
+//! caller (the agent lists it on `/targets` through `TargetManager::show`).
+//!
+//! What it does not: apply relabeling (the config has none for host metrics).
 //!
 //! [`host::render_text`]: crate::host::render_text
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lgtm_scrape::parser::Format;
 use lgtm_scrape::relabel::Relabeler;
+use lgtm_scrape::scrape_loop::LoopStatus;
 use lgtm_scrape::target::{populate, TargetError};
 use lgtm_scrape::{BodyIngester, ScrapeOptions, SeriesSink, Target};
 use tokio::task::JoinHandle;
@@ -95,8 +98,14 @@ fn unix_now() -> Duration {
 type Collection = JoinHandle<(String, Result<(), host::HostError>)>;
 
 /// Scrapes the host every interval into `sink` until `stop` is cancelled. Returns at once if
-/// the target cannot be built (a bad `instance`), after logging why.
-pub async fn run_host_metrics<S: SeriesSink>(options: HostSourceOptions, sink: S, stop: CancellationToken) {
+/// the target cannot be built (a bad `instance`), after logging why. `show` gets the target and
+/// its status once, before the first scrape (for the targets page).
+pub async fn run_host_metrics<S: SeriesSink>(
+    options: HostSourceOptions,
+    sink: S,
+    show: impl FnOnce(Arc<Target>, Arc<Mutex<LoopStatus>>) + Send,
+    stop: CancellationToken,
+) {
     let target = match options.target() {
         Ok(t) => Arc::new(t),
         Err(e) => {
@@ -105,6 +114,7 @@ pub async fn run_host_metrics<S: SeriesSink>(options: HostSourceOptions, sink: S
         }
     };
     let mut source = HostSource::new(options, target, sink.external_labels());
+    show(source.ingester.target().clone(), source.status());
     let offset = source.ingester.target().offset(source.options.jitter_seed, unix_now().as_nanos());
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, source.options.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -134,6 +144,7 @@ pub struct HostSource {
     text: Option<String>,
     /// A collection that outlived its scrape's timeout and still runs.
     stuck: Option<Collection>,
+    status: Arc<Mutex<LoopStatus>>,
 }
 
 impl HostSource {
@@ -143,7 +154,12 @@ impl HostSource {
         external_labels: Vec<lgtm_pipeline::proto::Label>,
     ) -> HostSource {
         let ingester = BodyIngester::new(target, external_labels);
-        HostSource { options, ingester, text: Some(String::new()), stuck: None }
+        HostSource { options, ingester, text: Some(String::new()), stuck: None, status: Arc::default() }
+    }
+
+    /// The outcome of the last scrape, as a scrape loop keeps it.
+    pub fn status(&self) -> Arc<Mutex<LoopStatus>> {
+        self.status.clone()
     }
 
     /// Collects the host once and returns the batch to send: the host's series, the synthetic
@@ -155,15 +171,21 @@ impl HostSource {
             Ok(text) => {
                 let (scraped, outcome) = self.ingester.scrape(text.as_bytes(), Format::Text, ts_ms, started);
                 self.text = Some(text);
-                if let Err(e) = outcome {
+                if let Err(e) = &outcome {
                     // Our own rendering did not parse: a bug, reported as a failed scrape.
                     tracing::error!(error = %e, "host metrics text did not parse");
                 }
+                let shown = outcome.as_ref().map(|n| *n).map_err(|e| e as &dyn std::fmt::Display);
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).record(shown, ts_ms, scraped.duration_seconds);
                 scraped.batch
             }
             Err(e) => {
                 tracing::warn!(root = %self.options.root.display(), error = %e, "host metrics collection failed");
-                self.ingester.scrape_failed(ts_ms, started).batch
+                let scraped = self.ingester.scrape_failed(ts_ms, started);
+                let error = format!("collecting host metrics: {e}");
+                let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                status.record(Err(&error), ts_ms, scraped.duration_seconds);
+                scraped.batch
             }
         }
     }
@@ -292,6 +314,9 @@ mod tests {
         let mem = find(&second, "node_memory_MemTotal_bytes").expect("a staleness marker");
         assert_eq!(mem.samples[0].value.to_bits(), lgtm_pipeline::proto::STALE_NAN_BITS);
         assert_eq!(second.len(), first.len(), "every host series is marked stale");
+        let status = s.status().lock().unwrap().clone();
+        assert_eq!(status.health, lgtm_scrape::Health::Down);
+        assert!(status.last_error.unwrap().starts_with("collecting host metrics: "));
     }
 
     #[tokio::test]
@@ -306,11 +331,21 @@ mod tests {
             jitter_seed: 0,
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run_host_metrics(options, sink.clone(), stop.clone()));
+        let shown = Arc::new(Mutex::new(None));
+        let show = {
+            let shown = shown.clone();
+            move |t: Arc<Target>, s: Arc<Mutex<LoopStatus>>| *shown.lock().unwrap() = Some((t, s))
+        };
+        let task = tokio::spawn(run_host_metrics(options, sink.clone(), show, stop.clone()));
         tokio::time::sleep(Duration::from_millis(450)).await;
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
         let n = sink.0.lock().unwrap().len();
         assert!((3..=5).contains(&n), "{n} scrapes in 450 ms at 100 ms");
+        let (target, status) = shown.lock().unwrap().take().expect("the target was shown");
+        assert_eq!(target.labels.to_string(), r#"{instance="node-a", job="node-exporter"}"#);
+        let status = status.lock().unwrap().clone();
+        assert_eq!((status.health, status.last_error), (lgtm_scrape::Health::Up, None));
+        assert!(status.last_samples > 50, "{} samples", status.last_samples);
     }
 }

@@ -62,6 +62,26 @@ pub struct LoopStatus {
     pub last_samples: usize,
 }
 
+impl LoopStatus {
+    /// Records the outcome of a scrape made at `ts_ms`: the samples it kept, or why it failed.
+    pub fn record(&mut self, outcome: Result<usize, &dyn std::fmt::Display>, ts_ms: i64, duration_seconds: f64) {
+        self.last_scrape_unix_ms = Some(ts_ms);
+        self.last_scrape_duration_seconds = Some(duration_seconds);
+        match outcome {
+            Ok(samples) => {
+                self.health = Health::Up;
+                self.last_error = None;
+                self.last_samples = samples;
+            }
+            Err(e) => {
+                self.health = Health::Down;
+                self.last_error = Some(e.to_string());
+                self.last_samples = 0;
+            }
+        }
+    }
+}
+
 fn unix_now() -> std::time::Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
@@ -262,21 +282,14 @@ impl ScrapeLoop {
     }
 
     fn record(&self, outcome: &Result<usize, ScrapeError>, ts_ms: i64, duration: f64) {
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.last_scrape_unix_ms = Some(ts_ms);
-        status.last_scrape_duration_seconds = Some(duration);
+        let shown = outcome.as_ref().map(|n| *n).map_err(|e| e as &dyn std::fmt::Display);
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).record(shown, ts_ms, duration);
         match outcome {
             Ok(samples) => {
-                status.health = Health::Up;
-                status.last_error = None;
-                status.last_samples = *samples;
                 self.counters.samples.inc_by(*samples as u64);
                 self.counters.scrape("success");
             }
             Err(e) => {
-                status.health = Health::Down;
-                status.last_error = Some(e.to_string());
-                status.last_samples = 0;
                 self.counters.scrape(e.reason());
                 if e.reason() == "parse_error" {
                     self.counters.parse_errors.inc();
