@@ -3,6 +3,7 @@
 //! group on every change of the cluster; relabeling thousands of unchanged targets again was
 //! the largest part of applying a one-monitor change (measured with the `discovery` bench).
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 
 use lgtm_scrape::target::TargetError;
@@ -11,11 +12,13 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::{keep_owned, Shard, Sharded};
 
-/// One group's result, valid while the group's fingerprint and the shard are the same.
+/// One group's result, valid while the group's fingerprint and the shard are the same. The
+/// owned targets are kept as positions in the group's target list (the same list while the
+/// fingerprint is the same), not as a second copy of their labels.
 struct Cached {
     fingerprint: u64,
     shard: Shard,
-    owned: Vec<BTreeMap<String, String>>,
+    owned: Vec<usize>,
     total: usize,
     errors: Vec<TargetError>,
 }
@@ -46,6 +49,19 @@ fn fingerprint(group: &TargetGroup) -> u64 {
     h.digest()
 }
 
+/// The positions in `all` of `kept`, a subsequence of it (what [`keep_owned`] keeps).
+fn positions(all: &[BTreeMap<String, String>], kept: &[BTreeMap<String, String>]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(kept.len());
+    let mut next = kept.iter().peekable();
+    for (i, t) in all.iter().enumerate() {
+        if next.peek().is_some_and(|k| *k == t) {
+            out.push(i);
+            next.next();
+        }
+    }
+    out
+}
+
 impl ShardCache {
     /// [`keep_owned`], reusing the result of each group unchanged since the last call.
     pub fn keep_owned(&mut self, groups: Vec<TargetGroup>, shard: Shard) -> Sharded {
@@ -58,7 +74,8 @@ impl ShardCache {
                 Some(c) => c,
                 None => {
                     let one = keep_owned(vec![group.clone()], shard);
-                    let owned = one.groups.into_iter().next().map(|g| g.targets).unwrap_or_default();
+                    let kept = one.groups.into_iter().next().map(|g| g.targets).unwrap_or_default();
+                    let owned = positions(&group.targets, &kept);
                     Cached { fingerprint: fp, shard, owned, total: one.total, errors: one.errors }
                 }
             };
@@ -66,7 +83,12 @@ impl ShardCache {
             out.owned += cached.owned.len();
             out.per_group.push((cached.total, cached.owned.len()));
             out.errors.extend(cached.errors.iter().cloned());
-            group.targets = cached.owned.clone();
+            let owned: HashSet<usize> = cached.owned.iter().copied().collect();
+            let mut i = 0;
+            group.targets.retain(|_| {
+                i += 1;
+                owned.contains(&(i - 1))
+            });
             out.groups.push(group);
             next.insert(out.groups.last().map(|g| g.source.clone()).unwrap_or_default(), cached);
         }
