@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -101,8 +101,11 @@ async fn the_password_file_is_read_before_every_scrape() {
     assert!(error.contains("basic_auth.password_file") && error.contains(&file.display().to_string()), "{error}");
 }
 
+/// What the HTTPS server saw of each request: the SNI of its connection and its `Host` header.
+type Seen = Arc<Mutex<Vec<(Option<String>, String)>>>;
+
 /// A CA file and an HTTPS server on 127.0.0.1 whose certificate names only `metrics.internal`.
-async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
+async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf, Seen) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -128,12 +131,19 @@ async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = Router::new().fallback(|| async { exposition() });
+    let seen = Seen::default();
+    let seen_by_server = seen.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, router) = (acceptor.clone(), router.clone());
+            let (acceptor, seen) = (acceptor.clone(), seen_by_server.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let sni = tls.get_ref().1.server_name().map(str::to_string);
+                let router = Router::new().fallback(move |headers: HeaderMap| async move {
+                    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    seen.lock().unwrap().push((sni, host));
+                    exposition()
+                });
                 let service = hyper_util::service::TowerToHyperService::new(router);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
@@ -141,7 +151,7 @@ async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
             });
         }
     });
-    (addr, ca_file)
+    (addr, ca_file, seen)
 }
 
 fn https(job: &str, ca_file: &std::path::Path, server_name: Option<&str>) -> ScrapeOptions {
@@ -162,10 +172,12 @@ fn https(job: &str, ca_file: &std::path::Path, server_name: Option<&str>) -> Scr
 #[tokio::test]
 async fn the_certificate_is_checked_against_server_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, ca) = tls_server(dir.path()).await;
+    let (addr, ca, seen) = tls_server(dir.path()).await;
 
     let (up, served, error) = scrape(addr, https("tls_named", &ca, Some("metrics.internal"))).await;
     assert_eq!((up, served, error), (1.0, Some(7.0), None));
+    // server_name is also the SNI (as in Prometheus); the Host header stays the target's address.
+    assert_eq!(*seen.lock().unwrap(), [(Some("metrics.internal".to_string()), addr.to_string())]);
 
     // By IP the certificate does not match; with another name neither.
     for (job, name) in [("tls_by_ip", None), ("tls_other_name", Some("other.internal"))] {
@@ -179,7 +191,7 @@ async fn the_certificate_is_checked_against_server_name() {
 #[tokio::test]
 async fn a_bad_server_name_or_ca_file_fails_the_scrape_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, ca) = tls_server(dir.path()).await;
+    let (addr, ca, _) = tls_server(dir.path()).await;
     let (up, _, error) = scrape(addr, https("tls_bad_name", &ca, Some("not a name"))).await;
     assert_eq!(up, 0.0);
     assert_eq!(

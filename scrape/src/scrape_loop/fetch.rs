@@ -21,6 +21,8 @@ const MAX_REDIRECTS: usize = 10;
 pub(crate) struct Fetcher {
     client: Client,
     url: reqwest::Url,
+    /// The `Host` header when `url` was rewritten to `tls.server_name` (see [`sni_url`]).
+    host_header: Option<String>,
     timeout: Duration,
     body_size_limit: u64,
     auth: Auth,
@@ -31,6 +33,8 @@ impl Fetcher {
     pub async fn new(target: &Target) -> Result<Fetcher, ScrapeError> {
         let auth = target.options.auth.clone();
         let redirects = if auth.follow_redirects { Policy::limited(MAX_REDIRECTS) } else { Policy::none() };
+        let mut url = target.url.clone();
+        let mut host_header = None;
         let mut builder = Client::builder()
             // Only the target's own configuration decides the route, not HTTP_PROXY.
             .no_proxy()
@@ -38,6 +42,11 @@ impl Fetcher {
             .user_agent(AGENT)
             .redirect(redirects)
             .pool_max_idle_per_host(1);
+        if let Some((sni, ip, authority)) = auth.tls.as_ref().and_then(|t| sni_url(&target.url, t)) {
+            builder = builder.resolve(sni.host_str().unwrap_or_default(), std::net::SocketAddr::new(ip, 0));
+            url = sni;
+            host_header = Some(authority);
+        }
         if let Some(tls) = &auth.tls {
             // rustls built by hand: reqwest cannot check a certificate against another name.
             let tls = tls_config(tls);
@@ -49,7 +58,8 @@ impl Fetcher {
         let client = builder.build().map_err(|e| ScrapeError::Tls(e.to_string()))?;
         Ok(Fetcher {
             client,
-            url: target.url.clone(),
+            url,
+            host_header,
             timeout: target.timeout,
             body_size_limit: target.options.body_size_limit,
             auth,
@@ -71,6 +81,9 @@ impl Fetcher {
             .header(ACCEPT, ACCEPT_HEADER)
             .header(USER_AGENT, AGENT)
             .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", self.timeout.as_secs_f64()));
+        if let Some(host) = &self.host_header {
+            request = request.header(reqwest::header::HOST, host);
+        }
         if let Some(file) = &self.auth.bearer_token_file {
             let token = read_secret("bearer_token_file", file).await?;
             request = request.bearer_auth(token);
@@ -99,6 +112,28 @@ impl Fetcher {
         }
         Ok(format)
     }
+}
+
+/// With `tls.server_name` set and the target addressed by IP (the Kubernetes case), the request
+/// goes to a URL naming `server_name`, pinned to the target's IP, so that `server_name` is both
+/// the TLS SNI and the name checked, as in Prometheus; the `Host` header stays the target's
+/// address. Returns that URL, the IP and the original `host:port`. A target addressed by name
+/// keeps its URL (its SNI stays its own name; only the check uses `server_name`), so that its
+/// DNS is still looked up on every connection.
+fn sni_url(url: &reqwest::Url, tls: &TlsOptions) -> Option<(reqwest::Url, std::net::IpAddr, String)> {
+    let name = tls.server_name.as_deref()?;
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let host = url.host_str()?;
+    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let mut sni = url.clone();
+    sni.set_host(Some(name)).ok()?;
+    Some((sni, ip, authority))
 }
 
 /// `tls` in the exporters' shape, so that the pipeline's rustls configuration serves both.

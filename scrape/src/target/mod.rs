@@ -154,8 +154,9 @@ pub struct TlsOptions {
     /// Client certificate and key (PEM).
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
-    /// The name the server certificate is checked against (and sent as SNI) instead of the
-    /// URL's host: scraping by IP a server whose certificate names a DNS name.
+    /// The name the server certificate is checked against instead of the URL's host, and the
+    /// TLS SNI when the target is addressed by IP (the `Host` header stays the address):
+    /// scraping a pod by IP whose certificate names its Service.
     pub server_name: Option<String>,
     pub insecure_skip_verify: bool,
 }
