@@ -17,6 +17,32 @@ const AGENT: &str = concat!("lgtm-agent/", env!("CARGO_PKG_VERSION"));
 /// Redirects followed before the scrape fails (Go's HTTP client, thus Prometheus, stops at 10).
 const MAX_REDIRECTS: usize = 10;
 
+/// The settings every scrape client has.
+fn client_builder(follow_redirects: bool) -> reqwest::ClientBuilder {
+    let redirects = if follow_redirects { Policy::limited(MAX_REDIRECTS) } else { Policy::none() };
+    Client::builder()
+        // Only the target's own configuration decides the route, not HTTP_PROXY.
+        .no_proxy()
+        .gzip(true)
+        .user_agent(AGENT)
+        .redirect(redirects)
+        .pool_max_idle_per_host(1)
+}
+
+/// The process's client for targets without TLS settings, one per redirect policy (clones share
+/// the connection pool).
+fn shared_plain_client(follow_redirects: bool) -> Result<Client, ScrapeError> {
+    static CLIENTS: std::sync::OnceLock<Result<[Client; 2], String>> = std::sync::OnceLock::new();
+    let clients = CLIENTS.get_or_init(|| {
+        let build = |follow| client_builder(follow).build().map_err(|e| e.to_string());
+        Ok([build(false)?, build(true)?])
+    });
+    match clients {
+        Ok(c) => Ok(c[usize::from(follow_redirects)].clone()),
+        Err(e) => Err(ScrapeError::Tls(e.clone())),
+    }
+}
+
 /// Fetches one target's body into a reused buffer.
 pub(crate) struct Fetcher {
     client: Client,
@@ -32,16 +58,18 @@ impl Fetcher {
     /// Builds the target's HTTP client (reading its CA and client certificate files).
     pub async fn new(target: &Target) -> Result<Fetcher, ScrapeError> {
         let auth = target.options.auth.clone();
-        let redirects = if auth.follow_redirects { Policy::limited(MAX_REDIRECTS) } else { Policy::none() };
-        let mut url = target.url.clone();
+        let url = target.url.clone();
+        let (timeout, body_size_limit) = (target.timeout, target.options.body_size_limit);
+        if auth.tls.is_none() {
+            // Without TLS settings the client is the same for every target: one per process
+            // (a client costs about 16 KiB, thousands of targets add up), connections pooled per
+            // host as before.
+            let client = shared_plain_client(auth.follow_redirects)?;
+            return Ok(Fetcher { client, url, host_header: None, timeout, body_size_limit, auth });
+        }
+        let mut url = url;
         let mut host_header = None;
-        let mut builder = Client::builder()
-            // Only the target's own configuration decides the route, not HTTP_PROXY.
-            .no_proxy()
-            .gzip(true)
-            .user_agent(AGENT)
-            .redirect(redirects)
-            .pool_max_idle_per_host(1);
+        let mut builder = client_builder(auth.follow_redirects);
         if let Some((sni, ip, authority)) = auth.tls.as_ref().and_then(|t| sni_url(&target.url, t)) {
             builder = builder.resolve(sni.host_str().unwrap_or_default(), std::net::SocketAddr::new(ip, 0));
             url = sni;
@@ -56,14 +84,7 @@ impl Fetcher {
             builder = builder.use_preconfigured_tls(rustls);
         }
         let client = builder.build().map_err(|e| ScrapeError::Tls(e.to_string()))?;
-        Ok(Fetcher {
-            client,
-            url,
-            host_header,
-            timeout: target.timeout,
-            body_size_limit: target.options.body_size_limit,
-            auth,
-        })
+        Ok(Fetcher { client, url, host_header, timeout, body_size_limit, auth })
     }
 
     /// Fetches the body (decompressed) into `body` and returns its format. Fails when the
