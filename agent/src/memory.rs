@@ -20,9 +20,11 @@ const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 /// Heap arenas glibc may create (its default is 8 per core).
 const ARENA_MAX: libc::c_int = 2;
 
-/// How long after the sources started the start-up pages are given back: long enough for the
-/// first scan of the log files, the first connections and the first list of the Kubernetes API.
-pub const PAGE_OUT_AFTER: Duration = Duration::from_secs(2);
+/// When, after the sources started, the pages of their set-up are given back (those of the
+/// CLI, config and pipeline set-up go just before the sources start, so that a catch-up backlog
+/// read at once does not add its buffers to them): once the first scan of the log files is done,
+/// and again once the first connections and the first list of the Kubernetes API are.
+pub const PAGE_OUT_AFTER: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(10)];
 
 /// Sets the allocator's policy. Call first thing in `main`, before any thread starts.
 pub fn tune_allocator() {

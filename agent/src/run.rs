@@ -42,14 +42,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), admin_stop.clone()));
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
 
+    // What the CLI, config and pipeline set-up ran is not needed again (see memory.rs).
+    let _ = tokio::task::spawn_blocking(crate::memory::page_out_code).await;
     let mut sources: JoinSet<()> = JoinSet::new();
     start_sources(&cfg, &pipeline, &scrape, &sources_stop, &mut sources);
     start_cluster_sources(&cfg, &pipeline, &scrape, &discovery, &sources_stop, &mut sources);
     state.ready.store(true, Ordering::Relaxed);
     let page_out = tokio::spawn(async {
-        tokio::time::sleep(crate::memory::PAGE_OUT_AFTER).await;
-        let advised = tokio::task::spawn_blocking(crate::memory::page_out_code).await.unwrap_or(0);
-        tracing::debug!(bytes = advised, "start-up code pages given back");
+        let start = tokio::time::Instant::now();
+        for after in crate::memory::PAGE_OUT_AFTER {
+            tokio::time::sleep_until(start + after).await;
+            let advised = tokio::task::spawn_blocking(crate::memory::page_out_code).await.unwrap_or(0);
+            tracing::debug!(bytes = advised, "start-up code pages given back");
+        }
     });
 
     wait_for_signal().await;
