@@ -75,14 +75,14 @@ pub struct LogsOptions {
     /// Checkpoints go to `data_dir/logs/checkpoints.json`.
     pub data_dir: PathBuf,
     /// The reading thread stops while the encoded batches handed to the sink and not yet
-    /// acknowledged add up to this many bytes (8 MiB by default), and resumes as acknowledgements
+    /// acknowledged add up to this many bytes (6 MiB by default), and resumes as acknowledgements
     /// arrive. Bounds the memory logs take downstream during a catch-up.
     pub max_inflight_bytes: usize,
     pub tuning: Tuning,
 }
 
 /// Default of [`LogsOptions::max_inflight_bytes`].
-pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 6 * 1024 * 1024;
 
 impl LogsOptions {
     /// The agent's options: `cluster`, `node_name` and `data_dir` from the config, and an in-flight
