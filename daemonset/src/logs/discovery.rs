@@ -34,6 +34,7 @@ impl Watcher {
         let handler = move |res: notify::Result<notify::Event>| {
             let wake = match res {
                 Ok(ev) if ev.need_rescan() => Wake::Rescan,
+                Ok(ev) if !changes_something(&ev.kind) => return,
                 Ok(ev) => Wake::Paths(ev.paths),
                 Err(_) => Wake::Rescan,
             };
@@ -57,6 +58,18 @@ impl Watcher {
 
     pub fn is_active(&self) -> bool {
         self.inner.is_some()
+    }
+}
+
+/// Whether an event can mean a new, grown, renamed or removed file. Opens, reads and closes
+/// without writing change nothing, and the tailer causes them itself (opening a directory to scan
+/// it, a file to read it): waking on them made an idle tailer rescan in a loop.
+fn changes_something(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -120,6 +133,33 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_files_and_listing_directories_wakes_nobody_but_a_write_does() {
+        use std::io::{Read, Write};
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("ns_pod_uid").join("app");
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(c.join("0.log"), b"2026-11-25T08:00:00Z stdout F one\n").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let watcher = Watcher::start(d.path(), tx);
+        assert!(watcher.is_active());
+        // What the tailer does on every wake-up: list the directories, open and read the file.
+        for _ in 0..3 {
+            let _ = std::fs::read_dir(&c).unwrap().count();
+            let mut text = String::new();
+            std::fs::File::open(c.join("0.log")).unwrap().read_to_string(&mut text).unwrap();
+        }
+        let woken: Vec<Wake> = rx.try_iter().chain(rx.recv_timeout(Duration::from_millis(300))).collect();
+        assert!(woken.is_empty(), "reads woke the tailer: {woken:?}");
+        let mut f = std::fs::OpenOptions::new().append(true).open(c.join("0.log")).unwrap();
+        f.write_all(b"2026-11-25T08:00:01Z stdout F two\n").unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Wake::Paths(p)) => assert_eq!(p, vec![c.join("0.log")]),
+            other => panic!("a write wakes the tailer with the file: {other:?}"),
+        }
+    }
 
     #[test]
     fn scan_finds_active_and_rotated_files_only_in_the_layout() {
