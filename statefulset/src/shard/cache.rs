@@ -19,6 +19,9 @@ struct Cached {
     fingerprint: u64,
     shard: Shard,
     owned: Vec<usize>,
+    /// Targets counted as this replica's: `owned.len()`, except for a group whose relabelings
+    /// do not compile, which is kept whole (for the manager to report) and counts none.
+    here: usize,
     total: usize,
     errors: Vec<TargetError>,
 }
@@ -74,14 +77,15 @@ impl ShardCache {
                 Some(c) => c,
                 None => {
                     let one = keep_owned(vec![group.clone()], shard);
+                    let here = one.per_group.first().map_or(0, |(_, here)| *here);
                     let kept = one.groups.into_iter().next().map(|g| g.targets).unwrap_or_default();
                     let owned = positions(&group.targets, &kept);
-                    Cached { fingerprint: fp, shard, owned, total: one.total, errors: one.errors }
+                    Cached { fingerprint: fp, shard, owned, here, total: one.total, errors: one.errors }
                 }
             };
             out.total += cached.total;
-            out.owned += cached.owned.len();
-            out.per_group.push((cached.total, cached.owned.len()));
+            out.owned += cached.here;
+            out.per_group.push((cached.total, cached.here));
             out.errors.extend(cached.errors.iter().cloned());
             let owned: HashSet<usize> = cached.owned.iter().copied().collect();
             let mut i = 0;
@@ -128,12 +132,25 @@ mod tests {
             ..RelabelConfig::default()
         }];
         let bad = vec![RelabelConfig { target_label: Some("__address__".into()), ..RelabelConfig::default() }];
+        // Does not compile: the group is kept whole for the manager to report, and counts nothing.
+        let uncompilable = vec![RelabelConfig {
+            source_labels: vec!["__address__".into()],
+            regex: Some("([unclosed".into()),
+            ..RelabelConfig::default()
+        }];
         let rounds = [
             vec![group("a", 8000..8100, vec![]), group("b", 9000..9050, drop_odd.clone())],
             // Unchanged: served from the cache.
             vec![group("a", 8000..8100, vec![]), group("b", 9000..9050, drop_odd.clone())],
             // One group's targets and the other's relabelings change; a group appears.
-            vec![group("a", 8000..8120, drop_odd.clone()), group("b", 9000..9050, vec![]), group("c", 1..3, bad)],
+            vec![
+                group("a", 8000..8120, drop_odd.clone()),
+                group("b", 9000..9050, vec![]),
+                group("c", 1..3, bad),
+                group("d", 1..4, uncompilable.clone()),
+            ],
+            // Unchanged, the uncompilable group served from the cache.
+            vec![group("b", 9000..9050, vec![]), group("d", 1..4, uncompilable)],
             // A group goes.
             vec![group("b", 9000..9050, vec![])],
         ];
