@@ -487,11 +487,11 @@ async fn sigterm_with_backends_down_and_full_queues_exits_0_in_grace_and_next_st
     *counter.phase.lock().unwrap() = "down".into();
     let admin = free_port();
     let write_url = format!("http://127.0.0.1:{prom_port}/api/v1/write");
-    // A small Loki queue, so that it is full and the tailer is held back. (Not smaller than a
-    // batch of the tailer, about 1.1 MB: a record larger than the whole queue is refused again and
-    // again and the logs stall for good, a finding reported with this suite.)
+    // A small Loki queue, so that it is full and the tailer is held back. Not smaller than the
+    // tailer's largest batch (2 MiB + logs.max_line_size): validation refuses that, since such a
+    // record would be refused again and again and the logs would stall for good.
     let config = agent_config(&tmp.path().join("data"), &pods, &loki.push_url(), &write_url, &target, admin)
-        .set("exporters.loki.queue", json!({ "max_memory": "512KiB", "max_disk": "2MiB" }))
+        .set("exporters.loki.queue", json!({ "max_memory": "512KiB", "max_disk": "3MiB" }))
         .yaml();
     let mut agent = AgentProcess::start(tmp.path(), &config, admin).await;
     for _ in 0..60 {
