@@ -55,37 +55,52 @@ impl AgentProcess {
 
     /// [`AgentProcess::start`] with these environment variables set for the agent.
     pub async fn start_with_env(dir: &Path, config_yaml: &str, admin_port: u16, env: &[(&str, &str)]) -> AgentProcess {
+        AgentProcess::launch(&agent_binary(), dir, config_yaml, admin_port, env)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Writes `config_yaml` to `dir/agent.yaml`, starts `bin run` on it with `env` (output to a
+    /// log file in `dir`) and waits up to 30 s for `/readyz`. The bench workloads' way to run a
+    /// given (release) binary: errors instead of panics, the log quoted when it exits early.
+    pub async fn launch(
+        bin: &Path,
+        dir: &Path,
+        config_yaml: &str,
+        admin_port: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AgentProcess> {
         let config_path = dir.join("agent.yaml");
-        std::fs::write(&config_path, config_yaml).expect("write agent config");
+        std::fs::write(&config_path, config_yaml).context("writing the agent config")?;
         let log_path = dir.join(format!(
             "agent-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
         ));
-        let log = std::fs::File::create(&log_path).expect("create agent log");
-        let child = Command::new(agent_binary())
+        let log = std::fs::File::create(&log_path).context("creating the agent log")?;
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&config_path)
             .envs(env.iter().copied())
-            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("spawn lgtm-agent");
-        let p = AgentProcess { child: Some(child), config_path, admin_port, log_path };
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut p = AgentProcess { child: Some(child), config_path, admin_port, log_path };
         let url = format!("http://127.0.0.1:{admin_port}/readyz");
         let client = reqwest::Client::new();
         let started = std::time::Instant::now();
         loop {
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(p);
+            }
+            if let Some(Ok(Some(status))) = p.child.as_mut().map(Child::try_wait) {
+                bail!("lgtm-agent exited ({status}) before it was ready; log:\n{}", p.log());
             }
             if started.elapsed() > Duration::from_secs(30) {
-                panic!("lgtm-agent not ready after 30 s; log:\n{}", p.log());
+                bail!("lgtm-agent not ready after 30 s; log:\n{}", p.log());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        p
     }
 
     pub fn pid(&self) -> u32 {

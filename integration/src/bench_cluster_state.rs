@@ -15,12 +15,13 @@
 //! and the series per interval. This process's own CPU (the fake API server) is not counted.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::agent::AgentProcess;
 use crate::fake_apiserver::FakeApiServer;
 use crate::peers::prometheus::Prometheus;
 use crate::procstat::Process;
@@ -89,16 +90,6 @@ fn pod(p: usize, deployments: usize, nodes: usize, restarts: usize) -> Value {
                 "state": {"running": {"startedAt": "2024-05-01T10:00:00Z"}}}]}})
 }
 
-/// The agent child, killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn mib(b: u64) -> f64 {
     b as f64 / 1048576.0
 }
@@ -143,21 +134,11 @@ pub async fn run(b: ClusterStateBench) -> anyhow::Result<()> {
         url = prom.write_url(),
         interval = b.interval.as_millis(),
     );
-    let config_path = dir.path().join("agent.yaml");
-    std::fs::write(&config_path, config)?;
-    let log = std::fs::File::create(dir.path().join("agent.log"))?;
     let started = Instant::now();
-    let child = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let agent = Agent(child);
-    let pid = agent.0.id();
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "warn")];
+    let agent = AgentProcess::launch(&bin, dir.path(), &config, admin, &env).await?;
+    let pid = agent.pid();
 
     // Warm-up: every pod's info series at the receiver.
     let count = |q: String| {

@@ -26,12 +26,12 @@
 
 mod targets;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::agent::AgentProcess;
 use crate::fake_apiserver::FakeApiServer;
 use crate::procstat::Process;
 use targets::{address, TargetServers};
@@ -175,9 +175,9 @@ fn pod(name: &str, namespace: &str, app: &str, t: usize, port: u16) -> Value {
                 "containerID": format!("containerd://{t:064}"), "state": {"running": {"startedAt": "2024-05-01T10:00:02Z"}}}]}})
 }
 
-/// The agent child, killed on drop.
+/// The agent child (killed on drop) and its directory.
 struct Agent {
-    child: Child,
+    process: AgentProcess,
     admin: u16,
     _dir: tempfile::TempDir,
 }
@@ -204,38 +204,14 @@ impl Agent {
             interval = interval.as_millis(),
             timeout = timeout.as_millis(),
         );
-        let config_path = dir.path().join("agent.yaml");
-        std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(dir.path().join("agent.log"))?;
-        let child = Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let agent = Agent { child, admin, _dir: dir };
-        let url = format!("http://127.0.0.1:{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
-                return Ok(agent);
-            }
-            if Instant::now() > deadline {
-                bail!("lgtm-agent not ready after 30 s; its log: {}", agent.log());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", rust_log)];
+        let process = AgentProcess::launch(bin, dir.path(), &config, admin, &env).await?;
+        Ok(Agent { process, admin, _dir: dir })
     }
 
     fn process(&self) -> Process {
-        Process::Pid(self.child.id())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("agent.log")).unwrap_or_default()
+        Process::Pid(self.process.pid())
     }
 
     /// `targets_here` of the discovery status on `/targets`.
@@ -243,13 +219,6 @@ impl Agent {
         let url = format!("http://127.0.0.1:{}/targets", self.admin);
         let body: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
         body["discovery"]["targets_here"].as_u64()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -433,7 +402,7 @@ pub async fn run(b: DiscoveryBench) -> anyhow::Result<()> {
             "{missing} of {} targets never scraped; discovered: {:?}; agent log: {}",
             base.len(),
             agent.discovered().await,
-            agent.log()
+            agent.process.log()
         );
     };
     let rss_targets = settled_rss(process).await;
@@ -523,7 +492,7 @@ pub async fn run(b: DiscoveryBench) -> anyhow::Result<()> {
         b.probe_interval
     );
     if let Some(path) = &b.agent_log {
-        std::fs::write(path, agent.log()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, agent.process.log()).with_context(|| format!("writing {}", path.display()))?;
     }
     let missed = outcomes.iter().filter(|o| o.all.is_none()).count();
     if missed > 0 {

@@ -10,13 +10,12 @@
 //! step whose drop rate is over 1% (the point the socket buffer overflows), or at `max_rate`.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use crate::agent::AgentProcess;
 use lgtm_pipeline::receiver::jaeger::encode;
 use lgtm_pipeline::receiver::jaeger::model::{trace_id, Batch, Process, Span, Tag, TagValue};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -125,7 +124,7 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
         data = dir.path().join("data").display(),
         buffer = b.receive_buffer,
     );
-    let mut agent = Agent::start(&bin, dir.path(), &config, admin).await?;
+    let mut agent = AgentProcess::launch(&bin, dir.path(), &config, admin, &[("RUST_LOG", "warn")]).await?;
     let pid = agent.pid();
 
     let datagrams: Vec<Vec<u8>> = (0..1024).map(|i| encode::compact_emit_batch(&batch(i, b.spans_per_batch))).collect();
@@ -180,7 +179,7 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
         rate = (rate * 2).min(b.max_rate);
     }
     println!("spans exported to the OTLP receiver: {}", spans_out.load(Ordering::Relaxed));
-    agent.stop();
+    agent.terminate(Duration::from_secs(20)).await;
     Ok(())
 }
 
@@ -241,47 +240,4 @@ fn udp_drops(port: u16) -> u64 {
 
 fn free_udp_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Agent(Child);
-
-impl Agent {
-    async fn start(bin: &Path, dir: &Path, config: &str, admin: u16) -> anyhow::Result<Agent> {
-        let path = dir.join("agent.yaml");
-        std::fs::write(&path, config)?;
-        let log = std::fs::File::create(dir.join("agent.log"))?;
-        let child = Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut agent = Agent(child);
-        let started = Instant::now();
-        loop {
-            let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await;
-            if matches!(ready, Ok(r) if r.status().is_success()) {
-                return Ok(agent);
-            }
-            if let Ok(Some(status)) = agent.0.try_wait() {
-                bail!("lgtm-agent exited ({status}) before ready: {}", std::fs::read_to_string(dir.join("agent.log"))?);
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                agent.stop();
-                bail!("lgtm-agent not ready after 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
 }

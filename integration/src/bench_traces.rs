@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::agent::AgentProcess;
 use crate::procstat::Process;
 use load::{Kind, Load};
 use wire::{CountingReceiver, Sender};
@@ -447,7 +448,7 @@ impl Metrics {
 
 /// The release `lgtm-agent` with only its OTLP/gRPC receiver and the Tempo exporter on.
 struct Agent {
-    child: Child,
+    process: AgentProcess,
     grpc: std::net::SocketAddr,
     admin: u16,
 }
@@ -466,52 +467,12 @@ impl Agent {
              jaeger: {{ thrift_compact: \"\", thrift_binary: \"\", thrift_http: \"\", grpc: \"\" }}\n{extra}",
             data = dir.join("data").display(),
         );
-        let path = dir.join("agent.yaml");
-        std::fs::write(&path, config)?;
-        let log_path = dir.join("agent.log");
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut agent = Agent { child, grpc: ([127, 0, 0, 1], grpc_port).into(), admin };
-        let started = Instant::now();
-        loop {
-            let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await;
-            if matches!(ready, Ok(r) if r.status().is_success()) {
-                return Ok(agent);
-            }
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                bail!("lgtm-agent exited ({status}) before ready: {}", std::fs::read_to_string(&log_path)?);
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("lgtm-agent not ready after 30 s: {}", std::fs::read_to_string(&log_path)?);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let process = AgentProcess::launch(bin, dir, &config, admin, &[("RUST_LOG", "warn")]).await?;
+        Ok(Agent { process, grpc: ([127, 0, 0, 1], grpc_port).into(), admin })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.pid()
     }
 }
 
