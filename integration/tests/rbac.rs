@@ -195,6 +195,22 @@ fn cluster_objects(server: &FakeApiServer, uid: &str) {
     }
 }
 
+/// A config the chart rendered, with its state in `data`, its endpoints on loopback (admin,
+/// OTLP, its self-scrape), logs to `loki` and no Mimir or Tempo.
+fn on_loopback(config: AgentConfig, data: &Path, admin: u16, loki: &FakeLoki) -> AgentConfig {
+    config
+        .set("data_dir", data.display().to_string())
+        .set("admin.listen", format!("127.0.0.1:{admin}"))
+        .set("shutdown.grace_period", "2s")
+        .set("exporters.loki.url", loki.push_url())
+        .set("exporters.loki.batch.max_wait", "100ms")
+        .set("exporters.mimir.enabled", false)
+        .set("exporters.tempo.enabled", false)
+        .set("otlp.grpc", format!("127.0.0.1:{}", free_port()))
+        .set("otlp.http", format!("127.0.0.1:{}", free_port()))
+        .set("scrape.static_configs", json!([{ "targets": [format!("127.0.0.1:{admin}")] }]))
+}
+
 /// Runs the agent on `config` until `ready` holds, then stops it with SIGTERM; the calls it made.
 async fn calls_of_a_run<F, Fut>(
     server: &FakeApiServer,
@@ -278,17 +294,7 @@ async fn the_charts_rbac_is_exactly_what_each_mode_calls() {
 
     // Cluster mode, on the config the chart rendered, endpoints on loopback.
     let admin = free_port();
-    let config = rendered_config(&docs, "lgtm-agent-cluster")
-        .set("data_dir", tmp.path().join("cluster").display().to_string())
-        .set("admin.listen", format!("127.0.0.1:{admin}"))
-        .set("shutdown.grace_period", "2s")
-        .set("exporters.loki.url", loki.push_url())
-        .set("exporters.loki.batch.max_wait", "100ms")
-        .set("exporters.mimir.enabled", false)
-        .set("exporters.tempo.enabled", false)
-        .set("otlp.grpc", format!("127.0.0.1:{}", free_port()))
-        .set("otlp.http", format!("127.0.0.1:{}", free_port()))
-        .set("scrape.static_configs", json!([{ "targets": [format!("127.0.0.1:{admin}")] }]));
+    let config = on_loopback(rendered_config(&docs, "lgtm-agent-cluster"), &tmp.path().join("cluster"), admin, &loki);
     let targets = format!("http://127.0.0.1:{admin}/targets");
     let cluster_calls = calls_of_a_run(&server, config, admin, "monitors discovered and the event shipped", || {
         let (url, loki) = (targets.clone(), &loki);
@@ -310,21 +316,12 @@ async fn the_charts_rbac_is_exactly_what_each_mode_calls() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("0.log"), "2026-11-25T08:00:00.000000000Z stdout F hello from web-0\n").unwrap();
     let admin = free_port();
-    let config = rendered_config(&docs, "lgtm-agent-daemonset")
-        .set("data_dir", tmp.path().join("daemonset").display().to_string())
-        .set("admin.listen", format!("127.0.0.1:{admin}"))
-        .set("shutdown.grace_period", "2s")
-        .set("exporters.loki.url", loki.push_url())
-        .set("exporters.loki.batch.max_wait", "100ms")
-        .set("exporters.mimir.enabled", false)
-        .set("exporters.tempo.enabled", false)
-        .set("logs.path", pods.display().to_string())
-        .set("scrape.kubelet.enabled", false)
-        .set("scrape.host_metrics.root", "/")
-        .set("otlp.grpc", format!("127.0.0.1:{}", free_port()))
-        .set("otlp.http", format!("127.0.0.1:{}", free_port()))
-        .set("otlp.forward_traces_to", format!("127.0.0.1:{}", free_port()))
-        .set("scrape.static_configs", json!([{ "targets": [format!("127.0.0.1:{admin}")] }]));
+    let config =
+        on_loopback(rendered_config(&docs, "lgtm-agent-daemonset"), &tmp.path().join("daemonset"), admin, &loki)
+            .set("logs.path", pods.display().to_string())
+            .set("scrape.kubelet.enabled", false)
+            .set("scrape.host_metrics.root", "/")
+            .set("otlp.forward_traces_to", format!("127.0.0.1:{}", free_port()));
     let daemonset_calls = calls_of_a_run(&server, config, admin, "the pod's line shipped with its app label", || {
         let lines = loki.lines_by_stream();
         async move {
