@@ -194,6 +194,20 @@ impl State {
 
     /// Appends a replayed record (no acknowledgement; it was pushed by an earlier run).
     pub(super) fn push_replayed(&mut self, seq: u64, items: u32, payload: Bytes, offset: u64, max_memory: u64) {
+        self.enqueue_on_disk(seq, items, payload, offset, max_memory, None);
+    }
+
+    /// Records a record that is in a segment at `offset`, keeping its payload in memory too if
+    /// `max_memory` allows.
+    fn enqueue_on_disk(
+        &mut self,
+        seq: u64,
+        items: u32,
+        payload: Bytes,
+        offset: u64,
+        max_memory: u64,
+        ack: Option<AckSender>,
+    ) {
         let len = payload.len();
         let keep = self.memory_bytes + len as u64 <= max_memory;
         if keep {
@@ -206,7 +220,7 @@ impl State {
             payload: keep.then_some(payload),
             offset,
             enqueued_at: Instant::now(),
-            ack: None,
+            ack,
             outcome: None,
             handed_out: false,
         });
@@ -299,23 +313,7 @@ impl State {
                 }
             }
         };
-        let len = payload.len();
-        let keep = self.memory_bytes + len as u64 <= opts.max_memory;
-        if keep {
-            self.memory_bytes += len as u64;
-        }
-        self.unsent += 1;
-        self.entries.push_back(Entry {
-            seq,
-            items,
-            len,
-            payload: keep.then_some(payload),
-            offset,
-            enqueued_at: Instant::now(),
-            ack,
-            outcome: None,
-            handed_out: false,
-        });
+        self.enqueue_on_disk(seq, items, payload, offset, opts.max_memory, ack);
         Ok(())
     }
 
