@@ -110,13 +110,13 @@ pub async fn run(b: TracesBench) -> anyhow::Result<()> {
         b.concurrency,
     );
 
-    let lgtm = ingest_lgtm(&bin, &load, &warmup, &b).await.context("ingest phase, lgtm-agent")?;
+    let lgtm = ingest(false, &bin, &load, &warmup, &b).await.context("ingest phase, lgtm-agent")?;
     let rotel = if b.no_rotel {
         None
     } else {
         match crate::peers::rotel::rotel_binary() {
             Some(rotel_bin) => {
-                Some(ingest_rotel(&rotel_bin, &load, &warmup, &b).await.context("ingest phase, rotel-agent")?)
+                Some(ingest(true, &rotel_bin, &load, &warmup, &b).await.context("ingest phase, rotel-agent")?)
             }
             None => {
                 println!("rotel-agent is not installed (scripts/install-test-deps.sh): no comparison");
@@ -236,50 +236,23 @@ where
     Ok(Run { name, spans: load.spans(), cpu_seconds, wall, peak_rss: process.peak_rss_bytes(), warm_counts })
 }
 
-async fn ingest_lgtm(bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Run> {
+/// Ingest alone: the load through `lgtm-agent` (daemonset mode, no sampling) or `rotel-agent`,
+/// each exporting to its own counting receiver; done when every span has arrived there.
+async fn ingest(rotel: bool, bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Run> {
     let rx = CountingReceiver::start().await?;
     let dir = tempfile::tempdir()?;
-    let agent = Agent::start(bin, dir.path(), "daemonset", &rx.endpoint(), "").await?;
+    // Kept alive until measured.
+    let (name, pid, grpc, _agent, _rotel) = if rotel {
+        let r = Rotel::start(bin, dir.path(), &rx.endpoint()).await?;
+        ("rotel-agent", r.pid(), r.grpc, None, Some(r))
+    } else {
+        let a = Agent::start(bin, dir.path(), "daemonset", &rx.endpoint(), "").await?;
+        ("lgtm-agent", a.pid(), a.grpc, Some(a), None)
+    };
     let counts = rx.counts.clone();
     let (warm, all) = (warmup.spans(), warmup.spans() + load.spans());
     measure(
-        Phase {
-            name: "lgtm-agent",
-            pid: agent.pid(),
-            grpc: agent.grpc,
-            load,
-            warmup,
-            concurrency: b.concurrency,
-            counts: &rx.counts,
-        },
-        || {
-            let c = counts.clone();
-            async move { c.spans() >= warm }
-        },
-        || {
-            let c = counts.clone();
-            async move { c.spans() >= all }
-        },
-    )
-    .await
-}
-
-async fn ingest_rotel(bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Run> {
-    let rx = CountingReceiver::start().await?;
-    let dir = tempfile::tempdir()?;
-    let rotel = Rotel::start(bin, dir.path(), &rx.endpoint()).await?;
-    let counts = rx.counts.clone();
-    let (warm, all) = (warmup.spans(), warmup.spans() + load.spans());
-    measure(
-        Phase {
-            name: "rotel-agent",
-            pid: rotel.pid(),
-            grpc: rotel.grpc,
-            load,
-            warmup,
-            concurrency: b.concurrency,
-            counts: &rx.counts,
-        },
+        Phase { name, pid, grpc, load, warmup, concurrency: b.concurrency, counts: &rx.counts },
         || {
             let c = counts.clone();
             async move { c.spans() >= warm }
