@@ -116,4 +116,35 @@ mod tests {
         let gone = Shard::new(3, 3);
         assert!((0..1000u64).all(|id| !gone.owns(id)));
     }
+
+    proptest::proptest! {
+        /// Every target is owned by exactly one replica: no target scraped twice, none by nobody.
+        #[test]
+        fn exactly_one_replica_owns_each_target(ids in proptest::collection::vec(proptest::num::u64::ANY, 1..200), replicas in 1u32..12) {
+            for id in ids {
+                let owners = (0..replicas).filter(|r| Shard::new(*r, replicas).owns(id)).count();
+                proptest::prop_assert_eq!(owners, 1, "target {:#x} with {} replicas", id, replicas);
+            }
+        }
+
+        /// Going from N to N+1 replicas moves targets only to the new replica, about 1/(N+1) of
+        /// them (within five standard deviations of the binomial count over 4,000 targets).
+        #[test]
+        fn scaling_up_moves_a_fair_share_only_to_the_new_replica(seed in proptest::num::u64::ANY, replicas in 1u32..10) {
+            const TARGETS: u64 = 4000;
+            let mut moved = 0u64;
+            for i in 0..TARGETS {
+                let id = xxh3_64_with_seed(&i.to_le_bytes(), seed);
+                let (before, after) = (owner(id, replicas), owner(id, replicas + 1));
+                if before != after {
+                    proptest::prop_assert_eq!(after, replicas, "a target moved between old replicas");
+                    moved += 1;
+                }
+            }
+            let p = 1.0 / f64::from(replicas + 1);
+            let mean = TARGETS as f64 * p;
+            let sd = (TARGETS as f64 * p * (1.0 - p)).sqrt();
+            proptest::prop_assert!((moved as f64 - mean).abs() <= 5.0 * sd, "moved {} of {}, expected {:.0} +- {:.0}", moved, TARGETS, mean, 5.0 * sd);
+        }
+    }
 }
