@@ -181,10 +181,19 @@ fn transport_failure(e: &reqwest::Error) -> Attempt<()> {
     Attempt::Retry { reason: reason.into(), detail, retry_after: None }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by Mimir or Loki).
+/// `Retry-After` as seconds or as an HTTP-date (RFC 9110 section 10.2.3; a proxy or gateway in
+/// front of Mimir or Loki may send the date form); a date in the past means now.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
+    retry_after_value(headers.get(RETRY_AFTER)?.to_str().ok()?, std::time::SystemTime::now())
+}
+
+fn retry_after_value(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The first bytes of the body, as text.
@@ -212,6 +221,16 @@ mod tests {
     use super::*;
     use crate::exporter::credentials::Credentials;
     use crate::exporter::testing::{fast_config, Capture, Pki};
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+        assert_eq!(retry_after_value(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after_value("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after_value("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO), "a past date");
+        assert_eq!(retry_after_value("soon", now), None);
+        assert_eq!(retry_after_value("-5", now), None);
+    }
 
     #[tokio::test]
     async fn rotated_bearer_token_is_sent_on_the_next_request() {
