@@ -28,7 +28,7 @@
 
 mod agent;
 mod gate;
-mod lines;
+pub(crate) mod lines;
 mod loki;
 mod samples;
 mod targets;

@@ -10,12 +10,12 @@
 //! an event landed says which replica shipped it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lgtm_integration::agent::{agent_binary, AgentProcess};
 use lgtm_integration::agent_config::{AgentConfig, Backoff};
+use lgtm_integration::fake_apiserver::events::{seq_of_line, EventTicker};
 use lgtm_integration::fake_apiserver::FakeApiServer;
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::fake_target::FakeTarget;
@@ -165,15 +165,6 @@ async fn replicas_share_the_targets_disjointly_and_scaling_moves_a_third() {
     }
 }
 
-/// One `events.k8s.io/v1` Event whose note carries `seq`.
-fn event(seq: u64) -> Value {
-    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-        "metadata": {"name": format!("web-0.{seq}"), "namespace": "shop"},
-        "eventTime": format!("{:.6}", k8s_openapi::jiff::Timestamp::now()),
-        "reason": "Tick", "type": "Normal", "note": format!("seq={seq}"),
-        "regarding": {"kind": "Pod", "name": "web-0", "namespace": "shop"}})
-}
-
 /// The entries at `loki` as Loki stores them: (timestamp, line) per stream, and how often each
 /// arrived. Loki keeps an entry pushed twice with the same timestamp and line once.
 fn entries(loki: &FakeLoki) -> BTreeMap<(String, i64, String), u32> {
@@ -193,8 +184,7 @@ fn entries(loki: &FakeLoki) -> BTreeMap<(String, i64, String), u32> {
 fn seqs(entries: &BTreeMap<(String, i64, String), u32>) -> BTreeMap<u64, u32> {
     let mut out = BTreeMap::new();
     for ((_, _, line), n) in entries {
-        let seq = line.split("msg=\"seq=").nth(1).and_then(|r| r.trim_end_matches('"').parse().ok());
-        *out.entry(seq.expect("an event line carries its seq")).or_default() += n;
+        *out.entry(seq_of_line(line).expect("an event line carries its seq")).or_default() += n;
     }
     out
 }
@@ -226,17 +216,7 @@ async fn killing_the_events_leader_loses_nothing_and_stores_nothing_twice() {
     };
 
     // Ten events a second for the whole test.
-    let creating = Arc::new(AtomicBool::new(true));
-    let created = Arc::new(AtomicU64::new(0));
-    let c = (server.clone(), creating.clone(), created.clone());
-    let create_task = tokio::spawn(async move {
-        while c.1.load(Ordering::SeqCst) {
-            let seq = c.2.load(Ordering::SeqCst);
-            c.0.apply(event(seq)).expect("create event");
-            c.2.store(seq + 1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let ticker = EventTicker::start(server.clone(), Duration::from_millis(100));
 
     let mut leader = start(0, &lokis[0]).await;
     eventually(Duration::from_secs(20), "the first replica shipping", || async {
@@ -260,9 +240,7 @@ async fn killing_the_events_leader_loses_nothing_and_stores_nothing_twice() {
     assert!(first_new < LEASE + LEASE / 3 + Duration::from_secs(3), "takeover took {first_new:?}");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    creating.store(false, Ordering::SeqCst);
-    create_task.await.unwrap();
-    let events = created.load(Ordering::SeqCst);
+    let events = ticker.stop().await;
     eventually(Duration::from_secs(20), "every event shipped", || async {
         let mut all = seqs(&entries(&lokis[0]));
         all.extend(seqs(&entries(&lokis[1])));

@@ -29,6 +29,7 @@ use axum::routing::get;
 use axum::Router;
 use lgtm_integration::agent::AgentProcess;
 use lgtm_integration::agent_config::{AgentConfig, Backoff};
+use lgtm_integration::fake_apiserver::events::{seq_of_line, EventTicker};
 use lgtm_integration::fake_apiserver::FakeApiServer;
 use lgtm_integration::fake_loki::FakeLoki;
 use lgtm_integration::peers::prometheus::Prometheus;
@@ -694,15 +695,6 @@ async fn kill_nine_twenty_times_in_daemonset_mode_loses_no_log_line() {
     drop(agent);
 }
 
-/// One `events.k8s.io/v1` Event whose note carries `seq`.
-fn event(seq: u64) -> serde_json::Value {
-    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-        "metadata": {"name": format!("web-0.{seq}"), "namespace": "shop"},
-        "eventTime": format!("{:.6}", k8s_openapi::jiff::Timestamp::now()),
-        "reason": "Tick", "type": "Normal", "note": format!("seq={seq}"),
-        "regarding": {"kind": "Pod", "name": "web-0", "namespace": "shop"}})
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_twenty_times_in_cluster_mode_loses_no_event() {
     let Some(prom) = require("prometheus", Prometheus::start().await) else { return };
@@ -734,31 +726,18 @@ async fn kill_nine_twenty_times_in_cluster_mode_loses_no_event() {
     let agent = AgentProcess::start(tmp.path(), &config, admin).await;
 
     // Twenty events a second for the whole loop.
-    let creating = Arc::new(AtomicBool::new(true));
-    let created = Arc::new(AtomicU64::new(0));
-    let c = (server.clone(), creating.clone(), created.clone());
-    let create_task = tokio::spawn(async move {
-        while c.1.load(Ordering::SeqCst) {
-            let seq = c.2.load(Ordering::SeqCst);
-            c.0.apply(event(seq)).expect("create event");
-            c.2.store(seq + 1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let ticker = EventTicker::start(server.clone(), Duration::from_millis(50));
     let mut moments = Moments::new("cluster mode");
     let started = Instant::now();
     let (agent, down) = kill_in_a_loop(agent, tmp.path(), &config, &mut moments).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    creating.store(false, Ordering::SeqCst);
-    create_task.await.unwrap();
+    let events = ticker.stop().await;
     counter.serving.store(false, Ordering::SeqCst);
-    let events = created.load(Ordering::SeqCst);
     let served = counter.served.load(Ordering::SeqCst);
     let seqs = |loki: &FakeLoki| -> BTreeMap<u64, u64> {
         let mut out = BTreeMap::new();
         for line in loki_lines(loki).iter().flat_map(|(l, n)| std::iter::repeat_n(l, *n as usize)) {
-            let seq = line.split("msg=\"seq=").nth(1).and_then(|r| r.trim_end_matches('"').parse().ok());
-            *out.entry(seq.expect("an event line carries its seq")).or_default() += 1;
+            *out.entry(seq_of_line(line).expect("an event line carries its seq")).or_default() += 1;
         }
         out
     };

@@ -27,6 +27,7 @@
 //! ```
 
 mod discovery;
+pub mod events;
 mod fixtures;
 mod http;
 mod resources;
