@@ -145,7 +145,7 @@ for w in workloads:
     check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{wname}: capabilities not all dropped")
     check(f"--mode={mode}" in c["args"], f"{wname}: not run with --mode={mode}")
     env = {e["name"] for e in c["env"]}
-    check({"NODE_NAME", "POD_NAME", "POD_NAMESPACE", "POD_IP"} <= env, f"{wname}: downward-API env missing")
+    check({"NODE_NAME", "POD_NAME", "POD_NAMESPACE", "POD_UID", "POD_IP"} <= env, f"{wname}: downward-API env missing")
     sa = tpl["spec"]["serviceAccountName"]
     check(sa == wname, f"{wname}: service account {sa} is not the mode's own")
     cm_name = next(v["configMap"]["name"] for v in tpl["spec"]["volumes"] if v["name"] == "config")
@@ -198,7 +198,7 @@ PY
     [[ -e $cfg ]] || continue
     mode=${cfg##*config-}; mode=${mode%.yaml}
     # The pods set these through the downward API; ${VAR} without a default must be set.
-    if msg=$(NODE_NAME=node-1 NODE_IP=10.0.0.1 POD_NAME=lgtm-agent-0 POD_NAMESPACE=observability POD_IP=10.0.0.2 \
+    if msg=$(NODE_NAME=node-1 NODE_IP=10.0.0.1 POD_NAME=lgtm-agent-0 POD_NAMESPACE=observability POD_UID=3f6c2a1e-0000-4000-8000-000000000001 POD_IP=10.0.0.2 \
       "$agent_bin" validate --config "$cfg" --mode "$mode" 2>&1); then
       pass "lgtm-agent validate $name config-$mode.yaml"
     else

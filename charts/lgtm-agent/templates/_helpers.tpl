@@ -212,6 +212,10 @@ null) replaces what dst has. Unlike sprig's mergeOverwrite, `false` does overrid
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+- name: POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
 - name: POD_IP
   valueFrom:
     fieldRef:
