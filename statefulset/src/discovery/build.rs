@@ -143,7 +143,10 @@ fn parse_monitors(
         match Monitor::parse(kind, &namespace, &name, &o.data["spec"]) {
             Ok(m) => {
                 status.unsupported = m.unsupported();
-                out.push((statuses.len(), m));
+                status.errors = m.invalid_relabelings();
+                if status.errors.is_empty() {
+                    out.push((statuses.len(), m));
+                }
             }
             Err(e) => status.errors.push(e),
         }

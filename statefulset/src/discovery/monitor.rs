@@ -303,6 +303,30 @@ impl Monitor {
     }
 }
 
+impl Monitor {
+    /// The relabeling rules of the monitor that do not compile, each named by its path in the
+    /// monitor (`spec.endpoints[0].relabelings[2].regex: ...`). The Prometheus Operator skips
+    /// such a monitor whole; so does discovery. Without this, the error would name the rule's
+    /// place in the generated list (the operator's rules come first).
+    pub fn invalid_relabelings(&self) -> Vec<String> {
+        let endpoints_key = match self.kind {
+            MonitorKind::ServiceMonitor => "endpoints",
+            MonitorKind::PodMonitor => "podMetricsEndpoints",
+        };
+        let mut out = Vec::new();
+        for (i, ep) in self.endpoints().iter().enumerate() {
+            for (list, rules) in [("relabelings", &ep.relabelings), ("metricRelabelings", &ep.metric_relabelings)] {
+                for (j, rule) in rules.iter().enumerate() {
+                    if let Err(e) = lgtm_scrape::relabel::Rule::compile(&rule.into(), j) {
+                        out.push(format!("spec.{endpoints_key}[{i}].{list}[{j}].{}: {}", e.field, e.message));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 fn unknown_fields(out: &mut Vec<String>, at: &str, rest: &BTreeMap<String, Value>) {
     for (k, v) in rest {
         if !v.is_null() {

@@ -451,3 +451,35 @@ fn credentials_are_written_to_private_files_named_by_content() {
     assert_eq!(err, "Secret shop/gone not found");
     assert_eq!(creds.referenced().len(), 2);
 }
+
+#[test]
+fn a_monitor_with_a_bad_relabeling_is_skipped_with_the_rules_path_in_the_monitor() {
+    let mut s = shop();
+    s.service_monitors = vec![
+        monitor(
+            "ServiceMonitor",
+            "web",
+            json!({"selector": {"matchLabels": {"app": "web"}}, "endpoints": [
+                {"port": "metrics"},
+                {"port": "metrics", "relabelings": [{"targetLabel": "team", "replacement": "a"},
+                    {"sourceLabels": ["__address__"], "regex": "([unclosed", "targetLabel": "addr"}],
+                 "metricRelabelings": [{"action": "Keep", "sourceLabels": ["__name__"], "regex": "up"},
+                    {"action": "explode"}]}]}),
+        ),
+        monitor(
+            "ServiceMonitor",
+            "db",
+            json!({"selector": {"matchLabels": {"app": "db"}}, "endpoints": [{"port": "metrics",
+                "relabelings": [{"action": "Replace", "targetLabel": "team", "replacement": "b"}]}]}),
+        ),
+    ];
+    let built = build(&s, &options(), &mut FakeCreds);
+    let errors: BTreeMap<&str, &Vec<String>> = built.monitors.iter().map(|m| (m.name.as_str(), &m.errors)).collect();
+    let web = errors["web"];
+    assert_eq!(web.len(), 2, "{web:?}");
+    assert!(web[0].starts_with("spec.endpoints[1].relabelings[1].regex: "), "{web:?}");
+    assert!(web[1].starts_with("spec.endpoints[1].metricRelabelings[1].action: "), "{web:?}");
+    assert!(errors["db"].is_empty(), "{errors:?}");
+    let sources: Vec<String> = final_targets(&built).into_iter().map(|(source, _, _)| source).collect();
+    assert_eq!(sources, ["serviceMonitor/shop/db/0"], "the bad monitor is skipped whole, the other scraped");
+}
