@@ -60,7 +60,8 @@ pub struct DiscoveryOptions {
     pub pod_namespace: String,
     /// Where referenced credentials are written for the scrape loops.
     pub credentials_dir: PathBuf,
-    /// Changes arriving within this window are folded into one rebuild.
+    /// Changes arriving within this window after the first are folded into one rebuild. A
+    /// rebuild also waits until the agent has been idle as long as the previous one took.
     pub debounce: Duration,
     /// How long the first build waits for the watchers' initial lists.
     pub initial_sync_timeout: Duration,
@@ -80,7 +81,7 @@ impl DiscoveryOptions {
             pod_name: m.pod_name.clone(),
             pod_namespace: if m.pod_namespace.is_empty() { "default".into() } else { m.pod_namespace.clone() },
             credentials_dir: cfg.data_dir.join("monitor-credentials"),
-            debounce: Duration::from_millis(100),
+            debounce: Duration::from_millis(20),
             initial_sync_timeout: Duration::from_secs(10),
         }
     }
@@ -208,15 +209,19 @@ pub async fn run<S: SeriesSink>(
     let mut logged = HashSet::new();
     let mut cache = ShardCache::default();
     loop {
+        let started = tokio::time::Instant::now();
         rebuild(&options, &stores, &mut refs, &manager, &board, &mut logged, &mut cache).await;
+        // As long idle as busy: a stream of changes costs at most half a core.
+        let idle_until = tokio::time::Instant::now() + started.elapsed();
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = changed.notified() => {}
         }
         // Fold a burst of changes (a rollout, a relist) into one rebuild.
+        let until = idle_until.max(tokio::time::Instant::now() + options.debounce);
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(options.debounce) => {}
+            _ = tokio::time::sleep_until(until) => {}
         }
     }
     watchers_stop.cancel();
