@@ -211,6 +211,7 @@ pub async fn run<S: SeriesSink>(
     loop {
         let started = tokio::time::Instant::now();
         rebuild(&options, &stores, &mut refs, &manager, &board, &mut logged, &mut cache).await;
+        let _ = tokio::task::spawn_blocking(give_back_freed_memory).await;
         // As long idle as busy: a stream of changes costs at most half a core.
         let idle_until = tokio::time::Instant::now() + started.elapsed();
         tokio::select! {
@@ -337,6 +338,19 @@ async fn rebuild<S: SeriesSink>(
         referenced: referenced.len(),
         updated_unix_ms: unix_ms(),
     });
+}
+
+/// Returns to the system the pages a rebuild freed. A rebuild allocates and frees the labels of
+/// every target (tens of MiB at thousands of targets), interleaved with what stays (new
+/// targets, loops, watch events); glibc keeps freed pages that are not at the top of its heaps,
+/// so without this the resident size grew with every change (about 110 MiB over 80 changes
+/// of `bench discovery`).
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn unix_ms() -> i64 {
