@@ -17,8 +17,15 @@ const AGENT: &str = concat!("lgtm-agent/", env!("CARGO_PKG_VERSION"));
 /// Redirects followed before the scrape fails (Go's HTTP client, thus Prometheus, stops at 10).
 const MAX_REDIRECTS: usize = 10;
 
-/// The settings every scrape client has.
-fn client_builder(follow_redirects: bool) -> reqwest::ClientBuilder {
+/// Plain-HTTP targets scraped at most this often connect anew for each scrape instead of
+/// keeping an idle connection open between scrapes. An idle hyper connection holds about
+/// 27 KiB (read and write buffers of 8 KiB each, its dispatch channel, its task): 80 MiB at
+/// 3,000 targets (measured with heaptrack under `bench discovery`), for a TCP handshake saved
+/// every 30 s.
+const KEEP_ALIVE_MAX_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The settings every scrape client has; `keep_alive`: keep one idle connection per target.
+fn client_builder(follow_redirects: bool, keep_alive: bool) -> reqwest::ClientBuilder {
     let redirects = if follow_redirects { Policy::limited(MAX_REDIRECTS) } else { Policy::none() };
     Client::builder()
         // Only the target's own configuration decides the route, not HTTP_PROXY.
@@ -26,19 +33,19 @@ fn client_builder(follow_redirects: bool) -> reqwest::ClientBuilder {
         .gzip(true)
         .user_agent(AGENT)
         .redirect(redirects)
-        .pool_max_idle_per_host(1)
+        .pool_max_idle_per_host(usize::from(keep_alive))
 }
 
-/// The process's client for targets without TLS settings, one per redirect policy (clones share
-/// the connection pool).
-fn shared_plain_client(follow_redirects: bool) -> Result<Client, ScrapeError> {
-    static CLIENTS: std::sync::OnceLock<Result<[Client; 2], String>> = std::sync::OnceLock::new();
+/// The process's client for targets without TLS settings, one per redirect policy and
+/// keep-alive choice (clones share the connection pool).
+fn shared_plain_client(follow_redirects: bool, keep_alive: bool) -> Result<Client, ScrapeError> {
+    static CLIENTS: std::sync::OnceLock<Result<[Client; 4], String>> = std::sync::OnceLock::new();
     let clients = CLIENTS.get_or_init(|| {
-        let build = |follow| client_builder(follow).build().map_err(|e| e.to_string());
-        Ok([build(false)?, build(true)?])
+        let build = |follow, keep| client_builder(follow, keep).build().map_err(|e| e.to_string());
+        Ok([build(false, false)?, build(true, false)?, build(false, true)?, build(true, true)?])
     });
     match clients {
-        Ok(c) => Ok(c[usize::from(follow_redirects)].clone()),
+        Ok(c) => Ok(c[usize::from(follow_redirects) + 2 * usize::from(keep_alive)].clone()),
         Err(e) => Err(ScrapeError::Tls(e.clone())),
     }
 }
@@ -62,14 +69,15 @@ impl Fetcher {
         let (timeout, body_size_limit) = (target.timeout, target.options.body_size_limit);
         if auth.tls.is_none() {
             // Without TLS settings the client is the same for every target: one per process
-            // (a client costs about 16 KiB, thousands of targets add up), connections pooled per
-            // host as before.
-            let client = shared_plain_client(auth.follow_redirects)?;
+            // (a client costs about 16 KiB, thousands of targets add up).
+            let keep_alive = target.interval <= KEEP_ALIVE_MAX_INTERVAL;
+            let client = shared_plain_client(auth.follow_redirects, keep_alive)?;
             return Ok(Fetcher { client, url, host_header: None, timeout, body_size_limit, auth });
         }
         let mut url = url;
         let mut host_header = None;
-        let mut builder = client_builder(auth.follow_redirects);
+        // A TLS handshake per scrape costs more than the idle connection: kept alive.
+        let mut builder = client_builder(auth.follow_redirects, true);
         if let Some((sni, ip, authority)) = auth.tls.as_ref().and_then(|t| sni_url(&target.url, t)) {
             builder = builder.resolve(sni.host_str().unwrap_or_default(), std::net::SocketAddr::new(ip, 0));
             url = sni;

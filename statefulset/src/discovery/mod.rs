@@ -60,7 +60,8 @@ pub struct DiscoveryOptions {
     pub pod_namespace: String,
     /// Where referenced credentials are written for the scrape loops.
     pub credentials_dir: PathBuf,
-    /// Changes arriving within this window are folded into one rebuild.
+    /// Changes arriving within this window after the first are folded into one rebuild. A
+    /// rebuild also waits until the agent has been idle as long as the previous one took.
     pub debounce: Duration,
     /// How long the first build waits for the watchers' initial lists.
     pub initial_sync_timeout: Duration,
@@ -80,7 +81,7 @@ impl DiscoveryOptions {
             pod_name: m.pod_name.clone(),
             pod_namespace: if m.pod_namespace.is_empty() { "default".into() } else { m.pod_namespace.clone() },
             credentials_dir: cfg.data_dir.join("monitor-credentials"),
-            debounce: Duration::from_millis(100),
+            debounce: Duration::from_millis(20),
             initial_sync_timeout: Duration::from_secs(10),
         }
     }
@@ -208,15 +209,20 @@ pub async fn run<S: SeriesSink>(
     let mut logged = HashSet::new();
     let mut cache = ShardCache::default();
     loop {
+        let started = tokio::time::Instant::now();
         rebuild(&options, &stores, &mut refs, &manager, &board, &mut logged, &mut cache).await;
+        let _ = tokio::task::spawn_blocking(give_back_freed_memory).await;
+        // As long idle as busy: a stream of changes costs at most half a core.
+        let idle_until = tokio::time::Instant::now() + started.elapsed();
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = changed.notified() => {}
         }
         // Fold a burst of changes (a rollout, a relist) into one rebuild.
+        let until = idle_until.max(tokio::time::Instant::now() + options.debounce);
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(options.debounce) => {}
+            _ = tokio::time::sleep_until(until) => {}
         }
     }
     watchers_stop.cancel();
@@ -332,6 +338,19 @@ async fn rebuild<S: SeriesSink>(
         referenced: referenced.len(),
         updated_unix_ms: unix_ms(),
     });
+}
+
+/// Returns to the system the pages a rebuild freed. A rebuild allocates and frees the labels of
+/// every target (tens of MiB at thousands of targets), interleaved with what stays (new
+/// targets, loops, watch events); glibc keeps freed pages that are not at the top of its heaps,
+/// so without this the resident size grew with every change (about 110 MiB over 80 changes
+/// of `bench discovery`).
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn unix_ms() -> i64 {
