@@ -4,8 +4,10 @@
 //!
 //! The records are not decoded: each holds only field 1 (`resource_spans`, repeated) and fields
 //! prost would skip, so their encodings one after the other are the encoding of the request that
-//! holds all their resource spans. Each is checked in the wire format ([`ValidTraces::parse`],
-//! no allocation) so that a damaged record is rejected on its own rather than failing the batch.
+//! holds all their resource spans. The sinks queue only checked or prost-encoded requests and the
+//! disk queue checksums what it reads back, so a record's outer framing is all that is checked
+//! ([`trace_wire::check_framing`]): a damaged one is rejected on its own rather than failing the
+//! batch.
 //!
 //! UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and ABORTED are retried; any other status
 //! rejects the batch. A partial success (some spans refused) counts the refused spans as failed and
@@ -32,7 +34,7 @@ use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
 use super::tls::{TlsError, TlsFiles};
 use crate::ack::Delivery;
 use crate::queue::{DurableQueue, Record};
-use crate::trace_wire::ValidTraces;
+use crate::trace_wire;
 
 const EXPORTER: &str = "tempo";
 
@@ -136,13 +138,13 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
     }
 }
 
-/// Checks every record and puts them in one request; a record that is not a valid
+/// Checks the framing of every record and puts them in one request; a record that is not a valid
 /// `ExportTraceServiceRequest` is rejected on its own. Returns the request and the records it holds.
 fn merge(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> (Batch, Vec<Record>) {
     let mut payloads = Vec::with_capacity(records.len());
     let mut kept = Vec::with_capacity(records.len());
     for r in records {
-        match ValidTraces::parse(r.payload.clone()) {
+        match trace_wire::check_framing(&r.payload) {
             Ok(_) => {
                 payloads.push(r.payload.clone());
                 kept.push(r);

@@ -119,6 +119,32 @@ impl ValidTraces {
     }
 }
 
+/// Checks only the outer framing of an `ExportTraceServiceRequest`: every top-level field reads
+/// and `resource_spans` (field 1) are length-delimited; returns how many there are. For records
+/// the agent queued itself (checked by [`ValidTraces::parse`] or encoded by prost), read back from
+/// disk behind a checksum: enough to know that several of them one after the other are one
+/// readable request, at the cost of a few bytes read per `ResourceSpans`.
+pub fn check_framing(bytes: &[u8]) -> Result<usize, WireError> {
+    let mut resource_spans = 0;
+    let mut r = Reader::new(bytes);
+    while !r.is_empty() {
+        let at = r.pos();
+        let in_field = |tag, e: WireError| WireError::In { message: Msg::Request.name(), tag, at, source: Box::new(e) };
+        match r.key()? {
+            (1, WireType::LengthDelimited) => {
+                r.length_delimited().map_err(|e| in_field(1, e))?;
+                resource_spans += 1;
+            }
+            (1, found) => {
+                let expected = WireType::LengthDelimited;
+                return Err(in_field(1, WireError::WireType { tag: 1, expected, found }));
+            }
+            (tag, wire_type) => r.skip(wire_type, tag, RECURSION_LIMIT).map_err(|e| in_field(tag, e))?,
+        }
+    }
+    Ok(resource_spans)
+}
+
 /// A resource attribute as a `Resource.attributes` field (key and length prefix included),
 /// encoded once and copied into every resource that lacks it.
 #[derive(Debug, Clone)]
@@ -183,7 +209,8 @@ fn walk(msg: Msg, bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<()
                 }
                 Field::Str => {
                     let body = r.length_delimited().map_err(in_field)?;
-                    if std::str::from_utf8(body).is_err() {
+                    // Most strings are ASCII, which `is_ascii` checks a word at a time.
+                    if !body.is_ascii() && std::str::from_utf8(body).is_err() {
                         return Err(in_field(WireError::Utf8 { tag }));
                     }
                 }

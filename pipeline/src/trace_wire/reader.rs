@@ -35,16 +35,31 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
     /// Offset of the next byte in this reader's slice.
+    #[inline]
     pub(super) fn pos(&self) -> usize {
         self.pos
     }
 
+    #[inline]
     pub(super) fn varint(&mut self) -> Result<u64, WireError> {
+        // Keys, lengths and most scalars of OTLP fit one byte.
+        match self.buf.get(self.pos) {
+            Some(&byte) if byte < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.varint_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&byte) = self.buf.get(self.pos) else {
@@ -64,6 +79,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A field key: its tag and wire type.
+    #[inline]
     pub(super) fn key(&mut self) -> Result<(u32, WireType), WireError> {
         let at = self.pos;
         let key = self.varint()?;
@@ -85,6 +101,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `len` bytes.
+    #[inline]
     pub(super) fn take(&mut self, len: u64) -> Result<&'a [u8], WireError> {
         let rest = self.buf.len() - self.pos;
         if len > rest as u64 {
@@ -96,6 +113,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The payload of a length-delimited field whose key was just read.
+    #[inline]
     pub(super) fn length_delimited(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.varint()?;
         self.take(len)
