@@ -18,11 +18,16 @@
 //! cargo run --release -p lgtm-integration --bin bench -- traces [--traces 50000] [--spans-per-trace 6] [--concurrency 4]
 //! ```
 //!
-//! Figures (2-core VM shared with other builds; three runs of the command above with the defaults,
-//! medians, 2026-11-25): ingest 160,428 spans/cpu-s against rotel-agent's 326,087 in the same runs
-//! (0.50x; gzip in the exporter, miniz_oxide, is a third of the agent's CPU and allocation of the
-//! decoded request another third); receive -> tail-sample -> export 234,375 spans/cpu-s (196,078
-//! to 238,095); 425 bytes of RSS per buffered span of 300 encoded bytes (1.42x).
+//! Figures (2-core VM shared with the other helpers' builds and benches; three runs of the command
+//! above with the defaults, medians, 2026-12-06): ingest 319,149 spans/cpu-s (277,778 to 348,837)
+//! against rotel-agent's 240,000 in the same runs (1.33x; 1.25x to 1.38x). Requests stay encoded
+//! from the receiver to the exporter (`lgtm_pipeline::trace_wire`); gzip in the exporter is now
+//! about a third of the agent's CPU. The binary before that, three runs right after on the same
+//! machine: 154,639 against 230,769 (0.66x). Receive -> tail-sample -> export 176,471 spans/cpu-s
+//! (167,598 to 222,222): under the 200,000 target in these runs, as the binary before (169,492;
+//! 132,743 to 208,333) in the same hour, when 2026-11-25's runs gave it 234,375; the sampler
+//! decodes every request into prost structs and malloc is a third of its CPU. 425 bytes of RSS
+//! per buffered span of 300 encoded bytes (1.42x).
 //!
 //! This process generates the load before any agent starts and sends pre-encoded bytes; the
 //! receiver walks the protobuf without decoding it. Both still share the machine's cores with the
