@@ -25,7 +25,8 @@
 //! about a third of the agent's CPU. The binary before that, three runs right after on the same
 //! machine: 154,639 against 230,769 (0.66x). Receive -> tail-sample -> export 176,471 spans/cpu-s
 //! (167,598 to 222,222): under the 200,000 target in these runs, as the binary before (169,492;
-//! 132,743 to 208,333) in the same hour, when 2026-11-25's runs gave it 234,375; the sampler
+//! 132,743 to 208,333) in the same hour (3 more runs of each, interleaved: 179,641 for both), when
+//! 2026-11-25's runs gave it 234,375; the sampler
 //! decodes every request into prost structs and malloc is a third of its CPU. 425 bytes of RSS
 //! per buffered span of 300 encoded bytes (1.42x).
 //!
