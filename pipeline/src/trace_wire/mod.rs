@@ -85,9 +85,13 @@ impl ValidTraces {
     /// not have an attribute of that key already (the client's value wins, as in
     /// [`crate::TracesSink`]); a `ResourceSpans` without a resource gets one. Decoded, the result
     /// equals the decoded request with the attribute pushed last onto each such resource's
-    /// attributes.
+    /// attributes. When every resource has the key already, that is the request itself, not
+    /// copied.
     pub fn with_resource_attribute(&self, attribute: &EncodedAttribute) -> Bytes {
         let src = &self.bytes[..];
+        if !any_resource_lacks(src, attribute.key.as_bytes()) {
+            return self.bytes.clone();
+        }
         let mut out = Vec::with_capacity(src.len() + 64);
         let mut r = Reader::new(src);
         // `parse` checked every byte: the reads below cannot fail, and if they did (a bug), the
@@ -225,13 +229,38 @@ fn walk(msg: Msg, bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<()
     Ok(())
 }
 
-/// Appends `ResourceSpans` field 1 of the request, with `attribute` added to its resource unless
-/// it has that key already. `body` was checked by [`walk`].
-fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Vec<u8>) {
-    // Field 1 may come more than once; prost merges the occurrences (attributes concatenated), so
-    // the key is looked for in all of them and the attribute appended to the last one, which
-    // puts it last in the merged list.
-    let mut last_resource: Option<(usize, usize, &[u8])> = None;
+/// Whether some `ResourceSpans` of a checked request has no resource attribute `key`.
+fn any_resource_lacks(request: &[u8], key: &[u8]) -> bool {
+    let mut r = Reader::new(request);
+    while !r.is_empty() {
+        let Ok((tag, wire_type)) = r.key() else { return true };
+        if tag == 1 && wire_type == WireType::LengthDelimited {
+            let Ok(resource_spans) = r.length_delimited() else { return true };
+            if !find_resource(resource_spans, key).1 {
+                return true;
+            }
+        } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
+            return true;
+        }
+    }
+    false
+}
+
+/// One occurrence of `ResourceSpans.resource` in the `ResourceSpans` body.
+struct ResourceField<'a> {
+    /// Offset of its key.
+    start: usize,
+    /// Offset just past it.
+    end: usize,
+    body: &'a [u8],
+}
+
+/// In a `ResourceSpans` body: the last occurrence of its field 1 (`resource`), and whether any
+/// occurrence has an attribute `key`. Field 1 may come more than once; prost merges the
+/// occurrences (attributes concatenated), so the key is looked for in all of them, and an
+/// attribute appended to the last one ends up last in the merged list.
+fn find_resource<'a>(body: &'a [u8], key: &[u8]) -> (Option<ResourceField<'a>>, bool) {
+    let mut last_resource = None;
     let mut has_key = false;
     let mut r = Reader::new(body);
     while !r.is_empty() {
@@ -239,12 +268,19 @@ fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Ve
         let Ok((tag, wire_type)) = r.key() else { break };
         if tag == 1 && wire_type == WireType::LengthDelimited {
             let Ok(resource) = r.length_delimited() else { break };
-            has_key = has_key || resource_has_key(resource, attribute.key.as_bytes());
-            last_resource = Some((start, r.pos(), resource));
+            has_key = has_key || resource_has_key(resource, key);
+            last_resource = Some(ResourceField { start, end: r.pos(), body: resource });
         } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
             break;
         }
     }
+    (last_resource, has_key)
+}
+
+/// Appends `ResourceSpans` field 1 of the request, with `attribute` added to its resource unless
+/// it has that key already. `body` was checked by [`walk`].
+fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Vec<u8>) {
+    let (last_resource, has_key) = find_resource(body, attribute.key.as_bytes());
     if has_key {
         put_field(out, 1, body.len());
         out.extend_from_slice(body);
@@ -252,7 +288,7 @@ fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Ve
     }
     let added = &attribute.field[..];
     match last_resource {
-        Some((start, end, resource)) => {
+        Some(ResourceField { start, end, body: resource }) => {
             let new_resource = resource.len() + added.len();
             put_field(out, 1, body.len() - (end - start) + field_len(new_resource));
             out.extend_from_slice(&body[..start]);

@@ -262,9 +262,11 @@ proptest! {
         let rewritten = valid.with_resource_attribute(&EncodedAttribute::string(CLUSTER_KEY, &value));
         let ours = ExportTraceServiceRequest::decode(&rewritten[..]).expect("the rewrite decodes");
         prop_assert_eq!(ours, decode_modify(&bytes, &value));
-        // Still valid, and a second pass adds nothing.
+        // Still valid, and a second pass adds nothing and copies nothing.
         let again = ValidTraces::parse(rewritten.clone()).expect("the rewrite is valid");
-        prop_assert_eq!(again.with_resource_attribute(&EncodedAttribute::string(CLUSTER_KEY, "x")), rewritten);
+        let twice = again.with_resource_attribute(&EncodedAttribute::string(CLUSTER_KEY, "x"));
+        prop_assert_eq!(&twice, &rewritten);
+        prop_assert_eq!(twice.as_ptr(), rewritten.as_ptr());
     }
 
     #[test]
