@@ -19,15 +19,14 @@
 //! ```
 //!
 //! Figures (2-core VM shared with the other helpers' builds and benches; three runs of the command
-//! above with the defaults, medians, 2026-12-06): ingest 319,149 spans/cpu-s (277,778 to 348,837)
-//! against rotel-agent's 240,000 in the same runs (1.33x; 1.25x to 1.38x). Requests stay encoded
+//! above with the defaults, medians, 2026-12-06): ingest 329,670 spans/cpu-s (315,789 to 329,670)
+//! against rotel-agent's 240,000 in the same runs (1.37x; 1.23x to 1.52x). Requests stay encoded
 //! from the receiver to the exporter (`lgtm_pipeline::trace_wire`); gzip in the exporter is now
-//! about a third of the agent's CPU. The binary before that, three runs right after on the same
-//! machine: 154,639 against 230,769 (0.66x). Receive -> tail-sample -> export 176,471 spans/cpu-s
-//! (167,598 to 222,222): under the 200,000 target in these runs, as the binary before (169,492;
-//! 132,743 to 208,333) in the same hour (3 more runs of each, interleaved: 179,641 for both), when
-//! 2026-11-25's runs gave it 234,375; the sampler
-//! decodes every request into prost structs and malloc is a third of its CPU. 425 bytes of RSS
+//! 40% of the agent's CPU. The binary before that, three runs interleaved with three of this one:
+//! 145,631 against 245,902 (0.58x), this one 337,079 against 256,410 (1.34x). Receive ->
+//! tail-sample -> export 205,479 spans/cpu-s (197,368 to 222,222), a phase this work does not
+//! change (179,641 for both binaries in the interleaved runs; 234,375 on 2026-11-25): the sampler
+//! decodes every request into prost structs and malloc is a third of its CPU. 424 bytes of RSS
 //! per buffered span of 300 encoded bytes (1.42x).
 //!
 //! This process generates the load before any agent starts and sends pre-encoded bytes; the
