@@ -25,6 +25,7 @@ all_targets=(
     daemonset:log_line
     daemonset:log_decoder
     pipeline:otlp_traces
+    pipeline:trace_wire
     pipeline:otlp_metrics
     pipeline:otlp_logs
     config:config_yaml

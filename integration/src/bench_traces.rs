@@ -18,11 +18,16 @@
 //! cargo run --release -p lgtm-integration --bin bench -- traces [--traces 50000] [--spans-per-trace 6] [--concurrency 4]
 //! ```
 //!
-//! Figures (2-core VM shared with other builds; three runs of the command above with the defaults,
-//! medians, 2026-11-25): ingest 160,428 spans/cpu-s against rotel-agent's 326,087 in the same runs
-//! (0.50x; gzip in the exporter, miniz_oxide, is a third of the agent's CPU and allocation of the
-//! decoded request another third); receive -> tail-sample -> export 234,375 spans/cpu-s (196,078
-//! to 238,095); 425 bytes of RSS per buffered span of 300 encoded bytes (1.42x).
+//! Figures (2-core VM shared with the other helpers' builds and benches; three runs of the command
+//! above with the defaults, medians, 2026-12-06): ingest 329,670 spans/cpu-s (315,789 to 329,670)
+//! against rotel-agent's 240,000 in the same runs (1.37x; 1.23x to 1.52x). Requests stay encoded
+//! from the receiver to the exporter (`lgtm_pipeline::trace_wire`); gzip in the exporter is now
+//! 40% of the agent's CPU. The binary before that, three runs interleaved with three of this one:
+//! 145,631 against 245,902 (0.58x), this one 337,079 against 256,410 (1.34x). Receive ->
+//! tail-sample -> export 205,479 spans/cpu-s (197,368 to 222,222), a phase this work does not
+//! change (179,641 for both binaries in the interleaved runs; 234,375 on 2026-11-25): the sampler
+//! decodes every request into prost structs and malloc is a third of its CPU. 424 bytes of RSS
+//! per buffered span of 300 encoded bytes (1.42x).
 //!
 //! This process generates the load before any agent starts and sends pre-encoded bytes; the
 //! receiver walks the protobuf without decoding it. Both still share the machine's cores with the

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod receiver;
 pub mod route;
 mod sink;
+pub mod trace_wire;
 
 pub use ack::{Ack, Delivery};
 pub use sink::{

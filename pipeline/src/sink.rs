@@ -17,6 +17,7 @@ use crate::exporter::{self, Signal};
 use crate::metrics;
 use crate::proto::{Label, PushRequest, StreamAdapter, TimeSeries, WriteRequest};
 use crate::queue::{DurableQueue, PushError, QueueError, QueueOptions};
+use crate::trace_wire::{EncodedAttribute, ValidTraces};
 
 /// Why a batch was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -134,11 +135,14 @@ impl LogsSink {
     }
 }
 
-/// Spans to Tempo. Adds `k8s.cluster.name` to every resource that lacks it.
+/// Spans to Tempo. Adds `k8s.cluster.name` to every resource that lacks it: a value the client
+/// set wins over the agent's `cluster`.
 #[derive(Clone)]
 pub struct TracesSink {
     lane: Lane,
     cluster: Arc<String>,
+    /// `k8s.cluster.name` encoded once, for requests kept encoded.
+    cluster_attribute: Arc<EncodedAttribute>,
 }
 
 impl TracesSink {
@@ -154,13 +158,20 @@ impl TracesSink {
         self.lane.try_push(payload, items)
     }
 
+    /// As `try_send` for a request still encoded: only the resources are rewritten
+    /// ([`ValidTraces::with_resource_attribute`]), the spans are copied as bytes.
+    pub fn try_send_encoded(&self, req: &ValidTraces) -> Result<Ack, SendError> {
+        let payload = req.with_resource_attribute(&self.cluster_attribute);
+        self.lane.try_push(payload, u32::try_from(req.spans()).unwrap_or(u32::MAX))
+    }
+
     fn encode(&self, req: &mut ExportTraceServiceRequest) -> (Bytes, u32) {
         let mut items = 0u32;
         for rs in req.resource_spans.iter_mut() {
             let resource = rs.resource.get_or_insert_with(Default::default);
-            if !resource.attributes.iter().any(|kv| kv.key == "k8s.cluster.name") {
+            if !resource.attributes.iter().any(|kv| kv.key == CLUSTER_ATTRIBUTE) {
                 resource.attributes.push(KeyValue {
-                    key: "k8s.cluster.name".into(),
+                    key: CLUSTER_ATTRIBUTE.into(),
                     value: Some(AnyValue { value: Some(any_value::Value::StringValue(self.cluster.to_string())) }),
                     ..Default::default()
                 });
@@ -170,6 +181,19 @@ impl TracesSink {
         (Bytes::from(req.encode_to_vec()), items)
     }
 }
+
+impl TracesSink {
+    fn new(lane: Lane, cluster: &str) -> TracesSink {
+        TracesSink {
+            lane,
+            cluster: Arc::new(cluster.to_string()),
+            cluster_attribute: Arc::new(EncodedAttribute::string(CLUSTER_ATTRIBUTE, cluster)),
+        }
+    }
+}
+
+/// The resource attribute naming the agent's `cluster` on every span.
+const CLUSTER_ATTRIBUTE: &str = "k8s.cluster.name";
 
 /// The three sinks, cheap to clone into every source.
 #[derive(Clone)]
@@ -199,7 +223,7 @@ impl Pipeline {
         let pipeline = Pipeline {
             metrics: MetricsSink { lane: metrics, external: Arc::new(vec![Label::new("cluster", &config.cluster)]) },
             logs: LogsSink { lane: logs },
-            traces: TracesSink { lane: traces, cluster: Arc::new(config.cluster.clone()) },
+            traces: TracesSink::new(traces, &config.cluster),
         };
         Ok((pipeline, handle))
     }

@@ -1,23 +1,32 @@
 //! OTLP/gRPC `TraceService/Export` to Tempo: each batch of queued `ExportTraceServiceRequest`s is
-//! merged into one request, sent with the tenant as `x-scope-orgid` metadata and, by default,
+//! sent as one request, with the tenant as `x-scope-orgid` metadata and, by default,
 //! gzip-compressed.
+//!
+//! The records are not decoded: each holds only field 1 (`resource_spans`, repeated) and fields
+//! prost would skip, so their encodings one after the other are the encoding of the request that
+//! holds all their resource spans. The sinks queue only checked or prost-encoded requests and the
+//! disk queue checksums what it reads back, so a record's outer framing is all that is checked
+//! ([`trace_wire::check_framing`]): a damaged one is rejected on its own rather than failing the
+//! batch.
 //!
 //! UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and ABORTED are retried; any other status
 //! rejects the batch. A partial success (some spans refused) counts the refused spans as failed and
 //! completes the records: resending would duplicate the spans that were taken.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes};
 use lgtm_config::{Compression, ExporterConfig};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest};
-use prost::Message;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
+use tonic_prost::ProstDecoder;
 
 use super::credentials::{redact, Credentials};
 use super::outcome::{release, Reporter};
@@ -25,6 +34,7 @@ use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
 use super::tls::{TlsError, TlsFiles};
 use crate::ack::Delivery;
 use crate::queue::{DurableQueue, Record};
+use crate::trace_wire;
 
 const EXPORTER: &str = "tempo";
 
@@ -43,11 +53,50 @@ pub enum SetupError {
     Tls(#[from] TlsError),
 }
 
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
 /// What every request carries besides the spans.
 struct Client {
-    grpc: TraceServiceClient<Channel>,
+    grpc: tonic::client::Grpc<Channel>,
     metadata: MetadataMap,
     credentials: Credentials,
+}
+
+/// One `ExportTraceServiceRequest` made of queued records, sent as their bytes one after the
+/// other. Cheap to clone for a retry.
+#[derive(Clone)]
+struct Batch(Arc<[Bytes]>);
+
+/// Writes a [`Batch`]; reads the answer with prost.
+struct BatchCodec;
+
+impl Codec for BatchCodec {
+    type Encode = Batch;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = BatchEncoder;
+    type Decoder = ProstDecoder<ExportTraceServiceResponse>;
+
+    fn encoder(&mut self) -> BatchEncoder {
+        BatchEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::default()
+    }
+}
+
+struct BatchEncoder;
+
+impl Encoder for BatchEncoder {
+    type Item = Batch;
+    type Error = Status;
+
+    fn encode(&mut self, batch: Batch, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        for record in batch.0.iter() {
+            dst.put_slice(record);
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
@@ -89,15 +138,15 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
     }
 }
 
-/// Decodes every record and merges them into one request; a record that does not decode is
-/// rejected on its own. Returns the request and the records it holds.
-fn merge(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> (ExportTraceServiceRequest, Vec<Record>) {
-    let mut merged = ExportTraceServiceRequest::default();
+/// Checks the framing of every record and puts them in one request; a record that is not a valid
+/// `ExportTraceServiceRequest` is rejected on its own. Returns the request and the records it holds.
+fn merge(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> (Batch, Vec<Record>) {
+    let mut payloads = Vec::with_capacity(records.len());
     let mut kept = Vec::with_capacity(records.len());
     for r in records {
-        match ExportTraceServiceRequest::decode(r.payload.as_ref()) {
-            Ok(req) => {
-                merged.resource_spans.extend(req.resource_spans);
+        match trace_wire::check_framing(&r.payload) {
+            Ok(_) => {
+                payloads.push(r.payload.clone());
                 kept.push(r);
             }
             Err(e) => {
@@ -107,12 +156,12 @@ fn merge(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> (Ex
             }
         }
     }
-    (merged, kept)
+    (Batch(payloads.into()), kept)
 }
 
 impl Client {
-    async fn export(&self, request: ExportTraceServiceRequest) -> Attempt<Option<ExportTracePartialSuccess>> {
-        let mut req = tonic::Request::new(request);
+    async fn export(&self, batch: Batch) -> Attempt<Option<ExportTracePartialSuccess>> {
+        let mut req = tonic::Request::new(batch);
         *req.metadata_mut() = self.metadata.clone();
         let authorization = self.credentials.authorization().await;
         match &authorization {
@@ -131,9 +180,14 @@ impl Client {
             },
             Err(e) => return Attempt::Retry { reason: "credentials".into(), detail: e.to_string(), retry_after: None },
         }
-        // The generated client needs `&mut`; clones share the channel.
+        // `unary` needs `&mut`; clones share the channel.
         let mut grpc = self.grpc.clone();
-        match grpc.export(req).await {
+        let answer = match grpc.ready().await {
+            // As the generated client reports it.
+            Err(e) => Err(Status::unknown(format!("Service was not ready: {e}"))),
+            Ok(()) => grpc.unary(req, PathAndQuery::from_static(EXPORT_PATH), BatchCodec).await,
+        };
+        match answer {
             Ok(resp) => Attempt::Delivered(resp.into_inner().partial_success),
             Err(status) => classify(&status, authorization.ok().flatten().as_deref()),
         }
@@ -213,7 +267,7 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
     if endpoint_text.starts_with("https://") {
         endpoint = endpoint.tls_config(tls_config(cfg).await?).map_err(endpoint_error)?;
     }
-    let mut grpc = TraceServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESPONSE_BYTES);
     if cfg.compression == Compression::Gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
     }
@@ -259,8 +313,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
     use tonic::transport::server::TcpIncoming;
 
     use super::*;

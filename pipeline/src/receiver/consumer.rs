@@ -4,7 +4,10 @@
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use prost::Message;
+
 use crate::sink::{SendError, TracesSink};
+use crate::trace_wire::ValidTraces;
 
 /// Why a consumer did not take a request.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,23 @@ pub enum ConsumeError {
 /// runtime threads, once per OTLP request.
 pub trait TraceConsumer: Send + Sync + 'static {
     fn consume(&self, request: ExportTraceServiceRequest) -> Result<(), ConsumeError>;
+
+    /// Whether the consumer takes requests still encoded ([`TraceConsumer::consume_encoded`]):
+    /// the protobuf receivers then check the wire format instead of decoding. Consumers that
+    /// look at every span (the sampler, the router) leave it `false`: checking, then decoding,
+    /// would read every request twice.
+    fn takes_encoded(&self) -> bool {
+        false
+    }
+
+    /// A request checked by [`ValidTraces::parse`]. By default decoded and handed to `consume`.
+    fn consume_encoded(&self, request: ValidTraces) -> Result<(), ConsumeError> {
+        match ExportTraceServiceRequest::decode(request.as_bytes().clone()) {
+            Ok(decoded) => self.consume(decoded),
+            // `parse` accepts what prost accepts: not expected.
+            Err(e) => Err(ConsumeError::Unavailable(format!("a checked request does not decode: {e}"))),
+        }
+    }
 }
 
 /// Straight to Tempo's queue.
@@ -33,9 +53,24 @@ impl TraceConsumer for TracesSink {
             // The receiver answers once the batch is queued (durably, when the queue has a disk
             // part); the acknowledgement of the export itself is not awaited.
             Ok(_ack) => Ok(()),
-            Err(SendError::Full(queue)) => Err(ConsumeError::Busy(format!("queue {queue} is full"))),
-            Err(SendError::Queue(e)) => Err(ConsumeError::Unavailable(e.to_string())),
+            Err(e) => Err(consume_error(e)),
         }
+    }
+
+    /// Only the resources are rewritten; spans go to the queue as the client encoded them.
+    fn takes_encoded(&self) -> bool {
+        true
+    }
+
+    fn consume_encoded(&self, request: ValidTraces) -> Result<(), ConsumeError> {
+        self.try_send_encoded(&request).map(drop).map_err(consume_error)
+    }
+}
+
+fn consume_error(e: SendError) -> ConsumeError {
+    match e {
+        SendError::Full(queue) => ConsumeError::Busy(format!("queue {queue} is full")),
+        SendError::Queue(e) => ConsumeError::Unavailable(e.to_string()),
     }
 }
 

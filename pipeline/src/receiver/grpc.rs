@@ -13,9 +13,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
 use tonic::codegen::{http, BoxFuture, Service, StdError};
 use tonic::server::{NamedService, UnaryService};
@@ -31,8 +32,11 @@ const TRANSPORT: &str = "grpc";
 pub trait GrpcSignal: Send + Sync + 'static {
     const SERVICE: &'static str;
     const SIGNAL: &'static str;
-    type Request: prost::Message + Default + Send + 'static;
+    type Request: Send + 'static;
     type Response: prost::Message + Send + 'static;
+    /// The request from the message's bytes (after gzip); an error is answered INVALID_ARGUMENT
+    /// and counted as `malformed`.
+    fn decode(src: &mut DecodeBuf<'_>) -> Result<Self::Request, prost::DecodeError>;
     fn handle(intake: Arc<Intake>, req: Self::Request) -> impl Future<Output = Result<Self::Response, Refusal>> + Send;
 }
 
@@ -43,10 +47,14 @@ pub struct Logs;
 impl GrpcSignal for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const SIGNAL: &'static str = "traces";
-    type Request = ExportTraceServiceRequest;
+    /// Kept as bytes: [`Intake::traces_encoded`] checks them (and counts what it refuses).
+    type Request = Bytes;
     type Response = ExportTraceServiceResponse;
+    fn decode(src: &mut DecodeBuf<'_>) -> Result<Bytes, prost::DecodeError> {
+        Ok(src.copy_to_bytes(src.remaining()))
+    }
     async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
-        intake.traces(req, TRANSPORT)
+        intake.traces_encoded(req, TRANSPORT)
     }
 }
 
@@ -55,6 +63,9 @@ impl GrpcSignal for Metrics {
     const SIGNAL: &'static str = "metrics";
     type Request = ExportMetricsServiceRequest;
     type Response = ExportMetricsServiceResponse;
+    fn decode(src: &mut DecodeBuf<'_>) -> Result<Self::Request, prost::DecodeError> {
+        prost::Message::decode(src)
+    }
     async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
         intake.metrics(req, TRANSPORT)
     }
@@ -65,6 +76,9 @@ impl GrpcSignal for Logs {
     const SIGNAL: &'static str = "logs";
     type Request = ExportLogsServiceRequest;
     type Response = ExportLogsServiceResponse;
+    fn decode(src: &mut DecodeBuf<'_>) -> Result<Self::Request, prost::DecodeError> {
+        prost::Message::decode(src)
+    }
     async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
         intake.logs(req, TRANSPORT).await
     }
@@ -174,7 +188,7 @@ pub(super) fn status_of(refusal: Refusal) -> Status {
     }
 }
 
-/// prost encoding of the answer; decoding of the request that answers INVALID_ARGUMENT.
+/// prost encoding of the answer; [`GrpcSignal::decode`] of the request, answering INVALID_ARGUMENT.
 struct OtlpCodec<S>(PhantomData<fn() -> S>);
 
 impl<S: GrpcSignal> Codec for OtlpCodec<S> {
@@ -199,7 +213,7 @@ impl<S: GrpcSignal> Decoder for OtlpDecoder<S> {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<S::Request>, Status> {
-        match <S::Request as prost::Message>::decode(src) {
+        match S::decode(src) {
             Ok(req) => Ok(Some(req)),
             Err(e) => {
                 metrics::otlp().rejected.with_label_values(&[S::SIGNAL, "malformed"]).inc();

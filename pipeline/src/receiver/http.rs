@@ -33,7 +33,19 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .with_state(intake)
 }
 
+/// Protobuf bodies go to [`Intake::traces_encoded`] (checked, and kept encoded when the consumer
+/// takes them so); JSON is decoded.
 async fn traces(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if Format::of(content_type) == Some(Format::Protobuf) {
+        return match read_plain(&headers, body, intake.max_request_size).await {
+            Ok(plain) => answer("traces", Format::Protobuf, intake.traces_encoded(plain, TRANSPORT)),
+            Err(refusal) => {
+                metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
+                refusal_response(Format::Protobuf, &refusal)
+            }
+        };
+    }
     let (format, req) = match read::<ExportTraceServiceRequest>("traces", &intake, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use prost::Message;
+
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -13,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use super::consumer::{span_count, ConsumeError, TraceConsumer};
 use super::{loki, metrics, prometheus};
 use crate::sink::{Pipeline, SendError};
+use crate::trace_wire::ValidTraces;
 
 /// How long a logs request may wait for room in the Loki queue before the client is told to come
 /// back later (the logs sink has no non-blocking send; a push is atomic, so giving up is safe).
@@ -93,6 +97,25 @@ impl Intake {
         Ok(ExportTraceServiceResponse { partial_success: None })
     }
 
+    /// An `ExportTraceServiceRequest` as protobuf bytes (gRPC, HTTP `application/x-protobuf`):
+    /// checked in the wire format and handed over encoded when the consumer
+    /// [takes it so](TraceConsumer::takes_encoded), decoded otherwise. A body that is not a valid
+    /// request is refused and counted as `malformed`.
+    pub fn traces_encoded(&self, body: Bytes, transport: Transport) -> Result<ExportTraceServiceResponse, Refusal> {
+        if !self.traces.takes_encoded() {
+            let req =
+                ExportTraceServiceRequest::decode(body).map_err(|e| malformed(format!("invalid protobuf: {e}")))?;
+            return self.traces(req, transport);
+        }
+        let req = ValidTraces::parse(body).map_err(|e| malformed(format!("invalid protobuf: {e}")))?;
+        let spans = req.spans();
+        if spans > 0 {
+            let result = self.traces.consume_encoded(req).map_err(Refusal::from);
+            counted("traces", transport, spans, result)?;
+        }
+        Ok(ExportTraceServiceResponse { partial_success: None })
+    }
+
     pub fn metrics(
         &self,
         req: ExportMetricsServiceRequest,
@@ -134,6 +157,13 @@ impl Intake {
         }
         Ok(ExportLogsServiceResponse { partial_success: None })
     }
+}
+
+/// A trace request that cannot be read, counted.
+fn malformed(message: String) -> Refusal {
+    let refusal = Refusal::Invalid { reason: "malformed", message };
+    metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
+    refusal
 }
 
 /// Counts `items` as received, or the request as refused.

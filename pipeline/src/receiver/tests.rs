@@ -15,6 +15,9 @@ use super::*;
 struct Recorder {
     requests: Mutex<Vec<ExportTraceServiceRequest>>,
     busy: bool,
+    /// Takes requests encoded (as the Tempo sink does); they are decoded here to be looked at.
+    encoded: bool,
+    encoded_taken: std::sync::atomic::AtomicUsize,
 }
 
 impl TraceConsumer for Recorder {
@@ -24,6 +27,17 @@ impl TraceConsumer for Recorder {
         }
         self.requests.lock().unwrap().push(request);
         Ok(())
+    }
+
+    fn takes_encoded(&self) -> bool {
+        self.encoded
+    }
+
+    fn consume_encoded(&self, request: crate::trace_wire::ValidTraces) -> Result<(), ConsumeError> {
+        self.encoded_taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let decoded = ExportTraceServiceRequest::decode(request.as_bytes().clone()).expect("checked");
+        assert_eq!(request.spans(), span_count(&decoded));
+        self.consume(decoded)
     }
 }
 
@@ -191,6 +205,79 @@ async fn http_protobuf_plain_and_gzip_reach_the_consumer() {
         ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).expect("protobuf answer");
     }
     assert_eq!(r.recorder.span_ids().len(), 4);
+}
+
+/// A consumer that takes requests encoded (the Tempo sink) gets them from gRPC (gzip) and HTTP
+/// protobuf without decoding; a body that prost would refuse (here invalid UTF-8 in a span name,
+/// deep inside) is refused on both transports, counted, and never handed over.
+#[tokio::test]
+async fn encoded_consumer_gets_checked_bytes_and_malformed_ones_are_refused_and_counted() {
+    let r = start_with(Recorder { encoded: true, ..Default::default() }, 1 << 20).await;
+    let mut client = TraceServiceClient::connect(r.grpc.clone())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    client.export(trace_request(7, 3)).await.expect("export");
+    let body = trace_request(9, 2).encode_to_vec();
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v1/traces", r.http))
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(r.recorder.span_ids().len(), 5);
+    assert_eq!(r.recorder.encoded_taken.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    let mut bad = body;
+    let at = bad.windows(6).position(|w| w == b"span-1").unwrap();
+    bad[at] = 0xc3;
+    let before = rejected("traces", "malformed");
+    let resp = http
+        .post(format!("{}/v1/traces", r.http))
+        .header("content-type", "application/x-protobuf")
+        .body(bad.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let channel = tonic::transport::Endpoint::from_shared(r.grpc.clone()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RawBody, ExportTraceServiceResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    // `RawBody` encodes to exactly the bytes of `bad`.
+    let err = grpc.unary(tonic::Request::new(RawBody::from_request_bytes(&bad)), path, codec).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("UTF-8"), "{}", err.message());
+    assert!(rejected("traces", "malformed") >= before + 2);
+    assert_eq!(r.recorder.span_ids().len(), 5, "nothing of the malformed requests was handed over");
+}
+
+/// Sends the bytes of an `ExportTraceServiceRequest` as they are: its repeated field 1, each
+/// entry's bytes kept (prost does not look into `bytes` fields).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawBody {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    resource_spans: Vec<Vec<u8>>,
+}
+
+impl RawBody {
+    fn from_request_bytes(mut bytes: &[u8]) -> RawBody {
+        let mut resource_spans = Vec::new();
+        while !bytes.is_empty() {
+            assert_eq!(bytes[0], 0x0a, "only field 1");
+            bytes = &bytes[1..];
+            let len = prost::decode_length_delimiter(&mut bytes).unwrap();
+            resource_spans.push(bytes[..len].to_vec());
+            bytes = &bytes[len..];
+        }
+        RawBody { resource_spans }
+    }
 }
 
 /// The example of the OTLP specification's "JSON Protobuf Encoding": hex ids, string 64-bit

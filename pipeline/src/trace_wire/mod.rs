@@ -1,0 +1,340 @@
+//! OTLP trace requests kept encoded from the receiver to the exporter.
+//!
+//! Decoding every span into prost structs and encoding it again, only to add a resource attribute,
+//! was a fifth of the agent's CPU on the ingest path. Instead:
+//!
+//! - [`ValidTraces::parse`] walks an `ExportTraceServiceRequest` in the protobuf wire format,
+//!   checking it as prost would decode it (same acceptance: a body prost refuses is refused here,
+//!   with where and why), counting spans, allocating nothing;
+//! - [`ValidTraces::with_resource_attribute`] copies the request, rewriting only the `Resource` of
+//!   each `ResourceSpans` that lacks the attribute (and the two length prefixes around it): spans
+//!   are copied as bytes, never decoded.
+//!
+//! What is not done here: the spans are not looked at (the tail sampler and the router, which
+//! need trace IDs, still decode). Unknown fields are kept as they came (prost would drop them).
+
+mod reader;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use prost::Message;
+
+use reader::Reader;
+pub use reader::WireType;
+use schema::{Field, Msg};
+
+/// prost's recursion limit: a message nested deeper than this is refused.
+const RECURSION_LIMIT: u32 = 100;
+
+/// Why a body is not an `ExportTraceServiceRequest`. Offsets are from the start of the message
+/// being read (the body, or the nested message named in [`WireError::In`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated at byte {at}")]
+    Truncated { at: usize },
+    #[error("invalid varint ending at byte {at}")]
+    InvalidVarint { at: usize },
+    #[error("invalid field key at byte {at}")]
+    InvalidKey { at: usize },
+    #[error("end-group key that closes no group at byte {at}")]
+    UnexpectedEndGroup { at: usize },
+    #[error("nested more than {RECURSION_LIMIT} levels deep at byte {at}")]
+    TooDeep { at: usize },
+    #[error("field {tag} has wire type {found:?}, expected {expected:?}")]
+    WireType { tag: u32, expected: WireType, found: WireType },
+    #[error("field {tag} is not valid UTF-8")]
+    Utf8 { tag: u32 },
+    /// Where, outermost first: the message, its field, the offset of that field's key.
+    #[error("{message}.{tag} at byte {at}: {source}")]
+    In { message: &'static str, tag: u32, at: usize, source: Box<WireError> },
+}
+
+/// An `ExportTraceServiceRequest` in the wire format that prost would decode.
+#[derive(Debug, Clone)]
+pub struct ValidTraces {
+    bytes: Bytes,
+    spans: usize,
+}
+
+impl ValidTraces {
+    /// Checks `bytes` as prost's decoding of `ExportTraceServiceRequest` would, and counts its
+    /// spans.
+    pub fn parse(bytes: Bytes) -> Result<ValidTraces, WireError> {
+        let mut spans = 0;
+        walk(Msg::Request, &bytes, RECURSION_LIMIT, &mut spans)?;
+        Ok(ValidTraces { bytes, spans })
+    }
+
+    /// Spans in the request (each `ScopeSpans.spans` entry).
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The request with `attribute` added to the resource of every `ResourceSpans` that does
+    /// not have an attribute of that key already (the client's value wins, as in
+    /// [`crate::TracesSink`]); a `ResourceSpans` without a resource gets one. Decoded, the result
+    /// equals the decoded request with the attribute pushed last onto each such resource's
+    /// attributes. When every resource has the key already, that is the request itself, not
+    /// copied.
+    pub fn with_resource_attribute(&self, attribute: &EncodedAttribute) -> Bytes {
+        let src = &self.bytes[..];
+        if !any_resource_lacks(src, attribute.key.as_bytes()) {
+            return self.bytes.clone();
+        }
+        let mut out = Vec::with_capacity(src.len() + 64);
+        let mut r = Reader::new(src);
+        // `parse` checked every byte: the reads below cannot fail, and if they did (a bug), the
+        // rest is copied as it is rather than dropped.
+        while !r.is_empty() {
+            let start = r.pos();
+            match r.key() {
+                Ok((1, WireType::LengthDelimited)) => match r.length_delimited() {
+                    Ok(resource_spans) => add_to_resource_spans(resource_spans, attribute, &mut out),
+                    Err(_) => {
+                        out.extend_from_slice(&src[start..]);
+                        break;
+                    }
+                },
+                Ok((tag, wire_type)) => {
+                    if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
+                        out.extend_from_slice(&src[start..]);
+                        break;
+                    }
+                    out.extend_from_slice(&src[start..r.pos()]);
+                }
+                Err(_) => {
+                    out.extend_from_slice(&src[start..]);
+                    break;
+                }
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+/// Checks only the outer framing of an `ExportTraceServiceRequest`: every top-level field reads
+/// and `resource_spans` (field 1) are length-delimited; returns how many there are. For records
+/// the agent queued itself (checked by [`ValidTraces::parse`] or encoded by prost), read back from
+/// disk behind a checksum: enough to know that several of them one after the other are one
+/// readable request, at the cost of a few bytes read per `ResourceSpans`.
+pub fn check_framing(bytes: &[u8]) -> Result<usize, WireError> {
+    let mut resource_spans = 0;
+    let mut r = Reader::new(bytes);
+    while !r.is_empty() {
+        let at = r.pos();
+        let in_field = |tag, e: WireError| WireError::In { message: Msg::Request.name(), tag, at, source: Box::new(e) };
+        match r.key()? {
+            (1, WireType::LengthDelimited) => {
+                r.length_delimited().map_err(|e| in_field(1, e))?;
+                resource_spans += 1;
+            }
+            (1, found) => {
+                let expected = WireType::LengthDelimited;
+                return Err(in_field(1, WireError::WireType { tag: 1, expected, found }));
+            }
+            (tag, wire_type) => r.skip(wire_type, tag, RECURSION_LIMIT).map_err(|e| in_field(tag, e))?,
+        }
+    }
+    Ok(resource_spans)
+}
+
+/// A resource attribute as a `Resource.attributes` field (key and length prefix included),
+/// encoded once and copied into every resource that lacks it.
+#[derive(Debug, Clone)]
+pub struct EncodedAttribute {
+    key: String,
+    field: Bytes,
+}
+
+impl EncodedAttribute {
+    pub fn string(key: &str, value: &str) -> EncodedAttribute {
+        let kv = KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_string())) }),
+            ..Default::default()
+        };
+        let mut field = Vec::new();
+        put_field(&mut field, 1, kv.encoded_len());
+        kv.encode(&mut field).expect("a Vec grows as needed");
+        EncodedAttribute { key: key.to_string(), field: Bytes::from(field) }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Writes the key and length of length-delimited field `tag` (< 16, so one byte of key).
+fn put_field(out: &mut impl BufMut, tag: u8, len: usize) {
+    debug_assert!(tag < 16);
+    out.put_u8(tag << 3 | 2);
+    prost::encode_length_delimiter(len, out).expect("a Vec grows as needed");
+}
+
+fn field_len(len: usize) -> usize {
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// Checks one message (`bytes` is its body) and what it holds. `depth_left` is prost's recursion
+/// budget for the fields of this message.
+fn walk(msg: Msg, bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<(), WireError> {
+    let mut r = Reader::new(bytes);
+    while !r.is_empty() {
+        let at = r.pos();
+        let (tag, wire_type) = r.key()?;
+        let in_field = |e: WireError| WireError::In { message: msg.name(), tag, at, source: Box::new(e) };
+        let field = schema::field(msg, tag);
+        match field.wire_type() {
+            None => r.skip(wire_type, tag, depth_left).map_err(in_field)?,
+            Some(expected) if expected != wire_type => {
+                return Err(in_field(WireError::WireType { tag, expected, found: wire_type }))
+            }
+            Some(_) => match field {
+                Field::Message(nested) => {
+                    if depth_left == 0 {
+                        return Err(in_field(WireError::TooDeep { at }));
+                    }
+                    let body = r.length_delimited().map_err(in_field)?;
+                    if nested == Msg::Span {
+                        *spans += 1;
+                    }
+                    walk(nested, body, depth_left - 1, spans).map_err(in_field)?;
+                }
+                Field::Str => {
+                    let body = r.length_delimited().map_err(in_field)?;
+                    // Most strings are ASCII, which `is_ascii` checks a word at a time.
+                    if !body.is_ascii() && std::str::from_utf8(body).is_err() {
+                        return Err(in_field(WireError::Utf8 { tag }));
+                    }
+                }
+                Field::Bytes => drop(r.length_delimited().map_err(in_field)?),
+                Field::Varint => drop(r.varint().map_err(in_field)?),
+                Field::Fixed32 => drop(r.take(4).map_err(in_field)?),
+                Field::Fixed64 => drop(r.take(8).map_err(in_field)?),
+                Field::Unknown => unreachable!("unknown fields have no wire type"),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Whether some `ResourceSpans` of a checked request has no resource attribute `key`.
+fn any_resource_lacks(request: &[u8], key: &[u8]) -> bool {
+    let mut r = Reader::new(request);
+    while !r.is_empty() {
+        let Ok((tag, wire_type)) = r.key() else { return true };
+        if tag == 1 && wire_type == WireType::LengthDelimited {
+            let Ok(resource_spans) = r.length_delimited() else { return true };
+            if !find_resource(resource_spans, key).1 {
+                return true;
+            }
+        } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
+            return true;
+        }
+    }
+    false
+}
+
+/// One occurrence of `ResourceSpans.resource` in the `ResourceSpans` body.
+struct ResourceField<'a> {
+    /// Offset of its key.
+    start: usize,
+    /// Offset just past it.
+    end: usize,
+    body: &'a [u8],
+}
+
+/// In a `ResourceSpans` body: the last occurrence of its field 1 (`resource`), and whether any
+/// occurrence has an attribute `key`. Field 1 may come more than once; prost merges the
+/// occurrences (attributes concatenated), so the key is looked for in all of them, and an
+/// attribute appended to the last one ends up last in the merged list.
+fn find_resource<'a>(body: &'a [u8], key: &[u8]) -> (Option<ResourceField<'a>>, bool) {
+    let mut last_resource = None;
+    let mut has_key = false;
+    let mut r = Reader::new(body);
+    while !r.is_empty() {
+        let start = r.pos();
+        let Ok((tag, wire_type)) = r.key() else { break };
+        if tag == 1 && wire_type == WireType::LengthDelimited {
+            let Ok(resource) = r.length_delimited() else { break };
+            has_key = has_key || resource_has_key(resource, key);
+            last_resource = Some(ResourceField { start, end: r.pos(), body: resource });
+        } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
+            break;
+        }
+    }
+    (last_resource, has_key)
+}
+
+/// Appends `ResourceSpans` field 1 of the request, with `attribute` added to its resource unless
+/// it has that key already. `body` was checked by [`walk`].
+fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Vec<u8>) {
+    let (last_resource, has_key) = find_resource(body, attribute.key.as_bytes());
+    if has_key {
+        put_field(out, 1, body.len());
+        out.extend_from_slice(body);
+        return;
+    }
+    let added = &attribute.field[..];
+    match last_resource {
+        Some(ResourceField { start, end, body: resource }) => {
+            let new_resource = resource.len() + added.len();
+            put_field(out, 1, body.len() - (end - start) + field_len(new_resource));
+            out.extend_from_slice(&body[..start]);
+            put_field(out, 1, new_resource);
+            out.extend_from_slice(resource);
+            out.extend_from_slice(added);
+            out.extend_from_slice(&body[end..]);
+        }
+        None => {
+            put_field(out, 1, field_len(added.len()) + body.len());
+            put_field(out, 1, added.len());
+            out.extend_from_slice(added);
+            out.extend_from_slice(body);
+        }
+    }
+}
+
+/// Whether a `Resource` body has an attribute whose key is `key` (a `KeyValue` whose key field
+/// comes twice has the last one, as prost decodes it).
+fn resource_has_key(resource: &[u8], key: &[u8]) -> bool {
+    let mut r = Reader::new(resource);
+    while !r.is_empty() {
+        let Ok((tag, wire_type)) = r.key() else { return false };
+        if tag == 1 && wire_type == WireType::LengthDelimited {
+            let Ok(kv) = r.length_delimited() else { return false };
+            if key_of(kv) == Some(key) {
+                return true;
+            }
+        } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
+            return false;
+        }
+    }
+    false
+}
+
+fn key_of(kv: &[u8]) -> Option<&[u8]> {
+    let mut r = Reader::new(kv);
+    let mut key = None;
+    while !r.is_empty() {
+        let (tag, wire_type) = r.key().ok()?;
+        if tag == 1 && wire_type == WireType::LengthDelimited {
+            key = Some(r.length_delimited().ok()?);
+        } else {
+            r.skip(wire_type, tag, RECURSION_LIMIT).ok()?;
+        }
+    }
+    // No key field decodes as the empty key.
+    Some(key.unwrap_or_default())
+}
