@@ -11,7 +11,6 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::labels::LabelSet;
 use crate::relabel::Relabeler;
@@ -41,9 +40,6 @@ pub struct TargetStatus {
 struct RunningLoop {
     target: Arc<Target>,
     options_fingerprint: u64,
-    /// Which start this is (counts up per manager): tells a kept loop from a restarted one.
-    #[cfg_attr(not(test), allow(dead_code))]
-    serial: u64,
     stop: CancellationToken,
     end_of_target: Arc<AtomicBool>,
     status: Arc<Mutex<LoopStatus>>,
@@ -66,7 +62,6 @@ struct State {
     shown: Vec<(Arc<Target>, Arc<Mutex<LoopStatus>>)>,
     jobs: BTreeSet<String>,
     stopping: Vec<JoinHandle<()>>,
-    started: u64,
 }
 
 /// One target a group asks for: its identity, the target, the fingerprint of its options.
@@ -106,26 +101,6 @@ impl RelabeledGroup {
         }
         out
     }
-}
-
-/// Everything relabeling reads of a group: source, options (with inline secrets), group labels
-/// and every target's labels. Equal fingerprints: the same targets come out.
-fn group_fingerprint(group: &TargetGroup) -> u64 {
-    let mut h = Xxh3::new();
-    h.update(&group.options.fingerprint().to_le_bytes());
-    let mut field = |s: &str| {
-        h.update(&(s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
-    field(&group.source);
-    for labels in std::iter::once(&group.labels).chain(&group.targets) {
-        field("\u{0}");
-        for (k, v) in labels {
-            field(k);
-            field(v);
-        }
-    }
-    h.digest()
 }
 
 /// Each provider's groups as of its last sync, in its order, relabeled.
@@ -182,7 +157,7 @@ impl<S: SeriesSink> TargetManager<S> {
             providers.remove(provider).unwrap_or_default().into_iter().collect();
         let mut relabeled = Vec::with_capacity(groups.len());
         for group in groups {
-            let fingerprint = group_fingerprint(group);
+            let fingerprint = group.fingerprint();
             let done = match previous.get(&fingerprint) {
                 Some(same) => same.clone(),
                 None => {
@@ -224,8 +199,7 @@ impl<S: SeriesSink> TargetManager<S> {
             }
         }
         for (id, w) in wanted {
-            state.started += 1;
-            let running = self.start(w.target.clone(), w.options_fingerprint, state.started);
+            let running = self.start(w.target.clone(), w.options_fingerprint);
             state.loops.insert(id, running);
         }
         state.stopping.retain(|t| !t.is_finished());
@@ -234,7 +208,7 @@ impl<S: SeriesSink> TargetManager<S> {
         errors
     }
 
-    fn start(&self, target: Arc<Target>, options_fingerprint: u64, serial: u64) -> RunningLoop {
+    fn start(&self, target: Arc<Target>, options_fingerprint: u64) -> RunningLoop {
         let scrape_loop = ScrapeLoop::new(target.clone(), self.sink.external_labels());
         let status = scrape_loop.status();
         let stop = CancellationToken::new();
@@ -243,7 +217,7 @@ impl<S: SeriesSink> TargetManager<S> {
         let task = tokio::spawn(
             scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone(), end_of_target.clone()).instrument(span),
         );
-        RunningLoop { target, options_fingerprint, serial, stop, end_of_target, status, task }
+        RunningLoop { target, options_fingerprint, stop, end_of_target, status, task }
     }
 
     fn update_target_gauges(&self, state: &mut State) {
@@ -341,9 +315,9 @@ mod tests {
     }
 
     impl<S: SeriesSink> TargetManager<S> {
-        /// The URL of every running loop and which start of the manager it is.
-        fn serials(&self) -> BTreeMap<String, u64> {
-            self.state().loops.values().map(|l| (l.target.url.to_string(), l.serial)).collect()
+        /// The URL of every running loop and its task (a restarted loop is a new task).
+        fn loop_tasks(&self) -> BTreeMap<String, tokio::task::Id> {
+            self.state().loops.values().map(|l| (l.target.url.to_string(), l.task.id())).collect()
         }
     }
 
@@ -372,19 +346,19 @@ mod tests {
         let b = group("b", &[2001], "b");
         let c = group("c", &[3001, 3002], "c");
         assert!(manager.sync_provider("discovery", vec![a.clone(), b.clone(), c.clone()]).is_empty());
-        let first = manager.serials();
+        let first = manager.loop_tasks();
         assert_eq!(first.len(), 5);
 
         // Unchanged: every loop kept.
         manager.sync_provider("discovery", vec![a.clone(), b.clone(), c.clone()]);
-        assert_eq!(manager.serials(), first);
+        assert_eq!(manager.loop_tasks(), first);
 
         // `a` gains a target, `b`'s options change, `c` is gone.
         let a2 = group("a", &[1001, 1002, 1003], "a");
         let mut b2 = group("b", &[2001], "b");
         b2.options = Arc::new(ScrapeOptions { sample_limit: 10, ..(*b.options).clone() });
         manager.sync_provider("discovery", vec![a2.clone(), b2.clone()]);
-        let second = manager.serials();
+        let second = manager.loop_tasks();
         assert_eq!(second.keys().cloned().collect::<Vec<_>>(), [url(1001), url(1002), url(1003), url(2001)]);
         assert_eq!(second[&url(1001)], first[&url(1001)], "unchanged target of a changed group kept");
         assert_eq!(second[&url(1002)], first[&url(1002)]);
@@ -404,7 +378,7 @@ mod tests {
             ..(*a2.options).clone()
         });
         manager.sync_provider("discovery", vec![a3, b2.clone()]);
-        let third = manager.serials();
+        let third = manager.loop_tasks();
         let urls: Vec<&str> = third.keys().map(String::as_str).collect();
         assert_eq!(
             urls,
@@ -419,14 +393,14 @@ mod tests {
 
         // Another provider's targets are left alone by a discovery sync, and the reverse.
         manager.sync_provider("static_configs", vec![group("static/0", &[4001], "s")]);
-        let with_static = manager.serials();
+        let with_static = manager.loop_tasks();
         manager.sync_provider("discovery", vec![b2]);
-        let after = manager.serials();
+        let after = manager.loop_tasks();
         assert_eq!(after.keys().cloned().collect::<Vec<_>>(), [url(2001), url(4001)]);
         assert_eq!(after[&url(4001)], with_static[&url(4001)]);
         assert_eq!(after[&url(2001)], with_static[&url(2001)]);
         manager.shutdown().await;
-        assert!(manager.serials().is_empty());
+        assert!(manager.loop_tasks().is_empty());
     }
 
     #[tokio::test]
@@ -438,7 +412,7 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         let again = manager.sync_provider("discovery", vec![bad]);
         assert_eq!(again, errors);
-        assert_eq!(manager.serials().len(), 1);
+        assert_eq!(manager.loop_tasks().len(), 1);
         manager.shutdown().await;
     }
 
@@ -446,11 +420,11 @@ mod tests {
     async fn the_same_identity_in_two_groups_runs_one_loop() {
         let manager = TargetManager::new(NullSink, 7);
         manager.sync_provider("discovery", vec![group("x", &[6001], "j"), group("y", &[6001], "j")]);
-        assert_eq!(manager.serials().len(), 1);
-        let before = manager.serials();
+        assert_eq!(manager.loop_tasks().len(), 1);
+        let before = manager.loop_tasks();
         // Dropping one of the two keeps the loop the other still asks for.
         manager.sync_provider("discovery", vec![group("y", &[6001], "j")]);
-        assert_eq!(manager.serials(), before);
+        assert_eq!(manager.loop_tasks(), before);
         manager.shutdown().await;
     }
 }

@@ -82,6 +82,30 @@ impl Default for ScrapeOptions {
     }
 }
 
+impl TargetGroup {
+    /// Everything relabeling reads of the group: source, options (with inline secrets), group
+    /// labels and every target's labels. Equal fingerprints: the same targets come out, so
+    /// whoever relabels groups (the target manager, the shard cache) can keep what it made of
+    /// an unchanged one.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Xxh3::new();
+        h.update(&self.options.fingerprint().to_le_bytes());
+        let mut field = |s: &str| {
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        };
+        field(&self.source);
+        for labels in std::iter::once(&self.labels).chain(&self.targets) {
+            field("\u{0}");
+            for (k, v) in labels {
+                field(k);
+                field(v);
+            }
+        }
+        h.digest()
+    }
+}
+
 impl ScrapeOptions {
     /// Changes here restart a target's loop (without staleness markers). Inline secrets are
     /// hidden from `Debug` but still count: a new password restarts the loop.

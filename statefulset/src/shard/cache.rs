@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use lgtm_scrape::target::TargetError;
 use lgtm_scrape::TargetGroup;
-use xxhash_rust::xxh3::Xxh3;
 
 use super::{keep_owned, Shard, Sharded};
 
@@ -32,26 +31,6 @@ pub struct ShardCache {
     groups: HashMap<String, Cached>,
 }
 
-/// Everything [`keep_owned`] reads of a group: its source, options (relabelings and the
-/// label defaults), group labels and every target's labels.
-fn fingerprint(group: &TargetGroup) -> u64 {
-    let mut h = Xxh3::new();
-    let mut field = |s: &str| {
-        h.update(&(s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
-    field(&group.source);
-    field(&format!("{:?}", group.options));
-    for labels in std::iter::once(&group.labels).chain(&group.targets) {
-        field("\u{0}");
-        for (k, v) in labels {
-            field(k);
-            field(v);
-        }
-    }
-    h.digest()
-}
-
 /// The positions in `all` of `kept`, a subsequence of it (what [`keep_owned`] keeps).
 fn positions(all: &[BTreeMap<String, String>], kept: &[BTreeMap<String, String>]) -> Vec<usize> {
     let mut out = Vec::with_capacity(kept.len());
@@ -71,7 +50,7 @@ impl ShardCache {
         let mut out = Sharded::default();
         let mut next: HashMap<String, Cached> = HashMap::with_capacity(groups.len());
         for mut group in groups {
-            let fp = fingerprint(&group);
+            let fp = group.fingerprint();
             let hit = self.groups.remove(&group.source).filter(|c| c.fingerprint == fp && c.shard == shard);
             let cached = match hit {
                 Some(c) => c,
