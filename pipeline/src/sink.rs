@@ -146,6 +146,14 @@ pub struct TracesSink {
 }
 
 impl TracesSink {
+    fn new(lane: Lane, cluster: &str) -> TracesSink {
+        TracesSink {
+            lane,
+            cluster: Arc::new(cluster.to_string()),
+            cluster_attribute: Arc::new(EncodedAttribute::string(CLUSTER_ATTRIBUTE, cluster)),
+        }
+    }
+
     pub async fn send(&self, mut req: ExportTraceServiceRequest) -> Result<Ack, SendError> {
         let (payload, items) = self.encode(&mut req);
         self.lane.push(payload, items).await
@@ -179,16 +187,6 @@ impl TracesSink {
             items += rs.scope_spans.iter().map(|ss| ss.spans.len() as u32).sum::<u32>();
         }
         (Bytes::from(req.encode_to_vec()), items)
-    }
-}
-
-impl TracesSink {
-    fn new(lane: Lane, cluster: &str) -> TracesSink {
-        TracesSink {
-            lane,
-            cluster: Arc::new(cluster.to_string()),
-            cluster_attribute: Arc::new(EncodedAttribute::string(CLUSTER_ATTRIBUTE, cluster)),
-        }
     }
 }
 

@@ -143,6 +143,34 @@ async fn grpc_spans_with_gzip_reach_the_consumer() {
     assert!(received("traces", "grpc") >= before + 3);
 }
 
+/// POSTs `body` to the HTTP receiver's `/v1/traces` as protobuf, with `content-encoding`.
+async fn post_traces(r: &Running, body: Vec<u8>, encoding: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/traces", r.http))
+        .header("content-type", "application/x-protobuf")
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    req.send().await.unwrap()
+}
+
+/// Calls `TraceService/Export` with `message` as the request, whatever its type: how a test
+/// sends bytes that are not a valid `ExportTraceServiceRequest`.
+async fn grpc_export_as<M: prost::Message + Default + Send + Sync + 'static>(
+    r: &Running,
+    message: M,
+) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(r.grpc.clone()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<M, ExportTraceServiceResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(tonic::Request::new(message), path, codec).await
+}
+
 #[tokio::test]
 async fn grpc_malformed_protobuf_is_invalid_argument_and_counted() {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -153,14 +181,7 @@ async fn grpc_malformed_protobuf_is_invalid_argument_and_counted() {
     }
     let r = start().await;
     let before = rejected("traces", "malformed");
-    let channel = tonic::transport::Endpoint::from_shared(r.grpc.clone()).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<Bogus, ExportTraceServiceResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    let err = grpc.unary(tonic::Request::new(Bogus { x: 5 }), path, codec).await.unwrap_err();
+    let err = grpc_export_as(&r, Bogus { x: 5 }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(rejected("traces", "malformed") > before);
     // The server is still there.
@@ -177,13 +198,7 @@ async fn busy_consumer_answers_resource_exhausted_with_retry_info_and_429_with_r
     let details = status::RpcStatus::decode(err.details()).expect("google.rpc.Status details");
     assert!(details.details.iter().any(|d| d.type_url.ends_with("google.rpc.RetryInfo")));
 
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/traces", r.http))
-        .header("content-type", "application/x-protobuf")
-        .body(trace_request(1, 1).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_traces(&r, trace_request(1, 1).encode_to_vec(), None).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
 }
@@ -191,15 +206,9 @@ async fn busy_consumer_answers_resource_exhausted_with_retry_info_and_429_with_r
 #[tokio::test]
 async fn http_protobuf_plain_and_gzip_reach_the_consumer() {
     let r = start().await;
-    let client = reqwest::Client::new();
     let body = trace_request(9, 2).encode_to_vec();
     for (encoding, payload) in [(None, body.clone()), (Some("gzip"), gzip(&body))] {
-        let mut req =
-            client.post(format!("{}/v1/traces", r.http)).header("content-type", "application/x-protobuf").body(payload);
-        if let Some(e) = encoding {
-            req = req.header("content-encoding", e);
-        }
-        let resp = req.send().await.unwrap();
+        let resp = post_traces(&r, payload, encoding).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
         ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).expect("protobuf answer");
@@ -219,14 +228,7 @@ async fn encoded_consumer_gets_checked_bytes_and_malformed_ones_are_refused_and_
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     client.export(trace_request(7, 3)).await.expect("export");
     let body = trace_request(9, 2).encode_to_vec();
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/v1/traces", r.http))
-        .header("content-type", "application/x-protobuf")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_traces(&r, body.clone(), None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(r.recorder.span_ids().len(), 5);
     assert_eq!(r.recorder.encoded_taken.load(std::sync::atomic::Ordering::Relaxed), 2);
@@ -235,23 +237,10 @@ async fn encoded_consumer_gets_checked_bytes_and_malformed_ones_are_refused_and_
     let at = bad.windows(6).position(|w| w == b"span-1").unwrap();
     bad[at] = 0xc3;
     let before = rejected("traces", "malformed");
-    let resp = http
-        .post(format!("{}/v1/traces", r.http))
-        .header("content-type", "application/x-protobuf")
-        .body(bad.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_traces(&r, bad.clone(), None).await;
     assert_eq!(resp.status(), 400);
-    let channel = tonic::transport::Endpoint::from_shared(r.grpc.clone()).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<RawBody, ExportTraceServiceResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
     // `RawBody` encodes to exactly the bytes of `bad`.
-    let err = grpc.unary(tonic::Request::new(RawBody::from_request_bytes(&bad)), path, codec).await.unwrap_err();
+    let err = grpc_export_as(&r, RawBody::from_request_bytes(&bad)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("UTF-8"), "{}", err.message());
     assert!(rejected("traces", "malformed") >= before + 2);
