@@ -22,8 +22,8 @@ use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 
-use reader::Reader;
 pub use reader::WireType;
+use reader::{occurrences, Occurrence, Reader};
 use schema::{Field, Msg};
 
 /// prost's recursion limit: a message nested deeper than this is refused.
@@ -231,48 +231,19 @@ fn walk(msg: Msg, bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<()
 
 /// Whether some `ResourceSpans` of a checked request has no resource attribute `key`.
 fn any_resource_lacks(request: &[u8], key: &[u8]) -> bool {
-    let mut r = Reader::new(request);
-    while !r.is_empty() {
-        let Ok((tag, wire_type)) = r.key() else { return true };
-        if tag == 1 && wire_type == WireType::LengthDelimited {
-            let Ok(resource_spans) = r.length_delimited() else { return true };
-            if !find_resource(resource_spans, key).1 {
-                return true;
-            }
-        } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
-            return true;
-        }
-    }
-    false
-}
-
-/// One occurrence of `ResourceSpans.resource` in the `ResourceSpans` body.
-struct ResourceField<'a> {
-    /// Offset of its key.
-    start: usize,
-    /// Offset just past it.
-    end: usize,
-    body: &'a [u8],
+    occurrences(request, 1).any(|rs| rs.map_or(true, |rs| !find_resource(rs.body, key).1))
 }
 
 /// In a `ResourceSpans` body: the last occurrence of its field 1 (`resource`), and whether any
 /// occurrence has an attribute `key`. Field 1 may come more than once; prost merges the
 /// occurrences (attributes concatenated), so the key is looked for in all of them, and an
 /// attribute appended to the last one ends up last in the merged list.
-fn find_resource<'a>(body: &'a [u8], key: &[u8]) -> (Option<ResourceField<'a>>, bool) {
+fn find_resource<'a>(body: &'a [u8], key: &[u8]) -> (Option<Occurrence<'a>>, bool) {
     let mut last_resource = None;
     let mut has_key = false;
-    let mut r = Reader::new(body);
-    while !r.is_empty() {
-        let start = r.pos();
-        let Ok((tag, wire_type)) = r.key() else { break };
-        if tag == 1 && wire_type == WireType::LengthDelimited {
-            let Ok(resource) = r.length_delimited() else { break };
-            has_key = has_key || resource_has_key(resource, key);
-            last_resource = Some(ResourceField { start, end: r.pos(), body: resource });
-        } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
-            break;
-        }
+    for resource in occurrences(body, 1).map_while(Result::ok) {
+        has_key = has_key || resource_has_key(resource.body, key);
+        last_resource = Some(resource);
     }
     (last_resource, has_key)
 }
@@ -288,7 +259,7 @@ fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Ve
     }
     let added = &attribute.field[..];
     match last_resource {
-        Some(ResourceField { start, end, body: resource }) => {
+        Some(Occurrence { start, end, body: resource }) => {
             let new_resource = resource.len() + added.len();
             put_field(out, 1, body.len() - (end - start) + field_len(new_resource));
             out.extend_from_slice(&body[..start]);
@@ -309,32 +280,14 @@ fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Ve
 /// Whether a `Resource` body has an attribute whose key is `key` (a `KeyValue` whose key field
 /// comes twice has the last one, as prost decodes it).
 fn resource_has_key(resource: &[u8], key: &[u8]) -> bool {
-    let mut r = Reader::new(resource);
-    while !r.is_empty() {
-        let Ok((tag, wire_type)) = r.key() else { return false };
-        if tag == 1 && wire_type == WireType::LengthDelimited {
-            let Ok(kv) = r.length_delimited() else { return false };
-            if key_of(kv) == Some(key) {
-                return true;
-            }
-        } else if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
-            return false;
-        }
-    }
-    false
+    occurrences(resource, 1).map_while(Result::ok).any(|kv| key_of(kv.body) == Some(key))
 }
 
 fn key_of(kv: &[u8]) -> Option<&[u8]> {
-    let mut r = Reader::new(kv);
-    let mut key = None;
-    while !r.is_empty() {
-        let (tag, wire_type) = r.key().ok()?;
-        if tag == 1 && wire_type == WireType::LengthDelimited {
-            key = Some(r.length_delimited().ok()?);
-        } else {
-            r.skip(wire_type, tag, RECURSION_LIMIT).ok()?;
-        }
+    let mut key: &[u8] = &[];
+    for field in occurrences(kv, 1) {
+        key = field.ok()?.body;
     }
     // No key field decodes as the empty key.
-    Some(key.unwrap_or_default())
+    Some(key)
 }

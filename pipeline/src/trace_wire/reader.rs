@@ -142,3 +142,41 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// One occurrence of a length-delimited field in a message's bytes.
+pub(super) struct Occurrence<'a> {
+    /// Offset of its key.
+    pub(super) start: usize,
+    /// Offset just past it.
+    pub(super) end: usize,
+    pub(super) body: &'a [u8],
+}
+
+/// The occurrences of length-delimited field `tag` in a message's bytes, in order; other fields
+/// (and `tag` with another wire type) are skipped. Yields one error and stops where the bytes do
+/// not read.
+pub(super) fn occurrences(message: &[u8], tag: u32) -> impl Iterator<Item = Result<Occurrence<'_>, WireError>> {
+    let mut r = Reader::new(message);
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        while !failed && !r.is_empty() {
+            let start = r.pos();
+            let next = r.key().and_then(|(t, wire_type)| {
+                if t == tag && wire_type == WireType::LengthDelimited {
+                    r.length_delimited().map(Some)
+                } else {
+                    r.skip(wire_type, t, super::RECURSION_LIMIT).map(|()| None)
+                }
+            });
+            match next {
+                Ok(Some(body)) => return Some(Ok(Occurrence { start, end: r.pos(), body })),
+                Ok(None) => {}
+                Err(e) => {
+                    failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    })
+}
