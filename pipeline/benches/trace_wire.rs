@@ -9,20 +9,12 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lgtm_pipeline::trace_wire::{EncodedAttribute, ValidTraces};
+use lgtm_pipeline::trace_wire::{add_resource_attribute, string_attribute, EncodedAttribute, ValidTraces};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
-        ..Default::default()
-    }
-}
 
 fn request() -> Bytes {
     let spans = |service: &str| -> Vec<Span> {
@@ -36,12 +28,12 @@ fn request() -> Bytes {
                 start_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i) * 1000,
                 end_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i) * 1000 + 25_000_000,
                 attributes: vec![
-                    kv("http.request.method", "GET"),
-                    kv("url.path", "/api/items/42"),
-                    kv("http.route", "/api/items/{id}"),
-                    kv("server.address", "items.shop.svc.cluster.local"),
-                    kv("db.system", "postgresql"),
-                    kv("db.statement", "SELECT id, name, price FROM items WHERE id = $1"),
+                    string_attribute("http.request.method", "GET"),
+                    string_attribute("url.path", "/api/items/42"),
+                    string_attribute("http.route", "/api/items/{id}"),
+                    string_attribute("server.address", "items.shop.svc.cluster.local"),
+                    string_attribute("db.system", "postgresql"),
+                    string_attribute("db.statement", "SELECT id, name, price FROM items WHERE id = $1"),
                 ],
                 status: Some(Status { message: String::new(), code: 1 }),
                 ..Default::default()
@@ -51,10 +43,10 @@ fn request() -> Bytes {
     let resource_spans = |service: &str| ResourceSpans {
         resource: Some(Resource {
             attributes: vec![
-                kv("service.name", service),
-                kv("service.namespace", "shop"),
-                kv("telemetry.sdk.language", "python"),
-                kv("host.name", "node-1"),
+                string_attribute("service.name", service),
+                string_attribute("service.namespace", "shop"),
+                string_attribute("telemetry.sdk.language", "python"),
+                string_attribute("host.name", "node-1"),
             ],
             ..Default::default()
         }),
@@ -84,12 +76,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("prost_decode_add_encode", |b| {
         b.iter(|| {
             let mut req = ExportTraceServiceRequest::decode(body.clone()).unwrap();
-            for rs in &mut req.resource_spans {
-                let resource = rs.resource.get_or_insert_with(Default::default);
-                if !resource.attributes.iter().any(|kv| kv.key == "k8s.cluster.name") {
-                    resource.attributes.push(kv("k8s.cluster.name", "remote04"));
-                }
-            }
+            add_resource_attribute(&mut req, "k8s.cluster.name", "remote04");
             req.encode_to_vec()
         })
     });

@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use lgtm_config::{Config, ExporterConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +16,7 @@ use crate::exporter::{self, Signal};
 use crate::metrics;
 use crate::proto::{Label, PushRequest, StreamAdapter, TimeSeries, WriteRequest};
 use crate::queue::{DurableQueue, PushError, QueueError, QueueOptions};
-use crate::trace_wire::{EncodedAttribute, ValidTraces};
+use crate::trace_wire::{add_resource_attribute, EncodedAttribute, ValidTraces};
 
 /// Why a batch was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -175,15 +174,8 @@ impl TracesSink {
 
     fn encode(&self, req: &mut ExportTraceServiceRequest) -> (Bytes, u32) {
         let mut items = 0u32;
-        for rs in req.resource_spans.iter_mut() {
-            let resource = rs.resource.get_or_insert_with(Default::default);
-            if !resource.attributes.iter().any(|kv| kv.key == CLUSTER_ATTRIBUTE) {
-                resource.attributes.push(KeyValue {
-                    key: CLUSTER_ATTRIBUTE.into(),
-                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(self.cluster.to_string())) }),
-                    ..Default::default()
-                });
-            }
+        add_resource_attribute(req, CLUSTER_ATTRIBUTE, &self.cluster);
+        for rs in &req.resource_spans {
             items += rs.scope_spans.iter().map(|ss| ss.spans.len() as u32).sum::<u32>();
         }
         (Bytes::from(req.encode_to_vec()), items)

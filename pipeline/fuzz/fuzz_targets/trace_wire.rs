@@ -6,10 +6,9 @@
 
 use bytes::Bytes;
 use lgtm_pipeline::receiver::span_count;
-use lgtm_pipeline::trace_wire::{EncodedAttribute, ValidTraces};
+use lgtm_pipeline::trace_wire::{add_resource_attribute, EncodedAttribute, ValidTraces};
 use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 
 const KEY: &str = "k8s.cluster.name";
@@ -25,16 +24,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(valid.spans(), span_count(&decoded));
 
     let rewritten = valid.with_resource_attribute(&EncodedAttribute::string(KEY, "fuzz"));
-    for rs in &mut decoded.resource_spans {
-        let resource = rs.resource.get_or_insert_with(Default::default);
-        if !resource.attributes.iter().any(|kv| kv.key == KEY) {
-            resource.attributes.push(KeyValue {
-                key: KEY.into(),
-                value: Some(AnyValue { value: Some(any_value::Value::StringValue("fuzz".into())) }),
-                ..Default::default()
-            });
-        }
-    }
+    add_resource_attribute(&mut decoded, KEY, "fuzz");
     let again = ExportTraceServiceRequest::decode(&rewritten[..]).expect("the rewrite decodes");
     // Compared encoded: NaN doubles in attributes are not equal to themselves.
     assert_eq!(again.encode_to_vec(), decoded.encode_to_vec());

@@ -19,6 +19,7 @@ mod schema;
 mod tests;
 
 use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 
@@ -149,6 +150,27 @@ pub fn check_framing(bytes: &[u8]) -> Result<usize, WireError> {
     Ok(resource_spans)
 }
 
+/// A string attribute.
+pub fn string_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_string())) }),
+        ..Default::default()
+    }
+}
+
+/// What [`ValidTraces::with_resource_attribute`] does, on a decoded request: the string attribute
+/// `key` pushed last onto every resource that has no attribute of that key (a `ResourceSpans`
+/// without a resource gets one).
+pub fn add_resource_attribute(req: &mut ExportTraceServiceRequest, key: &str, value: &str) {
+    for rs in &mut req.resource_spans {
+        let resource = rs.resource.get_or_insert_with(Default::default);
+        if !resource.attributes.iter().any(|kv| kv.key == key) {
+            resource.attributes.push(string_attribute(key, value));
+        }
+    }
+}
+
 /// A resource attribute as a `Resource.attributes` field (key and length prefix included),
 /// encoded once and copied into every resource that lacks it.
 #[derive(Debug, Clone)]
@@ -159,11 +181,7 @@ pub struct EncodedAttribute {
 
 impl EncodedAttribute {
     pub fn string(key: &str, value: &str) -> EncodedAttribute {
-        let kv = KeyValue {
-            key: key.to_string(),
-            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_string())) }),
-            ..Default::default()
-        };
+        let kv = string_attribute(key, value);
         let mut field = Vec::new();
         put_field(&mut field, 1, kv.encoded_len());
         kv.encode(&mut field).expect("a Vec grows as needed");

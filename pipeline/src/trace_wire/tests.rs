@@ -19,16 +19,7 @@ const CLUSTER_KEY: &str = "k8s.cluster.name";
 /// What `TracesSink` did before this module: decode, add where missing, encode.
 fn decode_modify(bytes: &[u8], value: &str) -> ExportTraceServiceRequest {
     let mut req = ExportTraceServiceRequest::decode(bytes).expect("valid");
-    for rs in &mut req.resource_spans {
-        let resource = rs.resource.get_or_insert_with(Default::default);
-        if !resource.attributes.iter().any(|kv| kv.key == CLUSTER_KEY) {
-            resource.attributes.push(KeyValue {
-                key: CLUSTER_KEY.into(),
-                value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
-                ..Default::default()
-            });
-        }
-    }
+    add_resource_attribute(&mut req, CLUSTER_KEY, value);
     req
 }
 
