@@ -12,13 +12,15 @@
 
 use lgtm_config::RelabelConfig;
 
+use super::objects::StrMap;
+
 pub const SCRAPE: &str = "prometheus.io/scrape";
 pub const POD_JOB: &str = "kubernetes-pods";
 pub const SERVICE_JOB: &str = "kubernetes-service-endpoints";
 
 /// Whether an object's annotations ask for scraping.
-pub fn wants_scrape(annotations: Option<&std::collections::BTreeMap<String, String>>) -> bool {
-    annotations.and_then(|a| a.get(SCRAPE)).is_some_and(|v| v == "true")
+pub fn wants_scrape(annotations: &StrMap) -> bool {
+    annotations.get(SCRAPE) == Some("true")
 }
 
 fn r(source: &[&str], target: &str, regex: &str, replacement: &str, action: &str) -> RelabelConfig {

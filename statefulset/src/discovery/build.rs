@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::DynamicObject;
 use lgtm_scrape::{ScrapeOptions, TargetGroup};
 use serde::Serialize;
@@ -15,6 +14,7 @@ use serde::Serialize;
 use super::annotations;
 use super::credentials::{Credentials, ObjectMap};
 use super::monitor::{Monitor, MonitorKind};
+use super::objects::{PodInfo, ServiceInfo, SliceInfo};
 use super::operator::{endpoint_options, job_name, Defaults};
 use super::sd_labels::{endpoint_slice_targets, pod_targets, Labels, SERVICE_NAME_LABEL};
 
@@ -23,9 +23,9 @@ use super::sd_labels::{endpoint_slice_targets, pod_targets, Labels, SERVICE_NAME
 pub struct Snapshot {
     pub service_monitors: Vec<Arc<DynamicObject>>,
     pub pod_monitors: Vec<Arc<DynamicObject>>,
-    pub services: Vec<Arc<Service>>,
-    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
-    pub pods: Vec<Arc<Pod>>,
+    pub services: Vec<Arc<ServiceInfo>>,
+    pub endpoint_slices: Vec<Arc<SliceInfo>>,
+    pub pods: Vec<Arc<PodInfo>>,
     pub secrets: ObjectMap<Secret>,
     pub config_maps: ObjectMap<ConfigMap>,
 }
@@ -75,52 +75,45 @@ fn key(ns: &Option<String>, name: &Option<String>) -> (String, String) {
     (ns.clone().unwrap_or_default(), name.clone().unwrap_or_default())
 }
 
-/// Lookups over a snapshot.
+/// Lookups over a snapshot, borrowed from it.
 struct Index<'a> {
-    services: BTreeMap<(String, String), &'a Service>,
-    slices_by_service: HashMap<(String, String), Vec<&'a EndpointSlice>>,
-    /// By (namespace, name), borrowed from the snapshot: looked up once per endpoint.
-    pods: HashMap<(&'a str, &'a str), &'a Pod>,
+    /// By (namespace, name), in that order.
+    services: BTreeMap<(&'a str, &'a str), &'a ServiceInfo>,
+    slices_by_service: HashMap<(&'a str, &'a str), Vec<&'a SliceInfo>>,
+    /// By (namespace, name): looked up once per endpoint.
+    pods: HashMap<(&'a str, &'a str), &'a PodInfo>,
 }
 
 impl<'a> Index<'a> {
     fn new(s: &'a Snapshot) -> Index<'a> {
-        let services =
-            s.services.iter().map(|svc| (key(&svc.metadata.namespace, &svc.metadata.name), &**svc)).collect();
-        let mut slices_by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+        let services = s.services.iter().map(|svc| ((svc.meta.namespace(), svc.meta.name()), &**svc)).collect();
+        let mut slices_by_service: HashMap<(&str, &str), Vec<&SliceInfo>> = HashMap::new();
         for slice in &s.endpoint_slices {
-            let svc = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(svc) = svc {
-                let ns = slice.metadata.namespace.clone().unwrap_or_default();
-                slices_by_service.entry((ns, svc.clone())).or_default().push(slice);
+            if let Some(svc) = slice.meta.labels.get(SERVICE_NAME_LABEL) {
+                slices_by_service.entry((slice.meta.namespace(), svc)).or_default().push(slice);
             }
         }
         for slices in slices_by_service.values_mut() {
-            slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            slices.sort_by(|a, b| a.meta.name().cmp(b.meta.name()));
         }
-        let pods = s
-            .pods
-            .iter()
-            .map(|p| ((p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or("")), &**p))
-            .collect();
+        let pods = s.pods.iter().map(|p| ((p.meta.namespace(), p.meta.name()), &**p)).collect();
         Index { services, slices_by_service, pods }
     }
 
     /// The endpoint targets of a Service (all its slices).
-    fn service_targets(&self, svc: &Service) -> Vec<Labels> {
-        let k = key(&svc.metadata.namespace, &svc.metadata.name);
+    fn service_targets(&self, svc: &ServiceInfo) -> Vec<Labels> {
         let pod = |ns: &str, name: &str| self.pods.get(&(ns, name)).copied();
         let mut out = Vec::new();
-        for slice in self.slices_by_service.get(&k).into_iter().flatten() {
+        for slice in self.slices_by_service.get(&(svc.meta.namespace(), svc.meta.name())).into_iter().flatten() {
             out.extend(endpoint_slice_targets(slice, Some(svc), pod));
         }
         out
     }
 }
 
-fn sorted_pods(s: &Snapshot) -> Vec<&Pod> {
-    let mut pods: Vec<&Pod> = s.pods.iter().map(|p| &**p).collect();
-    pods.sort_by_key(|p| key(&p.metadata.namespace, &p.metadata.name));
+fn sorted_pods(s: &Snapshot) -> Vec<&PodInfo> {
+    let mut pods: Vec<&PodInfo> = s.pods.iter().map(|p| &**p).collect();
+    pods.sort_by(|a, b| (a.meta.namespace(), a.meta.name()).cmp(&(b.meta.namespace(), b.meta.name())));
     pods
 }
 
@@ -164,8 +157,8 @@ pub fn build(s: &Snapshot, options: &BuildOptions, creds: &mut dyn Credentials) 
         for (mi, m) in monitors {
             let mut targets = Vec::new();
             for ((ns, _), svc) in &index.services {
-                let selected = m.spec.namespace_selector.matches(&m.namespace, ns)
-                    && m.spec.selector.matches(svc.metadata.labels.as_ref());
+                let selected =
+                    m.spec.namespace_selector.matches(&m.namespace, ns) && m.spec.selector.matches(&svc.meta.labels);
                 if selected {
                     targets.extend(index.service_targets(svc));
                 }
@@ -179,9 +172,8 @@ pub fn build(s: &Snapshot, options: &BuildOptions, creds: &mut dyn Credentials) 
         for (mi, m) in monitors {
             let mut targets = Vec::new();
             for pod in &pods {
-                let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-                if m.spec.namespace_selector.matches(&m.namespace, ns)
-                    && m.spec.selector.matches(pod.metadata.labels.as_ref())
+                if m.spec.namespace_selector.matches(&m.namespace, pod.meta.namespace())
+                    && m.spec.selector.matches(&pod.meta.labels)
                 {
                     targets.extend(pod_targets(pod));
                 }
@@ -236,7 +228,7 @@ fn annotation_groups(built: &mut Built, s: &Snapshot, index: &Index<'_>, options
     };
     let pods: Vec<Labels> = sorted_pods(s)
         .into_iter()
-        .filter(|p| annotations::wants_scrape(p.metadata.annotations.as_ref()))
+        .filter(|p| annotations::wants_scrape(&p.meta.annotations))
         .flat_map(pod_targets)
         .collect();
     if !pods.is_empty() {
@@ -252,7 +244,7 @@ fn annotation_groups(built: &mut Built, s: &Snapshot, index: &Index<'_>, options
     let services: Vec<Labels> = index
         .services
         .values()
-        .filter(|svc| annotations::wants_scrape(svc.metadata.annotations.as_ref()))
+        .filter(|svc| annotations::wants_scrape(&svc.meta.annotations))
         .flat_map(|svc| index.service_targets(svc))
         .collect();
     if !services.is_empty() {

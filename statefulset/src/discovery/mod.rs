@@ -2,9 +2,8 @@
 //! scrape targets, sharded across the replicas.
 //!
 //! Data flow, as kube-runtime reads: [`watch`]ers feed reflector stores (monitors, Services,
-//! EndpointSlices, Pods pruned to what discovery reads ([`prune`]), the referenced Secrets and
-//! ConfigMaps, this pod's StatefulSet); any
-//! change wakes the fold loop ([`run`]), which snapshots the stores, [`build`]s every target
+//! EndpointSlices and Pods as compact types holding what discovery reads ([`objects`]), the
+//! referenced Secrets and ConfigMaps, this pod's StatefulSet); any change wakes the fold loop ([`run`]), which snapshots the stores, [`build`]s every target
 //! group (Prometheus's Kubernetes SD labels in [`sd_labels`], the Prometheus Operator's
 //! relabelings and options in [`operator`], annotations in [`annotations`]), keeps this
 //! replica's share ([`crate::shard`]) and hands the whole set to
@@ -18,8 +17,8 @@ pub mod annotations;
 pub mod build;
 pub mod credentials;
 pub mod monitor;
+pub mod objects;
 pub mod operator;
-pub mod prune;
 pub mod sd_labels;
 mod status;
 pub mod watch;
@@ -33,8 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
@@ -46,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::shard::{parse_pod_name, Shard, ShardCache};
 use credentials::{remove_unused_files, CredentialFiles};
+use objects::{PodInfo, ServiceInfo, SliceInfo};
 use operator::Defaults;
-use watch::{spawn_reflector, spawn_watch, RefWatchers};
+use watch::{spawn_reflector, RefWatchers};
 
 /// How discovery runs; [`DiscoveryOptions::from_config`] reads `scrape.monitors`.
 #[derive(Debug, Clone)]
@@ -106,9 +104,9 @@ fn monitor_resource(kind: &str, plural: &str) -> ApiResource {
 struct Stores {
     service_monitors: Option<Store<DynamicObject>>,
     pod_monitors: Option<Store<DynamicObject>>,
-    services: Store<Service>,
-    endpoint_slices: Store<EndpointSlice>,
-    pods: Store<Pod>,
+    services: Store<ServiceInfo>,
+    endpoint_slices: Store<SliceInfo>,
+    pods: Store<PodInfo>,
     statefulset: Option<Store<StatefulSet>>,
 }
 
@@ -128,15 +126,21 @@ impl Stores {
         };
         let service_monitors = monitors(b.service_monitors, "ServiceMonitor", "servicemonitors");
         let pod_monitors = monitors(b.pod_monitors, "PodMonitor", "podmonitors");
+        // Services, EndpointSlices and Pods are deserialized into discovery's compact types.
         let (services, w) = reflector::store();
-        spawn_reflector("Service".into(), Api::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        spawn_reflector(
+            "Service".into(),
+            Api::<ServiceInfo>::all(client.clone()),
+            cfg(),
+            w,
+            changed.clone(),
+            stop.clone(),
+        );
         let (endpoint_slices, w) = reflector::store();
-        spawn_reflector("EndpointSlice".into(), Api::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        let api = Api::<SliceInfo>::all(client.clone());
+        spawn_reflector("EndpointSlice".into(), api, cfg(), w, changed.clone(), stop.clone());
         let (pods, w) = reflector::store();
-        let span = tracing::info_span!("watch", kind = "Pod");
-        let wake = changed.clone();
-        let on_change = move || wake.notify_one();
-        spawn_watch(span, Api::all(client.clone()), cfg(), w, prune::keep_discovery_fields, on_change, stop.clone());
+        spawn_reflector("Pod".into(), Api::<PodInfo>::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
         let statefulset = match (options.replicas, parse_pod_name(&options.pod_name)) {
             (None, Some(p)) => {
                 let (store, w) = reflector::store();

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::objects::StrMap;
+
 /// ServiceMonitor or PodMonitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum MonitorKind {
@@ -71,12 +73,12 @@ pub struct LabelSelectorRequirement {
 
 impl LabelSelector {
     /// Whether an object with `labels` is selected (an empty selector selects everything).
-    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k));
-        self.match_labels.iter().all(|(k, v)| get(k) == Some(v))
+    pub fn matches(&self, labels: &StrMap) -> bool {
+        let get = |k: &str| labels.get(k);
+        self.match_labels.iter().all(|(k, v)| get(k) == Some(v.as_str()))
             && self.match_expressions.iter().all(|e| match e.operator.as_str() {
-                "In" => get(&e.key).is_some_and(|v| e.values.contains(v)),
-                "NotIn" => get(&e.key).is_none_or(|v| !e.values.contains(v)),
+                "In" => get(&e.key).is_some_and(|v| e.values.iter().any(|w| w == v)),
+                "NotIn" => get(&e.key).is_none_or(|v| !e.values.iter().any(|w| w == v)),
                 "Exists" => get(&e.key).is_some(),
                 "DoesNotExist" => get(&e.key).is_none(),
                 _ => false,

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::DynamicObject;
 use lgtm_scrape::relabel::Relabeler;
 use lgtm_scrape::target::populate;
@@ -15,6 +14,7 @@ use lgtm_scrape::{Auth, BasicAuth, TlsOptions};
 use serde_json::{json, Value};
 
 use super::credentials::{CredentialFiles, Credentials, ObjectMap, Ref};
+use super::objects::{PodInfo, ServiceInfo, SliceInfo, StrMap};
 use super::operator::Defaults;
 use super::sd_labels::{endpoint_slice_targets, pod_targets};
 use super::*;
@@ -23,8 +23,12 @@ fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("valid object")
 }
 
-fn pod(name: &str, ip: &str, labels: Value) -> Pod {
-    obj(json!({
+fn pod(name: &str, ip: &str, labels: Value) -> PodInfo {
+    obj(pod_json(name, ip, labels))
+}
+
+fn pod_json(name: &str, ip: &str, labels: Value) -> Value {
+    json!({
         "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "labels": labels,
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "uid": "u", "controller": true}]},
         "spec": {"nodeName": "node-a", "containers": [
@@ -35,15 +39,15 @@ fn pod(name: &str, ip: &str, labels: Value) -> Pod {
         "status": {"phase": "Running", "podIP": ip, "hostIP": "192.168.0.1",
             "conditions": [{"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": "app", "containerID": "containerd://abc", "image": "web:1", "imageID": "", "ready": true, "restartCount": 0}]}
-    }))
+    })
 }
 
-fn service(name: &str, labels: Value, annotations: Value) -> Service {
+fn service(name: &str, labels: Value, annotations: Value) -> ServiceInfo {
     obj(json!({"metadata": {"name": name, "namespace": "shop", "labels": labels, "annotations": annotations},
         "spec": {"ports": [{"name": "metrics", "port": 80, "targetPort": 8080}]}}))
 }
 
-fn slice(service: &str, pods: &[(&str, &str)]) -> EndpointSlice {
+fn slice(service: &str, pods: &[(&str, &str)]) -> SliceInfo {
     let endpoints: Vec<Value> = pods
         .iter()
         .map(|(name, ip)| {
@@ -130,33 +134,33 @@ fn endpointslice_role_labels_match_prometheus_documentation() {
 }
 
 #[test]
-fn pruned_pods_give_the_same_targets_without_what_no_label_reads() {
-    let full: Pod = {
-        let mut v = serde_json::to_value(pod("web-0", "10.0.0.1", json!({"app": "web"}))).expect("pod to JSON");
+fn compact_pods_keep_init_containers_statuses_and_the_ready_condition() {
+    let full: PodInfo = {
+        let mut v = pod_json("web-0", "10.0.0.1", json!({"app": "web"}));
         v["metadata"]["annotations"] = json!({"prometheus.io/scrape": "true"});
         v["spec"]["volumes"] = json!([{"name": "token", "projected": {"sources": []}}]);
         v["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox", "ports": [{"containerPort": 1}],
             "env": [{"name": "A", "value": "b"}]}]);
         v["spec"]["containers"][0]["env"] = json!([{"name": "LOG_LEVEL", "value": "info"}]);
-        v["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "100m"}});
         v["status"]["conditions"] =
             json!([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]);
         v["status"]["initContainerStatuses"] = json!([{"name": "init", "containerID": "containerd://i", "image": "busybox",
             "imageID": "sha", "ready": true, "restartCount": 2, "state": {"terminated": {"exitCode": 0}}}]);
         obj(v)
     };
-    let mut pruned = full.clone();
-    super::prune::keep_discovery_fields(&mut pruned);
-    assert_eq!(pod_targets(&pruned), pod_targets(&full));
-    let s = slice("web", &[("web-0", "10.0.0.1")]);
-    let svc = service("web", json!({"app": "web"}), json!({}));
-    let targets = |p: &Pod| endpoint_slice_targets(&s, Some(&svc), |_, _| Some(p));
-    assert_eq!(targets(&pruned), targets(&full));
-    let spec = pruned.spec.as_ref().expect("spec");
-    assert!(spec.volumes.is_none() && spec.containers[0].env.is_none() && spec.containers[0].resources.is_none());
-    let status = pruned.status.as_ref().expect("status");
-    assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1), "only Ready");
-    assert_eq!(status.init_container_statuses.as_ref().expect("init statuses")[0].restart_count, 0);
+    let targets = pod_targets(&full);
+    let addresses: Vec<&str> = targets.iter().map(|t| t["__address__"].as_str()).collect();
+    // Regular containers' ports, the port-less sidecar, then the init container's port.
+    assert_eq!(addresses, ["10.0.0.1:8080", "10.0.0.1:9000", "10.0.0.1", "10.0.0.1:1"]);
+    let init = &targets[3];
+    assert_eq!(init["__meta_kubernetes_pod_container_name"], "init");
+    assert_eq!(init["__meta_kubernetes_pod_container_init"], "true");
+    assert_eq!(init["__meta_kubernetes_pod_container_id"], "containerd://i");
+    assert_eq!(init["__meta_kubernetes_pod_container_port_protocol"], "TCP");
+    assert_eq!(init["__meta_kubernetes_pod_ready"], "false");
+    assert_eq!(init["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], "true");
+    assert_eq!(targets[0]["__meta_kubernetes_pod_container_id"], "containerd://abc");
+    assert!(!targets[2].contains_key("__meta_kubernetes_pod_container_id"), "the sidecar has no status");
 }
 
 #[test]
@@ -168,7 +172,7 @@ fn pod_role_has_a_target_per_port_and_per_portless_container() {
     assert_eq!(targets[2]["__meta_kubernetes_pod_container_name"], "sidecar");
     assert!(!targets[2].contains_key("__meta_kubernetes_pod_container_port_number"));
     let mut no_ip = p.clone();
-    no_ip.status.as_mut().unwrap().pod_ip = None;
+    no_ip.ip = "".into();
     assert!(pod_targets(&no_ip).is_empty());
 }
 
@@ -315,7 +319,7 @@ fn pod_monitor_targets_get_the_operator_final_labels() {
 fn namespace_selector_default_is_the_monitors_own_namespace() {
     let mut s = shop();
     let mut other = (*s.services[0]).clone();
-    other.metadata.namespace = Some("other".into());
+    other.meta.set_namespace("other");
     s.services.push(Arc::new(other));
     let m = |spec| monitor("ServiceMonitor", "web", spec);
     s.service_monitors =
@@ -399,11 +403,10 @@ fn basic_auth_server_name_and_follow_redirects_reach_the_scrape_options() {
 fn annotated_pods_and_services_are_scraped_with_the_annotated_port_path_and_scheme() {
     let mut s = shop();
     let mut p = pod("solo", "10.0.2.1", json!({"app": "solo"}));
-    p.metadata.annotations = Some(labels(&[
-        ("prometheus.io/scrape", "true"),
-        ("prometheus.io/port", "9102"),
-        ("prometheus.io/path", "/custom"),
-    ]));
+    p.meta.annotations =
+        [("prometheus.io/scrape", "true"), ("prometheus.io/port", "9102"), ("prometheus.io/path", "/custom")]
+            .into_iter()
+            .collect::<StrMap>();
     s.pods.push(Arc::new(p));
     s.services[1] = Arc::new(service(
         "db",
