@@ -251,8 +251,8 @@ impl<S: SeriesSink> TargetManager<S> {
                     job: t.job().to_string(),
                     source: t.source.clone(),
                     scrape_url: t.url.to_string(),
-                    labels: to_map(&t.labels),
-                    discovered_labels: to_map(&t.discovered_labels),
+                    labels: to_map(t.labels.clone()),
+                    discovered_labels: to_map(t.discovered_labels.unpack()),
                     scrape_interval: lgtm_config::Duration::from_millis(t.interval.as_millis() as u64).to_string(),
                     scrape_timeout: lgtm_config::Duration::from_millis(t.timeout.as_millis() as u64).to_string(),
                     health: s.health,
@@ -291,8 +291,8 @@ impl<S: SeriesSink> TargetManager<S> {
     }
 }
 
-fn to_map(labels: &LabelSet) -> BTreeMap<String, String> {
-    labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
+fn to_map(labels: LabelSet) -> BTreeMap<String, String> {
+    labels.into_vec().into_iter().map(|l| (l.name, l.value)).collect()
 }
 
 #[cfg(test)]

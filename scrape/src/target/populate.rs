@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{ScrapeOptions, Target};
-use crate::labels::LabelSet;
+use crate::labels::{LabelSet, PackedLabels};
 use crate::parser::is_valid_label_name;
 use crate::relabel::Relabeler;
 
@@ -125,7 +125,7 @@ pub fn populate(
     public.retain(|l| !l.name.starts_with("__"));
     Ok(Some(Target {
         labels: public,
-        discovered_labels: discovered,
+        discovered_labels: PackedLabels::pack(&discovered),
         url,
         interval,
         timeout,
@@ -162,8 +162,9 @@ mod tests {
         assert_eq!(t.labels.to_string(), r#"{env="dev", instance="10.0.0.1:9100", job="static"}"#);
         assert_eq!(t.url.as_str(), "http://10.0.0.1:9100/metrics");
         assert_eq!(t.interval, std::time::Duration::from_secs(30));
-        assert_eq!(t.discovered_labels.value("__meta_x"), "y");
-        assert_eq!(t.discovered_labels.value("__scrape_interval__"), "30s");
+        let discovered = t.discovered_labels.unpack();
+        assert_eq!(discovered.value("__meta_x"), "y");
+        assert_eq!(discovered.value("__scrape_interval__"), "30s");
     }
 
     #[test]
