@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use lgtm_pipeline::proto::Label;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +110,8 @@ type Providers = BTreeMap<String, Vec<(u64, Arc<RelabeledGroup>)>>;
 /// Owns the scrape loops. Clone-free: share it behind an `Arc`.
 pub struct TargetManager<S: SeriesSink> {
     sink: S,
+    /// The sink's external labels, asked once: one copy shared by every loop.
+    external_labels: Arc<[Label]>,
     jitter_seed: u64,
     state: Mutex<State>,
     /// The latest groups of each provider; held across a whole provider sync so that two
@@ -120,7 +123,8 @@ impl<S: SeriesSink> TargetManager<S> {
     /// `jitter_seed` (e.g. a hash of the node or pod name) shifts every target's scrape phase
     /// so that agents do not scrape in lockstep.
     pub fn new(sink: S, jitter_seed: u64) -> TargetManager<S> {
-        TargetManager { sink, jitter_seed, state: Mutex::default(), providers: Mutex::default() }
+        let external_labels = sink.external_labels().into();
+        TargetManager { sink, external_labels, jitter_seed, state: Mutex::default(), providers: Mutex::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -209,7 +213,7 @@ impl<S: SeriesSink> TargetManager<S> {
     }
 
     fn start(&self, target: Arc<Target>, options_fingerprint: u64) -> RunningLoop {
-        let scrape_loop = ScrapeLoop::new(target.clone(), self.sink.external_labels());
+        let scrape_loop = ScrapeLoop::new(target.clone(), self.external_labels.clone());
         let status = scrape_loop.status();
         let stop = CancellationToken::new();
         let end_of_target = Arc::new(AtomicBool::new(false));

@@ -34,7 +34,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::encode::BatchBuilder;
-use crate::self_metrics::JobCounters;
+use crate::self_metrics::{count_scrape, JobCounters};
 use crate::sink::{Batch, SeriesSink};
 use crate::target::Target;
 use append::{AppendContext, AppendFailure};
@@ -109,7 +109,8 @@ pub struct Scraped {
 /// sources that produce exposition text themselves (host metrics) use it directly.
 pub struct BodyIngester {
     target: Arc<Target>,
-    external_labels: Vec<Label>,
+    /// Shared by every loop of a manager rather than copied into each.
+    external_labels: Arc<[Label]>,
     cache: SeriesCache,
     report: ReportSeries,
     last_batch_bytes: usize,
@@ -117,7 +118,8 @@ pub struct BodyIngester {
 
 impl BodyIngester {
     /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
-    pub fn new(target: Arc<Target>, external_labels: Vec<Label>) -> BodyIngester {
+    pub fn new(target: Arc<Target>, external_labels: impl Into<Arc<[Label]>>) -> BodyIngester {
+        let external_labels = external_labels.into();
         let report = ReportSeries::new(&target.labels, &external_labels);
         BodyIngester { target, external_labels, cache: SeriesCache::default(), report, last_batch_bytes: 0 }
     }
@@ -239,7 +241,7 @@ pub struct ScrapeLoop {
 
 impl ScrapeLoop {
     /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
-    pub fn new(target: Arc<Target>, external_labels: Vec<Label>) -> ScrapeLoop {
+    pub fn new(target: Arc<Target>, external_labels: impl Into<Arc<[Label]>>) -> ScrapeLoop {
         let counters = JobCounters::new(target.job());
         ScrapeLoop {
             ingester: BodyIngester::new(target, external_labels),
@@ -289,10 +291,10 @@ impl ScrapeLoop {
         match outcome {
             Ok(samples) => {
                 self.counters.samples.inc_by(*samples as u64);
-                self.counters.scrape("success");
+                count_scrape(self.target().job(), "success");
             }
             Err(e) => {
-                self.counters.scrape(e.reason());
+                count_scrape(self.target().job(), e.reason());
                 if e.reason() == "parse_error" {
                     self.counters.parse_errors.inc();
                 }
@@ -371,9 +373,11 @@ mod tests {
         lgtm_pipeline::Pipeline::start(&config).expect("a pipeline without exporters").0.metrics
     }
 
-    /// Every target's task holds this future for its whole life: 3,464 bytes before the scrape
-    /// and the send were boxed and the fetcher stopped copying the target's URL and
-    /// credentials; 520 bytes since.
+    /// Every target's task holds this future for its whole life (plus 40 bytes of
+    /// `.instrument(span)` and the task's header). Measured: 3,464 bytes before the scrape and
+    /// the send were boxed, `run` stopped storing its arguments twice and the loop's fetcher,
+    /// synthetic series, external labels and counters were trimmed; 432 bytes after (the
+    /// `ScrapeLoop` is 216 of them).
     #[test]
     fn a_waiting_loop_holds_a_small_future() {
         let discovered = BTreeMap::from([("__address__".to_string(), "127.0.0.1:1".to_string())]);
@@ -383,6 +387,6 @@ mod tests {
         let scrape_loop = ScrapeLoop::new(Arc::new(target), SeriesSink::external_labels(&sink));
         let run = scrape_loop.run(sink, 1, CancellationToken::new(), Arc::default());
         let size = std::mem::size_of_val(&run);
-        assert!(size <= 576, "the scrape loop's future grew to {size} bytes");
+        assert!(size <= 480, "the scrape loop's future grew to {size} bytes");
     }
 }
