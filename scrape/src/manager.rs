@@ -18,7 +18,7 @@ use crate::relabel::Relabeler;
 use crate::scrape_loop::{Health, LoopStatus, ScrapeLoop};
 use crate::self_metrics::metrics;
 use crate::sink::SeriesSink;
-use crate::target::{populate, Target, TargetError, TargetGroup};
+use crate::target::{populate_with, Target, TargetError, TargetGroup};
 
 /// A target as the `/targets` page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,9 +90,13 @@ impl RelabeledGroup {
             }
         };
         let options_fingerprint = group.options.fingerprint();
+        // Compiled once, when the first target needs them, and shared by the group's targets.
+        let metric_relabel = std::cell::OnceCell::new();
+        let metric_relabel =
+            || metric_relabel.get_or_init(|| Relabeler::compile(&group.options.metric_relabel_configs)).clone();
         let mut out = RelabeledGroup { targets: Vec::with_capacity(group.targets.len()), errors: Vec::new() };
         for discovered in &group.targets {
-            match populate(discovered, &group.labels, &group.options, &relabeler, &group.source) {
+            match populate_with(discovered, &group.labels, &group.options, &relabeler, metric_relabel, &group.source) {
                 Ok(Some(target)) => {
                     out.targets.push(Wanted { id: target.identity(), target: Arc::new(target), options_fingerprint })
                 }
@@ -405,6 +409,21 @@ mod tests {
         assert_eq!(after[&url(2001)], with_static[&url(2001)]);
         manager.shutdown().await;
         assert!(manager.loop_tasks().is_empty());
+    }
+
+    #[test]
+    fn a_groups_targets_share_its_compiled_metric_relabeling() {
+        let mut g = group("a", &[7001, 7002], "a");
+        Arc::make_mut(&mut g.options).metric_relabel_configs = vec![RelabelConfig {
+            source_labels: vec!["__name__".into()],
+            regex: Some("go_.*".into()),
+            action: Some("drop".into()),
+            ..Default::default()
+        }];
+        let relabeled = RelabeledGroup::relabel(&g);
+        let [a, b] = &relabeled.targets[..] else { panic!("two targets") };
+        assert_eq!(a.target.metric_relabel.rules().len(), 1);
+        assert!(std::ptr::eq(a.target.metric_relabel.rules(), b.target.metric_relabel.rules()));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod populate;
 
+pub(crate) use populate::populate_with;
 pub use populate::{populate, TargetError};
 
 use std::collections::BTreeMap;
