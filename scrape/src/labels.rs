@@ -145,7 +145,7 @@ impl fmt::Display for LabelSet {
 /// Every discovered Kubernetes target keeps its ~45 `__meta_kubernetes_*` labels for the
 /// targets page. As a `LabelSet` (with the defaults `populate` adds) they are about 100
 /// allocations and 6 KiB of heap per target; the prefixes repeat, so packed they are about
-/// 1 KiB in one allocation (measured by the `packing_k8s_meta_labels_saves_three_quarters` test).
+/// 1 KiB in one allocation (measured in `tests/memory.rs`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PackedLabels(Box<[u8]>);
 
@@ -240,91 +240,6 @@ mod tests {
         let b = LabelSet::from_pairs([("a", "bc")]);
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
-    }
-
-    /// What endpointslice discovery hands over for one pod of a Deployment behind a Service,
-    /// with the defaults `populate` adds: 51 labels, 45 of them `__meta_kubernetes_*`.
-    fn k8s_target_labels(pod: usize) -> LabelSet {
-        let name = format!("checkout-api-7d9f8b6c5-{:05x}", pod * 7919);
-        let ip = format!("10.42.{}.{}", pod / 250, pod % 250 + 2);
-        let uid = format!("3f6c1a2e-{:04x}-4b7d-9e21-{:012x}", pod, pod * 104_729);
-        let m = |suffix: &str| format!("__meta_kubernetes_{suffix}");
-        let mut pairs: Vec<(String, String)> = [
-            ("__address__", format!("{ip}:8080")),
-            ("__metrics_path__", "/metrics".into()),
-            ("__scheme__", "http".into()),
-            ("__scrape_interval__", "30s".into()),
-            ("__scrape_timeout__", "10s".into()),
-            ("job", "serviceMonitor/shop/checkout-api/0".into()),
-        ]
-        .into_iter()
-        .map(|(n, v)| (n.to_string(), v))
-        .collect();
-        let meta: [(&str, String); 45] = [
-            ("namespace", "shop".into()),
-            ("endpointslice_name", "checkout-api-x7k2p".into()),
-            ("endpointslice_address_type", "IPv4".into()),
-            ("endpointslice_address_target_kind", "Pod".into()),
-            ("endpointslice_address_target_name", name.clone()),
-            ("endpointslice_endpoint_conditions_ready", "true".into()),
-            ("endpointslice_endpoint_conditions_serving", "true".into()),
-            ("endpointslice_endpoint_conditions_terminating", "false".into()),
-            ("endpointslice_endpoint_node_name", format!("ip-10-0-{}-17.eu-west-1.compute.internal", pod % 40)),
-            ("endpointslice_endpoint_zone", "eu-west-1b".into()),
-            ("endpointslice_port", "8080".into()),
-            ("endpointslice_port_name", "http-metrics".into()),
-            ("endpointslice_port_protocol", "TCP".into()),
-            ("endpointslice_port_app_protocol", "http".into()),
-            ("endpointslice_label_endpointslice_kubernetes_io_managed_by", "endpointslice-controller.k8s.io".into()),
-            ("endpointslice_labelpresent_endpointslice_kubernetes_io_managed_by", "true".into()),
-            ("endpointslice_label_kubernetes_io_service_name", "checkout-api".into()),
-            ("endpointslice_labelpresent_kubernetes_io_service_name", "true".into()),
-            ("service_name", "checkout-api".into()),
-            ("service_label_app_kubernetes_io_name", "checkout-api".into()),
-            ("service_labelpresent_app_kubernetes_io_name", "true".into()),
-            ("service_label_app_kubernetes_io_part_of", "shop".into()),
-            ("service_labelpresent_app_kubernetes_io_part_of", "true".into()),
-            ("service_annotation_prometheus_io_scrape", "true".into()),
-            ("service_annotationpresent_prometheus_io_scrape", "true".into()),
-            ("pod_name", name),
-            ("pod_ip", ip),
-            ("pod_uid", uid),
-            ("pod_ready", "true".into()),
-            ("pod_phase", "Running".into()),
-            ("pod_node_name", format!("ip-10-0-{}-17.eu-west-1.compute.internal", pod % 40)),
-            ("pod_host_ip", format!("10.0.{}.17", pod % 40)),
-            ("pod_controller_kind", "ReplicaSet".into()),
-            ("pod_controller_name", "checkout-api-7d9f8b6c5".into()),
-            ("pod_container_name", "checkout-api".into()),
-            ("pod_container_image", "registry.example.com/shop/checkout-api:v2.14.3".into()),
-            ("pod_container_init", "false".into()),
-            ("pod_container_port_name", "http-metrics".into()),
-            ("pod_container_port_number", "8080".into()),
-            ("pod_container_port_protocol", "TCP".into()),
-            ("pod_label_app_kubernetes_io_name", "checkout-api".into()),
-            ("pod_labelpresent_app_kubernetes_io_name", "true".into()),
-            ("pod_label_pod_template_hash", "7d9f8b6c5".into()),
-            ("pod_labelpresent_pod_template_hash", "true".into()),
-            ("pod_annotation_kubectl_kubernetes_io_default_container", "checkout-api".into()),
-        ];
-        pairs.extend(meta.into_iter().map(|(n, v)| (m(n), v)));
-        LabelSet::from_pairs(pairs)
-    }
-
-    #[test]
-    fn packing_k8s_meta_labels_saves_three_quarters() {
-        for pod in [0, 1, 2_999] {
-            let labels = k8s_target_labels(pod);
-            assert_eq!(labels.iter().filter(|l| l.name.starts_with("__meta_kubernetes_")).count(), 45);
-            // What `populate` used to keep: a clone (exact capacities) of the set.
-            let kept = labels.clone();
-            let packed = PackedLabels::pack(&labels);
-            let (before, after) = (kept.heap_bytes(), packed.packed_len());
-            // Measured: 5,227 bytes in 103 allocations before (about 6.4 KiB with the
-            // allocator's overhead), 1,032 bytes in one allocation after (pod 0).
-            assert!(after * 4 < before, "packed {after} bytes, LabelSet {before} bytes");
-            assert_eq!(packed.unpack(), labels);
-        }
     }
 
     #[test]
