@@ -146,10 +146,11 @@ impl fmt::Display for LabelSet {
 /// targets page. As a `LabelSet` (with the defaults `populate` adds) they are about 100
 /// allocations and 6 KiB of heap per target; the prefixes repeat, so packed they are about
 /// 1 KiB in one allocation (measured in `tests/memory.rs`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct PackedLabels(Box<[u8]>);
 
 impl PackedLabels {
+    /// Packs `labels`; [`PackedLabels::unpack`] gives them back.
     pub fn pack(labels: &LabelSet) -> PackedLabels {
         let mut raw = Vec::with_capacity(labels.iter().map(|l| l.name.len() + l.value.len() + 4).sum());
         for l in labels {
@@ -204,7 +205,8 @@ fn put_varint(buf: &mut Vec<u8>, mut n: usize) {
     buf.push(n as u8);
 }
 
-/// Reads a varint off the front of `buf`; `None` at the end of `buf`.
+/// Reads a varint off the front of `buf`; `None` at the end of `buf` (or on a varint longer
+/// than a `usize`).
 fn take_varint(buf: &mut &[u8]) -> Option<usize> {
     let mut n = 0usize;
     for shift in (0..usize::BITS).step_by(7) {
