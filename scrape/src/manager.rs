@@ -11,7 +11,6 @@ use lgtm_pipeline::proto::Label;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::labels::LabelSet;
 use crate::relabel::Relabeler;
@@ -221,10 +220,8 @@ impl<S: SeriesSink> TargetManager<S> {
         let status = scrape_loop.status();
         let stop = CancellationToken::new();
         let end_of_target = Arc::new(AtomicBool::new(false));
-        let span = tracing::info_span!("scrape", job = %target.job(), target_url = %target.url);
-        let task = tokio::spawn(
-            scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone(), end_of_target.clone()).instrument(span),
-        );
+        let task =
+            tokio::spawn(scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone(), end_of_target.clone()));
         RunningLoop { target, options_fingerprint, stop, end_of_target, status, task }
     }
 

@@ -208,6 +208,12 @@ async fn settle() {
 /// relabeled group's entry, the loop's task and state.
 #[tokio::test(flavor = "current_thread")]
 async fn the_manager_keeps_little_per_kubernetes_target() {
+    // A subscriber as the agent's (fmt, `info`): an open span is kept in it, with its fields.
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .finish();
+    let _subscriber = tracing::subscriber::set_default(subscriber);
     let manager = TargetManager::new(NullSink, 7);
     let (a, b) = (group("a", 0), group("b", TARGETS));
     // The first group pays for what is shared (metrics of the job, the maps' first growth).

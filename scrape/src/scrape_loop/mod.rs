@@ -32,6 +32,7 @@ use lgtm_pipeline::proto::{stale_nan, Label};
 use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::encode::BatchBuilder;
 use crate::self_metrics::{count_scrape, JobCounters};
@@ -309,8 +310,17 @@ impl ScrapeLoop {
         self.ingester.staleness_markers(unix_now().as_millis() as i64)
     }
 
+    /// The span of the loop's work (scrapes and sends), made anew for each: a span lives in
+    /// the subscriber until dropped (with the agent's, about 800 bytes with its formatted
+    /// fields), and a loop spends most of its life waiting between scrapes, where it logs
+    /// nothing.
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("scrape", job = %self.target().job(), target_url = %self.target().url)
+    }
+
     /// Runs until `stop` is cancelled; then, if `end_of_target` is set, sends staleness
-    /// markers for everything the target exposed.
+    /// markers for everything the target exposed. Scrapes and sends run in a `scrape` span
+    /// naming the job and the target's URL.
     #[expect(clippy::manual_async_fn, reason = "an async fn's future stores its arguments twice")]
     pub fn run<S: SeriesSink>(
         mut self,
@@ -335,22 +345,29 @@ impl ScrapeLoop {
                 // The scrape and the send are boxed: a task's future is as large as its largest
                 // await, and a scrape (request, timeout, body stream) or a send is kilobytes
                 // that every target would otherwise keep while it waits for its next tick.
+                let span = self.span();
                 let batch = tokio::select! {
                     _ = stop.cancelled() => break,
-                    batch = Box::pin(self.scrape_once()) => batch,
+                    batch = Box::pin(self.scrape_once().instrument(span.clone())) => batch,
+                };
+                let send = async {
+                    if let Err(e) = sink.send(batch).await {
+                        tracing::warn!(target_url = %self.target().url, error = %e, "the pipeline refused a scrape");
+                    }
                 };
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    sent = Box::pin(sink.send(batch)) => if let Err(e) = sent {
-                        tracing::warn!(target_url = %self.target().url, error = %e, "the pipeline refused a scrape");
-                    },
+                    () = Box::pin(send.instrument(span)) => {}
                 }
             }
             if end_of_target.load(Ordering::Acquire) {
                 let markers = self.staleness_markers();
-                if let Err(e) = Box::pin(sink.send(markers)).await {
-                    tracing::warn!(target_url = %self.target().url, error = %e, "staleness markers not queued");
-                }
+                let send = async {
+                    if let Err(e) = sink.send(markers).await {
+                        tracing::warn!(target_url = %self.target().url, error = %e, "staleness markers not queued");
+                    }
+                };
+                Box::pin(send.instrument(self.span())).await;
             }
         }
     }
@@ -373,11 +390,11 @@ mod tests {
         lgtm_pipeline::Pipeline::start(&config).expect("a pipeline without exporters").0.metrics
     }
 
-    /// Every target's task holds this future for its whole life (plus 40 bytes of
-    /// `.instrument(span)` and the task's header). Measured: 3,464 bytes before the scrape and
-    /// the send were boxed, `run` stopped storing its arguments twice and the loop's fetcher,
-    /// synthetic series, external labels and counters were trimmed; 432 bytes after (the
-    /// `ScrapeLoop` is 216 of them).
+    /// Every target's task holds this future for its whole life. Measured: 3,504 bytes before
+    /// (3,464 of `run` and 40 of the `.instrument(span)` the manager wrapped it in), 472 after:
+    /// the scrape and the send boxed, `run` no longer storing its arguments twice, the loop's
+    /// fetcher, synthetic series, external labels and counters trimmed, the span made for each
+    /// scrape. The `ScrapeLoop` is 216 bytes of it.
     #[test]
     fn a_waiting_loop_holds_a_small_future() {
         let discovered = BTreeMap::from([("__address__".to_string(), "127.0.0.1:1".to_string())]);
@@ -387,6 +404,6 @@ mod tests {
         let scrape_loop = ScrapeLoop::new(Arc::new(target), SeriesSink::external_labels(&sink));
         let run = scrape_loop.run(sink, 1, CancellationToken::new(), Arc::default());
         let size = std::mem::size_of_val(&run);
-        assert!(size <= 480, "the scrape loop's future grew to {size} bytes");
+        assert!(size <= 512, "the scrape loop's future grew to {size} bytes");
     }
 }
