@@ -46,7 +46,7 @@ fn encoded_names() -> &'static [Box<[u8]>; 5] {
 /// `the_five_series_are_encoded_as_whole_label_sets_would_be` test measures), for an encoding
 /// of a few labels that costs far less than the scrape it ends.
 pub(crate) struct ReportSeries {
-    labels: Box<[u8]>,
+    labels: Vec<u8>,
     /// Bytes of `labels` that sort before `__name__`.
     name_at: usize,
 }
@@ -64,7 +64,7 @@ impl ReportSeries {
         for l in after {
             put_label(&mut labels, &l.name, &l.value);
         }
-        ReportSeries { labels: labels.into_boxed_slice(), name_at }
+        ReportSeries { labels, name_at }
     }
 
     fn push(&self, values: [f64; 5], ts_ms: i64, out: &mut BatchBuilder) {
