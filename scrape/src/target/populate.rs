@@ -87,8 +87,9 @@ pub(crate) fn populate_with(
             labels.set(&name, value.clone());
         }
     }
-    let discovered = labels.clone();
-    let fail = |message: String| TargetError { labels: discovered.to_string(), message };
+    // Packed before relabeling rather than cloned: errors, the rare case, unpack them.
+    let discovered = PackedLabels::pack(&labels);
+    let fail = |message: String| TargetError { labels: discovered.unpack().to_string(), message };
 
     if !relabeler.process(&mut labels) {
         return Ok(None);
@@ -143,7 +144,7 @@ pub(crate) fn populate_with(
     public.shrink_to_fit();
     Ok(Some(Target {
         labels: public,
-        discovered_labels: PackedLabels::pack(&discovered),
+        discovered_labels: discovered,
         url,
         interval,
         timeout,
