@@ -9,6 +9,8 @@
 //! [`put_label`] and [`put_series`] are public for other sources that keep their series as
 //! encoded labels (the cluster-state metrics of the `statefulset` crate).
 
+use std::borrow::Cow;
+
 use lgtm_pipeline::proto::Label;
 
 use crate::labels::LabelSet;
@@ -55,12 +57,21 @@ pub fn put_label(buf: &mut Vec<u8>, name: &str, value: &str) {
 /// Appends one `timeseries` field of a `WriteRequest`: `labels` (from [`put_label`] or
 /// [`encode_labels`]) and one sample.
 pub fn put_series(buf: &mut Vec<u8>, labels: &[u8], value: f64, timestamp_ms: i64) {
+    put_series_parts(buf, &[labels], value, timestamp_ms);
+}
+
+/// [`put_series`] with the `labels` fields in pieces, written one after the other: shared
+/// encoded labels around one that varies (the synthetic series' `__name__`).
+fn put_series_parts(buf: &mut Vec<u8>, labels: &[&[u8]], value: f64, timestamp_ms: i64) {
     let ts = timestamp_ms as u64;
     let sample_len = 1 + 8 + 1 + varint_len(ts);
-    let series_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
+    let labels_len: usize = labels.iter().map(|part| part.len()).sum();
+    let series_len = labels_len + 1 + varint_len(sample_len as u64) + sample_len;
     buf.push(TAG_LEN_FIELD_1);
     put_varint(buf, series_len as u64);
-    buf.extend_from_slice(labels);
+    for part in labels {
+        buf.extend_from_slice(part);
+    }
     buf.push(TAG_LEN_FIELD_2);
     put_varint(buf, sample_len as u64);
     buf.push(TAG_DOUBLE_FIELD_1);
@@ -69,23 +80,25 @@ pub fn put_series(buf: &mut Vec<u8>, labels: &[u8], value: f64, timestamp_ms: i6
     put_varint(buf, ts);
 }
 
+/// `labels` plus each external label it lacks.
+pub(crate) fn with_external<'a>(labels: &'a LabelSet, external: &[Label]) -> Cow<'a, LabelSet> {
+    if external.iter().all(|e| labels.contains(&e.name)) {
+        return Cow::Borrowed(labels);
+    }
+    let mut merged = labels.clone();
+    for e in external {
+        if !merged.contains(&e.name) {
+            merged.set(&e.name, e.value.clone());
+        }
+    }
+    Cow::Owned(merged)
+}
+
 /// The `labels` fields of a `TimeSeries`: `labels` plus each external label it lacks, sorted
 /// by name (what `MetricsSink::send` would produce).
 pub(crate) fn encode_labels(labels: &LabelSet, external: &[Label]) -> Box<[u8]> {
-    let mut merged;
-    let labels = if external.iter().any(|e| !labels.contains(&e.name)) {
-        merged = labels.clone();
-        for e in external {
-            if !merged.contains(&e.name) {
-                merged.set(&e.name, e.value.clone());
-            }
-        }
-        &merged
-    } else {
-        labels
-    };
     let mut buf = Vec::new();
-    for l in labels {
+    for l in with_external(labels, external).iter() {
         put_label(&mut buf, &l.name, &l.value);
     }
     buf.into_boxed_slice()
@@ -105,7 +118,12 @@ impl BatchBuilder {
 
     /// Appends a series with one sample; `labels` comes from [`encode_labels`].
     pub fn push(&mut self, labels: &[u8], value: f64, timestamp_ms: i64) {
-        put_series(&mut self.buf, labels, value, timestamp_ms);
+        self.push_parts(&[labels], value, timestamp_ms);
+    }
+
+    /// Appends a series with one sample whose `labels` fields are `labels` one after the other.
+    pub fn push_parts(&mut self, labels: &[&[u8]], value: f64, timestamp_ms: i64) {
+        put_series_parts(&mut self.buf, labels, value, timestamp_ms);
         self.samples += 1;
     }
 

@@ -22,7 +22,7 @@ pub mod sink;
 pub mod static_configs;
 pub mod target;
 
-pub use labels::LabelSet;
+pub use labels::{LabelSet, PackedLabels};
 pub use manager::{TargetManager, TargetStatus};
 pub use scrape_loop::{BodyIngester, Health, ScrapeError, ScrapeLoop, Scraped};
 pub use sink::{Batch, SeriesSink};

@@ -7,17 +7,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use lgtm_pipeline::proto::Label;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::labels::LabelSet;
 use crate::relabel::Relabeler;
 use crate::scrape_loop::{Health, LoopStatus, ScrapeLoop};
 use crate::self_metrics::metrics;
 use crate::sink::SeriesSink;
-use crate::target::{populate, Target, TargetError, TargetGroup};
+use crate::target::{populate_with, Target, TargetError, TargetGroup};
 
 /// A target as the `/targets` page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,9 +89,13 @@ impl RelabeledGroup {
             }
         };
         let options_fingerprint = group.options.fingerprint();
+        // Compiled once, when the first target needs them, and shared by the group's targets.
+        let metric_relabel = std::cell::OnceCell::new();
+        let metric_relabel =
+            || metric_relabel.get_or_init(|| Relabeler::compile(&group.options.metric_relabel_configs)).clone();
         let mut out = RelabeledGroup { targets: Vec::with_capacity(group.targets.len()), errors: Vec::new() };
         for discovered in &group.targets {
-            match populate(discovered, &group.labels, &group.options, &relabeler, &group.source) {
+            match populate_with(discovered, &group.labels, &group.options, &relabeler, metric_relabel, &group.source) {
                 Ok(Some(target)) => {
                     out.targets.push(Wanted { id: target.identity(), target: Arc::new(target), options_fingerprint })
                 }
@@ -109,6 +113,8 @@ type Providers = BTreeMap<String, Vec<(u64, Arc<RelabeledGroup>)>>;
 /// Owns the scrape loops. Clone-free: share it behind an `Arc`.
 pub struct TargetManager<S: SeriesSink> {
     sink: S,
+    /// The sink's external labels, asked once: one copy shared by every loop.
+    external_labels: Arc<[Label]>,
     jitter_seed: u64,
     state: Mutex<State>,
     /// The latest groups of each provider; held across a whole provider sync so that two
@@ -120,7 +126,8 @@ impl<S: SeriesSink> TargetManager<S> {
     /// `jitter_seed` (e.g. a hash of the node or pod name) shifts every target's scrape phase
     /// so that agents do not scrape in lockstep.
     pub fn new(sink: S, jitter_seed: u64) -> TargetManager<S> {
-        TargetManager { sink, jitter_seed, state: Mutex::default(), providers: Mutex::default() }
+        let external_labels = sink.external_labels().into();
+        TargetManager { sink, external_labels, jitter_seed, state: Mutex::default(), providers: Mutex::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -209,14 +216,12 @@ impl<S: SeriesSink> TargetManager<S> {
     }
 
     fn start(&self, target: Arc<Target>, options_fingerprint: u64) -> RunningLoop {
-        let scrape_loop = ScrapeLoop::new(target.clone(), self.sink.external_labels());
+        let scrape_loop = ScrapeLoop::new(target.clone(), self.external_labels.clone());
         let status = scrape_loop.status();
         let stop = CancellationToken::new();
         let end_of_target = Arc::new(AtomicBool::new(false));
-        let span = tracing::info_span!("scrape", job = %target.job(), target_url = %target.url);
-        let task = tokio::spawn(
-            scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone(), end_of_target.clone()).instrument(span),
-        );
+        let task =
+            tokio::spawn(scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone(), end_of_target.clone()));
         RunningLoop { target, options_fingerprint, stop, end_of_target, status, task }
     }
 
@@ -251,8 +256,8 @@ impl<S: SeriesSink> TargetManager<S> {
                     job: t.job().to_string(),
                     source: t.source.clone(),
                     scrape_url: t.url.to_string(),
-                    labels: to_map(&t.labels),
-                    discovered_labels: to_map(&t.discovered_labels),
+                    labels: to_map(t.labels.clone()),
+                    discovered_labels: to_map(t.discovered_labels.unpack()),
                     scrape_interval: lgtm_config::Duration::from_millis(t.interval.as_millis() as u64).to_string(),
                     scrape_timeout: lgtm_config::Duration::from_millis(t.timeout.as_millis() as u64).to_string(),
                     health: s.health,
@@ -291,8 +296,8 @@ impl<S: SeriesSink> TargetManager<S> {
     }
 }
 
-fn to_map(labels: &LabelSet) -> BTreeMap<String, String> {
-    labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
+fn to_map(labels: LabelSet) -> BTreeMap<String, String> {
+    labels.into_vec().into_iter().map(|l| (l.name, l.value)).collect()
 }
 
 #[cfg(test)]
@@ -401,6 +406,21 @@ mod tests {
         assert_eq!(after[&url(2001)], with_static[&url(2001)]);
         manager.shutdown().await;
         assert!(manager.loop_tasks().is_empty());
+    }
+
+    #[test]
+    fn a_groups_targets_share_its_compiled_metric_relabeling() {
+        let mut g = group("a", &[7001, 7002], "a");
+        Arc::make_mut(&mut g.options).metric_relabel_configs = vec![RelabelConfig {
+            source_labels: vec!["__name__".into()],
+            regex: Some("go_.*".into()),
+            action: Some("drop".into()),
+            ..Default::default()
+        }];
+        let relabeled = RelabeledGroup::relabel(&g);
+        let [a, b] = &relabeled.targets[..] else { panic!("two targets") };
+        assert_eq!(a.target.metric_relabel.rules().len(), 1);
+        assert!(std::ptr::eq(a.target.metric_relabel.rules(), b.target.metric_relabel.rules()));
     }
 
     #[tokio::test]

@@ -34,10 +34,10 @@ pub(crate) fn metrics() -> &'static ScrapeMetrics {
     &M
 }
 
-/// The counters of one job, resolved once per loop.
+/// The counters of one job, resolved once per loop. Scrapes are counted with
+/// [`count_scrape`], by result.
 #[derive(Clone)]
 pub(crate) struct JobCounters {
-    job: String,
     pub samples: IntCounter,
     pub parse_errors: IntCounter,
 }
@@ -46,13 +46,14 @@ impl JobCounters {
     pub fn new(job: &str) -> JobCounters {
         let m = metrics();
         JobCounters {
-            job: job.to_string(),
             samples: m.samples.with_label_values(&[job]),
             parse_errors: m.parse_errors.with_label_values(&[job]),
         }
     }
+}
 
-    pub fn scrape(&self, result: &str) {
-        metrics().scrapes.with_label_values(&[self.job.as_str(), result]).inc();
-    }
+/// Counts a scrape of `job` by its `result` (`success` or the failure's reason). Takes the job
+/// rather than keeping a copy of its name in every loop.
+pub(crate) fn count_scrape(job: &str, result: &str) {
+    metrics().scrapes.with_label_values(&[job, result]).inc();
 }

@@ -10,7 +10,7 @@ use reqwest::Client;
 
 use super::error::ScrapeError;
 use crate::parser::{Format, ACCEPT_HEADER};
-use crate::target::{Auth, Secret, Target, TlsOptions};
+use crate::target::{Secret, Target, TlsOptions};
 
 const AGENT: &str = concat!("lgtm-agent/", env!("CARGO_PKG_VERSION"));
 
@@ -50,80 +50,81 @@ fn shared_plain_client(follow_redirects: bool, keep_alive: bool) -> Result<Clien
     }
 }
 
-/// Fetches one target's body into a reused buffer.
+/// Fetches one target's body into a reused buffer. Holds only the client (and the rare SNI
+/// rewrite): the URL, credentials, timeout and size limit are read from the [`Target`] on each
+/// scrape rather than copied into every loop.
 pub(crate) struct Fetcher {
     client: Client,
-    url: reqwest::Url,
-    /// The `Host` header when `url` was rewritten to `tls.server_name` (see [`sni_url`]).
-    host_header: Option<String>,
-    timeout: Duration,
-    body_size_limit: u64,
-    auth: Auth,
+    /// The URL naming `tls.server_name` and the `Host` header (the target's address), when
+    /// the target is addressed by IP (see [`sni_url`]). Boxed: most targets have none.
+    sni: Option<Box<(reqwest::Url, String)>>,
 }
 
 impl Fetcher {
     /// Builds the target's HTTP client (reading its CA and client certificate files).
     pub async fn new(target: &Target) -> Result<Fetcher, ScrapeError> {
-        let auth = target.options.auth.clone();
-        let url = target.url.clone();
-        let (timeout, body_size_limit) = (target.timeout, target.options.body_size_limit);
-        if auth.tls.is_none() {
+        let auth = &target.options.auth;
+        let Some(tls) = &auth.tls else {
             // Without TLS settings the client is the same for every target: one per process
             // (a client costs about 16 KiB, thousands of targets add up).
             let keep_alive = target.interval <= KEEP_ALIVE_MAX_INTERVAL;
             let client = shared_plain_client(auth.follow_redirects, keep_alive)?;
-            return Ok(Fetcher { client, url, host_header: None, timeout, body_size_limit, auth });
-        }
-        let mut url = url;
-        let mut host_header = None;
+            return Ok(Fetcher { client, sni: None });
+        };
         // A TLS handshake per scrape costs more than the idle connection: kept alive.
         let mut builder = client_builder(auth.follow_redirects, true);
-        if let Some((sni, ip, authority)) = auth.tls.as_ref().and_then(|t| sni_url(&target.url, t)) {
-            builder = builder.resolve(sni.host_str().unwrap_or_default(), std::net::SocketAddr::new(ip, 0));
-            url = sni;
-            host_header = Some(authority);
+        let mut sni = None;
+        if let Some((url, ip, authority)) = sni_url(&target.url, tls) {
+            builder = builder.resolve(url.host_str().unwrap_or_default(), std::net::SocketAddr::new(ip, 0));
+            sni = Some(Box::new((url, authority)));
         }
-        if let Some(tls) = &auth.tls {
-            // rustls built by hand: reqwest cannot check a certificate against another name.
-            let tls = tls_config(tls);
-            let files = TlsFiles::read(&tls).await.map_err(|e| ScrapeError::Tls(e.to_string()))?;
-            let mut rustls = client_config(&tls, &files).map_err(|e| ScrapeError::Tls(e.to_string()))?;
-            rustls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            builder = builder.use_preconfigured_tls(rustls);
-        }
+        // rustls built by hand: reqwest cannot check a certificate against another name.
+        let tls = tls_config(tls);
+        let files = TlsFiles::read(&tls).await.map_err(|e| ScrapeError::Tls(e.to_string()))?;
+        let mut rustls = client_config(&tls, &files).map_err(|e| ScrapeError::Tls(e.to_string()))?;
+        rustls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        builder = builder.use_preconfigured_tls(rustls);
         let client = builder.build().map_err(|e| ScrapeError::Tls(e.to_string()))?;
-        Ok(Fetcher { client, url, host_header, timeout, body_size_limit, auth })
+        Ok(Fetcher { client, sni })
     }
 
-    /// Fetches the body (decompressed) into `body` and returns its format. Fails when the
-    /// body exceeds the size limit, without reading the rest.
-    pub async fn fetch(&self, body: &mut Vec<u8>) -> Result<Format, ScrapeError> {
+    /// Fetches `target`'s body (decompressed) into `body` and returns its format. Fails when
+    /// the body exceeds the size limit, without reading the rest. `target` is the one the
+    /// fetcher was built for.
+    pub async fn fetch(&self, target: &Target, body: &mut Vec<u8>) -> Result<Format, ScrapeError> {
         body.clear();
-        let timeout = self.timeout;
-        tokio::time::timeout(timeout, self.fetch_inner(body)).await.map_err(|_| ScrapeError::Timeout(timeout))?
+        let timeout = target.timeout;
+        tokio::time::timeout(timeout, self.fetch_inner(target, body))
+            .await
+            .map_err(|_| ScrapeError::Timeout(timeout))?
     }
 
-    async fn fetch_inner(&self, body: &mut Vec<u8>) -> Result<Format, ScrapeError> {
+    async fn fetch_inner(&self, target: &Target, body: &mut Vec<u8>) -> Result<Format, ScrapeError> {
+        let auth = &target.options.auth;
+        let url = match &self.sni {
+            Some(sni) => &sni.0,
+            None => &target.url,
+        };
         let mut request = self
             .client
-            .get(self.url.clone())
+            .get(url.clone())
             .header(ACCEPT, ACCEPT_HEADER)
             .header(USER_AGENT, AGENT)
-            .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", self.timeout.as_secs_f64()));
-        if let Some(host) = &self.host_header {
-            request = request.header(reqwest::header::HOST, host);
+            .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", target.timeout.as_secs_f64()));
+        if let Some(sni) = &self.sni {
+            request = request.header(reqwest::header::HOST, &sni.1);
         }
-        if let Some(file) = &self.auth.bearer_token_file {
+        if let Some(file) = &auth.bearer_token_file {
             let token = read_secret("bearer_token_file", file).await?;
             request = request.bearer_auth(token);
-        } else if let Some(basic) = &self.auth.basic_auth {
+        } else if let Some(basic) = &auth.basic_auth {
             let username = secret("basic_auth.username_file", &basic.username).await?;
             let password = secret("basic_auth.password_file", &basic.password).await?;
             request = request.basic_auth(username, Some(password));
         }
         let mut response = request.send().await.map_err(|e| ScrapeError::Request(error_chain(&e)))?;
         let status = response.status();
-        if status.is_redirection() && !self.auth.follow_redirects {
+        if status.is_redirection() && !auth.follow_redirects {
             let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
             return Err(ScrapeError::Redirect { status: status.as_u16(), location: location.to_string() });
         }
@@ -132,7 +133,7 @@ impl Fetcher {
         }
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let format = Format::from_content_type(content_type)?;
-        let limit = self.body_size_limit;
+        let limit = target.options.body_size_limit;
         while let Some(chunk) = response.chunk().await.map_err(|e| ScrapeError::Request(error_chain(&e)))? {
             if limit > 0 && (body.len() + chunk.len()) as u64 > limit {
                 return Err(ScrapeError::BodyTooLarge(limit));

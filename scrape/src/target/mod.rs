@@ -3,6 +3,7 @@
 
 mod populate;
 
+pub(crate) use populate::populate_with;
 pub use populate::{populate, TargetError};
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use lgtm_config::RelabelConfig;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::labels::LabelSet;
+use crate::labels::{LabelSet, PackedLabels};
 use crate::relabel::Relabeler;
 
 /// Targets found by one discovery mechanism, with the options they are scraped with.
@@ -190,8 +191,9 @@ pub struct TlsOptions {
 pub struct Target {
     /// Labels put on every series: the relabeled labels without those starting with `__`.
     pub labels: LabelSet,
-    /// The labels before target relabeling (for the targets page).
-    pub discovered_labels: LabelSet,
+    /// The labels before target relabeling, for the targets page only: packed, since a
+    /// Kubernetes target has dozens of `__meta_*` labels and thousands of targets keep them.
+    pub discovered_labels: PackedLabels,
     pub url: reqwest::Url,
     pub interval: Duration,
     pub timeout: Duration,

@@ -1,0 +1,237 @@
+//! The heap the scrape crate keeps per target, counted by an allocator that tracks the bytes
+//! each thread has live. Cluster mode runs 3,000 Kubernetes targets within 20 MiB for the whole
+//! of discovery: every KiB a target keeps is 3 MiB.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lgtm_config::RelabelConfig;
+use lgtm_pipeline::proto::Label;
+use lgtm_pipeline::SendError;
+use lgtm_scrape::relabel::Relabeler;
+use lgtm_scrape::target::populate;
+use lgtm_scrape::{Batch, ScrapeOptions, SeriesSink, TargetGroup, TargetManager};
+
+/// Counts the bytes allocated and not yet freed by the current thread. Per thread, so that the
+/// tests of this file running at once do not see each other's allocations; each test runs on
+/// one thread (a current-thread runtime).
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(bytes: isize) {
+    // At thread exit the counter may be gone already.
+    let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.with(Cell::get)
+}
+
+/// `make`'s value and the bytes it keeps allocated.
+fn held<T>(make: impl FnOnce() -> T) -> (T, isize) {
+    let before = live();
+    let value = make();
+    (value, live() - before)
+}
+
+/// What endpointslice discovery hands over for one pod of a Deployment behind a Service: its
+/// address and 45 `__meta_kubernetes_*` labels.
+fn discovered(pod: usize) -> BTreeMap<String, String> {
+    let name = format!("checkout-api-7d9f8b6c5-{:05x}", pod * 7919);
+    let ip = format!("10.42.{}.{}", pod / 250, pod % 250 + 2);
+    let uid = format!("3f6c1a2e-{:04x}-4b7d-9e21-{:012x}", pod, pod * 104_729);
+    let node = format!("ip-10-0-{}-17.eu-west-1.compute.internal", pod % 40);
+    let meta: [(&str, String); 45] = [
+        ("namespace", "shop".into()),
+        ("endpointslice_name", "checkout-api-x7k2p".into()),
+        ("endpointslice_address_type", "IPv4".into()),
+        ("endpointslice_address_target_kind", "Pod".into()),
+        ("endpointslice_address_target_name", name.clone()),
+        ("endpointslice_endpoint_conditions_ready", "true".into()),
+        ("endpointslice_endpoint_conditions_serving", "true".into()),
+        ("endpointslice_endpoint_conditions_terminating", "false".into()),
+        ("endpointslice_endpoint_node_name", node.clone()),
+        ("endpointslice_endpoint_zone", "eu-west-1b".into()),
+        ("endpointslice_port", "8080".into()),
+        ("endpointslice_port_name", "http-metrics".into()),
+        ("endpointslice_port_protocol", "TCP".into()),
+        ("endpointslice_port_app_protocol", "http".into()),
+        ("endpointslice_label_endpointslice_kubernetes_io_managed_by", "endpointslice-controller.k8s.io".into()),
+        ("endpointslice_labelpresent_endpointslice_kubernetes_io_managed_by", "true".into()),
+        ("endpointslice_label_kubernetes_io_service_name", "checkout-api".into()),
+        ("endpointslice_labelpresent_kubernetes_io_service_name", "true".into()),
+        ("service_name", "checkout-api".into()),
+        ("service_label_app_kubernetes_io_name", "checkout-api".into()),
+        ("service_labelpresent_app_kubernetes_io_name", "true".into()),
+        ("service_label_app_kubernetes_io_part_of", "shop".into()),
+        ("service_labelpresent_app_kubernetes_io_part_of", "true".into()),
+        ("service_annotation_prometheus_io_scrape", "true".into()),
+        ("service_annotationpresent_prometheus_io_scrape", "true".into()),
+        ("pod_name", name),
+        ("pod_ip", ip.clone()),
+        ("pod_uid", uid),
+        ("pod_ready", "true".into()),
+        ("pod_phase", "Running".into()),
+        ("pod_node_name", node),
+        ("pod_host_ip", format!("10.0.{}.17", pod % 40)),
+        ("pod_controller_kind", "ReplicaSet".into()),
+        ("pod_controller_name", "checkout-api-7d9f8b6c5".into()),
+        ("pod_container_name", "checkout-api".into()),
+        ("pod_container_image", "registry.example.com/shop/checkout-api:v2.14.3".into()),
+        ("pod_container_init", "false".into()),
+        ("pod_container_port_name", "http-metrics".into()),
+        ("pod_container_port_number", "8080".into()),
+        ("pod_container_port_protocol", "TCP".into()),
+        ("pod_label_app_kubernetes_io_name", "checkout-api".into()),
+        ("pod_labelpresent_app_kubernetes_io_name", "true".into()),
+        ("pod_label_pod_template_hash", "7d9f8b6c5".into()),
+        ("pod_labelpresent_pod_template_hash", "true".into()),
+        ("pod_annotation_kubectl_kubernetes_io_default_container", "checkout-api".into()),
+    ];
+    let mut labels: BTreeMap<String, String> =
+        meta.into_iter().map(|(name, value)| (format!("__meta_kubernetes_{name}"), value)).collect();
+    labels.insert("__address__".into(), format!("{ip}:8080"));
+    labels
+}
+
+fn rule(source: &str, target: &str) -> RelabelConfig {
+    RelabelConfig {
+        source_labels: vec![format!("__meta_kubernetes_{source}")],
+        target_label: Some(target.into()),
+        ..Default::default()
+    }
+}
+
+/// A ServiceMonitor endpoint's options: its job, the usual target labels from the meta labels,
+/// and a metric relabeling rule. Scraped hourly, so that no scrape runs while a test measures.
+fn options() -> ScrapeOptions {
+    ScrapeOptions {
+        job: "serviceMonitor/shop/checkout-api/0".into(),
+        interval: Duration::from_secs(3600),
+        relabel_configs: vec![
+            rule("namespace", "namespace"),
+            rule("service_name", "service"),
+            rule("pod_name", "pod"),
+            rule("pod_container_name", "container"),
+            rule("endpointslice_port_name", "endpoint"),
+        ],
+        metric_relabel_configs: vec![RelabelConfig {
+            source_labels: vec!["__name__".into()],
+            regex: Some("go_gc_.*|process_.*".into()),
+            action: Some("drop".into()),
+            ..Default::default()
+        }],
+        ..ScrapeOptions::default()
+    }
+}
+
+#[test]
+fn discovered_labels_are_kept_packed_in_under_a_quarter_of_the_heap() {
+    let options = Arc::new(options());
+    let relabeler = Relabeler::compile(&options.relabel_configs).unwrap();
+    for pod in [0, 1, 2_999] {
+        let target = populate(&discovered(pod), &BTreeMap::new(), &options, &relabeler, "test").unwrap().unwrap();
+        let labels = target.discovered_labels.unpack();
+        assert_eq!(labels.iter().filter(|l| l.name.starts_with("__meta_kubernetes_")).count(), 45);
+        // What a target kept before: a clone of the set (exact capacities).
+        let (_kept, label_set) = held(|| labels.clone());
+        let (packed, packed_bytes) = held(|| lgtm_scrape::PackedLabels::pack(&labels));
+        assert_eq!(packed_bytes as usize, packed.packed_len());
+        // Measured: 5,226 bytes in 103 allocations (about 6.4 KiB with the allocator's
+        // overhead) as a LabelSet, 1,031 bytes in one allocation packed (pod 0).
+        assert!(packed_bytes * 4 < label_set, "packed {packed_bytes} bytes, LabelSet {label_set} bytes");
+    }
+}
+
+#[derive(Clone)]
+struct NullSink;
+
+impl SeriesSink for NullSink {
+    fn external_labels(&self) -> Vec<Label> {
+        vec![Label::new("cluster", "prod-eu-west-1")]
+    }
+
+    async fn send(&self, _batch: Batch) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
+const TARGETS: usize = 500;
+
+fn group(source: &str, first_pod: usize) -> TargetGroup {
+    TargetGroup {
+        source: source.into(),
+        targets: (first_pod..first_pod + TARGETS).map(discovered).collect(),
+        labels: BTreeMap::new(),
+        options: Arc::new(options()),
+    }
+}
+
+/// Lets every loop run to its first wait (its first scrape is up to an hour away).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Everything the manager keeps for a running target before its first scrape: the target, its
+/// relabeled group's entry, the loop's task and state.
+#[tokio::test(flavor = "current_thread")]
+async fn the_manager_keeps_little_per_kubernetes_target() {
+    // A subscriber as the agent's (fmt, `info`): an open span is kept in it, with its fields.
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .finish();
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+    let manager = TargetManager::new(NullSink, 7);
+    let (a, b) = (group("a", 0), group("b", TARGETS));
+    // The first group pays for what is shared (metrics of the job, the maps' first growth).
+    assert!(manager.sync(vec![a.clone()]).is_empty());
+    settle().await;
+    let before = live();
+    // The groups given are dropped inside: clones, so that the discovered labels freed do not
+    // offset what the manager keeps.
+    assert!(manager.sync(vec![a.clone(), b.clone()]).is_empty());
+    settle().await;
+    let per_target = (live() - before) / TARGETS as isize;
+    assert_eq!(manager.targets().len(), 2 * TARGETS);
+    // Measured: 25,035 bytes per target before the crate was trimmed for it (14,760 without
+    // the metric relabeling rule): a compiled copy of the metric relabeling rules, the
+    // discovered labels, the room of the labels relabeling removed, the task's future, an open
+    // span, the fetcher's copies of the URL and credentials, five encodings of the target
+    // labels. 2,959 bytes since (2,938 without the rule), about 1 KiB of it the packed
+    // discovered labels.
+    assert!(per_target <= 3_200, "{per_target} bytes per target");
+    manager.shutdown().await;
+}
