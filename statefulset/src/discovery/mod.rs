@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use lgtm_config::Config;
@@ -43,9 +44,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::shard::{parse_pod_name, Shard, ShardCache};
 use credentials::{remove_unused_files, CredentialFiles};
-use objects::{PodInfo, ServiceInfo, SliceInfo};
+use objects::{Compact, PodInfo, ServiceInfo, SliceInfo, Watched};
 use operator::Defaults;
-use watch::{spawn_reflector, RefWatchers};
+use watch::{spawn_reflector, spawn_watch, RefWatchers};
 
 /// How discovery runs; [`DiscoveryOptions::from_config`] reads `scrape.monitors`.
 #[derive(Debug, Clone)]
@@ -128,19 +129,11 @@ impl Stores {
         let pod_monitors = monitors(b.pod_monitors, "PodMonitor", "podmonitors");
         // Services, EndpointSlices and Pods are deserialized into discovery's compact types.
         let (services, w) = reflector::store();
-        spawn_reflector(
-            "Service".into(),
-            Api::<ServiceInfo>::all(client.clone()),
-            cfg(),
-            w,
-            changed.clone(),
-            stop.clone(),
-        );
+        spawn_compact::<ServiceInfo>(client, w, changed, stop);
         let (endpoint_slices, w) = reflector::store();
-        let api = Api::<SliceInfo>::all(client.clone());
-        spawn_reflector("EndpointSlice".into(), api, cfg(), w, changed.clone(), stop.clone());
+        spawn_compact::<SliceInfo>(client, w, changed, stop);
         let (pods, w) = reflector::store();
-        spawn_reflector("Pod".into(), Api::<PodInfo>::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        spawn_compact::<PodInfo>(client, w, changed, stop);
         let statefulset = match (options.replicas, parse_pod_name(&options.pod_name)) {
             (None, Some(p)) => {
                 let (store, w) = reflector::store();
@@ -175,6 +168,19 @@ impl Stores {
         }
         futures::future::join_all(waits).await;
     }
+}
+
+/// Watches every object of `T`'s kind into `writer` as `T` (see [`objects`]).
+fn spawn_compact<T>(client: &Client, writer: Writer<T>, changed: &Arc<Notify>, stop: &CancellationToken)
+where
+    T: Compact + Lookup<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let kind = <T::Kind as k8s_openapi::Resource>::KIND;
+    let span = tracing::info_span!("watch", kind);
+    let wake = changed.clone();
+    let on_change = move || wake.notify_one();
+    let api = Api::<Watched<T>>::all(client.clone());
+    spawn_watch(span, api, watcher::Config::default(), writer, Watched::into_info, on_change, stop.clone());
 }
 
 /// This replica's shard: the index from the pod name, the count from the options or the
