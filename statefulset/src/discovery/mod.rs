@@ -380,6 +380,7 @@ struct Outcome {
 /// so without this the resident size grew with every change (about 110 MiB over 80 changes
 /// of `bench discovery`).
 fn give_back_freed_memory() {
+    objects::forget_unused_strings();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own heaps.
     unsafe {
