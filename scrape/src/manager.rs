@@ -12,12 +12,12 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::labels::LabelSet;
+use crate::labels::{CommonLabels, LabelSet};
 use crate::relabel::Relabeler;
 use crate::scrape_loop::{Health, LoopStatus, ScrapeLoop};
 use crate::self_metrics::metrics;
 use crate::sink::SeriesSink;
-use crate::target::{populate_with, Target, TargetError, TargetGroup};
+use crate::target::{discovered_labels, populate_with, Target, TargetError, TargetGroup};
 
 /// A target as the `/targets` page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,9 +93,17 @@ impl RelabeledGroup {
         let metric_relabel = std::cell::OnceCell::new();
         let metric_relabel =
             || metric_relabel.get_or_init(|| Relabeler::compile(&group.options.metric_relabel_configs)).clone();
+        // The discovered labels every target of the group has (most of a Kubernetes target's:
+        // its namespace, Service, EndpointSlice, job...), packed once and shared by the
+        // targets, which keep only their own. Each target's set is built twice (here, then to
+        // relabel it) rather than all of them kept at once.
+        let common =
+            CommonLabels::of(group.targets.iter().map(|t| discovered_labels(t, &group.labels, &group.options)));
+        let pack = |labels: &LabelSet| common.pack(labels);
         let mut out = RelabeledGroup { targets: Vec::with_capacity(group.targets.len()), errors: Vec::new() };
         for discovered in &group.targets {
-            match populate_with(discovered, &group.labels, &group.options, &relabeler, metric_relabel, &group.source) {
+            let (labels, options, source) = (&group.labels, &group.options, &group.source);
+            match populate_with(discovered, labels, options, &relabeler, metric_relabel, pack, source) {
                 Ok(Some(target)) => {
                     out.targets.push(Wanted { id: target.identity(), target: Arc::new(target), options_fingerprint })
                 }
@@ -421,6 +429,58 @@ mod tests {
         let [a, b] = &relabeled.targets[..] else { panic!("two targets") };
         assert_eq!(a.target.metric_relabel.rules().len(), 1);
         assert!(std::ptr::eq(a.target.metric_relabel.rules(), b.target.metric_relabel.rules()));
+    }
+
+    /// Discovered labels from a few names and values, so that a group's targets share some.
+    fn discovered_sets() -> impl proptest::strategy::Strategy<Value = BTreeMap<String, String>> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            "__meta_[a-c]",
+            Just("job".to_string()),
+            Just("env".to_string()),
+            Just("__scrape_interval__".to_string()),
+            Just("__param_module".to_string()),
+        ];
+        let value = prop_oneof!["[a-b]{0,1}", Just("1m".to_string())];
+        proptest::collection::btree_map(name, value, 0..6)
+    }
+
+    proptest::proptest! {
+        /// The targets page shows each target's discovered labels as they were, though the
+        /// group's targets share the labels they have in common.
+        #[test]
+        fn each_target_of_a_group_unpacks_its_own_discovered_labels(
+            targets in proptest::collection::vec((0u16..4, discovered_sets()), 0..8),
+            group_labels in discovered_sets(),
+        ) {
+            let mut g = group("p", &[], "p");
+            Arc::make_mut(&mut g.options).params.insert("module".into(), "x".into());
+            g.labels = group_labels;
+            g.targets = targets
+                .into_iter()
+                .enumerate()
+                .map(|(i, (host, mut labels))| {
+                    labels.insert("__address__".into(), format!("10.0.0.{host}:{}", 9000 + i));
+                    labels
+                })
+                .collect();
+            let relabeled = RelabeledGroup::relabel(&g);
+            let relabeler = Relabeler::default();
+            let alone = |t| crate::target::populate(t, &g.labels, &g.options, &relabeler, &g.source);
+            let mut targets = relabeled.targets.iter();
+            let mut errors = relabeled.errors.iter();
+            for discovered in &g.targets {
+                match alone(discovered) {
+                    Ok(Some(want)) => {
+                        let got = &targets.next().expect("a target").target;
+                        proptest::prop_assert_eq!(got.discovered_labels.unpack(), want.discovered_labels.unpack());
+                    }
+                    Ok(None) => {}
+                    Err(want) => proptest::prop_assert_eq!(errors.next(), Some(&want)),
+                }
+            }
+            proptest::prop_assert!(targets.next().is_none() && errors.next().is_none());
+        }
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 mod populate;
 
-pub(crate) use populate::populate_with;
+pub(crate) use populate::{discovered_labels, populate_with};
 pub use populate::{populate, TargetError};
 
 use std::collections::BTreeMap;
