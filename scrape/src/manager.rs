@@ -3,7 +3,7 @@
 //! Several discoveries (static configs, the kubelet, monitor discovery) each own a share of the
 //! set through [`TargetManager::sync_provider`]; the manager syncs their union.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::labels::{CommonLabels, LabelSet};
 use crate::relabel::Relabeler;
 use crate::scrape_loop::{Health, LoopStatus, ScrapeLoop};
-use crate::self_metrics::metrics;
+use crate::self_metrics::JobMetrics;
 use crate::sink::SeriesSink;
 use crate::target::{discovered_labels, populate_with, Target, TargetError, TargetGroup};
 
@@ -60,7 +60,8 @@ struct State {
     loops: HashMap<u64, RunningLoop>,
     /// Targets scraped outside the manager (host metrics), listed with the others.
     shown: Vec<(Arc<Target>, Arc<Mutex<LoopStatus>>)>,
-    jobs: BTreeSet<String>,
+    /// The jobs of the running loops, as of the last sync.
+    jobs: Vec<Arc<JobMetrics>>,
     stopping: Vec<JoinHandle<()>>,
 }
 
@@ -234,20 +235,17 @@ impl<S: SeriesSink> TargetManager<S> {
     }
 
     fn update_target_gauges(&self, state: &mut State) {
-        let mut per_job: BTreeMap<String, i64> = BTreeMap::new();
+        let mut per_job: HashMap<&str, i64> = HashMap::new();
         for l in state.loops.values() {
-            *per_job.entry(l.target.job().to_string()).or_default() += 1;
+            *per_job.entry(l.target.job()).or_default() += 1;
         }
-        let gauge = &metrics().targets;
         for job in &state.jobs {
-            if !per_job.contains_key(job) {
-                gauge.with_label_values(&[job.as_str()]).set(0);
+            if !per_job.contains_key(job.job()) {
+                job.set_targets(0);
             }
         }
-        for (job, n) in &per_job {
-            gauge.with_label_values(&[job.as_str()]).set(*n);
-        }
-        state.jobs = per_job.into_keys().collect();
+        let jobs = per_job.into_iter().map(|(job, n)| JobMetrics::targets_of(job, n)).collect();
+        state.jobs = jobs;
     }
 
     /// A snapshot of every target, sorted by job and URL.

@@ -287,8 +287,9 @@ async fn the_manager_keeps_little_per_kubernetes_target() {
     // rule), about 1 KiB of it the packed discovered labels.
     //
     // In groups of 15 targets with a job each, as here: 3,761 bytes per target; 3,050 with the
-    // discovered labels a group's targets have in common shared.
+    // discovered labels a group's targets have in common shared; 2,858 with the job's self-metrics
+    // kept in one small struct per job rather than as children of `prometheus` vectors.
     eprintln!("{per_target} bytes per target");
-    assert!(per_target <= 3_200, "{per_target} bytes per target");
+    assert!(per_target <= 3_000, "{per_target} bytes per target");
     manager.shutdown().await;
 }

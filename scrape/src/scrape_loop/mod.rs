@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::encode::BatchBuilder;
-use crate::self_metrics::{count_scrape, JobCounters};
+use crate::self_metrics::JobMetrics;
 use crate::sink::{Batch, SeriesSink};
 use crate::target::Target;
 use append::{AppendContext, AppendFailure};
@@ -240,13 +240,14 @@ pub struct ScrapeLoop {
     ingester: BodyIngester,
     fetcher: Option<Fetcher>,
     status: Arc<Mutex<LoopStatus>>,
-    counters: JobCounters,
+    /// The job's counters, shared by its loops.
+    counters: Arc<JobMetrics>,
 }
 
 impl ScrapeLoop {
     /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
     pub fn new(target: Arc<Target>, external_labels: impl Into<Arc<[Label]>>) -> ScrapeLoop {
-        let counters = JobCounters::new(target.job());
+        let counters = JobMetrics::for_loop(target.job());
         ScrapeLoop {
             ingester: BodyIngester::new(target, external_labels),
             fetcher: None,
@@ -293,15 +294,9 @@ impl ScrapeLoop {
         let shown = outcome.as_ref().map(|n| *n).map_err(|e| e as &dyn std::fmt::Display);
         self.status.lock().unwrap_or_else(|p| p.into_inner()).record(shown, ts_ms, duration);
         match outcome {
-            Ok(samples) => {
-                self.counters.samples.inc_by(*samples as u64);
-                count_scrape(self.target().job(), "success");
-            }
+            Ok(samples) => self.counters.success(*samples),
             Err(e) => {
-                count_scrape(self.target().job(), e.reason());
-                if e.reason() == "parse_error" {
-                    self.counters.parse_errors.inc();
-                }
+                self.counters.failure(e.reason());
                 tracing::debug!(target_url = %self.target().url, error = %e, "scrape failed");
             }
         }
