@@ -4,17 +4,15 @@
 //! set through [`TargetManager::sync_provider`]; the manager syncs their union.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lgtm_pipeline::proto::Label;
 use serde::Serialize;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::labels::{CommonLabels, LabelSet};
 use crate::relabel::Relabeler;
-use crate::scrape_loop::{Health, LoopStatus, ScrapeLoop};
+use crate::scrape_loop::{Health, LoopStatus, LoopStop, ScrapeLoop};
 use crate::self_metrics::JobMetrics;
 use crate::sink::SeriesSink;
 use crate::target::{discovered_labels, populate_with, Target, TargetError, TargetGroup};
@@ -40,8 +38,7 @@ pub struct TargetStatus {
 struct RunningLoop {
     target: Arc<Target>,
     options_fingerprint: u64,
-    stop: CancellationToken,
-    end_of_target: Arc<AtomicBool>,
+    stop: Arc<LoopStop>,
     status: Arc<Mutex<LoopStatus>>,
     task: JoinHandle<()>,
 }
@@ -49,8 +46,7 @@ struct RunningLoop {
 impl RunningLoop {
     /// Stops the loop; `stale`: the target is gone, send staleness markers first.
     fn stop(self, stale: bool) -> JoinHandle<()> {
-        self.end_of_target.store(stale, Ordering::Release);
-        self.stop.cancel();
+        self.stop.stop(stale);
         self.task
     }
 }
@@ -227,11 +223,9 @@ impl<S: SeriesSink> TargetManager<S> {
     fn start(&self, target: Arc<Target>, options_fingerprint: u64) -> RunningLoop {
         let scrape_loop = ScrapeLoop::new(target.clone(), self.external_labels.clone());
         let status = scrape_loop.status();
-        let stop = CancellationToken::new();
-        let end_of_target = Arc::new(AtomicBool::new(false));
-        let task =
-            tokio::spawn(scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone(), end_of_target.clone()));
-        RunningLoop { target, options_fingerprint, stop, end_of_target, status, task }
+        let stop = Arc::new(LoopStop::default());
+        let task = tokio::spawn(scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone()));
+        RunningLoop { target, options_fingerprint, stop, status, task }
     }
 
     fn update_target_gauges(&self, state: &mut State) {
