@@ -97,9 +97,10 @@ impl RelabeledGroup {
         let common =
             CommonLabels::of(group.targets.iter().map(|t| discovered_labels(t, &group.labels, &group.options)));
         let pack = |labels: &LabelSet| common.pack(labels);
+        let source: Arc<str> = group.source.as_str().into();
         let mut out = RelabeledGroup { targets: Vec::with_capacity(group.targets.len()), errors: Vec::new() };
         for discovered in &group.targets {
-            let (labels, options, source) = (&group.labels, &group.options, &group.source);
+            let (labels, options, source) = (&group.labels, &group.options, &source);
             match populate_with(discovered, labels, options, &relabeler, metric_relabel, pack, source) {
                 Ok(Some(target)) => {
                     out.targets.push(Wanted { id: target.identity(), target: Arc::new(target), options_fingerprint })
@@ -254,7 +255,7 @@ impl<S: SeriesSink> TargetManager<S> {
                 let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 TargetStatus {
                     job: t.job().to_string(),
-                    source: t.source.clone(),
+                    source: t.source.to_string(),
                     scrape_url: t.url.to_string(),
                     labels: to_map(t.labels.clone()),
                     discovered_labels: to_map(t.discovered_labels.unpack()),

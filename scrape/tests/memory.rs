@@ -291,10 +291,13 @@ async fn the_manager_keeps_little_per_kubernetes_target() {
     // credentials, five encodings of the target labels. 2,959 bytes since (2,938 without the
     // rule), about 1 KiB of it the packed discovered labels.
     //
-    // In groups of 15 targets with a job each, as here: 3,761 bytes per target; 3,050 with the
-    // discovered labels a group's targets have in common shared; 2,858 with the job's self-metrics
-    // kept in one small struct per job rather than as children of `prometheus` vectors.
+    // In groups of 15 targets with a job each, as here (with a sink as large as the
+    // pipeline's): 3,761 bytes per target; 3,050 with the discovered labels a group's targets
+    // have in common shared; 2,986 with the job's self-metrics kept in one small struct per job
+    // rather than as children of `prometheus` vectors; 2,754 with the loop's stop and
+    // end-of-target flag in one `LoopStop` (the loop's task 512 bytes, was 640); 2,713 with
+    // the group's `source` shared.
     eprintln!("{per_target} bytes per target");
-    assert!(per_target <= 3_000, "{per_target} bytes per target");
+    assert!(per_target <= 2_850, "{per_target} bytes per target");
     manager.shutdown().await;
 }

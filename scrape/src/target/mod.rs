@@ -199,8 +199,8 @@ pub struct Target {
     pub timeout: Duration,
     pub options: Arc<ScrapeOptions>,
     pub metric_relabel: Relabeler,
-    /// The group's `source`.
-    pub source: String,
+    /// The group's `source`, one copy shared by the group's targets.
+    pub source: Arc<str>,
 }
 
 impl Target {

@@ -53,7 +53,7 @@ pub fn populate(
     source: &str,
 ) -> Result<Option<Target>, TargetError> {
     let metric_relabel = || Relabeler::compile(&options.metric_relabel_configs);
-    populate_with(target, group_labels, options, relabeler, metric_relabel, PackedLabels::pack, source)
+    populate_with(target, group_labels, options, relabeler, metric_relabel, PackedLabels::pack, &source.into())
 }
 
 /// [`populate`], with the options' `metric_relabel_configs` compiled by `metric_relabel`
@@ -69,7 +69,7 @@ pub(crate) fn populate_with(
     relabeler: &Relabeler,
     metric_relabel: impl FnOnce() -> Result<Relabeler, RelabelError>,
     pack: impl FnOnce(&LabelSet) -> PackedLabels,
-    source: &str,
+    source: &Arc<str>,
 ) -> Result<Option<Target>, TargetError> {
     let mut labels = discovered_labels(target, group_labels, options);
     // Packed before relabeling rather than cloned: errors, the rare case, unpack them.
@@ -135,7 +135,7 @@ pub(crate) fn populate_with(
         timeout,
         options: options.clone(),
         metric_relabel,
-        source: source.to_string(),
+        source: source.clone(),
     }))
 }
 
