@@ -4,14 +4,15 @@
 //! set through [`TargetManager::sync_provider`]; the manager syncs their union.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
+use lgtm_config::RelabelConfig;
 use lgtm_pipeline::proto::Label;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::labels::{CommonLabels, LabelSet};
-use crate::relabel::Relabeler;
+use crate::relabel::{RelabelError, Relabeler, Rule};
 use crate::scrape_loop::{Health, LoopStatus, LoopStop, ScrapeLoop};
 use crate::self_metrics::JobMetrics;
 use crate::sink::SeriesSink;
@@ -77,7 +78,7 @@ struct RelabeledGroup {
 }
 
 impl RelabeledGroup {
-    fn relabel(group: &TargetGroup) -> RelabeledGroup {
+    fn relabel(group: &TargetGroup, metric_relabelers: &MetricRelabelers) -> RelabeledGroup {
         let relabeler = match Relabeler::compile(&group.options.relabel_configs) {
             Ok(r) => r,
             Err(e) => {
@@ -86,10 +87,11 @@ impl RelabeledGroup {
             }
         };
         let options_fingerprint = group.options.fingerprint();
-        // Compiled once, when the first target needs them, and shared by the group's targets.
+        // Looked up once, when the first target needs them, and shared by the group's targets
+        // (and by other groups with the same rules).
         let metric_relabel = std::cell::OnceCell::new();
         let metric_relabel =
-            || metric_relabel.get_or_init(|| Relabeler::compile(&group.options.metric_relabel_configs)).clone();
+            || metric_relabel.get_or_init(|| metric_relabelers.get(&group.options.metric_relabel_configs)).clone();
         // The discovered labels every target of the group has (most of a Kubernetes target's:
         // its namespace, Service, EndpointSlice, job...), packed once and shared by the
         // targets, which keep only their own. Each target's set is built twice (here, then to
@@ -113,6 +115,43 @@ impl RelabeledGroup {
     }
 }
 
+/// Compiled `metric_relabel_configs`, shared by every group with the same ones (monitors made
+/// from one chart often have the same): compiled rules cost kilobytes (see
+/// [`populate_with`]), which each group kept a copy of. Held only while a target holds them.
+#[derive(Default)]
+struct MetricRelabelers(Mutex<RulesByConfigs>);
+
+/// Compiled rules by a hash of their configs (and the configs, colliding hashes being possible).
+type RulesByConfigs = HashMap<u64, Vec<(Vec<RelabelConfig>, Weak<[Rule]>)>>;
+
+impl MetricRelabelers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RulesByConfigs> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rules of `configs`: those a target already holds, or compiled now.
+    fn get(&self, configs: &[RelabelConfig]) -> Result<Relabeler, RelabelError> {
+        let key = xxhash_rust::xxh3::xxh3_64(format!("{configs:?}").as_bytes());
+        let mut map = self.lock();
+        let same = map.entry(key).or_default();
+        same.retain(|(_, rules)| rules.strong_count() > 0);
+        if let Some(rules) = same.iter().find(|(c, _)| c == configs).and_then(|(_, r)| Relabeler::upgrade(r)) {
+            return Ok(rules);
+        }
+        let rules = Relabeler::compile(configs)?;
+        same.push((configs.to_vec(), rules.downgrade()));
+        Ok(rules)
+    }
+
+    /// Forgets the rules no target holds any more.
+    fn prune(&self) {
+        self.lock().retain(|_, same| {
+            same.retain(|(_, rules)| rules.strong_count() > 0);
+            !same.is_empty()
+        });
+    }
+}
+
 /// Each provider's groups as of its last sync, in its order, relabeled.
 type Providers = BTreeMap<String, Vec<(u64, Arc<RelabeledGroup>)>>;
 
@@ -126,6 +165,7 @@ pub struct TargetManager<S: SeriesSink> {
     /// The latest groups of each provider; held across a whole provider sync so that two
     /// providers syncing at once cannot apply a stale union.
     providers: Mutex<Providers>,
+    metric_relabelers: MetricRelabelers,
 }
 
 impl<S: SeriesSink> TargetManager<S> {
@@ -133,7 +173,14 @@ impl<S: SeriesSink> TargetManager<S> {
     /// so that agents do not scrape in lockstep.
     pub fn new(sink: S, jitter_seed: u64) -> TargetManager<S> {
         let external_labels = sink.external_labels().into();
-        TargetManager { sink, external_labels, jitter_seed, state: Mutex::default(), providers: Mutex::default() }
+        TargetManager {
+            sink,
+            external_labels,
+            jitter_seed,
+            state: Mutex::default(),
+            providers: Mutex::default(),
+            metric_relabelers: MetricRelabelers::default(),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -174,7 +221,7 @@ impl<S: SeriesSink> TargetManager<S> {
             let done = match previous.get(&fingerprint) {
                 Some(same) => same.clone(),
                 None => {
-                    let fresh = RelabeledGroup::relabel(group);
+                    let fresh = RelabeledGroup::relabel(group, &self.metric_relabelers);
                     for e in &fresh.errors {
                         tracing::warn!(error = %e, "target not scraped");
                     }
@@ -218,6 +265,8 @@ impl<S: SeriesSink> TargetManager<S> {
         state.stopping.retain(|t| !t.is_finished());
         state.stopping.extend(stopping);
         self.update_target_gauges(&mut state);
+        drop(state);
+        self.metric_relabelers.prune();
         errors
     }
 
@@ -418,10 +467,41 @@ mod tests {
             action: Some("drop".into()),
             ..Default::default()
         }];
-        let relabeled = RelabeledGroup::relabel(&g);
+        let relabeled = RelabeledGroup::relabel(&g, &MetricRelabelers::default());
         let [a, b] = &relabeled.targets[..] else { panic!("two targets") };
         assert_eq!(a.target.metric_relabel.rules().len(), 1);
         assert!(std::ptr::eq(a.target.metric_relabel.rules(), b.target.metric_relabel.rules()));
+    }
+
+    #[tokio::test]
+    async fn groups_with_the_same_metric_relabeling_share_its_compiled_rules() {
+        let manager = TargetManager::new(NullSink, 7);
+        let rule = |regex: &str| RelabelConfig {
+            source_labels: vec!["__name__".into()],
+            regex: Some(regex.into()),
+            action: Some("drop".into()),
+            ..Default::default()
+        };
+        let with = |source: &str, port: u16, job: &str, regex: &str| {
+            let mut g = group(source, &[port], job);
+            Arc::make_mut(&mut g.options).metric_relabel_configs = vec![rule(regex)];
+            g
+        };
+        let groups = vec![with("a", 8001, "a", "go_.*"), with("b", 8002, "b", "go_.*"), with("c", 8003, "c", "x_.*")];
+        manager.sync_provider("discovery", groups);
+        let rules = |port: u16| {
+            let state = manager.state();
+            let l = state.loops.values().find(|l| l.target.url.port() == Some(port)).expect("a loop");
+            l.target.metric_relabel.rules().as_ptr()
+        };
+        assert_eq!(rules(8001), rules(8002));
+        assert_ne!(rules(8001), rules(8003));
+        assert_eq!(manager.metric_relabelers.lock().values().flatten().count(), 2);
+        // Gone with the last target holding them.
+        manager.sync_provider("discovery", vec![with("a", 8001, "a", "go_.*")]);
+        manager.shutdown().await;
+        manager.sync_provider("discovery", vec![]);
+        assert_eq!(manager.metric_relabelers.lock().len(), 0);
     }
 
     /// Discovered labels from a few names and values, so that a group's targets share some.
@@ -457,7 +537,7 @@ mod tests {
                     labels
                 })
                 .collect();
-            let relabeled = RelabeledGroup::relabel(&g);
+            let relabeled = RelabeledGroup::relabel(&g, &MetricRelabelers::default());
             let relabeler = Relabeler::default();
             let alone = |t| crate::target::populate(t, &g.labels, &g.options, &relabeler, &g.source);
             let mut targets = relabeled.targets.iter();
