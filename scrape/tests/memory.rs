@@ -322,7 +322,10 @@ async fn the_manager_keeps_little_per_kubernetes_target() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_manager_keeps_little_per_kubernetes_target_without_metric_relabeling() {
     let per_target = per_target(false).await;
-    // Measured: 2,027 bytes per target, as with the rule (compiled once for all the groups).
+    // Measured (as the other test, step by step): 3,076 bytes per target; 2,365 with the
+    // common discovered labels shared; 2,301 with the small per-job metrics; 2,069 with
+    // `LoopStop`; 2,028 with `source` shared; 2,027 as with the rule, now compiled once for all
+    // the groups.
     eprintln!("{per_target} bytes per target, without metric relabeling");
     assert!(per_target <= 2_200, "{per_target} bytes per target");
 }
