@@ -23,7 +23,7 @@ pub mod static_configs;
 pub mod target;
 
 pub use labels::{LabelSet, PackedLabels};
-pub use manager::{TargetManager, TargetStatus};
+pub use manager::{ProviderSync, TargetManager, TargetStatus};
 pub use scrape_loop::{BodyIngester, Health, LoopStop, ScrapeError, ScrapeLoop, Scraped};
 pub use sink::{Batch, SeriesSink};
 pub use static_configs::static_target_groups;

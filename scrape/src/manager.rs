@@ -155,6 +155,45 @@ impl MetricRelabelers {
 /// Each provider's groups as of its last sync, in its order, relabeled.
 type Providers = BTreeMap<String, Vec<(u64, Arc<RelabeledGroup>)>>;
 
+/// A provider's sync in progress ([`TargetManager::provider_sync`]).
+pub struct ProviderSync<'a, S: SeriesSink> {
+    manager: &'a TargetManager<S>,
+    providers: std::sync::MutexGuard<'a, Providers>,
+    provider: String,
+    /// The provider's groups at its last sync, by fingerprint.
+    previous: HashMap<u64, Arc<RelabeledGroup>>,
+    relabeled: Vec<(u64, Arc<RelabeledGroup>)>,
+}
+
+impl<S: SeriesSink> ProviderSync<'_, S> {
+    /// Adds a group, relabeled unless it is unchanged since the provider's last sync.
+    pub fn add(&mut self, group: &TargetGroup) {
+        let fingerprint = group.fingerprint();
+        let done = match self.previous.get(&fingerprint) {
+            Some(same) => same.clone(),
+            None => {
+                let fresh = RelabeledGroup::relabel(group, &self.manager.metric_relabelers);
+                for e in &fresh.errors {
+                    tracing::warn!(error = %e, "target not scraped");
+                }
+                Arc::new(fresh)
+            }
+        };
+        self.relabeled.push((fingerprint, done));
+    }
+
+    /// Makes the added groups the provider's, then starts, restarts and stops loops to match
+    /// the union of every provider's targets. Returns the errors of the whole union.
+    pub fn finish(mut self) -> Vec<TargetError> {
+        let relabeled = std::mem::take(&mut self.relabeled);
+        self.providers.insert(std::mem::take(&mut self.provider), relabeled);
+        // The groups not added again go now, so that `apply` forgets the metric relabeling
+        // rules only they held.
+        self.previous = HashMap::new();
+        self.manager.apply(&self.providers)
+    }
+}
+
 /// Owns the scrape loops. Clone-free: share it behind an `Arc`.
 pub struct TargetManager<S: SeriesSink> {
     sink: S,
@@ -196,9 +235,21 @@ impl<S: SeriesSink> TargetManager<S> {
     /// Only groups that changed since the provider's last sync are relabeled again. Returns the
     /// errors of the whole union, as [`TargetManager::sync`].
     pub fn sync_provider(&self, provider: &str, groups: Vec<TargetGroup>) -> Vec<TargetError> {
+        let mut sync = self.provider_sync(provider);
+        for group in &groups {
+            sync.add(group);
+        }
+        sync.finish()
+    }
+
+    /// [`TargetManager::sync_provider`] one group at a time: each group can be dropped once
+    /// added (only what relabeling made of it is kept), so that a discovery with thousands of
+    /// targets never holds all their discovered labels at once. Other syncs wait until
+    /// [`ProviderSync::finish`].
+    pub fn provider_sync(&self, provider: &str) -> ProviderSync<'_, S> {
         let mut providers = self.providers();
-        self.replace_provider(&mut providers, provider, &groups);
-        self.apply(&providers)
+        let previous = providers.remove(provider).unwrap_or_default().into_iter().collect();
+        ProviderSync { manager: self, providers, provider: provider.to_string(), previous, relabeled: Vec::new() }
     }
 
     /// Replaces the set of targets with the ones in `groups` (and forgets every provider's):
@@ -206,31 +257,8 @@ impl<S: SeriesSink> TargetManager<S> {
     /// targets whose scrape options changed restart (without markers). Returns the targets
     /// (or groups) that could not be used. Must be called within a Tokio runtime.
     pub fn sync(&self, groups: Vec<TargetGroup>) -> Vec<TargetError> {
-        let mut providers = self.providers();
-        providers.retain(|name, _| name.is_empty());
-        self.replace_provider(&mut providers, "", &groups);
-        self.apply(&providers)
-    }
-
-    fn replace_provider(&self, providers: &mut Providers, provider: &str, groups: &[TargetGroup]) {
-        let previous: HashMap<u64, Arc<RelabeledGroup>> =
-            providers.remove(provider).unwrap_or_default().into_iter().collect();
-        let mut relabeled = Vec::with_capacity(groups.len());
-        for group in groups {
-            let fingerprint = group.fingerprint();
-            let done = match previous.get(&fingerprint) {
-                Some(same) => same.clone(),
-                None => {
-                    let fresh = RelabeledGroup::relabel(group, &self.metric_relabelers);
-                    for e in &fresh.errors {
-                        tracing::warn!(error = %e, "target not scraped");
-                    }
-                    Arc::new(fresh)
-                }
-            };
-            relabeled.push((fingerprint, done));
-        }
-        providers.insert(provider.to_string(), relabeled);
+        self.providers().retain(|name, _| name.is_empty());
+        self.sync_provider("", groups)
     }
 
     /// Starts, restarts and stops loops to match the union of `providers`' targets (the first

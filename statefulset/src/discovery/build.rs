@@ -150,8 +150,26 @@ fn parse_monitors(
 
 /// Every target group of the snapshot, in a stable order.
 pub fn build(s: &Snapshot, options: &BuildOptions, creds: &mut dyn Credentials) -> Built {
+    let (mut groups, mut origins) = (Vec::new(), Vec::new());
+    let monitors = build_each(s, options, creds, &mut |group, origin| {
+        groups.push(group);
+        origins.push(origin);
+    });
+    Built { groups, origins, monitors }
+}
+
+/// [`build`], handing each group to `emit` as soon as it is made rather than collecting them:
+/// the caller can reduce a group to what it keeps before the next one is built (at thousands of
+/// targets, the discovered labels of all groups at once were tens of MiB). Returns the
+/// monitors' statuses; a group's [`GroupOrigin::monitor`] indexes them.
+pub fn build_each(
+    s: &Snapshot,
+    options: &BuildOptions,
+    creds: &mut dyn Credentials,
+    emit: &mut dyn FnMut(TargetGroup, GroupOrigin),
+) -> Vec<MonitorStatus> {
     let index = Index::new(s);
-    let mut built = Built::default();
+    let mut built = Emitter { monitors: Vec::new(), emit };
     if options.service_monitors {
         let monitors = parse_monitors(&s.service_monitors, MonitorKind::ServiceMonitor, &mut built.monitors);
         for (mi, m) in monitors {
@@ -184,14 +202,20 @@ pub fn build(s: &Snapshot, options: &BuildOptions, creds: &mut dyn Credentials) 
     if options.annotations {
         annotation_groups(&mut built, s, &index, options);
     }
-    built
+    built.monitors
+}
+
+/// Where [`build_each`] puts what it makes.
+struct Emitter<'e> {
+    monitors: Vec<MonitorStatus>,
+    emit: &'e mut dyn FnMut(TargetGroup, GroupOrigin),
 }
 
 fn monitor_groups(
-    built: &mut Built,
+    built: &mut Emitter<'_>,
     mi: usize,
     m: &Monitor,
-    targets: Vec<Labels>,
+    mut targets: Vec<Labels>,
     options: &BuildOptions,
     creds: &mut dyn Credentials,
 ) {
@@ -199,22 +223,18 @@ fn monitor_groups(
     for (i, ep) in endpoints.iter().enumerate() {
         match endpoint_options(m, i, ep, &options.defaults, creds) {
             Ok(opts) => {
-                let targets = targets.clone();
-                built.groups.push(TargetGroup {
-                    source: job_name(m, i),
-                    targets,
-                    labels: BTreeMap::new(),
-                    options: opts,
-                });
+                // The last endpoint takes the list, the others a copy.
+                let targets = if i + 1 == endpoints.len() { std::mem::take(&mut targets) } else { targets.clone() };
+                let group = TargetGroup { source: job_name(m, i), targets, labels: BTreeMap::new(), options: opts };
                 let target_limit = m.spec.target_limit.filter(|l| *l > 0).map(|l| l as usize);
-                built.origins.push(GroupOrigin { monitor: Some(mi), target_limit });
+                (built.emit)(group, GroupOrigin { monitor: Some(mi), target_limit });
             }
             Err(e) => built.monitors[mi].errors.push(e),
         }
     }
 }
 
-fn annotation_groups(built: &mut Built, s: &Snapshot, index: &Index<'_>, options: &BuildOptions) {
+fn annotation_groups(built: &mut Emitter<'_>, s: &Snapshot, index: &Index<'_>, options: &BuildOptions) {
     let base = |job: &str, relabel_configs| {
         Arc::new(ScrapeOptions {
             job: job.into(),
@@ -233,13 +253,9 @@ fn annotation_groups(built: &mut Built, s: &Snapshot, index: &Index<'_>, options
         .collect();
     if !pods.is_empty() {
         let options = base(annotations::POD_JOB, annotations::pod_relabelings());
-        built.groups.push(TargetGroup {
-            source: annotations::POD_JOB.into(),
-            targets: pods,
-            labels: BTreeMap::new(),
-            options,
-        });
-        built.origins.push(GroupOrigin::default());
+        let group =
+            TargetGroup { source: annotations::POD_JOB.into(), targets: pods, labels: BTreeMap::new(), options };
+        (built.emit)(group, GroupOrigin::default());
     }
     let services: Vec<Labels> = index
         .services
@@ -249,12 +265,10 @@ fn annotation_groups(built: &mut Built, s: &Snapshot, index: &Index<'_>, options
         .collect();
     if !services.is_empty() {
         let options = base(annotations::SERVICE_JOB, annotations::service_relabelings());
-        built.groups.push(TargetGroup {
-            source: annotations::SERVICE_JOB.into(),
-            targets: services,
-            labels: BTreeMap::new(),
-            options,
-        });
-        built.origins.push(GroupOrigin::default());
+        let source = annotations::SERVICE_JOB.into();
+        (built.emit)(
+            TargetGroup { source, targets: services, labels: BTreeMap::new(), options },
+            GroupOrigin::default(),
+        );
     }
 }

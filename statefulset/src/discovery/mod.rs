@@ -23,7 +23,7 @@ pub mod sd_labels;
 mod status;
 pub mod watch;
 
-pub use build::{build, BuildOptions, Built, MonitorStatus, Snapshot};
+pub use build::{build, build_each, BuildOptions, Built, MonitorStatus, Snapshot};
 pub use status::{DiscoveryStatus, StatusBoard};
 
 use std::collections::HashSet;
@@ -33,19 +33,21 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use lgtm_config::Config;
-use lgtm_scrape::{SeriesSink, TargetGroup, TargetManager};
+use lgtm_scrape::target::TargetError;
+use lgtm_scrape::{SeriesSink, TargetManager};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::shard::{parse_pod_name, Shard, ShardCache};
 use credentials::{remove_unused_files, CredentialFiles};
-use objects::{PodInfo, ServiceInfo, SliceInfo};
+use objects::{Compact, PodInfo, ServiceInfo, SliceInfo, Watched};
 use operator::Defaults;
-use watch::{spawn_reflector, RefWatchers};
+use watch::{spawn_reflector, spawn_watch, RefWatchers};
 
 /// How discovery runs; [`DiscoveryOptions::from_config`] reads `scrape.monitors`.
 #[derive(Debug, Clone)]
@@ -128,19 +130,11 @@ impl Stores {
         let pod_monitors = monitors(b.pod_monitors, "PodMonitor", "podmonitors");
         // Services, EndpointSlices and Pods are deserialized into discovery's compact types.
         let (services, w) = reflector::store();
-        spawn_reflector(
-            "Service".into(),
-            Api::<ServiceInfo>::all(client.clone()),
-            cfg(),
-            w,
-            changed.clone(),
-            stop.clone(),
-        );
+        spawn_compact::<ServiceInfo>(client, w, changed, stop);
         let (endpoint_slices, w) = reflector::store();
-        let api = Api::<SliceInfo>::all(client.clone());
-        spawn_reflector("EndpointSlice".into(), api, cfg(), w, changed.clone(), stop.clone());
+        spawn_compact::<SliceInfo>(client, w, changed, stop);
         let (pods, w) = reflector::store();
-        spawn_reflector("Pod".into(), Api::<PodInfo>::all(client.clone()), cfg(), w, changed.clone(), stop.clone());
+        spawn_compact::<PodInfo>(client, w, changed, stop);
         let statefulset = match (options.replicas, parse_pod_name(&options.pod_name)) {
             (None, Some(p)) => {
                 let (store, w) = reflector::store();
@@ -175,6 +169,19 @@ impl Stores {
         }
         futures::future::join_all(waits).await;
     }
+}
+
+/// Watches every object of `T`'s kind into `writer` as `T` (see [`objects`]).
+fn spawn_compact<T>(client: &Client, writer: Writer<T>, changed: &Arc<Notify>, stop: &CancellationToken)
+where
+    T: Compact + Lookup<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let kind = <T::Kind as k8s_openapi::Resource>::KIND;
+    let span = tracing::info_span!("watch", kind);
+    let wake = changed.clone();
+    let on_change = move || wake.notify_one();
+    let api = Api::<Watched<T>>::all(client.clone());
+    spawn_watch(span, api, watcher::Config::default(), writer, Watched::into_info, on_change, stop.clone());
 }
 
 /// This replica's shard: the index from the pod name, the count from the options or the
@@ -236,7 +243,7 @@ async fn rebuild<S: SeriesSink>(
     options: &DiscoveryOptions,
     stores: &Stores,
     refs: &mut RefWatchers,
-    manager: &TargetManager<S>,
+    manager: &Arc<TargetManager<S>>,
     board: &StatusBoard,
     logged: &mut HashSet<String>,
     cache: &mut ShardCache,
@@ -255,45 +262,57 @@ async fn rebuild<S: SeriesSink>(
     let build_options = options.build;
     let dir = options.credentials_dir.clone();
     let mut shard_cache = std::mem::take(cache);
-    // Relabeling thousands of targets and writing credential files: off the async threads.
+    let manager_ = Arc::clone(manager);
+    // Relabeling thousands of targets and writing credential files: off the async threads. Each
+    // group goes from the build to the shard and to the manager before the next is built, so
+    // that only what the manager keeps of it stays.
     let work = tokio::task::spawn_blocking(move || {
         let mut creds = CredentialFiles::new(&dir, &snapshot.secrets, &snapshot.config_maps);
-        let built = build(&snapshot, &build_options, &mut creds);
-        let (referenced, written) = creds.into_parts();
-        let Built { groups, origins, mut monitors } = built;
-        let built_at = std::time::Instant::now();
-        let mut sharded = shard_cache.keep_owned(groups, shard);
-        let sharded_in = built_at.elapsed();
-        for (i, origin) in origins.iter().enumerate() {
-            let (total, here) = sharded.per_group[i];
+        let mut sync = manager_.provider_sync("discovery");
+        let mut outcome = Outcome::default();
+        let mut per_group = Vec::new();
+        let mut monitors = build_each(&snapshot, &build_options, &mut creds, &mut |group, origin| {
+            let mut one = shard_cache.keep_owned_one(group, shard);
+            outcome.total += one.total;
+            outcome.owned += one.here;
+            outcome.errors.append(&mut one.errors);
+            let limited = origin.target_limit.filter(|l| one.here > *l).map(|limit| {
+                one.group.targets.clear();
+                format!(
+                    "spec.targetLimit: {} targets of {} exceed the limit of {limit}; none scraped",
+                    one.here, one.group.source
+                )
+            });
+            if !one.group.targets.is_empty() {
+                sync.add(&one.group);
+            }
+            per_group.push((origin, one.total, one.here, limited));
+        });
+        shard_cache.finish();
+        let synced_at = std::time::Instant::now();
+        outcome.errors.extend(sync.finish());
+        outcome.synced_in = synced_at.elapsed();
+        for (origin, total, here, limited) in per_group {
             let Some(mi) = origin.monitor else { continue };
             monitors[mi].targets_total += total;
             monitors[mi].targets_here += here;
-            if let Some(limit) = origin.target_limit.filter(|l| here > *l) {
-                let group = &mut sharded.groups[i];
-                monitors[mi].errors.push(format!(
-                    "spec.targetLimit: {here} targets of {} exceed the limit of {limit}; none scraped",
-                    group.source
-                ));
+            if let Some(error) = limited {
+                monitors[mi].errors.push(error);
                 monitors[mi].targets_here -= here;
-                group.targets.clear();
             }
         }
-        (sharded, monitors, referenced, written, built_at, sharded_in, shard_cache)
+        let (referenced, written) = creds.into_parts();
+        (outcome, monitors, referenced, written, shard_cache)
     });
-    let Ok((sharded, monitors, referenced, written, built_at, sharded_in, shard_cache)) = work.await else {
+    let Ok((outcome, monitors, referenced, written, shard_cache)) = work.await else {
         tracing::error!("target discovery panicked; keeping the previous targets");
         return;
     };
     *cache = shard_cache;
-    let groups: Vec<TargetGroup> = sharded.groups.into_iter().filter(|g| !g.targets.is_empty()).collect();
-    let synced_at = std::time::Instant::now();
-    let sync_errors = manager.sync_provider("discovery", groups);
-    let synced_in = synced_at.elapsed();
     remove_unused_files(&options.credentials_dir, &written);
     refs.reconcile(&referenced);
 
-    let mut target_errors: Vec<String> = sharded.errors.iter().chain(&sync_errors).map(|e| e.to_string()).collect();
+    let mut target_errors: Vec<String> = outcome.errors.iter().map(|e| e.to_string()).collect();
     target_errors.sort();
     target_errors.dedup();
     let mut now_logged = HashSet::new();
@@ -322,26 +341,37 @@ async fn rebuild<S: SeriesSink>(
     }
     *logged = now_logged;
     tracing::debug!(
-        targets_total = sharded.total,
-        targets_here = sharded.owned,
+        targets_total = outcome.total,
+        targets_here = outcome.owned,
         replica = shard.index,
         replicas = shard.replicas,
         took = ?started.elapsed(),
-        build = ?built_at.duration_since(started),
-        shard = ?sharded_in,
-        sync = ?synced_in,
+        apply = ?outcome.synced_in,
         "targets rebuilt"
     );
     board.set(DiscoveryStatus {
         replica: shard.index,
         replicas: shard.replicas,
-        targets_total: sharded.total,
-        targets_here: sharded.owned,
+        targets_total: outcome.total,
+        targets_here: outcome.owned,
         monitors,
         target_errors,
         referenced: referenced.len(),
         updated_unix_ms: unix_ms(),
     });
+}
+
+/// What a rebuild found, over all groups.
+#[derive(Default)]
+struct Outcome {
+    /// Targets after relabeling, over all replicas.
+    total: usize,
+    /// Of those, this replica's.
+    owned: usize,
+    /// Targets (or groups) that could not be used.
+    errors: Vec<TargetError>,
+    /// How long starting, restarting and stopping loops took.
+    synced_in: std::time::Duration,
 }
 
 /// Returns to the system the pages a rebuild freed. A rebuild allocates and frees the labels of
@@ -354,6 +384,8 @@ fn give_back_freed_memory() {
     // SAFETY: malloc_trim only releases free memory of the allocator's own heaps.
     unsafe {
         libc::malloc_trim(0);
+        let info = libc::mallinfo2();
+        tracing::debug!(in_use = info.uordblks, free = info.fordblks, mmapped = info.hblkhd, "heap after trim");
     }
 }
 

@@ -319,7 +319,7 @@ fn pod_monitor_targets_get_the_operator_final_labels() {
 fn namespace_selector_default_is_the_monitors_own_namespace() {
     let mut s = shop();
     let mut other = (*s.services[0]).clone();
-    other.meta.set_namespace("other");
+    other.meta.namespace = "other".into();
     s.services.push(Arc::new(other));
     let m = |spec| monitor("ServiceMonitor", "web", spec);
     s.service_monitors =

@@ -1,15 +1,14 @@
-//! [`ShardCache`]: what [`keep_owned`] found for each group at the last rebuild, so that a
+//! [`ShardCache`]: what [`super::keep_owned`] found for each group at the last rebuild, so that a
 //! rebuild relabels only the groups whose options or targets changed. Discovery rebuilds every
 //! group on every change of the cluster; relabeling thousands of unchanged targets again was
 //! the largest part of applying a one-monitor change (measured with the `discovery` bench).
 
-use std::collections::HashSet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use lgtm_scrape::target::TargetError;
 use lgtm_scrape::TargetGroup;
 
-use super::{keep_owned, Shard, Sharded};
+use super::{Owners, Shard, Sharded};
 
 /// One group's result, valid while the group's fingerprint and the shard are the same. The
 /// owned targets are kept as positions in the group's target list (the same list while the
@@ -17,76 +16,81 @@ use super::{keep_owned, Shard, Sharded};
 struct Cached {
     fingerprint: u64,
     shard: Shard,
-    owned: Vec<usize>,
-    /// Targets counted as this replica's: `owned.len()`, except for a group whose relabelings
-    /// do not compile, which is kept whole (for the manager to report) and counts none.
-    here: usize,
-    total: usize,
-    errors: Vec<TargetError>,
+    owners: Owners,
 }
 
-/// The last [`keep_owned`] result of each group, by `source`.
+/// The last [`super::keep_owned`] result of each group, by `source`.
 #[derive(Default)]
 pub struct ShardCache {
     groups: HashMap<String, Cached>,
+    /// The groups seen since the last [`ShardCache::finish`].
+    next: HashMap<String, Cached>,
 }
 
-/// The positions in `all` of `kept`, a subsequence of it (what [`keep_owned`] keeps).
-fn positions(all: &[BTreeMap<String, String>], kept: &[BTreeMap<String, String>]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(kept.len());
-    let mut next = kept.iter().peekable();
-    for (i, t) in all.iter().enumerate() {
-        if next.peek().is_some_and(|k| *k == t) {
-            out.push(i);
-            next.next();
-        }
-    }
-    out
+/// What [`ShardCache::keep_owned_one`] made of one group.
+pub struct OwnedGroup {
+    /// The group with only this replica's targets.
+    pub group: TargetGroup,
+    /// Targets after relabeling, over all replicas.
+    pub total: usize,
+    /// Of those, this replica's.
+    pub here: usize,
+    pub errors: Vec<TargetError>,
 }
 
 impl ShardCache {
-    /// [`keep_owned`], reusing the result of each group unchanged since the last call.
+    /// [`super::keep_owned`], reusing the result of each group unchanged since the last call.
     pub fn keep_owned(&mut self, groups: Vec<TargetGroup>, shard: Shard) -> Sharded {
         let mut out = Sharded::default();
-        let mut next: HashMap<String, Cached> = HashMap::with_capacity(groups.len());
-        for mut group in groups {
-            let fp = group.fingerprint();
-            let hit = self.groups.remove(&group.source).filter(|c| c.fingerprint == fp && c.shard == shard);
-            let cached = match hit {
-                Some(c) => c,
-                None => {
-                    let one = keep_owned(vec![group.clone()], shard);
-                    let here = one.per_group.first().map_or(0, |(_, here)| *here);
-                    let kept = one.groups.into_iter().next().map(|g| g.targets).unwrap_or_default();
-                    let owned = positions(&group.targets, &kept);
-                    Cached { fingerprint: fp, shard, owned, here, total: one.total, errors: one.errors }
-                }
-            };
-            out.total += cached.total;
-            out.owned += cached.here;
-            out.per_group.push((cached.total, cached.here));
-            out.errors.extend(cached.errors.iter().cloned());
-            let owned: HashSet<usize> = cached.owned.iter().copied().collect();
+        for group in groups {
+            let one = self.keep_owned_one(group, shard);
+            out.total += one.total;
+            out.owned += one.here;
+            out.per_group.push((one.total, one.here));
+            out.errors.extend(one.errors);
+            out.groups.push(one.group);
+        }
+        self.finish();
+        out
+    }
+
+    /// [`super::keep_owned`] of one group, reusing the last result for it if it is unchanged. Call
+    /// [`ShardCache::finish`] once every group of a rebuild went through.
+    pub fn keep_owned_one(&mut self, mut group: TargetGroup, shard: Shard) -> OwnedGroup {
+        let fp = group.fingerprint();
+        let hit = self.groups.remove(&group.source).filter(|c| c.fingerprint == fp && c.shard == shard);
+        let cached = match hit {
+            Some(c) => c,
+            None => Cached { fingerprint: fp, shard, owners: Owners::of(&group, shard) },
+        };
+        let owners = &cached.owners;
+        if let Some(owned) = &owners.owned {
             let mut i = 0;
             group.targets.retain(|_| {
                 i += 1;
-                owned.contains(&(i - 1))
+                owned.binary_search(&(i - 1)).is_ok()
             });
-            out.groups.push(group);
-            next.insert(out.groups.last().map(|g| g.source.clone()).unwrap_or_default(), cached);
         }
-        self.groups = next;
-        out
+        let (total, here, errors) = (owners.total, owners.here(), owners.errors.clone());
+        self.next.insert(group.source.clone(), cached);
+        OwnedGroup { group, total, here, errors }
+    }
+
+    /// Forgets the groups not seen since the last call.
+    pub fn finish(&mut self) {
+        self.groups = std::mem::take(&mut self.next);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use lgtm_config::RelabelConfig;
     use lgtm_scrape::ScrapeOptions;
 
+    use super::super::keep_owned;
     use super::*;
 
     fn group(source: &str, ports: std::ops::Range<u16>, relabel_configs: Vec<RelabelConfig>) -> TargetGroup {

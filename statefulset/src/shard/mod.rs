@@ -11,10 +11,8 @@
 mod cache;
 mod replica;
 
-pub use cache::ShardCache;
+pub use cache::{OwnedGroup, ShardCache};
 pub use replica::{parse_pod_name, PodOrdinal};
-
-use std::sync::Arc;
 
 use lgtm_scrape::relabel::Relabeler;
 use lgtm_scrape::target::{populate, TargetError};
@@ -72,32 +70,59 @@ pub struct Sharded {
 pub fn keep_owned(groups: Vec<TargetGroup>, shard: Shard) -> Sharded {
     let mut out = Sharded::default();
     for mut group in groups {
+        let owners = Owners::of(&group, shard);
+        let mut i = 0;
+        if let Some(owned) = &owners.owned {
+            group.targets.retain(|_| {
+                i += 1;
+                owned.binary_search(&(i - 1)).is_ok()
+            });
+        }
+        out.total += owners.total;
+        out.owned += owners.here();
+        out.per_group.push((owners.total, owners.here()));
+        out.errors.extend(owners.errors);
+        out.groups.push(group);
+    }
+    out
+}
+
+/// Which targets of one group this replica owns.
+pub(crate) struct Owners {
+    /// Positions in the group's target list, ascending; `None`: the group's relabelings do not
+    /// compile, it is kept whole (for the manager to report) and counts none.
+    pub owned: Option<Vec<usize>>,
+    /// Targets after relabeling, over all replicas.
+    pub total: usize,
+    pub errors: Vec<TargetError>,
+}
+
+impl Owners {
+    pub fn of(group: &TargetGroup, shard: Shard) -> Owners {
         let Ok(relabeler) = Relabeler::compile(&group.options.relabel_configs) else {
-            out.per_group.push((0, 0));
-            out.groups.push(group);
-            continue;
+            return Owners { owned: None, total: 0, errors: Vec::new() };
         };
-        let before = out.total;
-        let options = Arc::clone(&group.options);
-        let mut owned = Vec::with_capacity(group.targets.len() / shard.replicas as usize + 1);
-        for discovered in std::mem::take(&mut group.targets) {
-            match populate(&discovered, &group.labels, &options, &relabeler, &group.source) {
+        let mut out = Owners { owned: Some(Vec::new()), total: 0, errors: Vec::new() };
+        let owned = out.owned.as_mut().expect("set above");
+        for (i, discovered) in group.targets.iter().enumerate() {
+            match populate(discovered, &group.labels, &group.options, &relabeler, &group.source) {
                 Ok(Some(target)) => {
                     out.total += 1;
                     if shard.owns(target.identity()) {
-                        owned.push(discovered);
+                        owned.push(i);
                     }
                 }
                 Ok(None) => {}
                 Err(e) => out.errors.push(e),
             }
         }
-        out.owned += owned.len();
-        out.per_group.push((out.total - before, owned.len()));
-        group.targets = owned;
-        out.groups.push(group);
+        out
     }
-    out
+
+    /// Targets counted as this replica's.
+    pub fn here(&self) -> usize {
+        self.owned.as_ref().map_or(0, Vec::len)
+    }
 }
 
 #[cfg(test)]
