@@ -24,7 +24,7 @@ pub mod target;
 
 pub use labels::{LabelSet, PackedLabels};
 pub use manager::{ProviderSync, TargetManager, TargetStatus};
-pub use scrape_loop::{BodyIngester, Health, ScrapeError, ScrapeLoop, Scraped};
+pub use scrape_loop::{BodyIngester, Health, LoopStop, ScrapeError, ScrapeLoop, Scraped};
 pub use sink::{Batch, SeriesSink};
 pub use static_configs::static_target_groups;
 pub use target::{Auth, BasicAuth, ScrapeOptions, Secret, Target, TargetGroup, TlsOptions};

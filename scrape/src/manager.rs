@@ -3,21 +3,20 @@
 //! Several discoveries (static configs, the kubelet, monitor discovery) each own a share of the
 //! set through [`TargetManager::sync_provider`]; the manager syncs their union.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
+use lgtm_config::RelabelConfig;
 use lgtm_pipeline::proto::Label;
 use serde::Serialize;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::labels::LabelSet;
-use crate::relabel::Relabeler;
-use crate::scrape_loop::{Health, LoopStatus, ScrapeLoop};
-use crate::self_metrics::metrics;
+use crate::labels::{CommonLabels, LabelSet};
+use crate::relabel::{RelabelError, Relabeler, Rule};
+use crate::scrape_loop::{Health, LoopStatus, LoopStop, ScrapeLoop};
+use crate::self_metrics::JobMetrics;
 use crate::sink::SeriesSink;
-use crate::target::{populate_with, Target, TargetError, TargetGroup};
+use crate::target::{discovered_labels, populate_with, Target, TargetError, TargetGroup};
 
 /// A target as the `/targets` page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,8 +39,7 @@ pub struct TargetStatus {
 struct RunningLoop {
     target: Arc<Target>,
     options_fingerprint: u64,
-    stop: CancellationToken,
-    end_of_target: Arc<AtomicBool>,
+    stop: Arc<LoopStop>,
     status: Arc<Mutex<LoopStatus>>,
     task: JoinHandle<()>,
 }
@@ -49,8 +47,7 @@ struct RunningLoop {
 impl RunningLoop {
     /// Stops the loop; `stale`: the target is gone, send staleness markers first.
     fn stop(self, stale: bool) -> JoinHandle<()> {
-        self.end_of_target.store(stale, Ordering::Release);
-        self.stop.cancel();
+        self.stop.stop(stale);
         self.task
     }
 }
@@ -60,7 +57,8 @@ struct State {
     loops: HashMap<u64, RunningLoop>,
     /// Targets scraped outside the manager (host metrics), listed with the others.
     shown: Vec<(Arc<Target>, Arc<Mutex<LoopStatus>>)>,
-    jobs: BTreeSet<String>,
+    /// The jobs of the running loops, as of the last sync.
+    jobs: Vec<Arc<JobMetrics>>,
     stopping: Vec<JoinHandle<()>>,
 }
 
@@ -80,7 +78,7 @@ struct RelabeledGroup {
 }
 
 impl RelabeledGroup {
-    fn relabel(group: &TargetGroup) -> RelabeledGroup {
+    fn relabel(group: &TargetGroup, metric_relabelers: &MetricRelabelers) -> RelabeledGroup {
         let relabeler = match Relabeler::compile(&group.options.relabel_configs) {
             Ok(r) => r,
             Err(e) => {
@@ -89,13 +87,23 @@ impl RelabeledGroup {
             }
         };
         let options_fingerprint = group.options.fingerprint();
-        // Compiled once, when the first target needs them, and shared by the group's targets.
+        // Looked up once, when the first target needs them, and shared by the group's targets
+        // (and by other groups with the same rules).
         let metric_relabel = std::cell::OnceCell::new();
         let metric_relabel =
-            || metric_relabel.get_or_init(|| Relabeler::compile(&group.options.metric_relabel_configs)).clone();
+            || metric_relabel.get_or_init(|| metric_relabelers.get(&group.options.metric_relabel_configs)).clone();
+        // The discovered labels every target of the group has (most of a Kubernetes target's:
+        // its namespace, Service, EndpointSlice, job...), packed once and shared by the
+        // targets, which keep only their own. Each target's set is built twice (here, then to
+        // relabel it) rather than all of them kept at once.
+        let common =
+            CommonLabels::of(group.targets.iter().map(|t| discovered_labels(t, &group.labels, &group.options)));
+        let pack = |labels: &LabelSet| common.pack(labels);
+        let source: Arc<str> = group.source.as_str().into();
         let mut out = RelabeledGroup { targets: Vec::with_capacity(group.targets.len()), errors: Vec::new() };
         for discovered in &group.targets {
-            match populate_with(discovered, &group.labels, &group.options, &relabeler, metric_relabel, &group.source) {
+            let (labels, options, source) = (&group.labels, &group.options, &source);
+            match populate_with(discovered, labels, options, &relabeler, metric_relabel, pack, source) {
                 Ok(Some(target)) => {
                     out.targets.push(Wanted { id: target.identity(), target: Arc::new(target), options_fingerprint })
                 }
@@ -104,6 +112,43 @@ impl RelabeledGroup {
             }
         }
         out
+    }
+}
+
+/// Compiled `metric_relabel_configs`, shared by every group with the same ones (monitors made
+/// from one chart often have the same): compiled rules cost kilobytes (see
+/// [`populate_with`]), which each group kept a copy of. Held only while a target holds them.
+#[derive(Default)]
+struct MetricRelabelers(Mutex<RulesByConfigs>);
+
+/// Compiled rules by a hash of their configs (and the configs, colliding hashes being possible).
+type RulesByConfigs = HashMap<u64, Vec<(Vec<RelabelConfig>, Weak<[Rule]>)>>;
+
+impl MetricRelabelers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RulesByConfigs> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rules of `configs`: those a target already holds, or compiled now.
+    fn get(&self, configs: &[RelabelConfig]) -> Result<Relabeler, RelabelError> {
+        let key = xxhash_rust::xxh3::xxh3_64(format!("{configs:?}").as_bytes());
+        let mut map = self.lock();
+        let same = map.entry(key).or_default();
+        same.retain(|(_, rules)| rules.strong_count() > 0);
+        if let Some(rules) = same.iter().find(|(c, _)| c == configs).and_then(|(_, r)| Relabeler::upgrade(r)) {
+            return Ok(rules);
+        }
+        let rules = Relabeler::compile(configs)?;
+        same.push((configs.to_vec(), rules.downgrade()));
+        Ok(rules)
+    }
+
+    /// Forgets the rules no target holds any more.
+    fn prune(&self) {
+        self.lock().retain(|_, same| {
+            same.retain(|(_, rules)| rules.strong_count() > 0);
+            !same.is_empty()
+        });
     }
 }
 
@@ -127,7 +172,7 @@ impl<S: SeriesSink> ProviderSync<'_, S> {
         let done = match self.previous.get(&fingerprint) {
             Some(same) => same.clone(),
             None => {
-                let fresh = RelabeledGroup::relabel(group);
+                let fresh = RelabeledGroup::relabel(group, &self.manager.metric_relabelers);
                 for e in &fresh.errors {
                     tracing::warn!(error = %e, "target not scraped");
                 }
@@ -142,6 +187,9 @@ impl<S: SeriesSink> ProviderSync<'_, S> {
     pub fn finish(mut self) -> Vec<TargetError> {
         let relabeled = std::mem::take(&mut self.relabeled);
         self.providers.insert(std::mem::take(&mut self.provider), relabeled);
+        // The groups not added again go now, so that `apply` forgets the metric relabeling
+        // rules only they held.
+        self.previous = HashMap::new();
         self.manager.apply(&self.providers)
     }
 }
@@ -156,6 +204,7 @@ pub struct TargetManager<S: SeriesSink> {
     /// The latest groups of each provider; held across a whole provider sync so that two
     /// providers syncing at once cannot apply a stale union.
     providers: Mutex<Providers>,
+    metric_relabelers: MetricRelabelers,
 }
 
 impl<S: SeriesSink> TargetManager<S> {
@@ -163,7 +212,14 @@ impl<S: SeriesSink> TargetManager<S> {
     /// so that agents do not scrape in lockstep.
     pub fn new(sink: S, jitter_seed: u64) -> TargetManager<S> {
         let external_labels = sink.external_labels().into();
-        TargetManager { sink, external_labels, jitter_seed, state: Mutex::default(), providers: Mutex::default() }
+        TargetManager {
+            sink,
+            external_labels,
+            jitter_seed,
+            state: Mutex::default(),
+            providers: Mutex::default(),
+            metric_relabelers: MetricRelabelers::default(),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -237,34 +293,31 @@ impl<S: SeriesSink> TargetManager<S> {
         state.stopping.retain(|t| !t.is_finished());
         state.stopping.extend(stopping);
         self.update_target_gauges(&mut state);
+        drop(state);
+        self.metric_relabelers.prune();
         errors
     }
 
     fn start(&self, target: Arc<Target>, options_fingerprint: u64) -> RunningLoop {
         let scrape_loop = ScrapeLoop::new(target.clone(), self.external_labels.clone());
         let status = scrape_loop.status();
-        let stop = CancellationToken::new();
-        let end_of_target = Arc::new(AtomicBool::new(false));
-        let task =
-            tokio::spawn(scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone(), end_of_target.clone()));
-        RunningLoop { target, options_fingerprint, stop, end_of_target, status, task }
+        let stop = Arc::new(LoopStop::default());
+        let task = tokio::spawn(scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone()));
+        RunningLoop { target, options_fingerprint, stop, status, task }
     }
 
     fn update_target_gauges(&self, state: &mut State) {
-        let mut per_job: BTreeMap<String, i64> = BTreeMap::new();
+        let mut per_job: HashMap<&str, i64> = HashMap::new();
         for l in state.loops.values() {
-            *per_job.entry(l.target.job().to_string()).or_default() += 1;
+            *per_job.entry(l.target.job()).or_default() += 1;
         }
-        let gauge = &metrics().targets;
         for job in &state.jobs {
-            if !per_job.contains_key(job) {
-                gauge.with_label_values(&[job.as_str()]).set(0);
+            if !per_job.contains_key(job.job()) {
+                job.set_targets(0);
             }
         }
-        for (job, n) in &per_job {
-            gauge.with_label_values(&[job.as_str()]).set(*n);
-        }
-        state.jobs = per_job.into_keys().collect();
+        let jobs = per_job.into_iter().map(|(job, n)| JobMetrics::targets_of(job, n)).collect();
+        state.jobs = jobs;
     }
 
     /// A snapshot of every target, sorted by job and URL.
@@ -279,7 +332,7 @@ impl<S: SeriesSink> TargetManager<S> {
                 let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 TargetStatus {
                     job: t.job().to_string(),
-                    source: t.source.clone(),
+                    source: t.source.to_string(),
                     scrape_url: t.url.to_string(),
                     labels: to_map(t.labels.clone()),
                     discovered_labels: to_map(t.discovered_labels.unpack()),
@@ -442,10 +495,93 @@ mod tests {
             action: Some("drop".into()),
             ..Default::default()
         }];
-        let relabeled = RelabeledGroup::relabel(&g);
+        let relabeled = RelabeledGroup::relabel(&g, &MetricRelabelers::default());
         let [a, b] = &relabeled.targets[..] else { panic!("two targets") };
         assert_eq!(a.target.metric_relabel.rules().len(), 1);
         assert!(std::ptr::eq(a.target.metric_relabel.rules(), b.target.metric_relabel.rules()));
+    }
+
+    #[tokio::test]
+    async fn groups_with_the_same_metric_relabeling_share_its_compiled_rules() {
+        let manager = TargetManager::new(NullSink, 7);
+        let rule = |regex: &str| RelabelConfig {
+            source_labels: vec!["__name__".into()],
+            regex: Some(regex.into()),
+            action: Some("drop".into()),
+            ..Default::default()
+        };
+        let with = |source: &str, port: u16, job: &str, regex: &str| {
+            let mut g = group(source, &[port], job);
+            Arc::make_mut(&mut g.options).metric_relabel_configs = vec![rule(regex)];
+            g
+        };
+        let groups = vec![with("a", 8001, "a", "go_.*"), with("b", 8002, "b", "go_.*"), with("c", 8003, "c", "x_.*")];
+        manager.sync_provider("discovery", groups);
+        let rules = |port: u16| {
+            let state = manager.state();
+            let l = state.loops.values().find(|l| l.target.url.port() == Some(port)).expect("a loop");
+            l.target.metric_relabel.rules().as_ptr()
+        };
+        assert_eq!(rules(8001), rules(8002));
+        assert_ne!(rules(8001), rules(8003));
+        assert_eq!(manager.metric_relabelers.lock().values().flatten().count(), 2);
+        // Gone with the last target holding them.
+        manager.sync_provider("discovery", vec![with("a", 8001, "a", "go_.*")]);
+        manager.shutdown().await;
+        manager.sync_provider("discovery", vec![]);
+        assert_eq!(manager.metric_relabelers.lock().len(), 0);
+    }
+
+    /// Discovered labels from a few names and values, so that a group's targets share some.
+    fn discovered_sets() -> impl proptest::strategy::Strategy<Value = BTreeMap<String, String>> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            "__meta_[a-c]",
+            Just("job".to_string()),
+            Just("env".to_string()),
+            Just("__scrape_interval__".to_string()),
+            Just("__param_module".to_string()),
+        ];
+        let value = prop_oneof!["[a-b]{0,1}", Just("1m".to_string())];
+        proptest::collection::btree_map(name, value, 0..6)
+    }
+
+    proptest::proptest! {
+        /// The targets page shows each target's discovered labels as they were, though the
+        /// group's targets share the labels they have in common.
+        #[test]
+        fn each_target_of_a_group_unpacks_its_own_discovered_labels(
+            targets in proptest::collection::vec((0u16..4, discovered_sets()), 0..8),
+            group_labels in discovered_sets(),
+        ) {
+            let mut g = group("p", &[], "p");
+            Arc::make_mut(&mut g.options).params.insert("module".into(), "x".into());
+            g.labels = group_labels;
+            g.targets = targets
+                .into_iter()
+                .enumerate()
+                .map(|(i, (host, mut labels))| {
+                    labels.insert("__address__".into(), format!("10.0.0.{host}:{}", 9000 + i));
+                    labels
+                })
+                .collect();
+            let relabeled = RelabeledGroup::relabel(&g, &MetricRelabelers::default());
+            let relabeler = Relabeler::default();
+            let alone = |t| crate::target::populate(t, &g.labels, &g.options, &relabeler, &g.source);
+            let mut targets = relabeled.targets.iter();
+            let mut errors = relabeled.errors.iter();
+            for discovered in &g.targets {
+                match alone(discovered) {
+                    Ok(Some(want)) => {
+                        let got = &targets.next().expect("a target").target;
+                        proptest::prop_assert_eq!(got.discovered_labels.unpack(), want.discovered_labels.unpack());
+                    }
+                    Ok(None) => {}
+                    Err(want) => proptest::prop_assert_eq!(errors.next(), Some(&want)),
+                }
+            }
+            proptest::prop_assert!(targets.next().is_none() && errors.next().is_none());
+        }
     }
 
     #[tokio::test]

@@ -37,6 +37,16 @@ impl Relabeler {
         Ok(Relabeler { rules: rules.into() })
     }
 
+    /// A handle on the rules that does not keep them alive: [`Relabeler::upgrade`] gets them
+    /// back while a `Relabeler` still holds them.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<[Rule]> {
+        Arc::downgrade(&self.rules)
+    }
+
+    pub(crate) fn upgrade(rules: &std::sync::Weak<[Rule]>) -> Option<Relabeler> {
+        rules.upgrade().map(|rules| Relabeler { rules })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

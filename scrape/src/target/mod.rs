@@ -3,7 +3,7 @@
 
 mod populate;
 
-pub(crate) use populate::populate_with;
+pub(crate) use populate::{discovered_labels, populate_with};
 pub use populate::{populate, TargetError};
 
 use std::collections::BTreeMap;
@@ -199,8 +199,8 @@ pub struct Target {
     pub timeout: Duration,
     pub options: Arc<ScrapeOptions>,
     pub metric_relabel: Relabeler,
-    /// The group's `source`.
-    pub source: String,
+    /// The group's `source`, one copy shared by the group's targets.
+    pub source: Arc<str>,
 }
 
 impl Target {

@@ -53,42 +53,27 @@ pub fn populate(
     source: &str,
 ) -> Result<Option<Target>, TargetError> {
     let metric_relabel = || Relabeler::compile(&options.metric_relabel_configs);
-    populate_with(target, group_labels, options, relabeler, metric_relabel, source)
+    populate_with(target, group_labels, options, relabeler, metric_relabel, PackedLabels::pack, &source.into())
 }
 
 /// [`populate`], with the options' `metric_relabel_configs` compiled by `metric_relabel`
 /// (called once the target passed every other check), so that whoever populates a whole group
 /// compiles them once and its targets share them: compiled rules cost kilobytes (8.7 KiB for
-/// one `drop` rule with a two-branch regex), which every target kept a copy of.
+/// one `drop` rule with a two-branch regex), which every target kept a copy of. Likewise the
+/// discovered labels are packed by `pack`: a group's [`crate::labels::CommonLabels::pack`]
+/// shares what its targets have in common.
 pub(crate) fn populate_with(
     target: &BTreeMap<String, String>,
     group_labels: &BTreeMap<String, String>,
     options: &Arc<ScrapeOptions>,
     relabeler: &Relabeler,
     metric_relabel: impl FnOnce() -> Result<Relabeler, RelabelError>,
-    source: &str,
+    pack: impl FnOnce(&LabelSet) -> PackedLabels,
+    source: &Arc<str>,
 ) -> Result<Option<Target>, TargetError> {
-    let mut labels = LabelSet::from_pairs(group_labels.iter().chain(target.iter()).map(|(k, v)| (k, v.clone())));
-    let defaults = [
-        ("job", options.job.clone()),
-        (SCRAPE_INTERVAL_LABEL, format_duration(options.interval)),
-        (SCRAPE_TIMEOUT_LABEL, format_duration(options.timeout)),
-        (METRICS_PATH_LABEL, options.metrics_path.clone()),
-        (SCHEME_LABEL, options.scheme.clone()),
-    ];
-    for (name, value) in defaults {
-        if !labels.contains(name) {
-            labels.set(name, value);
-        }
-    }
-    for (param, value) in &options.params {
-        let name = format!("{PARAM_LABEL_PREFIX}{param}");
-        if !labels.contains(&name) {
-            labels.set(&name, value.clone());
-        }
-    }
+    let mut labels = discovered_labels(target, group_labels, options);
     // Packed before relabeling rather than cloned: errors, the rare case, unpack them.
-    let discovered = PackedLabels::pack(&labels);
+    let discovered = pack(&labels);
     let fail = |message: String| TargetError { labels: discovered.unpack().to_string(), message };
 
     if !relabeler.process(&mut labels) {
@@ -150,8 +135,37 @@ pub(crate) fn populate_with(
         timeout,
         options: options.clone(),
         metric_relabel,
-        source: source.to_string(),
+        source: source.clone(),
     }))
+}
+
+/// A target's labels before relabeling, as its `discovered_labels` keep them: the group's
+/// labels, the target's (which win), and the options' defaults for those still missing.
+pub(crate) fn discovered_labels(
+    target: &BTreeMap<String, String>,
+    group_labels: &BTreeMap<String, String>,
+    options: &ScrapeOptions,
+) -> LabelSet {
+    let mut labels = LabelSet::from_pairs(group_labels.iter().chain(target.iter()).map(|(k, v)| (k, v.clone())));
+    let defaults = [
+        ("job", options.job.clone()),
+        (SCRAPE_INTERVAL_LABEL, format_duration(options.interval)),
+        (SCRAPE_TIMEOUT_LABEL, format_duration(options.timeout)),
+        (METRICS_PATH_LABEL, options.metrics_path.clone()),
+        (SCHEME_LABEL, options.scheme.clone()),
+    ];
+    for (name, value) in defaults {
+        if !labels.contains(name) {
+            labels.set(name, value);
+        }
+    }
+    for (param, value) in &options.params {
+        let name = format!("{PARAM_LABEL_PREFIX}{param}");
+        if !labels.contains(&name) {
+            labels.set(&name, value.clone());
+        }
+    }
+    labels
 }
 
 #[cfg(test)]
