@@ -80,10 +80,6 @@ where
 {
     let (store, writer) = reflector::store();
     let span = tracing::info_span!("cluster_state_watch", kind);
-    let slim = move |mut o: K| {
-        slim(&mut o);
-        o
-    };
     spawn_watch(span, Api::all(client.clone()), watcher::Config::default(), writer, slim, || {}, stop.clone());
     store
 }

@@ -1,9 +1,9 @@
 //! Monitor discovery: ServiceMonitors, PodMonitors and `prometheus.io/*` annotations turned into
 //! scrape targets, sharded across the replicas.
 //!
-//! Data flow, as kube-runtime reads: [`watch`]ers feed reflector stores (monitors, Services,
-//! EndpointSlices and Pods as compact types holding what discovery reads ([`objects`]), the
-//! referenced Secrets and ConfigMaps, this pod's StatefulSet); any change wakes the fold loop ([`run`]), which snapshots the stores, [`build`]s every target
+//! Data flow, as kube-runtime reads: [`watch`]ers feed reflector stores (monitors, the
+//! referenced Secrets and ConfigMaps, this pod's StatefulSet) and [`store`]s of compact types
+//! holding what discovery reads of Services, EndpointSlices and Pods ([`objects`]); any change wakes the fold loop ([`run`]), which snapshots the stores, [`build`]s every target
 //! group (Prometheus's Kubernetes SD labels in [`sd_labels`], the Prometheus Operator's
 //! relabelings and options in [`operator`], annotations in [`annotations`]), keeps this
 //! replica's share ([`crate::shard`]) and hands the whole set to
@@ -21,6 +21,7 @@ pub mod objects;
 pub mod operator;
 pub mod sd_labels;
 mod status;
+pub mod store;
 pub mod watch;
 
 pub use build::{build, build_each, BuildOptions, Built, MonitorStatus, Snapshot};
@@ -33,8 +34,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, Lookup, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use lgtm_config::Config;
@@ -45,9 +45,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::shard::{parse_pod_name, Shard, ShardCache};
 use credentials::{remove_unused_files, CredentialFiles};
-use objects::{Compact, PodInfo, ServiceInfo, SliceInfo, Watched};
+use objects::{PodInfo, ServiceInfo, SliceInfo};
 use operator::Defaults;
-use watch::{spawn_reflector, spawn_watch, RefWatchers};
+use store::{spawn_compact_watch, CompactStore};
+use watch::{spawn_reflector, RefWatchers};
 
 /// How discovery runs; [`DiscoveryOptions::from_config`] reads `scrape.monitors`.
 #[derive(Debug, Clone)]
@@ -106,9 +107,9 @@ fn monitor_resource(kind: &str, plural: &str) -> ApiResource {
 struct Stores {
     service_monitors: Option<Store<DynamicObject>>,
     pod_monitors: Option<Store<DynamicObject>>,
-    services: Store<ServiceInfo>,
-    endpoint_slices: Store<SliceInfo>,
-    pods: Store<PodInfo>,
+    services: CompactStore<ServiceInfo>,
+    endpoint_slices: CompactStore<SliceInfo>,
+    pods: CompactStore<PodInfo>,
     statefulset: Option<Store<StatefulSet>>,
 }
 
@@ -129,12 +130,13 @@ impl Stores {
         let service_monitors = monitors(b.service_monitors, "ServiceMonitor", "servicemonitors");
         let pod_monitors = monitors(b.pod_monitors, "PodMonitor", "podmonitors");
         // Services, EndpointSlices and Pods are deserialized into discovery's compact types.
-        let (services, w) = reflector::store();
-        spawn_compact::<ServiceInfo>(client, w, changed, stop);
-        let (endpoint_slices, w) = reflector::store();
-        spawn_compact::<SliceInfo>(client, w, changed, stop);
-        let (pods, w) = reflector::store();
-        spawn_compact::<PodInfo>(client, w, changed, stop);
+        let wake = || {
+            let changed = changed.clone();
+            move || changed.notify_one()
+        };
+        let (services, _) = spawn_compact_watch(client, wake(), stop.clone());
+        let (endpoint_slices, _) = spawn_compact_watch(client, wake(), stop.clone());
+        let (pods, _) = spawn_compact_watch(client, wake(), stop.clone());
         let statefulset = match (options.replicas, parse_pod_name(&options.pod_name)) {
             (None, Some(p)) => {
                 let (store, w) = reflector::store();
@@ -157,9 +159,9 @@ impl Stores {
 
     async fn wait_until_ready(&self) {
         let mut waits: Vec<futures::future::BoxFuture<'_, ()>> = vec![
-            Box::pin(async { self.services.wait_until_ready().await.ok().unwrap_or_default() }),
-            Box::pin(async { self.endpoint_slices.wait_until_ready().await.ok().unwrap_or_default() }),
-            Box::pin(async { self.pods.wait_until_ready().await.ok().unwrap_or_default() }),
+            Box::pin(self.services.wait_until_ready()),
+            Box::pin(self.endpoint_slices.wait_until_ready()),
+            Box::pin(self.pods.wait_until_ready()),
         ];
         for s in [&self.service_monitors, &self.pod_monitors].into_iter().flatten() {
             waits.push(Box::pin(async { s.wait_until_ready().await.ok().unwrap_or_default() }));
@@ -169,19 +171,6 @@ impl Stores {
         }
         futures::future::join_all(waits).await;
     }
-}
-
-/// Watches every object of `T`'s kind into `writer` as `T` (see [`objects`]).
-fn spawn_compact<T>(client: &Client, writer: Writer<T>, changed: &Arc<Notify>, stop: &CancellationToken)
-where
-    T: Compact + Lookup<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
-{
-    let kind = <T::Kind as k8s_openapi::Resource>::KIND;
-    let span = tracing::info_span!("watch", kind);
-    let wake = changed.clone();
-    let on_change = move || wake.notify_one();
-    let api = Api::<Watched<T>>::all(client.clone());
-    spawn_watch(span, api, watcher::Config::default(), writer, Watched::into_info, on_change, stop.clone());
 }
 
 /// This replica's shard: the index from the pod name, the count from the options or the

@@ -18,8 +18,7 @@
 //! Strings are `Box<str>` (no spare capacity), lists boxed slices, maps sorted slices of pairs.
 //! The watcher needs a [`kube::Resource`] with an `ObjectMeta` (for the resource version): it
 //! watches [`Watched`] objects, whose `ObjectMeta` (about 0.4 KiB of mostly empty fields) is
-//! dropped before the store; the store keys the compact types by namespace and name
-//! ([`Lookup`]).
+//! dropped before the store ([`super::store`]).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -28,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::Lookup;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -276,8 +274,7 @@ impl WireMeta {
     }
 }
 
-/// Implements [`Compact`] (read through `$read`) and the store's [`Lookup`] for a compact type.
-/// The store's keys leave out resource version and UID (two strings fewer per object).
+/// Implements [`Compact`] and `Deserialize` (both through `$read`) for a compact type.
 macro_rules! compact {
     ($compact:ty, $k8s:ty, $read:path) => {
         impl Compact for $compact {
@@ -295,42 +292,6 @@ macro_rules! compact {
         impl<'de> Deserialize<'de> for $compact {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$compact, D::Error> {
                 Ok($read(d)?.0)
-            }
-        }
-
-        impl Lookup for $compact {
-            type DynamicType = ();
-
-            fn kind(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$k8s as k8s_openapi::Resource>::KIND)
-            }
-
-            fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$k8s as k8s_openapi::Resource>::GROUP)
-            }
-
-            fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$k8s as k8s_openapi::Resource>::VERSION)
-            }
-
-            fn plural(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$k8s as k8s_openapi::Resource>::URL_PATH_SEGMENT)
-            }
-
-            fn name(&self) -> Option<Cow<'_, str>> {
-                Some(Cow::Borrowed(&self.meta.name))
-            }
-
-            fn namespace(&self) -> Option<Cow<'_, str>> {
-                Some(Cow::Borrowed(&self.meta.namespace))
-            }
-
-            fn resource_version(&self) -> Option<Cow<'_, str>> {
-                None
-            }
-
-            fn uid(&self) -> Option<Cow<'_, str>> {
-                None
             }
         }
     };
@@ -635,6 +596,8 @@ mod tests {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 
+    use std::collections::BTreeMap;
+
     use serde_json::json;
 
     use super::*;
@@ -712,7 +675,7 @@ mod tests {
         assert_eq!(compact.controller, Some(("ReplicaSet".into(), "svc-17-5d4f8".into())));
         let watched = read(&json);
         assert_eq!(kube::Resource::meta(&watched).resource_version.as_deref(), Some("48213"));
-        assert_eq!(Lookup::name(&watched.into_info()).as_deref(), Some("svc-17-2"));
+        assert_eq!(watched.into_info().meta.name(), "svc-17-2");
     }
 
     #[test]
@@ -726,6 +689,66 @@ mod tests {
         let slice: SliceInfo =
             serde_json::from_value(json!({"metadata": {"name": "s"}, "endpoints": null})).expect("slice");
         assert!(slice.endpoints.is_empty() && slice.ports.is_empty());
+    }
+
+    /// A Pod's JSON from parts: labels, containers (name, ports, init or not), IPs, conditions.
+    fn pod_json(
+        labels: &BTreeMap<String, String>,
+        containers: &[(String, Vec<i32>, bool)],
+        ip: Option<&str>,
+        ready: Option<bool>,
+    ) -> serde_json::Value {
+        let spec = |init: bool| -> Vec<serde_json::Value> {
+            containers
+                .iter()
+                .filter(|c| c.2 == init)
+                .map(|(name, ports, _)| {
+                    let ports: Vec<_> = ports.iter().map(|p| json!({"containerPort": p, "name": format!("p{p}")})).collect();
+                    json!({"name": name, "image": format!("img/{name}"), "ports": ports, "env": [{"name": "X", "value": "y"}]})
+                })
+                .collect()
+        };
+        let statuses: Vec<_> = containers.iter().filter(|c| !c.2).map(|(name, _, _)| json!({"name": name, "containerID": format!("cri://{name}"), "image": "", "imageID": "", "ready": true, "restartCount": 0})).collect();
+        let conditions: Vec<_> =
+            ready.map(|r| json!({"type": "Ready", "status": if r { "True" } else { "False" }})).into_iter().collect();
+        json!({"metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": labels},
+            "spec": {"nodeName": "node", "containers": spec(false), "initContainers": spec(true)},
+            "status": {"podIP": ip, "phase": "Running", "conditions": conditions, "containerStatuses": statuses}})
+    }
+
+    proptest::proptest! {
+        /// The compact type reads the same values as k8s-openapi's `Pod` from the same JSON.
+        #[test]
+        fn a_compact_pod_reads_what_the_k8s_struct_reads(
+            labels in proptest::collection::btree_map("[a-z./-]{1,12}", "[a-zA-Z0-9_.-]{0,12}", 0..6),
+            containers in proptest::collection::vec(("[a-z]{1,6}", proptest::collection::vec(1i32..65535, 0..3), proptest::bool::ANY), 0..4),
+            ip in proptest::option::of("10\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}"),
+            ready in proptest::option::of(proptest::bool::ANY),
+        ) {
+            let json = pod_json(&labels, &containers, ip.as_deref(), ready);
+            let full: Pod = serde_json::from_value(json.clone()).expect("k8s pod");
+            let compact = serde_json::from_value::<Watched<PodInfo>>(json).expect("compact pod").into_info();
+            let spec = full.spec.unwrap_or_default();
+            let status = full.status.unwrap_or_default();
+            proptest::prop_assert_eq!(compact.meta.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(), full.metadata.labels.unwrap_or_default());
+            proptest::prop_assert_eq!(&*compact.ip, status.pod_ip.as_deref().unwrap_or(""));
+            let want_ready = match status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status.as_str()) {
+                Some("True") => Ready::True,
+                Some("False") => Ready::False,
+                _ => Ready::Unknown,
+            };
+            proptest::prop_assert_eq!(compact.ready, want_ready);
+            let regular = spec.containers.iter().map(|c| (c, false));
+            let all: Vec<_> = regular.chain(spec.init_containers.iter().flatten().map(|c| (c, true))).collect();
+            proptest::prop_assert_eq!(compact.containers.len(), all.len());
+            for (got, (want, init)) in compact.containers.iter().zip(all) {
+                proptest::prop_assert_eq!((&*got.name, &*got.image, got.init), (want.name.as_str(), want.image.as_deref().unwrap_or(""), init));
+                let ports: Vec<(i32, Option<String>)> = want.ports.iter().flatten().map(|p| (p.container_port, p.name.clone())).collect();
+                proptest::prop_assert_eq!(got.ports.iter().map(|p| (p.number, p.name.as_deref().map(String::from))).collect::<Vec<_>>(), ports);
+                let id = status.container_statuses.iter().flatten().filter(|_| !init).find(|s| s.name == want.name).and_then(|s| s.container_id.clone());
+                proptest::prop_assert_eq!(got.id.as_deref().map(String::from), id);
+            }
+        }
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::runtime::reflector::{self, Lookup, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
@@ -37,36 +37,30 @@ where
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
     let span = tracing::info_span!("watch", kind = %what);
-    let drop_managed_fields = |mut o: K| {
-        o.meta_mut().managed_fields = None;
-        o
-    };
+    let drop_managed_fields = |o: &mut K| o.meta_mut().managed_fields = None;
     spawn_watch(span, api, config, writer, drop_managed_fields, move || changed.notify_one(), stop)
 }
 
-/// Runs `watcher -> reflector` into `writer` until `stop`, passing each object through
-/// `convert` before it is stored (pruning it, or keeping a compact type of it) and calling
-/// `on_change` on every change except the events of a relist in progress. A failing watch is
-/// retried with backoff and logged once, and once more when it recovers. Discovery and the
-/// cluster-state stores both watch this way.
-pub(crate) fn spawn_watch<K, C>(
+/// Runs `watcher -> reflector` into `writer` until `stop`, passing each object through `modify`
+/// before it is stored and calling `on_change` on every change except the events of a relist
+/// in progress. A failing watch is retried with backoff and logged once, and once more when it
+/// recovers. Discovery and the cluster-state stores both watch this way.
+pub(crate) fn spawn_watch<K>(
     span: tracing::Span,
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<C>,
-    mut convert: impl FnMut(K) -> C + Send + 'static,
+    writer: reflector::store::Writer<K>,
+    modify: impl FnMut(&mut K) + Send + 'static,
     on_change: impl Fn() + Send + 'static,
     stop: CancellationToken,
 ) -> JoinHandle<()>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    C: Lookup + Clone + Send + Sync + 'static,
-    C::DynamicType: Eq + Hash + Clone + Send + Sync,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
     tokio::spawn(
         async move {
-            let converted = watcher(api, config).default_backoff().map_ok(move |e| map_event(e, &mut convert));
-            let stream = reflector::reflector(writer, converted);
+            let stream = watcher(api, config).default_backoff().modify(modify).reflect(writer);
             let mut stream = std::pin::pin!(stream);
             let mut failing = false;
             loop {
@@ -96,17 +90,6 @@ where
         }
         .instrument(span),
     )
-}
-
-/// The same event with its object converted.
-fn map_event<K, C>(event: Event<K>, convert: &mut impl FnMut(K) -> C) -> Event<C> {
-    match event {
-        Event::Apply(o) => Event::Apply(convert(o)),
-        Event::Delete(o) => Event::Delete(convert(o)),
-        Event::Init => Event::Init,
-        Event::InitApply(o) => Event::InitApply(convert(o)),
-        Event::InitDone => Event::InitDone,
-    }
 }
 
 fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = watcher::Result<Event<K>>> + Send

@@ -1,0 +1,126 @@
+//! The stores of discovery's compact objects ([`super::objects`]): a watch per kind keeps a map
+//! of every object, read as a snapshot at each rebuild.
+//!
+//! Not kube's reflector store: for each object it keeps an `ObjectRef` key (four strings, two of
+//! them allocated, about 160 bytes) and stores a clone of what the watch yields. Here the key
+//! is a 64-bit hash of namespace and name (the object holds both; two of 10,000 objects share
+//! a hash with a chance of about 3e-12) and the object is moved in. At 5,000 objects that is
+//! about 0.8 MiB less, and no second copy of each object while a relist is applied.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::objects::{Compact, Watched};
+
+type Objects<T> = HashMap<u64, Arc<T>>;
+
+/// The objects of one kind, as of the watch's latest event.
+pub struct CompactStore<T> {
+    objects: Arc<RwLock<Objects<T>>>,
+    ready: watch::Receiver<bool>,
+}
+
+impl<T> CompactStore<T> {
+    /// Every object, in no particular order.
+    pub fn state(&self) -> Vec<Arc<T>> {
+        self.objects.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Returns once the first list is in (or the watch has ended).
+    pub async fn wait_until_ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+}
+
+fn key<T: Compact>(object: &T) -> u64 {
+    let meta = object.meta();
+    let mut h = Xxh3::new();
+    h.update(meta.namespace().as_bytes());
+    h.update(&[0]);
+    h.update(meta.name().as_bytes());
+    h.digest()
+}
+
+/// Watches every object of `T`'s kind until `stop`, calling `on_change` on every change
+/// except the events of a relist in progress (a relist counts once, when it is complete). A
+/// failing watch is retried with backoff and logged once, and once more when it recovers.
+pub fn spawn_compact_watch<T>(
+    client: &Client,
+    on_change: impl Fn() + Send + 'static,
+    stop: CancellationToken,
+) -> (CompactStore<T>, JoinHandle<()>)
+where
+    T: Compact + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let objects: Arc<RwLock<Objects<T>>> = Arc::default();
+    let (ready_tx, ready) = watch::channel(false);
+    let store = CompactStore { objects: objects.clone(), ready };
+    let kind = <T::Kind as k8s_openapi::Resource>::KIND;
+    let api = Api::<Watched<T>>::all(client.clone());
+    let task = tokio::spawn(
+        async move {
+            let stream = kube::runtime::watcher(api, watcher::Config::default()).default_backoff();
+            let mut stream = std::pin::pin!(stream);
+            let mut relist: Objects<T> = HashMap::new();
+            let mut failing = false;
+            loop {
+                let item = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    item = stream.next() => item,
+                };
+                let event = match item {
+                    None => return,
+                    Some(Ok(event)) => event,
+                    Some(Err(e)) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "watch failing; retrying with backoff");
+                        }
+                        failing = true;
+                        continue;
+                    }
+                };
+                if failing {
+                    tracing::info!("watch recovered");
+                    failing = false;
+                }
+                let write = || objects.write().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    Event::Init => {
+                        relist = HashMap::new();
+                        continue;
+                    }
+                    Event::InitApply(o) => {
+                        let o = o.into_info();
+                        relist.insert(key(&o), Arc::new(o));
+                        continue;
+                    }
+                    Event::InitDone => {
+                        *write() = std::mem::take(&mut relist);
+                        ready_tx.send_replace(true);
+                    }
+                    Event::Apply(o) => {
+                        let o = o.into_info();
+                        write().insert(key(&o), Arc::new(o));
+                    }
+                    Event::Delete(o) => {
+                        write().remove(&key(&o.into_info()));
+                    }
+                }
+                on_change();
+            }
+        }
+        .instrument(tracing::info_span!("watch", kind)),
+    );
+    (store, task)
+}
