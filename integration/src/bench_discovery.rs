@@ -24,10 +24,14 @@
 //! as an upper bound: the last scrape of the monitor's targets plus one probe interval (no loop
 //! ticks again after it stopped).
 //!
-//! Measured (shared 2-core machine, medians of 3 runs of the command above with its defaults):
-//! every change p50 325 ms, p99 550 ms (80 changes); agent CPU over the changes 16.6 s; RSS
-//! empty cluster 4.5 MiB, objects without monitors 62.0 MiB, 3,000 targets 97.3 MiB (+35.3 MiB
-//! for the targets, +89.7 MiB over the empty cluster), after the changes 112.4 MiB.
+//! Measured (shared 2-core machine, medians of 3 runs of the command above with its defaults,
+//! 2026-12-06): every change p50 258 ms, p99 289 ms (80 changes); agent CPU over the changes
+//! 8.7 s. Anonymous memory (`RssAnon`): empty cluster 1.7 MiB, objects without monitors
+//! 5.3 MiB, 3,000 targets 20.7 MiB: +3.6 MiB for the objects, +15.4 MiB for the targets,
+//! +19.0 MiB over the empty cluster (runs within 0.1 MiB of each other). `VmRSS`: 3,000
+//! targets 30.7 MiB, +22.7 MiB over the empty cluster; it also counts the binary's code pages,
+//! which move by a few MiB between runs as the agent pages its start-up code out and code
+//! faults back in (runs: +20.4, +23.1, +22.7 MiB).
 
 mod targets;
 
