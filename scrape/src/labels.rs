@@ -262,7 +262,7 @@ fn compress<'a>(labels: impl Iterator<Item = &'a Label> + Clone) -> Vec<u8> {
     let mut raw = Vec::with_capacity(labels.clone().map(|l| l.name.len() + l.value.len() + 4).sum());
     for l in labels {
         for s in [&l.name, &l.value] {
-            put_varint(&mut raw, s.len());
+            prost::encoding::encode_varint(s.len() as u64, &mut raw);
             raw.extend_from_slice(s.as_bytes());
         }
     }
@@ -277,7 +277,10 @@ fn decompress(packed: &[u8]) -> Vec<Label> {
     let raw = snap::raw::Decoder::new().decompress_vec(packed).expect(CORRUPT);
     let mut rest = raw.as_slice();
     let mut string = || -> Option<String> {
-        let len = take_varint(&mut rest)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
         let (s, tail) = rest.split_at_checked(len)?;
         rest = tail;
         String::from_utf8(s.to_vec()).ok()
@@ -288,29 +291,6 @@ fn decompress(packed: &[u8]) -> Vec<Label> {
         labels.push(Label { name, value });
     }
     labels
-}
-
-fn put_varint(buf: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        buf.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    buf.push(n as u8);
-}
-
-/// Reads a varint off the front of `buf`; `None` at the end of `buf` (or on a varint longer
-/// than a `usize`).
-fn take_varint(buf: &mut &[u8]) -> Option<usize> {
-    let mut n = 0usize;
-    for shift in (0..usize::BITS).step_by(7) {
-        let (&byte, rest) = buf.split_first()?;
-        *buf = rest;
-        n |= usize::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(n);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
