@@ -3,8 +3,8 @@
 
 mod populate;
 
-pub(crate) use populate::{discovered_labels, populate_with};
-pub use populate::{populate, TargetError};
+pub(crate) use populate::discovered_labels;
+pub use populate::{populate, populate_with, TargetError};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -61,8 +61,9 @@ pub fn populate(
 /// compiles them once and its targets share them: compiled rules cost kilobytes (8.7 KiB for
 /// one `drop` rule with a two-branch regex), which every target kept a copy of. Likewise the
 /// discovered labels are packed by `pack`: a group's [`crate::labels::CommonLabels::pack`]
-/// shares what its targets have in common.
-pub(crate) fn populate_with(
+/// shares what its targets have in common. Whoever relabels a group's targets for another purpose
+/// (learning their identities to shard them) also compiles the rules once.
+pub fn populate_with(
     target: &BTreeMap<String, String>,
     group_labels: &BTreeMap<String, String>,
     options: &Arc<ScrapeOptions>,

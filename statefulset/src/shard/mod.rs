@@ -14,8 +14,11 @@ mod replica;
 pub use cache::{OwnedGroup, ShardCache};
 pub use replica::{parse_pod_name, PodOrdinal};
 
+use std::sync::Arc;
+
 use lgtm_scrape::relabel::Relabeler;
-use lgtm_scrape::target::{populate, TargetError};
+use lgtm_scrape::target::{populate_with, TargetError};
+use lgtm_scrape::PackedLabels;
 use lgtm_scrape::TargetGroup;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -102,10 +105,22 @@ impl Owners {
         let Ok(relabeler) = Relabeler::compile(&group.options.relabel_configs) else {
             return Owners { owned: None, total: 0, errors: Vec::new() };
         };
+        // Compiled once for the group, not once per target.
+        let metric_relabel = Relabeler::compile(&group.options.metric_relabel_configs);
+        let source: Arc<str> = group.source.as_str().into();
         let mut out = Owners { owned: Some(Vec::new()), total: 0, errors: Vec::new() };
         let owned = out.owned.as_mut().expect("set above");
         for (i, discovered) in group.targets.iter().enumerate() {
-            match populate(discovered, &group.labels, &group.options, &relabeler, &group.source) {
+            let metric_relabel = || metric_relabel.clone();
+            match populate_with(
+                discovered,
+                &group.labels,
+                &group.options,
+                &relabeler,
+                metric_relabel,
+                PackedLabels::pack,
+                &source,
+            ) {
                 Ok(Some(target)) => {
                     out.total += 1;
                     if shard.owns(target.identity()) {
