@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use lgtm_scrape::target::TargetError;
 use lgtm_scrape::TargetGroup;
 
-use super::{Owners, Shard, Sharded};
+use super::{Owners, Shard};
 
 /// One group's result, valid while the group's fingerprint and the shard are the same. The
 /// owned targets are kept as positions in the group's target list (the same list while the
@@ -39,21 +39,6 @@ pub struct OwnedGroup {
 }
 
 impl ShardCache {
-    /// [`super::keep_owned`], reusing the result of each group unchanged since the last call.
-    pub fn keep_owned(&mut self, groups: Vec<TargetGroup>, shard: Shard) -> Sharded {
-        let mut out = Sharded::default();
-        for group in groups {
-            let one = self.keep_owned_one(group, shard);
-            out.total += one.total;
-            out.owned += one.here;
-            out.per_group.push((one.total, one.here));
-            out.errors.extend(one.errors);
-            out.groups.push(one.group);
-        }
-        self.finish();
-        out
-    }
-
     /// [`super::keep_owned`] of one group, reusing the last result for it if it is unchanged. Call
     /// [`ShardCache::finish`] once every group of a rebuild went through.
     pub fn keep_owned_one(&mut self, mut group: TargetGroup, shard: Shard) -> OwnedGroup {
@@ -64,13 +49,7 @@ impl ShardCache {
             None => Cached { fingerprint: fp, shard, owners: Owners::of(&group, shard) },
         };
         let owners = &cached.owners;
-        if let Some(owned) = &owners.owned {
-            let mut i = 0;
-            group.targets.retain(|_| {
-                i += 1;
-                owned.binary_search(&(i - 1)).is_ok()
-            });
-        }
+        owners.keep_in(&mut group);
         let (total, here, errors) = (owners.total, owners.here(), owners.errors.clone());
         self.next.insert(group.source.clone(), cached);
         OwnedGroup { group, total, here, errors }
@@ -90,8 +69,23 @@ mod tests {
     use lgtm_config::RelabelConfig;
     use lgtm_scrape::ScrapeOptions;
 
-    use super::super::keep_owned;
+    use super::super::{keep_owned, Sharded};
     use super::*;
+
+    /// [`keep_owned`] through the cache: every group through [`ShardCache::keep_owned_one`].
+    fn cached(cache: &mut ShardCache, groups: Vec<TargetGroup>, shard: Shard) -> Sharded {
+        let mut out = Sharded::default();
+        for group in groups {
+            let one = cache.keep_owned_one(group, shard);
+            out.total += one.total;
+            out.owned += one.here;
+            out.per_group.push((one.total, one.here));
+            out.errors.extend(one.errors);
+            out.groups.push(one.group);
+        }
+        cache.finish();
+        out
+    }
 
     fn group(source: &str, ports: std::ops::Range<u16>, relabel_configs: Vec<RelabelConfig>) -> TargetGroup {
         TargetGroup {
@@ -140,7 +134,7 @@ mod tests {
         let mut cache = ShardCache::default();
         for shard in [Shard::new(1, 3), Shard::new(0, 2)] {
             for (i, groups) in rounds.iter().enumerate() {
-                let cached = cache.keep_owned(groups.clone(), shard);
+                let cached = cached(&mut cache, groups.clone(), shard);
                 let fresh = keep_owned(groups.clone(), shard);
                 assert_eq!(summary(&cached), summary(&fresh), "round {i} of {shard:?}");
                 let targets = |s: &Sharded| s.groups.iter().map(|g| g.targets.clone()).collect::<Vec<_>>();

@@ -74,13 +74,7 @@ pub fn keep_owned(groups: Vec<TargetGroup>, shard: Shard) -> Sharded {
     let mut out = Sharded::default();
     for mut group in groups {
         let owners = Owners::of(&group, shard);
-        let mut i = 0;
-        if let Some(owned) = &owners.owned {
-            group.targets.retain(|_| {
-                i += 1;
-                owned.binary_search(&(i - 1)).is_ok()
-            });
-        }
+        owners.keep_in(&mut group);
         out.total += owners.total;
         out.owned += owners.here();
         out.per_group.push((owners.total, owners.here()));
@@ -132,6 +126,16 @@ impl Owners {
             }
         }
         out
+    }
+
+    /// Removes from `group` (the group these owners are of) the targets other replicas own.
+    pub fn keep_in(&self, group: &mut TargetGroup) {
+        let Some(owned) = &self.owned else { return };
+        let mut i = 0;
+        group.targets.retain(|_| {
+            i += 1;
+            owned.binary_search(&(i - 1)).is_ok()
+        });
     }
 
     /// Targets counted as this replica's.
