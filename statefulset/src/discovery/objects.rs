@@ -274,7 +274,7 @@ impl WireMeta {
     }
 }
 
-/// Implements [`Compact`] and `Deserialize` (both through `$read`) for a compact type.
+/// Implements [`Compact`] (through `$read`) for a compact type.
 macro_rules! compact {
     ($compact:ty, $k8s:ty, $read:path) => {
         impl Compact for $compact {
@@ -286,12 +286,6 @@ macro_rules! compact {
 
             fn meta(&self) -> &Meta {
                 &self.meta
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $compact {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$compact, D::Error> {
-                Ok($read(d)?.0)
             }
         }
     };
@@ -626,6 +620,11 @@ mod tests {
     #[global_allocator]
     static COUNTING: Counting = Counting;
 
+    /// The compact object as the watch reads it.
+    fn read<T: Compact>(json: serde_json::Value) -> T {
+        serde_json::from_value::<Watched<T>>(json).expect("valid object").into_info()
+    }
+
     /// Heap bytes `make` leaves live (what it returns keeps), plus the value's own size.
     fn weight<T>(make: impl FnOnce() -> T) -> (T, usize) {
         let before = LIVE.with(Cell::get);
@@ -680,14 +679,12 @@ mod tests {
 
     #[test]
     fn null_and_missing_fields_read_as_empty() {
-        let pod: PodInfo = serde_json::from_value(json!({"metadata": {"name": "p", "labels": null}, "spec": null,
-            "status": {"conditions": null}}))
-        .expect("pod");
+        let pod: PodInfo = read(json!({"metadata": {"name": "p", "labels": null}, "spec": null,
+            "status": {"conditions": null}}));
         assert_eq!((pod.meta.name(), pod.meta.namespace(), pod.ip.as_ref()), ("p", "", ""));
         assert!(pod.meta.labels.is_empty() && pod.containers.is_empty());
         assert_eq!(pod.ready, Ready::Unknown);
-        let slice: SliceInfo =
-            serde_json::from_value(json!({"metadata": {"name": "s"}, "endpoints": null})).expect("slice");
+        let slice: SliceInfo = read(json!({"metadata": {"name": "s"}, "endpoints": null}));
         assert!(slice.endpoints.is_empty() && slice.ports.is_empty());
     }
 

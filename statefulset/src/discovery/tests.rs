@@ -14,7 +14,7 @@ use lgtm_scrape::{Auth, BasicAuth, TlsOptions};
 use serde_json::{json, Value};
 
 use super::credentials::{CredentialFiles, Credentials, ObjectMap, Ref};
-use super::objects::{PodInfo, ServiceInfo, SliceInfo, StrMap};
+use super::objects::{Compact, PodInfo, ServiceInfo, SliceInfo, StrMap, Watched};
 use super::operator::Defaults;
 use super::sd_labels::{endpoint_slice_targets, pod_targets};
 use super::*;
@@ -23,8 +23,13 @@ fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("valid object")
 }
 
+/// A compact object as the watch reads it.
+fn compact<T: Compact>(v: Value) -> T {
+    obj::<Watched<T>>(v).into_info()
+}
+
 fn pod(name: &str, ip: &str, labels: Value) -> PodInfo {
-    obj(pod_json(name, ip, labels))
+    compact(pod_json(name, ip, labels))
 }
 
 fn pod_json(name: &str, ip: &str, labels: Value) -> Value {
@@ -43,7 +48,7 @@ fn pod_json(name: &str, ip: &str, labels: Value) -> Value {
 }
 
 fn service(name: &str, labels: Value, annotations: Value) -> ServiceInfo {
-    obj(json!({"metadata": {"name": name, "namespace": "shop", "labels": labels, "annotations": annotations},
+    compact(json!({"metadata": {"name": name, "namespace": "shop", "labels": labels, "annotations": annotations},
         "spec": {"ports": [{"name": "metrics", "port": 80, "targetPort": 8080}]}}))
 }
 
@@ -55,7 +60,7 @@ fn slice(service: &str, pods: &[(&str, &str)]) -> SliceInfo {
                 "nodeName": "node-a", "zone": "z1", "targetRef": {"kind": "Pod", "name": name, "namespace": "shop"}})
         })
         .collect();
-    obj(json!({"metadata": {"name": format!("{service}-abc"), "namespace": "shop",
+    compact(json!({"metadata": {"name": format!("{service}-abc"), "namespace": "shop",
             "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
         "addressType": "IPv4", "endpoints": endpoints,
         "ports": [{"name": "metrics", "port": 8080, "protocol": "TCP"}, {"name": "other", "port": 7070, "protocol": "TCP"}]}))
@@ -146,7 +151,7 @@ fn compact_pods_keep_init_containers_statuses_and_the_ready_condition() {
             json!([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]);
         v["status"]["initContainerStatuses"] = json!([{"name": "init", "containerID": "containerd://i", "image": "busybox",
             "imageID": "sha", "ready": true, "restartCount": 2, "state": {"terminated": {"exitCode": 0}}}]);
-        obj(v)
+        compact(v)
     };
     let targets = pod_targets(&full);
     let addresses: Vec<&str> = targets.iter().map(|t| t["__address__"].as_str()).collect();
