@@ -112,7 +112,9 @@ async fn every_span_of_a_trace_lands_on_one_replica_and_every_trace_lands() {
     assert!(on_a.values().chain(on_b.values()).all(|n| *n == 3), "every span of a trace together");
     assert_eq!(on_a.len() + on_b.len(), 200);
     assert!(on_a.len() > 50 && on_b.len() > 50, "both replicas get a share: {} / {}", on_a.len(), on_b.len());
-    assert_eq!(router.pending_bytes(), 0);
+    // A lane releases its bytes when the replica's answer arrives, which is after the replica
+    // stored the spans: on a loaded machine the check above can run in between.
+    wait_for("nothing pending", || router.pending_bytes() == 0).await;
 }
 
 #[tokio::test]
