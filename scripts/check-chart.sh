@@ -309,12 +309,14 @@ else fail "promtool test rules"; cat "$work/rules-test.log"; fi
 # --- deploy/ manifests and dashboards ----------------------------------------------------------
 step "deploy/manifests and deploy/dashboards"
 for m in deploy/manifests/*.yaml; do
-  sed 's/__[A-Z_]*__/placeholder/g' "$m" >"$work/manifest.yaml"
+  # deploy/lib.sh pins the collector image (OTEL_COLLECTOR_IMAGE); other placeholders are names.
+  sed -e "s|__OTEL_COLLECTOR_IMAGE__|otel/opentelemetry-collector-contrib:0.158.0|" -e 's/__[A-Z_]*__/placeholder/g' "$m" >"$work/manifest.yaml"
   "${kv[@]}" --strict --quiet -k "$kube_version" "$work/manifest.yaml" >"$work/manifest.kv" 2>&1 && rc=0 || rc=$?
-  unexpected=$(grep -v -E '^WARN .*ServiceMonitor' "$work/manifest.kv" | grep -E '^(ERROR|FATAL|WARN)' || true)
+  # CRDs without a schema in the tool: ServiceMonitor (TNS), OpenTelemetryCollector (scenario 3).
+  unexpected=$(grep -v -E '^WARN .*(ServiceMonitor|OpenTelemetryCollector)' "$work/manifest.kv" | grep -E '^(ERROR|FATAL|WARN)' || true)
   if [[ $rc -eq 0 && -z $unexpected ]]; then pass "kubernetes-validate $m"; else fail "kubernetes-validate $m"; cat "$work/manifest.kv"; fi
   # Every image names a tag or a digest.
-  if grep -E '^[[:space:]-]*image:' "$m" | grep -v -E 'image: *"?[^ "]+/[^ "/]+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})"?[[:space:]]*$' >"$work/latest.log"; then
+  if grep -E '^[[:space:]-]*image:' "$work/manifest.yaml" | grep -v -E 'image: *"?[^ "]+/[^ "/]+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})"?[[:space:]]*$' >"$work/latest.log"; then
     fail "images without a tag or digest in $m: $(tr '\n' ' ' <"$work/latest.log")"
   else pass "images pinned in $m"; fi
 done
@@ -340,6 +342,39 @@ print(f"{len(sys.argv) - 1} dashboards")
 PY2
 then pass "dashboards: $(tail -1 "$work/dash.log"), every required metric used"
 else fail "dashboards"; cat "$work/dash.log"; fi
+
+# --- deploy/ values of the upstream charts and the comparison chart -------------------------------
+step "deploy/values and manifests with placeholders, bench-chart.py"
+# Every file the scripts fill (deploy/lib.sh: fill) becomes YAML without a placeholder left, for
+# each mesh's host names.
+for mesh_env in "CILIUM_CLUSTER_MESH_ENABLED=no ISTIO_ENABLED=no" "ISTIO_ENABLED=yes"; do
+  for f in deploy/values/remote/*.yaml deploy/manifests/otel-collectors.yaml; do
+    # shellcheck disable=SC2086,SC2016 # split the env assignments; $1 expands in the inner shell
+    if env $mesh_env NAME=lgtm-remote TENANT=remote01 bash -c 'source deploy/lib.sh && fill "$1" OTEL_COLLECTOR_IMAGE=otel/opentelemetry-collector-contrib:0.158.0' _ "$f" >"$work/filled.yaml" 2>"$work/fill.err" &&
+      python3 -c 'import sys, yaml; [None for _ in yaml.safe_load_all(open(sys.argv[1]))]' "$work/filled.yaml" 2>>"$work/fill.err"; then
+      pass "fill $f ($mesh_env): YAML, no placeholder left"
+    else fail "fill $f ($mesh_env)"; cat "$work/fill.err"; fi
+  done
+done
+printf 'scenario\ttenant\tpods\tcpu_avg_mcores\tcpu_max_mcores\tmem_avg_mib\tmem_max_mib\tsamples_per_s\tlog_lines_per_s\tlog_kib_per_s\ttraces\tmcores_per_1k_items_per_s\tcomparable\n1 Prometheus+Vector+Alloy\tremote01\t7\t310\t520\t880.5\t1010.2\t2400\t35.2\t12.5\t1200\t127.32\tyes\n4 lgtm-agent\tremote04\t4\t40\t95\t120.1\t140.7\t2350\t34.9\t12.1\t1180\t16.77\tyes\n' >"$work/results.tsv"
+printf 'scenario\tpod\tcpu_avg_mcores\tmem_avg_mib\tmem_max_mib\n1 Prometheus+Vector+Alloy\tprometheus-monitor-0\t200\t600\t700\n4 lgtm-agent\tlgtm-agent-daemonset-x\t20\t50\t60\n' >"$work/pods.tsv"
+if python3 deploy/bench-chart.py "$work/results.tsv" "$work/pods.tsv" "$work/chart.svg" "last 30m" &&
+  python3 - "$work/chart.svg" <<'PY3'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+ns = "{http://www.w3.org/2000/svg}"
+bars = [r for r in root.iter(ns + "rect") if r.get("class") == "bar"]
+# 2 scenarios x 4 panels + 2 pods x 2 panels
+assert len(bars) == 12, len(bars)
+texts = " ".join(t.text or "" for t in root.iter(ns + "text"))
+for want in ["310 m (peak 520)", "40 m (peak 95)", "120.1 MiB", "16.77 m", "lgtm-agent-daemonset-x"]:
+    assert want in texts, want
+# Bars scale with the values: the CPU bar of scenario 1 is 310/40 times scenario 4's.
+w = [float(b.get("width")) for b in bars]
+assert abs(w[0] / w[1] - 310 / 40) < 0.01, w[:2]
+PY3
+then pass "bench-chart.py: SVG with a bar per scenario and pod, to scale"
+else fail "bench-chart.py"; fi
 
 # --- 8. installs that must fail -----------------------------------------------------------------
 step "installs that must fail, with the chart's message"
