@@ -356,6 +356,28 @@ for mesh_env in "CILIUM_CLUSTER_MESH_ENABLED=no ISTIO_ENABLED=no" "ISTIO_ENABLED
     else fail "fill $f ($mesh_env)"; cat "$work/fill.err"; fi
   done
 done
+# Facts of the upstream charts the values must respect (deploy/render-upstream.sh renders them).
+if python3 - <<'PY3' >"$work/facts.log" 2>&1
+import yaml
+v = yaml.safe_load(open("deploy/values/remote/vector.yaml"))
+# vector: with the API off no port is open, and a Service without ports is rejected.
+assert v["service"]["enabled"] is False and v["serviceHeadless"]["enabled"] is False, "vector: Service without ports"
+assert "stream" in v["customConfig"]["sinks"]["loki"]["labels"], "vector: no stream label"
+fb = yaml.safe_load(open("deploy/values/remote/fluent-bit.yaml"))["config"]
+# fluent-bit: the chart mounts config.extraFiles at /fluent-bit/etc/conf/.
+path = next(l.split()[1] for l in fb["outputs"].splitlines() if "Label_Map_Path" in l)
+assert path == "/fluent-bit/etc/conf/labelmap.json" and "labelmap.json" in fb["extraFiles"], path
+loki = yaml.safe_load(open("deploy/values/central/loki.yaml"))
+assert loki["minio"]["enabled"] is False and loki["loki"]["storage"]["type"] == "s3", "loki: bundled MinIO"
+g = yaml.safe_load(open("deploy/values/central/grafana.yaml"))
+assert g["grafana.ini"]["server"]["protocol"] == "https"
+for sc in ("datasources", "dashboards"):
+    assert g["sidecar"][sc]["reloadURL"].startswith("https://"), f"grafana: {sc} reload over http"
+    assert g["sidecar"][sc]["env"]["REQ_SKIP_TLS_VERIFY"] == "true"
+print("ok")
+PY3
+then pass "deploy values respect the upstream charts (vector Service, fluent-bit label map, Loki storage, Grafana reload over HTTPS)"
+else fail "deploy values vs upstream charts"; cat "$work/facts.log"; fi
 printf 'scenario\ttenant\tpods\tcpu_avg_mcores\tcpu_max_mcores\tmem_avg_mib\tmem_max_mib\tsamples_per_s\tlog_lines_per_s\tlog_kib_per_s\ttraces\tmcores_per_1k_items_per_s\tcomparable\n1 Prometheus+Vector+Alloy\tremote01\t7\t310\t520\t880.5\t1010.2\t2400\t35.2\t12.5\t1200\t127.32\tyes\n4 lgtm-agent\tremote04\t4\t40\t95\t120.1\t140.7\t2350\t34.9\t12.1\t1180\t16.77\tyes\n' >"$work/results.tsv"
 printf 'scenario\tpod\tcpu_avg_mcores\tmem_avg_mib\tmem_max_mib\n1 Prometheus+Vector+Alloy\tprometheus-monitor-0\t200\t600\t700\n4 lgtm-agent\tlgtm-agent-daemonset-x\t20\t50\t60\n' >"$work/pods.tsv"
 if python3 deploy/bench-chart.py "$work/results.tsv" "$work/pods.tsv" "$work/chart.svg" "last 30m" &&
