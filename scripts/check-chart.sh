@@ -305,6 +305,24 @@ if (cd "$chart/rules" && promtool test rules lgtm-agent.rules.test.yaml) >"$work
   if [[ -z $untested ]]; then pass "promtool test rules: every alert tested"
   else fail "alerts without a promtool test: $untested"; fi
 else fail "promtool test rules"; cat "$work/rules-test.log"; fi
+# Every lgtm_agent_* series a rule reads is one the agent emits (its name in the Rust sources),
+# except those listed as pending here, which must not exist yet (remove them when they land).
+pending=(lgtm_agent_logs_checkpoint_errors_total)
+missing=()
+stale=()
+mapfile -t rule_series < <(grep -o -E 'lgtm_agent_[a-z_]+' "$chart/rules/lgtm-agent.rules.yaml" | sort -u)
+for m in "${rule_series[@]}"; do
+  if grep -rqs --include='*.rs' "\"$m\"" agent config pipeline scrape daemonset statefulset; then
+    [[ " ${pending[*]} " == *" $m "* ]] && stale+=("$m")
+  elif [[ " ${pending[*]} " != *" $m "* ]]; then
+    missing+=("$m")
+  fi
+done
+if ((${#missing[@]} + ${#stale[@]} == 0)); then
+  pass "alert rules read only series the agent emits (pending in the agent: ${pending[*]})"
+else
+  fail "alert rules: series the agent does not emit: ${missing[*]:-none}; pending but now emitted (update check-chart.sh): ${stale[*]:-none}"
+fi
 
 # --- deploy/ manifests and dashboards ----------------------------------------------------------
 step "deploy/manifests and deploy/dashboards"
