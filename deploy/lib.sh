@@ -88,6 +88,11 @@ require_tools() {
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
   ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (see deploy/README.md, Prerequisites)"
+  if [[ " ${tools[*]} " == *" helm "* ]]; then
+    local v
+    v=$(helm version --template '{{.Version}}' 2>/dev/null || true)
+    [[ $v =~ ^v(4\.|3\.(1[4-9]|[2-9][0-9])) ]] || die "Helm 4 (or 3.14+) is needed; found ${v:-none}"
+  fi
   check_settings
 }
 
