@@ -293,6 +293,8 @@ async fn the_charts_rbac_is_exactly_what_each_mode_calls() {
     std::env::set_var("POD_NAME", "lgtm-agent-cluster-0");
     std::env::set_var("POD_NAMESPACE", NAMESPACE);
     std::env::set_var("NODE_NAME", "node-a");
+    // The chart scrapes the kubelet at the node's IP (status.hostIP); not reached here.
+    std::env::set_var("NODE_IP", "127.0.0.1");
 
     // Cluster mode, on the config the chart rendered, endpoints on loopback.
     let admin = free_port();
