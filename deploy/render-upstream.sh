@@ -77,6 +77,8 @@ for c in "${charts[@]}"; do
   # What the schema cannot say and the API server rejects: a Service that is not headless needs a port.
   python3 - "$work/$release.yaml" >>"$work/$release.kv" <<'PY3'
 import sys, yaml
+# CRD schemas quote a bare `=` (YAML's value tag); read it as a string.
+yaml.SafeLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d.get("kind") == "Service" and d["spec"].get("clusterIP") != "None" and d["spec"].get("type") != "ExternalName" and not d["spec"].get("ports"):
         print(f"ERROR Service {d['metadata']['name']}: spec.ports: Required value (the API server rejects it)")
@@ -91,5 +93,57 @@ PY3
     results+=("OK       $label: $objects objects valid${crs:+ (no schema, not checked: ${crs% })}")
   fi
 done
+# Scenario 3's collectors (manifests/otel-collectors.yaml) against the OpenTelemetryCollector
+# CRD of the pinned operator chart: types, and fields the API server would prune (silently lost).
+if [[ -f $dir/opentelemetry-operator/Chart.yaml ]]; then
+  "$HELM" template op "$dir/opentelemetry-operator" -n observability --include-crds >"$work/operator.yaml" 2>/dev/null || true
+  NAME=lgtm-remote-otel TENANT=remote03 fill "$DEPLOY_DIR/manifests/otel-collectors.yaml" "OTEL_COLLECTOR_IMAGE=$OTEL_COLLECTOR_IMAGE" >"$work/collectors.yaml"
+  if out=$(python3 - "$work/operator.yaml" "$work/collectors.yaml" 2>&1 <<'PY3'
+import sys, yaml, jsonschema
+crd = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "CustomResourceDefinition" and d["spec"]["names"]["kind"] == "OpenTelemetryCollector")
+versions = {v["name"]: v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"]}
+def json_schema(s):
+    if isinstance(s, dict):
+        s = dict(s)
+        if s.get("x-kubernetes-int-or-string"):
+            s.pop("type", None)
+            s["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        return {k: json_schema(v) for k, v in s.items() if not k.startswith("x-kubernetes")}
+    return [json_schema(x) for x in s] if isinstance(s, list) else s
+def pruned(obj, schema, path):
+    if isinstance(obj, dict) and isinstance(schema, dict) and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for k, v in obj.items():
+            if props is not None and k in props:
+                yield from pruned(v, props[k], f"{path}.{k}")
+            elif isinstance(extra, dict):
+                yield from pruned(v, extra, f"{path}.{k}")
+            elif props is not None:
+                yield f"{path}.{k}"
+    elif isinstance(obj, list) and isinstance(schema, dict) and "items" in schema:
+        for i, v in enumerate(obj):
+            yield from pruned(v, schema["items"], f"{path}[{i}]")
+bad = 0
+for d in yaml.safe_load_all(open(sys.argv[2])):
+    if not d:
+        continue
+    schema = versions[d["apiVersion"].split("/")[1]]
+    errs = list(jsonschema.Draft7Validator(json_schema(schema)).iter_errors(d))
+    lost = [p for p in pruned(d, schema, "") if not p.startswith((".apiVersion", ".kind", ".metadata"))]
+    for e in errs:
+        print(f"{d['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message[:160]}")
+    for p in lost:
+        print(f"{d['metadata']['name']}: {p}: unknown field, pruned by the API server")
+    bad |= bool(errs or lost)
+    print(f"{d['metadata']['name']}: {'invalid' if errs or lost else 'valid'}")
+sys.exit(bad)
+PY3
+  ); then
+    results+=("OK       scenario 3 collectors against the operator's OpenTelemetryCollector CRD: $(tr '\n' ' ' <<<"$out")")
+  else
+    results+=("INVALID  scenario 3 collectors: $(tr '\n' ' ' <<<"$out")"); failed=1
+  fi
+fi
 printf '%s\n' "${results[@]}"
 exit "$failed"
