@@ -93,15 +93,18 @@ PY3
     results+=("OK       $label: $objects objects valid${crs:+ (no schema, not checked: ${crs% })}")
   fi
 done
-# Scenario 3's collectors (manifests/otel-collectors.yaml) against the OpenTelemetryCollector
-# CRD of the pinned operator chart: types, and fields the API server would prune (silently lost).
-if [[ -f $dir/opentelemetry-operator/Chart.yaml ]]; then
-  "$HELM" template op "$dir/opentelemetry-operator" -n observability --include-crds >"$work/operator.yaml" 2>/dev/null || true
-  NAME=lgtm-remote-otel TENANT=remote03 fill "$DEPLOY_DIR/manifests/otel-collectors.yaml" "OTEL_COLLECTOR_IMAGE=$OTEL_COLLECTOR_IMAGE" >"$work/collectors.yaml"
-  if out=$(python3 - "$work/operator.yaml" "$work/collectors.yaml" 2>&1 <<'PY3'
+# Custom resources of the project against the CRDs of the pinned charts: types, and fields the
+# API server would prune (silently lost). check_crs CRD-RENDER OBJECTS LABEL
+check_crs() {
+  local out
+  if out=$(python3 - "$1" "$2" 2>&1 <<'PY3'
 import sys, yaml, jsonschema
-crd = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "CustomResourceDefinition" and d["spec"]["names"]["kind"] == "OpenTelemetryCollector")
-versions = {v["name"]: v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"]}
+yaml.SafeLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+crds = {}
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind") == "CustomResourceDefinition":
+        for v in d["spec"]["versions"]:
+            crds[(d["spec"]["group"], v["name"], d["spec"]["names"]["kind"])] = v["schema"]["openAPIV3Schema"]
 def json_schema(s):
     if isinstance(s, dict):
         s = dict(s)
@@ -124,26 +127,50 @@ def pruned(obj, schema, path):
     elif isinstance(obj, list) and isinstance(schema, dict) and "items" in schema:
         for i, v in enumerate(obj):
             yield from pruned(v, schema["items"], f"{path}[{i}]")
-bad = 0
+bad, seen = 0, 0
 for d in yaml.safe_load_all(open(sys.argv[2])):
-    if not d:
+    if not d or "/" not in d.get("apiVersion", ""):
         continue
-    schema = versions[d["apiVersion"].split("/")[1]]
+    group, version = d["apiVersion"].split("/")
+    schema = crds.get((group, version, d["kind"]))
+    if schema is None:
+        continue
+    seen += 1
+    name = f"{d['kind']} {d['metadata']['name']}"
     errs = list(jsonschema.Draft7Validator(json_schema(schema)).iter_errors(d))
     lost = [p for p in pruned(d, schema, "") if not p.startswith((".apiVersion", ".kind", ".metadata"))]
     for e in errs:
-        print(f"{d['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message[:160]}")
+        print(f"{name}: {'.'.join(map(str, e.path))}: {e.message[:160]}")
     for p in lost:
-        print(f"{d['metadata']['name']}: {p}: unknown field, pruned by the API server")
+        print(f"{name}: {p}: unknown field, pruned by the API server")
     bad |= bool(errs or lost)
-    print(f"{d['metadata']['name']}: {'invalid' if errs or lost else 'valid'}")
+    print(f"{name}: {'invalid' if errs or lost else 'valid'}")
+if not seen:
+    print("no object of these CRDs")
+    bad = 1
 sys.exit(bad)
 PY3
   ); then
-    results+=("OK       scenario 3 collectors against the operator's OpenTelemetryCollector CRD: $(tr '\n' ' ' <<<"$out")")
+    results+=("OK       $3: $(tr '\n' ' ' <<<"$out")")
   else
-    results+=("INVALID  scenario 3 collectors: $(tr '\n' ' ' <<<"$out")"); failed=1
+    results+=("INVALID  $3: $(tr '\n' ' ' <<<"$out")"); failed=1
   fi
+}
+if [[ -f $dir/opentelemetry-operator/Chart.yaml ]]; then
+  "$HELM" template op "$dir/opentelemetry-operator" -n observability --include-crds >"$work/operator.yaml" 2>/dev/null || true
+  NAME=lgtm-remote-otel TENANT=remote03 fill "$DEPLOY_DIR/manifests/otel-collectors.yaml" "OTEL_COLLECTOR_IMAGE=$OTEL_COLLECTOR_IMAGE" >"$work/collectors.yaml"
+  check_crs "$work/operator.yaml" "$work/collectors.yaml" "scenario 3's collectors vs the OpenTelemetryCollector CRD (opentelemetry-operator $OTEL_OPERATOR_CHART_VERSION)"
+fi
+if [[ -f $dir/prometheus-operator-crds/Chart.yaml ]]; then
+  "$HELM" template crds "$dir/prometheus-operator-crds" >"$work/monitoring-crds.yaml" 2>/dev/null || true
+  {
+    "$HELM" template lgtm-agent "$REPO_DIR/charts/lgtm-agent" -n observability -f "$REPO_DIR/charts/lgtm-agent/ci/full-values.yaml"
+    echo "---"
+    "$HELM" template lgtm-agent "$REPO_DIR/charts/lgtm-agent" -n observability -f "$REPO_DIR/charts/lgtm-agent/ci/options-values.yaml"
+    echo "---"
+    sed -e 's/__[A-Z_]*__/placeholder/g' "$DEPLOY_DIR/manifests/tns.yaml"
+  } >"$work/monitoring-objects.yaml"
+  check_crs "$work/monitoring-crds.yaml" "$work/monitoring-objects.yaml" "the chart's ServiceMonitor and PrometheusRule, TNS's ServiceMonitor vs prometheus-operator-crds $PROMETHEUS_OPERATOR_CRDS_VERSION"
 fi
 printf '%s\n' "${results[@]}"
 exit "$failed"
