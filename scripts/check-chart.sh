@@ -428,6 +428,60 @@ PY3
 then pass "bench-chart.py: SVG with a bar per scenario and pod, to scale"
 else fail "bench-chart.py"; fi
 
+# --- deploy/verify.sh against a fake central stack ------------------------------------------------
+step "deploy/verify.sh against a fake central stack (scripts/fake-central.py)"
+# verify.sh's queries and parsing, without a cluster: passes when the tenant's data is there, fails
+# naming what is missing otherwise; every PromQL query it sends is checked by promtool.
+fake_pid=""
+start_fake() {
+  rm -f "$work/fake.port"
+  python3 scripts/fake-central.py "$work/fake.port" "$work/promql.log" "$@" &
+  fake_pid=$!
+  for _ in $(seq 50); do [[ -s $work/fake.port ]] && break; sleep 0.1; done
+  local u
+  u="http://127.0.0.1:$(cat "$work/fake.port")"
+  fake_endpoints="$u $u $u $u"
+}
+stop_fake() { kill "$fake_pid" 2>/dev/null || true; wait "$fake_pid" 2>/dev/null || true; }
+verify_cases=(
+  "4|0|every check passed|"
+  "3|0|every check passed|"
+  "1|0|every check passed|"
+  "4|1|1 check(s) failed|--missing tempo"
+  "4|1|Tempo: TNS traces|--missing tempo"
+  "4|1|3 check(s) failed|--missing loki"
+  "4|1|Loki: stream label|--missing stream"
+  "2|1|Loki: Kubernetes events|--missing events"
+  "4|1|Grafana datasources of remote04|--missing grafana"
+  "central|1|Grafana datasource mimir-_local|--missing grafana"
+)
+: >"$work/promql.log"
+for c in "${verify_cases[@]}"; do
+  IFS='|' read -r scen want_rc want_text fake_args <<<"$c"
+  read -r -a fake_argv <<<"$fake_args"
+  start_fake "${fake_argv[@]}"
+  VERIFY_ENDPOINTS=$fake_endpoints VERIFY_TIMEOUT=1 VERIFY_INTERVAL=0.2 timeout 60 deploy/verify.sh "$scen" >"$work/verify.log" 2>&1 && rc=0 || rc=$?
+  stop_fake
+  if [[ $rc == "$want_rc" ]] && grep -qF "$want_text" "$work/verify.log"; then
+    pass "verify.sh $scen ${fake_args:-(all data there)}: exit $rc, '$want_text'"
+  else
+    fail "verify.sh $scen ${fake_args:-(all data there)}: exit $rc (want $want_rc, '$want_text')"; cat "$work/verify.log"
+  fi
+done
+{
+  echo "groups:"
+  echo "  - name: verify-queries"
+  echo "    rules:"
+  n=0
+  sort -u "$work/promql.log" | while IFS= read -r q; do
+    n=$((n + 1))
+    printf '      - record: verify_query_%d\n        expr: %s\n' "$n" "$(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$q")"
+  done
+} >"$work/promql-rules.yaml"
+if [[ $(wc -l <"$work/promql.log") -gt 0 ]] && promtool check rules "$work/promql-rules.yaml" >"$work/promql-check.log" 2>&1; then
+  pass "verify.sh's PromQL queries parse (promtool): $(sort -u "$work/promql.log" | wc -l) distinct"
+else fail "verify.sh's PromQL queries"; cat "$work/promql-check.log" "$work/promql-rules.yaml"; fi
+
 # --- 8. installs that must fail -----------------------------------------------------------------
 step "installs that must fail, with the chart's message"
 must_fail=(
