@@ -49,11 +49,18 @@ forward() { # NAMESPACE SERVICE LOCAL:REMOTE READY-URL
   for _ in $(seq 30); do curl -fs -o /dev/null "$4" && return 0; sleep 1; done
   die "port-forward to $1/$2 does not answer ($4)"
 }
-forward mimir mimir-query-frontend 18080:8080 http://127.0.0.1:18080/ready
-forward mimir mimir-distributor 18081:8080 http://127.0.0.1:18081/ready
-forward loki loki-read 13100:3100 http://127.0.0.1:13100/ready
-forward tempo tempo-query-frontend 13200:3200 http://127.0.0.1:13200/ready
-MIMIR=http://127.0.0.1:18080/prometheus
+# BENCH_ENDPOINTS="QUERY-FRONTEND DISTRIBUTOR LOKI TEMPO": base URLs instead of port-forwards
+# (scripts/check-chart.sh runs this against a fake central stack).
+if [[ -n ${BENCH_ENDPOINTS:-} ]]; then
+  read -r MIMIR DISTRIBUTOR LOKI TEMPO <<<"$BENCH_ENDPOINTS"
+  MIMIR=$MIMIR/prometheus
+else
+  forward mimir mimir-query-frontend 18080:8080 http://127.0.0.1:18080/ready
+  forward mimir mimir-distributor 18081:8080 http://127.0.0.1:18081/ready
+  forward loki loki-read 13100:3100 http://127.0.0.1:13100/ready
+  forward tempo tempo-query-frontend 13200:3200 http://127.0.0.1:13200/ready
+  MIMIR=http://127.0.0.1:18080/prometheus DISTRIBUTOR=http://127.0.0.1:18081 LOKI=http://127.0.0.1:13100 TEMPO=http://127.0.0.1:13200
+fi
 
 # prom TENANT PROMQL: "label value" lines (label: pod, or "total").
 prom() {
@@ -62,16 +69,16 @@ prom() {
 }
 one() { prom "$@" | awk 'NR == 1 { print $2 }'; }
 loki() {
-  curl -fsS -G http://127.0.0.1:13100/loki/api/v1/query -H "X-Scope-OrgID: $1" --data-urlencode "query=$2" |
+  curl -fsS -G "$LOKI/loki/api/v1/query" -H "X-Scope-OrgID: $1" --data-urlencode "query=$2" |
     jq -r '.data.result[0].value[1] // 0'
 }
 traces() {
-  curl -fsS -G http://127.0.0.1:13200/api/search -H "X-Scope-OrgID: $1" --data-urlencode 'q={}' \
+  curl -fsS -G "$TEMPO/api/search" -H "X-Scope-OrgID: $1" --data-urlencode 'q={}' \
     --data-urlencode limit=100000 --data-urlencode "start=$(($(date +%s) - seconds))" --data-urlencode "end=$(date +%s)" |
     jq -r '.traces | length'
 }
 # Mimir's own per-tenant ingestion rate (samples/s, an exponentially weighted average).
-samples_rate() { curl -fsS http://127.0.0.1:18081/api/v1/user_stats -H "X-Scope-OrgID: $1" | jq -r '.ingestionRate // 0'; }
+samples_rate() { curl -fsS "$DISTRIBUTOR/api/v1/user_stats" -H "X-Scope-OrgID: $1" | jq -r '.ingestionRate // 0'; }
 
 sel() { echo "cluster=\"$1\",namespace=\"observability\",container!=\"\",container!=\"POD\",container!~\"linkerd-proxy|istio-proxy|linkerd-init|istio-init|istio-validation\""; }
 cpu() { echo "sum $2 (rate(container_cpu_usage_seconds_total{$(sel "$1")}[2m]))"; }

@@ -468,6 +468,26 @@ for c in "${verify_cases[@]}"; do
     fail "verify.sh $scen ${fake_args:-(all data there)}: exit $rc (want $want_rc, '$want_text')"; cat "$work/verify.log"
   fi
 done
+# bench-compare.sh against the same fake: the table, the per-pod rows, the fairness flag and the chart.
+start_fake --otel-demo
+if BENCH_ENDPOINTS=$fake_endpoints timeout 60 deploy/bench-compare.sh -w 30m -o "$work/bench" >"$work/bench.log" 2>&1 &&
+  python3 - "$work/bench" <<'PY3'
+import csv, sys, xml.etree.ElementTree as ET
+d = sys.argv[1]
+rows = {r["tenant"]: r for r in csv.DictReader(open(f"{d}/results.tsv"), delimiter="\t")}
+assert set(rows) == {"remote01", "remote02", "remote03", "remote04"}, rows.keys()
+r = rows["remote04"]
+# the fake: 0.05 cores, 50 MiB, 2000 samples/s, 42 lines/s -> 50 / 2.042 = 24.49 mcores per 1k items/s
+assert (r["cpu_avg_mcores"], r["mem_avg_mib"], r["samples_per_s"], r["log_lines_per_s"], r["mcores_per_1k_items_per_s"], r["comparable"]) == ("50", "50.0", "2000", "42.0", "24.49", "yes"), r
+assert rows["remote03"]["comparable"] == "no (OpenTelemetry Demo running)", rows["remote03"]
+pods = list(csv.DictReader(open(f"{d}/pods.tsv"), delimiter="\t"))
+assert len(pods) == 8 and {p["cpu_avg_mcores"] for p in pods} == {"20", "30"}, pods
+bars = [e for e in ET.parse(f"{d}/comparison.svg").getroot().iter("{http://www.w3.org/2000/svg}rect") if e.get("class") == "bar"]
+assert len(bars) == 4 * 4 + 8 * 2, len(bars)
+PY3
+then pass "bench-compare.sh against the fake: table, 8 pod rows, unfair scenario flagged, SVG with 32 bars"
+else fail "bench-compare.sh against the fake"; cat "$work/bench.log"; fi
+stop_fake
 {
   echo "groups:"
   echo "  - name: verify-queries"
@@ -479,8 +499,8 @@ done
   done
 } >"$work/promql-rules.yaml"
 if [[ $(wc -l <"$work/promql.log") -gt 0 ]] && promtool check rules "$work/promql-rules.yaml" >"$work/promql-check.log" 2>&1; then
-  pass "verify.sh's PromQL queries parse (promtool): $(sort -u "$work/promql.log" | wc -l) distinct"
-else fail "verify.sh's PromQL queries"; cat "$work/promql-check.log" "$work/promql-rules.yaml"; fi
+  pass "verify.sh's and bench-compare.sh's PromQL queries parse (promtool): $(sort -u "$work/promql.log" | wc -l) distinct"
+else fail "verify.sh's and bench-compare.sh's PromQL queries"; cat "$work/promql-check.log" "$work/promql-rules.yaml"; fi
 
 # --- 8. installs that must fail -----------------------------------------------------------------
 step "installs that must fail, with the chart's message"
