@@ -139,11 +139,11 @@ fill() {
 # load_image NAME IMAGE: the local image into every node of Kind cluster NAME. `kind load
 # docker-image` fails with Docker 29's default (containerd) image store; an archive works with both.
 load_image() {
-  local name=$1 image=$2 archive
-  archive=$(mktemp --suffix=.tar)
-  docker save -o "$archive" "$image"
-  kind load image-archive "$archive" --name "$name"
-  rm -f "$archive"
+  local name=$1 image=$2 dir
+  dir=$(mktemp -d) # (mktemp --suffix is GNU only)
+  docker save -o "$dir/image.tar" "$image"
+  kind load image-archive "$dir/image.tar" --name "$name"
+  rm -rf "$dir"
 }
 
 # --- Kind ------------------------------------------------------------------------------------
