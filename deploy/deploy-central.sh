@@ -15,27 +15,36 @@ if [[ $(mesh) == cilium ]]; then
   cilium clustermesh status --context "$(ctx "$CENTRAL")" --wait --wait-duration 5m
 fi
 
-for ns in mimir loki tempo; do mesh_namespace "$CENTRAL" "$ns"; done
+for ns in mimir loki tempo storage; do mesh_namespace "$CENTRAL" "$ns"; done
 k "$CENTRAL" create namespace observability --dry-run=client -o yaml | k "$CENTRAL" apply -f - >/dev/null
+
+# The object store of the three backends (as the upstream PoC: RustFS, no MinIO subcharts).
+log "$CENTRAL: RustFS (S3 for Loki, Mimir, Tempo)"
+# shellcheck disable=SC2046
+h "$CENTRAL" upgrade --install rustfs rustfs/rustfs -n storage $(version_flag RUSTFS_CHART_VERSION) \
+  -f "$DEPLOY_DIR/values/central/rustfs.yaml" --wait --timeout 10m
+k "$CENTRAL" -n storage delete job rustfs-provisioning --ignore-not-found
+k "$CENTRAL" apply -f "$DEPLOY_DIR/manifests/rustfs-provisioning.yaml"
+k "$CENTRAL" -n storage wait job/rustfs-provisioning --for=condition=complete --timeout=5m
 
 log "$CENTRAL: Mimir"
 # shellcheck disable=SC2046
-h "$CENTRAL" upgrade --install mimir grafana/mimir-distributed -n mimir \
-  --version "${MIMIR_CHART_VERSION:-5.8.0}" -f "$DEPLOY_DIR/values/central/mimir.yaml"
+h "$CENTRAL" upgrade --install mimir grafana/mimir-distributed -n mimir $(version_flag MIMIR_CHART_VERSION) \
+  -f "$DEPLOY_DIR/values/central/mimir.yaml"
 log "$CENTRAL: Loki"
 # shellcheck disable=SC2046
-h "$CENTRAL" upgrade --install loki grafana/loki -n loki $(version_flag LOKI_CHART_VERSION) \
+h "$CENTRAL" upgrade --install loki grafana-community/loki -n loki $(version_flag LOKI_CHART_VERSION) \
   -f "$DEPLOY_DIR/values/central/loki.yaml"
 log "$CENTRAL: Tempo"
 # shellcheck disable=SC2046
-h "$CENTRAL" upgrade --install tempo grafana/tempo-distributed -n tempo $(version_flag TEMPO_CHART_VERSION) \
+h "$CENTRAL" upgrade --install tempo grafana-community/tempo-distributed -n tempo $(version_flag TEMPO_CHART_VERSION) \
   -f "$DEPLOY_DIR/values/central/tempo.yaml"
 
 log "$CENTRAL: Grafana"
 k "$CENTRAL" -n observability create secret tls grafana-tls --dry-run=client -o yaml \
   --cert="$CERTS_DIR/grafana.crt" --key="$CERTS_DIR/grafana.key" | k "$CENTRAL" apply -f -
 # shellcheck disable=SC2046
-h "$CENTRAL" upgrade --install grafana grafana/grafana -n observability $(version_flag GRAFANA_CHART_VERSION) \
+h "$CENTRAL" upgrade --install grafana grafana-community/grafana -n observability $(version_flag GRAFANA_CHART_VERSION) \
   -f "$DEPLOY_DIR/values/central/grafana.yaml"
 
 # The comparison and self-metrics dashboards (deploy/dashboards/*.json).
@@ -50,6 +59,7 @@ grafana_datasources Local _local
 
 for ns in mimir loki tempo observability; do wait_rollout "$CENTRAL" "$ns"; done
 export_central_services
+"$DEPLOY_DIR/verify.sh" central
 
 ip=$(k "$CENTRAL" -n observability get svc grafana -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
 log "lgtm-central is ready ($(mesh) mesh)."

@@ -2,7 +2,8 @@
 # Scenario 4: lgtm-agent. Kind cluster lgtm-remote-agent (tenant remote04, cluster id 5, pods
 # 10.51.0.0/16, services 10.52.0.0/16, load balancers x.x.x.216/29), linked to lgtm-central
 # through the chosen mesh, with the Prometheus Operator CRDs (no operator), the TNS demo app and
-# its ServiceMonitors, a small OTLP trace generator, and the chart charts/lgtm-agent in both modes.
+# its ServiceMonitors (its Jaeger spans to the node's agent), and the chart charts/lgtm-agent in
+# both modes.
 #   ./deploy/deploy-remote-agent.sh
 # Env: IMAGE (default lgtm-agent:dev), SKIP_BUILD=yes to reuse an existing local image,
 #      AGENT_REPLICAS (StatefulSet replicas, default 2).
@@ -24,8 +25,8 @@ docker image inspect "$IMAGE" >/dev/null 2>&1 || die "no local image $IMAGE (uns
 setup_remote "$NAME" 5 10.51.0.0/16 10.52.0.0/16 216
 prometheus_operator_crds "$NAME"
 
-log "$NAME: loading $IMAGE into the Kind nodes"
-kind load docker-image "$IMAGE" --name "$NAME"
+log "$NAME: loading $IMAGE into the Kind nodes (docker save | kind load image-archive)"
+load_image "$NAME" "$IMAGE"
 
 mesh_namespace "$NAME" observability
 log "$NAME: helm upgrade --install lgtm-agent charts/lgtm-agent (DaemonSet + StatefulSet)"
@@ -39,41 +40,14 @@ helm --kube-context "$(ctx "$NAME")" upgrade --install lgtm-agent "$REPO_DIR/cha
   --set cluster.replicas="${AGENT_REPLICAS:-2}" \
   --wait --timeout 10m
 
-# TNS speaks Jaeger only (the agent receives OTLP): its tracer is off here, and telemetrygen sends
-# OTLP traces through the node-local Service instead (a fifth with errors: tail sampling keeps
-# those, and 30% of the slow ones).
-deploy_tns "$NAME" "$NAME" ""
-k "$NAME" apply -f - <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: trace-generator
-  namespace: tns
-spec:
-  replicas: 1
-  selector:
-    matchLabels: { name: trace-generator }
-  template:
-    metadata:
-      labels: { name: trace-generator }
-    spec:
-      containers:
-        - name: ok
-          image: ghcr.io/open-telemetry/opentelemetry-collector-contrib/telemetrygen:latest
-          args: [traces, --otlp-endpoint=lgtm-agent-otlp.observability.svc:4317, --otlp-insecure,
-                 --rate=5, --duration=87600h, --child-spans=3, --service=tns-synthetic, --status-code=Unset]
-          resources:
-            requests: { cpu: 10m, memory: 32Mi }
-        - name: errors
-          image: ghcr.io/open-telemetry/opentelemetry-collector-contrib/telemetrygen:latest
-          args: [traces, --otlp-endpoint=lgtm-agent-otlp.observability.svc:4317, --otlp-insecure,
-                 --rate=1, --duration=87600h, --child-spans=3, --service=tns-synthetic, --status-code=Error]
-          resources:
-            requests: { cpu: 10m, memory: 32Mi }
-EOF
+# TNS sends its spans with the Jaeger agent protocol (UDP 6831) to the agent of its own node,
+# through the node-local Service (internalTrafficPolicy: Local); the DaemonSet forwards them to
+# the StatefulSet for tail sampling, which ships to Tempo.
+deploy_tns "$NAME" "$NAME" lgtm-agent-otlp.observability.svc
 
 grafana_datasources "Remote Agent" "$TENANT"
 
+"$DEPLOY_DIR/verify.sh" 4
 log "scenario 4 is up: cluster $NAME, tenant $TENANT, $(mesh) mesh"
 cat <<EOF
 
@@ -82,6 +56,6 @@ Check:
   kubectl --context $(ctx "$NAME") -n observability port-forward sts/lgtm-agent-cluster 9464 &
   curl -s localhost:9464/readyz; curl -s localhost:9464/targets
 In Grafana (Explore), datasources "Mimir/Loki/Tempo Remote Agent":
-  up{cluster="$NAME"}          {cluster="$NAME", namespace="tns"}          {resource.service.name="tns-synthetic"}
+  up{cluster="$NAME"}          {cluster="$NAME", namespace="tns"}          {resource.service.name=~"app|db|lb"}
 Compare with the other scenarios: ./deploy/bench-compare.sh
 EOF

@@ -12,6 +12,10 @@
 #   neither of the last two: Linkerd multicluster (the default)
 #   CERTS_DIR                           where deploy-certs.sh wrote the certificates (deploy/certs)
 #   KIND_WORKERS                        worker nodes of the remote clusters (default 1)
+#   <CHART>_CHART_VERSION               another version of a chart than the pinned one below
+#
+# Needs Helm 4 (the chart checks use v4.3.2); Helm 3.14+ works too. Every chart and image is
+# pinned: the chart versions below, the images by the charts' appVersion or a tag set here.
 
 set -euo pipefail
 
@@ -23,8 +27,29 @@ CILIUM_ENABLED=${CILIUM_ENABLED:-yes}
 CILIUM_CLUSTER_MESH_ENABLED=${CILIUM_CLUSTER_MESH_ENABLED:-no}
 ISTIO_ENABLED=${ISTIO_ENABLED:-no}
 ISTIO_PROFILE=${ISTIO_PROFILE:-default}
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.3.0}
 KIND_WORKERS=${KIND_WORKERS:-1}
 CENTRAL=lgtm-central
+
+# Pinned chart versions (override one with its variable). Where the upstream PoC takes a chart
+# from a repository, this takes it from the same repository.
+: "${CILIUM_CHART_VERSION:=1.18.4}"                # cilium/cilium
+: "${METALLB_CHART_VERSION:=0.15.2}"               # metallb/metallb
+: "${LINKERD_CHART_VERSION:=2025.10.7}"            # linkerd-edge/linkerd-{crds,control-plane,multicluster}
+: "${CERT_MANAGER_CHART_VERSION:=v1.18.2}"         # jetstack/cert-manager
+: "${PROMETHEUS_OPERATOR_CRDS_VERSION:=31.0.1}"    # prometheus-community/prometheus-operator-crds
+: "${KPS_CHART_VERSION:=88.5.3}"                   # prometheus-community/kube-prometheus-stack
+: "${RUSTFS_CHART_VERSION:=0.12.0}"                # rustfs/rustfs (https://charts.rustfs.com)
+: "${MIMIR_CHART_VERSION:=5.8.0}"                  # grafana/mimir-distributed
+: "${LOKI_CHART_VERSION:=18.11.0}"                 # grafana-community/loki (grafana/loki is maintenance-only)
+: "${TEMPO_CHART_VERSION:=2.26.2}"                 # grafana-community/tempo-distributed (Tempo 2.10; the 3.x charts need Kafka)
+: "${GRAFANA_CHART_VERSION:=12.11.1}"              # grafana-community/grafana
+: "${VECTOR_CHART_VERSION:=0.57.0}"                # vector/vector
+: "${FLUENTBIT_CHART_VERSION:=0.58.1}"             # fluent/fluent-bit
+: "${ALLOY_CHART_VERSION:=1.11.1}"                 # grafana/alloy
+: "${OTEL_OPERATOR_CHART_VERSION:=0.122.0}"        # open-telemetry/opentelemetry-operator
+: "${OTEL_COLLECTOR_IMAGE:=otel/opentelemetry-collector-contrib:0.158.0}"
+: "${OTEL_DEMO_CHART_VERSION:=0.41.0}"             # open-telemetry/opentelemetry-demo (OTEL_DEMO=yes only)
 
 log() { printf '\033[1;34m[%s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*"; }
 warn() { printf '\033[1;33m[%s] WARNING:\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -63,6 +88,11 @@ require_tools() {
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
   ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (see deploy/README.md, Prerequisites)"
+  if [[ " ${tools[*]} " == *" helm "* ]]; then
+    local v
+    v=$(helm version --template '{{.Version}}' 2>/dev/null || true)
+    [[ $v =~ ^v(4\.|3\.(1[4-9]|[2-9][0-9])) ]] || die "Helm 4 (or 3.14+) is needed; found ${v:-none}"
+  fi
   check_settings
 }
 
@@ -72,6 +102,8 @@ h() { local c=$1; shift; helm --kube-context "$(ctx "$c")" "$@"; }
 
 helm_repos() {
   helm repo add grafana https://grafana.github.io/helm-charts --force-update >/dev/null
+  helm repo add grafana-community https://grafana-community.github.io/helm-charts --force-update >/dev/null
+  helm repo add rustfs https://charts.rustfs.com --force-update >/dev/null
   helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update >/dev/null
   helm repo add cilium https://helm.cilium.io --force-update >/dev/null
   helm repo add metallb https://metallb.github.io/metallb --force-update >/dev/null
@@ -83,11 +115,35 @@ helm_repos() {
   helm repo update >/dev/null
 }
 
-# version_flag VAR: `--version $VAR` when the variable is set (pins a chart).
+# version_flag VAR: `--version $VAR` (every chart is pinned above).
 version_flag() {
   local v=${!1:-}
-  [[ -n $v ]] && printf -- '--version\n%s\n' "$v"
-  return 0
+  [[ -n $v ]] || die "$1 is empty: every chart is pinned (deploy/lib.sh)"
+  printf -- '--version\n%s\n' "$v"
+}
+
+# fill FILE [KEY=VALUE...]: FILE with the placeholders __CLUSTER__, __TENANT__, __MIMIR_PUSH_URL__,
+# __LOKI_PUSH_URL__, __LOKI_HOST__, __TEMPO_OTLP_HOST__ (from NAME and TENANT, and the mesh) and
+# any __KEY__ given replaced; fails on a placeholder left over.
+fill() {
+  local file=$1 out kv
+  shift
+  out=$(sed -e "s|__CLUSTER__|${NAME:-}|g" -e "s|__TENANT__|${TENANT:-}|g" \
+    -e "s|__MIMIR_PUSH_URL__|$(mimir_push_url)|g" -e "s|__LOKI_PUSH_URL__|$(loki_push_url)|g" \
+    -e "s|__LOKI_HOST__|$(central_host loki-write loki)|g" -e "s|__TEMPO_OTLP_HOST__|$(tempo_otlp_host)|g" "$file")
+  for kv in "$@"; do out=${out//__${kv%%=*}__/${kv#*=}}; done
+  if grep -o -E '__[A-Z][A-Z_]*__' <<<"$out" | sort -u | grep . >&2; then die "$file: placeholders left (above)"; fi
+  printf '%s\n' "$out"
+}
+
+# load_image NAME IMAGE: the local image into every node of Kind cluster NAME. `kind load
+# docker-image` fails with Docker 29's default (containerd) image store; an archive works with both.
+load_image() {
+  local name=$1 image=$2 dir
+  dir=$(mktemp -d) # (mktemp --suffix is GNU only)
+  docker save -o "$dir/image.tar" "$image"
+  kind load image-archive "$dir/image.tar" --name "$name"
+  rm -rf "$dir"
 }
 
 # --- Kind ------------------------------------------------------------------------------------
@@ -158,7 +214,9 @@ spec:
 EOF
   else
     log "$name: MetalLB pool $pool"
-    h "$name" upgrade --install metallb metallb/metallb -n metallb-system --create-namespace --wait
+    # shellcheck disable=SC2046
+    h "$name" upgrade --install metallb metallb/metallb -n metallb-system --create-namespace \
+      $(version_flag METALLB_CHART_VERSION) --wait
     k "$name" apply -f - <<EOF
 apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
@@ -180,7 +238,8 @@ EOF
 }
 
 install_cilium() {
-  local name=$1 id=$2 args=()
+  local name=$1 id=$2 args=() keep
+  keep=$(mktemp)
   args+=(--set "cluster.name=$name" --set "cluster.id=$id")
   args+=(--set kubeProxyReplacement=true --set "k8sServiceHost=$name-control-plane" --set k8sServicePort=6443)
   args+=(--set ipam.mode=kubernetes --set l2announcements.enabled=true --set externalIPs.enabled=true)
@@ -196,8 +255,16 @@ install_cilium() {
       args+=(--set tls.ca.key="$(base64 <"$CERTS_DIR/cilium-ca.key" | tr -d '\n')")
       args+=(--set clustermesh.useAPIServer=true --set clustermesh.apiserver.service.type=LoadBalancer)
       args+=(--set clustermesh.apiserver.tls.auto.method=cronJob)
+      # Telemetry crosses clusters in the clear otherwise: WireGuard between every node.
+      args+=(--set encryption.enabled=true --set encryption.type=wireguard)
       ;;
   esac
+  # `cilium clustermesh connect` stores the links in this release's values: a re-run keeps them
+  # (a plain upgrade would drop every link of an existing mesh).
+  if h "$name" status cilium -n kube-system >/dev/null 2>&1; then
+    h "$name" get values cilium -n kube-system -o json | jq '{clustermesh: {config: (.clustermesh.config // {})}}' >"$keep"
+    args+=(-f "$keep")
+  fi
   log "$name: installing Cilium (cluster id $id)"
   # shellcheck disable=SC2046
   h "$name" upgrade --install cilium cilium/cilium -n kube-system "${args[@]}" $(version_flag CILIUM_CHART_VERSION)
@@ -269,11 +336,59 @@ install_istio() {
   k "$name" -n istio-system create secret generic cacerts --dry-run=client -o yaml \
     --from-file="$d/ca-cert.pem" --from-file="$d/ca-key.pem" \
     --from-file="$d/root-cert.pem" --from-file="$d/cert-chain.pem" | k "$name" apply -f -
+  if [[ $ISTIO_PROFILE == ambient ]]; then
+    # Ambient multi-network: istiod's AMBIENT_ENABLE_MULTI_NETWORK, and an east-west gateway
+    # of the Gateway API class istio-east-west (HBONE on 15008), not a sidecar-mode gateway.
+    k "$name" apply -f "https://github.com/kubernetes-sigs/gateway-api/releases/download/$GATEWAY_API_VERSION/standard-install.yaml"
+    istioctl install --context "$(ctx "$name")" -y -f - <<EOF
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+spec:
+  profile: ambient
+  components:
+    pilot:
+      k8s:
+        env:
+          - { name: AMBIENT_ENABLE_MULTI_NETWORK, value: "true" }
+  values:
+    global:
+      meshID: lgtm
+      multiCluster:
+        clusterName: $name
+      network: $name
+EOF
+    k "$name" apply -f - <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: istio-eastwestgateway
+  namespace: istio-system
+  labels:
+    topology.istio.io/network: $name
+spec:
+  gatewayClassName: istio-east-west
+  listeners:
+    - name: mesh
+      port: 15008
+      protocol: HBONE
+      tls:
+        mode: Terminate
+        options:
+          gateway.istio.io/tls-terminate-mode: ISTIO_MUTUAL
+EOF
+    return 0
+  fi
+  # Sidecar mode: DNS proxying (ISTIO_META_DNS_CAPTURE) lets the remotes resolve the central
+  # services, which have no Service object in the remote cluster.
   istioctl install --context "$(ctx "$name")" -y -f - <<EOF
 apiVersion: install.istio.io/v1alpha1
 kind: IstioOperator
 spec:
-  profile: $ISTIO_PROFILE
+  meshConfig:
+    defaultConfig:
+      holdApplicationUntilProxyStarts: true
+      proxyMetadata:
+        ISTIO_META_DNS_CAPTURE: "true"
   values:
     global:
       meshID: lgtm
@@ -283,7 +398,6 @@ spec:
     pilot:
       env:
         ENABLE_NATIVE_SIDECARS: "true"
-        PILOT_ENABLE_AMBIENT_MULTINETWORK: "true"
   components:
     ingressGateways:
       - name: istio-eastwestgateway
@@ -328,7 +442,8 @@ link_to_central() {
       log "$name: linking to $CENTRAL (Linkerd multicluster)"
       linkerd --context "$(ctx "$CENTRAL")" multicluster link-gen --cluster-name "$CENTRAL" \
         --api-server-address "https://$CENTRAL-control-plane:6443" | k "$name" apply -f -
-      linkerd --context "$(ctx "$name")" multicluster check --wait 5m || warn "linkerd multicluster check reported problems"
+      # A broken link fails the deploy (not a warning).
+      linkerd --context "$(ctx "$name")" multicluster check --wait 5m || die "$name: the Linkerd link to $CENTRAL is broken"
       ;;
     istio)
       log "$name: exchanging Istio remote secrets with $CENTRAL"
@@ -336,6 +451,14 @@ link_to_central() {
         --server "https://$CENTRAL-control-plane:6443" | k "$name" apply -f -
       istioctl create-remote-secret --context "$(ctx "$name")" --name "$name" \
         --server "https://$name-control-plane:6443" | k "$CENTRAL" apply -f -
+      local i synced=no
+      for i in $(seq 30); do
+        if istioctl --context "$(ctx "$name")" remote-clusters 2>/dev/null | grep -E "^${CENTRAL}[[:space:]]" | grep -q synced; then
+          synced=yes; break
+        fi
+        sleep 10
+      done
+      [[ $synced == yes ]] || die "$name: istiod has not synced $CENTRAL (istioctl --context $(ctx "$name") remote-clusters)"
       ;;
     cilium)
       log "$name: connecting Cilium ClusterMesh to $CENTRAL"
@@ -379,7 +502,15 @@ export_central_services() {
       k "$CENTRAL" -n loki label svc loki-write mirror.linkerd.io/exported=true --overwrite
       k "$CENTRAL" -n tempo label svc tempo-distributor mirror.linkerd.io/exported=true --overwrite
       ;;
-    istio) ;; # every service is visible across the mesh through the east-west gateway
+    istio)
+      # Sidecar mode sees every service through the east-west gateway; ambient mode shares
+      # only services marked global.
+      if [[ $ISTIO_PROFILE == ambient ]]; then
+        k "$CENTRAL" -n mimir label svc mimir-distributor istio.io/global=true --overwrite
+        k "$CENTRAL" -n loki label svc loki-write istio.io/global=true --overwrite
+        k "$CENTRAL" -n tempo label svc tempo-distributor istio.io/global=true --overwrite
+      fi
+      ;;
     cilium)
       k "$CENTRAL" -n mimir annotate svc mimir-distributor service.cilium.io/global=true --overwrite
       k "$CENTRAL" -n loki annotate svc loki-write service.cilium.io/global=true --overwrite

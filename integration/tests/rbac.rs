@@ -36,7 +36,7 @@ const NEEDED_WITHOUT_A_CALL: &[(&str, &str, &str, &str, &str)] = &[
         "",
         "nodes/proxy",
         "get",
-        "scrapes through the API server (scrape.kubelet.via: apiserver) are requests for nodes/proxy",
+        "granted only with daemonset.kubelet.via: apiserver (not the default rendered here): scrapes through the API server are requests for nodes/proxy",
     ),
 ];
 
@@ -121,6 +121,8 @@ fn render_chart() -> Option<Vec<Value>> {
     let bin = String::from_utf8(out.stdout).ok()?.trim().to_string();
     let rendered = Command::new(&bin)
         .args(["--name", RELEASE, "--namespace", NAMESPACE])
+        // The two values the chart requires (deploy-remote-agent.sh sets them the same way).
+        .args(["--set", "clusterName=lgtm-remote-agent", "--set", "tenant=remote04"])
         .arg(repo_root().join("charts/lgtm-agent"))
         .output()
         .expect("run helm-template");
@@ -291,6 +293,8 @@ async fn the_charts_rbac_is_exactly_what_each_mode_calls() {
     std::env::set_var("POD_NAME", "lgtm-agent-cluster-0");
     std::env::set_var("POD_NAMESPACE", NAMESPACE);
     std::env::set_var("NODE_NAME", "node-a");
+    // The chart scrapes the kubelet at the node's IP (status.hostIP); not reached here.
+    std::env::set_var("NODE_IP", "127.0.0.1");
 
     // Cluster mode, on the config the chart rendered, endpoints on loopback.
     let admin = free_port();

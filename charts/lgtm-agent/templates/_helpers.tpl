@@ -46,8 +46,40 @@ app.kubernetes.io/instance: {{ $root.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
+{{/* repository:tag, or repository@digest when image.digest is set. */}}
 {{- define "lgtm-agent.image" -}}
+{{- with .Values.image.digest }}
+{{- printf "%s@%s" $.Values.image.repository . }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount of one mode: (list $ "daemonset"|"cluster"). */}}
+{{- define "lgtm-agent.serviceAccountName" -}}
+{{- $ := index . 0 -}}
+{{- if $.Values.serviceAccount.name -}}
+{{- $.Values.serviceAccount.name -}}
+{{- else if eq (index . 1) "daemonset" -}}
+{{- include "lgtm-agent.daemonsetName" $ -}}
+{{- else -}}
+{{- include "lgtm-agent.clusterName" $ -}}
+{{- end -}}
+{{- end }}
+
+{{/* The hostPath of the DaemonSet's data dir: one directory per release. */}}
+{{- define "lgtm-agent.dataHostPath" -}}
+{{- printf "%s/%s/%s" (.Values.daemonset.hostPaths.data | trimSuffix "/") .Release.Namespace (include "lgtm-agent.fullname" .) -}}
+{{- end }}
+
+{{/* The two values every install must set; the deploy scripts and the examples set them. */}}
+{{- define "lgtm-agent.requiredValues" -}}
+{{- if not .Values.clusterName -}}
+{{- fail "\n\nclusterName is required: the name of this cluster, added as label `cluster` to everything shipped.\n  helm install lgtm-agent charts/lgtm-agent --set clusterName=<this cluster> --set tenant=<tenant>" -}}
+{{- end -}}
+{{- if not .Values.tenant -}}
+{{- fail "\n\ntenant is required: the tenant (X-Scope-OrgID) of this cluster in the central Mimir, Loki and Tempo.\n  helm install lgtm-agent charts/lgtm-agent --set clusterName=<this cluster> --set tenant=<tenant>" -}}
+{{- end -}}
 {{- end }}
 
 {{/* Config --------------------------------------------------------------------------------- */}}
@@ -99,8 +131,9 @@ bearer_token_file: /etc/lgtm-agent/token/token
 {{- $ds := eq $mode "daemonset" -}}
 {{- $tls := $.Values.tls.enabled -}}
 {{- $common := include "lgtm-agent.exporterCommon" $ -}}
-cluster: {{ required "clusterName is required" $.Values.clusterName | quote }}
-tenant: {{ required "tenant is required" $.Values.tenant | quote }}
+{{- include "lgtm-agent.requiredValues" $ }}
+cluster: {{ $.Values.clusterName | quote }}
+tenant: {{ $.Values.tenant | quote }}
 mode: {{ $mode }}
 data_dir: /var/lib/lgtm-agent
 admin:
@@ -140,6 +173,10 @@ scrape:
     enabled: {{ $ds }}
     {{- if $ds }}
     via: {{ $.Values.daemonset.kubelet.via }}
+    {{- if eq $.Values.daemonset.kubelet.via "direct" }}
+    # The node's IP (downward API status.hostIP): node names do not resolve on every cluster.
+    address: "${NODE_IP}"
+    {{- end }}
     insecure_skip_verify: {{ $.Values.daemonset.kubelet.insecureSkipVerify }}
     {{- end }}
   host_metrics:
@@ -225,6 +262,14 @@ null) replaces what dst has. Unlike sprig's mergeOverwrite, `false` does overrid
 {{- end }}
 {{- end }}
 
+{{/* envFrom of both workloads (container level), when set. */}}
+{{- define "lgtm-agent.envFrom" -}}
+{{- with .Values.envFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{/* Volume mounts of the credentials both modes use. */}}
 {{- define "lgtm-agent.secretMounts" -}}
 {{- if .Values.tls.enabled }}
@@ -269,19 +314,19 @@ null) replaces what dst has. Unlike sprig's mergeOverwrite, `false` does overrid
 {{- end }}
 
 {{- define "lgtm-agent.probes" -}}
+{{- with .Values.livenessProbe }}
 livenessProbe:
-  httpGet:
-    path: /healthz
-    port: admin
-  initialDelaySeconds: 10
-  periodSeconds: 10
-  timeoutSeconds: 5
-  failureThreshold: 6
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.readinessProbe }}
 readinessProbe:
-  httpGet:
-    path: /readyz
-    port: admin
-  periodSeconds: 5
-  timeoutSeconds: 5
-  failureThreshold: 3
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The kubelet access of the DaemonSet's final config (after `config` and `daemonset.config`). */}}
+{{- define "lgtm-agent.kubeletVia" -}}
+{{- $cfg := include "lgtm-agent.config" (list . "daemonset") | fromYaml -}}
+{{- $kubelet := (($cfg.scrape | default dict).kubelet | default dict) -}}
+{{- if and (ne (toString $kubelet.enabled) "false") (eq (toString $kubelet.via) "apiserver") -}}apiserver{{- else -}}direct{{- end -}}
 {{- end }}

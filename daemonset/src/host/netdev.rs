@@ -4,16 +4,22 @@
 //! node_exporter's default netlink mode adds).
 //!
 //! Column names come from the file's own header, so they follow the kernel. No device is
-//! excluded (upstream node_exporter's default; Debian's package excludes `lo`). `/proc/net/dev`
-//! shows the network namespace of the reading process: run with `hostNetwork: true`, as
-//! node_exporter does.
+//! excluded (upstream node_exporter's default; Debian's package excludes `lo`).
+//!
+//! `/proc/net/dev` shows the network namespace of the reading process: in a pod without host
+//! networking, the pod's. The file is read as `<root>/proc/1/net/dev` instead, the namespace of
+//! the node's init process when `<root>/proc` is the node's procfs (the chart mounts it at
+//! `/host/proc`), so the devices are the node's with or without `hostNetwork` and match the
+//! node's `<root>/sys/class/net`. Where that file cannot be read (a procfs mounted with
+//! `hidepid`), `<root>/proc/net/dev` is read, as node_exporter does.
 
 use super::exposition::{FamilyId, HostMetrics, MetricType};
 use super::fs::{parse_error, parse_u64, HostFs};
 use super::HostError;
 
 pub(crate) fn collect(fs: &mut HostFs, out: &mut HostMetrics) -> Result<(), HostError> {
-    let path = fs.proc("net/dev");
+    let node = fs.proc("1/net/dev");
+    let path = if std::fs::File::open(&node).is_ok() { node } else { fs.proc("net/dev") };
     let text = fs.read(&path)?;
     let mut lines = text.lines();
     let header = lines.nth(1).ok_or_else(|| parse_error(&path, "no header"))?;
@@ -109,6 +115,27 @@ mod tests {
             }
         }
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_nodes_network_namespace_is_read_not_the_pods() {
+        // <root>/proc/net/dev is the reader's (the pod's) namespace; <root>/proc/1/net/dev the
+        // node's init's.
+        let pod = "Inter-| Receive | Transmit\n face |bytes packets|bytes packets\n  eth0: 10 1 20 2\n";
+        let node = "Inter-| Receive | Transmit\n face |bytes packets|bytes packets\n  ens5: 1000 100 2000 200\n  cilium_host: 7 1 8 1\n";
+        let root = FakeRoot::new().file("proc/net/dev", pod).file("proc/1/net/dev", node);
+        let text = render_one(&root, collect);
+        assert!(text.contains("node_network_receive_bytes_total{device=\"ens5\"} 1000\n"), "{text}");
+        assert!(text.contains("node_network_transmit_packets_total{device=\"cilium_host\"} 1\n"), "{text}");
+        assert!(!text.contains("eth0"), "the pod's device leaked in: {text}");
+    }
+
+    #[test]
+    fn without_the_init_process_file_the_readers_namespace_is_read() {
+        let pod = "Inter-| Receive | Transmit\n face |bytes packets|bytes packets\n  eth0: 10 1 20 2\n";
+        let root = FakeRoot::new().file("proc/net/dev", pod);
+        let text = render_one(&root, collect);
+        assert!(text.contains("node_network_receive_bytes_total{device=\"eth0\"} 10\n"), "{text}");
     }
 
     #[test]
