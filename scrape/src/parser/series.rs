@@ -88,7 +88,8 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
 }
 
 /// An OpenMetrics 1.0 sample line: single spaces between tokens, float-second timestamps, an
-/// optional exemplar (` # {labels} value [timestamp]`), which is checked and skipped.
+/// optional exemplar (` # {labels} value [timestamp]`), which is checked and skipped. As in
+/// Prometheus, only samples named `*_total` or `*_bucket` may carry one.
 pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Series<'_>, ParseErrorKind> {
     let name_end = scan_metric_name(line, 0)?;
     let (label_set, series_end) = if line.get(name_end) == Some(&b'{') {
@@ -119,6 +120,10 @@ pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Seri
             }
         }
         if pos < line.len() {
+            let name = &line[..name_end];
+            if line[pos] == b'#' && !(name.ends_with(b"_total") || name.ends_with(b"_bucket")) {
+                return Err(ParseErrorKind::ExemplarNotSupported(String::from_utf8_lossy(name).into_owned()));
+            }
             skip_exemplar(line, pos)?;
         }
     }

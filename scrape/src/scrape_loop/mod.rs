@@ -220,11 +220,12 @@ impl BodyIngester {
                     samples_post_relabel: c.post_relabel,
                     series_added: c.series_added,
                 };
-                (report, Ok(c.post_relabel))
+                // Repeats of a series within the body are counted in the report, not sent.
+                (report, Ok(c.post_relabel - c.duplicates))
             }
-            Err(AppendFailure { error, scraped }) => {
+            Err(AppendFailure { error, counts }) => {
                 out.clear();
-                (self.fail(&mut out, scraped, ts_ms), Err(error))
+                (self.fail(&mut out, counts, ts_ms), Err(error))
             }
         };
         (self.finish_scrape(out, report, ts_ms, started), outcome)
@@ -234,7 +235,7 @@ impl BodyIngester {
     /// the other synthetic series, and staleness markers for every series of the last scrape.
     pub fn scrape_failed(&mut self, ts_ms: i64, started: Instant) -> Scraped {
         let mut out = self.batch_builder();
-        let report = self.fail(&mut out, 0, ts_ms);
+        let report = self.fail(&mut out, append::Appended::default(), ts_ms);
         self.finish_scrape(out, report, ts_ms, started)
     }
 
@@ -272,10 +273,17 @@ impl BodyIngester {
         Ok(counts)
     }
 
-    /// A failed scrape: staleness markers for the series of the last one, and its report.
-    fn fail(&mut self, out: &mut BatchBuilder, samples_scraped: usize, ts_ms: i64) -> Report {
+    /// A failed scrape: staleness markers for the series of the last one, and its report with
+    /// the counts up to the failure, as Prometheus reports them.
+    fn fail(&mut self, out: &mut BatchBuilder, counts: append::Appended, ts_ms: i64) -> Report {
         self.cache.fail(|s| push_stale(out, s, ts_ms));
-        Report { up: false, duration_seconds: 0.0, samples_scraped, samples_post_relabel: 0, series_added: 0 }
+        Report {
+            up: false,
+            duration_seconds: 0.0,
+            samples_scraped: counts.scraped,
+            samples_post_relabel: counts.post_relabel,
+            series_added: counts.series_added,
+        }
     }
 
     fn finish_scrape(&mut self, mut out: BatchBuilder, report: Report, ts_ms: i64, started: Instant) -> Scraped {
