@@ -114,8 +114,8 @@ pub fn is_label_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// A `labelmap` replacement must expand to a label name: literal name characters and `$`
-/// references.
+/// A `labelmap` replacement and a `replace` target must expand to a label name: literal name
+/// characters and `$` references, not starting with a digit.
 fn is_label_name_template(s: &str) -> bool {
     static TEMPLATE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
         Regex::new(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$").expect("valid template regex")
@@ -173,8 +173,9 @@ impl RelabelConfig {
             return err("target_label", format!("action {action} requires a target_label"));
         }
         let target_ok = match action {
-            // A replace target may be a template expanded per match.
-            Replace => target_label.contains('$') || is_label_name(&target_label),
+            // A replace target may be a template expanded per match: name characters and `$`
+            // references (Prometheus's `relabelTarget` rule; `0${1}` is refused).
+            Replace => is_label_name_template(&target_label),
             HashMod | Lowercase | Uppercase | KeepEqual | DropEqual => is_label_name(&target_label),
             _ => true,
         };
