@@ -261,6 +261,17 @@ async fn metric_relabeling_that_removes_the_name_fails_the_scrape() {
 }
 
 #[tokio::test]
+async fn blanks_before_a_name_fail_the_scrape_as_in_prometheus() {
+    // Prometheus takes them as part of the name, counts the sample, and refuses the name.
+    let (_server, mut sl) = scrape_loop("a 1\n  b 2\n", options("loop_leading_blanks")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(names(&batch), SYNTHETIC);
+    assert_eq!(value(&batch, "up"), 0.0);
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 2.0);
+    assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 1.0);
+}
+
+#[tokio::test]
 async fn a_failed_scrape_reports_the_counts_up_to_the_failure() {
     // As Prometheus: a sample that does not parse is not counted; one that fails after parsing
     // (a repeated label name) counts as scraped but not as kept.

@@ -164,6 +164,11 @@ impl<'a> Iterator for Parser<'a> {
                     }
                     other => other,
                 },
+                // An unterminated last line other than `# EOF` means the body was cut short:
+                // Prometheus fails on that line, before counting a sample on it.
+                Format::OpenMetrics if end == body.len() && &body[start..end] != b"# EOF" => {
+                    Err(ParseErrorKind::MissingEof)
+                }
                 Format::OpenMetrics => self.next_openmetrics(&body[start..end]),
             };
             match parsed {

@@ -37,8 +37,9 @@ impl<'a> Series<'a> {
     }
 }
 
-/// A text format (0.0.4) sample line: blanks allowed between tokens, a trailing comma allowed
-/// in the label set, integer millisecond timestamps.
+/// A text format (0.0.4) sample line: blanks allowed between tokens (blanks before the name
+/// end up in the name, which the scrape loop then refuses, as Prometheus does), a trailing
+/// comma allowed in the label set, integer millisecond timestamps (digits only).
 pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>, ParseErrorKind> {
     let start = skip_blanks(line, 0);
     let name_end = scan_metric_name(line, start)?;
@@ -66,8 +67,10 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
     if ts_start < line.len() {
         let ts_end = token_end(line, ts_start, false);
         let token = &line[ts_start..ts_end];
+        // Digits only, as Prometheus's text lexer (no sign).
         let ts = std::str::from_utf8(token)
             .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse::<i64>().ok())
             .ok_or_else(|| ParseErrorKind::InvalidTimestamp(String::from_utf8_lossy(token).into_owned()))?;
         timestamp_ms = Some(ts);
@@ -76,10 +79,12 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
     if end < line.len() {
         return Err(ParseErrorKind::TrailingData(String::from_utf8_lossy(&line[end..]).into_owned()));
     }
+    // Prometheus keeps blanks before the name as part of it, and then refuses the name (the
+    // sample counts as scraped; the scrape fails): so does this parser, by leaving them in.
     Ok(Series {
-        series: &line[start..series_end],
-        // The name is `[a-zA-Z0-9_:]` bytes, hence ASCII.
-        name: std::str::from_utf8(&line[start..name_end]).unwrap_or_default(),
+        series: &line[..series_end],
+        // The name is blanks and `[a-zA-Z0-9_:]` bytes, hence ASCII.
+        name: std::str::from_utf8(&line[..name_end]).unwrap_or_default(),
         label_set,
         value,
         timestamp_ms,
@@ -117,6 +122,10 @@ pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Seri
             pos = ts_end;
             if pos < line.len() {
                 pos += 1;
+                if pos == line.len() {
+                    // A space after the timestamp with no exemplar after it.
+                    return Err(ParseErrorKind::TrailingData(" ".into()));
+                }
             }
         }
         if pos < line.len() {
@@ -153,6 +162,10 @@ fn skip_exemplar(line: &[u8], pos: usize) -> Result<(), ParseErrorKind> {
     let rest = &line[pos..];
     if !rest.starts_with(b"# {") {
         return Err(ParseErrorKind::TrailingData(String::from_utf8_lossy(rest).into_owned()));
+    }
+    // Prometheus's lexer refuses a NUL byte in an exemplar (not in a sample's labels).
+    if memchr::memchr(0, rest).is_some() {
+        return Err(ParseErrorKind::InvalidExemplar);
     }
     let labels_start = pos + 2;
     let labels_end = scan_label_set(line, labels_start, false).map_err(|_| ParseErrorKind::InvalidExemplar)?;
