@@ -50,12 +50,9 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
     } else {
         (&line[..0], name_end)
     };
+    // The value may follow the name or the label set without a blank, as in Prometheus's text
+    // lexer (`foo.5` is `foo` = 0.5; `foo-bar 1` fails on the value `-bar`).
     let value_start = skip_blanks(line, series_end);
-    if value_start == series_end && label_set.is_empty() && value_start < line.len() {
-        // `foo{` handled above; here a name is followed by something that is neither a blank
-        // nor a label set, e.g. `foo-bar 1`.
-        return Err(ParseErrorKind::ExpectedValue);
-    }
     let value_end = token_end(line, value_start, false);
     if value_end == value_start {
         return Err(ParseErrorKind::ExpectedValue);
@@ -153,7 +150,13 @@ fn parse_openmetrics_timestamp(token: &[u8]) -> Result<i64, ParseErrorKind> {
     if !seconds.is_finite() {
         return Err(invalid());
     }
-    Ok((seconds * 1000.0) as i64)
+    let ms = seconds * 1000.0;
+    // Out of the range of i64 milliseconds, Go's conversion (Prometheus on amd64) gives the
+    // smallest i64, where Rust's saturates: follow Prometheus.
+    if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&ms) {
+        return Ok(i64::MIN);
+    }
+    Ok(ms as i64)
 }
 
 /// Validates `# {labels} value [timestamp]` starting at `pos` (the `#`) up to the end of the
