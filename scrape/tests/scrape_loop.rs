@@ -230,6 +230,10 @@ async fn a_duplicate_series_in_one_body_keeps_the_first_sample() {
     assert_eq!(value(&batch, "scrape_samples_scraped"), 3.0);
     assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 3.0);
     assert_eq!(value(&batch, "up"), 1.0);
+    // Counted where a user looks, and not in the samples sent.
+    let rendered = lgtm_pipeline::metrics::render();
+    assert!(rendered.contains("lgtm_agent_scrape_duplicate_samples_total{job=\"loop_dup\"} 1"), "{rendered}");
+    assert!(rendered.contains("lgtm_agent_scrape_samples_total{job=\"loop_dup\"} 2"), "{rendered}");
 }
 
 #[tokio::test]

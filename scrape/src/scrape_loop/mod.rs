@@ -171,13 +171,15 @@ pub struct BodyIngester {
     external_labels: Arc<[Label]>,
     cache: SeriesCache,
     last_batch_bytes: usize,
+    /// Samples of repeated series in the last scrape.
+    last_duplicates: u32,
 }
 
 impl BodyIngester {
     /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
     pub fn new(target: Arc<Target>, external_labels: impl Into<Arc<[Label]>>) -> BodyIngester {
         let external_labels = external_labels.into();
-        BodyIngester { target, external_labels, cache: SeriesCache::default(), last_batch_bytes: 0 }
+        BodyIngester { target, external_labels, cache: SeriesCache::default(), last_batch_bytes: 0, last_duplicates: 0 }
     }
 
     pub fn target(&self) -> &Arc<Target> {
@@ -211,8 +213,10 @@ impl BodyIngester {
         started: Instant,
     ) -> (Scraped, Result<usize, ScrapeError>) {
         let mut out = self.batch_builder();
+        self.last_duplicates = 0;
         let (report, outcome) = match self.append(body, format, ts_ms, &mut out) {
             Ok(c) => {
+                self.last_duplicates = u32::try_from(c.duplicates).unwrap_or(u32::MAX);
                 let report = Report {
                     up: true,
                     duration_seconds: 0.0,
@@ -343,6 +347,10 @@ impl ScrapeLoop {
         };
         body_pool::give(body);
         self.record(&outcome, ts_ms, scraped.duration_seconds);
+        if outcome.is_ok() && self.ingester.last_duplicates > 0 {
+            let target = self.ingester.target.url.to_string();
+            self.counters.duplicates(self.ingester.last_duplicates as usize, &target);
+        }
         scraped.batch
     }
 
