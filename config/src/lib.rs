@@ -23,6 +23,7 @@ mod expand;
 mod load;
 mod locate;
 mod model;
+pub mod relabel;
 mod units;
 mod validate;
 
@@ -30,7 +31,7 @@ pub use expand::{expand_env, ExpandError};
 pub use load::{default_config_yaml, ConfigError};
 pub use model::*;
 pub use units::{ByteSize, Duration};
-pub use validate::{POLICY_TYPES, RELABEL_ACTIONS};
+pub use validate::POLICY_TYPES;
 
 impl Config {
     /// The configuration a user gets with an empty file in `mode`.

@@ -12,21 +12,6 @@ fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, 
     Err((path.into(), message.into()))
 }
 
-/// The relabeling actions of Prometheus.
-pub const RELABEL_ACTIONS: [&str; 11] = [
-    "replace",
-    "keep",
-    "drop",
-    "keepequal",
-    "dropequal",
-    "hashmod",
-    "labelmap",
-    "labeldrop",
-    "labelkeep",
-    "lowercase",
-    "uppercase",
-];
-
 /// The tail sampling policy types.
 pub const POLICY_TYPES: [&str; 9] = [
     "status_code",
@@ -265,7 +250,7 @@ fn static_config(path: &str, sc: &StaticConfig, scrape: &crate::ScrapeConfig) ->
         host_port(&format!("{path}.targets[{i}]"), t)?;
     }
     for name in sc.labels.keys() {
-        if !is_label_name(name) {
+        if !crate::relabel::is_label_name(name) {
             return invalid(
                 format!("{path}.labels"),
                 format!("invalid label name {name:?}: expected [a-zA-Z_][a-zA-Z0-9_]*"),
@@ -354,75 +339,9 @@ fn tls_config(path: &str, tls: &TlsConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn is_label_name(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// Prometheus's rules for a relabeling rule.
+/// A relabeling rule, by the one validator the scraper compiles rules with.
 fn relabel(path: &str, r: &RelabelConfig) -> Result<(), Invalid> {
-    let action = r.action.as_deref().unwrap_or("replace");
-    if !RELABEL_ACTIONS.contains(&action) {
-        return invalid(
-            format!("{path}.action"),
-            format!("unknown action {action:?}, expected one of {}", RELABEL_ACTIONS.join(", ")),
-        );
-    }
-    if let Some(re) = &r.regex {
-        if let Err(e) = regex::Regex::new(re) {
-            return invalid(
-                format!("{path}.regex"),
-                format!("invalid regular expression {re:?}: {}", regex_reason(&e)),
-            );
-        }
-    }
-    let needs_target = matches!(action, "replace" | "hashmod" | "lowercase" | "uppercase" | "keepequal" | "dropequal");
-    if needs_target && r.target_label.as_deref().unwrap_or("").is_empty() {
-        return invalid(format!("{path}.target_label"), format!("required by action {action}"));
-    }
-    if matches!(action, "hashmod") && r.modulus.unwrap_or(0) == 0 {
-        return invalid(format!("{path}.modulus"), "required by action hashmod and must be at least 1");
-    }
-    if matches!(action, "keepequal" | "dropequal" | "hashmod" | "lowercase" | "uppercase") && r.source_labels.is_empty()
-    {
-        return invalid(format!("{path}.source_labels"), format!("required by action {action}"));
-    }
-    if matches!(action, "labeldrop" | "labelkeep") {
-        let extra = [
-            ("source_labels", !r.source_labels.is_empty()),
-            ("target_label", r.target_label.is_some()),
-            ("modulus", r.modulus.is_some()),
-            ("separator", r.separator.is_some()),
-            ("replacement", r.replacement.is_some()),
-        ];
-        if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
-            return invalid(format!("{path}.{field}"), format!("not allowed with action {action}"));
-        }
-    }
-    if action == "replace" {
-        if let Some(t) = &r.target_label {
-            // `$1` and `${1}` are filled in from the regex's groups.
-            let literal = t.replace("${", "").replace(['$', '}'], "");
-            if !literal.is_empty() && !literal.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return invalid(format!("{path}.target_label"), format!("invalid label name {t:?}"));
-            }
-        }
-    } else if let Some(t) = &r.target_label {
-        if !is_label_name(t) {
-            return invalid(format!("{path}.target_label"), format!("invalid label name {t:?}"));
-        }
-    }
-    Ok(())
-}
-
-/// The one line of a regex error that says what is wrong (its `Display` draws a diagram).
-fn regex_reason(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix("error: "))
-        .map(str::to_string)
-        .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
+    r.check().map(drop).map_err(|e| (format!("{path}.{}", e.field), e.message))
 }
 
 /// A sampling policy: a known type with the fields that type needs, and no others.

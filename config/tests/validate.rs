@@ -31,11 +31,11 @@ const INVALID: &[(&str, &str)] = &[
     ("scrape:\n  static_configs:\n    - { targets: [\"a:1\"], interval: 5s, timeout: 6s }\n", "c.yaml:3: scrape.static_configs[0].timeout: 6s is longer than the interval 5s"),
     ("scrape:\n  static_configs:\n    - { targets: [\"a:1\"], scheme: ftp }\n", "c.yaml:3: scrape.static_configs[0].scheme: \"ftp\" is not http or https"),
     ("scrape:\n  static_configs:\n    - { targets: [\"a:1\"], labels: { 1job: x } }\n", "c.yaml:3: scrape.static_configs[0].labels: invalid label name \"1job\": expected [a-zA-Z_][a-zA-Z0-9_]*"),
-    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { action: keep, regex: a }\n        - { action: Replace, target_label: x }\n", "c.yaml:6: scrape.static_configs[0].relabel_configs[1].action: unknown action \"Replace\", expected one of replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { action: keep, regex: a }\n        - { action: Replaced, target_label: x }\n", "c.yaml:6: scrape.static_configs[0].relabel_configs[1].action: unknown relabel action \"Replaced\", expected one of replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      metric_relabel_configs:\n        - { source_labels: [a], regex: \"a[\" , action: drop }\n", "c.yaml:5: scrape.static_configs[0].metric_relabel_configs[0].regex: invalid regular expression \"a[\": unclosed character class"),
-    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a] }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: required by action replace"),
-    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a], target_label: h, action: hashmod }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].modulus: required by action hashmod and must be at least 1"),
-    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { regex: tmp_.*, target_label: x, action: labeldrop }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: not allowed with action labeldrop"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a] }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: action replace requires a target_label"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { source_labels: [a], target_label: h, action: hashmod }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].modulus: action hashmod requires a non-zero modulus"),
+    ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        - { regex: tmp_.*, target_label: x, action: labeldrop }\n", "c.yaml:5: scrape.static_configs[0].relabel_configs[0].target_label: action labeldrop takes only regex"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      basic_auth: { username: \"\", password: p }\n", "c.yaml:4: scrape.static_configs[0].basic_auth.username: must not be empty"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      basic_auth: { username: u, password: p, password_file: /p }\n", "c.yaml:4: scrape.static_configs[0].basic_auth: password and password_file are mutually exclusive"),
     ("scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      bearer_token_file: /t\n      basic_auth:\n        username: u\n", "c.yaml:5: scrape.static_configs[0].basic_auth: basic_auth and bearer_token_file are mutually exclusive"),
@@ -84,6 +84,15 @@ fn valid_variants_are_accepted() {
          - { regex: \"__meta_(.+)\", action: labelmap, replacement: \"$1\" }\n        \
          - { source_labels: [a], target_label: b, modulus: 8, action: hashmod }\n        \
          - { source_labels: [a], target_label: b, action: keepequal }\n",
+        // Accepted by Prometheus (promtool) and by the ServiceMonitor path, which the old
+        // second validator refused: no source_labels for hashmod, lowercase, uppercase,
+        // keepequal and dropequal; labeldrop/labelkeep with the default separator and
+        // replacement written out; an action name in capitals.
+        "scrape:\n  static_configs:\n    - targets: [\"a:1\"]\n      relabel_configs:\n        \
+         - { target_label: h, modulus: 4, action: hashmod }\n        - { target_label: l, action: lowercase }\n        \
+         - { target_label: u, action: uppercase }\n        - { target_label: k, action: keepequal }\n        \
+         - { target_label: d, action: dropequal }\n        - { regex: tmp_.*, separator: \";\", replacement: \"$1\", action: labeldrop }\n        \
+         - { regex: keep_.*, separator: \";\", replacement: \"$$1\", action: labelkeep }\n        - { target_label: x, action: Replace }\n",
         "scrape:\n  static_configs:\n    - targets: [\"10.0.0.1:8443\"]\n      scheme: https\n      \
          basic_auth: { username: u, password_file: /etc/p }\n      follow_redirects: false\n      \
          tls_config: { ca_file: /ca.crt, server_name: metrics.example.com, cert_file: /c, key_file: /k }\n",

@@ -41,6 +41,10 @@ pub(crate) struct JobMetrics {
     samples: AtomicU64,
     /// Scrapes that failed on a malformed body.
     parse_errors: AtomicU64,
+    /// Samples of a series already seen in the same scrape (counted, not sent).
+    duplicates: AtomicU64,
+    /// A repeated series was logged for the job (once per job).
+    warned_duplicates: AtomicBool,
     /// `samples` and `parse_errors` are shown (a loop of the job was made).
     counted: AtomicBool,
     /// Active targets of the job.
@@ -72,6 +76,8 @@ impl JobMetrics {
             scrapes: Default::default(),
             samples: AtomicU64::new(0),
             parse_errors: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            warned_duplicates: AtomicBool::new(false),
             counted: AtomicBool::new(false),
             targets: AtomicI64::new(0),
             gauged: AtomicBool::new(false),
@@ -111,6 +117,21 @@ impl JobMetrics {
         self.scrapes[0].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` samples of series repeated within one scrape of `target`; the first time for
+    /// the job, says so in the log.
+    pub fn duplicates(&self, n: usize, target: &str) {
+        self.duplicates.fetch_add(n as u64, Ordering::Relaxed);
+        if !self.warned_duplicates.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                job = %self.job,
+                target,
+                samples = n,
+                "a scrape repeats series: the first sample of each is sent, the others counted in \
+                 lgtm_agent_scrape_duplicate_samples_total (logged once per job)"
+            );
+        }
+    }
+
     /// Counts a failed scrape by its `reason` ([`crate::ScrapeError::reason`]).
     pub fn failure(&self, reason: &str) {
         let i = RESULTS.iter().position(|r| *r == reason);
@@ -124,13 +145,14 @@ impl JobMetrics {
     }
 }
 
-/// The four families, rendered from [`JOBS`].
+/// The five families, rendered from [`JOBS`].
 #[derive(Clone)]
 struct Families {
     scrapes: Desc,
     samples: Desc,
     targets: Desc,
     parse_errors: Desc,
+    duplicates: Desc,
 }
 
 impl Families {
@@ -150,6 +172,12 @@ impl Families {
             parse_errors: desc(
                 "lgtm_agent_scrape_parse_errors_total",
                 "Scrapes that failed on a malformed body.",
+                &["job"],
+            ),
+            duplicates: desc(
+                "lgtm_agent_scrape_duplicate_samples_total",
+                "Samples of a series already in the same scrape: counted in scrape_samples_post_metric_relabeling \
+                 as Prometheus does, not sent (the first is).",
                 &["job"],
             ),
         }
@@ -182,11 +210,12 @@ fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
 
 impl Collector for Families {
     fn desc(&self) -> Vec<&Desc> {
-        vec![&self.scrapes, &self.samples, &self.targets, &self.parse_errors]
+        vec![&self.scrapes, &self.samples, &self.targets, &self.parse_errors, &self.duplicates]
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let (mut scrapes, mut samples, mut targets, mut parse_errors) = (vec![], vec![], vec![], vec![]);
+        let (mut scrapes, mut samples, mut targets, mut parse_errors, mut duplicates) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for m in jobs().values() {
             let job = || label("job", &m.job);
             for (result, n) in RESULTS.iter().zip(&m.scrapes) {
@@ -198,6 +227,7 @@ impl Collector for Families {
             if m.counted.load(Ordering::Relaxed) {
                 samples.push(counter(vec![job()], m.samples.load(Ordering::Relaxed)));
                 parse_errors.push(counter(vec![job()], m.parse_errors.load(Ordering::Relaxed)));
+                duplicates.push(counter(vec![job()], m.duplicates.load(Ordering::Relaxed)));
             }
             if m.gauged.load(Ordering::Relaxed) {
                 let mut g = Gauge::default();
@@ -212,6 +242,7 @@ impl Collector for Families {
             family(&self.samples, MetricType::COUNTER, samples),
             family(&self.targets, MetricType::GAUGE, targets),
             family(&self.parse_errors, MetricType::COUNTER, parse_errors),
+            family(&self.duplicates, MetricType::COUNTER, duplicates),
         ]
     }
 }
@@ -239,7 +270,12 @@ mod tests {
         JobMetrics::targets_of("zz_self", 3);
         JobMetrics::targets_of("zz_self3", 0);
         JobMetrics::of("zz_self4");
-        let want = r#"# HELP lgtm_agent_scrape_parse_errors_total Scrapes that failed on a malformed body.
+        // The duplicates family is new (issue 18); the rest as before.
+        let want = r#"# HELP lgtm_agent_scrape_duplicate_samples_total Samples of a series already in the same scrape: counted in scrape_samples_post_metric_relabeling as Prometheus does, not sent (the first is).
+# TYPE lgtm_agent_scrape_duplicate_samples_total counter
+lgtm_agent_scrape_duplicate_samples_total{job="zz_self"} 0
+lgtm_agent_scrape_duplicate_samples_total{job="zz_self2"} 0
+# HELP lgtm_agent_scrape_parse_errors_total Scrapes that failed on a malformed body.
 # TYPE lgtm_agent_scrape_parse_errors_total counter
 lgtm_agent_scrape_parse_errors_total{job="zz_self"} 1
 lgtm_agent_scrape_parse_errors_total{job="zz_self2"} 0

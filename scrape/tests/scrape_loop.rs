@@ -221,10 +221,73 @@ async fn explicit_timestamps_are_honoured_and_not_tracked_for_staleness() {
 
 #[tokio::test]
 async fn a_duplicate_series_in_one_body_keeps_the_first_sample() {
-    let (_server, mut sl) = scrape_loop("a{x=\"1\"} 1\na{x=\"1\",} 2\n", options("loop_dup")).await;
+    let (_server, mut sl) = scrape_loop("a{x=\"1\"} 1\na{x=\"1\",} 2\nb 3\n", options("loop_dup")).await;
     let batch = sl.scrape_once().await.decode().unwrap();
-    assert_eq!(value(&batch, "a"), 1.0);
+    let a: Vec<_> = batch.iter().filter(|t| name(t) == "a").collect();
+    assert_eq!(a.len(), 1, "one sample sent for the series");
+    assert_eq!(a[0].samples[0].value, 1.0);
+    // Prometheus counts every occurrence after relabeling (the repeat too).
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 3.0);
+    assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 3.0);
+    assert_eq!(value(&batch, "up"), 1.0);
+    // Counted where a user looks, and not in the samples sent.
+    let rendered = lgtm_pipeline::metrics::render();
+    assert!(rendered.contains("lgtm_agent_scrape_duplicate_samples_total{job=\"loop_dup\"} 1"), "{rendered}");
+    assert!(rendered.contains("lgtm_agent_scrape_samples_total{job=\"loop_dup\"} 2"), "{rendered}");
+}
+
+#[tokio::test]
+async fn metric_relabeling_that_removes_the_name_fails_the_scrape() {
+    let drop_name = |job: &str, regex: &str| ScrapeOptions {
+        metric_relabel_configs: vec![RelabelConfig {
+            regex: Some(regex.into()),
+            action: Some("labeldrop".into()),
+            ..Default::default()
+        }],
+        ..options(job)
+    };
+    // `__name__` removed, other labels left: the scrape fails, as in Prometheus ("missing
+    // metric name"), reporting the samples up to the failing one.
+    let (_server, mut sl) = scrape_loop("b 2\na{x=\"1\"} 1\nc 3\n", drop_name("loop_no_name", "__name__")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(names(&batch), SYNTHETIC);
+    assert_eq!(value(&batch, "up"), 0.0);
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 1.0);
+    let err = sl.status().lock().unwrap().last_error.clone().unwrap();
+    assert!(err.contains("missing metric name"), "{err}");
+    // Every label removed: a drop (Prometheus takes an empty set as dropped).
+    let (_server, mut sl) = scrape_loop("a{x=\"1\"} 1\nb 2\n", drop_name("loop_no_labels", ".*")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(names(&batch), SYNTHETIC);
+    assert_eq!(value(&batch, "up"), 1.0);
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 2.0);
+    assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 0.0);
+}
+
+#[tokio::test]
+async fn blanks_before_a_name_fail_the_scrape_as_in_prometheus() {
+    // Prometheus takes them as part of the name, counts the sample, and refuses the name.
+    let (_server, mut sl) = scrape_loop("a 1\n  b 2\n", options("loop_leading_blanks")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(names(&batch), SYNTHETIC);
+    assert_eq!(value(&batch, "up"), 0.0);
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 2.0);
     assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 1.0);
+}
+
+#[tokio::test]
+async fn a_failed_scrape_reports_the_counts_up_to_the_failure() {
+    // As Prometheus: a sample that does not parse is not counted; one that fails after parsing
+    // (a repeated label name) counts as scraped but not as kept.
+    let (_server, mut sl) = scrape_loop("a 1\nb 2\nc{x=\"1\",x=\"2\"} 3\n", options("loop_fail_counts")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(value(&batch, "up"), 0.0);
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 3.0);
+    assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 2.0);
+    let (_server, mut sl) = scrape_loop("a 1\nb 2\nc x\n", options("loop_fail_counts_parse")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 2.0);
+    assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 2.0);
 }
 
 #[tokio::test]
@@ -272,7 +335,8 @@ async fn openmetrics_responses_use_the_openmetrics_parser() {
     assert_eq!(value(&batch, "up"), 1.0);
     let c = batch.iter().find(|t| name(t) == "c_total").unwrap();
     assert_eq!(c.samples[0].timestamp, 1_700_000_000_500);
-    assert!(!names(&batch).contains(&"c_created".to_string()));
+    // `_created` is an ordinary sample, as in Prometheus without created-timestamp ingestion.
+    assert_eq!(value(&batch, "c_created"), 1_600_000_000.0);
 
     server.set_body("c_total 3\n");
     let batch = sl.scrape_once().await.decode().unwrap();

@@ -36,10 +36,21 @@ pub enum ParseErrorKind {
     TrailingData(String),
     #[error("invalid exemplar")]
     InvalidExemplar,
+    /// OpenMetrics: an exemplar on a sample whose name ends in neither `_total` nor `_bucket`
+    /// (Prometheus's rule: gauges, infos, statesets, summaries, `_sum`, `_count` and `_created`
+    /// cannot carry one).
+    #[error("metric name {0} does not support exemplars")]
+    ExemplarNotSupported(String),
     #[error("invalid metric type {0:?}")]
     InvalidMetricType(String),
     #[error("invalid metadata line")]
     InvalidMetadata,
+    /// OpenMetrics: `# HELP name`, `# TYPE name` or `# UNIT name` without the space and text.
+    #[error("expected text in {0}")]
+    MissingMetadataText(&'static str),
+    /// OpenMetrics: a `# UNIT` that is not `_<unit>` at the end of the metric name.
+    #[error("unit not a suffix of metric {0:?}")]
+    UnitNotSuffix(String),
     #[error("HELP text is not valid UTF-8")]
     InvalidHelpUtf8,
     #[error("invalid comment (OpenMetrics allows only HELP, TYPE, UNIT and EOF)")]

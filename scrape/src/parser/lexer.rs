@@ -101,6 +101,31 @@ fn scan_quoted(line: &[u8], pos: usize) -> Result<usize, ParseErrorKind> {
     }
 }
 
+/// The end of a text format sample line starting at `start` in `body`: the first line feed
+/// outside a quoted label value (Prometheus's text lexer lets a quoted value hold raw line
+/// feeds; a backslash escapes the next byte but not a line feed), or the end of the body.
+pub(crate) fn text_sample_end(body: &[u8], start: usize) -> usize {
+    let (mut in_set, mut in_quote) = (false, false);
+    let mut i = start;
+    while i < body.len() {
+        match (body[i], in_set, in_quote) {
+            (b'\n', _, false) => return i,
+            (b'\\', _, true) => {
+                if body.get(i + 1) == Some(&b'\n') {
+                    return i + 1;
+                }
+                i += 1;
+            }
+            (b'"', true, _) => in_quote = !in_quote,
+            (b'{', false, false) => in_set = true,
+            (b'}', true, false) => in_set = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    body.len()
+}
+
 /// Scans a label set whose `{` is at `pos`; returns the index just past its `}`.
 ///
 /// `lenient` is the text format's grammar (blanks around tokens, a trailing comma); otherwise

@@ -47,11 +47,6 @@ impl MetricType {
             _ => return None,
         })
     }
-
-    /// Types whose OpenMetrics families carry a `<name>_created` series.
-    pub(crate) fn has_created_series(self) -> bool {
-        matches!(self, MetricType::Counter | MetricType::Histogram | MetricType::Summary)
-    }
 }
 
 /// A metadata line.
@@ -82,7 +77,7 @@ fn help_text(raw: &[u8], quotes: bool) -> Result<Cow<'_, str>, ParseErrorKind> {
 }
 
 /// A text format line starting (after blanks) with `#`. `# HELP` and `# TYPE` (separated by
-/// blanks) are metadata; anything else is a comment.
+/// blanks) are metadata; anything else is a comment. A HELP may lack its text; a TYPE may not.
 pub(crate) fn parse_text_comment(line: &[u8]) -> Result<Comment<'_>, ParseErrorKind> {
     let hash = skip_blanks(line, 0);
     let after = hash + 1;
@@ -107,18 +102,17 @@ pub(crate) fn parse_text_comment(line: &[u8]) -> Result<Comment<'_>, ParseErrorK
         let text = help_text(&line[text_start..], false)?;
         return Ok(Comment::Metadata(Metadata::Help { name, text }));
     }
-    let mut text_end = line.len();
-    while text_end > text_start && is_blank(line[text_end - 1]) {
-        text_end -= 1;
-    }
-    let word = &line[text_start..text_end];
+    // Trailing blanks belong to the word (`# TYPE a gauge ` is refused, as by Prometheus).
+    let word = &line[text_start..];
     let kind = MetricType::from_text(word)
         .ok_or_else(|| ParseErrorKind::InvalidMetricType(String::from_utf8_lossy(word).into_owned()))?;
     Ok(Comment::Metadata(Metadata::Type { name, kind }))
 }
 
 /// An OpenMetrics line starting with `#`: exactly `# HELP name text`, `# TYPE name type`,
-/// `# UNIT name unit` or `# EOF`; anything else is an error.
+/// `# UNIT name unit` or `# EOF`; anything else is an error. The space after the name is
+/// required (the text may then be empty, except a TYPE's), and a non-empty unit must end the
+/// name as `_<unit>`, as in Prometheus.
 pub(crate) fn parse_openmetrics_comment(line: &[u8]) -> Result<Comment<'_>, ParseErrorKind> {
     if line == b"# EOF" {
         return Ok(Comment::Eof);
@@ -132,7 +126,14 @@ pub(crate) fn parse_openmetrics_comment(line: &[u8]) -> Result<Comment<'_>, Pars
     let name_end = scan_metric_name(rest, 0).map_err(|_| ParseErrorKind::InvalidMetadata)?;
     let name = name_str(&rest[..name_end]);
     let tail: &[u8] = match rest.get(name_end) {
-        None => b"",
+        None => {
+            let what = match keyword {
+                b'H' => "HELP",
+                b'T' => "TYPE",
+                _ => "UNIT",
+            };
+            return Err(ParseErrorKind::MissingMetadataText(what));
+        }
         Some(b' ') => &rest[name_end + 1..],
         Some(_) => return Err(ParseErrorKind::InvalidMetadata),
     };
@@ -143,6 +144,13 @@ pub(crate) fn parse_openmetrics_comment(line: &[u8]) -> Result<Comment<'_>, Pars
             kind: MetricType::from_openmetrics(tail)
                 .ok_or_else(|| ParseErrorKind::InvalidMetricType(String::from_utf8_lossy(tail).into_owned()))?,
         },
-        _ => Metadata::Unit { name, unit: std::str::from_utf8(tail).map_err(|_| ParseErrorKind::InvalidMetadata)? },
+        _ => {
+            let unit = std::str::from_utf8(tail).map_err(|_| ParseErrorKind::InvalidMetadata)?;
+            // A unit, when given, is the end of the name after an underscore.
+            if !unit.is_empty() && !name.strip_suffix(unit).is_some_and(|head| head.ends_with('_')) {
+                return Err(ParseErrorKind::UnitNotSuffix(name.to_string()));
+            }
+            Metadata::Unit { name, unit }
+        }
     }))
 }

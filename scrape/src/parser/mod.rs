@@ -9,12 +9,15 @@
 //! - Parsing stops at the first malformed line with a [`ParseError`] naming the line; the scrape
 //!   loop then fails the whole scrape (`up` = 0) and ingests nothing from the body.
 //! - OpenMetrics: the body must end with `# EOF`; timestamps are float seconds (converted to
-//!   milliseconds); exemplars are checked and skipped; `<family>_created` series of counters,
-//!   histograms and summaries are dropped (Prometheus drops them unless created-timestamp
-//!   ingestion is on, which this agent does not implement).
+//!   milliseconds); exemplars are checked (only on `*_total` and `*_bucket` samples) and
+//!   skipped; `<family>_created` series are ordinary samples (Prometheus 2.42 ingests them so,
+//!   and Prometheus 3 does too unless its created-timestamp feature is on, which this agent
+//!   does not implement); `# HELP`, `# TYPE` and `# UNIT` need their text, and a unit must end
+//!   the metric name.
 //! - Text format: blanks are allowed between tokens, a trailing comma in a label set, empty
 //!   lines and free comments; timestamps are integer milliseconds; the last line may lack its
-//!   newline.
+//!   newline; a quoted label value may hold a raw line feed (Prometheus's text lexer allows it),
+//!   so such a sample spans lines.
 //!
 //! Not handled: the protobuf exposition format (never asked for in [`ACCEPT_HEADER`]), quoted
 //! UTF-8 metric names, and hex float values.
@@ -76,15 +79,13 @@ pub struct Parser<'a> {
     pos: usize,
     line: usize,
     format: Format,
-    /// The family of the last `# TYPE` line (OpenMetrics `_created` detection).
-    family: Option<(&'a str, MetricType)>,
     seen_eof: bool,
     done: bool,
 }
 
 impl<'a> Parser<'a> {
     pub fn new(body: &'a [u8], format: Format) -> Parser<'a> {
-        Parser { body, pos: 0, line: 0, format, family: None, seen_eof: false, done: false }
+        Parser { body, pos: 0, line: 0, format, seen_eof: false, done: false }
     }
 
     pub fn format(&self) -> Format {
@@ -94,16 +95,6 @@ impl<'a> Parser<'a> {
     fn fail(&mut self, kind: ParseErrorKind) -> Option<Result<Entry<'a>, ParseError>> {
         self.done = true;
         Some(Err(ParseError { line: self.line, kind }))
-    }
-
-    /// Whether an OpenMetrics sample is the `_created` series of the current family.
-    fn is_created_series(&self, name: &str) -> bool {
-        match self.family {
-            Some((family, kind)) if kind.has_created_series() => {
-                name.len() == family.len() + "_created".len() && name.starts_with(family) && name.ends_with("_created")
-            }
-            _ => false,
-        }
     }
 
     fn next_text(&mut self, line: &'a [u8]) -> Result<Option<Entry<'a>>, ParseErrorKind> {
@@ -126,21 +117,10 @@ impl<'a> Parser<'a> {
                     self.seen_eof = true;
                     Ok(None)
                 }
-                Comment::Metadata(m) => {
-                    if let Metadata::Type { name, kind } = m {
-                        self.family = Some((name, kind));
-                    }
-                    Ok(Some(Entry::Metadata(m)))
-                }
+                Comment::Metadata(m) => Ok(Some(Entry::Metadata(m))),
                 Comment::Other => Err(ParseErrorKind::InvalidComment),
             },
-            Some(_) => {
-                let s = series::parse_openmetrics_line(line, self.line)?;
-                if self.is_created_series(s.name()) {
-                    return Ok(None);
-                }
-                Ok(Some(Entry::Series(s)))
-            }
+            Some(_) => series::parse_openmetrics_line(line, self.line).map(|s| Some(Entry::Series(s))),
         }
     }
 }
@@ -165,15 +145,31 @@ impl<'a> Iterator for Parser<'a> {
             if self.seen_eof {
                 return self.fail(ParseErrorKind::DataAfterEof);
             }
-            let rest = &self.body[self.pos..];
-            let (line, advance) = match memchr(b'\n', rest) {
-                Some(i) => (&rest[..i], i + 1),
-                None => (rest, rest.len()),
-            };
-            self.pos += advance;
+            let start = self.pos;
+            let end = memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |i| start + i);
+            self.pos = (end + 1).min(self.body.len());
+            let body = self.body;
             let parsed = match self.format {
-                Format::Text => self.next_text(line),
-                Format::OpenMetrics => self.next_openmetrics(line),
+                Format::Text => match self.next_text(&body[start..end]) {
+                    Err(ParseErrorKind::UnterminatedLabelValue) if end < body.len() => {
+                        // A quoted label value with a raw line feed: the sample goes on past
+                        // it. Found once, on this error path only, so common bodies pay nothing.
+                        let end = lexer::text_sample_end(body, start);
+                        let parsed = series::parse_text_line(&body[start..end], self.line);
+                        if parsed.is_ok() {
+                            self.line += memchr::memchr_iter(b'\n', &body[start..end]).count();
+                            self.pos = (end + 1).min(body.len());
+                        }
+                        parsed.map(|s| Some(Entry::Series(s)))
+                    }
+                    other => other,
+                },
+                // An unterminated last line other than `# EOF` means the body was cut short:
+                // Prometheus fails on that line, before counting a sample on it.
+                Format::OpenMetrics if end == body.len() && &body[start..end] != b"# EOF" => {
+                    Err(ParseErrorKind::MissingEof)
+                }
+                Format::OpenMetrics => self.next_openmetrics(&body[start..end]),
             };
             match parsed {
                 Ok(Some(entry)) => return Some(Ok(entry)),

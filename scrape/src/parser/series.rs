@@ -37,8 +37,9 @@ impl<'a> Series<'a> {
     }
 }
 
-/// A text format (0.0.4) sample line: blanks allowed between tokens, a trailing comma allowed
-/// in the label set, integer millisecond timestamps.
+/// A text format (0.0.4) sample line: blanks allowed between tokens (blanks before the name
+/// end up in the name, which the scrape loop then refuses, as Prometheus does), a trailing
+/// comma allowed in the label set, integer millisecond timestamps (digits only).
 pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>, ParseErrorKind> {
     let start = skip_blanks(line, 0);
     let name_end = scan_metric_name(line, start)?;
@@ -49,12 +50,9 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
     } else {
         (&line[..0], name_end)
     };
+    // The value may follow the name or the label set without a blank, as in Prometheus's text
+    // lexer (`foo.5` is `foo` = 0.5; `foo-bar 1` fails on the value `-bar`).
     let value_start = skip_blanks(line, series_end);
-    if value_start == series_end && label_set.is_empty() && value_start < line.len() {
-        // `foo{` handled above; here a name is followed by something that is neither a blank
-        // nor a label set, e.g. `foo-bar 1`.
-        return Err(ParseErrorKind::ExpectedValue);
-    }
     let value_end = token_end(line, value_start, false);
     if value_end == value_start {
         return Err(ParseErrorKind::ExpectedValue);
@@ -66,8 +64,10 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
     if ts_start < line.len() {
         let ts_end = token_end(line, ts_start, false);
         let token = &line[ts_start..ts_end];
+        // Digits only, as Prometheus's text lexer (no sign).
         let ts = std::str::from_utf8(token)
             .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse::<i64>().ok())
             .ok_or_else(|| ParseErrorKind::InvalidTimestamp(String::from_utf8_lossy(token).into_owned()))?;
         timestamp_ms = Some(ts);
@@ -76,10 +76,12 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
     if end < line.len() {
         return Err(ParseErrorKind::TrailingData(String::from_utf8_lossy(&line[end..]).into_owned()));
     }
+    // Prometheus keeps blanks before the name as part of it, and then refuses the name (the
+    // sample counts as scraped; the scrape fails): so does this parser, by leaving them in.
     Ok(Series {
-        series: &line[start..series_end],
-        // The name is `[a-zA-Z0-9_:]` bytes, hence ASCII.
-        name: std::str::from_utf8(&line[start..name_end]).unwrap_or_default(),
+        series: &line[..series_end],
+        // The name is blanks and `[a-zA-Z0-9_:]` bytes, hence ASCII.
+        name: std::str::from_utf8(&line[..name_end]).unwrap_or_default(),
         label_set,
         value,
         timestamp_ms,
@@ -88,7 +90,8 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
 }
 
 /// An OpenMetrics 1.0 sample line: single spaces between tokens, float-second timestamps, an
-/// optional exemplar (` # {labels} value [timestamp]`), which is checked and skipped.
+/// optional exemplar (` # {labels} value [timestamp]`), which is checked and skipped. As in
+/// Prometheus, only samples named `*_total` or `*_bucket` may carry one.
 pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Series<'_>, ParseErrorKind> {
     let name_end = scan_metric_name(line, 0)?;
     let (label_set, series_end) = if line.get(name_end) == Some(&b'{') {
@@ -116,9 +119,17 @@ pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Seri
             pos = ts_end;
             if pos < line.len() {
                 pos += 1;
+                if pos == line.len() {
+                    // A space after the timestamp with no exemplar after it.
+                    return Err(ParseErrorKind::TrailingData(" ".into()));
+                }
             }
         }
         if pos < line.len() {
+            let name = &line[..name_end];
+            if line[pos] == b'#' && !(name.ends_with(b"_total") || name.ends_with(b"_bucket")) {
+                return Err(ParseErrorKind::ExemplarNotSupported(String::from_utf8_lossy(name).into_owned()));
+            }
             skip_exemplar(line, pos)?;
         }
     }
@@ -139,7 +150,13 @@ fn parse_openmetrics_timestamp(token: &[u8]) -> Result<i64, ParseErrorKind> {
     if !seconds.is_finite() {
         return Err(invalid());
     }
-    Ok((seconds * 1000.0) as i64)
+    let ms = seconds * 1000.0;
+    // Out of the range of i64 milliseconds, Go's conversion (Prometheus on amd64) gives the
+    // smallest i64, where Rust's saturates: follow Prometheus.
+    if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&ms) {
+        return Ok(i64::MIN);
+    }
+    Ok(ms as i64)
 }
 
 /// Validates `# {labels} value [timestamp]` starting at `pos` (the `#`) up to the end of the
@@ -148,6 +165,10 @@ fn skip_exemplar(line: &[u8], pos: usize) -> Result<(), ParseErrorKind> {
     let rest = &line[pos..];
     if !rest.starts_with(b"# {") {
         return Err(ParseErrorKind::TrailingData(String::from_utf8_lossy(rest).into_owned()));
+    }
+    // Prometheus's lexer refuses a NUL byte in an exemplar (not in a sample's labels).
+    if memchr::memchr(0, rest).is_some() {
+        return Err(ParseErrorKind::InvalidExemplar);
     }
     let labels_start = pos + 2;
     let labels_end = scan_label_set(line, labels_start, false).map_err(|_| ParseErrorKind::InvalidExemplar)?;

@@ -29,11 +29,13 @@ fn text_format_table() {
     let ok: &[(&str, &str, &[&str])] = &[
         ("bare name", "foo 1\n", &["foo{} 1"]),
         ("labels and timestamp", "foo{a=\"b\",c=\"d\"} 1.5 123\n", &["foo{a=\"b\",c=\"d\"} 1.5 @123"]),
-        ("negative timestamp", "foo 1 -5\n", &["foo{} 1 @-5"]),
-        ("blanks between tokens", "  foo { a = \"b\" ,\tc=\"d\" } \t 2  \n", &["foo{a=\"b\",c=\"d\"} 2"]),
+        ("blanks between tokens", "foo { a = \"b\" ,\tc=\"d\" } \t 2  \n", &["foo{a=\"b\",c=\"d\"} 2"]),
+        // Prometheus keeps leading blanks in the name; the scrape loop then refuses it.
+        ("blanks before the name stay in it", "  foo 1\n", &["  foo{} 1"]),
         ("trailing comma", "foo{a=\"b\",} 1\n", &["foo{a=\"b\"} 1"]),
         ("empty label set", "foo{} 1\n", &["foo{} 1"]),
         ("value right after the brace", "foo{a=\"b\"}1\n", &["foo{a=\"b\"} 1"]),
+        ("value right after the name", "foo.5\n", &["foo{} 0.5"]),
         ("colons in names", "a:b:c 1\n", &["a:b:c{} 1"]),
         ("escapes in values", r#"foo{a="x\\y\"z\nw"} 1"#, &["foo{a=\"x\\\\y\\\"z\\nw\"} 1"]),
         ("unknown escape kept as written", r#"foo{a="\t"} 1"#, &["foo{a=\"\\\\t\"} 1"]),
@@ -52,7 +54,7 @@ fn text_format_table() {
         ("help with blanks", "  #  HELP\tfoo   x  y\n", &["HELP foo \"x  y\""]),
         (
             "every type",
-            "# TYPE a counter\n# TYPE b gauge\n# TYPE c histogram\n# TYPE d summary\n# TYPE e untyped \n",
+            "# TYPE a counter\n# TYPE b gauge\n# TYPE c histogram\n# TYPE d summary\n# TYPE e untyped\n",
             &["TYPE a Counter", "TYPE b Gauge", "TYPE c Histogram", "TYPE d Summary", "TYPE e Unknown"],
         ),
         (
@@ -61,6 +63,12 @@ fn text_format_table() {
             &["TYPE h Histogram", "h_bucket{le=\"0.5\"} 1", "h_bucket{le=\"+Inf\"} 2", "h_sum{} 3", "h_count{} 2"],
         ),
         ("a _created series is kept", "# TYPE c counter\nc_created 1\n", &["TYPE c Counter", "c_created{} 1"]),
+        // Prometheus's text lexer takes any byte but `\` and `"` in a quoted value.
+        (
+            "raw line feeds inside label values",
+            "# TYPE a gauge\na{x=\"1\n2\",y=\"\n\"} 1\nb 2\n",
+            &["TYPE a Gauge", "a{x=\"1\\n2\",y=\"\\n\"} 1", "b{} 2"],
+        ),
     ];
     for (name, body, want) in ok {
         let got = parse_all(body, Text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -72,17 +80,25 @@ fn text_format_table() {
         ("no value", "foo\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
         ("no value after labels", "foo{a=\"b\"}\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
         ("no name", "{a=\"b\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedMetricName),
-        ("bad name char", "foo-bar 1\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
+        ("bad name char", "foo-bar 1\n", 1, |k| matches!(k, ParseErrorKind::InvalidValue(_))),
         ("bad label name", "foo{1a=\"b\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
         ("no equals", "foo{a \"b\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedEquals),
         ("unquoted value", "foo{a=b} 1\n", 1, |k| *k == ParseErrorKind::ExpectedLabelValue),
         ("unterminated value", "foo{a=\"b} 1\n", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
         ("backslash at the end", "foo{a=\"b\\", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
-        ("newline inside a value", "foo{a=\"b\nc\"} 1\n", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
+        ("escaped line feed", "foo{a=\"b\\\nc\"} 1\n", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
+        ("raw line feed, never closed", "a 1\nfoo{a=\"b\nc 1\nd 2\n", 2, |k| {
+            *k == ParseErrorKind::UnterminatedLabelValue
+        }),
+        ("trailing blank after a type", "# TYPE foo gauge \n", 1, |k| {
+            matches!(k, ParseErrorKind::InvalidMetricType(_))
+        }),
         ("missing comma", "foo{a=\"b\" c=\"d\"} 1\n", 1, |k| *k == ParseErrorKind::ExpectedCommaOrBrace),
         ("unclosed set", "foo{a=\"b\"", 1, |k| *k == ParseErrorKind::ExpectedCommaOrBrace),
         ("bad value", "foo abc\n", 1, |k| matches!(k, ParseErrorKind::InvalidValue(_))),
         ("float timestamp", "foo 1 1.5\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("negative timestamp", "foo 1 -5\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("signed timestamp", "foo 1 +5\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
         ("trailing data", "foo 1 2 3\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
         ("exemplar in text", "foo 1 # {a=\"b\"} 1\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
         ("carriage return", "foo 1\r\n", 1, |k| matches!(k, ParseErrorKind::InvalidValue(_))),
@@ -118,7 +134,7 @@ fn parsing_stops_after_the_first_error() {
 
 #[test]
 fn raw_series_is_the_name_and_label_set_as_written() {
-    let body = b"  foo{a=\"b\", } 1 2\nbar 3\n";
+    let body = b"foo{a=\"b\", } 1 2\nbar 3\n";
     let raws: Vec<&[u8]> = Parser::new(body, Format::Text)
         .filter_map(|e| match e.unwrap() {
             Entry::Series(s) => Some(s.raw()),
@@ -126,13 +142,23 @@ fn raw_series_is_the_name_and_label_set_as_written() {
         })
         .collect();
     assert_eq!(raws, [&b"foo{a=\"b\", }"[..], b"bar"]);
-    let body = b"foo{a=\"b\"} 1 2.5 # {x=\"y\"} 1\n# EOF\n";
+    let body = b"foo_total{a=\"b\"} 1 2.5 # {x=\"y\"} 1\n# EOF\n";
     let s = match Parser::new(body, Format::OpenMetrics).next().unwrap().unwrap() {
         Entry::Series(s) => s,
         other => panic!("{other:?}"),
     };
-    assert_eq!(s.raw(), b"foo{a=\"b\"}");
+    assert_eq!(s.raw(), b"foo_total{a=\"b\"}");
     assert_eq!(s.line, 1);
+    // A sample whose label value holds raw line feeds spans lines: its raw form keeps them and
+    // the next sample's line number counts them.
+    let body = b"a{x=\"1\n2\"} 1\nb 2\n";
+    let lines: Vec<(Vec<u8>, usize)> = Parser::new(body, Format::Text)
+        .filter_map(|e| match e.unwrap() {
+            Entry::Series(s) => Some((s.raw().to_vec(), s.line)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, [(b"a{x=\"1\n2\"}".to_vec(), 1), (b"b".to_vec(), 3)]);
 }
 
 #[test]
@@ -141,14 +167,21 @@ fn openmetrics_table() {
     let ok: &[(&str, &str, &[&str])] = &[
         (
             "a full family",
-            "# HELP foo A counter.\n# TYPE foo counter\n# UNIT foo seconds\nfoo_total{a=\"b\"} 17 1520879607.789\n# EOF\n",
-            &["HELP foo \"A counter.\"", "TYPE foo Counter", "UNIT foo seconds", "foo_total{a=\"b\"} 17 @1520879607789"],
+            "# HELP foo_seconds A counter.\n# TYPE foo_seconds counter\n# UNIT foo_seconds seconds\n\
+             foo_seconds_total{a=\"b\"} 17 1520879607.789\n# EOF\n",
+            &[
+                "HELP foo_seconds \"A counter.\"",
+                "TYPE foo_seconds Counter",
+                "UNIT foo_seconds seconds",
+                "foo_seconds_total{a=\"b\"} 17 @1520879607789",
+            ],
         ),
         ("EOF without newline", "a 1\n# EOF", &["a{} 1"]),
         ("only EOF", "# EOF\n", &[]),
         ("integer seconds", "a 1 10\n# EOF\n", &["a{} 1 @10000"]),
         ("millisecond truncation", "a 1 1.0019\n# EOF\n", &["a{} 1 @1001"]),
         ("negative seconds", "a 1 -1.5\n# EOF\n", &["a{} 1 @-1500"]),
+        ("seconds out of range", "a 1 12345678901234567890.1\n# EOF\n", &["a{} 1 @-9223372036854775808"]),
         ("NaN and infinities", "a NaN\nb +Inf\nc -Inf\n# EOF\n", &["a{} NaN", "b{} inf", "c{} -inf"]),
         ("empty label set", "a{} 1\n# EOF\n", &["a{} 1"]),
         ("escapes", "a{b=\"\\\"\\\\\\n\"} 1\n# EOF\n", &["a{b=\"\\\"\\\\\\n\"} 1"]),
@@ -164,11 +197,29 @@ fn openmetrics_table() {
         ),
         ("exemplar with empty labels", "c_total 1 # {} 1\n# EOF\n", &["c_total{} 1"]),
         (
-            "created series of a counter, histogram and summary are dropped",
+            "created series are ordinary samples, as in Prometheus",
             "# TYPE c counter\nc_total 1\nc_created 1.5e9\n# TYPE h histogram\nh_count 1\nh_created 1\n\
              # TYPE s summary\ns_count 1\ns_created 1\n# EOF\n",
-            &["TYPE c Counter", "c_total{} 1", "TYPE h Histogram", "h_count{} 1", "TYPE s Summary", "s_count{} 1"],
+            &[
+                "TYPE c Counter",
+                "c_total{} 1",
+                "c_created{} 1500000000",
+                "TYPE h Histogram",
+                "h_count{} 1",
+                "h_created{} 1",
+                "TYPE s Summary",
+                "s_count{} 1",
+                "s_created{} 1",
+            ],
         ),
+        (
+            "exemplars on _total and _bucket whatever the type",
+            "# TYPE a gauge\na_total 1 # {x=\"1\"} 1\nb_bucket{le=\"1\"} 1 # {x=\"1\"} 1\n# EOF\n",
+            &["TYPE a Gauge", "a_total{} 1", "b_bucket{le=\"1\"} 1"],
+        ),
+        ("empty help after the space", "# HELP a \n# EOF\n", &["HELP a \"\""]),
+        ("empty unit after the space", "# UNIT a_seconds \n# EOF\n", &["UNIT a_seconds "]),
+        ("unit as the name's suffix", "# UNIT a_seconds seconds\n# EOF\n", &["UNIT a_seconds seconds"]),
         (
             "a gauge named _created is kept",
             "# TYPE g_created gauge\ng_created 1\n# TYPE c counter\nc_created_total 2\n# EOF\n",
@@ -185,7 +236,6 @@ fn openmetrics_table() {
             &["TYPE a Info", "TYPE b StateSet", "TYPE c GaugeHistogram", "TYPE d Unknown"],
         ),
         ("help with escaped quote", "# HELP a x\\\"y\n# EOF\n", &["HELP a \"x\\\"y\""]),
-        ("empty help", "# HELP a\n# EOF\n", &["HELP a \"\""]),
     ];
     for (name, body, want) in ok {
         let got = parse_all(body, OpenMetrics).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -208,13 +258,56 @@ fn openmetrics_table() {
         ("trailing space", "a 1 \n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
         ("NaN timestamp", "a 1 NaN\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
         ("infinite timestamp", "a 1 +Inf\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
-        ("exemplar without labels", "a 1 # 1\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
-        ("exemplar without value", "a 1 # {x=\"y\"}\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
-        ("exemplar bad value", "a 1 # {x=\"y\"} z\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
-        ("exemplar extra data", "a 1 # {x=\"y\"} 1 2 3\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
-        ("exemplar bad labels", "a 1 # {x=y} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("exemplar without labels", "a_total 1 # 1\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
+        ("exemplar without value", "a_total 1 # {x=\"y\"}\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("exemplar bad value", "a_total 1 # {x=\"y\"} z\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("exemplar extra data", "a_total 1 # {x=\"y\"} 1 2 3\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("exemplar bad labels", "a_total 1 # {x=y} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
         ("bad metadata name", "# TYPE 9a gauge\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidMetadata),
         ("EOF with trailing blank", "# EOF \n", 1, |k| *k == ParseErrorKind::InvalidComment),
+        ("cut short after a sample", "a 1\nb 2", 2, |k| *k == ParseErrorKind::MissingEof),
+        ("space after the timestamp", "a 1 2 \n# EOF\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
+        ("NUL in an exemplar", "a_total 1 # {x=\"\0\"} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::InvalidExemplar),
+        ("raw line feed in a value", "a{x=\"1\n2\"} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::UnterminatedLabelValue),
+        ("help without text", "# HELP a\n# EOF\n", 1, |k| *k == ParseErrorKind::MissingMetadataText("HELP")),
+        ("unit without text", "# UNIT a\n# EOF\n", 1, |k| *k == ParseErrorKind::MissingMetadataText("UNIT")),
+        ("type without text", "# TYPE a\n# EOF\n", 1, |k| *k == ParseErrorKind::MissingMetadataText("TYPE")),
+        ("type with a trailing space", "# TYPE a gauge \n# EOF\n", 1, |k| {
+            matches!(k, ParseErrorKind::InvalidMetricType(_))
+        }),
+        ("unit not the suffix", "# UNIT a_seconds bytes\n# EOF\n", 1, |k| {
+            matches!(k, ParseErrorKind::UnitNotSuffix(_))
+        }),
+        ("unit without underscore", "# UNIT aseconds seconds\n# EOF\n", 1, |k| {
+            matches!(k, ParseErrorKind::UnitNotSuffix(_))
+        }),
+        ("unit with a trailing space", "# UNIT a_seconds seconds \n# EOF\n", 1, |k| {
+            matches!(k, ParseErrorKind::UnitNotSuffix(_))
+        }),
+        ("exemplar on a gauge", "# TYPE a gauge\na 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
+        ("exemplar on an untyped sample", "a 1 # {x=\"1\"} 1\n# EOF\n", 1, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
+        ("exemplar on an info", "# TYPE a info\na_info 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
+        ("exemplar on a stateset", "# TYPE a stateset\na{a=\"x\"} 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
+        ("exemplar on a histogram's _sum", "# TYPE a histogram\na_sum 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
+        ("exemplar on a histogram's _count", "# TYPE a histogram\na_count 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
+        ("exemplar on a counter's _created", "# TYPE a counter\na_created 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
+        ("exemplar on a summary", "# TYPE a summary\na{quantile=\"0.5\"} 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
+            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
+        }),
     ];
     for (name, body, line, kind) in bad {
         let err = parse_all(body, OpenMetrics).expect_err(name);
@@ -296,7 +389,8 @@ fn sample_strategy() -> impl Strategy<Value = Sample> {
         "[a-zA-Z_:][a-zA-Z0-9_:]{0,12}",
         proptest::collection::vec(("[a-zA-Z_][a-zA-Z0-9_]{0,8}", "(\\PC|[\\\\\"\n])*"), 0..5),
         prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
-        proptest::option::of(-1_000_000_000_000i64..4_000_000_000_000),
+        // Text timestamps are digits only (no sign), as in Prometheus.
+        proptest::option::of(0i64..4_000_000_000_000),
     )
         .prop_map(|(name, labels, value, timestamp_ms)| Sample { name, labels, value, timestamp_ms })
 }

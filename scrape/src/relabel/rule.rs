@@ -8,75 +8,7 @@ use regex::Regex;
 use crate::labels::LabelSet;
 use crate::parser::is_valid_label_name;
 
-/// The relabeling actions of Prometheus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Sets `target_label` to the expanded `replacement` when `regex` matches the joined source
-    /// values; an empty result removes the label.
-    Replace,
-    /// Drops the set unless `regex` matches the joined source values.
-    Keep,
-    /// Drops the set when `regex` matches the joined source values.
-    Drop,
-    /// Drops the set unless the joined source values equal `target_label`'s value.
-    KeepEqual,
-    /// Drops the set when the joined source values equal `target_label`'s value.
-    DropEqual,
-    /// Sets `target_label` to the MD5 of the joined source values modulo `modulus`.
-    HashMod,
-    /// Copies every label whose name matches `regex` to the name `replacement` expands to.
-    LabelMap,
-    /// Removes every label whose name matches `regex`.
-    LabelDrop,
-    /// Removes every label whose name does not match `regex`.
-    LabelKeep,
-    /// Sets `target_label` to the lowercased joined source values.
-    Lowercase,
-    /// Sets `target_label` to the uppercased joined source values.
-    Uppercase,
-}
-
-impl Action {
-    /// Parses an action name, ignoring case as Prometheus does.
-    pub fn parse(name: &str) -> Option<Action> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "replace" => Action::Replace,
-            "keep" => Action::Keep,
-            "drop" => Action::Drop,
-            "keepequal" => Action::KeepEqual,
-            "dropequal" => Action::DropEqual,
-            "hashmod" => Action::HashMod,
-            "labelmap" => Action::LabelMap,
-            "labeldrop" => Action::LabelDrop,
-            "labelkeep" => Action::LabelKeep,
-            "lowercase" => Action::Lowercase,
-            "uppercase" => Action::Uppercase,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Replace => "replace",
-            Action::Keep => "keep",
-            Action::Drop => "drop",
-            Action::KeepEqual => "keepequal",
-            Action::DropEqual => "dropequal",
-            Action::HashMod => "hashmod",
-            Action::LabelMap => "labelmap",
-            Action::LabelDrop => "labeldrop",
-            Action::LabelKeep => "labelkeep",
-            Action::Lowercase => "lowercase",
-            Action::Uppercase => "uppercase",
-        }
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use lgtm_config::relabel::Action;
 
 /// A compiled relabeling rule.
 #[derive(Debug, Clone)]

@@ -50,12 +50,16 @@ pub(crate) struct Appended {
     pub post_relabel: usize,
     /// Series not in the cache before this scrape.
     pub series_added: usize,
+    /// Samples of a series already seen earlier in the body (only the first is sent).
+    pub duplicates: usize,
 }
 
-/// A failed append: why, and how many samples the body had up to the failure.
+/// A failed append: why, and the counts up to the failure (Prometheus reports them on the
+/// failed scrape's synthetic series: the failing sample counts as scraped unless it did not
+/// parse, and as kept only if it was).
 pub(crate) struct AppendFailure {
     pub error: ScrapeError,
-    pub scraped: usize,
+    pub counts: Appended,
 }
 
 /// Appends the samples of `body` to `out` (stamped `scrape_ts_ms` unless the target's own
@@ -75,13 +79,13 @@ pub(crate) fn append(
         let series = match entry {
             Ok(Entry::Series(s)) => s,
             Ok(Entry::Metadata(_)) => continue,
-            Err(e) => return Err(AppendFailure { error: e.into(), scraped: counts.scraped }),
+            Err(e) => return Err(AppendFailure { error: e.into(), counts }),
         };
         counts.scraped += 1;
         let cached = match cache.lookup(series.raw()) {
             Lookup::Hit(c) => c,
             Lookup::Miss => {
-                let built = build(&series, ctx).map_err(|error| AppendFailure { error, scraped: counts.scraped })?;
+                let built = build(&series, ctx).map_err(|error| AppendFailure { error, counts })?;
                 cache.insert(series.raw(), built.clone());
                 if built.is_some() {
                     counts.series_added += 1;
@@ -101,8 +105,10 @@ pub(crate) fn append(
         let explicit_ts = if ctx.honor_timestamps { series.timestamp_ms } else { None };
         // Series with their own timestamps are not tracked for staleness (as Prometheus).
         if explicit_ts.is_none() && !cache.track(&cached) {
-            // The same series twice in one body: the first sample wins.
-            counts.post_relabel -= 1;
+            // The same series twice in one body: the first sample wins (what a Prometheus
+            // server stores), yet each occurrence counts in
+            // `scrape_samples_post_metric_relabeling`, as in Prometheus.
+            counts.duplicates += 1;
             continue;
         }
         out.push(cached.encoded(), series.value, explicit_ts.unwrap_or(scrape_ts_ms));
@@ -110,7 +116,7 @@ pub(crate) fn append(
     if over_limit {
         return Err(AppendFailure {
             error: ScrapeError::SampleLimit { samples: counts.post_relabel, limit: ctx.sample_limit },
-            scraped: counts.scraped,
+            counts,
         });
     }
     Ok(counts)
@@ -128,12 +134,14 @@ fn build(series: &Series<'_>, ctx: &AppendContext<'_>) -> Result<Option<CachedSe
         labels.set(name, value.into_owned());
     }
     merge_target_labels(&mut labels, ctx.target_labels, ctx.honor_labels);
-    if !ctx.metric_relabel.process(&mut labels) {
+    if !ctx.metric_relabel.process(&mut labels) || labels.is_empty() {
+        // Dropped, or every label removed (which Prometheus takes as a drop too).
         return Ok(None);
     }
-    // Prometheus fails the scrape here ("__name__ label is mandatory"); a rule that removes
-    // the name is taken as a drop instead.
-    let Some(name) = labels.get("__name__") else { return Ok(None) };
+    // A rule that removes the name but leaves other labels fails the scrape, as in Prometheus.
+    let Some(name) = labels.get("__name__") else {
+        return Err(ScrapeError::MissingMetricName { line: series.line, series: labels.to_string() });
+    };
     if !is_valid_metric_name(name) {
         return Err(ScrapeError::InvalidLabelName { name: format!("__name__={name:?}"), series: labels.to_string() });
     }

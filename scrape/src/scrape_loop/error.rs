@@ -33,6 +33,9 @@ pub enum ScrapeError {
     LabelLimit(String),
     #[error("invalid label name {name:?} in {series}")]
     InvalidLabelName { name: String, series: String },
+    /// Metric relabeling removed `__name__` but kept other labels.
+    #[error("line {line}: missing metric name (__name__ label) after metric relabeling: {series}")]
+    MissingMetricName { line: usize, series: String },
 }
 
 impl ScrapeError {
@@ -47,7 +50,8 @@ impl ScrapeError {
             ScrapeError::ContentType(_)
             | ScrapeError::Parse(_)
             | ScrapeError::DuplicateLabel { .. }
-            | ScrapeError::InvalidLabelName { .. } => "parse_error",
+            | ScrapeError::InvalidLabelName { .. }
+            | ScrapeError::MissingMetricName { .. } => "parse_error",
             ScrapeError::SampleLimit { .. } => "sample_limit",
             ScrapeError::LabelLimit(_) => "label_limit",
         }

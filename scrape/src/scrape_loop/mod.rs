@@ -171,13 +171,15 @@ pub struct BodyIngester {
     external_labels: Arc<[Label]>,
     cache: SeriesCache,
     last_batch_bytes: usize,
+    /// Samples of repeated series in the last scrape.
+    last_duplicates: u32,
 }
 
 impl BodyIngester {
     /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
     pub fn new(target: Arc<Target>, external_labels: impl Into<Arc<[Label]>>) -> BodyIngester {
         let external_labels = external_labels.into();
-        BodyIngester { target, external_labels, cache: SeriesCache::default(), last_batch_bytes: 0 }
+        BodyIngester { target, external_labels, cache: SeriesCache::default(), last_batch_bytes: 0, last_duplicates: 0 }
     }
 
     pub fn target(&self) -> &Arc<Target> {
@@ -211,8 +213,10 @@ impl BodyIngester {
         started: Instant,
     ) -> (Scraped, Result<usize, ScrapeError>) {
         let mut out = self.batch_builder();
+        self.last_duplicates = 0;
         let (report, outcome) = match self.append(body, format, ts_ms, &mut out) {
             Ok(c) => {
+                self.last_duplicates = u32::try_from(c.duplicates).unwrap_or(u32::MAX);
                 let report = Report {
                     up: true,
                     duration_seconds: 0.0,
@@ -220,11 +224,12 @@ impl BodyIngester {
                     samples_post_relabel: c.post_relabel,
                     series_added: c.series_added,
                 };
-                (report, Ok(c.post_relabel))
+                // Repeats of a series within the body are counted in the report, not sent.
+                (report, Ok(c.post_relabel - c.duplicates))
             }
-            Err(AppendFailure { error, scraped }) => {
+            Err(AppendFailure { error, counts }) => {
                 out.clear();
-                (self.fail(&mut out, scraped, ts_ms), Err(error))
+                (self.fail(&mut out, counts, ts_ms), Err(error))
             }
         };
         (self.finish_scrape(out, report, ts_ms, started), outcome)
@@ -234,7 +239,7 @@ impl BodyIngester {
     /// the other synthetic series, and staleness markers for every series of the last scrape.
     pub fn scrape_failed(&mut self, ts_ms: i64, started: Instant) -> Scraped {
         let mut out = self.batch_builder();
-        let report = self.fail(&mut out, 0, ts_ms);
+        let report = self.fail(&mut out, append::Appended::default(), ts_ms);
         self.finish_scrape(out, report, ts_ms, started)
     }
 
@@ -272,10 +277,17 @@ impl BodyIngester {
         Ok(counts)
     }
 
-    /// A failed scrape: staleness markers for the series of the last one, and its report.
-    fn fail(&mut self, out: &mut BatchBuilder, samples_scraped: usize, ts_ms: i64) -> Report {
+    /// A failed scrape: staleness markers for the series of the last one, and its report with
+    /// the counts up to the failure, as Prometheus reports them.
+    fn fail(&mut self, out: &mut BatchBuilder, counts: append::Appended, ts_ms: i64) -> Report {
         self.cache.fail(|s| push_stale(out, s, ts_ms));
-        Report { up: false, duration_seconds: 0.0, samples_scraped, samples_post_relabel: 0, series_added: 0 }
+        Report {
+            up: false,
+            duration_seconds: 0.0,
+            samples_scraped: counts.scraped,
+            samples_post_relabel: counts.post_relabel,
+            series_added: counts.series_added,
+        }
     }
 
     fn finish_scrape(&mut self, mut out: BatchBuilder, report: Report, ts_ms: i64, started: Instant) -> Scraped {
@@ -335,6 +347,10 @@ impl ScrapeLoop {
         };
         body_pool::give(body);
         self.record(&outcome, ts_ms, scraped.duration_seconds);
+        if outcome.is_ok() && self.ingester.last_duplicates > 0 {
+            let target = self.ingester.target.url.to_string();
+            self.counters.duplicates(self.ingester.last_duplicates as usize, &target);
+        }
         scraped.batch
     }
 

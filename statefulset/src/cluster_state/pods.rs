@@ -38,7 +38,7 @@ pub fn pod(p: &Pod, f: &mut Frame) {
         ],
         1.0,
     );
-    owner_series(f, "kube_pod_owner", &base, m);
+    owner_series(f, "kube_pod_owner", &base, m, "<none>");
 
     if let Some(phase) = status.and_then(|s| s.phase.as_deref()).filter(|p| !p.is_empty()) {
         for candidate in PHASES {

@@ -86,15 +86,40 @@ fn deployment_series() {
             "spec": {"replicas": 3, "selector": {}, "template": {}},
             "status": {"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "unavailableReplicas": 1,
                 "updatedReplicas": 3, "observedGeneration": 4,
-                "conditions": [{"type": "Available", "status": "False"}]}
+                "conditions": [
+                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+                    {"type": "Progressing", "status": "True", "reason": "SomethingElse"},
+                    {"type": "ReplicaFailure", "status": "True"}
+                ]}
         }))],
         ..Default::default()
     };
     let l: &[(&str, &str)] = &[("namespace", "shop"), ("deployment", "web")];
-    let cond = |status: &'static str| -> Vec<(&'static str, &'static str)> {
-        vec![("namespace", "shop"), ("deployment", "web"), ("condition", "Available"), ("status", status)]
+    // kube-state-metrics: `reason` (a reason the deployment controller sets, else `unknown`;
+    // none is an empty value, i.e. no label), `condition`, `status`.
+    let cond = |condition: &'static str, reason: &'static str, status: &'static str| {
+        let mut l = vec![("namespace", "shop"), ("deployment", "web"), ("condition", condition), ("status", status)];
+        if !reason.is_empty() {
+            l.push(("reason", reason));
+        }
+        l
     };
-    let (t, f, u) = (cond("true"), cond("false"), cond("unknown"));
+    let available = "MinimumReplicasUnavailable";
+    let (t, f, u) = (
+        cond("Available", available, "true"),
+        cond("Available", available, "false"),
+        cond("Available", available, "unknown"),
+    );
+    let (pt, pf, pu) = (
+        cond("Progressing", "unknown", "true"),
+        cond("Progressing", "unknown", "false"),
+        cond("Progressing", "unknown", "unknown"),
+    );
+    let (rt, rf, ru) = (
+        cond("ReplicaFailure", "", "true"),
+        cond("ReplicaFailure", "", "false"),
+        cond("ReplicaFailure", "", "unknown"),
+    );
     assert_series(
         &series_of(&snapshot),
         &expect(&[
@@ -110,6 +135,12 @@ fn deployment_series() {
             ("kube_deployment_status_condition", &t, 0.0),
             ("kube_deployment_status_condition", &f, 1.0),
             ("kube_deployment_status_condition", &u, 0.0),
+            ("kube_deployment_status_condition", &pt, 1.0),
+            ("kube_deployment_status_condition", &pf, 0.0),
+            ("kube_deployment_status_condition", &pu, 0.0),
+            ("kube_deployment_status_condition", &rt, 1.0),
+            ("kube_deployment_status_condition", &rf, 0.0),
+            ("kube_deployment_status_condition", &ru, 0.0),
         ]),
     );
 }
@@ -201,12 +232,58 @@ fn job_series() {
             ("kube_job_complete", &c("true"), 1.0),
             ("kube_job_complete", &c("false"), 0.0),
             ("kube_job_complete", &c("unknown"), 0.0),
-            (
-                "kube_job_owner",
-                &[l[0], l[1], ("owner_kind", "<none>"), ("owner_name", "<none>"), ("owner_is_controller", "<none>")],
-                1.0,
-            ),
+            // kube-state-metrics writes empty owner values for a Job without owner: no labels.
+            ("kube_job_owner", l, 1.0),
         ]),
+    );
+}
+
+#[test]
+fn job_status_failed_has_kube_state_metrics_reasons() {
+    let job = |name: &str, failed: i32, conditions: serde_json::Value| {
+        obj(json!({
+            "metadata": {"name": name, "namespace": "ops",
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "c-1", "controller": true}]},
+            "spec": {"template": {}},
+            "status": {"failed": failed, "conditions": conditions}
+        }))
+    };
+    let snapshot = Snapshot {
+        jobs: vec![
+            job("backoff", 6, json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])),
+            job("odd", 1, json!([{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}])),
+            job("running", 2, json!([])),
+            job("fine", 0, json!([{"type": "Failed", "status": "False", "reason": "DeadlineExceeded"}])),
+        ],
+        ..Default::default()
+    };
+    let got: Series =
+        series_of(&snapshot).into_iter().filter(|(k, _)| k.starts_with("kube_job_status_failed{")).collect();
+    let l = |job: &'static str| [("namespace", "ops"), ("job_name", job)];
+    let r = |job: &'static str, reason: &'static str| [("namespace", "ops"), ("job_name", job), ("reason", reason)];
+    assert_series(
+        &got,
+        &expect(&[
+            // A known reason: one series per known reason, 1 for the Job's.
+            ("kube_job_status_failed", &r("backoff", "BackoffLimitExceeded"), 1.0),
+            ("kube_job_status_failed", &r("backoff", "DeadlineExceeded"), 0.0),
+            ("kube_job_status_failed", &r("backoff", "Evicted"), 0.0),
+            // An unknown reason: the three zeros, and the count under an empty reason.
+            ("kube_job_status_failed", &r("odd", "BackoffLimitExceeded"), 0.0),
+            ("kube_job_status_failed", &r("odd", "DeadlineExceeded"), 0.0),
+            ("kube_job_status_failed", &r("odd", "Evicted"), 0.0),
+            ("kube_job_status_failed", &l("odd"), 1.0),
+            // Failed pods without a Failed condition: the count, no reason.
+            ("kube_job_status_failed", &l("running"), 2.0),
+            // No failed pod: one 0 without reason, whatever the conditions.
+            ("kube_job_status_failed", &l("fine"), 0.0),
+        ]),
+    );
+    let owner: Series = series_of(&snapshot).into_iter().filter(|(k, _)| k.starts_with("kube_job_owner{")).collect();
+    assert_eq!(owner.len(), 4);
+    assert!(
+        owner.keys().all(|k| k.contains("owner_kind=\"CronJob\"") && k.contains("owner_is_controller=\"true\"")),
+        "{owner:#?}"
     );
 }
 

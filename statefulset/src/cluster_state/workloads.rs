@@ -61,22 +61,47 @@ pub fn deployment(d: &Deployment, f: &mut Frame) {
         f.push("kube_deployment_spec_paused", &l, bool_f(spec.paused.unwrap_or(false)));
     }
     for c in s.conditions.iter().flatten() {
-        condition_series(f, "kube_deployment_status_condition", &l, &c.type_, &c.status);
+        // kube-state-metrics: `reason` is the condition's reason when the deployment controller
+        // sets it (or empty, which is no label), else `unknown`.
+        let reason = c.reason.as_deref().unwrap_or_default();
+        let reason = if DEPLOYMENT_REASONS.contains(&reason) { reason } else { "unknown" };
+        condition_series(f, "kube_deployment_status_condition", &[l[0], l[1], ("reason", reason)], &c.type_, &c.status);
     }
 }
 
+/// The condition reasons the deployment controller sets, as kube-state-metrics lists them; any
+/// other is reported as `unknown`.
+const DEPLOYMENT_REASONS: [&str; 11] = [
+    "ReplicaSetUpdated",
+    "ReplicaSetCreateError",
+    "NewReplicaSetCreated",
+    "FoundNewReplicaSet",
+    "NewReplicaSetAvailable",
+    "ProgressDeadlineExceeded",
+    "DeploymentPaused",
+    "DeploymentResumed",
+    "MinimumReplicasAvailable",
+    "MinimumReplicasUnavailable",
+    "",
+];
+
+/// The reasons of a Job's `Failed` condition kube-state-metrics reports one series each for.
+const JOB_FAILURE_REASONS: [&str; 3] = ["BackoffLimitExceeded", "DeadlineExceeded", "Evicted"];
+
 pub fn replicaset(r: &ReplicaSet, f: &mut Frame) {
     let (ns, name) = ns_name(&r.metadata);
-    owner_series(f, "kube_replicaset_owner", &[("namespace", ns), ("replicaset", name)], &r.metadata);
+    owner_series(f, "kube_replicaset_owner", &[("namespace", ns), ("replicaset", name)], &r.metadata, "<none>");
 }
 
 /// `<name>{labels, owner_kind, owner_name, owner_is_controller}`: one series per owner
-/// reference, or one with `<none>` values when there is none (as kube-state-metrics does).
-pub(crate) fn owner_series(f: &mut Frame, name: &str, labels: &[(&str, &str)], meta: &ObjectMeta) {
+/// reference, or one whose three owner labels are `none` when there is none. kube-state-metrics
+/// writes `<none>` there for Pods and ReplicaSets, and empty values (no labels at all once
+/// ingested) for Jobs.
+pub(crate) fn owner_series(f: &mut Frame, name: &str, labels: &[(&str, &str)], meta: &ObjectMeta, none: &str) {
     let mut l: Vec<(&str, &str)> = labels.to_vec();
     let owners = meta.owner_references.as_deref().unwrap_or_default();
     if owners.is_empty() {
-        l.extend([("owner_kind", "<none>"), ("owner_name", "<none>"), ("owner_is_controller", "<none>")]);
+        l.extend([("owner_kind", none), ("owner_name", none), ("owner_is_controller", none)]);
         f.push(name, &l, 1.0);
         return;
     }
@@ -136,7 +161,7 @@ pub fn job(j: &Job, f: &mut Frame) {
     let l = [("namespace", ns), ("job_name", name)];
     let s = j.status.clone().unwrap_or_default();
     f.push("kube_job_status_succeeded", &l, num(s.succeeded));
-    f.push("kube_job_status_failed", &l, num(s.failed));
+    job_status_failed(f, &l, &s);
     f.push("kube_job_status_active", &l, num(s.active));
     if let Some(t) = &s.start_time {
         f.push("kube_job_status_start_time", &l, seconds(t));
@@ -160,5 +185,28 @@ pub fn job(j: &Job, f: &mut Frame) {
             with.pop();
         }
     }
-    owner_series(f, "kube_job_owner", &l, &j.metadata);
+    owner_series(f, "kube_job_owner", &l, &j.metadata, "");
+}
+
+/// `kube_job_status_failed` as kube-state-metrics writes it: no failed pod, one series of 0
+/// without `reason`; otherwise, for each `Failed` condition, one series per known reason (1 for
+/// the condition's, 0 for the others), and when no known reason matched, one series with an
+/// empty `reason` (no label) holding the count of failed pods.
+fn job_status_failed(f: &mut Frame, l: &[(&str, &str)], s: &k8s_openapi::api::batch::v1::JobStatus) {
+    let failed = num(s.failed);
+    if failed == 0.0 {
+        f.push("kube_job_status_failed", l, 0.0);
+        return;
+    }
+    let mut known = false;
+    for c in s.conditions.iter().flatten().filter(|c| c.type_ == "Failed") {
+        for reason in JOB_FAILURE_REASONS {
+            let is = c.reason.as_deref() == Some(reason);
+            known |= is;
+            f.push("kube_job_status_failed", &[l[0], l[1], ("reason", reason)], bool_f(is));
+        }
+    }
+    if !known {
+        f.push("kube_job_status_failed", l, failed);
+    }
 }
