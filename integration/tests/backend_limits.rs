@@ -48,12 +48,11 @@ async fn a_scrape_larger_than_the_ingestion_burst_is_stored_whole() {
     let agent = AgentProcess::start(data.path(), &cfg.yaml(), admin).await;
 
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(40) {
+    let all_stored = || {
         let st = mimir.state();
-        if st.series_with_prefix("wide{") == series && st.series_with_prefix("up{") == 1 {
-            break;
-        }
-        drop(st);
+        st.series_with_prefix("wide{") == series && st.series_with_prefix("up{") == 1
+    };
+    while started.elapsed() < Duration::from_secs(40) && !all_stored() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     {
@@ -61,19 +60,22 @@ async fn a_scrape_larger_than_the_ingestion_burst_is_stored_whole() {
         let done = st.series_with_prefix("wide{") == series && st.series_with_prefix("up{") == 1;
         assert!(done, "after 40 s: {} series; requests {:?}\n{}", st.samples.len(), st.requests, agent.log());
     }
-    let st = mimir.state();
-    let largest = st.requests.iter().map(|(n, _)| *n).max().unwrap_or(0);
-    let refused = st.requests.iter().filter(|(_, status)| *status == 429).count();
-    let twice = st.samples.values().filter(|n| **n > 1).count();
+    let (stored, requests, largest, refused, twice) = {
+        let st = mimir.state();
+        (
+            st.samples.len(),
+            st.requests.len(),
+            st.requests.iter().map(|(n, _)| *n).max().unwrap_or(0),
+            st.requests.iter().filter(|(_, status)| *status == 429).count(),
+            st.samples.values().filter(|n| **n > 1).count(),
+        )
+    };
     eprintln!(
-        "stored {} series in {:.1?}; {} requests, largest {largest} samples, {refused} answered 429; twice {twice}",
-        st.samples.len(),
+        "stored {stored} series in {:.1?}; {requests} requests, largest {largest} samples, {refused} answered 429; twice {twice}",
         started.elapsed(),
-        st.requests.len()
     );
     assert!(largest <= 1000, "a request of {largest} samples");
     assert_eq!(twice, 0, "a sample stored twice");
-    drop(st);
     assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["mimir"]).await, 0.0);
 }
 
