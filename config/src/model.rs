@@ -214,6 +214,11 @@ pub struct ExporterConfig {
     /// Loki only: how long entries of a stream that Loki's stream limit refuses are held back and
     /// retried (the other streams flow meanwhile) before they are dropped and counted.
     pub stream_limit_hold_back: Duration,
+    /// Loki only: bytes per second sent for any one stream (Loki refuses more than its
+    /// `per_stream_rate_limit`, 3MB by default, storing what fits and answering 429 for the rest,
+    /// so that resending stores lines twice). Requests wait until each of their streams is within
+    /// it; `0` does not pace.
+    pub per_stream_rate: ByteSize,
 }
 
 impl Default for ExporterConfig {
@@ -235,6 +240,7 @@ impl Default for ExporterConfig {
             compression: Compression::Gzip,
             structured_metadata: true,
             stream_limit_hold_back: Duration::from_secs(600),
+            per_stream_rate: ByteSize::from_bytes(3_000_000),
         }
     }
 }

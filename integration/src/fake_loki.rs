@@ -5,8 +5,10 @@
 //! With [`LokiLimits`] it pushes back as Loki does with its limits, with Loki's texts
 //! (`pkg/validation`): structured metadata refused per entry (400, the others stored), the
 //! active-stream limit (the known streams stored, 429 naming the first refused one), entries
-//! older than `reject_old_samples_max_age` (400 "N errors: a; b", the others stored), and a
-//! request size limit (413, as the proxy in front of Loki answers).
+//! older than `reject_old_samples_max_age` (400 "N errors: a; b", the others stored), the
+//! per-stream rate limit (the entries that fit stored, 429 "entry with timestamp ... ignored,
+//! reason: 'Per stream rate limit exceeded ...'" for the rest), and a request size limit (413,
+//! as the proxy in front of Loki answers).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -40,6 +42,9 @@ pub struct LokiLimits {
     pub oldest_accepted_ns: Option<i64>,
     /// Largest accepted (decompressed) request, answered 413 above.
     pub max_request_bytes: Option<usize>,
+    /// `per_stream_rate_limit` and its burst, in line bytes per second (Loki: 3MB and 15MB). The
+    /// ingester stores the entries that fit and answers 429 listing the others.
+    pub per_stream_rate: Option<(f64, f64)>,
 }
 
 #[derive(Default)]
@@ -49,6 +54,8 @@ pub struct LokiState {
     pub active: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Answers given because of the limits, by status.
     pub refusals: BTreeMap<u16, usize>,
+    /// Per-stream token buckets (tokens, last refill).
+    buckets: BTreeMap<String, (f64, std::time::Instant)>,
     pub pushes: Vec<ReceivedPush>,
     /// Status codes to answer to the next requests instead of accepting them.
     pub fail_next: VecDeque<u16>,
@@ -206,8 +213,49 @@ async fn push(State(state): State<Arc<Mutex<LokiState>>>, headers: HeaderMap, bo
             false
         });
     }
+    // The ingester's per-stream rate limit: entries that fit are stored, the others refused.
+    let mut rate_limited: Vec<String> = Vec::new();
+    if let Some((rate, burst)) = limits.per_stream_rate {
+        let now = std::time::Instant::now();
+        for s in &mut streams {
+            let key = format!("{}/{}", tenant.clone().unwrap_or_default(), s.labels);
+            let (tokens, at) = st.buckets.entry(key).or_insert((burst, now));
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+            *at = now;
+            let total = s.entries.len();
+            let mut failed = Vec::new();
+            s.entries.retain(|e| {
+                let len = e.line.len() as f64;
+                if len <= *tokens {
+                    *tokens -= len;
+                    true
+                } else {
+                    failed.push(e.timestamp.map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos)));
+                    false
+                }
+            });
+            if !failed.is_empty() {
+                let mut text = String::new();
+                for ts in failed.iter().take(10) {
+                    text.push_str(&format!("entry with timestamp {ts} ignored, reason: 'Per stream rate limit exceeded (limit: {rate}B/sec) while attempting to ingest for stream '{}' totaling {}B, consider splitting a stream via additional labels or contact your Loki administrator to see if the limit can be increased',\n", s.labels, s.entries.iter().map(|e| e.line.len()).sum::<usize>()));
+                }
+                text.push_str(&format!(
+                    "user '{}', total ignored: {} out of {total} for stream: {}",
+                    tenant.clone().unwrap_or_default(),
+                    failed.len(),
+                    s.labels
+                ));
+                rate_limited.push(text);
+            }
+        }
+        streams.retain(|s| !s.entries.is_empty());
+    }
     if !streams.is_empty() {
         st.pushes.push(ReceivedPush { tenant: tenant.clone(), streams });
+    }
+    if let Some(text) = rate_limited.pop() {
+        *st.refusals.entry(429).or_default() += 1;
+        return (StatusCode::TOO_MANY_REQUESTS, text);
     }
     if !errors.is_empty() {
         *st.refusals.entry(400).or_default() += 1;

@@ -226,16 +226,21 @@ async fn redirects_to_the_same_host_are_followed_and_others_are_loud_and_retried
     let loki = FakeLoki::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let pods = tmp.path().join("pods");
-    write_cri(&pods, "pod-0", 0, 500, 60);
+    std::fs::create_dir_all(&pods).unwrap();
     let admin = free_port();
     let elsewhere = format!("http://{}/elsewhere/loki/api/v1/push", loki.addr);
     let cfg = logs_agent(&tmp.path().join("data"), &pods, &elsewhere, admin)
         .set("exporters.loki.basic_auth", json!({ "username": "agent", "password": "s3cret" }));
     let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    write_cri(&pods, "pod-0", 0, 500, 60);
     eventually(Duration::from_secs(20), "retries of the redirected request", || async {
         (agent.metric_sum("lgtm_agent_exporter_retries_total", &["loki"]).await >= 3.0).then_some(())
     })
     .await;
+    let readyz = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.unwrap();
+    let (status, text) = (readyz.status().as_u16(), readyz.text().await.unwrap_or_default());
+    assert_eq!(status, 503, "/readyz while the backend redirects elsewhere: {text}");
+    assert!(text.contains("loki"), "{text}");
     let log = agent.log();
     assert!(log.contains("ERROR") && log.contains("loki.elsewhere.invalid"), "an error naming the Location:\n{log}");
     assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await, 0.0);
@@ -346,6 +351,39 @@ async fn a_partial_400_counts_only_the_refused_entries_by_reason() {
     assert_eq!(too_old, 150.0);
     assert_eq!(failed, 150.0);
     assert_eq!(sent, 100.0);
+}
+
+/// Issue 23, item 5: above the per-stream rate Loki stores what fits and answers 429 for the
+/// rest; the whole request was sent again, storing lines twice (23 % of a 64 MiB catch-up). Now
+/// each stream is paced below `per_stream_rate`, so a catch-up stores each line once. Scaled
+/// down: 512 KB/s per stream (Loki: 3MB/s), 4 MiB written before the agent starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_above_the_per_stream_rate_stores_each_line_once() {
+    let loki = FakeLoki::start().await;
+    loki.state().limits = LokiLimits { per_stream_rate: Some((512_000.0, 512_000.0)), ..Default::default() };
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let lines = 20_000;
+    write_cri(&pods, "pod-0", 0, lines, 200);
+    let admin = free_port();
+    let cfg = logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin)
+        .set("exporters.loki.per_stream_rate", "512KB")
+        .set("exporters.loki.batch.max_bytes", "256KiB");
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    let started = Instant::now();
+    eventually(Duration::from_secs(40), "every line of the catch-up", || async {
+        (stored(&loki).len() == lines).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = stored(&loki);
+    let (once, twice) = once_twice(&stored);
+    let refused = loki.state().refusals.get(&429).copied().unwrap_or(0);
+    eprintln!("per-stream rate 512 KB/s: {lines} lines (~4 MiB) of one stream, {once} stored once, {twice} twice, in {took:.1?}; Loki answered 429 {refused} times");
+    assert_eq!((once, twice), (lines, 0));
+    assert_eq!(refused, 0);
+    assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await, 0.0);
 }
 
 /// Issue 23, item 3: Tempo refuses a message over its 4 MiB gRPC limit with RESOURCE_EXHAUSTED

@@ -41,6 +41,8 @@ pub struct HttpSender {
     headers: HeaderMap,
     credentials: Credentials,
     redirects_logged: LogThrottle,
+    /// Set while the backend redirects elsewhere (`/readyz` is then not ready).
+    misconfigured: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Shows the URL and the kind of credentials; header values may be secrets and are left out.
@@ -102,6 +104,7 @@ impl HttpSender {
             headers,
             credentials: Credentials::from_config(cfg),
             redirects_logged: LogThrottle::every(Duration::from_secs(60)),
+            misconfigured: super::health::flag(exporter),
         })
     }
 
@@ -182,6 +185,9 @@ impl HttpSender {
                 Err(e) => return Err(Failure::Retry(transport_failure(&e))),
             };
             let status = resp.status();
+            if !status.is_redirection() {
+                self.misconfigured.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
             if status.is_success() {
                 // Drain so the connection can be reused.
                 let _ = resp.bytes().await;
@@ -201,6 +207,7 @@ impl HttpSender {
                         continue;
                     }
                     _ => {
+                        self.misconfigured.store(true, std::sync::atomic::Ordering::Relaxed);
                         let location = location.unwrap_or_else(|| "(none)".into());
                         if self.redirects_logged.allow() {
                             tracing::error!(url = %self.url, %status, %location, "the backend redirects elsewhere than the same host: not followed (credentials stay with the configured host); fix the exporter's url. Retrying, nothing is dropped");

@@ -18,12 +18,15 @@
 //!   flows. After `stream_limit_hold_back` a held stream is dropped and counted
 //!   (`reason="stream_limit"`). A new stream that Loki did create in the refused request is
 //!   stored twice (its entries of that one request).
+//! - **per-stream rate**: Loki stores what fits its `per_stream_rate_limit` and answers 429 for
+//!   the rest, so a resent request stores lines twice. Requests wait until each of their streams
+//!   is within `per_stream_rate` (default Loki's 3MB/s), so a catch-up of one container is paced.
 //! - **400 for some entries** (too old, too long, ...): Loki stored the others. The body lists
 //!   the refusals ("N errors: a; b"); what was refused is counted by Loki's reason
 //!   (`lgtm_agent_exporter_failed_total{reason="greater_than_max_sample_age"}`, ...) and only
 //!   that is counted as dropped, the rest as sent.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,6 +119,44 @@ impl Drop for Part {
     }
 }
 
+/// A token bucket per stream (bytes, refilled at `rate` per second, at most one second's worth):
+/// a request waits until every stream in it is within the rate. Idle streams are forgotten.
+struct Pacer {
+    rate: f64,
+    streams: HashMap<Bytes, (f64, Instant)>,
+}
+
+/// Streams paced at once before idle ones are forgotten.
+const MAX_PACED_STREAMS: usize = 20_000;
+
+impl Pacer {
+    /// How long to wait before sending `request` (taking its bytes from each stream's bucket).
+    fn delay(&mut self, request: &[u8]) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        if self.streams.len() > MAX_PACED_STREAMS {
+            // A bucket idle for a second is full again: forgetting it changes nothing.
+            self.streams.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(1));
+        }
+        let (rate, streams) = (self.rate, &mut self.streams);
+        let mut wait = 0.0f64;
+        loki_wire::for_each_stream(request, |labels, len| {
+            let (tokens, at) = match streams.get_mut(labels) {
+                Some(b) => b,
+                None => streams.entry(Bytes::copy_from_slice(labels)).or_insert((rate, now)),
+            };
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate) - len as f64;
+            *at = now;
+            if *tokens < 0.0 {
+                wait = wait.max(-*tokens / rate);
+            }
+        });
+        Duration::from_secs_f64(wait)
+    }
+}
+
 /// Entries of a stream Loki refused for its stream limit, waiting to be tried again.
 struct Held {
     labels: Bytes,
@@ -139,6 +180,8 @@ struct Loki {
     held_logged: LogThrottle,
     /// Streams Loki took before: they exist there, so its stream limit never refuses them.
     known: HashSet<Bytes>,
+    pacer: Pacer,
+    stop: CancellationToken,
 }
 
 /// Streams remembered in [`Loki::known`] (Loki's default limit is 5,000 per tenant).
@@ -160,6 +203,8 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
         held: Vec::new(),
         held_logged: LogThrottle::every(Duration::from_secs(10)),
         known: HashSet::new(),
+        pacer: Pacer { rate: cfg.per_stream_rate.bytes() as f64, streams: HashMap::new() },
+        stop: stop.clone(),
     };
     loop {
         let due = loki.held.iter().map(|h| h.next_try).min();
@@ -270,8 +315,17 @@ impl Loki {
         Bytes::from(out)
     }
 
-    /// Sends `raw` (an encoded `PushRequest`) until Loki decides; `None` when stopped.
-    async fn push_bytes(&self, raw: &[u8]) -> Option<Answer> {
+    /// Sends `raw` (an encoded `PushRequest`) until Loki decides, after waiting for each of its
+    /// streams to be within `per_stream_rate`; `None` when stopped.
+    async fn push_bytes(&mut self, raw: &[u8]) -> Option<Answer> {
+        let wait = self.pacer.delay(raw);
+        if !wait.is_zero() {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
         let body = match snappy(raw) {
             Ok(b) => b,
             Err(message) => return Some(Answer::Refused(encode_failure(message))),

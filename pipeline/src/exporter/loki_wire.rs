@@ -69,10 +69,9 @@ pub fn streams(request: &Bytes) -> Result<Vec<Stream>, WireError> {
     Ok(out)
 }
 
-/// Calls `f` with the selector of every stream of an encoded `PushRequest`, reading only each
-/// stream's first fields (the labels come first in every encoder we know; a stream whose labels
-/// come after its entries is read to its end). Stops at the first error.
-pub fn for_each_labels(request: &[u8], mut f: impl FnMut(&[u8])) {
+/// Calls `f` with the selector and the encoded size of every stream of an encoded `PushRequest`
+/// (see [`for_each_labels`]).
+pub fn for_each_stream(request: &[u8], mut f: impl FnMut(&[u8], usize)) {
     let mut buf: &[u8] = request;
     while !buf.is_empty() {
         let Ok((tag, wire_type)) = decode_key(&mut buf) else { return };
@@ -87,22 +86,30 @@ pub fn for_each_labels(request: &[u8], mut f: impl FnMut(&[u8])) {
         if len > buf.len() {
             return;
         }
-        let mut stream = &buf[..len];
-        buf.advance(len);
-        while !stream.is_empty() {
-            let Ok((tag, wire_type)) = decode_key(&mut stream) else { break };
-            if tag == 1 && wire_type == WireType::LengthDelimited {
-                let Ok(n) = decode_varint(&mut stream) else { break };
-                if let Some(labels) = stream.get(..n as usize) {
-                    f(labels);
-                }
-                break;
-            }
-            if skip(&mut stream, wire_type).is_err() {
-                break;
-            }
+        if let Some(labels) = labels_of(&buf[..len]) {
+            f(labels, len);
         }
+        buf.advance(len);
     }
+}
+
+/// The selector of one encoded `StreamAdapter`.
+fn labels_of(mut stream: &[u8]) -> Option<&[u8]> {
+    while !stream.is_empty() {
+        let (tag, wire_type) = decode_key(&mut stream).ok()?;
+        if tag == 1 && wire_type == WireType::LengthDelimited {
+            let n = decode_varint(&mut stream).ok()? as usize;
+            return stream.get(..n);
+        }
+        skip(&mut stream, wire_type).ok()?;
+    }
+    None
+}
+
+/// Calls `f` with the selector of every stream of an encoded `PushRequest`, reading only each
+/// stream's first fields (the labels come first in every encoder we know).
+pub fn for_each_labels(request: &[u8], mut f: impl FnMut(&[u8])) {
+    for_each_stream(request, |labels, _| f(labels));
 }
 
 fn stream_of(stream: &Bytes) -> Result<Stream, WireError> {
@@ -235,6 +242,11 @@ mod tests {
         let mut seen = Vec::new();
         for_each_labels(&bytes, |l| seen.push(String::from_utf8_lossy(l).into_owned()));
         assert_eq!(seen, vec![r#"{app="a"}"#, r#"{app="b"}"#]);
+        let mut sizes = Vec::new();
+        for_each_stream(&bytes, |l, n| sizes.push((String::from_utf8_lossy(l).into_owned(), n)));
+        let expected_sizes: Vec<(String, usize)> =
+            req.streams.iter().map(|s| (s.labels.clone(), s.encoded_len())).collect();
+        assert_eq!(sizes, expected_sizes);
         assert!(has_metadata(&streams[0].entries[0]));
         assert!(!has_metadata(&streams[0].entries[1]));
         let mut stripped = Vec::new();
