@@ -730,6 +730,20 @@ mod tests {
     }
 
     #[test]
+    fn the_pacer_delays_a_stream_past_its_rate_and_not_the_others() {
+        let a = push("{a=\"1\"}", &["x".repeat(1000).as_str()]).encode_to_vec();
+        let b = push("{a=\"2\"}", &["y".repeat(1000).as_str()]).encode_to_vec();
+        let mut pacer = Pacer { rate: a.len() as f64, streams: HashMap::new() };
+        assert_eq!(pacer.delay(&a), Duration::ZERO, "a second's worth passes");
+        let again = pacer.delay(&a);
+        assert!(again > Duration::from_millis(900) && again <= Duration::from_secs(1), "{again:?}");
+        assert_eq!(pacer.delay(&b), Duration::ZERO, "another stream has its own bucket");
+        let mut off = Pacer { rate: 0.0, streams: HashMap::new() };
+        assert_eq!(off.delay(&a), Duration::ZERO);
+        assert_eq!(off.delay(&a), Duration::ZERO);
+    }
+
+    #[test]
     fn loki_400_bodies_are_counted_by_reason() {
         let body = "3 errors: entry for stream '{a=\"1\"}' has timestamp too old: 2020-01-01, oldest acceptable timestamp is: 2026-11-29; \
                     entry for stream '{a=\"1\"}' has timestamp too old: 2020-01-02, oldest acceptable timestamp is: 2026-11-29; \
