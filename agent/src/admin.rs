@@ -36,6 +36,12 @@ pub async fn serve(
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    let misconfigured = lgtm_pipeline::exporter::health::misconfigured();
+    if !misconfigured.is_empty() {
+        let names = misconfigured.join(", ");
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: exporter {names} misconfigured (see the log)\n"))
+            .into_response();
+    }
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {

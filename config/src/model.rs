@@ -207,6 +207,18 @@ pub struct ExporterConfig {
     pub shards: usize,
     /// Tempo only: `gzip` or `none`.
     pub compression: Compression,
+    /// Loki only: send entries' structured metadata (`part` of split lines, and `stream` where it
+    /// is not a label). When Loki refuses it (`allow_structured_metadata: false`, the default of
+    /// Loki 2.9), entries are sent again without it and so are later ones; `false` never sends it.
+    pub structured_metadata: bool,
+    /// Loki only: how long entries of a stream that Loki's stream limit refuses are held back and
+    /// retried (the other streams flow meanwhile) before they are dropped and counted.
+    pub stream_limit_hold_back: Duration,
+    /// Loki only: bytes per second sent for any one stream (Loki refuses more than its
+    /// `per_stream_rate_limit`, 3MB by default, storing what fits and answering 429 for the rest,
+    /// so that resending stores lines twice). Requests wait until each of their streams is within
+    /// it; `0` does not pace.
+    pub per_stream_rate: ByteSize,
 }
 
 impl Default for ExporterConfig {
@@ -226,6 +238,9 @@ impl Default for ExporterConfig {
             queue: QueueConfig::default(),
             shards: 4,
             compression: Compression::Gzip,
+            structured_metadata: true,
+            stream_limit_hold_back: Duration::from_secs(600),
+            per_stream_rate: ByteSize::from_bytes(3_000_000),
         }
     }
 }
@@ -602,7 +617,8 @@ pub struct OtlpConfig {
     pub grpc: String,
     /// HTTP listen address; empty disables it.
     pub http: String,
-    /// Largest accepted request (after decompression).
+    /// Largest accepted request (after decompression). 4 MiB by default, the gRPC receive limit
+    /// of Tempo's distributor: whatever the agent takes, Tempo can take.
     pub max_request_size: ByteSize,
     /// Daemonset mode: the cluster-mode headless Service, `host:port`; spans are routed there by
     /// trace ID. Empty: export straight to Tempo.
@@ -647,7 +663,7 @@ impl Default for OtlpConfig {
             enabled: None,
             grpc: "0.0.0.0:4317".into(),
             http: "0.0.0.0:4318".into(),
-            max_request_size: ByteSize::from_bytes(16 * 1024 * 1024),
+            max_request_size: ByteSize::from_bytes(4 * 1024 * 1024),
             forward_traces_to: String::new(),
             jaeger: JaegerConfig::default(),
             zipkin: "0.0.0.0:9411".into(),

@@ -1,6 +1,14 @@
 //! A fake Loki: `POST /loki/api/v1/push` decoding the real wire format (snappy block +
 //! `logproto.PushRequest` protobuf), recording what arrived per tenant and stream. It can be told
 //! to answer errors, and stopped and restarted on the same port to simulate an outage.
+//!
+//! With [`LokiLimits`] it pushes back as Loki does with its limits, with Loki's texts
+//! (`pkg/validation`): structured metadata refused per entry (400, the others stored), the
+//! active-stream limit (the known streams stored, 429 naming the first refused one), entries
+//! older than `reject_old_samples_max_age` (400 "N errors: a; b", the others stored), the
+//! per-stream rate limit (the entries that fit stored, 429 "entry with timestamp ... ignored,
+//! reason: 'Per stream rate limit exceeded ...'" for the rest), and a request size limit (413,
+//! as the proxy in front of Loki answers).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,8 +31,31 @@ pub struct ReceivedPush {
     pub streams: Vec<StreamAdapter>,
 }
 
+/// Loki's limits the fake enforces (all off by default).
+#[derive(Debug, Clone, Default)]
+pub struct LokiLimits {
+    /// `limits_config.allow_structured_metadata` (Loki 2.9's default: false).
+    pub refuse_structured_metadata: bool,
+    /// `max_global_streams_per_user` (Loki's default: 5,000).
+    pub max_streams: Option<usize>,
+    /// `reject_old_samples_max_age`, as the oldest accepted timestamp in Unix nanoseconds.
+    pub oldest_accepted_ns: Option<i64>,
+    /// Largest accepted (decompressed) request, answered 413 above.
+    pub max_request_bytes: Option<usize>,
+    /// `per_stream_rate_limit` and its burst, in line bytes per second (Loki: 3MB and 15MB). The
+    /// ingester stores the entries that fit and answers 429 listing the others.
+    pub per_stream_rate: Option<(f64, f64)>,
+}
+
 #[derive(Default)]
 pub struct LokiState {
+    pub limits: LokiLimits,
+    /// Streams each tenant has (for the stream limit).
+    pub active: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Answers given because of the limits, by status.
+    pub refusals: BTreeMap<u16, usize>,
+    /// Per-stream token buckets (tokens, last refill).
+    buckets: BTreeMap<String, (f64, std::time::Instant)>,
     pub pushes: Vec<ReceivedPush>,
     /// Status codes to answer to the next requests instead of accepting them.
     pub fail_next: VecDeque<u16>,
@@ -49,7 +80,18 @@ impl FakeLoki {
     async fn start_with(port: u16, state: Arc<Mutex<LokiState>>) -> FakeLoki {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind fake loki");
         let addr = listener.local_addr().expect("addr");
-        let app = Router::new().route("/loki/api/v1/push", post(push)).with_state(state.clone());
+        let app = Router::new()
+            .route("/loki/api/v1/push", post(push))
+            // Where a URL that moved (http to https, a new path) answers with a redirect.
+            .route(
+                "/moved/loki/api/v1/push",
+                post(|| async { redirect(StatusCode::PERMANENT_REDIRECT, "/loki/api/v1/push") }),
+            )
+            .route(
+                "/elsewhere/loki/api/v1/push",
+                post(|| async { redirect(StatusCode::FOUND, "http://loki.elsewhere.invalid/loki/api/v1/push") }),
+            )
+            .with_state(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -102,6 +144,10 @@ impl FakeLoki {
     }
 }
 
+fn redirect(status: StatusCode, location: &'static str) -> (StatusCode, [(&'static str, &'static str); 1]) {
+    (status, [("location", location)])
+}
+
 async fn push(State(state): State<Arc<Mutex<LokiState>>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
     let mut st = state.lock().expect("fake loki state");
     if let Some(code) = st.fail_next.pop_front() {
@@ -128,6 +174,105 @@ async fn push(State(state): State<Arc<Mutex<LokiState>>>, headers: HeaderMap, bo
         }
     };
     let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(str::to_string);
-    st.pushes.push(ReceivedPush { tenant, streams: req.streams });
+    let limits = st.limits.clone();
+    if limits.max_request_bytes.is_some_and(|max| raw.len() > max) {
+        *st.refusals.entry(413).or_default() += 1;
+        return (StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large".into());
+    }
+    // Validation, per entry: what fails is refused and listed, the rest goes on.
+    let mut errors: Vec<String> = Vec::new();
+    let mut streams = req.streams;
+    for s in &mut streams {
+        s.entries.retain(|e| {
+            if limits.refuse_structured_metadata && !e.structured_metadata.is_empty() {
+                errors.push(format!("stream '{}' includes structured metadata, but this feature is disallowed. Please see `limits_config.allow_structured_metadata` or contact your Loki administrator to enable it.", s.labels));
+                return false;
+            }
+            let ts = e.timestamp.map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
+            if limits.oldest_accepted_ns.is_some_and(|oldest| ts < oldest) {
+                errors.push(format!("entry for stream '{}' has timestamp too old: {ts}, oldest acceptable timestamp is: {}", s.labels, limits.oldest_accepted_ns.unwrap_or(0)));
+                return false;
+            }
+            true
+        });
+    }
+    streams.retain(|s| !s.entries.is_empty());
+    // The ingester: streams it has or may create are stored; the first refused one is named.
+    let mut stream_limited: Option<String> = None;
+    if let Some(max) = limits.max_streams {
+        let active = st.active.entry(tenant.clone().unwrap_or_default()).or_default();
+        streams.retain(|s| {
+            if active.contains(&s.labels) {
+                return true;
+            }
+            if active.len() < max {
+                active.insert(s.labels.clone());
+                return true;
+            }
+            stream_limited.get_or_insert_with(|| s.labels.clone());
+            false
+        });
+    }
+    // The ingester's per-stream rate limit: entries that fit are stored, the others refused.
+    let mut rate_limited: Vec<String> = Vec::new();
+    if let Some((rate, burst)) = limits.per_stream_rate {
+        let now = std::time::Instant::now();
+        for s in &mut streams {
+            let key = format!("{}/{}", tenant.clone().unwrap_or_default(), s.labels);
+            let (tokens, at) = st.buckets.entry(key).or_insert((burst, now));
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+            *at = now;
+            let total = s.entries.len();
+            let mut failed = Vec::new();
+            s.entries.retain(|e| {
+                let len = e.line.len() as f64;
+                if len <= *tokens {
+                    *tokens -= len;
+                    true
+                } else {
+                    failed.push(e.timestamp.map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos)));
+                    false
+                }
+            });
+            if !failed.is_empty() {
+                let mut text = String::new();
+                for ts in failed.iter().take(10) {
+                    text.push_str(&format!("entry with timestamp {ts} ignored, reason: 'Per stream rate limit exceeded (limit: {rate}B/sec) while attempting to ingest for stream '{}' totaling {}B, consider splitting a stream via additional labels or contact your Loki administrator to see if the limit can be increased',\n", s.labels, s.entries.iter().map(|e| e.line.len()).sum::<usize>()));
+                }
+                text.push_str(&format!(
+                    "user '{}', total ignored: {} out of {total} for stream: {}",
+                    tenant.clone().unwrap_or_default(),
+                    failed.len(),
+                    s.labels
+                ));
+                rate_limited.push(text);
+            }
+        }
+        streams.retain(|s| !s.entries.is_empty());
+    }
+    if !streams.is_empty() {
+        st.pushes.push(ReceivedPush { tenant: tenant.clone(), streams });
+    }
+    if let Some(text) = rate_limited.pop() {
+        *st.refusals.entry(429).or_default() += 1;
+        return (StatusCode::TOO_MANY_REQUESTS, text);
+    }
+    if !errors.is_empty() {
+        *st.refusals.entry(400).or_default() += 1;
+        let body = if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            format!("{} errors: {}", errors.len(), errors.join("; "))
+        };
+        return (StatusCode::BAD_REQUEST, body);
+    }
+    if let Some(labels) = stream_limited {
+        *st.refusals.entry(429).or_default() += 1;
+        let user = tenant.unwrap_or_default();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Maximum active stream limit exceeded when trying to create stream {labels}, reduce the number of active streams (reduce labels or reduce label values), or contact your Loki administrator to see if the limit can be increased, user: '{user}'"),
+        );
+    }
     (StatusCode::NO_CONTENT, String::new())
 }

@@ -16,6 +16,7 @@ pub mod bench_scrape;
 pub mod bench_traces;
 pub mod fake_apiserver;
 pub mod fake_loki;
+pub mod fake_mimir;
 pub mod fake_target;
 pub mod otlp_receiver;
 pub mod peers;

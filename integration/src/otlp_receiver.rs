@@ -1,5 +1,6 @@
 //! A test OTLP/gRPC trace receiver (the real `TraceService` from the OTLP protos) that records
-//! each request with its `x-scope-orgid` and `grpc-encoding` metadata, and can answer UNAVAILABLE.
+//! each request with its `x-scope-orgid` and `grpc-encoding` metadata, and can answer UNAVAILABLE,
+//! or refuse requests over a receive limit with grpc-go's RESOURCE_EXHAUSTED text.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,6 +22,11 @@ pub struct ReceivedExport {
 pub struct ReceiverState {
     pub exports: Vec<ReceivedExport>,
     pub fail_next: VecDeque<tonic::Code>,
+    /// The server's receive limit (Tempo's distributor: grpc-go's 4 MiB): a larger request is
+    /// refused as grpc-go refuses it.
+    pub max_message: Option<usize>,
+    /// Requests refused for their size.
+    pub too_large: usize,
 }
 
 #[derive(Clone)]
@@ -35,6 +41,15 @@ impl TraceService for Svc {
         let mut st = self.0.lock().expect("receiver state");
         if let Some(code) = st.fail_next.pop_front() {
             return Err(Status::new(code, "injected failure"));
+        }
+        if let Some(max) = st.max_message {
+            let len = prost::Message::encoded_len(req.get_ref());
+            if len > max {
+                st.too_large += 1;
+                return Err(Status::resource_exhausted(format!(
+                    "grpc: received message after decompression larger than max ({len} vs. {max})"
+                )));
+            }
         }
         let md = req.metadata();
         let tenant = md.get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(str::to_string);

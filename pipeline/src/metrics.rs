@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The process-wide registry.
 pub fn registry() -> &'static Registry {
@@ -94,6 +94,42 @@ pub fn pipeline() -> &'static PipelineMetrics {
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
+    });
+    &M
+}
+
+/// What the Loki exporter does about Loki's limits.
+pub struct LokiMetrics {
+    /// Times Loki refused structured metadata (then entries go without it).
+    pub structured_metadata_refused: IntCounter,
+    /// Entries held back because Loki's stream limit refused their stream.
+    pub held_back: IntCounter,
+    /// Streams held back now.
+    pub held_streams: IntGauge,
+}
+
+pub fn loki() -> &'static LokiMetrics {
+    static M: LazyLock<LokiMetrics> = LazyLock::new(|| {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry().register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let held_streams =
+            IntGauge::new("lgtm_agent_loki_held_back_streams", "Streams held back by Loki's stream limit now.")
+                .expect("valid metric");
+        registry().register(Box::new(held_streams.clone())).expect("registered once");
+        LokiMetrics {
+            structured_metadata_refused: counter(
+                "lgtm_agent_loki_structured_metadata_refused_total",
+                "Times Loki refused structured metadata; entries are then sent without it.",
+            ),
+            held_back: counter(
+                "lgtm_agent_loki_held_back_total",
+                "Entries held back because Loki's stream limit refused their stream (retried; dropped after stream_limit_hold_back).",
+            ),
+            held_streams,
+        }
     });
     &M
 }

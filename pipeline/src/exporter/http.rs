@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lgtm_config::ExporterConfig;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::{redact, Credentials};
+use super::outcome::LogThrottle;
 use super::retry::{set_up_until_stopped, Attempt};
 use super::tls::{self, TlsError, TlsFiles};
 
@@ -39,6 +40,9 @@ pub struct HttpSender {
     url: Url,
     headers: HeaderMap,
     credentials: Credentials,
+    redirects_logged: LogThrottle,
+    /// Set while the backend redirects elsewhere (`/readyz` is then not ready).
+    misconfigured: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Shows the URL and the kind of credentials; header values may be secrets and are left out.
@@ -94,7 +98,14 @@ impl HttpSender {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(HttpSender { client, url, headers, credentials: Credentials::from_config(cfg) })
+        Ok(HttpSender {
+            client,
+            url,
+            headers,
+            credentials: Credentials::from_config(cfg),
+            redirects_logged: LogThrottle::every(Duration::from_secs(60)),
+            misconfigured: super::health::flag(exporter),
+        })
     }
 
     /// Keeps trying to build the sender (a missing certificate file may appear later) until it
@@ -123,45 +134,157 @@ impl HttpSender {
         self
     }
 
-    /// One POST of `body` (already encoded and compressed), classified.
+    /// One POST of `body` (already encoded and compressed), classified: 2xx delivered, 5xx and
+    /// 429 retried, any other answer rejected.
     pub async fn post(&self, body: Bytes) -> Attempt<()> {
-        let mut req = self.client.post(self.url.clone()).headers(self.headers.clone()).body(body);
+        match self.send(body).await {
+            Ok(()) => Attempt::Delivered(()),
+            Err(Failure::Retry(attempt)) => attempt,
+            Err(Failure::Refused(answer)) => answer.classify(),
+        }
+    }
+
+    /// One POST of `body`, following redirects to the same host (see [`same_host`]); a redirect
+    /// anywhere else is a configuration error, logged with its `Location` and retried (never
+    /// dropped, and the credentials never go to another host).
+    pub async fn send(&self, body: Bytes) -> Result<(), Failure> {
         let authorization = self.credentials.authorization().await;
-        match &authorization {
-            Ok(None) => {}
+        let auth_header = match &authorization {
+            Ok(None) => None,
             Ok(Some(auth)) => match HeaderValue::from_str(auth) {
                 Ok(mut v) => {
                     v.set_sensitive(true);
-                    req = req.header(AUTHORIZATION, v);
+                    Some(v)
                 }
                 Err(_) => {
-                    return Attempt::Retry {
+                    return Err(Failure::Retry(Attempt::Retry {
                         reason: "credentials".into(),
                         detail: "the credentials contain characters not allowed in a header".into(),
                         retry_after: None,
-                    }
+                    }))
                 }
             },
             // The file may be mounted late or mid-rotation; what is queued waits for it.
-            Err(e) => return Attempt::Retry { reason: "credentials".into(), detail: e.to_string(), retry_after: None },
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return transport_failure(&e),
+            Err(e) => {
+                return Err(Failure::Retry(Attempt::Retry {
+                    reason: "credentials".into(),
+                    detail: e.to_string(),
+                    retry_after: None,
+                }))
+            }
         };
-        let status = resp.status();
-        if status.is_success() {
-            // Drain so the connection can be reused.
-            let _ = resp.bytes().await;
-            return Attempt::Delivered(());
+        let mut url = self.url.clone();
+        let mut hops = 0;
+        loop {
+            let mut req = self.client.post(url.clone()).headers(self.headers.clone()).body(body.clone());
+            if let Some(v) = &auth_header {
+                req = req.header(AUTHORIZATION, v.clone());
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => return Err(Failure::Retry(transport_failure(&e))),
+            };
+            let status = resp.status();
+            if !status.is_redirection() {
+                self.misconfigured.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            if status.is_success() {
+                // Drain so the connection can be reused.
+                let _ = resp.bytes().await;
+                return Ok(());
+            }
+            if status.is_redirection() {
+                let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let next = location.as_deref().and_then(|l| url.join(l).ok());
+                match next {
+                    Some(next) if hops < MAX_REDIRECTS && same_host(&self.url, &next) => {
+                        let _ = resp.bytes().await;
+                        if self.redirects_logged.allow() {
+                            tracing::info!(from = %url, to = %next, %status, "following a redirect of the same host; set the exporter's url to where it points");
+                        }
+                        url = next;
+                        hops += 1;
+                        continue;
+                    }
+                    _ => {
+                        self.misconfigured.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let location = location.unwrap_or_else(|| "(none)".into());
+                        if self.redirects_logged.allow() {
+                            tracing::error!(url = %self.url, %status, %location, "the backend redirects elsewhere than the same host: not followed (credentials stay with the configured host); fix the exporter's url. Retrying, nothing is dropped");
+                        }
+                        return Err(Failure::Retry(Attempt::Retry {
+                            reason: "redirect".into(),
+                            detail: format!("HTTP {status} to {location}, not followed"),
+                            retry_after: None,
+                        }));
+                    }
+                }
+            }
+            let retry_after = retry_after(resp.headers());
+            let sent = authorization.ok().flatten();
+            let body = redact(read_body(resp, MAX_REFUSAL_BODY).await, sent.as_deref());
+            return Err(Failure::Refused(Refusal { status, body, retry_after }));
         }
-        let retry_after = retry_after(resp.headers());
-        let sent = authorization.ok().flatten();
-        let body = redact(quote_body(resp).await, sent.as_deref());
-        let reason = format!("http_{}", status.as_u16());
-        let message = format!("HTTP {status}: {body}");
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            Attempt::Retry { reason, detail: message, retry_after }
+    }
+}
+
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
+
+/// Bytes of a refusal's body kept for the exporter to read (Loki lists refused entries there).
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
+
+/// Whether a redirect from `configured` to `next` stays on the same host: same host name, and the
+/// same scheme and port, or an upgrade from http to https (any port). Credentials may go there.
+pub fn same_host(configured: &Url, next: &Url) -> bool {
+    if configured.host_str() != next.host_str() {
+        return false;
+    }
+    match (configured.scheme(), next.scheme()) {
+        (a, b) if a == b => configured.port_or_known_default() == next.port_or_known_default(),
+        ("http", "https") => true,
+        _ => false,
+    }
+}
+
+/// Why [`HttpSender::send`] did not deliver.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not answered (connection, timeout, credentials, a redirect elsewhere): retry.
+    Retry(Attempt<()>),
+    /// Answered with a status that is neither success nor a followed redirect.
+    Refused(Refusal),
+}
+
+/// A refusal from the backend.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// The start of the body (credentials redacted).
+    pub body: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl Refusal {
+    /// `http_<status>`, the `reason` label.
+    pub fn reason(&self) -> String {
+        format!("http_{}", self.status.as_u16())
+    }
+
+    /// The status and the start of the body, for logs and acknowledgements.
+    pub fn message(&self) -> String {
+        let mut end = self.body.len().min(BODY_QUOTE);
+        while !self.body.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("HTTP {}: {}", self.status, &self.body[..end])
+    }
+
+    /// 5xx and 429 are retried; any other status is final.
+    pub fn classify<T>(&self) -> Attempt<T> {
+        let (reason, message) = (self.reason(), self.message());
+        if self.status.is_server_error() || self.status == StatusCode::TOO_MANY_REQUESTS {
+            Attempt::Retry { reason, detail: message, retry_after: self.retry_after }
         } else {
             Attempt::Reject { reason, message }
         }
@@ -196,13 +319,13 @@ fn retry_after_value(value: &str, now: std::time::SystemTime) -> Option<Duration
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The first bytes of the body, as text.
-async fn quote_body(mut resp: reqwest::Response) -> String {
-    let mut quoted = Vec::with_capacity(BODY_QUOTE);
-    while quoted.len() < BODY_QUOTE {
+/// The first `limit` bytes of the body, as text.
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> String {
+    let mut quoted = Vec::with_capacity(limit.min(4096));
+    while quoted.len() < limit {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                let take = chunk.len().min(BODY_QUOTE - quoted.len());
+                let take = chunk.len().min(limit - quoted.len());
                 quoted.extend_from_slice(&chunk[..take]);
             }
             _ => break,

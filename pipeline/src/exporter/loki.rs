@@ -1,27 +1,221 @@
 //! Loki push: each batch of queued `PushRequest`s is sent as one snappy-compressed protobuf POST
 //! to `/loki/api/v1/push`. One request at a time, so the entries of a stream arrive in order.
+//!
+//! The common case sends the queued records' bytes as they are. Loki's limits make it take a
+//! request apart ([`loki_wire`]) in these cases, so that one refused request never stops a node:
+//!
+//! - **structured metadata refused** (400 "... includes structured metadata, but this feature is
+//!   disallowed", Loki 2.9 by default, 3.x on an old schema): the request is sent again without
+//!   it, and so is every later one of this exporter (its tenant); logged once, counted in
+//!   `lgtm_agent_loki_structured_metadata_dropped_total` (entries sent without it).
+//!   `exporters.loki.structured_metadata: false` never sends it.
+//! - **413**: the request is cut in halves, by streams then by entries, down to a single entry,
+//!   which alone is dropped and counted (`reason="http_413"`), with Loki's message logged.
+//! - **stream limit** (429 "Maximum active stream limit exceeded when trying to create stream
+//!   {...}"): the limit refuses only new streams, and Loki stored the others of the request. The
+//!   streams this exporter delivered before are taken as stored; the new ones are held back,
+//!   each retried on its own with backoff (later entries of them join them), while the rest
+//!   flows. After `stream_limit_hold_back` a held stream is dropped and counted
+//!   (`reason="stream_limit"`). A new stream that Loki did create in the refused request is
+//!   stored twice (its entries of that one request).
+//! - **per-stream rate**: Loki stores what fits its `per_stream_rate_limit` and answers 429 for
+//!   the rest, so a resent request stores lines twice. Requests wait until each of their streams
+//!   is within `per_stream_rate` (default Loki's 3MB/s), so a catch-up of one container is paced.
+//! - **400 for some entries** (too old, too long, ...): Loki stored the others. The body lists
+//!   the refusals ("N errors: a; b"); what was refused is counted by Loki's reason
+//!   (`lgtm_agent_exporter_failed_total{reason="greater_than_max_sample_age"}`, ...) and only
+//!   that is counted as dropped, the rest as sent.
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 use lgtm_config::ExporterConfig;
+use reqwest::StatusCode;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{snappy, HttpSender};
-use super::outcome::{concatenate, release, Reporter};
-use super::retry::{Decision, Retrier};
-use crate::queue::DurableQueue;
+use super::http::{snappy, Failure, HttpSender, Refusal};
+use super::loki_wire::{self, Stream};
+use super::outcome::{concatenate, release, LogThrottle, Piece, RecordTracker, Reporter};
+use super::retry::{Attempt, Backoff, Decision, Retrier};
+use crate::metrics;
+use crate::queue::{DurableQueue, Record};
 
 const EXPORTER: &str = "loki";
 
 const PROTOCOL_HEADERS: &[(&str, &str)] = &[("Content-Type", "application/x-protobuf")];
 
+/// Loki's answer to structured metadata when `allow_structured_metadata` is off.
+const METADATA_REFUSED: &str = "includes structured metadata, but this feature is disallowed";
+/// Loki's stream-limit refusal (429).
+const STREAM_LIMIT: &str = "Maximum active stream limit exceeded";
+
+/// What an answer means for the request.
+#[derive(Debug)]
+enum Answer {
+    Delivered,
+    MetadataRefused(String),
+    TooLarge(String),
+    StreamLimit(Refusal),
+    /// A final refusal (4xx), perhaps of part of the request.
+    Refused(Refusal),
+}
+
+fn answer_of(result: Result<(), Failure>) -> Attempt<Answer> {
+    match result {
+        Ok(()) => Attempt::Delivered(Answer::Delivered),
+        Err(Failure::Retry(Attempt::Retry { reason, detail, retry_after })) => {
+            Attempt::Retry { reason, detail, retry_after }
+        }
+        Err(Failure::Retry(_)) => unreachable!("send only retries"),
+        Err(Failure::Refused(r)) => match r.status {
+            StatusCode::BAD_REQUEST if r.body.contains(METADATA_REFUSED) => {
+                Attempt::Delivered(Answer::MetadataRefused(r.message()))
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => Attempt::Delivered(Answer::TooLarge(r.message())),
+            StatusCode::TOO_MANY_REQUESTS if r.body.contains(STREAM_LIMIT) => {
+                Attempt::Delivered(Answer::StreamLimit(r))
+            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => r.classify(),
+            _ => Attempt::Delivered(Answer::Refused(r)),
+        },
+    }
+}
+
+/// Part of a queued record: some entries of one stream. Dropped unsettled, it hands its record
+/// back to the queue.
+struct Part {
+    labels: Bytes,
+    entries: Vec<Bytes>,
+    record: Arc<RecordTracker>,
+    settled: bool,
+}
+
+impl Part {
+    fn settle(mut self, piece: Piece) {
+        self.settled = true;
+        self.record.piece_done(piece);
+    }
+
+    /// The part cut in two halves of its entries; `None` for a single entry.
+    fn halve(mut self) -> Result<(Part, Part), Part> {
+        if self.entries.len() < 2 {
+            return Err(self);
+        }
+        let second = self.entries.split_off(self.entries.len() / 2);
+        self.record.add_piece();
+        let other = Part { labels: self.labels.clone(), entries: second, record: self.record.clone(), settled: false };
+        Ok((self, other))
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.record.piece_done(Piece::Abandoned);
+        }
+    }
+}
+
+/// A token bucket per stream (bytes, refilled at `rate` per second, at most one second's worth):
+/// a request waits until every stream in it is within the rate. Idle streams are forgotten.
+struct Pacer {
+    rate: f64,
+    streams: HashMap<Bytes, (f64, Instant)>,
+}
+
+/// Streams paced at once before idle ones are forgotten.
+const MAX_PACED_STREAMS: usize = 20_000;
+
+impl Pacer {
+    /// How long to wait before sending `request` (taking its bytes from each stream's bucket).
+    fn delay(&mut self, request: &[u8]) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        if self.streams.len() > MAX_PACED_STREAMS {
+            // A bucket idle for a second is full again: forgetting it changes nothing.
+            self.streams.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(1));
+        }
+        let (rate, streams) = (self.rate, &mut self.streams);
+        let mut wait = 0.0f64;
+        loki_wire::for_each_stream(request, |labels, len| {
+            let (tokens, at) = match streams.get_mut(labels) {
+                Some(b) => b,
+                None => streams.entry(Bytes::copy_from_slice(labels)).or_insert((rate, now)),
+            };
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate) - len as f64;
+            *at = now;
+            if *tokens < 0.0 {
+                wait = wait.max(-*tokens / rate);
+            }
+        });
+        Duration::from_secs_f64(wait)
+    }
+}
+
+/// Entries of a stream Loki refused for its stream limit, waiting to be tried again.
+struct Held {
+    labels: Bytes,
+    parts: Vec<Part>,
+    since: Instant,
+    next_try: Instant,
+    backoff: Backoff,
+}
+
+struct Loki {
+    sender: HttpSender,
+    retrier: Retrier,
+    reporter: Reporter,
+    queue: DurableQueue,
+    /// Whether entries go with their structured metadata (off by config, or once Loki refused it).
+    send_metadata: bool,
+    hold_back: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    held: Vec<Held>,
+    held_logged: LogThrottle,
+    /// Streams Loki took before: they exist there, so its stream limit never refuses them.
+    known: HashSet<Bytes>,
+    pacer: Pacer,
+    stop: CancellationToken,
+}
+
+/// Streams remembered in [`Loki::known`] (Loki's default limit is 5,000 per tenant).
+const MAX_KNOWN_STREAMS: usize = 50_000;
+
 pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
     let Some(sender) = HttpSender::new_until_stopped(EXPORTER, &cfg, &tenant, PROTOCOL_HEADERS, &stop).await else {
         return;
     };
-    let retrier = Retrier::new(EXPORTER, &cfg.retry, stop.clone());
-    let reporter = Reporter::new(EXPORTER);
+    let mut loki = Loki {
+        sender,
+        retrier: Retrier::new(EXPORTER, &cfg.retry, stop.clone()),
+        reporter: Reporter::new(EXPORTER),
+        queue: queue.clone(),
+        send_metadata: cfg.structured_metadata,
+        hold_back: cfg.stream_limit_hold_back.get(),
+        initial_backoff: cfg.retry.initial_backoff.get(),
+        max_backoff: cfg.retry.max_backoff.get(),
+        held: Vec::new(),
+        held_logged: LogThrottle::every(Duration::from_secs(10)),
+        known: HashSet::new(),
+        pacer: Pacer { rate: cfg.per_stream_rate.bytes() as f64, streams: HashMap::new() },
+        stop: stop.clone(),
+    };
     loop {
+        let due = loki.held.iter().map(|h| h.next_try).min();
         let batch = tokio::select! {
             b = queue.next(cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
+            _ = sleep_until(due), if due.is_some() => {
+                if !loki.retry_held().await {
+                    break;
+                }
+                continue;
+            }
             _ = stop.cancelled() => None,
         };
         let Some(records) = batch else { break };
@@ -29,19 +223,396 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
             release(&queue, &records);
             break;
         }
-        let decision = match snappy(&concatenate(&records)) {
-            Ok(body) => retrier.run(|| sender.post(body.clone())).await,
-            Err(message) => Some(Decision::Rejected { reason: "encode".into(), message }),
-        };
-        reporter.settle(&queue, &records, decision);
+        if !loki.send_records(records).await {
+            break;
+        }
     }
+    // Dropping what is held hands its records back to the queue.
+    loki.held.clear();
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Loki {
+    /// Sends a batch of records; `false` when stopped (records handed back).
+    async fn send_records(&mut self, records: Vec<Record>) -> bool {
+        if self.send_metadata && self.held.is_empty() {
+            let body = concatenate(&records);
+            match self.push_bytes(&body).await {
+                None => {
+                    release(&self.queue, &records);
+                    return false;
+                }
+                Some(Answer::Delivered) => {
+                    let mut labels = Vec::new();
+                    loki_wire::for_each_labels(&body, |l| labels.push(l.to_vec()));
+                    labels.iter().for_each(|l| self.remember(l));
+                    self.reporter.settle(&self.queue, &records, Some(Decision::Delivered(())));
+                    return true;
+                }
+                Some(answer) => {
+                    let Some(parts) = self.parts_of(&records) else { return true };
+                    return self.handle(parts, answer).await;
+                }
+            }
+        }
+        let Some(parts) = self.parts_of(&records) else { return true };
+        let parts = self.hold_if_held(parts);
+        if parts.is_empty() {
+            return true;
+        }
+        self.send_parts(parts).await
+    }
+
+    /// The records cut into parts (one per stream of each record). A record that does not read
+    /// is rejected on its own. `None` when none is left.
+    fn parts_of(&self, records: &[Record]) -> Option<Vec<Part>> {
+        let mut parts = Vec::new();
+        for r in records {
+            match loki_wire::streams(&r.payload) {
+                Ok(streams) => {
+                    let tracker = Arc::new(RecordTracker::new(r.seq, self.queue.clone()));
+                    for Stream { labels, entries } in streams.into_iter().filter(|s| !s.entries.is_empty()) {
+                        tracker.add_piece();
+                        parts.push(Part { labels, entries, record: tracker.clone(), settled: false });
+                    }
+                    if parts.iter().all(|p| !Arc::ptr_eq(&p.record, &tracker)) {
+                        self.queue.complete(r.seq, crate::Delivery::Accepted);
+                    }
+                }
+                Err(e) => {
+                    let message = format!("queued record is not a PushRequest: {e}");
+                    self.reporter.rejected(r.items as u64, "decode", &message);
+                    self.queue.complete(r.seq, crate::Delivery::Rejected(message));
+                }
+            }
+        }
+        (!parts.is_empty()).then_some(parts)
+    }
+
+    /// Moves the parts of streams being held back to them (their entries go after the held ones).
+    fn hold_if_held(&mut self, parts: Vec<Part>) -> Vec<Part> {
+        let mut rest = Vec::with_capacity(parts.len());
+        for p in parts {
+            match self.held.iter_mut().find(|h| h.labels == p.labels) {
+                Some(h) => h.parts.push(p),
+                None => rest.push(p),
+            }
+        }
+        rest
+    }
+
+    fn encode(&self, parts: &[Part]) -> Bytes {
+        let mut out = Vec::new();
+        for p in parts {
+            loki_wire::encode_stream(&mut out, &p.labels, &p.entries, !self.send_metadata);
+        }
+        Bytes::from(out)
+    }
+
+    /// Sends `raw` (an encoded `PushRequest`) until Loki decides, after waiting for each of its
+    /// streams to be within `per_stream_rate`; `None` when stopped.
+    async fn push_bytes(&mut self, raw: &[u8]) -> Option<Answer> {
+        let wait = self.pacer.delay(raw);
+        if !wait.is_zero() {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        let body = match snappy(raw) {
+            Ok(b) => b,
+            Err(message) => return Some(Answer::Refused(encode_failure(message))),
+        };
+        match self.retrier.run(|| async { answer_of(self.sender.send(body.clone()).await) }).await? {
+            Decision::Delivered(answer) => Some(answer),
+            Decision::Rejected { .. } => unreachable!("answer_of never rejects"),
+        }
+    }
+
+    /// Sends parts, taking them apart as Loki's answers require; `false` when stopped.
+    async fn send_parts(&mut self, parts: Vec<Part>) -> bool {
+        let body = self.encode(&parts);
+        match self.push_bytes(&body).await {
+            None => false,
+            Some(answer) => self.handle(parts, answer).await,
+        }
+    }
+
+    /// Acts on Loki's answer to `parts`, sending again what has to be; `false` when stopped.
+    async fn handle(&mut self, parts: Vec<Part>, answer: Answer) -> bool {
+        // Depth first, so that the entries of a stream go out in order.
+        let mut work: VecDeque<(Vec<Part>, Option<Answer>)> = VecDeque::from([(parts, Some(answer))]);
+        while let Some((parts, answer)) = work.pop_front() {
+            let answer = match answer {
+                Some(a) => a,
+                None => {
+                    if parts.is_empty() {
+                        continue;
+                    }
+                    let body = self.encode(&parts);
+                    match self.push_bytes(&body).await {
+                        None => return false,
+                        Some(a) => a,
+                    }
+                }
+            };
+            let next = match answer {
+                Answer::Delivered => {
+                    for p in &parts {
+                        self.remember(&p.labels);
+                    }
+                    self.reporter.delivered(entries(&parts));
+                    parts.into_iter().for_each(|p| p.settle(Piece::Accepted));
+                    continue;
+                }
+                Answer::MetadataRefused(message) if self.send_metadata => {
+                    self.send_metadata = false;
+                    metrics::loki().structured_metadata_refused.inc();
+                    tracing::warn!(
+                        exporter = EXPORTER,
+                        %message,
+                        "Loki refuses structured metadata for this tenant (limits_config.allow_structured_metadata); \
+                         sending entries without it from now on (`stream` and `part` are lost; a `stream` label keeps stdout and stderr apart)"
+                    );
+                    // Loki refuses entry by entry: those without metadata were stored.
+                    let mut again = Vec::with_capacity(parts.len());
+                    let mut stored = 0;
+                    for mut p in parts {
+                        let before = p.entries.len();
+                        p.entries.retain(loki_wire::has_metadata);
+                        stored += (before - p.entries.len()) as u64;
+                        if p.entries.is_empty() {
+                            p.settle(Piece::Accepted);
+                        } else {
+                            again.push(p);
+                        }
+                    }
+                    self.reporter.delivered(stored);
+                    vec![again]
+                }
+                Answer::MetadataRefused(message) => {
+                    self.refuse_all(parts, "http_400", &message);
+                    continue;
+                }
+                Answer::TooLarge(message) => match halve(parts) {
+                    Ok((a, b)) => vec![a, b],
+                    Err(single) => {
+                        self.refuse_all(single, "http_413", &message);
+                        continue;
+                    }
+                },
+                Answer::StreamLimit(refusal) => {
+                    self.stream_limited(parts, &refusal);
+                    continue;
+                }
+                Answer::Refused(refusal) => {
+                    self.partly_refused(parts, &refusal);
+                    continue;
+                }
+            };
+            for parts in next.into_iter().rev() {
+                work.push_front((parts, None));
+            }
+        }
+        true
+    }
+
+    /// Acts on a stream-limit refusal of `parts`: streams delivered before exist in Loki, which
+    /// stored them (the limit refuses only new streams); the others are held back, each to be
+    /// tried on its own. When every stream is one Loki had, those it names are held, and all if it
+    /// names none.
+    fn stream_limited(&mut self, parts: Vec<Part>, refusal: &Refusal) {
+        let (known, new): (Vec<Part>, Vec<Part>) = parts.into_iter().partition(|p| self.known.contains(&p.labels));
+        if !new.is_empty() {
+            self.reporter.delivered(entries(&known));
+            known.into_iter().for_each(|p| p.settle(Piece::Accepted));
+            self.hold(new, refusal);
+            return;
+        }
+        let named = |p: &Part| std::str::from_utf8(&p.labels).is_ok_and(|l| refusal.body.contains(l));
+        let (refused, stored): (Vec<Part>, Vec<Part>) =
+            if known.iter().any(named) { known.into_iter().partition(named) } else { (known, Vec::new()) };
+        self.reporter.delivered(entries(&stored));
+        stored.into_iter().for_each(|p| p.settle(Piece::Accepted));
+        self.hold(refused, refusal);
+    }
+
+    /// Remembers streams Loki has (bounded: forgotten all at once past [`MAX_KNOWN_STREAMS`]).
+    fn remember(&mut self, labels: &[u8]) {
+        if !self.known.contains(labels) {
+            if self.known.len() >= MAX_KNOWN_STREAMS {
+                self.known.clear();
+            }
+            self.known.insert(Bytes::copy_from_slice(labels));
+        }
+    }
+
+    /// Holds back the parts of streams Loki refused for its stream limit.
+    fn hold(&mut self, parts: Vec<Part>, refusal: &Refusal) {
+        let now = Instant::now();
+        for p in parts {
+            metrics::loki().held_back.inc_by(p.entries.len() as u64);
+            match self.held.iter_mut().find(|h| h.labels == p.labels) {
+                Some(h) => h.parts.push(p),
+                None => {
+                    if self.held_logged.allow() {
+                        tracing::warn!(
+                            exporter = EXPORTER,
+                            stream = %String::from_utf8_lossy(&p.labels),
+                            message = %refusal.message(),
+                            hold_back = ?self.hold_back,
+                            "Loki's stream limit refuses a new stream: holding it back, the other streams go on"
+                        );
+                    }
+                    let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
+                    let next_try = now + backoff.next_delay(refusal.retry_after);
+                    self.held.push(Held { labels: p.labels.clone(), parts: vec![p], since: now, next_try, backoff });
+                }
+            }
+        }
+        metrics::loki().held_streams.set(self.held.len() as i64);
+    }
+
+    /// Tries the held streams that are due, each on its own, once; `false` when stopped.
+    async fn retry_held(&mut self) -> bool {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.held.len()).filter(|i| self.held[*i].next_try <= now).collect();
+        for i in due.into_iter().rev() {
+            let mut held = self.held.swap_remove(i);
+            metrics::loki().held_streams.set(self.held.len() as i64);
+            let Ok(body) = snappy(&self.encode(&held.parts)) else { continue };
+            match answer_of(self.sender.send(body).await) {
+                Attempt::Delivered(Answer::StreamLimit(refusal)) if held.since.elapsed() >= self.hold_back => {
+                    let message = format!("held back {:?} for the stream limit: {}", self.hold_back, refusal.message());
+                    self.refuse_all(std::mem::take(&mut held.parts), "stream_limit", &message);
+                }
+                Attempt::Delivered(Answer::StreamLimit(refusal)) => {
+                    held.next_try = Instant::now() + held.backoff.next_delay(refusal.retry_after);
+                    self.held.push(held);
+                }
+                // Loki down or busy: not this stream's doing; it waits like everything else.
+                Attempt::Retry { retry_after, .. } => {
+                    held.next_try = Instant::now() + held.backoff.next_delay(retry_after);
+                    self.held.push(held);
+                }
+                Attempt::Delivered(answer) => {
+                    if !self.handle(std::mem::take(&mut held.parts), answer).await {
+                        return false;
+                    }
+                }
+                Attempt::Reject { .. } => unreachable!("answer_of never rejects"),
+            }
+            metrics::loki().held_streams.set(self.held.len() as i64);
+        }
+        true
+    }
+
+    /// Drops `parts` for good, counted under `reason`.
+    fn refuse_all(&self, parts: Vec<Part>, reason: &str, message: &str) {
+        self.reporter.rejected(entries(&parts), reason, message);
+        parts.into_iter().for_each(|p| p.settle(Piece::Rejected(message.to_string())));
+    }
+
+    /// A final 4xx: Loki stored the valid entries and lists the refused ones; counted by reason.
+    fn partly_refused(&self, parts: Vec<Part>, refusal: &Refusal) {
+        let total = entries(&parts);
+        let reasons = refused_by_reason(&refusal.body, total);
+        let refused: u64 = reasons.iter().map(|(_, n)| n).sum::<u64>().min(total);
+        let message = refusal.message();
+        for (reason, n) in &reasons {
+            self.reporter.rejected(*n, reason, &message);
+        }
+        self.reporter.delivered(total - refused);
+        let piece = if refused >= total { Piece::Rejected(message) } else { Piece::Accepted };
+        parts.into_iter().for_each(|p| p.settle(piece.clone()));
+    }
+}
+
+fn encode_failure(message: String) -> Refusal {
+    Refusal { status: StatusCode::BAD_REQUEST, body: format!("encode: {message}"), retry_after: None }
+}
+
+fn entries(parts: &[Part]) -> u64 {
+    parts.iter().map(|p| p.entries.len() as u64).sum()
+}
+
+/// Parts cut in two: by parts, else the single part by entries. `Err` for a single entry.
+fn halve(mut parts: Vec<Part>) -> Result<(Vec<Part>, Vec<Part>), Vec<Part>> {
+    if parts.len() > 1 {
+        let second = parts.split_off(parts.len() / 2);
+        return Ok((parts, second));
+    }
+    let Some(part) = parts.pop() else { return Err(parts) };
+    match part.halve() {
+        Ok((a, b)) => Ok((vec![a], vec![b])),
+        Err(single) => Err(vec![single]),
+    }
+}
+
+/// Loki's reason label for one of its refusal messages (`pkg/validation`), `http_400` otherwise.
+fn loki_reason(message: &str) -> &'static str {
+    const REASONS: &[(&str, &str)] = &[
+        ("has timestamp too old", "greater_than_max_sample_age"),
+        ("has timestamp too new", "too_far_in_future"),
+        ("Max entry size", "line_too_long"),
+        ("label names; limit", "max_label_names_per_series"),
+        ("has label name too long", "label_name_too_long"),
+        ("has label value too long", "label_value_too_long"),
+        ("has duplicate label name", "duplicate_label_names"),
+        ("too far behind", "too_far_behind"),
+        ("out of order", "out_of_order"),
+        (METADATA_REFUSED, "disallowed_structured_metadata"),
+        ("structured metadata too large", "structured_metadata_too_large"),
+        ("too many structured metadata labels", "structured_metadata_too_many"),
+        ("error parsing labels", "invalid_labels"),
+        ("at least one label pair is required", "missing_labels"),
+    ];
+    let lower = message.to_ascii_lowercase();
+    REASONS.iter().find(|(text, _)| lower.contains(&text.to_ascii_lowercase())).map_or("http_400", |(_, r)| r)
+}
+
+/// The refusals a Loki 400 body lists, counted by reason. Loki joins them as `N errors: a; b; c`
+/// (one per refused entry or stream); a body without that form is one refusal of the whole
+/// request (`total` entries).
+fn refused_by_reason(body: &str, total: u64) -> Vec<(&'static str, u64)> {
+    let listed = body
+        .split_once(" errors: ")
+        .and_then(|(n, rest)| n.trim().parse::<u64>().ok().map(|n| (n, rest)))
+        .map(|(n, rest)| (n, rest.split("; ").collect::<Vec<_>>()));
+    let mut out: Vec<(&'static str, u64)> = Vec::new();
+    let mut add = |reason: &'static str, n: u64| match out.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, c)) => *c += n,
+        None => out.push((reason, n)),
+    };
+    match listed {
+        Some((n, items)) if !items.is_empty() => {
+            let per_item = items.iter().map(|i| loki_reason(i)).collect::<Vec<_>>();
+            for r in &per_item {
+                add(r, 1);
+            }
+            // The body is quoted up to a bound: the unread refusals take the last reason seen.
+            let seen = per_item.len() as u64;
+            if n > seen {
+                add(per_item[per_item.len() - 1], n - seen);
+            }
+        }
+        _ => add(loki_reason(body), total),
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporter::testing::{fast_config, push_and_run, Capture};
-    use crate::proto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
+    use crate::exporter::testing::{fast_config, push_and_run, Capture, Reply};
+    use crate::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
     use crate::Delivery;
     use prost::Message;
 
@@ -55,12 +626,21 @@ mod tests {
                     .map(|(i, l)| EntryAdapter {
                         timestamp: Some(Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + i as i64)),
                         line: l.to_string(),
-                        structured_metadata: vec![],
+                        structured_metadata: vec![LabelPairAdapter { name: "stream".into(), value: "stdout".into() }],
                     })
                     .collect(),
                 hash: 0,
             }],
         }
+    }
+
+    fn decoded(body: &[u8]) -> PushRequest {
+        let raw = snap::raw::Decoder::new().decompress_vec(body).expect("snappy block");
+        PushRequest::decode(raw.as_slice()).expect("PushRequest")
+    }
+
+    fn lines(req: &PushRequest) -> Vec<(String, String)> {
+        req.streams.iter().flat_map(|s| s.entries.iter().map(|e| (s.labels.clone(), e.line.clone()))).collect()
     }
 
     #[tokio::test]
@@ -76,20 +656,20 @@ mod tests {
         assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
 
         let reqs = capture.requests();
-        let all_streams: Vec<StreamAdapter> = reqs
-            .iter()
-            .flat_map(|r| {
-                assert_eq!(r.path, "/loki/api/v1/push");
-                assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
-                assert_eq!(r.header("x-scope-orgid"), Some("team-logs"));
-                assert_eq!(r.header("x-extra"), Some("yes"));
-                let raw = snap::raw::Decoder::new().decompress_vec(&r.body).expect("snappy block");
-                PushRequest::decode(raw.as_slice()).expect("PushRequest").streams
-            })
-            .collect();
-        let lines: Vec<(&str, &str)> =
-            all_streams.iter().flat_map(|s| s.entries.iter().map(|e| (s.labels.as_str(), e.line.as_str()))).collect();
-        assert_eq!(lines, vec![(r#"{app="a"}"#, "one"), (r#"{app="a"}"#, "two"), (r#"{app="b"}"#, "three")]);
+        let mut all = Vec::new();
+        for r in &reqs {
+            assert_eq!(r.path, "/loki/api/v1/push");
+            assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+            assert_eq!(r.header("x-scope-orgid"), Some("team-logs"));
+            assert_eq!(r.header("x-extra"), Some("yes"));
+            all.extend(lines(&decoded(&r.body)));
+        }
+        let expected: Vec<(String, String)> =
+            [(r#"{app="a"}"#, "one"), (r#"{app="a"}"#, "two"), (r#"{app="b"}"#, "three")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        assert_eq!(all, expected);
     }
 
     #[tokio::test]
@@ -102,5 +682,74 @@ mod tests {
             other => panic!("expected a rejection, got {other:?}"),
         }
         assert_eq!(capture.requests().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refused_structured_metadata_is_sent_again_without_it_and_not_again() {
+        let refused = "stream '{a=\"1\"}' includes structured metadata, but this feature is disallowed. Please see `limits_config.allow_structured_metadata` or contact your Loki administrator to enable it.";
+        let capture = Capture::start(vec![Reply { status: 400, body: refused, retry_after: None }]).await;
+        let cfg = fast_config(&capture.url("/loki/api/v1/push"));
+        let records = vec![push("{a=\"1\"}", &["x", "y"]).encode_to_vec()];
+        let acks = push_and_run(run, cfg, "t", records, 2).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let reqs = capture.requests();
+        assert_eq!(reqs.len(), 2);
+        let again = decoded(&reqs[1].body);
+        assert_eq!(lines(&again).len(), 2);
+        assert!(again.streams.iter().flat_map(|s| &s.entries).all(|e| e.structured_metadata.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn payload_too_large_is_halved_down_to_the_entry_that_is() {
+        // Four entries; whatever holds "big" is refused with 413.
+        let capture = Capture::start_with(|body: &[u8]| {
+            let req = decoded(body);
+            if lines(&req).iter().any(|(_, l)| l == "big") {
+                (413, "request too large".to_string())
+            } else {
+                (204, String::new())
+            }
+        })
+        .await;
+        let cfg = fast_config(&capture.url("/loki/api/v1/push"));
+        let records = vec![
+            push("{a=\"1\"}", &["one", "big", "three"]).encode_to_vec(),
+            push("{a=\"2\"}", &["four"]).encode_to_vec(),
+        ];
+        let acks = push_and_run(run, cfg, "t", records, 3).await;
+        assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("413")), "{acks:?}");
+        assert_eq!(acks[1], Some(Delivery::Accepted));
+        let stored: Vec<String> = capture
+            .requests()
+            .iter()
+            .filter(|r| r.status == 204)
+            .flat_map(|r| lines(&decoded(&r.body)))
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(stored, vec!["one", "three", "four"]);
+    }
+
+    #[test]
+    fn the_pacer_delays_a_stream_past_its_rate_and_not_the_others() {
+        let a = push("{a=\"1\"}", &["x".repeat(1000).as_str()]).encode_to_vec();
+        let b = push("{a=\"2\"}", &["y".repeat(1000).as_str()]).encode_to_vec();
+        let mut pacer = Pacer { rate: a.len() as f64, streams: HashMap::new() };
+        assert_eq!(pacer.delay(&a), Duration::ZERO, "a second's worth passes");
+        let again = pacer.delay(&a);
+        assert!(again > Duration::from_millis(900) && again <= Duration::from_secs(1), "{again:?}");
+        assert_eq!(pacer.delay(&b), Duration::ZERO, "another stream has its own bucket");
+        let mut off = Pacer { rate: 0.0, streams: HashMap::new() };
+        assert_eq!(off.delay(&a), Duration::ZERO);
+        assert_eq!(off.delay(&a), Duration::ZERO);
+    }
+
+    #[test]
+    fn loki_400_bodies_are_counted_by_reason() {
+        let body = "3 errors: entry for stream '{a=\"1\"}' has timestamp too old: 2020-01-01, oldest acceptable timestamp is: 2026-11-29; \
+                    entry for stream '{a=\"1\"}' has timestamp too old: 2020-01-02, oldest acceptable timestamp is: 2026-11-29; \
+                    Max entry size '262144' bytes exceeded for stream '{a=\"1\"}' while adding an entry with length '300000' bytes";
+        assert_eq!(refused_by_reason(body, 10), vec![("greater_than_max_sample_age", 2), ("line_too_long", 1)]);
+        assert_eq!(refused_by_reason("entry too far behind", 4), vec![("too_far_behind", 4)]);
+        assert_eq!(refused_by_reason("something else", 4), vec![("http_400", 4)]);
     }
 }

@@ -8,8 +8,10 @@
 
 pub mod console;
 pub mod credentials;
+pub mod health;
 pub mod http;
 pub mod loki;
+mod loki_wire;
 pub mod otlp;
 pub mod outcome;
 pub mod remote_write;
@@ -17,6 +19,7 @@ pub mod retry;
 #[cfg(test)]
 mod testing;
 pub mod tls;
+mod trace_split;
 
 use lgtm_config::ExporterConfig;
 use tokio::task::JoinHandle;

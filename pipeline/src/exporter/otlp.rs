@@ -9,10 +9,16 @@
 //! ([`trace_wire::check_framing`]): a damaged one is rejected on its own rather than failing the
 //! batch.
 //!
-//! UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and ABORTED are retried; any other status
-//! rejects the batch. A partial success (some spans refused) counts the refused spans as failed and
+//! No request is larger than `batch.max_bytes` where a span allows it: records are cut by
+//! `ResourceSpans` and spans ([`trace_split`]).
+//!
+//! UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and ABORTED are retried, except
+//! RESOURCE_EXHAUSTED "... larger than max" (the message is over the server's receive limit, which
+//! no retry changes): that request is cut in halves and those are sent, down to a single span,
+//! dropped and counted (`reason="too_large"`). Any other status rejects the batch. A partial success (some spans refused) counts the refused spans as failed and
 //! completes the records: resending would duplicate the spans that were taken.
 
+use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +38,15 @@ use super::credentials::{redact, Credentials};
 use super::outcome::{release, Reporter};
 use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
 use super::tls::{TlsError, TlsFiles};
+use super::trace_split::{self, Piece};
 use crate::ack::Delivery;
 use crate::queue::{DurableQueue, Record};
 use crate::trace_wire;
 
 const EXPORTER: &str = "tempo";
+
+/// The `reason` of a request (and in the end a span) larger than the backend's maximum.
+const TOO_LARGE: &str = "too_large";
 
 /// Largest answer accepted from the backend (answers are tiny; this only bounds a broken peer).
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
@@ -103,9 +113,10 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
     let Some(client) = connect_until_stopped(&cfg, &tenant, &stop).await else { return };
     let retrier = Retrier::new(EXPORTER, &cfg.retry, stop.clone());
     let reporter = Reporter::new(EXPORTER);
+    let max_bytes = (cfg.batch.max_bytes.bytes() as usize).max(1);
     loop {
         let batch = tokio::select! {
-            b = queue.next(cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
+            b = queue.next(max_bytes, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
             _ = stop.cancelled() => None,
         };
         let Some(records) = batch else { break };
@@ -113,13 +124,44 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
             release(&queue, &records);
             break;
         }
-        let (request, records) = merge(records, &queue, &reporter);
+        let records = check(records, &queue, &reporter);
         if records.is_empty() {
             continue;
         }
-        let spans: u64 = records.iter().map(|r| r.items as u64).sum();
-        match retrier.run(|| client.export(request.clone())).await {
-            None => release(&queue, &records),
+        if !send(&records, max_bytes, &client, &retrier, &reporter, &queue).await {
+            break;
+        }
+    }
+}
+
+/// Sends `records` in requests of at most `max_bytes` (see [`trace_split`]) one after the other,
+/// and completes them. A request the backend finds larger than its maximum is cut in halves and
+/// those sent, down to a single span, which is dropped and counted (`too_large`). Returns `false`
+/// (records handed back to the queue) when stopped.
+async fn send(
+    records: &[Record],
+    max_bytes: usize,
+    client: &Client,
+    retrier: &Retrier,
+    reporter: &Reporter,
+    queue: &DurableQueue,
+) -> bool {
+    let pieces = records
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| trace_split::pieces_of(i, &r.payload, r.items as u64, max_bytes))
+        .collect();
+    let mut work: VecDeque<Vec<Piece>> = trace_split::group(pieces, max_bytes).into();
+    let mut refused: Vec<Option<String>> = vec![None; records.len()];
+    while let Some(request) = work.pop_front() {
+        let spans: u64 = request.iter().map(|p| p.spans).sum();
+        let from: Vec<usize> = request.iter().map(|p| p.record).collect();
+        let batch = Batch(request.iter().map(|p| p.bytes.clone()).collect());
+        match retrier.run(|| client.export(batch.clone())).await {
+            None => {
+                release(queue, records);
+                return false;
+            }
             Some(Decision::Delivered(partial)) => {
                 let (rejected, message) = partial.map_or((0, String::new()), |p| (p.rejected_spans, p.error_message));
                 let rejected = (rejected.max(0) as u64).min(spans);
@@ -127,28 +169,41 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
                     reporter.partially_rejected(rejected, &message);
                 }
                 reporter.delivered(spans - rejected);
-                for r in &records {
-                    queue.complete(r.seq, Delivery::Accepted);
-                }
             }
+            Some(Decision::Rejected { reason, message }) if reason == TOO_LARGE => match trace_split::halve(request) {
+                Some((first, second)) => {
+                    work.push_front(second);
+                    work.push_front(first);
+                }
+                None => {
+                    // What is left is a single span (or what cannot be cut): dropped and counted.
+                    reporter.rejected(spans, &reason, &message);
+                    for i in from {
+                        refused[i] = Some(message.clone());
+                    }
+                }
+            },
             Some(Decision::Rejected { reason, message }) => {
-                reporter.settle(&queue, &records, Some(Decision::Rejected { reason, message }))
+                reporter.rejected(spans, &reason, &message);
+                for i in from {
+                    refused[i] = Some(message.clone());
+                }
             }
         }
     }
+    for (r, refused) in records.iter().zip(refused) {
+        queue.complete(r.seq, refused.map_or(Delivery::Accepted, Delivery::Rejected));
+    }
+    true
 }
 
-/// Checks the framing of every record and puts them in one request; a record that is not a valid
-/// `ExportTraceServiceRequest` is rejected on its own. Returns the request and the records it holds.
-fn merge(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> (Batch, Vec<Record>) {
-    let mut payloads = Vec::with_capacity(records.len());
+/// Checks the framing of every record; a record that is not a valid `ExportTraceServiceRequest`
+/// is rejected on its own. Returns the others.
+fn check(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> Vec<Record> {
     let mut kept = Vec::with_capacity(records.len());
     for r in records {
         match trace_wire::check_framing(&r.payload) {
-            Ok(_) => {
-                payloads.push(r.payload.clone());
-                kept.push(r);
-            }
+            Ok(_) => kept.push(r),
             Err(e) => {
                 let message = format!("queued record is not an ExportTraceServiceRequest: {e}");
                 reporter.rejected(r.items as u64, "decode", &message);
@@ -156,7 +211,7 @@ fn merge(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> (Ba
             }
         }
     }
-    (Batch(payloads.into()), kept)
+    kept
 }
 
 impl Client {
@@ -202,6 +257,11 @@ fn classify<T>(status: &Status, authorization: Option<&str>) -> Attempt<T> {
     if std::error::Error::source(status).is_some() {
         let reason = if status.code() == Code::Cancelled { "timeout" } else { "transport" };
         return Attempt::Retry { reason: reason.into(), detail, retry_after: None };
+    }
+    // grpc-go's answer to a message over the server's receive limit (Tempo: 4 MiB by default):
+    // the same bytes will never pass, so it is not retried; the exporter cuts the request.
+    if status.code() == Code::ResourceExhausted && status.message().contains("larger than max") {
+        return Attempt::Reject { reason: TOO_LARGE.into(), message: detail };
     }
     let reason = format!("grpc_{}", code_name(status.code()));
     match status.code() {
@@ -329,6 +389,8 @@ mod tests {
     struct Backend {
         script: Arc<Mutex<std::collections::VecDeque<Result<i64, Code>>>>,
         seen: Arc<Mutex<Vec<(MetadataMap, ExportTraceServiceRequest)>>>,
+        /// Refuses larger requests as grpc-go does (Tempo's distributor).
+        max_message: Option<usize>,
     }
 
     #[tonic::async_trait]
@@ -338,6 +400,12 @@ mod tests {
             request: tonic::Request<ExportTraceServiceRequest>,
         ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
             let (metadata, _, body) = request.into_parts();
+            if let Some(max) = self.max_message.filter(|max| body.encoded_len() > *max) {
+                let len = body.encoded_len();
+                return Err(Status::resource_exhausted(format!(
+                    "grpc: received message after decompression larger than max ({len} vs. {max})"
+                )));
+            }
             self.seen.lock().unwrap().push((metadata, body));
             let next = self.script.lock().unwrap().pop_front();
             match next {
@@ -472,6 +540,33 @@ mod tests {
         assert_eq!(acks, vec![Some(Delivery::Accepted)]);
         assert_eq!(backend.seen().len(), 1);
         assert!(failed() >= before + 2);
+    }
+
+    #[tokio::test]
+    async fn requests_stay_under_max_bytes_and_larger_than_max_is_cut_down_to_a_span() {
+        // The backend takes at most 3,000 bytes; the exporter's bound is 20,000. Each record is
+        // about 12 KB of ~600-byte spans, one of which is 5,000 bytes: it alone cannot pass.
+        let backend = Backend { max_message: Some(3_000), ..Default::default() };
+        let port = backend.serve(None).await;
+        let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        cfg.batch.max_bytes = lgtm_config::ByteSize::from_bytes(20_000);
+        let long = "y".repeat(600);
+        let names: Vec<String> = (0..20).map(|i| format!("{i}-{long}")).collect();
+        let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let huge = format!("huge-{}", "z".repeat(5_000));
+        names.push(&huge);
+        let records = vec![spans("a", &names).encode_to_vec(), spans("b", &names[..20]).encode_to_vec()];
+        let too_large = || metrics::pipeline().failed.with_label_values(&[EXPORTER, "too_large"]).get();
+        let before = too_large();
+        let acks = push_and_run(run, cfg, "t", records, 21).await;
+        assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("larger than max")), "{acks:?}");
+        assert_eq!(acks[1], Some(Delivery::Accepted));
+        let mut got: Vec<String> = backend.seen().iter().flat_map(|(_, r)| span_names(r)).collect();
+        got.sort();
+        let mut expected: Vec<String> = names[..20].iter().flat_map(|n| [format!("a/{n}"), format!("b/{n}")]).collect();
+        expected.sort();
+        assert_eq!(got, expected, "every span but the huge one, once");
+        assert!(too_large() > before);
     }
 
     #[tokio::test]

@@ -110,3 +110,61 @@ pub fn concatenate(records: &[Record]) -> bytes::Bytes {
     }
     out.freeze()
 }
+
+/// What became of one piece of a record (a record split over several requests).
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Accepted,
+    Rejected(String),
+    /// Not sent because the exporter is stopping.
+    Abandoned,
+}
+
+/// A queue record split over requests (shards, or streams held back): completed when its last piece is settled. Any abandoned
+/// piece hands the whole record back to the queue (at-least-once: pieces already accepted may be
+/// sent again after a restart); otherwise a rejected piece makes it rejected.
+pub struct RecordTracker {
+    seq: u64,
+    queue: DurableQueue,
+    state: Mutex<TrackerState>,
+}
+
+struct TrackerState {
+    pending: usize,
+    rejected: Option<String>,
+    abandoned: bool,
+}
+
+impl RecordTracker {
+    /// A tracker with no piece yet: [`RecordTracker::add_piece`] counts each request that carries
+    /// part of the record, all before any of them is sent.
+    pub fn new(seq: u64, queue: DurableQueue) -> RecordTracker {
+        RecordTracker { seq, queue, state: Mutex::new(TrackerState { pending: 0, rejected: None, abandoned: false }) }
+    }
+
+    pub fn add_piece(&self) {
+        self.state.lock().expect("tracker lock").pending += 1;
+    }
+
+    pub fn piece_done(&self, piece: Piece) {
+        let mut st = self.state.lock().expect("tracker lock");
+        match piece {
+            Piece::Accepted => {}
+            Piece::Rejected(m) => {
+                st.rejected.get_or_insert(m);
+            }
+            Piece::Abandoned => st.abandoned = true,
+        }
+        st.pending -= 1;
+        if st.pending > 0 {
+            return;
+        }
+        if st.abandoned {
+            self.queue.release(self.seq);
+        } else if let Some(m) = st.rejected.take() {
+            self.queue.complete(self.seq, Delivery::Rejected(m));
+        } else {
+            self.queue.complete(self.seq, Delivery::Accepted);
+        }
+    }
+}

@@ -6,8 +6,16 @@
 //! shards send in parallel. A queue record is completed once every shard that got a piece of it is
 //! done with that piece; a few batches per shard may be waiting, which keeps every shard busy
 //! without letting the exporter run far ahead of the backend.
+//!
+//! A shard's requests hold at most `batch.max_items` samples and `batch.max_bytes` bytes (as
+//! Prometheus's `max_samples_per_send`), however large the scrape a record came from: Mimir's
+//! ingestion rate limiter refuses a request larger than its burst forever (429 "ingestion rate
+//! limit ... exceeded while adding N samples"), so only the rate, never the size, may be refused.
+//! On 429 a shard waits with the retry backoff (doubling up to `retry.max_backoff`, or
+//! `Retry-After`) before that request and every later one of the shard: sustained 429 slows the
+//! shards down, the queue fills up to its limits, and `when_full` decides what happens then.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use lgtm_config::ExporterConfig;
@@ -16,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::http::{snappy, HttpSender};
-use super::outcome::{concatenate, release, Reporter};
+use super::outcome::{concatenate, release, Piece, RecordTracker, Reporter};
 use super::retry::{Decision, Retrier};
 use crate::ack::Delivery;
 use crate::queue::{DurableQueue, Record};
@@ -40,6 +48,10 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
     let retrier = Retrier::new(EXPORTER, &cfg.retry, stop.clone());
     let reporter = Reporter::new(EXPORTER);
     let shard_count = cfg.shards.max(1);
+    let limits = Limits {
+        max_samples: (cfg.batch.max_items as u64).max(1),
+        max_bytes: (cfg.batch.max_bytes.bytes() as usize).max(1),
+    };
 
     let mut shards = Vec::with_capacity(shard_count);
     let mut workers = Vec::with_capacity(shard_count);
@@ -60,16 +72,26 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
             release(&queue, &records);
             break;
         }
-        for (shard, piece) in split(&records, shard_count, &queue, &reporter).into_iter().enumerate() {
-            let Some(piece) = piece else { continue };
-            let permit = tokio::select! {
-                biased;
-                _ = stop.cancelled() => None,
-                p = shards[shard].reserve() => p.ok(),
-            };
-            // Without a permit the piece is dropped, which hands its records back to the queue.
-            if let Some(permit) = permit {
-                permit.send(piece);
+        let pieces = split(&records, shard_count, limits, &queue, &reporter);
+        // Round-robin over the shards so that one shard's long list does not hold the others idle.
+        let mut pieces: Vec<std::vec::IntoIter<ShardBatch>> = pieces.into_iter().map(Vec::into_iter).collect();
+        loop {
+            let mut any = false;
+            for (shard, list) in pieces.iter_mut().enumerate() {
+                let Some(piece) = list.next() else { continue };
+                any = true;
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => None,
+                    p = shards[shard].reserve() => p.ok(),
+                };
+                // Without a permit the piece is dropped, which hands its records back to the queue.
+                if let Some(permit) = permit {
+                    permit.send(piece);
+                }
+            }
+            if !any {
+                break;
             }
         }
     }
@@ -111,21 +133,85 @@ async fn send_shard(
     }
 }
 
-/// Splits a batch of records into one sub-batch per shard (`None` for a shard with no series).
-fn split(records: &[Record], shards: usize, queue: &DurableQueue, reporter: &Reporter) -> Vec<Option<ShardBatch>> {
-    if shards == 1 {
-        // One shard keeps everything in order anyway: no need to decode.
-        let trackers = records.iter().map(|r| Arc::new(RecordTracker::new(r.seq, 1, queue.clone()))).collect();
-        let samples = records.iter().map(|r| r.items as u64).sum();
-        return vec![Some(ShardBatch { request: concatenate(records), samples, records: trackers, settled: false })];
+/// Bounds of one request, `batch.max_items` samples and `batch.max_bytes` encoded bytes (as
+/// Prometheus's `max_samples_per_send`): a backend's token bucket (Mimir's ingestion burst) can
+/// then refuse a request for the rate only, never for its size. A single series over the bounds
+/// goes alone.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_samples: u64,
+    max_bytes: usize,
+}
+
+/// The request a shard is filling, and the ones it has already cut.
+#[derive(Default)]
+struct ShardRequests {
+    current: Vec<u8>,
+    samples: u64,
+    records: Vec<Arc<RecordTracker>>,
+    cut: Vec<ShardBatch>,
+}
+
+impl ShardRequests {
+    fn cut(&mut self) {
+        if self.records.is_empty() {
+            return;
+        }
+        self.cut.push(ShardBatch {
+            request: Bytes::from(std::mem::take(&mut self.current)),
+            samples: std::mem::take(&mut self.samples),
+            records: std::mem::take(&mut self.records),
+            settled: false,
+        });
+    }
+
+    /// Adds one encoded `timeseries` entry of the record `tracker`, cutting a request first when
+    /// this one would go over `limits`.
+    fn add(&mut self, entry: &[u8], samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
+        let over = self.samples + samples > limits.max_samples || self.current.len() + entry.len() > limits.max_bytes;
+        if over && !self.records.is_empty() {
+            self.cut();
+        }
+        if !self.records.last().is_some_and(|t| Arc::ptr_eq(t, tracker)) {
+            tracker.add_piece();
+            self.records.push(tracker.clone());
+        }
+        self.current.extend_from_slice(entry);
+        self.samples += samples;
+    }
+}
+
+/// Splits a batch of records into requests per shard, each within `limits`, in order.
+fn split(
+    records: &[Record],
+    shards: usize,
+    limits: Limits,
+    queue: &DurableQueue,
+    reporter: &Reporter,
+) -> Vec<Vec<ShardBatch>> {
+    let total: u64 = records.iter().map(|r| r.items as u64).sum();
+    let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+    if shards == 1 && total <= limits.max_samples && bytes <= limits.max_bytes {
+        // One shard keeps everything in order anyway, and it fits in one request: no need to walk.
+        let trackers = records
+            .iter()
+            .map(|r| {
+                let t = Arc::new(RecordTracker::new(r.seq, queue.clone()));
+                t.add_piece();
+                t
+            })
+            .collect();
+        return vec![vec![ShardBatch {
+            request: concatenate(records),
+            samples: total,
+            records: trackers,
+            settled: false,
+        }]];
     }
     // Series are routed by walking the encoded records: each `TimeSeries` entry is copied as raw
     // bytes into its shard's request, so no label is decoded into a `String` (decoding every
     // series was most of the exporter's CPU at 100k series).
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); shards];
-    let mut samples = vec![0u64; shards];
-    let mut trackers: Vec<Vec<Arc<RecordTracker>>> = vec![Vec::new(); shards];
-    let mut touched = vec![false; shards];
+    let mut per_shard: Vec<ShardRequests> = (0..shards).map(|_| ShardRequests::default()).collect();
     let mut routed: Vec<(usize, std::ops::Range<usize>, u64)> = Vec::new();
     for r in records {
         routed.clear();
@@ -135,32 +221,20 @@ fn split(records: &[Record], shards: usize, queue: &DurableQueue, reporter: &Rep
             queue.complete(r.seq, Delivery::Rejected(message));
             continue;
         }
-        touched.iter_mut().for_each(|t| *t = false);
-        for (shard, range, n) in &routed {
-            touched[*shard] = true;
-            samples[*shard] += n;
-            bufs[*shard].extend_from_slice(&r.payload[range.clone()]);
-        }
-        let pieces = touched.iter().filter(|t| **t).count();
-        if pieces == 0 {
+        if routed.is_empty() {
             queue.complete(r.seq, Delivery::Accepted);
             continue;
         }
-        let tracker = Arc::new(RecordTracker::new(r.seq, pieces, queue.clone()));
-        for (shard, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
-            trackers[shard].push(tracker.clone());
+        let tracker = Arc::new(RecordTracker::new(r.seq, queue.clone()));
+        for (shard, range, n) in &routed {
+            per_shard[*shard].add(&r.payload[range.clone()], *n, &tracker, limits);
         }
     }
-    bufs.into_iter()
-        .zip(samples)
-        .zip(trackers)
-        .map(|((request, samples), records)| {
-            (!records.is_empty()).then(|| ShardBatch {
-                request: Bytes::from(request),
-                samples,
-                records,
-                settled: false,
-            })
+    per_shard
+        .into_iter()
+        .map(|mut s| {
+            s.cut();
+            s.cut
         })
         .collect()
 }
@@ -299,62 +373,6 @@ fn shard_of(labels: &[crate::proto::Label], shards: usize) -> usize {
         h.update(&[0xff]);
     }
     (h.digest() % shards as u64) as usize
-}
-
-/// What became of one shard's piece of a record.
-#[derive(Debug, Clone)]
-enum Piece {
-    Accepted,
-    Rejected(String),
-    /// Not sent because the exporter is stopping.
-    Abandoned,
-}
-
-/// A queue record split over shards: completed when its last piece is settled. Any abandoned
-/// piece hands the whole record back to the queue (at-least-once: pieces already accepted may be
-/// sent again after a restart); otherwise a rejected piece makes it rejected.
-struct RecordTracker {
-    seq: u64,
-    queue: DurableQueue,
-    state: Mutex<TrackerState>,
-}
-
-struct TrackerState {
-    pending: usize,
-    rejected: Option<String>,
-    abandoned: bool,
-}
-
-impl RecordTracker {
-    fn new(seq: u64, pieces: usize, queue: DurableQueue) -> RecordTracker {
-        RecordTracker {
-            seq,
-            queue,
-            state: Mutex::new(TrackerState { pending: pieces, rejected: None, abandoned: false }),
-        }
-    }
-
-    fn piece_done(&self, piece: Piece) {
-        let mut st = self.state.lock().expect("tracker lock");
-        match piece {
-            Piece::Accepted => {}
-            Piece::Rejected(m) => {
-                st.rejected.get_or_insert(m);
-            }
-            Piece::Abandoned => st.abandoned = true,
-        }
-        st.pending -= 1;
-        if st.pending > 0 {
-            return;
-        }
-        if st.abandoned {
-            self.queue.release(self.seq);
-        } else if let Some(m) = st.rejected.take() {
-            self.queue.complete(self.seq, Delivery::Rejected(m));
-        } else {
-            self.queue.complete(self.seq, Delivery::Accepted);
-        }
-    }
 }
 
 /// One shard's request: an encoded (uncompressed) `WriteRequest` and the records it has pieces of.
@@ -538,6 +556,45 @@ mod tests {
         // Handed back: the next reader gets it again.
         let again = queue.next(1 << 20, 1000, Duration::ZERO).await.unwrap();
         assert_eq!(again.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_scrape_is_sent_in_requests_of_at_most_max_items() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 2;
+        cfg.batch.max_items = 500;
+        let big = write_request((0..3_000).map(|s| series("m", s, &[(1, 1.0)])).collect());
+        let small = write_request(vec![series("up", 1, &[(1, 1.0)])]);
+        let acks = push_and_run(run, cfg, "t", vec![big, small], 3_001).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted), Some(Delivery::Accepted)]);
+        let sizes: Vec<usize> = capture.requests().iter().map(|r| decode(&r.body).timeseries.len()).collect();
+        assert!(sizes.iter().all(|n| *n <= 500), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 3_001);
+        assert!(sizes.len() >= 6, "{sizes:?}");
+
+        // One shard: split too (before, one shard sent the records whole).
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 1;
+        cfg.batch.max_items = 1_000;
+        let big = write_request((0..2_500).map(|s| series("m", s, &[(1, 1.0)])).collect());
+        let acks = push_and_run(run, cfg, "t", vec![big], 2_500).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let sizes: Vec<usize> = capture.requests().iter().map(|r| decode(&r.body).timeseries.len()).collect();
+        assert_eq!(sizes, vec![1_000, 1_000, 500]);
+    }
+
+    #[tokio::test]
+    async fn a_record_split_over_requests_is_rejected_if_one_of_them_is() {
+        let capture = Capture::start(vec![(200, "").into(), (400, "out of order sample").into()]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 1;
+        cfg.batch.max_items = 10;
+        let big = write_request((0..20).map(|s| series("m", s, &[(1, 1.0)])).collect());
+        let acks = push_and_run(run, cfg, "t", vec![big], 20).await;
+        assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("out of order")), "{acks:?}");
+        assert_eq!(capture.requests().len(), 2);
     }
 
     #[test]

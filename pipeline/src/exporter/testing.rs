@@ -48,9 +48,13 @@ impl Seen {
     }
 }
 
+/// Answers from the request body: status and body.
+type Responder = Arc<dyn Fn(&[u8]) -> (u16, String) + Send + Sync>;
+
 #[derive(Default)]
 struct Script {
     replies: std::collections::VecDeque<Reply>,
+    responder: Option<Responder>,
     seen: Vec<Seen>,
 }
 
@@ -68,6 +72,13 @@ impl Capture {
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
+        capture
+    }
+
+    /// Plain HTTP, answering each request with what `respond` makes of its body.
+    pub async fn start_with(respond: impl Fn(&[u8]) -> (u16, String) + Send + Sync + 'static) -> Capture {
+        let capture = Capture::start(vec![]).await;
+        capture.script.lock().unwrap().responder = Some(Arc::new(respond));
         capture
     }
 
@@ -96,7 +107,7 @@ impl Capture {
         let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };
         let capture = Capture {
             base: format!("{scheme}://{host}:{port}"),
-            script: Arc::new(Mutex::new(Script { replies: replies.into(), seen: Vec::new() })),
+            script: Arc::new(Mutex::new(Script { replies: replies.into(), responder: None, seen: Vec::new() })),
         };
         let router = Router::new().fallback(answer).with_state(capture.clone());
         (capture, router, listener)
@@ -113,6 +124,11 @@ impl Capture {
 
 async fn answer(State(capture): State<Capture>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let mut script = capture.script.lock().unwrap();
+    if let Some(respond) = script.responder.clone() {
+        let (status, text) = respond(&body);
+        script.seen.push(Seen { path: uri.path().to_string(), headers, body, at: Instant::now(), status });
+        return (StatusCode::from_u16(status).unwrap(), text).into_response();
+    }
     let reply = script.replies.pop_front().unwrap_or(Reply { status: 200, body: "", retry_after: None });
     script.seen.push(Seen { path: uri.path().to_string(), headers, body, at: Instant::now(), status: reply.status });
     let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();

@@ -150,6 +150,13 @@ pub fn check_framing(bytes: &[u8]) -> Result<usize, WireError> {
     Ok(resource_spans)
 }
 
+/// The byte range of each `resource_spans` field (key and length included) of a request whose
+/// framing reads ([`check_framing`]): each range on its own is a request holding that one
+/// `ResourceSpans`. Other top-level fields are left out.
+pub fn resource_spans_ranges(bytes: &[u8]) -> Result<Vec<std::ops::Range<usize>>, WireError> {
+    reader::occurrences(bytes, 1).map(|o| o.map(|o| o.start..o.end)).collect()
+}
+
 /// A string attribute.
 pub fn string_attribute(key: &str, value: &str) -> KeyValue {
     KeyValue {

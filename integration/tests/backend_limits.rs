@@ -1,0 +1,464 @@
+//! Backends that push back with their default limits, against the real `lgtm-agent` binary on
+//! loopback, each case bounded in time: the stand-ins in `integration/src` answer as Loki, Tempo
+//! and Mimir do (the texts are theirs), and each case checks what a user would: what was stored
+//! once, twice, or dropped and counted in `/metrics`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lgtm_integration::agent::AgentProcess;
+use lgtm_integration::agent_config::{AgentConfig, Backoff};
+use lgtm_integration::fake_loki::{FakeLoki, LokiLimits};
+use lgtm_integration::fake_mimir::{FakeMimir, CORTEX_INGESTION_BURST, CORTEX_INGESTION_RATE};
+use lgtm_integration::fake_target::FakeTarget;
+use lgtm_integration::{eventually, free_port};
+use serde_json::json;
+
+/// A Prometheus text body of `n` series.
+fn many_series(n: usize) -> String {
+    let mut body = String::with_capacity(n * 40);
+    body.push_str("# TYPE wide gauge\n");
+    for i in 0..n {
+        body.push_str(&format!("wide{{i=\"{i}\"}} {i}\n"));
+    }
+    body
+}
+
+/// Issue 23, item 4: a scrape larger than the tenant's ingestion burst (Cortex's default 50,000
+/// samples; 60,000 were seen) used to go in one request per shard, refused with 429 forever:
+/// nothing stored, not even `up`. Requests are now cut at `batch.max_items`, so every one fits
+/// the bucket and only the rate holds them back (429, the shard waits and retries). Scaled down
+/// tenfold (a debug build scrapes 60,000 series slowly): burst 5,000, 5,000 samples/s, 12,000
+/// series in one scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_larger_than_the_ingestion_burst_is_stored_whole() {
+    let series = 12_000;
+    let mimir = FakeMimir::start(CORTEX_INGESTION_RATE / 5.0, CORTEX_INGESTION_BURST / 10.0).await;
+    let target = FakeTarget::start(&many_series(series)).await;
+    let data = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let cfg = AgentConfig::new("it-limits", data.path(), admin)
+        .mimir(&mimir.push_url(), Backoff("100ms", "1s"))
+        .set("exporters.mimir.shards", 1)
+        .set("exporters.mimir.batch.max_items", 1000)
+        .set("exporters.mimir.batch.max_bytes", "4MiB")
+        .scrape("60s", "20s", json!([{ "targets": [target.addr.to_string()], "labels": { "job": "wide" } }]));
+    let agent = AgentProcess::start(data.path(), &cfg.yaml(), admin).await;
+
+    let started = Instant::now();
+    let all_stored = || {
+        let st = mimir.state();
+        st.series_with_prefix("wide{") == series && st.series_with_prefix("up{") == 1
+    };
+    while started.elapsed() < Duration::from_secs(40) && !all_stored() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let st = mimir.state();
+        let done = st.series_with_prefix("wide{") == series && st.series_with_prefix("up{") == 1;
+        assert!(done, "after 40 s: {} series; requests {:?}\n{}", st.samples.len(), st.requests, agent.log());
+    }
+    let (stored, requests, largest, refused, twice) = {
+        let st = mimir.state();
+        (
+            st.samples.len(),
+            st.requests.len(),
+            st.requests.iter().map(|(n, _)| *n).max().unwrap_or(0),
+            st.requests.iter().filter(|(_, status)| *status == 429).count(),
+            st.samples.values().filter(|n| **n > 1).count(),
+        )
+    };
+    eprintln!(
+        "stored {stored} series in {:.1?}; {requests} requests, largest {largest} samples, {refused} answered 429; twice {twice}",
+        started.elapsed(),
+    );
+    assert!(largest <= 1000, "a request of {largest} samples");
+    assert_eq!(twice, 0, "a sample stored twice");
+    assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["mimir"]).await, 0.0);
+}
+
+/// Appends `lines` CRI lines (stdout and stderr alternately) to
+/// `<pods>/shop_<pod>_0000-<pod>/app/0.log`, numbered from `from`, each `pad` bytes long at least.
+fn write_cri(pods: &Path, pod: &str, from: usize, lines: usize, pad: usize) {
+    let dir = pods.join(format!("shop_{pod}_0000-{pod}")).join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("0.log")).unwrap();
+    let mut buf = String::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for i in from..from + lines {
+        let stream = if i % 2 == 0 { "stdout" } else { "stderr" };
+        let text = format!("{pod} line {i} ");
+        let fill = "x".repeat(pad.saturating_sub(text.len()));
+        buf.push_str(&format!("{} {stream} F {text}{fill}\n", rfc3339(now, i)));
+    }
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// `secs` (Unix) as an RFC 3339 UTC time with `nanos` nanoseconds.
+fn rfc3339(secs: u64, nanos: usize) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Lines of the fake Loki, with how often each arrived.
+fn stored(loki: &FakeLoki) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in &loki.state().pushes {
+        for s in &p.streams {
+            for e in &s.entries {
+                *out.entry(e.line.split(' ').take(3).collect::<Vec<_>>().join(" ")).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+fn logs_agent(data: &Path, pods: &Path, url: &str, admin: u16) -> AgentConfig {
+    AgentConfig::new("it-limits", data, admin)
+        .set("node_name", "node-a")
+        .loki(url, Backoff("50ms", "500ms"))
+        .logs_from(pods)
+}
+
+/// How many lines arrived once, twice or more; printed for RELIABILITY.md.
+fn once_twice(stored: &BTreeMap<String, usize>) -> (usize, usize) {
+    (stored.values().filter(|n| **n == 1).count(), stored.values().filter(|n| **n > 1).count())
+}
+
+/// Issue 23, item 1: Loki 2.9 (`allow_structured_metadata: false` by default) answers 400 to
+/// every entry with structured metadata; every line was dropped. Now the exporter sends them
+/// again without it, remembers that for the tenant, logs it once and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_metadata_refused_is_sent_again_without_it() {
+    let loki = FakeLoki::start().await;
+    loki.state().limits = LokiLimits { refuse_structured_metadata: true, ..Default::default() };
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    write_cri(&pods, "pod-0", 0, 2000, 60);
+    let admin = free_port();
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin).yaml(),
+        admin,
+    )
+    .await;
+    write_cri(&pods, "pod-0", 2000, 2000, 60);
+    eventually(Duration::from_secs(30), "4,000 lines stored", || async { (stored(&loki).len() == 4000).then_some(()) })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = stored(&loki);
+    let (once, twice) = once_twice(&lines);
+    let refusals = loki.state().refusals.get(&400).copied().unwrap_or(0);
+    let log = agent.log();
+    let logged = log.matches("refuses structured metadata").count();
+    eprintln!("structured metadata refused: 4,000 lines written, {once} stored once, {twice} twice; Loki answered 400 {refusals} time(s); logged {logged} time(s)");
+    assert_eq!((once, twice), (4000, 0));
+    assert_eq!(refusals, 1, "refused once, then sent without metadata");
+    assert_eq!(logged, 1, "logged once:\n{log}");
+    assert_eq!(agent.metric_sum("lgtm_agent_loki_structured_metadata_refused_total", &[]).await, 1.0);
+    assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await, 0.0);
+}
+
+/// Issue 17, item 4: a 413 dropped the whole batch. Now the batch is cut in halves down to the
+/// one line still too large, which alone is dropped and counted; the rest is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_too_large_drops_only_the_line_that_is() {
+    let loki = FakeLoki::start().await;
+    loki.state().limits = LokiLimits { max_request_bytes: Some(64 * 1024), ..Default::default() };
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    write_cri(&pods, "pod-0", 0, 1500, 100);
+    write_cri(&pods, "pod-0", 1500, 1, 100 * 1024);
+    write_cri(&pods, "pod-0", 1501, 1499, 100);
+    let admin = free_port();
+    let cfg = logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin)
+        .set("exporters.loki.batch.max_bytes", "512KiB");
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    eventually(Duration::from_secs(30), "2,999 lines stored", || async { (stored(&loki).len() >= 2999).then_some(()) })
+        .await;
+    eventually(Duration::from_secs(10), "the large line counted", || async {
+        (agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki", "http_413"]).await >= 1.0).then_some(())
+    })
+    .await;
+    let lines = stored(&loki);
+    let (once, twice) = once_twice(&lines);
+    let dropped = agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await;
+    eprintln!("413: 3,000 lines written (one of 100 KiB, limit 64 KiB), {once} stored once, {twice} twice, dropped and counted {dropped}; 413 answered {} times", loki.state().refusals.get(&413).copied().unwrap_or(0));
+    assert!(!lines.contains_key("pod-0 line 1500"), "the large line");
+    assert_eq!((once, twice), (2999, 0));
+    assert_eq!(dropped, 1.0);
+}
+
+/// Issue 17, item 5: a redirect dropped everything. A redirect to the same host is followed; one
+/// to another host is not (the credentials stay), is logged as an error with its Location and is
+/// retried, never dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_to_the_same_host_are_followed_and_others_are_loud_and_retried() {
+    let loki = FakeLoki::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    write_cri(&pods, "pod-0", 0, 500, 60);
+    let admin = free_port();
+    let moved = format!("http://{}/moved/loki/api/v1/push", loki.addr);
+    let agent =
+        AgentProcess::start(tmp.path(), &logs_agent(&tmp.path().join("data"), &pods, &moved, admin).yaml(), admin)
+            .await;
+    eventually(Duration::from_secs(20), "500 lines through the redirect", || async {
+        (stored(&loki).len() == 500).then_some(())
+    })
+    .await;
+    assert_eq!(once_twice(&stored(&loki)), (500, 0));
+    drop(agent);
+
+    let loki = FakeLoki::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let admin = free_port();
+    let elsewhere = format!("http://{}/elsewhere/loki/api/v1/push", loki.addr);
+    let cfg = logs_agent(&tmp.path().join("data"), &pods, &elsewhere, admin)
+        .set("exporters.loki.basic_auth", json!({ "username": "agent", "password": "s3cret" }));
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    write_cri(&pods, "pod-0", 0, 500, 60);
+    eventually(Duration::from_secs(20), "retries of the redirected request", || async {
+        (agent.metric_sum("lgtm_agent_exporter_retries_total", &["loki"]).await >= 3.0).then_some(())
+    })
+    .await;
+    let readyz = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.unwrap();
+    let (status, text) = (readyz.status().as_u16(), readyz.text().await.unwrap_or_default());
+    assert_eq!(status, 503, "/readyz while the backend redirects elsewhere: {text}");
+    assert!(text.contains("loki"), "{text}");
+    let log = agent.log();
+    assert!(log.contains("ERROR") && log.contains("loki.elsewhere.invalid"), "an error naming the Location:\n{log}");
+    assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await, 0.0);
+    assert_eq!(loki.total_entries(), 0);
+}
+
+/// Issue 23, item 2: past the tenant's stream limit every request with a new stream was retried
+/// forever, one at a time, so the streams Loki had stopped too. Now only the refused streams are
+/// held back (and dropped and counted after `stream_limit_hold_back`); the others keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_stream_limit_only_the_refused_streams_are_held_back() {
+    let loki = FakeLoki::start().await;
+    loki.state().limits = LokiLimits { max_streams: Some(3), ..Default::default() };
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    for p in 0..3 {
+        write_cri(&pods, &format!("pod-{p}"), 0, 100, 60);
+    }
+    let admin = free_port();
+    let cfg = logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin)
+        .set("exporters.loki.stream_limit_hold_back", "3s");
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    eventually(Duration::from_secs(20), "the first three streams", || async {
+        (stored(&loki).len() == 300).then_some(())
+    })
+    .await;
+    // Two more streams, past the limit, and more lines of the three Loki has.
+    for p in 3..5 {
+        write_cri(&pods, &format!("pod-{p}"), 0, 100, 60);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    for round in 1..6 {
+        for p in 0..3 {
+            write_cri(&pods, &format!("pod-{p}"), round * 100, 100, 60);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually(Duration::from_secs(20), "every line of the three streams", || async {
+        (stored(&loki).keys().filter(|l| ["pod-0", "pod-1", "pod-2"].iter().any(|p| l.starts_with(p))).count() == 1800)
+            .then_some(())
+    })
+    .await;
+    let flowing = started.elapsed();
+    eventually(Duration::from_secs(20), "the refused streams dropped and counted", || async {
+        (agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await >= 200.0).then_some(())
+    })
+    .await;
+    let lines = stored(&loki);
+    let (once, twice) = once_twice(&lines);
+    let refused = lines.keys().filter(|l| l.starts_with("pod-3") || l.starts_with("pod-4")).count();
+    let held = agent.metric_sum("lgtm_agent_loki_held_back_total", &[]).await;
+    let dropped = agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await;
+    let counted = agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki", "stream_limit"]).await;
+    eprintln!(
+        "stream limit 3, 5 streams: 1,800 lines of the 3 admitted streams all stored ({flowing:.1?} after the limit was hit), {once} once, {twice} twice; \
+         200 lines of the 2 refused streams: {refused} stored, {held} held back, {dropped} dropped and counted (stream_limit {counted})"
+    );
+    assert_eq!(refused, 0);
+    assert_eq!(twice, 0);
+    assert_eq!(dropped, 200.0);
+    assert_eq!(counted, 200.0);
+}
+
+/// Issue 23, item 6: Loki stores the valid entries of a request and answers 400 listing the
+/// refused ones; the whole request was counted as dropped. Now what was refused is counted, by
+/// Loki's reason, and the rest as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_400_counts_only_the_refused_entries_by_reason() {
+    let loki = FakeLoki::start().await;
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    loki.state().limits = LokiLimits { oldest_accepted_ns: Some(now_ns - 3_600_000_000_000), ..Default::default() };
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    // 150 lines two days old, then 100 current ones, in one file (one stream).
+    let dir = pods.join("shop_pod-0_0000-pod-0").join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = (now_ns / 1_000_000_000) as u64 - 2 * 86_400;
+    let mut text = String::new();
+    for i in 0..150 {
+        text.push_str(&format!("{} stdout F pod-0 line {i} old\n", rfc3339(old, i)));
+    }
+    std::fs::write(dir.join("0.log"), text).unwrap();
+    write_cri(&pods, "pod-0", 150, 100, 40);
+    let admin = free_port();
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin).yaml(),
+        admin,
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the 100 current lines", || async {
+        (stored(&loki).len() == 100).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the refusals counted", || async {
+        (agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki"]).await >= 150.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let too_old = agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki", "greater_than_max_sample_age"]).await;
+    let failed = agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki"]).await;
+    let sent = agent.metric_sum("lgtm_agent_exporter_sent_total", &["loki"]).await;
+    eprintln!(
+        "partial 400: 250 lines, 150 too old; stored {}, counted refused {failed} (too old {too_old}), sent {sent}",
+        stored(&loki).len()
+    );
+    assert_eq!(too_old, 150.0);
+    assert_eq!(failed, 150.0);
+    assert_eq!(sent, 100.0);
+}
+
+/// Issue 23, item 5: above the per-stream rate Loki stores what fits and answers 429 for the
+/// rest; the whole request was sent again, storing lines twice (23 % of a 64 MiB catch-up). Now
+/// each stream is paced below `per_stream_rate`, so a catch-up stores each line once. Scaled
+/// down: 512 KB/s per stream (Loki: 3MB/s), 4 MiB written before the agent starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_above_the_per_stream_rate_stores_each_line_once() {
+    let loki = FakeLoki::start().await;
+    loki.state().limits = LokiLimits { per_stream_rate: Some((512_000.0, 512_000.0)), ..Default::default() };
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let lines = 20_000;
+    write_cri(&pods, "pod-0", 0, lines, 200);
+    let admin = free_port();
+    let cfg = logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin)
+        .set("exporters.loki.per_stream_rate", "512KB")
+        .set("exporters.loki.batch.max_bytes", "256KiB");
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    let started = Instant::now();
+    eventually(Duration::from_secs(40), "every line of the catch-up", || async {
+        (stored(&loki).len() == lines).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = stored(&loki);
+    let (once, twice) = once_twice(&stored);
+    let refused = loki.state().refusals.get(&429).copied().unwrap_or(0);
+    eprintln!("per-stream rate 512 KB/s: {lines} lines (~4 MiB) of one stream, {once} stored once, {twice} twice, in {took:.1?}; Loki answered 429 {refused} times");
+    assert_eq!((once, twice), (lines, 0));
+    assert_eq!(refused, 0);
+    assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["loki"]).await, 0.0);
+}
+
+/// Issue 23, item 3: Tempo refuses a message over its 4 MiB gRPC limit with RESOURCE_EXHAUSTED
+/// "received message after decompression larger than max", which was retried forever: no later
+/// trace arrived. Now requests stay within `batch.max_bytes`, a "larger than max" is cut in
+/// halves, and only a span that alone is too large is dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempo_larger_than_max_is_cut_and_only_a_span_too_large_alone_is_dropped() {
+    use lgtm_integration::otlp_receiver::OtlpReceiver;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    let tempo = OtlpReceiver::start().await;
+    tempo.state().max_message = Some(256 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let http = free_port();
+    // The exporter's bound is larger than this Tempo's limit: the backend's answer must cut.
+    let cfg = AgentConfig::new("it-limits", &tmp.path().join("data"), admin)
+        .set("exporters.tempo", json!({ "url": tempo.endpoint(), "batch": { "max_wait": "100ms", "max_bytes": "2MiB" }, "retry": { "initial_backoff": "50ms", "max_backoff": "500ms" } }))
+        .set("otlp", json!({ "enabled": true, "grpc": "", "http": format!("127.0.0.1:{http}") }));
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    let span = |i: usize, size: usize| Span {
+        trace_id: vec![1; 16],
+        span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+        name: format!("span-{i}-{}", "n".repeat(size)),
+        ..Default::default()
+    };
+    let client = reqwest::Client::new();
+    let mut sent = 0;
+    for r in 0..4 {
+        // 400 spans of ~2 KiB (~800 KiB per request); the third request also holds a 300 KiB span.
+        let mut spans: Vec<Span> = (0..400).map(|i| span(r * 1000 + i, 2000)).collect();
+        if r == 2 {
+            spans.push(span(99_999, 300 * 1024));
+        }
+        sent += spans.len();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        let resp = client
+            .post(format!("http://127.0.0.1:{http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    eventually(Duration::from_secs(30), "1,600 spans at Tempo", || async {
+        (tempo.span_count() >= 1600).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the large span counted", || async {
+        (agent.metric_sum("lgtm_agent_exporter_failed_total", &["tempo", "too_large"]).await >= 1.0).then_some(())
+    })
+    .await;
+    let mut names = BTreeMap::new();
+    for e in &tempo.state().exports {
+        for rs in &e.request.resource_spans {
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    *names.entry(s.name.split('-').take(2).collect::<Vec<_>>().join("-")).or_insert(0usize) += 1;
+                }
+            }
+        }
+    }
+    let (once, twice) = once_twice(&names);
+    let too_large = tempo.state().too_large;
+    eprintln!("tempo (limit 256 KiB): {sent} spans sent, {once} stored once, {twice} twice; {too_large} requests refused as larger than max; dropped and counted {}", agent.metric_sum("lgtm_agent_dropped_total", &["tempo"]).await);
+    assert_eq!((once, twice), (1600, 0));
+    assert!(!names.contains_key("span-99999"));
+    assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["tempo"]).await, 1.0);
+}
