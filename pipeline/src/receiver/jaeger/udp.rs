@@ -43,7 +43,7 @@ pub async fn bind(transport: &'static str, addr: &str, buffer: usize) -> Result<
     socket.bind(&resolved.into()).map_err(bind_error)?;
     let granted = socket.recv_buffer_size().unwrap_or(0);
     let socket = UdpSocket::from_std(socket.into()).map_err(bind_error)?;
-    tracing::info!(transport, addr = ?socket.local_addr().ok(), receive_buffer = granted, "Jaeger UDP receiver listening");
+    tracing::info!(transport, addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), receive_buffer = granted, "Jaeger UDP receiver listening");
     Ok(Some(socket))
 }
 

@@ -23,7 +23,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use lgtm_config::OtlpConfig;
+use lgtm_config::{OtlpConfig, ReceiverLimits};
 use prometheus::IntCounterVec;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ use crate::metrics::counter_vec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZipkinError {
-    #[error("Zipkin receiver cannot listen on {addr:?}: {source}")]
+    #[error("otlp.zipkin: cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("Zipkin receiver failed: {0}")]
     Serve(std::io::Error),
@@ -64,6 +64,7 @@ pub struct ZipkinReceiver {
     listener: Option<TcpListener>,
     traces: Arc<dyn TraceConsumer>,
     max_request_size: usize,
+    limits: ReceiverLimits,
 }
 
 impl ZipkinReceiver {
@@ -77,7 +78,8 @@ impl ZipkinReceiver {
             Some(TcpListener::bind(addr).await.map_err(bind_error)?)
         };
         let max_request_size = usize::try_from(cfg.max_request_size.bytes()).unwrap_or(usize::MAX);
-        Ok(ZipkinReceiver { listener, traces, max_request_size })
+        super::body::set_in_flight_budget(cfg.limits.max_in_flight_bytes.bytes());
+        Ok(ZipkinReceiver { listener, traces, max_request_size, limits: cfg.limits.clone() })
     }
 
     pub fn addr(&self) -> Option<SocketAddr> {
@@ -86,12 +88,26 @@ impl ZipkinReceiver {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ZipkinError> {
         let Some(listener) = self.listener else { return Ok(()) };
-        tracing::info!(addr = ?listener.local_addr().ok(), "Zipkin receiver listening");
-        axum::serve(listener, router(self.traces, self.max_request_size))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(ZipkinError::Serve)
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr, "Zipkin receiver listening");
+        let router = router(self.traces, self.max_request_size);
+        super::serve::serve_http(listener, router, self.limits, "zipkin", shutdown).await.map_err(ZipkinError::Serve)
     }
+}
+
+/// The converted spans of one request may take this many times the request's (decompressed) size;
+/// a request over it is refused with 413 before the rest is converted. Zipkin JSON of tiny spans
+/// (`{"traceId":"1","id":"1"}`, 25 bytes) would otherwise take about 13 times its size as OTLP
+/// spans, and protobuf about 15 times. Together with the body itself and its encoded copy in the
+/// queue, a request's peak is within about 4 times its size (measured: RELIABILITY.md, hostile
+/// clients).
+pub const DECODED_PER_BYTE: usize = 2;
+
+/// Small requests may take more than [`DECODED_PER_BYTE`] times their size, up to this.
+const DECODED_FLOOR: usize = 1024 * 1024;
+
+fn decoded_budget(request_bytes: usize) -> usize {
+    request_bytes.saturating_mul(DECODED_PER_BYTE).max(DECODED_FLOOR)
 }
 
 #[derive(Clone)]
@@ -121,9 +137,30 @@ async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
         }
     };
     let result = async {
-        let plain = read_plain(&headers, body, s.limit).await?;
-        let spans = if format == "json" { json::decode(&plain) } else { proto::decode(&plain) };
-        let req = translate::to_otlp(spans.map_err(|message| Refusal::Invalid { reason: "malformed", message })?);
+        let (plain, held) = read_plain(&headers, body, s.limit).await?;
+        let budget = decoded_budget(plain.len());
+        let mut builder = translate::OtlpBuilder::default();
+        let mut over_budget = false;
+        let push = |span| {
+            builder.push(span);
+            if builder.decoded_bytes() > budget {
+                over_budget = true;
+                return Err(String::new());
+            }
+            Ok(())
+        };
+        let read = if format == "json" { json::for_each(&plain, push) } else { proto::for_each(&plain, push) };
+        if over_budget {
+            return Err(Refusal::TooLarge(format!(
+                "the {} spans read so far of this {}-byte request take more than {budget} bytes once converted \
+                 (at most {DECODED_PER_BYTE} times the request); send fewer spans per request",
+                builder.spans(),
+                plain.len()
+            )));
+        }
+        read.map_err(|message| Refusal::Invalid { reason: "malformed", message })?;
+        drop((plain, held));
+        let req = builder.finish();
         let n = span_count(&req);
         if n > 0 {
             s.traces.consume(req).map_err(Refusal::from)?;
