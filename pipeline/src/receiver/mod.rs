@@ -54,8 +54,8 @@ use intake::Intake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
-    #[error("otlp.{transport}: cannot listen on {addr}: {source}")]
-    Bind { transport: &'static str, addr: String, source: std::io::Error },
+    #[error("otlp.{transport}: cannot listen on {addr}: {error}")]
+    Bind { transport: &'static str, addr: String, error: std::io::Error },
     #[error("OTLP/gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("OTLP/HTTP server failed: {0}")]
@@ -172,7 +172,7 @@ async fn listen(transport: &'static str, addr: &str) -> Result<Option<TcpListene
     if addr.trim().is_empty() {
         return Ok(None);
     }
-    let bind_error = |source| ReceiverError::Bind { transport, addr: addr.to_string(), source };
+    let bind_error = |error| ReceiverError::Bind { transport, addr: addr.to_string(), error };
     TcpListener::bind(addr).await.map(Some).map_err(bind_error)
 }
 

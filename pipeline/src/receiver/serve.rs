@@ -173,6 +173,7 @@ pub async fn serve_http(
         .keep_alive_timeout(limits.keepalive_timeout.get());
     let builder = Arc::new(builder);
     let request_timeout = limits.request_timeout.get();
+    let header_timeout = limits.header_timeout.get();
     // Each connection's task holds a clone; shutdown waits for the last one.
     let connections = Arc::new(());
     loop {
@@ -181,8 +182,13 @@ pub async fn serve_http(
             _ = shutdown.cancelled() => break,
         };
         let router = router.clone();
+        // hyper's header timer starts with the first byte of a request head: a connection that
+        // sends nothing at all is closed here after the same time.
+        let spoke = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let first_request = spoke.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let router = router.clone();
+            first_request.store(true, std::sync::atomic::Ordering::Relaxed);
             async move {
                 let req = req.map(axum::body::Body::new);
                 match tokio::time::timeout(request_timeout, router.oneshot(req)).await {
@@ -199,8 +205,15 @@ pub async fn serve_http(
         tokio::spawn(async move {
             let _alive = alive;
             let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+            let silent = async {
+                tokio::time::sleep(header_timeout).await;
+                if spoke.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = conn.as_mut() => return,
+                _ = silent => return,
                 _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
             }
             let _ = tokio::time::timeout(DRAIN, conn).await;

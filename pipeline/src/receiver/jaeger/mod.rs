@@ -48,8 +48,8 @@ pub const MAX_DATAGRAM: usize = 65_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JaegerError {
-    #[error("otlp.jaeger.{transport}: cannot listen on {addr}: {source}")]
-    Bind { transport: &'static str, addr: String, source: std::io::Error },
+    #[error("otlp.jaeger.{transport}: cannot listen on {addr}: {error}")]
+    Bind { transport: &'static str, addr: String, error: std::io::Error },
     #[error("Jaeger/{transport} server failed: {message}")]
     Serve { transport: &'static str, message: String },
 }
@@ -195,7 +195,7 @@ async fn listen(transport: &'static str, addr: &str) -> Result<Option<TcpListene
     if addr.is_empty() {
         return Ok(None);
     }
-    let bind_error = |source| JaegerError::Bind { transport, addr: addr.to_string(), source };
+    let bind_error = |error| JaegerError::Bind { transport, addr: addr.to_string(), error };
     TcpListener::bind(addr).await.map(Some).map_err(bind_error)
 }
 

@@ -29,7 +29,7 @@ pub async fn bind(transport: &'static str, addr: &str, buffer: usize) -> Result<
     if addr.is_empty() {
         return Ok(None);
     }
-    let bind_error = |source| JaegerError::Bind { transport, addr: addr.to_string(), source };
+    let bind_error = |error| JaegerError::Bind { transport, addr: addr.to_string(), error };
     let resolved = tokio::net::lookup_host(addr)
         .await
         .map_err(bind_error)?

@@ -36,8 +36,8 @@ use crate::metrics::counter_vec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZipkinError {
-    #[error("otlp.zipkin: cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("otlp.zipkin: cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error("Zipkin receiver failed: {0}")]
     Serve(std::io::Error),
 }
@@ -74,7 +74,7 @@ impl ZipkinReceiver {
         let listener = if cfg.enabled == Some(false) || addr.is_empty() {
             None
         } else {
-            let bind_error = |source| ZipkinError::Bind { addr: addr.to_string(), source };
+            let bind_error = |error| ZipkinError::Bind { addr: addr.to_string(), error };
             Some(TcpListener::bind(addr).await.map_err(bind_error)?)
         };
         let max_request_size = usize::try_from(cfg.max_request_size.bytes()).unwrap_or(usize::MAX);
