@@ -601,6 +601,7 @@ async fn one_request_takes_at_most_four_times_its_size_in_memory() {
         let yaml = AgentConfig::new("it-hostile", &dir.join("data"), admin)
             .set("otlp", receivers_off())
             .set(field, format!("127.0.0.1:{port}"))
+            .set("shutdown.grace_period", "1s")
             .set(
                 "exporters.tempo",
                 json!({ "url": format!("http://127.0.0.1:{}", free_port()),
@@ -627,6 +628,10 @@ async fn one_request_takes_at_most_four_times_its_size_in_memory() {
             before as f64 / 1048576.0,
             peak as f64 / 1048576.0
         ));
+        println!("{}", table.last().unwrap());
+        if receiver == "zipkin" && status.as_ref().ok() != Some(&202) {
+            over.push(format!("{receiver} {encoding}: answered {status:?}, 202 expected (taken in parts)"));
+        }
         if bounded && per_byte > 4.0 {
             over.push(format!("{receiver} {encoding}: {per_byte:.2}"));
         }

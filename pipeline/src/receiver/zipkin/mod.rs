@@ -4,6 +4,9 @@
 //! ([`translate`] documents the mapping) and handed to the same [`TraceConsumer`] as OTLP spans.
 //! Zipkin v1 (`/api/v1/spans`) is not served.
 //!
+//! Spans are read one at a time and handed on in parts of bounded size (see [`chunk_bytes`]), so
+//! memory stays within a few times the request whatever its spans look like.
+//!
 //! Answers: 202 when taken, 400 unreadable, 413 over `otlp.max_request_size`, 415 another content
 //! type, 429 with `Retry-After` when the next stage is full, 503 when shutting down. Counted in
 //! `lgtm_agent_zipkin_received_total{format}` (spans) and
@@ -95,19 +98,31 @@ impl ZipkinReceiver {
     }
 }
 
-/// The converted spans of one request may take this many times the request's (decompressed) size;
-/// a request over it is refused with 413 before the rest is converted. Zipkin JSON of tiny spans
-/// (`{"traceId":"1","id":"1"}`, 25 bytes) would otherwise take about 13 times its size as OTLP
-/// spans, and protobuf about 15 times. Together with the body itself and its encoded copy in the
-/// queue, a request's peak is within about 4 times its size (measured: RELIABILITY.md, hostile
-/// clients).
-pub const DECODED_PER_BYTE: usize = 2;
+/// Spans are handed on in parts whose converted (OTLP) form takes about this many times the
+/// request's (decompressed) size, 1 MiB at least, so that one request never holds all its spans
+/// converted at once: Zipkin JSON of tiny spans (`{"traceId":"1","id":"1"}`, 25 bytes) takes about
+/// 13 times its size as OTLP spans, protobuf about 15 times, typical spans about 3 times. With the
+/// body itself and the encoded copy in the queue a request's peak stays within about 4 times its
+/// size (RELIABILITY.md, hostile clients). A part refused by the next stage (full) answers 429:
+/// the parts taken before it arrive twice when the client retries, which is allowed (at least
+/// once) and rare (only requests over 1 MiB of converted spans have several parts).
+const CHUNK_PER_BYTE: usize = 1;
 
-/// Small requests may take more than [`DECODED_PER_BYTE`] times their size, up to this.
-const DECODED_FLOOR: usize = 1024 * 1024;
+const CHUNK_FLOOR: usize = 1024 * 1024;
 
-fn decoded_budget(request_bytes: usize) -> usize {
-    request_bytes.saturating_mul(DECODED_PER_BYTE).max(DECODED_FLOOR)
+fn chunk_bytes(request_bytes: usize) -> usize {
+    request_bytes.saturating_mul(CHUNK_PER_BYTE).max(CHUNK_FLOOR)
+}
+
+/// Converts what `builder` holds and hands it to the consumer, counted.
+fn hand_on(traces: &dyn TraceConsumer, format: &'static str, builder: translate::OtlpBuilder) -> Result<(), Refusal> {
+    let req = builder.finish();
+    let n = span_count(&req);
+    if n > 0 {
+        traces.consume(req).map_err(Refusal::from)?;
+        metrics().received.with_label_values(&[format]).inc_by(n as u64);
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -138,34 +153,35 @@ async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
     };
     let result = async {
         let (plain, held) = read_plain(&headers, body, s.limit).await?;
-        let budget = decoded_budget(plain.len());
+        if format == "json" {
+            // Syntax first (nothing allocated): a body broken midway is refused whole rather than
+            // after some of its spans were handed on.
+            serde_json::from_slice::<serde::de::IgnoredAny>(&plain).map_err(|e| Refusal::Invalid {
+                reason: "malformed",
+                message: format!("invalid Zipkin JSON: {e}"),
+            })?;
+        }
+        let chunk = chunk_bytes(plain.len());
         let mut builder = translate::OtlpBuilder::default();
-        let mut over_budget = false;
+        let mut refused = None;
+        let traces = s.traces.as_ref();
         let push = |span| {
             builder.push(span);
-            if builder.decoded_bytes() > budget {
-                over_budget = true;
-                return Err(String::new());
+            if builder.decoded_bytes() > chunk {
+                if let Err(r) = hand_on(traces, format, std::mem::take(&mut builder)) {
+                    refused = Some(r);
+                    return Err(String::new());
+                }
             }
             Ok(())
         };
         let read = if format == "json" { json::for_each(&plain, push) } else { proto::for_each(&plain, push) };
-        if over_budget {
-            return Err(Refusal::TooLarge(format!(
-                "the {} spans read so far of this {}-byte request take more than {budget} bytes once converted \
-                 (at most {DECODED_PER_BYTE} times the request); send fewer spans per request",
-                builder.spans(),
-                plain.len()
-            )));
+        if let Some(refusal) = refused {
+            return Err(refusal);
         }
         read.map_err(|message| Refusal::Invalid { reason: "malformed", message })?;
         drop((plain, held));
-        let req = builder.finish();
-        let n = span_count(&req);
-        if n > 0 {
-            s.traces.consume(req).map_err(Refusal::from)?;
-            metrics().received.with_label_values(&[format]).inc_by(n as u64);
-        }
+        hand_on(traces, format, builder)?;
         Ok::<(), Refusal>(())
     }
     .await;
