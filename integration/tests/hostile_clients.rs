@@ -363,7 +363,8 @@ async fn trickle(addr: String, every: Duration, give_up: Duration) -> (Duration,
     let Ok(mut conn) = tokio::net::TcpStream::connect(&addr).await else {
         return (started.elapsed(), "connect failed".into());
     };
-    let head = "POST /api/v2/spans HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15000000\r\n\r\n[";
+    let head =
+        "POST /api/v2/spans HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15000000\r\n\r\n[";
     if conn.write_all(head.as_bytes()).await.is_err() {
         return (started.elapsed(), "closed".into());
     }

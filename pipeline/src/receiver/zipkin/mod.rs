@@ -156,10 +156,8 @@ async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
         if format == "json" {
             // Syntax first (nothing allocated): a body broken midway is refused whole rather than
             // after some of its spans were handed on.
-            serde_json::from_slice::<serde::de::IgnoredAny>(&plain).map_err(|e| Refusal::Invalid {
-                reason: "malformed",
-                message: format!("invalid Zipkin JSON: {e}"),
-            })?;
+            serde_json::from_slice::<serde::de::IgnoredAny>(&plain)
+                .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid Zipkin JSON: {e}") })?;
         }
         let chunk = chunk_bytes(plain.len());
         let mut builder = translate::OtlpBuilder::default();
