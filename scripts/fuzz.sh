@@ -28,6 +28,8 @@ all_targets=(
     pipeline:trace_wire
     pipeline:otlp_metrics
     pipeline:otlp_logs
+    pipeline:zipkin_spans
+    pipeline:jaeger_thrift
     config:config_yaml
 )
 

@@ -1,6 +1,7 @@
-//! The admin server: `/healthz` (the process is up), `/readyz` (sources and exporters started and
-//! not shutting down), `/metrics` (self-metrics, Prometheus text format), `/targets` (what this
-//! replica scrapes). Read-only: nothing here changes the agent's state.
+//! The admin server: `/healthz` (no component died), `/readyz` (every configured receiver,
+//! source and exporter running, and not shutting down; see `lgtm_pipeline::health`), `/metrics`
+//! (self-metrics, Prometheus text format), `/targets` (what this replica scrapes), and with
+//! `admin.enable_reload` `POST /-/reload`. Nothing else here changes the agent's state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,17 +9,37 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use lgtm_pipeline::health;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+use crate::reload::ReloadRequest;
 
 /// What the admin handlers read.
 pub struct AdminState {
-    pub ready: AtomicBool,
+    /// Everything was started and the agent is not stopping.
+    started: AtomicBool,
     /// Refreshes gauges that are computed on demand (queue sizes) before `/metrics` renders.
-    pub before_render: Box<dyn Fn() + Send + Sync>,
+    before_render: Box<dyn Fn() + Send + Sync>,
     /// JSON of the scrape targets, if this mode scrapes.
-    pub targets: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+    targets: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// Where `POST /-/reload` asks for a reload; `None` when `admin.enable_reload` is off.
+    reload: Option<mpsc::Sender<ReloadRequest>>,
+}
+
+type Render = Box<dyn Fn() + Send + Sync>;
+type Targets = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+impl AdminState {
+    pub fn new(before_render: Render, targets: Targets, reload: Option<mpsc::Sender<ReloadRequest>>) -> AdminState {
+        AdminState { started: AtomicBool::new(false), before_render, targets, reload }
+    }
+
+    pub fn set_started(&self, started: bool) {
+        self.started.store(started, Ordering::Relaxed);
+    }
 }
 
 pub async fn serve(
@@ -26,26 +47,61 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/targets", get(targets))
-        .with_state(state);
+        .route("/targets", get(targets));
+    if state.reload.is_some() {
+        app = app.route("/-/reload", post(reload));
+    }
+    let app = app.with_state(state);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
+/// One line per component: `name: state`.
+fn listing(components: &[(String, health::State)]) -> String {
+    components.iter().map(|(name, state)| format!("{name}: {state}\n")).collect()
+}
+
+async fn healthz() -> Response {
+    let dead = health::dead();
+    if dead.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy\n{}", listing(&dead))).into_response()
+    }
+}
+
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    if !s.started.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or stopping\n").into_response();
+    }
     let misconfigured = lgtm_pipeline::exporter::health::misconfigured();
     if !misconfigured.is_empty() {
         let names = misconfigured.join(", ");
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: exporter {names} misconfigured (see the log)\n"))
             .into_response();
     }
-    if s.ready.load(Ordering::Relaxed) {
+    let waiting = health::not_running();
+    if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}", listing(&waiting))).into_response()
+    }
+}
+
+/// 200 with `reloading` or `unchanged`; 400 with the config error (the running config stays).
+async fn reload(State(s): State<Arc<AdminState>>) -> Response {
+    let Some(tx) = &s.reload else { return StatusCode::NOT_FOUND.into_response() };
+    let (reply, answer) = oneshot::channel();
+    if tx.send(ReloadRequest { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    match answer.await {
+        Ok(Ok(text)) => (StatusCode::OK, text).into_response(),
+        Ok(Err(error)) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response(),
     }
 }
 

@@ -86,12 +86,16 @@ pub fn execute(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let format = match log_format {
-                Some(LogFormatArg::Json) => LogFormat::Json,
-                Some(LogFormatArg::Text) => LogFormat::Text,
-                None => cfg.log.format,
+            let log_format = log_format.map(|f| match f {
+                LogFormatArg::Json => LogFormat::Json,
+                LogFormatArg::Text => LogFormat::Text,
+            });
+            let reloader = crate::reload::Reloader { path: config, mode: mode.map(Into::into), log_format };
+            let cfg = match reloader.log_format {
+                Some(format) => Config { log: lgtm_config::LogConfig { format, ..cfg.log.clone() }, ..cfg },
+                None => cfg,
             };
-            init_tracing(format, &cfg.log.level);
+            init_tracing(cfg.log.format, &cfg.log.level);
             let runtime =
                 match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lgtm-agent").build() {
                     Ok(r) => r,
@@ -100,8 +104,12 @@ pub fn execute(cli: Cli) -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-            match runtime.block_on(crate::run::run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
+            let ended = runtime.block_on(crate::run::run(cfg, reloader));
+            // Listeners, files and threads are released before a restart on the new config.
+            drop(runtime);
+            match ended {
+                Ok(crate::run::Ended::Stopped) => ExitCode::SUCCESS,
+                Ok(crate::run::Ended::Reload) => restart_in_place(),
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "agent failed");
                     ExitCode::from(1)
@@ -111,12 +119,49 @@ pub fn execute(cli: Cli) -> ExitCode {
     }
 }
 
+/// Replaces this process by a new run of the same binary with the same arguments (the reload of
+/// a changed config, after the graceful stop). Returns only when that fails.
+fn restart_in_place() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let program = std::env::current_exe().ok().or_else(|| args.next().map(Into::into));
+    let Some(program) = program else {
+        tracing::error!("cannot restart on the new config: the binary's path is unknown");
+        return ExitCode::from(1);
+    };
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    tracing::info!(binary = %program.display(), "starting again on the new config");
+    let error = std::process::Command::new(&program).args(args).exec();
+    tracing::error!(error = %error, binary = %program.display(), "cannot restart on the new config");
+    ExitCode::from(1)
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything (no-color.org).
+fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_tracing(format: LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some("".into())));
+        assert!(!use_colour(true, Some("1".into())));
+        assert!(!use_colour(false, None));
     }
 }

@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod memory;
 mod otlp;
+mod reload;
 mod run;
 
 use std::process::ExitCode;

@@ -1,10 +1,13 @@
-//! The OTLP receivers of both modes and what sits behind them for traces:
+//! The trace, metric and log receivers of both modes (OTLP, Jaeger, Zipkin) and what sits behind
+//! them for traces:
 //! - cluster mode with tail sampling: the sampler, which exports kept traces to Tempo;
 //! - daemonset mode with `otlp.forward_traces_to`: the router to the cluster-mode replicas;
 //! - otherwise: straight into Tempo's queue.
 //!
-//! The Jaeger (`otlp.jaeger.*`) and Zipkin (`otlp.zipkin`) receivers feed the same consumer. One
-//! of them failing to bind is logged and leaves the others running (as the OTLP receivers do).
+//! Every listener is bound by [`bind`] before the agent reports ready; one that cannot be bound
+//! is an error naming its field (`otlp.http: cannot listen on ...`), and the agent exits 1. Each
+//! group of listeners is a component of `lgtm_pipeline::health` (`receiver/otlp`,
+//! `receiver/jaeger`, `receiver/zipkin`); one that stops while the agent runs fails `/healthz`.
 //!
 //! Shutdown order: the receivers stop taking requests first; then the sampler decides what it
 //! buffered (or the router drains), so everything reaches the pipeline before it flushes.
@@ -15,21 +18,28 @@ use anyhow::Context;
 use lgtm_config::{Config, Mode};
 use lgtm_pipeline::receiver::jaeger::JaegerReceiver;
 use lgtm_pipeline::receiver::zipkin::ZipkinReceiver;
-use lgtm_pipeline::receiver::{self, TraceConsumer};
+use lgtm_pipeline::receiver::{OtlpReceiver, TraceConsumer};
 use lgtm_pipeline::route::{RouterOptions, TraceRouter};
 use lgtm_pipeline::Pipeline;
 use lgtm_statefulset::sampling::TailSampler;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Runs until `stop` is cancelled, then drains in order.
-pub async fn run(cfg: Config, pipeline: Pipeline, stop: CancellationToken) {
-    if let Err(e) = run_inner(cfg, pipeline, stop).await {
-        tracing::error!(error = format!("{e:#}"), "OTLP receiver failed");
-    }
+/// The bound receivers, ready to serve.
+pub struct Receivers {
+    otlp: Option<OtlpReceiver>,
+    jaeger: Option<JaegerReceiver>,
+    zipkin: Option<ZipkinReceiver>,
+    behind: Option<JoinHandle<()>>,
+    behind_stop: CancellationToken,
 }
 
-async fn run_inner(cfg: Config, pipeline: Pipeline, stop: CancellationToken) -> anyhow::Result<()> {
+/// Starts the sampler or router (if any) and binds every configured receiver; `None` when `otlp`
+/// is off.
+pub async fn bind(cfg: &Config, pipeline: &Pipeline) -> anyhow::Result<Option<Receivers>> {
+    if !cfg.otlp.enabled() {
+        return Ok(None);
+    }
     let behind_stop = CancellationToken::new();
     let (consumer, behind): (Arc<dyn TraceConsumer>, Option<JoinHandle<()>>) =
         if cfg.mode() == Mode::Cluster && cfg.tail_sampling.enabled() {
@@ -46,52 +56,68 @@ async fn run_inner(cfg: Config, pipeline: Pipeline, stop: CancellationToken) -> 
         } else {
             (Arc::new(pipeline.traces.clone()), None)
         };
-    let others = start_jaeger_and_zipkin(&cfg, consumer.clone(), stop.clone()).await;
-    let served = receiver::serve(cfg.otlp.clone(), cfg.cluster.clone(), pipeline, consumer, stop).await;
-    if let Err(e) = &served {
-        // Said now: the Jaeger and Zipkin receivers may run on until shutdown.
-        tracing::error!(error = %e, "OTLP receiver failed");
+    let bound = async {
+        let otlp = OtlpReceiver::bind(&cfg.otlp, cfg.cluster.clone(), pipeline.clone(), consumer.clone()).await?;
+        let jaeger = JaegerReceiver::bind(&cfg.otlp, consumer.clone()).await?;
+        let zipkin = ZipkinReceiver::bind(&cfg.otlp, consumer).await?;
+        Ok::<_, anyhow::Error>((otlp, jaeger, zipkin))
     }
-    // The Jaeger and Zipkin receivers stop with the same token; what they took is in the consumer
-    // before the sampler or router drains.
-    for task in others {
-        let _ = task.await;
-    }
-    behind_stop.cancel();
-    if let Some(task) = behind {
-        let _ = task.await;
-    }
-    Ok(())
+    .await;
+    let (otlp, jaeger, zipkin) = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            behind_stop.cancel();
+            return Err(e);
+        }
+    };
+    let otlp_on = otlp.grpc_addr().is_some() || otlp.http_addr().is_some();
+    let jaeger_on =
+        [jaeger.thrift_compact_addr(), jaeger.thrift_binary_addr(), jaeger.thrift_http_addr(), jaeger.grpc_addr()]
+            .iter()
+            .any(Option::is_some);
+    let zipkin_on = zipkin.addr().is_some();
+    Ok(Some(Receivers {
+        otlp: otlp_on.then_some(otlp),
+        jaeger: jaeger_on.then_some(jaeger),
+        zipkin: zipkin_on.then_some(zipkin),
+        behind,
+        behind_stop,
+    }))
 }
 
-/// Binds and starts the Jaeger and Zipkin receivers (when `otlp` is enabled); returns their tasks.
-async fn start_jaeger_and_zipkin(
-    cfg: &Config,
-    consumer: Arc<dyn TraceConsumer>,
-    stop: CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    if !cfg.otlp.enabled() {
-        return tasks;
-    }
-    match JaegerReceiver::bind(&cfg.otlp, consumer.clone()).await {
-        Ok(jaeger) => {
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = jaeger.run(stop).await {
+impl Receivers {
+    /// Serves until `stop`, then lets the sampler or router drain.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(r) = self.otlp {
+            let s = stop.child_token();
+            crate::run::supervise(&mut tasks, "receiver/otlp", &stop, async move {
+                if let Err(e) = r.run(s).await {
+                    tracing::error!(error = %e, "OTLP receiver failed");
+                }
+            });
+        }
+        if let Some(r) = self.jaeger {
+            let s = stop.child_token();
+            crate::run::supervise(&mut tasks, "receiver/jaeger", &stop, async move {
+                if let Err(e) = r.run(s).await {
                     tracing::error!(error = %e, "Jaeger receiver failed");
                 }
-            }));
+            });
         }
-        Err(e) => tracing::error!(error = %e, "Jaeger receivers not started"),
+        if let Some(r) = self.zipkin {
+            let s = stop.child_token();
+            crate::run::supervise(&mut tasks, "receiver/zipkin", &stop, async move {
+                if let Err(e) = r.run(s).await {
+                    tracing::error!(error = %e, "Zipkin receiver failed");
+                }
+            });
+        }
+        // What the receivers took is in the consumer before the sampler or router drains.
+        while tasks.join_next().await.is_some() {}
+        self.behind_stop.cancel();
+        if let Some(task) = self.behind {
+            let _ = task.await;
+        }
     }
-    match ZipkinReceiver::bind(&cfg.otlp, consumer).await {
-        Ok(zipkin) => tasks.push(tokio::spawn(async move {
-            if let Err(e) = zipkin.run(stop).await {
-                tracing::error!(error = %e, "Zipkin receiver failed");
-            }
-        })),
-        Err(e) => tracing::error!(error = %e, "Zipkin receiver not started"),
-    }
-    tasks
 }

@@ -1,30 +1,52 @@
-//! `lgtm-agent run`: start the pipeline, the admin server and the mode's sources; on SIGTERM or
-//! SIGINT stop the sources, let the exporters flush within the grace period, persist queues and
-//! checkpoints, and return.
+//! `lgtm-agent run`: start the pipeline, the admin server, the receivers and the mode's sources;
+//! on SIGTERM or SIGINT stop the sources, let the exporters flush within the grace period, persist
+//! queues and checkpoints, and return.
+//!
+//! Start-up fails (exit 1) when a listener cannot be bound, naming its field: a signal is never
+//! silently off. Each source and receiver reports into `lgtm_pipeline::health`; one that ends
+//! while the agent is not stopping fails `/healthz`.
+//!
+//! SIGHUP (and `POST /-/reload` with `admin.enable_reload`) reloads the config file
+//! ([`crate::reload`]): an invalid file is reported and the running config kept; a changed valid
+//! one is applied by the same graceful stop as SIGTERM (queues and checkpoints persisted) followed
+//! by a start of the same binary in the same process (`exec`), so the pod is not restarted.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use lgtm_config::Config;
-use lgtm_pipeline::{MetricsSink, Pipeline};
+use lgtm_pipeline::{health, MetricsSink, Pipeline};
 use lgtm_scrape::TargetManager;
 use lgtm_statefulset::discovery::StatusBoard;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::reload::{ReloadRequest, Reloader};
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// How `run` ended.
+pub enum Ended {
+    /// SIGTERM or SIGINT: exit 0.
+    Stopped,
+    /// A changed config was validated: start again on it.
+    Reload,
+}
+
+pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = cfg.mode().as_str(), cluster = %cfg.cluster, "starting");
     lgtm_pipeline::metrics::pipeline();
+    crate::reload::metrics().last_successful.set(1);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
 
     let (pipeline, pipeline_handle) = Pipeline::start(&cfg).context("opening the exporter queues")?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.admin.listen)
         .await
-        .with_context(|| format!("admin.listen: binding {}", cfg.admin.listen))?;
+        .with_context(|| format!("admin.listen: cannot listen on {}", cfg.admin.listen))?;
+    // Every receiver binds before anything is reported ready; one that cannot is fatal.
+    let receivers = crate::otlp::bind(&cfg, &pipeline).await?;
+
     let admin_stop = CancellationToken::new();
     let sources_stop = CancellationToken::new();
     let queues = pipeline_handle.queues();
@@ -32,22 +54,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let targets_view = scrape.clone();
     let discovery = Arc::new(StatusBoard::default());
     let discovery_view = discovery.clone();
-    let state = Arc::new(AdminState {
-        ready: AtomicBool::new(false),
-        before_render: Box::new(move || queues.iter().for_each(lgtm_pipeline::export_queue_gauges)),
-        targets: Box::new(
-            move || serde_json::json!({ "targets": targets_view.targets(), "discovery": discovery_view.json() }),
-        ),
-    });
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let state = Arc::new(AdminState::new(
+        Box::new(move || queues.iter().for_each(lgtm_pipeline::export_queue_gauges)),
+        Box::new(move || serde_json::json!({ "targets": targets_view.targets(), "discovery": discovery_view.json() })),
+        cfg.admin.enable_reload.then_some(reload_tx),
+    ));
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), admin_stop.clone()));
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
 
     // What the CLI, config and pipeline set-up ran is not needed again (see memory.rs).
     let _ = tokio::task::spawn_blocking(crate::memory::page_out_code).await;
     let mut sources: JoinSet<()> = JoinSet::new();
+    if let Some(receivers) = receivers {
+        let stop = sources_stop.clone();
+        sources.spawn(tracing::Instrument::instrument(receivers.run(stop), tracing::info_span!("otlp")));
+    }
     start_sources(&cfg, &pipeline, &scrape, &sources_stop, &mut sources);
     start_cluster_sources(&cfg, &pipeline, &scrape, &discovery, &sources_stop, &mut sources);
-    state.ready.store(true, Ordering::Relaxed);
+    state.set_started(true);
     let page_out = tokio::spawn(async {
         let start = tokio::time::Instant::now();
         for after in crate::memory::PAGE_OUT_AFTER {
@@ -57,9 +82,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
-    wait_for_signal().await;
-    tracing::info!("stopping: sources first, then flushing exporters");
-    state.ready.store(false, Ordering::Relaxed);
+    let ended = wait_for_stop_or_reload(&cfg, &reloader, &mut reload_rx).await;
+    match ended {
+        Ended::Stopped => tracing::info!("stopping: sources first, then flushing exporters"),
+        Ended::Reload => tracing::info!("reloading: stopping as on SIGTERM, then starting on the new config"),
+    }
+    state.set_started(false);
     sources_stop.cancel();
     page_out.abort();
     // One deadline for the whole drain: sources first, then the exporters get what is left.
@@ -72,7 +100,69 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     admin_stop.cancel();
     let _ = admin_task.await;
     tracing::info!("stopped");
-    Ok(())
+    Ok(ended)
+}
+
+/// Waits for SIGTERM/SIGINT (stop) or for a reload (SIGHUP or `POST /-/reload`) whose config is
+/// valid and differs from `current`; an invalid one is answered and counted, and the wait goes on.
+async fn wait_for_stop_or_reload(
+    current: &Config,
+    reloader: &Reloader,
+    requests: &mut mpsc::Receiver<ReloadRequest>,
+) -> Ended {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM")).ok();
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGHUP")).ok();
+    loop {
+        let reply = tokio::select! {
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => return Ended::Stopped,
+            _ = tokio::signal::ctrl_c() => return Ended::Stopped,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: reloading the config file");
+                None
+            }
+            Some(request) = requests.recv() => {
+                tracing::info!("POST /-/reload: reloading the config file");
+                Some(request.reply)
+            }
+        };
+        let outcome = reloader.check(current);
+        let apply = matches!(outcome, Ok(true));
+        let answer = outcome.map(|changed| if changed { "reloading\n" } else { "unchanged\n" }.to_string());
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
+        if apply {
+            return Ended::Reload;
+        }
+    }
+}
+
+/// Spawns a source into `set`, registered as the component `name` and watched: one that ends or
+/// panics while `stop` is not cancelled fails `/healthz`.
+pub fn supervise<F>(set: &mut JoinSet<()>, name: &str, stop: &CancellationToken, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let component = health::component(name);
+    component.running();
+    let stop = stop.clone();
+    let task = tokio::spawn(fut);
+    set.spawn(async move {
+        let outcome = task.await;
+        if stop.is_cancelled() {
+            return;
+        }
+        let why = match outcome {
+            Ok(()) => "ended".to_string(),
+            Err(e) if e.is_panic() => "panicked".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(component = component.name(), "{why} while the agent runs; /healthz fails");
+        component.died(why);
+    });
 }
 
 /// Starts what the mode and the `enabled` flags ask for. Each source runs until `stop` is
@@ -99,7 +189,7 @@ fn start_sources(
         let node = lgtm_daemonset::KubeletNode::new(&cfg.node_name);
         match lgtm_daemonset::kubelet_target_groups(&cfg.scrape, &node) {
             Ok(kubelet) => {
-                tracing::info!(node = %cfg.node_name, via = ?cfg.scrape.kubelet.via, "kubelet targets");
+                tracing::info!(node = %cfg.node_name, via = %format!("{:?}", cfg.scrape.kubelet.via).to_lowercase(), "kubelet targets");
                 report(scrape.sync_provider("kubelet", kubelet));
             }
             Err(e) => tracing::error!(error = %e, "kubelet not scraped"),
@@ -113,12 +203,13 @@ fn start_sources(
         let targets = scrape.clone();
         let show = move |target, status| targets.show(target, status);
         let fut = lgtm_daemonset::run_host_metrics(opts, pipeline.metrics.clone(), show, stop.clone());
-        set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("host_metrics")));
+        supervise(
+            set,
+            "source/host_metrics",
+            stop,
+            tracing::Instrument::instrument(fut, tracing::info_span!("host_metrics")),
+        );
         tracing::info!(root, "host metrics started");
-    }
-    if cfg.otlp.enabled() {
-        let fut = crate::otlp::run(cfg.clone(), pipeline.clone(), stop.clone());
-        set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("otlp")));
     }
     let manager = scrape.clone();
     let stop_scrape = stop.clone();
@@ -140,7 +231,7 @@ fn start_sources(
             pods.wait_for_first_list(lgtm_daemonset::pods::FIRST_LIST_WAIT).await;
             lgtm_daemonset::logs::run_logs_with(logs_cfg, opts, sink, Arc::new(pods), stop_logs).await
         };
-        set.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("logs")));
+        supervise(set, "source/logs", stop, tracing::Instrument::instrument(fut, tracing::info_span!("logs")));
         tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
     }
 }
@@ -162,34 +253,54 @@ fn start_cluster_sources(
     if !monitors && !events && !cluster_state {
         return;
     }
-    let (cfg, pipeline, scrape, board, stop) =
+    let (cfg, pipeline, scrape, board, stop_all) =
         (cfg.clone(), pipeline.clone(), scrape.clone(), discovery.clone(), stop.clone());
+    let health = health::component("source/kubernetes");
     let fut = async move {
         let client = match lgtm_statefulset::discovery::connect().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "no Kubernetes API: monitor discovery and events are off");
+                health.failed(format!("no Kubernetes API: {e}"));
+                stop_all.cancelled().await;
                 return;
             }
         };
+        health.running();
+        let stop = stop_all.clone();
         let mut tasks = JoinSet::new();
         if monitors {
             let options = lgtm_statefulset::discovery::DiscoveryOptions::from_config(&cfg);
             let fut = lgtm_statefulset::discovery::run(client.clone(), options, scrape, board, stop.clone());
-            tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("discovery")));
+            supervise(
+                &mut tasks,
+                "source/discovery",
+                &stop,
+                tracing::Instrument::instrument(fut, tracing::info_span!("discovery")),
+            );
             tracing::info!("monitor discovery started");
         }
         if events {
             let options = lgtm_statefulset::events::EventsOptions::from_config(&cfg);
             tracing::info!(lease = %options.lease.name, namespace = %options.lease.namespace, identity = %options.lease.identity, "events source started");
             let fut = lgtm_statefulset::events::run(client.clone(), options, pipeline.logs.clone(), stop.clone());
-            tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("events")));
+            supervise(
+                &mut tasks,
+                "source/events",
+                &stop,
+                tracing::Instrument::instrument(fut, tracing::info_span!("events")),
+            );
         }
         if cluster_state {
             let options = lgtm_statefulset::cluster_state::ClusterStateOptions::from_config(&cfg);
-            tracing::info!(lease = %options.lease.name, namespace = %options.lease.namespace, interval = ?options.interval, "cluster-state source started");
-            let fut = lgtm_statefulset::cluster_state::run(client, options, pipeline.metrics.clone(), stop);
-            tasks.spawn(tracing::Instrument::instrument(fut, tracing::info_span!("cluster_state")));
+            tracing::info!(lease = %options.lease.name, namespace = %options.lease.namespace, interval = %options.interval.as_secs_f64(), "cluster-state source started");
+            let fut = lgtm_statefulset::cluster_state::run(client, options, pipeline.metrics.clone(), stop.clone());
+            supervise(
+                &mut tasks,
+                "source/cluster_state",
+                &stop,
+                tracing::Instrument::instrument(fut, tracing::info_span!("cluster_state")),
+            );
         }
         while tasks.join_next().await.is_some() {}
     };
@@ -203,20 +314,4 @@ fn jitter_seed(cfg: &Config) -> u64 {
     cfg.node_name.hash(&mut h);
     cfg.cluster.hash(&mut h);
     h.finish()
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -33,6 +33,30 @@ pub use model::*;
 pub use units::{ByteSize, Duration};
 pub use validate::POLICY_TYPES;
 
+/// `url` with the password of its userinfo (`scheme://user:password@host`) replaced by `***`,
+/// for every message that quotes a configured URL. Works on text that is not a valid URL too.
+///
+/// ```
+/// assert_eq!(lgtm_config::redact_url("https://u:s3cret@loki:3100/x"), "https://u:***@loki:3100/x");
+/// assert_eq!(lgtm_config::redact_url("http://loki/x?a=b@c"), "http://loki/x?a=b@c");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_string() };
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        // A lone userinfo part may itself be a token (`https://TOKEN@host`).
+        None => "***".to_string(),
+    };
+    let scheme = scheme.map(|s| format!("{s}://")).unwrap_or_default();
+    format!("{scheme}{user}@{host}{tail}")
+}
+
 impl Config {
     /// The configuration a user gets with an empty file in `mode`.
     pub fn default_for(mode: Mode) -> Config {

@@ -96,11 +96,14 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: String,
+    /// Serve `POST /-/reload` (reload the config file, as SIGHUP does). Off by default: anyone who
+    /// can reach the admin port could trigger it.
+    pub enable_reload: bool,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "0.0.0.0:9464".into() }
+        AdminConfig { listen: "0.0.0.0:9464".into(), enable_reload: false }
     }
 }
 
@@ -627,6 +630,44 @@ pub struct OtlpConfig {
     pub jaeger: JaegerConfig,
     /// Zipkin receiver (`POST /api/v2/spans`, JSON or protobuf) listen address; empty disables it.
     pub zipkin: String,
+    /// What every TCP receiver (OTLP, Jaeger Thrift/HTTP and gRPC, Zipkin) allows one client.
+    pub limits: ReceiverLimits,
+}
+
+/// Bounds on what clients of the TCP receivers can hold: time, connections, streams, bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverLimits {
+    /// A connection that has not sent a whole request head (HTTP/1) in this time is closed.
+    pub header_timeout: Duration,
+    /// A request whose body has not arrived whole in this time is answered 408 (HTTP) or
+    /// DEADLINE_EXCEEDED (gRPC) and its bytes released.
+    pub request_timeout: Duration,
+    /// Open connections per listener; one more is closed at once and counted.
+    pub max_connections: usize,
+    /// HTTP/2 (gRPC): concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 (gRPC): ping an idle connection this often...
+    pub keepalive_interval: Duration,
+    /// ...and close it when the ping is not answered in this time.
+    pub keepalive_timeout: Duration,
+    /// Bytes of request bodies held by all receivers together while being read; a request that
+    /// would go over is answered 429 / RESOURCE_EXHAUSTED (retry later) and counted.
+    pub max_in_flight_bytes: ByteSize,
+}
+
+impl Default for ReceiverLimits {
+    fn default() -> Self {
+        ReceiverLimits {
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_concurrent_streams: 100,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_in_flight_bytes: ByteSize::from_bytes(64 * 1024 * 1024),
+        }
+    }
 }
 
 /// Jaeger receivers (under `otlp`, off when `otlp` is off). Each address empty disables that one.
@@ -667,6 +708,7 @@ impl Default for OtlpConfig {
             forward_traces_to: String::new(),
             jaeger: JaegerConfig::default(),
             zipkin: "0.0.0.0:9411".into(),
+            limits: ReceiverLimits::default(),
         }
     }
 }

@@ -50,15 +50,35 @@ impl Config {
         if self.logs.rescan_interval.get().is_zero() {
             return invalid("logs.rescan_interval", "must be greater than 0");
         }
+        header_value("tenant", &self.tenant)?;
         self.validate_loki_queue_for_logs()?;
         self.validate_scrape()?;
-        if self.otlp.enabled() {
-            if !self.otlp.grpc.is_empty() {
-                socket_address("otlp.grpc", &self.otlp.grpc)?;
+        self.validate_listeners()?;
+        let limits = &self.otlp.limits;
+        for (field, d) in [
+            ("header_timeout", limits.header_timeout),
+            ("request_timeout", limits.request_timeout),
+            ("keepalive_interval", limits.keepalive_interval),
+            ("keepalive_timeout", limits.keepalive_timeout),
+        ] {
+            if d.get().is_zero() {
+                return invalid(format!("otlp.limits.{field}"), "must be greater than 0");
             }
-            if !self.otlp.http.is_empty() {
-                socket_address("otlp.http", &self.otlp.http)?;
-            }
+        }
+        if limits.max_connections == 0 {
+            return invalid("otlp.limits.max_connections", "must be at least 1");
+        }
+        if limits.max_concurrent_streams == 0 {
+            return invalid("otlp.limits.max_concurrent_streams", "must be at least 1");
+        }
+        if limits.max_in_flight_bytes < self.otlp.max_request_size {
+            return invalid(
+                "otlp.limits.max_in_flight_bytes",
+                format!(
+                    "{} is smaller than otlp.max_request_size {}: no request of the largest size could be taken",
+                    limits.max_in_flight_bytes, self.otlp.max_request_size
+                ),
+            );
         }
         if !self.otlp.forward_traces_to.is_empty() {
             host_port("otlp.forward_traces_to", &self.otlp.forward_traces_to)?;
@@ -75,6 +95,49 @@ impl Config {
         }
         for (i, p) in ts.policies.iter().enumerate() {
             policy(&format!("tail_sampling.policies[{i}]"), p)?;
+        }
+        Ok(())
+    }
+
+    /// Every listen address is `IP:port`, and no two listeners of the same protocol (TCP or UDP)
+    /// share a port on overlapping addresses (the same IP, or one of them a wildcard).
+    fn validate_listeners(&self) -> Result<(), Invalid> {
+        let mut tcp = vec![("admin.listen", self.admin.listen.as_str())];
+        let mut udp = Vec::new();
+        if self.otlp.enabled() {
+            let (o, j) = (&self.otlp, &self.otlp.jaeger);
+            tcp.extend([
+                ("otlp.grpc", o.grpc.as_str()),
+                ("otlp.http", o.http.as_str()),
+                ("otlp.jaeger.thrift_http", j.thrift_http.as_str()),
+                ("otlp.jaeger.grpc", j.grpc.as_str()),
+                ("otlp.zipkin", o.zipkin.as_str()),
+            ]);
+            udp.extend([
+                ("otlp.jaeger.thrift_compact", j.thrift_compact.as_str()),
+                ("otlp.jaeger.thrift_binary", j.thrift_binary.as_str()),
+            ]);
+        }
+        for list in [&tcp, &udp] {
+            let mut seen: Vec<(&str, SocketAddr)> = Vec::new();
+            for &(field, value) in list.iter() {
+                if value.trim().is_empty() && field != "admin.listen" {
+                    continue;
+                }
+                let addr = socket_address(field, value.trim())?;
+                if addr.port() == 0 {
+                    continue;
+                }
+                if let Some((other, other_addr)) = seen.iter().find(|(_, a)| overlaps(*a, addr)) {
+                    return invalid(
+                        field,
+                        format!(
+                            "{addr} is also the address of {other} ({other_addr}): two listeners cannot share a port"
+                        ),
+                    );
+                }
+                seen.push((field, addr));
+            }
         }
         Ok(())
     }
@@ -135,6 +198,13 @@ impl Config {
 }
 
 fn exporter(path: &str, e: &ExporterConfig) -> Result<(), Invalid> {
+    for (name, value) in &e.headers {
+        header_name(&format!("{path}.headers"), name)?;
+        header_value(&format!("{path}.headers.{name}"), value)?;
+    }
+    if let Some(tenant) = &e.tenant {
+        header_value(&format!("{path}.tenant"), tenant)?;
+    }
     match e.url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => http_url(&format!("{path}.url"), url)?,
         None if e.enabled && !e.console => {
@@ -187,7 +257,7 @@ fn exporter(path: &str, e: &ExporterConfig) -> Result<(), Invalid> {
 
 /// `http://host[:port][/path]` or `https://...`.
 fn http_url(path: &str, url: &str) -> Result<(), Invalid> {
-    let bad = |why: &str| invalid(path, format!("invalid URL {url:?}: {why}"));
+    let bad = |why: &str| invalid(path, format!("invalid URL {:?}: {why}", crate::redact_url(url)));
     let Some((scheme, rest)) = url.split_once("://") else {
         return bad("expected http://host:port/path or https://...");
     };
@@ -226,11 +296,48 @@ fn split_host_port(s: &str) -> (&str, Option<&str>) {
 }
 
 /// A listen address: `IP:port`.
-fn socket_address(path: &str, value: &str) -> Result<(), Invalid> {
+fn socket_address(path: &str, value: &str) -> Result<SocketAddr, Invalid> {
     value
         .parse::<SocketAddr>()
-        .map(drop)
         .or_else(|_| invalid(path, format!("invalid listen address {value:?}: expected IP:port, e.g. 0.0.0.0:9464")))
+}
+
+/// Whether binding both would clash: the same port on the same IP, or on a wildcard of either
+/// family (Linux's `[::]` takes IPv4 too unless the socket is IPv6-only).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// A value an HTTP header and gRPC metadata can both carry: visible ASCII, spaces and tabs, not
+/// starting or ending with whitespace (RFC 9110 field-value; gRPC's ASCII metadata is narrower
+/// than HTTP's, without obs-text, so that is the rule for every exporter).
+fn header_value(path: &str, value: &str) -> Result<(), Invalid> {
+    if let Some(c) = value.chars().find(|c| !(matches!(c, ' '..='~') || *c == '\t')) {
+        return invalid(
+            path,
+            format!(
+                "{c:?} cannot be sent in an HTTP header or gRPC metadata value (only visible ASCII, spaces and tabs)"
+            ),
+        );
+    }
+    if value != value.trim() {
+        return invalid(path, "starts or ends with whitespace, which HTTP header values cannot");
+    }
+    Ok(())
+}
+
+/// A header name HTTP (an RFC 9110 token) and gRPC metadata (lower-cased, not `grpc-*` and not a
+/// binary `*-bin` key) can both carry.
+fn header_name(path: &str, name: &str) -> Result<(), Invalid> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return invalid(path, format!("{name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("grpc-") || lower.ends_with("-bin") {
+        return invalid(path, format!("{name:?} is reserved in gRPC metadata (grpc-* and *-bin)"));
+    }
+    Ok(())
 }
 
 /// `host:port` with a host name or an IP address, no scheme or path.

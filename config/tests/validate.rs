@@ -59,6 +59,23 @@ const INVALID: &[(&str, &str)] = &[
     ("mode: cluster\ntail_sampling:\n  policies: []\n", "c.yaml:3: tail_sampling.policies: at least one policy is needed when tail sampling is enabled"),
     ("otlp:\n  grpc: \":4317\"\n", "c.yaml:2: otlp.grpc: invalid listen address \":4317\": expected IP:port, e.g. 0.0.0.0:9464"),
     ("otlp:\n  forward_traces_to: http://x:4317\n", "c.yaml:2: otlp.forward_traces_to: invalid target \"http://x:4317\": expected host:port, e.g. 127.0.0.1:9100"),
+    // Listeners (issue 17): two on one port, either field named; a wildcard overlaps any IP.
+    ("otlp:\n  http: 127.0.0.1:9411\n", "c.yaml:1: otlp.zipkin: 0.0.0.0:9411 is also the address of otlp.http (127.0.0.1:9411): two listeners cannot share a port"),
+    ("admin: { listen: \"127.0.0.1:4317\" }\n", "c.yaml: otlp.grpc: 0.0.0.0:4317 is also the address of admin.listen (127.0.0.1:4317): two listeners cannot share a port"),
+    ("otlp:\n  jaeger: { thrift_binary: \"0.0.0.0:6831\" }\n", "c.yaml:2: otlp.jaeger.thrift_binary: 0.0.0.0:6831 is also the address of otlp.jaeger.thrift_compact (0.0.0.0:6831): two listeners cannot share a port"),
+    ("otlp:\n  zipkin: \"9411\"\n", "c.yaml:2: otlp.zipkin: invalid listen address \"9411\": expected IP:port, e.g. 0.0.0.0:9464"),
+    ("otlp:\n  limits: { max_connections: 0 }\n", "c.yaml:2: otlp.limits.max_connections: must be at least 1"),
+    ("otlp:\n  limits: { request_timeout: 0s }\n", "c.yaml:2: otlp.limits.request_timeout: must be greater than 0"),
+    ("otlp:\n  limits: { max_in_flight_bytes: 1MiB }\n", "c.yaml:2: otlp.limits.max_in_flight_bytes: 1MiB is smaller than otlp.max_request_size 16MiB: no request of the largest size could be taken"),
+    // Headers and tenants (issue 17): what HTTP headers and gRPC metadata cannot carry.
+    ("exporters:\n  loki:\n    headers: { X-Team: \"a\\nb\" }\n", "c.yaml:3: exporters.loki.headers.X-Team: '\\n' cannot be sent in an HTTP header or gRPC metadata value (only visible ASCII, spaces and tabs)"),
+    ("exporters:\n  loki:\n    headers: { \"X Team\": a }\n", "c.yaml:3: exporters.loki.headers: \"X Team\" is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+    ("exporters:\n  tempo:\n    headers: { grpc-timeout: 1S }\n", "c.yaml:3: exporters.tempo.headers: \"grpc-timeout\" is reserved in gRPC metadata (grpc-* and *-bin)"),
+    ("exporters:\n  mimir:\n    tenant: \"t1\\r\"\n", "c.yaml:3: exporters.mimir.tenant: '\\r' cannot be sent in an HTTP header or gRPC metadata value (only visible ASCII, spaces and tabs)"),
+    ("tenant: \" t1\"\n", "c.yaml:1: tenant: starts or ends with whitespace, which HTTP header values cannot"),
+    ("tenant: \"équipe\"\n", "c.yaml:1: tenant: 'é' cannot be sent in an HTTP header or gRPC metadata value (only visible ASCII, spaces and tabs)"),
+    // URL passwords are never quoted (issue 17).
+    ("exporters:\n  loki: { url: \"http://u:s3cret@loki :3100/push\" }\n", "c.yaml:2: exporters.loki.url: invalid URL \"http://u:***@loki :3100/push\": contains whitespace"),
 ];
 
 #[test]

@@ -57,7 +57,7 @@ impl Chain {
                 "{}mode: cluster\nexporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  \
                  tempo: {{ endpoint: \"{}\", batch: {{ max_wait: 100ms }} }}\n\
                  scrape: {{ monitors: {{ enabled: false }} }}\n\
-                 otlp: {{ grpc: \"127.0.0.1:{grpc}\", http: \"\" }}\n\
+                 otlp: {{ grpc: \"127.0.0.1:{grpc}\", http: \"\", zipkin: \"\", jaeger: {{ thrift_compact: \"\", thrift_binary: \"\", thrift_http: \"\", grpc: \"\" }} }}\n\
                  tail_sampling: {{ decision_wait: {decision_wait} }}\n",
                 base(&dir.join("data"), admin),
                 tempo.endpoint()
@@ -73,7 +73,7 @@ impl Chain {
         let cfg = format!(
             "{}mode: daemonset\nexporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ console: true }}\n\
              scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
-             otlp: {{ grpc: \"127.0.0.1:{node_grpc}\", http: \"\", forward_traces_to: \"{}\" }}\n",
+             otlp: {{ grpc: \"127.0.0.1:{node_grpc}\", http: \"\", forward_traces_to: \"{}\", zipkin: \"\", jaeger: {{ thrift_compact: \"\", thrift_binary: \"\", thrift_http: \"\", grpc: \"\" }} }}\n",
             base(&dir.join("data"), admin),
             members.join(",")
         );

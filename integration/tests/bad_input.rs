@@ -593,7 +593,8 @@ async fn otlp_requests_oversized_truncated_nested_10000_deep_or_not_json_are_ref
     let tmp = tempfile::tempdir().unwrap();
     let (admin, grpc_port, http_port) = (free_port(), free_port(), free_port());
     let config = AgentConfig::new("it-bad", &tmp.path().join("data"), admin)
-        .set("otlp", json!({ "grpc": format!("127.0.0.1:{grpc_port}"), "http": format!("127.0.0.1:{http_port}"), "max_request_size": "1MiB" }))
+        .set("otlp", json!({ "grpc": format!("127.0.0.1:{grpc_port}"), "http": format!("127.0.0.1:{http_port}"), "max_request_size": "1MiB",
+            "zipkin": "", "jaeger": { "thrift_compact": "", "thrift_binary": "", "thrift_http": "", "grpc": "" } }))
         .yaml();
     let agent = AgentProcess::start(tmp.path(), &config, admin).await;
     let base = Process::Pid(agent.pid()).peak_rss_bytes();

@@ -210,6 +210,10 @@ fn on_loopback(config: AgentConfig, data: &Path, admin: u16, loki: &FakeLoki) ->
         .set("exporters.tempo.enabled", false)
         .set("otlp.grpc", format!("127.0.0.1:{}", free_port()))
         .set("otlp.http", format!("127.0.0.1:{}", free_port()))
+        // The receivers' default ports (0.0.0.0:9411, :6831, ...) may be taken on a shared machine,
+        // which is fatal since a listener that cannot bind stops the agent.
+        .set("otlp.zipkin", "")
+        .set("otlp.jaeger", json!({ "thrift_compact": "", "thrift_binary": "", "thrift_http": "", "grpc": "" }))
         .set("scrape.static_configs", json!([{ "targets": [format!("127.0.0.1:{admin}")] }]))
 }
 

@@ -13,6 +13,7 @@
 
 pub mod ack;
 pub mod exporter;
+pub mod health;
 pub mod metrics;
 pub mod proto;
 pub mod queue;

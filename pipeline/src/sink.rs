@@ -198,6 +198,8 @@ pub struct PipelineHandle {
     queues: Vec<DurableQueue>,
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
+    /// Cancelled when shutdown begins: exporters ending after that are expected to.
+    closing: CancellationToken,
 }
 
 impl Pipeline {
@@ -205,7 +207,12 @@ impl Pipeline {
     /// exporters.
     pub fn start(config: &Config) -> Result<(Pipeline, PipelineHandle), QueueError> {
         let stop = CancellationToken::new();
-        let mut handle = PipelineHandle { queues: Vec::new(), tasks: Vec::new(), stop: stop.clone() };
+        let mut handle = PipelineHandle {
+            queues: Vec::new(),
+            tasks: Vec::new(),
+            stop: stop.clone(),
+            closing: CancellationToken::new(),
+        };
         let ex = &config.exporters;
         let metrics = open_lane(config, Signal::Metrics, &ex.mimir, &mut handle)?;
         let logs = open_lane(config, Signal::Logs, &ex.loki, &mut handle)?;
@@ -237,7 +244,27 @@ fn open_lane(
         max_disk,
         when_full: ex.queue.when_full,
     })?;
+    let health = crate::health::component(&format!("exporter/{name}"));
+    if ex.console {
+        // Nothing to set up: it writes to stdout.
+        health.running();
+    }
     let task = exporter::spawn(signal, ex, config.tenant_of(ex).to_string(), queue.clone(), handle.stop.clone());
+    // An exporter ends when its queue is closed (shutdown). Ending before that, or panicking,
+    // leaves its signal undelivered for good: `/healthz` fails so that the pod is restarted.
+    let closing = handle.closing.clone();
+    let task = tokio::spawn(async move {
+        let outcome = task.await;
+        if closing.is_cancelled() {
+            return;
+        }
+        let why = match outcome {
+            Ok(()) => "the exporter task ended".to_string(),
+            Err(e) => format!("the exporter task failed: {e}"),
+        };
+        tracing::error!(exporter = name, "{why}; nothing more is sent");
+        health.died(why);
+    });
     handle.queues.push(queue.clone());
     handle.tasks.push(task);
     Ok(Lane { name, queue: Some(queue) })
@@ -252,13 +279,14 @@ impl PipelineHandle {
     /// Stops taking new batches, lets the exporters deliver what is queued for up to `grace`, then
     /// stops them and persists what is left for the next start.
     pub async fn shutdown(self, grace: Duration) {
+        self.closing.cancel();
         for q in &self.queues {
             q.close();
         }
         let mut tasks = self.tasks;
         let drained = tokio::time::timeout(grace, futures::future::join_all(tasks.iter_mut())).await;
         if drained.is_err() {
-            tracing::warn!(grace = ?grace, "exporters did not drain within the grace period; the rest stays queued");
+            tracing::warn!(grace = %format!("{}s", grace.as_secs_f64()), "exporters did not drain within the grace period; the rest stays queued");
             self.stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(tasks.iter_mut())).await;
         }

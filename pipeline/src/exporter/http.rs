@@ -62,9 +62,13 @@ impl HttpSender {
         protocol_headers: &[(&'static str, &'static str)],
     ) -> Result<HttpSender, SetupError> {
         let url_text = cfg.url.as_deref().filter(|u| !u.is_empty()).ok_or(SetupError::NoUrl)?;
-        let url = Url::parse(url_text).map_err(|e| SetupError::Url { url: url_text.into(), detail: e.to_string() })?;
+        let url = Url::parse(url_text)
+            .map_err(|e| SetupError::Url { url: lgtm_config::redact_url(url_text), detail: e.to_string() })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(SetupError::Url { url: url_text.into(), detail: "scheme must be http or https".into() });
+            return Err(SetupError::Url {
+                url: lgtm_config::redact_url(url_text),
+                detail: "scheme must be http or https".into(),
+            });
         }
 
         let mut headers = HeaderMap::new();

@@ -313,7 +313,7 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
     } else {
         format!("http://{raw}")
     };
-    let endpoint_error = |source| SetupError::Endpoint { endpoint: raw.to_string(), source };
+    let endpoint_error = |source| SetupError::Endpoint { endpoint: lgtm_config::redact_url(raw), source };
     let timeout = cfg.timeout.get();
     let mut endpoint = Endpoint::from_shared(endpoint_text.clone())
         .map_err(endpoint_error)?

@@ -74,15 +74,22 @@ where
     E: std::fmt::Display,
 {
     let mut backoff = Backoff::new(Duration::from_secs(1), max_backoff);
+    // What `/readyz` reads (see `crate::health`).
+    let health = crate::health::handle(&format!("exporter/{exporter}"));
     loop {
         match setup().await {
-            Ok(t) => return Some(t),
+            Ok(t) => {
+                health.running();
+                return Some(t);
+            }
             Err(e) if is_unconfigured(&e) => {
+                health.failed(e.to_string());
                 tracing::error!(exporter, "{e}; nothing is sent");
                 stop.cancelled().await;
                 return None;
             }
             Err(e) => {
+                health.failed(e.to_string());
                 let delay = backoff.next_delay(Some(Duration::from_secs(1)));
                 tracing::error!(exporter, error = %e, ?delay, "cannot set up the exporter; nothing is sent until this is fixed");
                 tokio::select! {

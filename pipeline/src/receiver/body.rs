@@ -7,11 +7,14 @@
 //! fields are ignored. The tests in `tests.rs` (`http_json_*`) pin that behaviour on spec examples.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::intake::Refusal;
 
@@ -46,14 +49,90 @@ pub fn media_type(content_type: Option<&str>) -> String {
     content_type.and_then(|v| v.split(';').next()).unwrap_or("").trim().to_ascii_lowercase()
 }
 
+/// Bytes of request bodies all receivers hold while reading and handling them
+/// (`otlp.limits.max_in_flight_bytes`).
+fn in_flight() -> &'static Semaphore {
+    static BUDGET: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(DEFAULT_BUDGET));
+    &BUDGET
+}
+
+/// The budget until [`set_in_flight_budget`] is called (the config's default).
+const DEFAULT_BUDGET: usize = 64 * 1024 * 1024;
+
+/// What [`set_in_flight_budget`] last gave [`in_flight`].
+static BUDGET_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_BUDGET);
+
+/// Sets the in-flight budget of all receivers (each receiver's `bind` calls it with the same
+/// config; the last call wins).
+pub fn set_in_flight_budget(bytes: u64) {
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+    let budget = in_flight();
+    let before = BUDGET_SIZE.swap(bytes, Ordering::SeqCst);
+    if bytes > before {
+        budget.add_permits(bytes - before);
+    } else {
+        budget.forget_permits(before - bytes);
+    }
+}
+
+/// Bytes held against the in-flight budget, given back when dropped.
+pub struct Held(#[allow(dead_code)] Option<SemaphorePermit<'static>>);
+
+impl Held {
+    /// Takes `n` more bytes of the budget, or says the receivers are full.
+    fn take(&mut self, n: usize) -> Result<(), Refusal> {
+        if n == 0 {
+            return Ok(());
+        }
+        let busy = || {
+            Refusal::Busy(format!(
+                "the receivers hold otlp.limits.max_in_flight_bytes ({} bytes) of requests; retry later",
+                BUDGET_SIZE.load(Ordering::Relaxed)
+            ))
+        };
+        let n = u32::try_from(n).map_err(|_| busy())?;
+        let permit = in_flight().try_acquire_many(n).map_err(|_| busy())?;
+        match &mut self.0 {
+            Some(held) => held.merge(permit),
+            None => self.0 = Some(permit),
+        }
+        Ok(())
+    }
+}
+
 /// Reads a request body of at most `limit` bytes and undoes its `Content-Encoding`, the result
-/// again at most `limit` bytes.
-pub async fn read_plain(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|e| Refusal::TooLarge(format!("body cannot be read within {limit} bytes: {e}")))?;
+/// again at most `limit` bytes. Its bytes are held against the receivers' in-flight budget until
+/// the returned [`Held`] is dropped (keep it until the request is handled); a body that would go
+/// over is refused as [`Refusal::Busy`] (429, retried by clients).
+pub async fn read_plain(headers: &HeaderMap, body: Body, limit: usize) -> Result<(Bytes, Held), Refusal> {
+    use futures::StreamExt;
+    let mut held = Held(None);
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(Refusal::TooLarge(format!("body of {n} bytes is larger than {limit} bytes")));
+        }
+    }
+    let mut raw = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut frames = body.into_data_stream();
+    while let Some(chunk) = frames.next().await {
+        let chunk = chunk
+            .map_err(|e| Refusal::Invalid { reason: "body_read", message: format!("the body cannot be read: {e}") })?;
+        if raw.len() + chunk.len() > limit {
+            return Err(Refusal::TooLarge(format!("body cannot be read within {limit} bytes: length limit exceeded")));
+        }
+        held.take(chunk.len())?;
+        raw.extend_from_slice(&chunk);
+    }
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    decompress(encoding, raw, limit)
+    let compressed =
+        !matches!(encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref(), None | Some("") | Some("identity"));
+    let plain = decompress(encoding, Bytes::from(raw), limit)?;
+    if compressed {
+        held.take(plain.len())?;
+    }
+    Ok((plain, held))
 }
 
 /// Undoes `Content-Encoding` (none, `identity` or `gzip`), never producing more than `limit` bytes.

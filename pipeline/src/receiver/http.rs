@@ -39,7 +39,7 @@ async fn traces(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if Format::of(content_type) == Some(Format::Protobuf) {
         return match read_plain(&headers, body, intake.max_request_size).await {
-            Ok(plain) => answer("traces", Format::Protobuf, intake.traces_encoded(plain, TRANSPORT)),
+            Ok((plain, _held)) => answer("traces", Format::Protobuf, intake.traces_encoded(plain, TRANSPORT)),
             Err(refusal) => {
                 metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
                 refusal_response(Format::Protobuf, &refusal)
@@ -87,7 +87,9 @@ where
         return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Format::Protobuf, &message));
     };
     let result = match read_plain(headers, body, intake.max_request_size).await {
-        Ok(plain) => decode::<T>(format, &plain),
+        // The body's bytes are released once decoded; the decoded request is bounded by the
+        // decoders (depth, size) rather than by the budget.
+        Ok((plain, _held)) => decode::<T>(format, &plain),
         Err(refusal) => Err(refusal),
     };
     match result {

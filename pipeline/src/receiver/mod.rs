@@ -35,13 +35,14 @@ pub mod jaeger;
 pub mod loki;
 mod metrics;
 pub mod prometheus;
+pub mod serve;
 mod status;
 pub mod zipkin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lgtm_config::OtlpConfig;
+use lgtm_config::{OtlpConfig, ReceiverLimits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -53,8 +54,8 @@ use intake::Intake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
-    #[error("OTLP/{transport} cannot listen on {addr:?}: {source}")]
-    Bind { transport: &'static str, addr: String, source: std::io::Error },
+    #[error("otlp.{transport}: cannot listen on {addr}: {error}")]
+    Bind { transport: &'static str, addr: String, error: std::io::Error },
     #[error("OTLP/gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("OTLP/HTTP server failed: {0}")]
@@ -92,6 +93,7 @@ pub struct OtlpReceiver {
     grpc: Option<TcpListener>,
     http: Option<TcpListener>,
     intake: Arc<Intake>,
+    limits: ReceiverLimits,
 }
 
 impl OtlpReceiver {
@@ -104,8 +106,9 @@ impl OtlpReceiver {
         let grpc = listen("grpc", &cfg.grpc).await?;
         let http = listen("http", &cfg.http).await?;
         let max_request_size = usize::try_from(cfg.max_request_size.bytes()).unwrap_or(usize::MAX);
+        body::set_in_flight_budget(cfg.limits.max_in_flight_bytes.bytes());
         let intake = Arc::new(Intake { cluster, pipeline, traces, max_request_size });
-        Ok(OtlpReceiver { grpc, http, intake })
+        Ok(OtlpReceiver { grpc, http, intake, limits: cfg.limits.clone() })
     }
 
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
@@ -120,14 +123,16 @@ impl OtlpReceiver {
         let grpc = self.grpc.map(|listener| {
             let intake = self.intake.clone();
             let stop = shutdown.clone();
+            let limits = self.limits.clone();
             tokio::spawn(async move {
-                tracing::info!(addr = ?listener.local_addr().ok(), "OTLP/gRPC receiver listening");
-                tonic::transport::Server::builder()
+                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(addr, "OTLP/gRPC receiver listening");
+                serve::grpc_server(&limits)
                     .add_service(grpc::ExportService::<grpc::Traces>::new(intake.clone()))
                     .add_service(grpc::ExportService::<grpc::Metrics>::new(intake.clone()))
                     .add_service(grpc::ExportService::<grpc::Logs>::new(intake))
                     .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(listener),
+                        serve::grpc_incoming(listener, &limits, "otlp_grpc"),
                         stop.cancelled_owned(),
                     )
                     .await
@@ -137,12 +142,11 @@ impl OtlpReceiver {
         let http = self.http.map(|listener| {
             let router = http::router(self.intake.clone());
             let stop = shutdown.clone();
+            let limits = self.limits.clone();
             tokio::spawn(async move {
-                tracing::info!(addr = ?listener.local_addr().ok(), "OTLP/HTTP receiver listening");
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .map_err(ReceiverError::Http)
+                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(addr, "OTLP/HTTP receiver listening");
+                serve::serve_http(listener, router, limits, "otlp_http", stop).await.map_err(ReceiverError::Http)
             })
         });
         let mut result = Ok(());
@@ -168,7 +172,7 @@ async fn listen(transport: &'static str, addr: &str) -> Result<Option<TcpListene
     if addr.trim().is_empty() {
         return Ok(None);
     }
-    let bind_error = |source| ReceiverError::Bind { transport, addr: addr.to_string(), source };
+    let bind_error = |error| ReceiverError::Bind { transport, addr: addr.to_string(), error };
     TcpListener::bind(addr).await.map(Some).map_err(bind_error)
 }
 

@@ -41,7 +41,7 @@ async fn post_traces(State(s): State<Shared>, headers: HeaderMap, body: Body) ->
         let message = format!("Content-Type {content_type:?} is not supported (application/x-thrift)");
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
     }
-    let result = read_plain(&headers, body, s.limit).await.and_then(|plain| {
+    let result = read_plain(&headers, body, s.limit).await.and_then(|(plain, _held)| {
         thrift::decode_binary_batch(&plain)
             .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid Thrift Batch: {e}") })
     });

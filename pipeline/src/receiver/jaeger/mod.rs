@@ -33,7 +33,7 @@ mod udp;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use lgtm_config::OtlpConfig;
+use lgtm_config::{OtlpConfig, ReceiverLimits};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prometheus::IntCounterVec;
 use tokio::net::{TcpListener, UdpSocket};
@@ -48,8 +48,8 @@ pub const MAX_DATAGRAM: usize = 65_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JaegerError {
-    #[error("Jaeger/{transport} cannot listen on {addr:?}: {source}")]
-    Bind { transport: &'static str, addr: String, source: std::io::Error },
+    #[error("otlp.jaeger.{transport}: cannot listen on {addr}: {error}")]
+    Bind { transport: &'static str, addr: String, error: std::io::Error },
     #[error("Jaeger/{transport} server failed: {message}")]
     Serve { transport: &'static str, message: String },
 }
@@ -102,6 +102,7 @@ pub struct JaegerReceiver {
     grpc: Option<TcpListener>,
     traces: Arc<dyn TraceConsumer>,
     max_request_size: usize,
+    limits: ReceiverLimits,
 }
 
 impl JaegerReceiver {
@@ -110,6 +111,7 @@ impl JaegerReceiver {
         let on = cfg.enabled != Some(false);
         let j = &cfg.jaeger;
         let buffer = usize::try_from(j.udp_receive_buffer.bytes()).unwrap_or(usize::MAX);
+        super::body::set_in_flight_budget(cfg.limits.max_in_flight_bytes.bytes());
         let addr = |a: &String| if on { a.trim().to_string() } else { String::new() };
         Ok(JaegerReceiver {
             compact: udp::bind("thrift_compact", &addr(&j.thrift_compact), buffer).await?,
@@ -118,6 +120,7 @@ impl JaegerReceiver {
             grpc: listen("grpc", &addr(&j.grpc)).await?,
             traces,
             max_request_size: usize::try_from(cfg.max_request_size.bytes()).unwrap_or(usize::MAX),
+            limits: cfg.limits.clone(),
         })
     }
 
@@ -150,24 +153,25 @@ impl JaegerReceiver {
         }
         if let Some(listener) = self.http {
             let router = http::router(self.traces.clone(), self.max_request_size);
-            let stop = shutdown.clone();
+            let (stop, limits) = (shutdown.clone(), self.limits.clone());
             tasks.push(tokio::spawn(async move {
-                tracing::info!(addr = ?listener.local_addr().ok(), "Jaeger Thrift/HTTP receiver listening");
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
+                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(addr, "Jaeger Thrift/HTTP receiver listening");
+                super::serve::serve_http(listener, router, limits, "jaeger_thrift_http", stop)
                     .await
                     .map_err(|e| JaegerError::Serve { transport: "thrift_http", message: e.to_string() })
             }));
         }
         if let Some(listener) = self.grpc {
             let service = grpc::CollectorService::new(self.traces.clone(), self.max_request_size);
-            let stop = shutdown.clone();
+            let (stop, limits) = (shutdown.clone(), self.limits.clone());
             tasks.push(tokio::spawn(async move {
-                tracing::info!(addr = ?listener.local_addr().ok(), "Jaeger gRPC receiver listening");
-                tonic::transport::Server::builder()
+                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(addr, "Jaeger gRPC receiver listening");
+                super::serve::grpc_server(&limits)
                     .add_service(service)
                     .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(listener),
+                        super::serve::grpc_incoming(listener, &limits, "jaeger_grpc"),
                         stop.cancelled_owned(),
                     )
                     .await
@@ -191,7 +195,7 @@ async fn listen(transport: &'static str, addr: &str) -> Result<Option<TcpListene
     if addr.is_empty() {
         return Ok(None);
     }
-    let bind_error = |source| JaegerError::Bind { transport, addr: addr.to_string(), source };
+    let bind_error = |error| JaegerError::Bind { transport, addr: addr.to_string(), error };
     TcpListener::bind(addr).await.map(Some).map_err(bind_error)
 }
 

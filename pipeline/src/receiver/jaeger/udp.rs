@@ -29,7 +29,7 @@ pub async fn bind(transport: &'static str, addr: &str, buffer: usize) -> Result<
     if addr.is_empty() {
         return Ok(None);
     }
-    let bind_error = |source| JaegerError::Bind { transport, addr: addr.to_string(), source };
+    let bind_error = |error| JaegerError::Bind { transport, addr: addr.to_string(), error };
     let resolved = tokio::net::lookup_host(addr)
         .await
         .map_err(bind_error)?
@@ -43,7 +43,7 @@ pub async fn bind(transport: &'static str, addr: &str, buffer: usize) -> Result<
     socket.bind(&resolved.into()).map_err(bind_error)?;
     let granted = socket.recv_buffer_size().unwrap_or(0);
     let socket = UdpSocket::from_std(socket.into()).map_err(bind_error)?;
-    tracing::info!(transport, addr = ?socket.local_addr().ok(), receive_buffer = granted, "Jaeger UDP receiver listening");
+    tracing::info!(transport, addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), receive_buffer = granted, "Jaeger UDP receiver listening");
     Ok(Some(socket))
 }
 

@@ -56,8 +56,52 @@ struct JsonAnnotation {
 
 /// Parses a `POST /api/v2/spans` JSON body.
 pub fn decode(body: &[u8]) -> Result<Vec<Span>, String> {
-    let spans: Vec<JsonSpan> = serde_json::from_slice(body).map_err(|e| format!("invalid Zipkin JSON: {e}"))?;
-    spans.into_iter().map(span).collect()
+    let mut spans = Vec::new();
+    for_each(body, |s| {
+        spans.push(s);
+        Ok(())
+    })?;
+    Ok(spans)
+}
+
+/// Parses a `POST /api/v2/spans` JSON body one span at a time, handing each to `take` as soon as
+/// it is read: only one span's JSON form is ever held, whatever the array's length. An error of
+/// `take` stops the parse and is returned as it is.
+pub fn for_each(body: &[u8], take: impl FnMut(Span) -> Result<(), String>) -> Result<(), String> {
+    let mut taken_error = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let result =
+        serde::Deserializer::deserialize_seq(&mut de, Spans { take, error: &mut taken_error }).and_then(|()| de.end());
+    if let Some(e) = taken_error {
+        return Err(e);
+    }
+    result.map_err(|e| format!("invalid Zipkin JSON: {e}"))
+}
+
+/// The array's visitor: each element converted and handed over before the next is read.
+struct Spans<'e, F> {
+    take: F,
+    /// Why `take` refused, told apart from a JSON error.
+    error: &'e mut Option<String>,
+}
+
+impl<'de, F: FnMut(Span) -> Result<(), String>> serde::de::Visitor<'de> for Spans<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of Zipkin v2 spans")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(json) = seq.next_element::<JsonSpan>()? {
+            let converted = span(json).map_err(serde::de::Error::custom)?;
+            if let Err(e) = (self.take)(converted) {
+                *self.error = Some(e.clone());
+                return Err(serde::de::Error::custom(e));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn span(s: JsonSpan) -> Result<Span, String> {

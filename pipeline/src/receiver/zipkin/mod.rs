@@ -4,6 +4,9 @@
 //! ([`translate`] documents the mapping) and handed to the same [`TraceConsumer`] as OTLP spans.
 //! Zipkin v1 (`/api/v1/spans`) is not served.
 //!
+//! Spans are read one at a time and handed on in parts of bounded size (see [`chunk_bytes`]), so
+//! memory stays within a few times the request whatever its spans look like.
+//!
 //! Answers: 202 when taken, 400 unreadable, 413 over `otlp.max_request_size`, 415 another content
 //! type, 429 with `Retry-After` when the next stage is full, 503 when shutting down. Counted in
 //! `lgtm_agent_zipkin_received_total{format}` (spans) and
@@ -23,7 +26,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use lgtm_config::OtlpConfig;
+use lgtm_config::{OtlpConfig, ReceiverLimits};
 use prometheus::IntCounterVec;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +39,8 @@ use crate::metrics::counter_vec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZipkinError {
-    #[error("Zipkin receiver cannot listen on {addr:?}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("otlp.zipkin: cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error("Zipkin receiver failed: {0}")]
     Serve(std::io::Error),
 }
@@ -64,6 +67,7 @@ pub struct ZipkinReceiver {
     listener: Option<TcpListener>,
     traces: Arc<dyn TraceConsumer>,
     max_request_size: usize,
+    limits: ReceiverLimits,
 }
 
 impl ZipkinReceiver {
@@ -73,11 +77,12 @@ impl ZipkinReceiver {
         let listener = if cfg.enabled == Some(false) || addr.is_empty() {
             None
         } else {
-            let bind_error = |source| ZipkinError::Bind { addr: addr.to_string(), source };
+            let bind_error = |error| ZipkinError::Bind { addr: addr.to_string(), error };
             Some(TcpListener::bind(addr).await.map_err(bind_error)?)
         };
         let max_request_size = usize::try_from(cfg.max_request_size.bytes()).unwrap_or(usize::MAX);
-        Ok(ZipkinReceiver { listener, traces, max_request_size })
+        super::body::set_in_flight_budget(cfg.limits.max_in_flight_bytes.bytes());
+        Ok(ZipkinReceiver { listener, traces, max_request_size, limits: cfg.limits.clone() })
     }
 
     pub fn addr(&self) -> Option<SocketAddr> {
@@ -86,12 +91,38 @@ impl ZipkinReceiver {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ZipkinError> {
         let Some(listener) = self.listener else { return Ok(()) };
-        tracing::info!(addr = ?listener.local_addr().ok(), "Zipkin receiver listening");
-        axum::serve(listener, router(self.traces, self.max_request_size))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(ZipkinError::Serve)
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr, "Zipkin receiver listening");
+        let router = router(self.traces, self.max_request_size);
+        super::serve::serve_http(listener, router, self.limits, "zipkin", shutdown).await.map_err(ZipkinError::Serve)
     }
+}
+
+/// Spans are handed on in parts whose converted (OTLP) form takes about this many times the
+/// request's (decompressed) size, 1 MiB at least, so that one request never holds all its spans
+/// converted at once: Zipkin JSON of tiny spans (`{"traceId":"1","id":"1"}`, 25 bytes) takes about
+/// 13 times its size as OTLP spans, protobuf about 15 times, typical spans about 3 times. With the
+/// body itself and the encoded copy in the queue a request's peak stays within about 4 times its
+/// size (RELIABILITY.md, hostile clients). A part refused by the next stage (full) answers 429:
+/// the parts taken before it arrive twice when the client retries, which is allowed (at least
+/// once) and rare (only requests over 1 MiB of converted spans have several parts).
+const CHUNK_PER_BYTE: usize = 1;
+
+const CHUNK_FLOOR: usize = 1024 * 1024;
+
+fn chunk_bytes(request_bytes: usize) -> usize {
+    request_bytes.saturating_mul(CHUNK_PER_BYTE).max(CHUNK_FLOOR)
+}
+
+/// Converts what `builder` holds and hands it to the consumer, counted.
+fn hand_on(traces: &dyn TraceConsumer, format: &'static str, builder: translate::OtlpBuilder) -> Result<(), Refusal> {
+    let req = builder.finish();
+    let n = span_count(&req);
+    if n > 0 {
+        traces.consume(req).map_err(Refusal::from)?;
+        metrics().received.with_label_values(&[format]).inc_by(n as u64);
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -121,14 +152,34 @@ async fn post_spans(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
         }
     };
     let result = async {
-        let plain = read_plain(&headers, body, s.limit).await?;
-        let spans = if format == "json" { json::decode(&plain) } else { proto::decode(&plain) };
-        let req = translate::to_otlp(spans.map_err(|message| Refusal::Invalid { reason: "malformed", message })?);
-        let n = span_count(&req);
-        if n > 0 {
-            s.traces.consume(req).map_err(Refusal::from)?;
-            metrics().received.with_label_values(&[format]).inc_by(n as u64);
+        let (plain, held) = read_plain(&headers, body, s.limit).await?;
+        if format == "json" {
+            // Syntax first (nothing allocated): a body broken midway is refused whole rather than
+            // after some of its spans were handed on.
+            serde_json::from_slice::<serde::de::IgnoredAny>(&plain)
+                .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid Zipkin JSON: {e}") })?;
         }
+        let chunk = chunk_bytes(plain.len());
+        let mut builder = translate::OtlpBuilder::default();
+        let mut refused = None;
+        let traces = s.traces.as_ref();
+        let push = |span| {
+            builder.push(span);
+            if builder.decoded_bytes() > chunk {
+                if let Err(r) = hand_on(traces, format, std::mem::take(&mut builder)) {
+                    refused = Some(r);
+                    return Err(String::new());
+                }
+            }
+            Ok(())
+        };
+        let read = if format == "json" { json::for_each(&plain, push) } else { proto::for_each(&plain, push) };
+        if let Some(refusal) = refused {
+            return Err(refusal);
+        }
+        read.map_err(|message| Refusal::Invalid { reason: "malformed", message })?;
+        drop((plain, held));
+        hand_on(traces, format, builder)?;
         Ok::<(), Refusal>(())
     }
     .await;

@@ -65,8 +65,53 @@ pub struct ProtoAnnotation {
 
 /// Parses a `POST /api/v2/spans` protobuf body.
 pub fn decode(body: &[u8]) -> Result<Vec<Span>, String> {
-    let list = <ListOfSpans as prost::Message>::decode(body).map_err(|e| format!("invalid Zipkin protobuf: {e}"))?;
-    list.spans.into_iter().map(span).collect()
+    let mut spans = Vec::new();
+    for_each(body, |s| {
+        spans.push(s);
+        Ok(())
+    })?;
+    Ok(spans)
+}
+
+/// Parses a `ListOfSpans` one span at a time (field 1 entries, each decoded on its own), handing
+/// each to `take` at once: only one span's decoded protobuf form is held. Other fields are skipped
+/// as protobuf allows; an error of `take` is returned as it is.
+pub fn for_each(mut body: &[u8], mut take: impl FnMut(Span) -> Result<(), String>) -> Result<(), String> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let invalid = |e: prost::DecodeError| format!("invalid Zipkin protobuf: {e}");
+    let truncated = || "invalid Zipkin protobuf: truncated field".to_string();
+    while !body.is_empty() {
+        let (tag, wire_type) = decode_key(&mut body).map_err(invalid)?;
+        let skip = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut body).map_err(invalid)?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                let len = usize::try_from(decode_varint(&mut body).map_err(invalid)?).map_err(|_| truncated())?;
+                if len > body.len() {
+                    return Err(truncated());
+                }
+                if tag == 1 {
+                    let (entry, rest) = body.split_at(len);
+                    body = rest;
+                    let proto = <ProtoSpan as prost::Message>::decode(entry).map_err(invalid)?;
+                    take(span(proto)?)?;
+                    0
+                } else {
+                    len
+                }
+            }
+            other => return Err(format!("invalid Zipkin protobuf: wire type {other:?} is not supported")),
+        };
+        if skip > body.len() {
+            return Err(truncated());
+        }
+        body = &body[skip..];
+    }
+    Ok(())
 }
 
 fn span(s: ProtoSpan) -> Result<Span, String> {

@@ -15,6 +15,8 @@
 //! - `shared` (a server span that reuses its client's id) is kept as sent: the ids are not
 //!   rewritten, as in the Collector.
 
+use std::collections::HashMap;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
@@ -26,35 +28,117 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use super::model::{self, Kind};
 
 pub fn to_otlp(spans: Vec<model::Span>) -> ExportTraceServiceRequest {
-    let mut resources: Vec<(String, Vec<ScopeSpans>)> = Vec::new();
+    let mut builder = OtlpBuilder::default();
     for s in spans {
+        builder.push(s);
+    }
+    builder.finish()
+}
+
+/// Builds the OTLP request span by span (as the decoders read them), grouping by service and
+/// scope through an index (a request with many services costs no quadratic search), and keeping
+/// an estimate of the heap the converted spans take ([`OtlpBuilder::decoded_bytes`]) so that the
+/// receiver can refuse a request whose converted form would be too large before it is.
+#[derive(Default)]
+pub struct OtlpBuilder {
+    resources: Vec<(String, Vec<ScopeSpans>)>,
+    by_service: HashMap<String, usize>,
+    /// (resource index, scope name, scope version) -> index in that resource's scopes.
+    by_scope: HashMap<(usize, String, String), usize>,
+    decoded_bytes: usize,
+    spans: usize,
+}
+
+impl OtlpBuilder {
+    pub fn push(&mut self, s: model::Span) {
         let service = s.local_endpoint.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();
         let (scope, span) = span(s);
-        let idx = match resources.iter().position(|(name, _)| *name == service) {
-            Some(i) => i,
+        self.decoded_bytes += span_heap_bytes(&span);
+        self.spans += 1;
+        let idx = match self.by_service.get(&service) {
+            Some(&i) => i,
             None => {
-                resources.push((service, Vec::new()));
-                resources.len() - 1
+                self.decoded_bytes += std::mem::size_of::<ResourceSpans>() + 2 * service.len();
+                self.resources.push((service.clone(), Vec::new()));
+                self.by_service.insert(service, self.resources.len() - 1);
+                self.resources.len() - 1
             }
         };
-        let scopes = &mut resources[idx].1;
-        match scopes.iter_mut().find(|x| x.scope.as_ref() == Some(&scope)) {
-            Some(x) => x.spans.push(span),
-            None => scopes.push(ScopeSpans { scope: Some(scope), spans: vec![span], schema_url: String::new() }),
+        let scopes = &mut self.resources[idx].1;
+        let key = (idx, scope.name.clone(), scope.version.clone());
+        match self.by_scope.get(&key) {
+            Some(&i) => scopes[i].spans.push(span),
+            None => {
+                self.decoded_bytes += std::mem::size_of::<ScopeSpans>() + 2 * (key.1.len() + key.2.len());
+                scopes.push(ScopeSpans { scope: Some(scope), spans: vec![span], schema_url: String::new() });
+                self.by_scope.insert(key, scopes.len() - 1);
+            }
         }
     }
-    let resource_spans = resources
-        .into_iter()
-        .map(|(service, scope_spans)| {
-            let attributes = if service.is_empty() { Vec::new() } else { vec![kv("service.name", string(service))] };
-            ResourceSpans {
-                resource: Some(Resource { attributes, dropped_attributes_count: 0, entity_refs: Vec::new() }),
-                scope_spans,
-                schema_url: String::new(),
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest { resource_spans }
+
+    /// About the heap taken by what was pushed so far (spans, their strings and vectors, the
+    /// grouping), in bytes.
+    pub fn decoded_bytes(&self) -> usize {
+        self.decoded_bytes
+    }
+
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    pub fn finish(self) -> ExportTraceServiceRequest {
+        let resource_spans = self
+            .resources
+            .into_iter()
+            .map(|(service, scope_spans)| {
+                let attributes =
+                    if service.is_empty() { Vec::new() } else { vec![kv("service.name", string(service))] };
+                ResourceSpans {
+                    resource: Some(Resource { attributes, dropped_attributes_count: 0, entity_refs: Vec::new() }),
+                    scope_spans,
+                    schema_url: String::new(),
+                }
+            })
+            .collect();
+        ExportTraceServiceRequest { resource_spans }
+    }
+}
+
+/// Bytes an allocator hands out for `n` requested: at least 16, rounded up to 16 (glibc and
+/// jemalloc size classes are close to this for small blocks).
+fn block(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.max(16).div_ceil(16) * 16
+    }
+}
+
+fn value_heap_bytes(v: &Option<AnyValue>) -> usize {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => block(s.capacity()) + std::mem::size_of::<AnyValue>(),
+        Some(_) => std::mem::size_of::<AnyValue>(),
+        None => 0,
+    }
+}
+
+fn attributes_heap_bytes(attributes: &[KeyValue]) -> usize {
+    block(attributes.len() * std::mem::size_of::<KeyValue>())
+        + attributes.iter().map(|kv| block(kv.key.capacity()) + value_heap_bytes(&kv.value)).sum::<usize>()
+}
+
+/// The heap one converted span takes, its own slot in the spans vector included (twice: a
+/// vector may hold up to double its length while growing).
+fn span_heap_bytes(span: &Span) -> usize {
+    2 * std::mem::size_of::<Span>()
+        + block(span.trace_id.capacity())
+        + block(span.span_id.capacity())
+        + block(span.parent_span_id.capacity())
+        + block(span.name.capacity())
+        + attributes_heap_bytes(&span.attributes)
+        + block(span.events.len() * std::mem::size_of::<Event>())
+        + span.events.iter().map(|e| block(e.name.capacity()) + attributes_heap_bytes(&e.attributes)).sum::<usize>()
+        + span.status.as_ref().map_or(0, |s| block(s.message.capacity()))
 }
 
 fn span(s: model::Span) -> (InstrumentationScope, Span) {

@@ -1,0 +1,646 @@
+//! Hostile clients and misconfiguration against the real `lgtm-agent` binary (issue 17): a port
+//! already taken, two listeners on one address, an exporter that cannot start, header values and
+//! tenants that HTTP cannot carry, URL passwords in errors, colour in log files, SIGHUP and
+//! `POST /-/reload`, slow clients and too many connections, and the memory one request can take.
+//! Every case prints what it sent and what the agent answered.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lgtm_integration::agent::{agent_binary, AgentProcess};
+use lgtm_integration::agent_config::AgentConfig;
+use lgtm_integration::procstat::Process;
+use lgtm_integration::{eventually, free_port};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn report(case: &str, sent: &str, answer: &str) {
+    println!("[hostile_clients] {case}\n    sent:   {sent}\n    answer: {answer}");
+}
+
+/// The receivers off except those a test turns on (their default ports may be taken).
+fn receivers_off() -> serde_json::Value {
+    json!({ "grpc": "", "http": "", "zipkin": "",
+            "jaeger": { "thrift_compact": "", "thrift_binary": "", "thrift_http": "", "grpc": "" } })
+}
+
+/// `lgtm-agent <sub> --config <file>` on `yaml`: exit code and stderr.
+fn agent_command(dir: &Path, sub: &str, yaml: &str) -> (Option<i32>, String) {
+    let file = dir.join(format!("{sub}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(agent_binary())
+        .args([sub, "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run lgtm-agent");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Starts `run` without waiting for `/readyz` (for agents that are not meant to become ready).
+fn spawn_agent(dir: &Path, yaml: &str) -> (Child, std::path::PathBuf) {
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(agent_binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start lgtm-agent");
+    (child, log_path)
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(url).await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.unwrap_or_default()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: listeners
+
+#[test]
+fn a_port_already_taken_stops_the_agent_with_exit_1_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let grpc = free_port();
+    let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), free_port())
+        .set("otlp", receivers_off())
+        .set("otlp.grpc", format!("127.0.0.1:{grpc}"))
+        .set("otlp.http", format!("127.0.0.1:{port}"))
+        .yaml();
+    let started = Instant::now();
+    let (code, stderr) = agent_command(tmp.path(), "run", &yaml);
+    report(
+        "otlp.http on a port already taken",
+        &format!("otlp.http 127.0.0.1:{port} (held by the test), otlp.grpc 127.0.0.1:{grpc}"),
+        &format!("exit {code:?} after {:?}: {}", started.elapsed(), stderr.lines().last().unwrap_or("")),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("otlp.http: cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn validate_rejects_two_listeners_on_one_port_naming_both_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cases = [
+        ("otlp.http", format!("127.0.0.1:{port}"), "otlp.zipkin", format!("127.0.0.1:{port}")),
+        ("otlp.grpc", format!("0.0.0.0:{port}"), "otlp.jaeger.grpc", format!("127.0.0.1:{port}")),
+        ("admin.listen", format!("127.0.0.1:{port}"), "otlp.http", format!("127.0.0.1:{port}")),
+    ];
+    for (first, a, second, b) in cases {
+        let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), free_port())
+            .set("otlp", receivers_off())
+            .set(first, a.clone())
+            .set(second, b.clone())
+            .yaml();
+        let (code, stderr) = agent_command(tmp.path(), "validate", &yaml);
+        report("two listeners on one port", &format!("{first}: {a}, {second}: {b}"), stderr.trim());
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(first) && stderr.contains(second), "both fields named: {stderr}");
+        assert!(stderr.contains("validate.yaml:"), "file and line: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_naming_an_exporter_that_cannot_start_and_200_once_it_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let ca = tmp.path().join("ca.pem");
+    let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), admin)
+        .set("exporters.loki", json!({ "url": "https://127.0.0.1:1/loki/api/v1/push",
+            "tls": { "ca_file": ca.display().to_string() }, "retry": { "initial_backoff": "100ms", "max_backoff": "500ms" } }))
+        .yaml();
+    let (mut child, log) = spawn_agent(tmp.path(), &yaml);
+    let base = format!("http://127.0.0.1:{admin}");
+    let healthz =
+        eventually(Duration::from_secs(20), "/healthz answers", || get_owned(format!("{base}/healthz"))).await;
+    // Give the exporter time to try and fail a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ready = get(&format!("{base}/readyz")).await.unwrap();
+    report(
+        "an exporter whose CA file is missing",
+        &format!("exporters.loki.tls.ca_file {} (absent)", ca.display()),
+        &format!("/healthz {}, /readyz {} {:?}", healthz.0, ready.0, ready.1),
+    );
+    assert_eq!(healthz.0, 200);
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(ready.1.contains("exporter/loki: failed"), "{}", ready.1);
+    // The file appears (as a mounted Secret does): the exporter starts and the agent is ready.
+    write_ca(&ca);
+    let ready = eventually(Duration::from_secs(10), "/readyz 200 once the CA file exists", || {
+        let url = format!("{base}/readyz");
+        async move { get(&url).await.filter(|(s, _)| *s == 200) }
+    })
+    .await;
+    assert_eq!(ready.1, "ready\n");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+async fn get_owned(url: String) -> Option<(u16, String)> {
+    get(&url).await
+}
+
+/// Writes a self-signed CA certificate to `path` (any valid one does: the exporter only reads it).
+fn write_ca(path: &Path) {
+    let key = path.with_extension("key");
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=lgtm-test-ca", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "openssl req -x509 (openssl is needed to make a CA certificate)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Items 6 and 7: what HTTP cannot carry, and passwords in errors
+
+#[test]
+fn header_values_tenants_and_url_passwords_are_refused_by_validate_and_run_without_the_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = || AgentConfig::new("it-hostile", &tmp.path().join("data"), free_port());
+    let loki = json!({ "url": "http://127.0.0.1:3100/loki/api/v1/push" });
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a header value with a newline",
+            base()
+                .set("exporters.loki", loki.clone())
+                .set("exporters.loki.headers", json!({ "X-Team": "a\nX-Evil: 1" }))
+                .yaml(),
+            "exporters.loki.headers.X-Team: ",
+        ),
+        (
+            "a tenant with CR LF",
+            base().set("exporters.loki", loki.clone()).set("exporters.loki.tenant", "t1\r\nX-Evil: 1").yaml(),
+            "exporters.loki.tenant: ",
+        ),
+        ("the default tenant with a NUL", base().set("tenant", "t\u{0}1").yaml(), "tenant: "),
+        (
+            "a header name with a space",
+            base().set("exporters.loki", loki.clone()).set("exporters.loki.headers", json!({ "X Team": "a" })).yaml(),
+            "exporters.loki.headers: ",
+        ),
+        (
+            "a gRPC-reserved header on Tempo",
+            base()
+                .set("exporters.tempo", json!({ "url": "http://127.0.0.1:4317" }))
+                .set("exporters.tempo.headers", json!({ "grpc-timeout": "1S" }))
+                .yaml(),
+            "exporters.tempo.headers: ",
+        ),
+        (
+            "an invalid URL with a password",
+            base().set("exporters.loki", json!({ "url": "http://agent:hunter2-s3cret@loki .svc:3100/push" })).yaml(),
+            "exporters.loki.url: ",
+        ),
+    ];
+    for (what, yaml, field) in cases {
+        for sub in ["validate", "run"] {
+            let (code, stderr) = agent_command(tmp.path(), sub, &yaml);
+            if sub == "validate" {
+                report(what, field, stderr.trim());
+            }
+            assert_eq!(code, Some(2), "{what} ({sub}): {stderr}");
+            assert!(stderr.contains(&format!("{sub}.yaml:")), "{what} ({sub}): file and line: {stderr}");
+            assert!(stderr.contains(field), "{what} ({sub}): names {field}: {stderr}");
+            assert!(!stderr.contains("hunter2-s3cret"), "{what} ({sub}): password shown: {stderr}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 9: logs
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_to_a_file_have_no_colour_and_fields_print_plain_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let (udp, http) = (free_port(), free_port());
+    let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), admin)
+        .set("otlp", receivers_off())
+        .set("otlp.http", format!("127.0.0.1:{http}"))
+        .set("otlp.jaeger.thrift_compact", format!("127.0.0.1:{udp}"))
+        .set("log.format", "text")
+        .yaml();
+    let mut agent = AgentProcess::start(tmp.path(), &yaml, admin).await;
+    let status = agent.terminate(Duration::from_secs(10)).await;
+    let log = agent.log();
+    let first = log.lines().find(|l| l.contains("Jaeger UDP receiver listening")).unwrap_or("").to_string();
+    report("log.format text into a file", "stderr redirected to a file, NO_COLOR unset", &first);
+    assert!(status.success());
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a file:\n{log}");
+    assert!(first.contains(&format!("addr=127.0.0.1:{udp}")), "the address as a value: {first}");
+    assert!(!log.contains("Some("), "no Debug forms of Option:\n{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 8: reload
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_post_reload_keep_the_old_config_on_error_and_apply_a_changed_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let (http_a, http_b) = (free_port(), free_port());
+    let config = |http: u16| {
+        AgentConfig::new("it-hostile", &tmp.path().join("data"), admin)
+            .set("admin.enable_reload", true)
+            .set("otlp", receivers_off())
+            .set("otlp.http", format!("127.0.0.1:{http}"))
+            .yaml()
+    };
+    let mut agent = AgentProcess::start(tmp.path(), &config(http_a), admin).await;
+    let pid = agent.pid();
+    let base = format!("http://127.0.0.1:{admin}");
+    let hup = || Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+
+    // Unchanged file: nothing happens.
+    hup();
+    eventually(Duration::from_secs(5), "an unchanged reload counted", || async {
+        (agent.metric_sum("lgtm_agent_config_reloads_total", &["unchanged"]).await == 1.0).then_some(())
+    })
+    .await;
+
+    // An invalid file: the agent keeps running the old config and says so.
+    std::fs::write(&agent.config_path, "otlp:\n  http: [not, an, address]\n").unwrap();
+    hup();
+    eventually(Duration::from_secs(5), "a failed reload counted", || async {
+        (agent.metric_sum("lgtm_agent_config_last_reload_successful", &[]).await == 0.0).then_some(())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let refused = client.post(format!("{base}/-/reload")).send().await.unwrap();
+    let (code, body) = (refused.status().as_u16(), refused.text().await.unwrap());
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("otlp.http"), "{body}");
+    let still = client.post(format!("http://127.0.0.1:{http_a}/v1/traces")).send().await.map(|r| r.status().as_u16());
+    report(
+        "SIGHUP and POST /-/reload with an invalid file",
+        "otlp.http: [not, an, address]",
+        &format!("{code} {body:?}; old receiver answers {still:?}"),
+    );
+    assert!(still.is_ok(), "the old OTLP/HTTP receiver still serves");
+    assert_eq!(agent.metric_sum("lgtm_agent_config_reloads_total", &["invalid"]).await, 2.0);
+
+    // A changed valid file: applied (the receiver moves), same process.
+    std::fs::write(&agent.config_path, config(http_b)).unwrap();
+    let applied = client.post(format!("{base}/-/reload")).send().await.unwrap();
+    assert_eq!(applied.status().as_u16(), 200);
+    assert_eq!(applied.text().await.unwrap(), "reloading\n");
+    let moved = eventually(Duration::from_secs(20), "the receiver on the new port", || {
+        let url = format!("http://127.0.0.1:{http_b}/v1/traces");
+        async move { reqwest::Client::new().post(&url).send().await.ok().map(|r| r.status().as_u16()) }
+    })
+    .await;
+    eventually(Duration::from_secs(20), "ready again", || {
+        let url = format!("{base}/readyz");
+        async move { get(&url).await.filter(|(s, _)| *s == 200) }
+    })
+    .await;
+    assert_eq!(agent.pid(), pid);
+    assert!(Process::Pid(pid).rss_bytes() > 0, "the same process runs on");
+    let old = client.post(format!("http://127.0.0.1:{http_a}/v1/traces")).send().await;
+    report(
+        "POST /-/reload with a changed file",
+        &format!("otlp.http 127.0.0.1:{http_a} -> 127.0.0.1:{http_b}"),
+        &format!(
+            "200 reloading; new port answers {moved}; old port {}; pid {pid} unchanged",
+            if old.is_err() { "closed" } else { "open" }
+        ),
+    );
+    assert!(old.is_err(), "the old port is closed");
+    assert_eq!(agent.metric_sum("lgtm_agent_config_last_reload_successful", &[]).await, 1.0);
+    let status = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_enable_reload_post_reload_is_404_and_sighup_does_not_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), admin).yaml();
+    let mut agent = AgentProcess::start(tmp.path(), &yaml, admin).await;
+    let code = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{admin}/-/reload"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    let _ = Command::new("kill").args(["-HUP", &agent.pid().to_string()]).status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ready = get(&format!("http://127.0.0.1:{admin}/readyz")).await;
+    report(
+        "POST /-/reload and SIGHUP, reload not enabled",
+        "POST, then SIGHUP",
+        &format!("{code}; /readyz after SIGHUP {ready:?}"),
+    );
+    assert_eq!(code, 404);
+    assert_eq!(ready.map(|r| r.0), Some(200));
+    assert!(agent.terminate(Duration::from_secs(10)).await.success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 2: slow clients and connection caps
+
+/// Opens a connection that announces a 15 MB body (under max_request_size) and then sends one byte every `every`, until
+/// the agent closes it; returns how long that took and what the agent answered.
+async fn trickle(addr: String, every: Duration, give_up: Duration) -> (Duration, String) {
+    let started = Instant::now();
+    let Ok(mut conn) = tokio::net::TcpStream::connect(&addr).await else {
+        return (started.elapsed(), "connect failed".into());
+    };
+    let head =
+        "POST /api/v2/spans HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15000000\r\n\r\n[";
+    if conn.write_all(head.as_bytes()).await.is_err() {
+        return (started.elapsed(), "closed".into());
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while started.elapsed() < give_up {
+        tokio::select! {
+            n = conn.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            _ = tokio::time::sleep(every) => {
+                if conn.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let first = String::from_utf8_lossy(&answer).lines().next().unwrap_or("closed").to_string();
+    (started.elapsed(), first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_timed_out_and_excess_connections_refused_while_a_good_client_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let zipkin = free_port();
+    let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), admin)
+        .set("otlp", receivers_off())
+        .set("otlp.zipkin", format!("127.0.0.1:{zipkin}"))
+        .set("otlp.limits", json!({ "header_timeout": "3s", "request_timeout": "2s", "max_connections": 210 }))
+        .set("exporters.tempo", json!({ "console": true }))
+        .yaml();
+    let agent = AgentProcess::start(tmp.path(), &yaml, admin).await;
+    let pid = agent.pid();
+    let addr = format!("127.0.0.1:{zipkin}");
+    let before = Process::Pid(pid).peak_rss_bytes();
+
+    // 200 clients trickle a 1 GB body, one byte every 200 ms.
+    let slow: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(trickle(addr.clone(), Duration::from_millis(200), Duration::from_secs(15))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A well-behaved client meanwhile.
+    let good = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v2/spans"))
+        .header("content-type", "application/json")
+        .body(r#"[{"traceId":"5af7183fb1d4cf5f","id":"352bff9a74ca9ad2","name":"good","localEndpoint":{"serviceName":"ok"}}]"#)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    let mut closed_after = Vec::new();
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for s in slow {
+        let (took, answer) = s.await.unwrap();
+        closed_after.push(took);
+        *answers.entry(answer).or_default() += 1;
+    }
+    let longest = closed_after.iter().max().copied().unwrap_or_default();
+    let timeouts = agent.metric_sum("lgtm_agent_receiver_timeouts_total", &["zipkin"]).await;
+    let peak = Process::Pid(pid).peak_rss_bytes();
+    report(
+        "200 clients trickling a 15 MB body (request_timeout 2s, max_connections 210)",
+        "one byte every 200 ms each; a good Zipkin request 0.5 s in",
+        &format!(
+            "good client {good:?}; slow ones closed after at most {longest:?} with {answers:?}; timeouts_total {timeouts}; VmHWM {} -> {} MiB",
+            before / 1048576,
+            peak / 1048576
+        ),
+    );
+    assert_eq!(good.as_ref().ok(), Some(&202), "the good client is served meanwhile: {good:?}");
+    assert!(longest < Duration::from_secs(6), "every slow client closed within the request timeout: {longest:?}");
+    assert_eq!(timeouts, 200.0);
+    assert_eq!(answers.get("HTTP/1.1 408 Request Timeout"), Some(&200), "{answers:?}");
+
+    // 260 connections that send nothing: 210 are held until the header timeout (3 s), 50 refused.
+    let idle: Vec<_> = (0..260)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut conn = tokio::net::TcpStream::connect(&addr).await.ok()?;
+                let mut buf = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+                Some(started.elapsed())
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for c in idle {
+        held.push(c.await.unwrap().unwrap_or_default());
+    }
+    let refused = agent.metric_sum("lgtm_agent_receiver_connections_refused_total", &["zipkin"]).await;
+    let quick = held.iter().filter(|d| **d < Duration::from_millis(700)).count();
+    let longest = held.iter().max().copied().unwrap_or_default();
+    report(
+        "260 idle connections (header_timeout 3s, max_connections 210)",
+        "connect, send nothing",
+        &format!("refused_total {refused}; {quick} closed at once; all closed within {longest:?}"),
+    );
+    assert!(refused >= 50.0, "at least the 50 over the cap refused: {refused}");
+    assert!(longest < Duration::from_secs(6), "idle connections closed by the header timeout: {longest:?}");
+    let served = agent.metric_sum("lgtm_agent_zipkin_received_total", &[]).await;
+    assert_eq!(served, 1.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 1: memory of one request
+
+/// Zipkin JSON of tiny spans, about `bytes` long: the worst case of conversion.
+fn zipkin_json_tiny(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 64);
+    out.push(b'[');
+    let mut i = 0u64;
+    while out.len() < bytes {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!(r#"{{"traceId":"{:x}","id":"{:x}"}}"#, i + 1, i + 1).as_bytes());
+        i += 1;
+    }
+    out.push(b']');
+    out
+}
+
+/// Zipkin JSON of spans as an instrumented app sends them (~330 bytes each).
+fn zipkin_json_typical(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 512);
+    out.push(b'[');
+    let mut i = 0u64;
+    while out.len() < bytes {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(
+            format!(
+                r#"{{"traceId":"{:032x}","id":"{:016x}","parentId":"{:016x}","kind":"SERVER","name":"get /api/items","timestamp":1556604172355737,"duration":1431,"localEndpoint":{{"serviceName":"backend","ipv4":"10.0.0.1","port":8080}},"tags":{{"http.method":"GET","http.path":"/api/items","http.status_code":"200"}}}}"#,
+                i + 1,
+                i + 1,
+                i + 2
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.push(b']');
+    out
+}
+
+/// Zipkin protobuf `ListOfSpans` of minimal spans (8-byte trace id and id), about `bytes` long.
+fn zipkin_proto_tiny(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 32);
+    let mut i = 0u64;
+    while out.len() < bytes {
+        let mut span = vec![0x0a, 8];
+        span.extend_from_slice(&(i + 1).to_be_bytes());
+        span.extend_from_slice(&[0x1a, 8]);
+        span.extend_from_slice(&(i + 1).to_be_bytes());
+        out.extend_from_slice(&[0x0a, span.len() as u8]);
+        out.extend_from_slice(&span);
+        i += 1;
+    }
+    out
+}
+
+/// OTLP/JSON traces of minimal spans, about `bytes` long.
+fn otlp_json_tiny(bytes: usize) -> Vec<u8> {
+    let mut out = br#"{"resourceSpans":[{"scopeSpans":[{"spans":["#.to_vec();
+    let mut i = 0u64;
+    while out.len() < bytes {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!(r#"{{"traceId":"{:032x}","spanId":"{:016x}"}}"#, i + 1, i + 1).as_bytes());
+        i += 1;
+    }
+    out.extend_from_slice(b"]}]}]}");
+    out
+}
+
+/// OTLP protobuf traces of minimal spans, about `bytes` long.
+fn otlp_proto_tiny(bytes: usize) -> Vec<u8> {
+    let mut spans = Vec::with_capacity(bytes);
+    let mut i = 0u64;
+    while spans.len() < bytes {
+        // Span { trace_id (1): 16 bytes, span_id (2): 8 bytes }
+        let mut span = vec![0x0a, 16];
+        span.extend_from_slice(&[0u8; 8]);
+        span.extend_from_slice(&(i + 1).to_be_bytes());
+        span.extend_from_slice(&[0x12, 8]);
+        span.extend_from_slice(&(i + 1).to_be_bytes());
+        spans.extend_from_slice(&[0x12, span.len() as u8]);
+        spans.extend_from_slice(&span);
+        i += 1;
+    }
+    // ScopeSpans { spans (2) } in ResourceSpans { scope_spans (2) } in the request (1).
+    let wrap = |field: u8, inner: Vec<u8>| {
+        let mut out = vec![field];
+        let mut n = inner.len() as u64;
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+        out.extend_from_slice(&inner);
+        out
+    };
+    wrap(0x0a, wrap(0x12, spans))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_takes_at_most_four_times_its_size_in_memory() {
+    const SIZE: usize = 15 * 1024 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    // (receiver, encoding, body, path, content type, bound asserted)
+    let cases: Vec<(&str, &str, Vec<u8>, &str, &str, bool)> = vec![
+        ("zipkin", "json, tiny spans", zipkin_json_tiny(SIZE), "/api/v2/spans", "application/json", true),
+        ("zipkin", "json, typical spans", zipkin_json_typical(SIZE), "/api/v2/spans", "application/json", true),
+        ("zipkin", "protobuf, tiny spans", zipkin_proto_tiny(SIZE), "/api/v2/spans", "application/x-protobuf", true),
+        ("otlp_http", "protobuf, tiny spans", otlp_proto_tiny(SIZE), "/v1/traces", "application/x-protobuf", true),
+        ("otlp_http", "json, tiny spans", otlp_json_tiny(SIZE), "/v1/traces", "application/json", false),
+    ];
+    let mut table = Vec::new();
+    let mut over = Vec::new();
+    for (receiver, encoding, body, path, content_type, bounded) in cases {
+        let dir = tmp.path().join(format!("{receiver}-{}", encoding.replace([' ', ','], "")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (admin, port) = (free_port(), free_port());
+        let field = if receiver == "zipkin" { "otlp.zipkin" } else { "otlp.http" };
+        let yaml = AgentConfig::new("it-hostile", &dir.join("data"), admin)
+            .set("otlp", receivers_off())
+            .set(field, format!("127.0.0.1:{port}"))
+            .set("shutdown.grace_period", "1s")
+            .set(
+                "exporters.tempo",
+                json!({ "url": format!("http://127.0.0.1:{}", free_port()),
+                "queue": { "max_memory": "64MiB", "max_disk": "0B" } }),
+            )
+            .yaml();
+        let mut agent = AgentProcess::start(&dir, &yaml, admin).await;
+        let pid = agent.pid();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = Process::Pid(pid).peak_rss_bytes();
+        let len = body.len();
+        let status = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        let peak = Process::Pid(pid).peak_rss_bytes();
+        let per_byte = peak.saturating_sub(before) as f64 / len as f64;
+        table.push(format!(
+            "| {receiver} | {encoding} | {:.1} MiB | {status:?} | {:.0} -> {:.0} MiB | {per_byte:.2} |",
+            len as f64 / 1048576.0,
+            before as f64 / 1048576.0,
+            peak as f64 / 1048576.0
+        ));
+        println!("{}", table.last().unwrap());
+        if receiver == "zipkin" && status.as_ref().ok() != Some(&202) {
+            over.push(format!("{receiver} {encoding}: answered {status:?}, 202 expected (taken in parts)"));
+        }
+        if bounded && per_byte > 4.0 {
+            over.push(format!("{receiver} {encoding}: {per_byte:.2}"));
+        }
+        agent.terminate(Duration::from_secs(10)).await;
+    }
+    println!("[hostile_clients] peak RSS growth per request byte\n| receiver | encoding | request | answer | VmHWM | per byte |\n|---|---|---|---|---|---|");
+    for row in &table {
+        println!("{row}");
+    }
+    assert!(over.is_empty(), "over 4 bytes of peak RSS per request byte: {over:?}");
+}
