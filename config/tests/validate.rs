@@ -66,7 +66,7 @@ const INVALID: &[(&str, &str)] = &[
     ("otlp:\n  zipkin: \"9411\"\n", "c.yaml:2: otlp.zipkin: invalid listen address \"9411\": expected IP:port, e.g. 0.0.0.0:9464"),
     ("otlp:\n  limits: { max_connections: 0 }\n", "c.yaml:2: otlp.limits.max_connections: must be at least 1"),
     ("otlp:\n  limits: { request_timeout: 0s }\n", "c.yaml:2: otlp.limits.request_timeout: must be greater than 0"),
-    ("otlp:\n  limits: { max_in_flight_bytes: 1MiB }\n", "c.yaml:2: otlp.limits.max_in_flight_bytes: 1MiB is smaller than otlp.max_request_size 16MiB: no request of the largest size could be taken"),
+    ("otlp:\n  limits: { max_in_flight_bytes: 1MiB }\n", "c.yaml:2: otlp.limits.max_in_flight_bytes: 1MiB is smaller than otlp.max_request_size 4MiB: no request of the largest size could be taken"),
     // Headers and tenants (issue 17): what HTTP headers and gRPC metadata cannot carry.
     ("exporters:\n  loki:\n    headers: { X-Team: \"a\\nb\" }\n", "c.yaml:3: exporters.loki.headers.X-Team: '\\n' cannot be sent in an HTTP header or gRPC metadata value (only visible ASCII, spaces and tabs)"),
     ("exporters:\n  loki:\n    headers: { \"X Team\": a }\n", "c.yaml:3: exporters.loki.headers: \"X Team\" is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
