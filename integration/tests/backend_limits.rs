@@ -31,7 +31,7 @@ fn many_series(n: usize) -> String {
 /// nothing stored, not even `up`. Requests are now cut at `batch.max_items`, so every one fits
 /// the bucket and only the rate holds them back (429, the shard waits and retries). Scaled down
 /// tenfold (a debug build scrapes 60,000 series slowly): burst 5,000, 5,000 samples/s, 12,000
-/// series in one scrape.
+/// series in one scrape (about 11-21 s on a loaded 2-core machine; bounded at 90 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_larger_than_the_ingestion_burst_is_stored_whole() {
     let series = 12_000;
@@ -52,13 +52,13 @@ async fn a_scrape_larger_than_the_ingestion_burst_is_stored_whole() {
         let st = mimir.state();
         st.series_with_prefix("wide{") == series && st.series_with_prefix("up{") == 1
     };
-    while started.elapsed() < Duration::from_secs(40) && !all_stored() {
+    while started.elapsed() < Duration::from_secs(90) && !all_stored() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     {
         let st = mimir.state();
         let done = st.series_with_prefix("wide{") == series && st.series_with_prefix("up{") == 1;
-        assert!(done, "after 40 s: {} series; requests {:?}\n{}", st.samples.len(), st.requests, agent.log());
+        assert!(done, "after 90 s: {} series; requests {:?}\n{}", st.samples.len(), st.requests, agent.log());
     }
     let (stored, requests, largest, refused, twice) = {
         let st = mimir.state();
