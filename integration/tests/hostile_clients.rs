@@ -580,12 +580,15 @@ fn otlp_proto_tiny(bytes: usize) -> Vec<u8> {
     wrap(0x0a, wrap(0x12, spans))
 }
 
+/// (receiver, encoding, body, path, content type, whether the 4x bound is asserted)
+type MemoryCase = (&'static str, &'static str, Vec<u8>, &'static str, &'static str, bool);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_takes_at_most_four_times_its_size_in_memory() {
     const SIZE: usize = 15 * 1024 * 1024;
     let tmp = tempfile::tempdir().unwrap();
     // (receiver, encoding, body, path, content type, bound asserted)
-    let cases: Vec<(&str, &str, Vec<u8>, &str, &str, bool)> = vec![
+    let cases: Vec<MemoryCase> = vec![
         ("zipkin", "json, tiny spans", zipkin_json_tiny(SIZE), "/api/v2/spans", "application/json", true),
         ("zipkin", "json, typical spans", zipkin_json_typical(SIZE), "/api/v2/spans", "application/json", true),
         ("zipkin", "protobuf, tiny spans", zipkin_proto_tiny(SIZE), "/api/v2/spans", "application/x-protobuf", true),

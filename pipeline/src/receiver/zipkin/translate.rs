@@ -123,7 +123,7 @@ fn value_heap_bytes(v: &Option<AnyValue>) -> usize {
 }
 
 fn attributes_heap_bytes(attributes: &[KeyValue]) -> usize {
-    block(attributes.len() * std::mem::size_of::<KeyValue>())
+    block(std::mem::size_of_val(attributes))
         + attributes.iter().map(|kv| block(kv.key.capacity()) + value_heap_bytes(&kv.value)).sum::<usize>()
 }
 
