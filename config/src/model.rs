@@ -384,6 +384,10 @@ pub struct LogsConfig {
     pub max_line_size: ByteSize,
     /// Where to start in files that already exist on the very first start: `beginning` or `end`.
     pub start_at: StartAt,
+    /// Where a line's `stream` (stdout or stderr) goes: a stream label (what Vector, Fluent Bit,
+    /// Alloy and Promtail do, so `{stream="stderr"}` works as in the other scenarios) or Loki
+    /// structured metadata (fewer streams; needs Loki 3 with `allow_structured_metadata`).
+    pub stream: StreamPlacement,
     /// Period of the rescan that recovers from missed or overflowed inotify events.
     pub rescan_interval: Duration,
     /// Pod labels copied to stream labels (besides `app`).
@@ -416,6 +420,7 @@ impl Default for LogsConfig {
             kubernetes: true,
             max_line_size: ByteSize::from_bytes(256 * 1024),
             start_at: StartAt::Beginning,
+            stream: StreamPlacement::Label,
             rescan_interval: Duration::from_secs(10),
             pod_labels: Vec::new(),
             pod_annotations: Vec::new(),
@@ -431,6 +436,15 @@ impl LogsConfig {
     pub fn largest_batch(&self) -> ByteSize {
         ByteSize::from_bytes((2 << 20) + self.max_line_size.bytes())
     }
+}
+
+/// Where a log line's `stream` (stdout/stderr) is sent: `logs.stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamPlacement {
+    #[default]
+    Label,
+    StructuredMetadata,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

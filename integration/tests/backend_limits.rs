@@ -149,12 +149,10 @@ async fn structured_metadata_refused_is_sent_again_without_it() {
     let pods = tmp.path().join("pods");
     write_cri(&pods, "pod-0", 0, 2000, 60);
     let admin = free_port();
-    let agent = AgentProcess::start(
-        tmp.path(),
-        &logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin).yaml(),
-        admin,
-    )
-    .await;
+    // `stream` as structured metadata, which Loki 3 takes and Loki 2.9 refuses by default.
+    let cfg =
+        logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin).set("logs.stream", "structured_metadata");
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
     write_cri(&pods, "pod-0", 2000, 2000, 60);
     eventually(Duration::from_secs(30), "4,000 lines stored", || async { (stored(&loki).len() == 4000).then_some(()) })
         .await;
@@ -261,7 +259,9 @@ async fn past_the_stream_limit_only_the_refused_streams_are_held_back() {
     }
     let admin = free_port();
     let cfg = logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin)
-        .set("exporters.loki.stream_limit_hold_back", "3s");
+        .set("exporters.loki.stream_limit_hold_back", "3s")
+        // One Loki stream per pod (stdout and stderr in metadata), as the counts below assume.
+        .set("logs.stream", "structured_metadata");
     let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
     eventually(Duration::from_secs(20), "the first three streams", || async {
         (stored(&loki).len() == 300).then_some(())

@@ -36,6 +36,8 @@ pub struct BatchBuilder {
     started: Option<Instant>,
     /// Lines that had invalid UTF-8 (replaced with U+FFFD), since the last [`BatchBuilder::take_invalid_utf8`].
     invalid_utf8: u64,
+    /// `stream` (stdout/stderr) as a stream label rather than structured metadata.
+    stream_label: bool,
 }
 
 fn key_len(tag: u32) -> usize {
@@ -49,6 +51,13 @@ fn len_field(tag: u32, len: usize) -> usize {
 impl BatchBuilder {
     pub fn new() -> BatchBuilder {
         BatchBuilder::default()
+    }
+
+    /// Puts `stream="stdout|stderr"` in the stream's labels (one Loki stream per file and output,
+    /// as Vector, Fluent Bit, Alloy and Promtail do) instead of in each entry's structured metadata.
+    pub fn with_stream_label(mut self, on: bool) -> BatchBuilder {
+        self.stream_label = on;
+        self
     }
 
     /// Encoded bytes so far (approximately the request size).
@@ -70,16 +79,32 @@ impl BatchBuilder {
     }
 
     pub fn push(&mut self, stream: &StreamRef, e: &Entry<'_>) {
-        let idx = match self.index.get(&stream.id) {
+        // With the stream label, a file's stdout and stderr are two Loki streams: the key keeps
+        // them apart (stream ids are small counters, so `id * 3 + output` cannot collide).
+        let as_label = match e.stream {
+            Some(s) if self.stream_label && !has_stream_label(&stream.labels) => Some(s.as_str()),
+            _ => None,
+        };
+        let key = match as_label {
+            None => stream.id.wrapping_mul(3),
+            Some("stdout") => stream.id.wrapping_mul(3) + 1,
+            Some(_) => stream.id.wrapping_mul(3) + 2,
+        };
+        let idx = match self.index.get(&key) {
             Some(&i) => i,
             None => {
                 let entries = self.pool.pop().unwrap_or_default();
-                self.streams.push(StreamBuf { labels: stream.labels.clone(), entries });
-                self.index.insert(stream.id, self.streams.len() - 1);
-                self.bytes += len_field(1, stream.labels.len()) + 8;
+                let labels = match as_label {
+                    None => stream.labels.clone(),
+                    Some(output) => with_label(&stream.labels, "stream", output),
+                };
+                self.bytes += len_field(1, labels.len()) + 8;
+                self.streams.push(StreamBuf { labels, entries });
+                self.index.insert(key, self.streams.len() - 1);
                 self.streams.len() - 1
             }
         };
+        let metadata_stream = if as_label.is_some() { None } else { e.stream.map(|s| s.as_str()) };
         let lossy;
         let line: &[u8] = match std::str::from_utf8(e.line) {
             Ok(_) => e.line,
@@ -91,7 +116,7 @@ impl BatchBuilder {
         };
         let buf = &mut self.streams[idx].entries;
         let before = buf.len();
-        encode_entry(buf, e.timestamp, line, e.stream.map(|s| s.as_str()), e.part);
+        encode_entry(buf, e.timestamp, line, metadata_stream, e.part);
         self.bytes += buf.len() - before;
         self.entries += 1;
         self.started.get_or_insert_with(Instant::now);
@@ -140,6 +165,20 @@ impl BatchBuilder {
         self.bytes = 0;
         self.entries = 0;
         self.started = None;
+    }
+}
+
+/// Whether a selector (`{a="1", b="2"}`) already has a `stream` label (a pod label copied under
+/// that name): then the output stays in structured metadata rather than a duplicate label.
+fn has_stream_label(selector: &str) -> bool {
+    selector.starts_with("{stream=\"") || selector.contains(", stream=\"")
+}
+
+/// The selector with one more label, whose value needs no escaping (`stdout`, `stderr`).
+fn with_label(selector: &str, name: &str, value: &str) -> Arc<str> {
+    match selector.strip_suffix('}') {
+        Some(head) if head.len() > 1 => Arc::from(format!("{head}, {name}=\"{value}\"}}")),
+        _ => Arc::from(format!("{{{name}=\"{value}\"}}")),
     }
 }
 
@@ -262,5 +301,46 @@ mod tests {
         assert_eq!(got, want);
         assert!(bb.finish().is_none());
         assert_eq!(bb.bytes(), 0);
+    }
+
+    #[test]
+    fn stream_label_makes_one_loki_stream_per_output_and_keeps_part_in_metadata() {
+        let a = StreamRef { id: 1, labels: Arc::from(r#"{namespace="shop", pod="a"}"#) };
+        let labelled = StreamRef { id: 2, labels: Arc::from(r#"{pod="b", stream="x"}"#) };
+        let mut bb = BatchBuilder::new().with_stream_label(true);
+        bb.push(&a, &Entry { timestamp: 1, stream: Some(Stream::Stdout), line: b"out", part: 0 });
+        bb.push(&a, &Entry { timestamp: 2, stream: Some(Stream::Stderr), line: b"err", part: 3 });
+        bb.push(&a, &Entry { timestamp: 3, stream: Some(Stream::Stdout), line: b"out2", part: 0 });
+        bb.push(&a, &Entry { timestamp: 4, stream: None, line: b"none", part: 0 });
+        bb.push(&labelled, &Entry { timestamp: 5, stream: Some(Stream::Stderr), line: b"kept", part: 0 });
+        let (bytes, n) = bb.finish().unwrap();
+        assert_eq!(n, 5);
+        let req = PushRequest::decode(bytes).unwrap();
+        let got: Vec<(String, Vec<(String, Vec<String>)>)> = req
+            .streams
+            .iter()
+            .map(|s| {
+                let entries = s
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let meta = e.structured_metadata.iter().map(|m| format!("{}={}", m.name, m.value)).collect();
+                        (e.line.clone(), meta)
+                    })
+                    .collect();
+                (s.labels.clone(), entries)
+            })
+            .collect();
+        let s = |v: &str| v.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (s(r#"{namespace="shop", pod="a", stream="stdout"}"#), vec![(s("out"), vec![]), (s("out2"), vec![])]),
+                (s(r#"{namespace="shop", pod="a", stream="stderr"}"#), vec![(s("err"), vec![s("part=3")])]),
+                (s(r#"{namespace="shop", pod="a"}"#), vec![(s("none"), vec![])]),
+                // A pod label already named `stream`: the output stays in metadata.
+                (s(r#"{pod="b", stream="x"}"#), vec![(s("kept"), vec![s("stream=stderr")])]),
+            ]
+        );
     }
 }

@@ -203,6 +203,7 @@ pub async fn run_logs_with<S: LogBatchSink>(
         start_at: cfg.start_at,
         rescan_interval: cfg.rescan_interval.get().max(Duration::from_millis(10)),
         tuning: opts.tuning.clone(),
+        stream_label: cfg.stream == lgtm_config::StreamPlacement::Label,
     };
     let node = NodeLabels { cluster: opts.cluster.clone(), node: opts.node_name.clone() };
     let filters = Filters::new(&cfg);

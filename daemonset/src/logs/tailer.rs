@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub start_at: StartAt,
     pub rescan_interval: Duration,
     pub tuning: Tuning,
+    /// `logs.stream: label`: stdout/stderr as a stream label instead of structured metadata.
+    pub stream_label: bool,
 }
 
 /// A batch on its way to the pipeline, with the files whose offsets it carries.
@@ -294,7 +296,7 @@ impl Tailer {
     ) -> Tailer {
         let watcher = Watcher::start(&settings.root, wake_tx.clone());
         let ship = Shipper {
-            batch: BatchBuilder::new(),
+            batch: BatchBuilder::new().with_stream_label(settings.stream_label),
             offsets: Vec::new(),
             registry,
             out,
