@@ -19,6 +19,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = cfg.mode().as_str(), cluster = %cfg.cluster, "starting");
     lgtm_pipeline::metrics::pipeline();
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    crate::datadir::raise_nofile_limit();
+    let _data_dir_lock = crate::datadir::lock(&cfg.data_dir, cfg.data_dir_lock_wait.get()).await?;
 
     let (pipeline, pipeline_handle) = Pipeline::start(&cfg).context("opening the exporter queues")?;
 
