@@ -47,7 +47,12 @@ async fn wait_lines(loki: &FakeLoki, agent: &AgentProcess, n: usize) {
     let start = Instant::now();
     while loki.total_entries() < n {
         if start.elapsed() > Duration::from_secs(30) {
-            panic!("{} of {n} lines arrived; streams {:?}\nagent log:\n{}", loki.total_entries(), loki.lines_by_stream().keys(), agent.log());
+            panic!(
+                "{} of {n} lines arrived; streams {:?}\nagent log:\n{}",
+                loki.total_entries(),
+                loki.lines_by_stream().keys(),
+                agent.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -68,7 +73,8 @@ async fn fifos_links_out_of_the_root_and_dev_zero_are_refused_while_a_normal_pod
     // A symlinked pod directory leading out of the tree.
     let elsewhere = tmp.path().join("elsewhere");
     write_cri(&elsewhere, "linked", 0, 5);
-    std::os::unix::fs::symlink(elsewhere.join("shop_linked_0000-linked"), pods.join("shop_linked_0000-linked")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("shop_linked_0000-linked"), pods.join("shop_linked_0000-linked"))
+        .unwrap();
     write_cri(&pods, "good", 0, 100);
 
     let admin = free_port();
@@ -206,7 +212,8 @@ async fn a_second_agent_on_the_same_data_dir_waits_not_ready_then_exits_1_or_tak
     assert!(third.try_wait().unwrap().is_none(), "still waiting");
     assert!(!ready(a3).await, "not ready while the lock is held");
     assert!(first.terminate(Duration::from_secs(20)).await.success());
-    eventually(Duration::from_secs(15), "the waiting agent ready", || async move { ready(a3).await.then_some(()) }).await;
+    eventually(Duration::from_secs(15), "the waiting agent ready", || async move { ready(a3).await.then_some(()) })
+        .await;
     let _ = Command::new("kill").args(["-TERM", &third.id().to_string()]).status();
     let out = third.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

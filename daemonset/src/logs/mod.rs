@@ -221,7 +221,7 @@ pub async fn run_logs_with<S: LogBatchSink>(
             Tailer::new(settings, node, filters, metadata, st, reg, batch_tx, (wake_tx, wake_rx), infl).run(stop)
         });
         if let Err(panic) = std::panic::catch_unwind(run) {
-            tailer_died(&panic, opts_on_death);
+            tailer_died(&*panic, opts_on_death);
         }
     });
     let reader = match reader {
@@ -264,7 +264,7 @@ pub enum TailerDeath {
     Log,
 }
 
-fn tailer_died(panic: &Box<dyn std::any::Any + Send>, then: TailerDeath) {
+fn tailer_died(panic: &(dyn std::any::Any + Send), then: TailerDeath) {
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

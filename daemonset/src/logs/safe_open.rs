@@ -58,7 +58,10 @@ impl Allowed {
                 dir.push(c);
                 match std::fs::symlink_metadata(&dir) {
                     Ok(m) if m.file_type().is_symlink() => {
-                        return Err((Refusal::SymlinkedDirectory, io::Error::other(format!("{} is a symlink", dir.display()))));
+                        return Err((
+                            Refusal::SymlinkedDirectory,
+                            io::Error::other(format!("{} is a symlink", dir.display())),
+                        ));
                     }
                     Ok(_) => {}
                     Err(e) => return Err((Refusal::OpenFailed, e)),
@@ -71,7 +74,10 @@ impl Allowed {
             if !self.dirs.iter().any(|d| target.starts_with(d)) {
                 return Err((
                     Refusal::SymlinkOutsideAllowed,
-                    io::Error::other(format!("links to {}, outside the log root and logs.follow_symlinks_into", target.display())),
+                    io::Error::other(format!(
+                        "links to {}, outside the log root and logs.follow_symlinks_into",
+                        target.display()
+                    )),
                 ));
             }
             target
@@ -89,7 +95,10 @@ impl Allowed {
             })?;
         let meta = file.metadata().map_err(|e| (Refusal::OpenFailed, e))?;
         if !meta.file_type().is_file() {
-            return Err((Refusal::NotRegularFile, io::Error::other(format!("{} is not a regular file", target.display()))));
+            return Err((
+                Refusal::NotRegularFile,
+                io::Error::other(format!("{} is not a regular file", target.display())),
+            ));
         }
         Ok(file)
     }
