@@ -317,7 +317,7 @@ mod tests {
         assert!(store.load().unwrap().is_none());
         let c = Checkpoint { identity: id(9), offset: 42, path: "/x/0.log".into() };
         store.save(vec![c.clone()]).unwrap();
-        assert_eq!(store.load().unwrap(), Some(vec![c]));
+        assert_eq!(store.load().unwrap(), Some(vec![c.clone()]));
         assert!(!store.path().with_extension("json.tmp").exists());
         let mut bad = c.clone();
         bad.identity.head_len = 1000;

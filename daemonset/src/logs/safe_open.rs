@@ -131,7 +131,7 @@ mod tests {
         std::fs::write(d.path().join("elsewhere/c/0.log"), b"x\n").unwrap();
         symlink(d.path().join("elsewhere"), root.join("ns_q_u")).unwrap();
 
-        let a = Allowed::new(&root, &[docker.clone()]);
+        let a = Allowed::new(&root, std::slice::from_ref(&docker));
         assert!(a.open(&c.join("0.log")).is_ok());
         assert_eq!(a.open(&c.join("1.log")).unwrap_err().0, Refusal::NotRegularFile);
         assert_eq!(a.open(&c.join("2.log")).unwrap_err().0, Refusal::SymlinkOutsideAllowed);
