@@ -37,7 +37,7 @@ impl FileIdentity {
 
     /// Whether the values can describe a file (they come from disk, where anything can happen).
     pub fn is_valid(&self) -> bool {
-        self.head_len <= HEAD_LEN && (self.head_len > 0 || self.head_hash == 0)
+        self.head_len <= HEAD_LEN
     }
 
     /// Whether `file` is the file this identity was taken from.
