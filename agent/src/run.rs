@@ -38,6 +38,8 @@ pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
     lgtm_pipeline::metrics::pipeline();
     crate::reload::metrics().last_successful.set(1);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    crate::datadir::raise_nofile_limit();
+    let _data_dir_lock = crate::datadir::lock(&cfg.data_dir, cfg.data_dir_lock_wait.get()).await?;
 
     let (pipeline, pipeline_handle) = Pipeline::start(&cfg).context("opening the exporter queues")?;
 

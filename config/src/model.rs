@@ -54,6 +54,10 @@ pub struct Config {
     pub mode: Option<Mode>,
     /// Checkpoints and disk queues live here.
     pub data_dir: PathBuf,
+    /// `data_dir` is locked (flock on `data_dir/.lock`) for the agent's lifetime; a second agent
+    /// on the same directory waits this long for the lock (not ready, logging who holds it),
+    /// then exits with code 1.
+    pub data_dir_lock_wait: Duration,
     /// The node this pod runs on (`node` label, this node's kubelet and pods). Empty: taken from
     /// the `NODE_NAME` environment variable (the chart sets it from the downward API).
     pub node_name: String,
@@ -76,6 +80,7 @@ impl Default for Config {
             tenant: "anonymous".into(),
             mode: None,
             data_dir: PathBuf::from("/var/lib/lgtm-agent"),
+            data_dir_lock_wait: Duration::from_secs(120),
             node_name: String::new(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
@@ -397,6 +402,10 @@ pub struct LogsConfig {
     /// The agent's own pod, whose logs are never shipped (they would carry its own complaints
     /// about Loki back to Loki). Pods annotated `lgtm-agent.io/exclude: "true"` are skipped too.
     pub own_pod: OwnPod,
+    /// A log file that is a symlink is read only if it resolves under `path` or under one of
+    /// these directories (Docker nodes link `/var/log/pods` files into its containers
+    /// directory). Symlinked pod and container directories are never followed.
+    pub follow_symlinks_into: Vec<PathBuf>,
 }
 
 /// Who the agent's pod is. Fields left empty come from the `POD_NAMESPACE`, `POD_NAME` and
@@ -425,6 +434,7 @@ impl Default for LogsConfig {
             pod_labels: Vec::new(),
             pod_annotations: Vec::new(),
             own_pod: OwnPod::default(),
+            follow_symlinks_into: vec![PathBuf::from("/var/lib/docker/containers")],
         }
     }
 }

@@ -47,6 +47,9 @@ impl Config {
         if self.logs.max_line_size.bytes() == 0 {
             return invalid("logs.max_line_size", "must be greater than 0");
         }
+        if let Some(p) = self.logs.follow_symlinks_into.iter().find(|p| !p.is_absolute()) {
+            return invalid("logs.follow_symlinks_into", format!("{} is not an absolute path", p.display()));
+        }
         if self.logs.rescan_interval.get().is_zero() {
             return invalid("logs.rescan_interval", "must be greater than 0");
         }

@@ -23,7 +23,7 @@ const CASES: &[(&str, &str, &str)] = &[
         "unknown top-level field",
         "cluster: a\nclustr: b\n",
         "config.yaml:2: clustr: unknown field `clustr`, expected one of `cluster`, `tenant`, `mode`, `data_dir`, \
-         `node_name`, `admin`, `log`, `shutdown`, `exporters`, `logs`, `scrape`, `otlp`, `events`, `tail_sampling`, `cluster_state`",
+         `data_dir_lock_wait`, `node_name`, `admin`, `log`, `shutdown`, `exporters`, `logs`, `scrape`, `otlp`, `events`, `tail_sampling`, `cluster_state`",
     ),
     (
         "unknown field inside a list",
@@ -103,6 +103,11 @@ const CASES: &[(&str, &str, &str)] = &[
          - regex: '(.*'\n          target_label: x\n",
         "config.yaml:6: scrape.static_configs[0].relabel_configs[1].regex: invalid regular expression \"(.*\": \
          unclosed group",
+    ),
+    (
+        "validation: a relative symlink allow-list entry",
+        "logs:\n  follow_symlinks_into: [var/lib/docker]\n",
+        "config.yaml:2: logs.follow_symlinks_into: var/lib/docker is not an absolute path",
     ),
     (
         "validation: a field that comes from a variable",

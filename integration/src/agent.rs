@@ -153,6 +153,22 @@ impl AgentProcess {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its status, or `None` if it
+    /// is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL (a crash), and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

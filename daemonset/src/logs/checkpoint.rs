@@ -40,6 +40,8 @@ pub enum CheckpointError {
     Read { path: PathBuf, source: io::Error },
     #[error("checkpoints {path} are not valid: {source}")]
     Parse { path: PathBuf, source: serde_json::Error },
+    #[error("checkpoints {path} are not valid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
     #[error("writing checkpoints {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -68,6 +70,25 @@ impl CheckpointStore {
         };
         let on_disk: OnDisk = serde_json::from_slice(&bytes)
             .map_err(|source| CheckpointError::Parse { path: self.path.clone(), source })?;
+        let invalid = |reason: String| Err(CheckpointError::Invalid { path: self.path.clone(), reason });
+        if on_disk.version != 1 {
+            return invalid(format!("version {} (this agent writes 1)", on_disk.version));
+        }
+        // Every value is checked before the tailer uses it: a damaged file is an unreadable one.
+        for c in &on_disk.files {
+            if !c.identity.is_valid() {
+                return invalid(format!(
+                    "{}: head_len {} (at most {}) with head_hash {}",
+                    c.path.display(),
+                    c.identity.head_len,
+                    super::identity::HEAD_LEN,
+                    c.identity.head_hash
+                ));
+            }
+            if c.offset > i64::MAX as u64 {
+                return invalid(format!("{}: offset {} is beyond any file", c.path.display(), c.offset));
+            }
+        }
         Ok(Some(on_disk.files))
     }
 
@@ -296,8 +317,12 @@ mod tests {
         assert!(store.load().unwrap().is_none());
         let c = Checkpoint { identity: id(9), offset: 42, path: "/x/0.log".into() };
         store.save(vec![c.clone()]).unwrap();
-        assert_eq!(store.load().unwrap(), Some(vec![c]));
+        assert_eq!(store.load().unwrap(), Some(vec![c.clone()]));
         assert!(!store.path().with_extension("json.tmp").exists());
+        let mut bad = c.clone();
+        bad.identity.head_len = 1000;
+        store.save(vec![bad]).unwrap();
+        assert!(matches!(store.load(), Err(CheckpointError::Invalid { .. })));
         std::fs::write(store.path(), b"{not json").unwrap();
         assert!(matches!(store.load(), Err(CheckpointError::Parse { .. })));
     }

@@ -35,6 +35,11 @@ impl FileIdentity {
         Ok(FileIdentity { dev: meta.dev(), inode: meta.ino(), head_len, head_hash })
     }
 
+    /// Whether the values can describe a file (they come from disk, where anything can happen).
+    pub fn is_valid(&self) -> bool {
+        self.head_len <= HEAD_LEN
+    }
+
     /// Whether `file` is the file this identity was taken from.
     pub fn matches(&self, file: &File, meta: &Metadata) -> io::Result<bool> {
         if meta.dev() != self.dev || meta.ino() != self.inode || meta.len() < self.head_len {
@@ -58,8 +63,12 @@ impl FileIdentity {
     }
 }
 
-/// `None` if the file has fewer than `len` bytes.
+/// `None` if the file has fewer than `len` bytes (or `len` is more than [`HEAD_LEN`], which only
+/// a damaged checkpoint can hold: it matches no file).
 fn head_hash(file: &File, len: u64) -> io::Result<Option<u64>> {
+    if len > HEAD_LEN {
+        return Ok(None);
+    }
     let mut buf = [0u8; HEAD_LEN as usize];
     let buf = &mut buf[..len as usize];
     let mut got = 0;
@@ -91,6 +100,19 @@ mod tests {
         // Same inode (truncated and rewritten in place), other bytes.
         std::fs::write(&path, b"other content\n").unwrap();
         assert!(!id.matches(&f, &f.metadata().unwrap()).unwrap());
+    }
+
+    #[test]
+    fn a_head_len_beyond_the_head_matches_nothing_and_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let f = File::open(&path).unwrap();
+        let mut id = FileIdentity::of(&f, &f.metadata().unwrap()).unwrap();
+        id.head_len = 1000;
+        assert!(!id.is_valid());
+        assert!(!id.matches(&f, &f.metadata().unwrap()).unwrap());
+        assert!(!id.grow(&f, 4096).unwrap());
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub struct LogsMetrics {
     pub invalid_utf8: IntCounter,
     /// Files the periodic rescan found that inotify did not report (new, rotated or deleted).
     pub rescan_recoveries: IntCounter,
+    /// Checkpoint files that could not be read or held invalid values (files start over).
+    pub checkpoints_unreadable: IntCounter,
+    /// Failed writes of the checkpoint file.
+    pub checkpoint_write_errors: IntCounter,
+    /// Log files not opened, by reason (`symlink_outside_allowed`, `symlinked_directory`,
+    /// `not_regular_file`, `open_failed`).
+    pub files_refused: prometheus::IntCounterVec,
+    /// Panics of the reading thread (the agent exits after one).
+    pub tailer_panics: IntCounter,
     /// Sum over tracked files of size minus acknowledged offset.
     pub lag_bytes: IntGauge,
 }
@@ -55,6 +64,29 @@ pub fn logs() -> &'static LogsMetrics {
             rescan_recoveries: counter_vec(
                 "lgtm_agent_logs_rescan_recoveries_total",
                 "Log files the periodic rescan found changed without an inotify event.",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            checkpoints_unreadable: counter_vec(
+                "lgtm_agent_logs_checkpoints_unreadable_total",
+                "Log checkpoint files unreadable or holding invalid values (ignored: files are read from their start).",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            checkpoint_write_errors: counter_vec(
+                "lgtm_agent_logs_checkpoint_write_errors_total",
+                "Failed writes of the log checkpoint file.",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            files_refused: counter_vec(
+                "lgtm_agent_logs_files_refused_total",
+                "Log files not opened, by reason (symlink_outside_allowed, symlinked_directory, not_regular_file, open_failed).",
+                &["reason"],
+            ),
+            tailer_panics: counter_vec(
+                "lgtm_agent_logs_tailer_panics_total",
+                "Panics of the log reading thread (the agent exits with code 1 after one).",
                 &[],
             )
             .with_label_values(&[] as &[&str]),

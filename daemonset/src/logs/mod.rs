@@ -28,6 +28,7 @@ pub mod labels;
 pub mod metrics;
 pub mod path;
 pub mod reader;
+pub mod safe_open;
 mod tailer;
 pub mod timefmt;
 
@@ -79,6 +80,8 @@ pub struct LogsOptions {
     /// arrive. Bounds the memory logs take downstream during a catch-up.
     pub max_inflight_bytes: usize,
     pub tuning: Tuning,
+    /// What a panic of the reading thread does.
+    pub on_tailer_death: TailerDeath,
 }
 
 /// Default of [`LogsOptions::max_inflight_bytes`].
@@ -102,6 +105,7 @@ impl LogsOptions {
             data_dir: data_dir.into(),
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             tuning: Tuning::default(),
+            on_tailer_death: TailerDeath::Exit,
         }
     }
 }
@@ -202,16 +206,24 @@ pub async fn run_logs_with<S: LogBatchSink>(
         max_line: cfg.max_line_size.bytes().clamp(1, usize::MAX as u64) as usize,
         start_at: cfg.start_at,
         rescan_interval: cfg.rescan_interval.get().max(Duration::from_millis(10)),
+        follow_symlinks_into: cfg.follow_symlinks_into.clone(),
         tuning: opts.tuning.clone(),
         stream_label: cfg.stream == lgtm_config::StreamPlacement::Label,
     };
     let node = NodeLabels { cluster: opts.cluster.clone(), node: opts.node_name.clone() };
     let filters = Filters::new(&cfg);
     let reader_stop = shutdown.clone();
+    let opts_on_death = opts.on_tailer_death;
     let (reg, st, infl) = (registry.clone(), store.clone(), inflight.clone());
     let reader = std::thread::Builder::new().name("logs-tailer".into()).spawn(move || {
         let _span = tracing::info_span!("logs-tailer").entered();
-        Tailer::new(settings, node, filters, metadata, st, reg, batch_tx, (wake_tx, wake_rx), infl).run(reader_stop)
+        let stop = reader_stop.clone();
+        let run = std::panic::AssertUnwindSafe(move || {
+            Tailer::new(settings, node, filters, metadata, st, reg, batch_tx, (wake_tx, wake_rx), infl).run(stop)
+        });
+        if let Err(panic) = std::panic::catch_unwind(run) {
+            tailer_died(&*panic, opts_on_death);
+        }
     });
     let reader = match reader {
         Ok(r) => r,
@@ -239,6 +251,30 @@ pub async fn run_logs_with<S: LogBatchSink>(
         Ok(Ok(())) => tracing::info!("log checkpoints written"),
         Ok(Err(e)) => tracing::error!(error = %e, "writing the final log checkpoints failed"),
         Err(e) => tracing::error!(error = %e, "writing the final log checkpoints panicked"),
+    }
+}
+
+/// What happens when the reading thread panics: no component dies alone. The agent's default
+/// ([`TailerDeath::Exit`]) exits the process with code 1 after a clear log line, so the kubelet
+/// restarts the pod (checkpoints hold only acknowledged offsets: nothing is lost, the
+/// unacknowledged tail is read again). Tests of the library may keep the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailerDeath {
+    Exit,
+    /// Log the panic only (unit tests).
+    Log,
+}
+
+fn tailer_died(panic: &(dyn std::any::Any + Send), then: TailerDeath) {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    metrics::logs().tailer_panics.inc();
+    tracing::error!(panic = %what, "the logs-tailer thread panicked: no pod log is read any more; exiting with code 1 so the pod is restarted (nothing acknowledged is lost)");
+    if then == TailerDeath::Exit {
+        std::process::exit(1);
     }
 }
 

@@ -43,6 +43,7 @@ use super::labels::{stream_labels, Filters, NodeLabels, PodMetadata, EXCLUDE_ANN
 use super::metrics::logs as metrics;
 use super::path::{self, PodLogPath};
 use super::reader::{LineReader, Scratch};
+use super::safe_open::{Allowed, Refusal};
 use super::{InFlight, Tuning};
 
 /// Everything the reading thread needs to know.
@@ -51,6 +52,8 @@ pub(crate) struct Settings {
     pub max_line: usize,
     pub start_at: StartAt,
     pub rescan_interval: Duration,
+    /// Where symlinked log files may lead (besides `root`).
+    pub follow_symlinks_into: Vec<PathBuf>,
     pub tuning: Tuning,
     /// `logs.stream: label`: stdout/stderr as a stream label instead of structured metadata.
     pub stream_label: bool,
@@ -279,6 +282,13 @@ pub(crate) struct Tailer {
     wake_rx: std_mpsc::Receiver<Wake>,
     watcher: Watcher,
     checkpoint_failing: bool,
+    /// Opens files only within the log root and the allowed symlink targets.
+    allowed: Allowed,
+    /// Paths refused (see [`super::safe_open`]), with the (device, inode) of what was there: the
+    /// same entry is not tried, counted or warned about again.
+    refused: HashMap<PathBuf, (u64, u64)>,
+    /// Paths whose open failed and was warned about.
+    open_failed: HashSet<PathBuf>,
 }
 
 impl Tailer {
@@ -306,7 +316,11 @@ impl Tailer {
             max_bytes: settings.tuning.batch_max_bytes,
             max_wait: settings.tuning.batch_max_wait,
         };
+        let allowed = Allowed::new(&settings.root, &settings.follow_symlinks_into);
         Tailer {
+            allowed,
+            refused: HashMap::new(),
+            open_failed: HashSet::new(),
             settings,
             node,
             filters,
@@ -328,6 +342,8 @@ impl Tailer {
 
     /// The thread's body: returns when `stop` is cancelled or the async side went away.
     pub(crate) fn run(mut self, stop: CancellationToken) {
+        // A fault injected by the tests of "no component dies alone" (see RELIABILITY.md).
+        let mut panic_after_read = std::env::var("LGTM_AGENT_FAILPOINT").is_ok_and(|v| v == "logs-tailer-panic");
         self.start();
         let tuning = self.settings.tuning.clone();
         let mut last_rescan = Instant::now();
@@ -338,6 +354,10 @@ impl Tailer {
             if self.read_all(&stop) {
                 last_read = Instant::now();
                 released = false;
+                if std::mem::take(&mut panic_after_read) {
+                    self.ship.flush();
+                    panic!("injected fault LGTM_AGENT_FAILPOINT=logs-tailer-panic");
+                }
             }
             self.release_drained();
             if self.ship.due() {
@@ -397,6 +417,7 @@ impl Tailer {
             Ok(Some(v)) => (v, false),
             Ok(None) => (Vec::new(), true),
             Err(e) => {
+                metrics().checkpoints_unreadable.inc();
                 tracing::error!(error = %e, "ignoring unreadable checkpoints; existing files are read from their beginning");
                 (Vec::new(), false)
             }
@@ -447,7 +468,7 @@ impl Tailer {
         // been compressed while the agent was down.
         // (An inode number can be reused by a new file: the fingerprint decides.)
         for p in found.rotated.iter().chain(found.active.iter()) {
-            let Ok(file) = File::open(p) else { continue };
+            let Ok(file) = self.allowed.open(p) else { continue };
             let Ok(meta) = file.metadata() else { continue };
             let key = (meta.dev(), meta.ino());
             if unmatched.get(&key).is_some_and(|c| c.identity.matches(&file, &meta).unwrap_or(false)) {
@@ -473,10 +494,22 @@ impl Tailer {
         parsed: &PodLogPath,
         start: impl FnOnce(&File, &Metadata) -> Option<Start>,
     ) -> Option<OpenFile> {
-        let file = match File::open(path) {
+        let file = match self.allowed.open(path) {
             Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "cannot open log file");
+            Err((Refusal::OpenFailed, e)) => {
+                // Tried again at the next event or rescan (e.g. out of descriptors); warned once.
+                metrics().files_refused.with_label_values(&[Refusal::OpenFailed.as_str()]).inc();
+                if e.kind() != std::io::ErrorKind::NotFound && self.open_failed.insert(path.to_path_buf()) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot open a log file; will retry");
+                }
+                return None;
+            }
+            Err((reason, e)) => {
+                let entry = std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
+                if self.refused.insert(path.to_path_buf(), entry) != Some(entry) {
+                    metrics().files_refused.with_label_values(&[reason.as_str()]).inc();
+                    tracing::warn!(path = %path.display(), reason = reason.as_str(), error = %e, "not reading this log file");
+                }
                 return None;
             }
         };
@@ -673,6 +706,11 @@ impl Tailer {
                 if self.filters.excludes(&parsed) || self.ignored.get(p) == Some(&(meta.dev(), meta.ino())) {
                     return changed;
                 }
+                if let Some(entry) = self.refused.get(p) {
+                    if std::fs::symlink_metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == *entry) {
+                        return changed;
+                    }
+                }
                 if let Some(f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
                     self.active.insert(p.to_path_buf(), f);
                     changed = true;
@@ -697,6 +735,8 @@ impl Tailer {
         let found = discovery::scan(&self.settings.root);
         let seen: HashSet<&PathBuf> = found.active.iter().collect();
         self.ignored.retain(|p, _| seen.contains(p));
+        self.refused.retain(|p, _| seen.contains(p));
+        self.open_failed.retain(|p| seen.contains(p) && !self.active.contains_key(p));
         let gone: Vec<PathBuf> = self.active.keys().filter(|p| !seen.contains(p)).cloned().collect();
         let mut recovered = 0u64;
         for p in gone.iter().chain(found.active.iter()) {
@@ -741,6 +781,7 @@ impl Tailer {
         match self.store.save(snapshot) {
             Ok(()) => self.checkpoint_failing = false,
             Err(e) => {
+                metrics().checkpoint_write_errors.inc();
                 if !self.checkpoint_failing {
                     tracing::error!(error = %e, "cannot write log checkpoints; will retry");
                 }
