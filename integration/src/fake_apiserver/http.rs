@@ -110,7 +110,8 @@ impl Request<'_> {
         let (name, subresource) = (tail.first().copied(), tail.get(1).copied());
         self.audit(group, plural, namespace, name, subresource);
         if self.shared.is_forbidden(group, plural) {
-            let (user, verb) = ("system:serviceaccount:default:lgtm-agent", if self.flag("watch") { "watch" } else { "list" });
+            let (user, verb) =
+                ("system:serviceaccount:default:lgtm-agent", if self.flag("watch") { "watch" } else { "list" });
             let qualified = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
             let message = format!(
                 "{qualified} is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" at the cluster scope"

@@ -36,7 +36,7 @@ impl<T> CompactStore<T> {
         self.objects.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Returns once the first list is in (or the watch has ended).
+    /// Returns once the first list is in, was refused (403, 404), or the watch has ended.
     pub async fn wait_until_ready(&self) {
         let mut ready = self.ready.clone();
         let _ = ready.wait_for(|r| *r).await;
@@ -50,6 +50,17 @@ fn key<T: Compact>(object: &T) -> u64 {
     h.update(&[0]);
     h.update(meta.name().as_bytes());
     h.digest()
+}
+
+/// A list or watch the API server refused (403 Forbidden, 404 Not Found), not one it failed.
+fn refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    matches!(code, 403 | 404)
 }
 
 /// Watches every object of `T`'s kind until `stop`, calling `on_change` on every change
@@ -82,8 +93,14 @@ where
                 let event = match item {
                     None => return,
                     Some(Ok(event)) => event,
-                    // Logged and backed off by `retry_watch`.
-                    Some(Err(_)) => continue,
+                    // Logged and backed off by `retry_watch`. A list refused for good (403: the
+                    // Role lacks the kind; 404) does not hold up the first build.
+                    Some(Err(e)) => {
+                        if refused(&e) {
+                            ready_tx.send_replace(true);
+                        }
+                        continue;
+                    }
                 };
                 let write = || objects.write().unwrap_or_else(|p| p.into_inner());
                 match event {
