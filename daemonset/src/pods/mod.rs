@@ -3,7 +3,7 @@
 //! tailer through [`PodMetadata`].
 //!
 //! Data comes in from the Kubernetes API (LIST, then WATCH from its resourceVersion; a relist when
-//! the watch is too old, with `kube`'s default backoff on errors) and goes out as
+//! the watch is too old, with the shared backoff of [`lgtm_pipeline::watch_backoff`] on errors) and goes out as
 //! [`PodInfo`]s: `app` and the configured pod labels/annotations ([`info`]).
 //!
 //! The client comes from `kube::Config::infer`: `KUBECONFIG` (or `~/.kube/config`) when set,
@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use lgtm_config::LogsConfig;
 use lgtm_pipeline::metrics::{counter_vec, int_gauge_vec};
+use lgtm_pipeline::watch_backoff::retry_watch;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -155,7 +155,7 @@ async fn reflect(
     };
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let events = watcher::watcher(api, config).default_backoff();
+    let events = retry_watch(watcher::watcher(api, config).boxed(), |e| matches!(e, Event::InitDone));
     futures::pin_mut!(events);
     let mut failing = false;
     loop {
@@ -186,11 +186,8 @@ async fn reflect(
             }
             Err(e) => {
                 metrics().watch_errors.inc();
-                if !failing {
-                    tracing::warn!(error = %e, "watching this node's pods failed; retrying with backoff");
-                } else {
-                    tracing::debug!(error = %e, "watching this node's pods failed again");
-                }
+                // Logged (rate-limited) and backed off by `retry_watch`.
+                tracing::trace!(error = %e, "watching this node's pods failed");
                 failing = true;
                 // Keep what is known: pods listed before the outage still match their files.
                 state.send_if_modified(|s| {

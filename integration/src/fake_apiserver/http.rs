@@ -40,23 +40,46 @@ async fn handle(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let request = Request { shared: &shared, method: &method, query: &query, headers: &headers, body: &body };
     let found = |document: Option<Value>| document.map(ok).unwrap_or_else(not_found);
+    shared.record_path(uri.path());
+    if let ["apis", group, ..] = segments.as_slice() {
+        if shared.is_group_hidden(group) {
+            if let ["apis", _, _, rest @ ..] = segments.as_slice() {
+                if !rest.is_empty() {
+                    request.audit_path(group, rest);
+                }
+            }
+            return not_found();
+        }
+    }
     match segments.as_slice() {
         ["version"] => ok(discovery::version_info()),
         ["api" | "apis"] if discovery::wants_aggregated(accept) => {
-            let document = shared.read(|s| discovery::aggregated(s.registry(), segments[0] == "api"));
+            let mut document = shared.read(|s| discovery::aggregated(s.registry(), segments[0] == "api"));
+            hide_groups(&shared, &mut document, "items", "/metadata/name");
             ([(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)], document.to_string()).into_response()
         }
         ["api"] => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
             ok(discovery::core_versions(host))
         }
-        ["apis"] => ok(shared.read(|s| discovery::group_list(s.registry()))),
+        ["apis"] => {
+            let mut document = shared.read(|s| discovery::group_list(s.registry()));
+            hide_groups(&shared, &mut document, "groups", "/name");
+            ok(document)
+        }
         ["apis", group] => found(shared.read(|s| discovery::group(s.registry(), group))),
         ["api", "v1"] => found(shared.read(|s| discovery::resource_list(s.registry(), "", "v1"))),
         ["apis", group, version] => found(shared.read(|s| discovery::resource_list(s.registry(), group, version))),
         ["api", "v1", rest @ ..] => request.resource("", "v1", rest),
         ["apis", group, version, rest @ ..] => request.resource(group, version, rest),
         _ => not_found(),
+    }
+}
+
+/// Drops the entries of hidden groups from a discovery document's `list`.
+fn hide_groups(shared: &Shared, document: &mut Value, list: &str, name: &str) {
+    if let Some(entries) = document.get_mut(list).and_then(Value::as_array_mut) {
+        entries.retain(|e| !e.pointer(name).and_then(Value::as_str).is_some_and(|g| shared.is_group_hidden(g)));
     }
 }
 
@@ -86,6 +109,15 @@ impl Request<'_> {
         };
         let (name, subresource) = (tail.first().copied(), tail.get(1).copied());
         self.audit(group, plural, namespace, name, subresource);
+        if self.shared.is_forbidden(group, plural) {
+            let (user, verb) =
+                ("system:serviceaccount:default:lgtm-agent", if self.flag("watch") { "watch" } else { "list" });
+            let qualified = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
+            let message = format!(
+                "{qualified} is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" at the cluster scope"
+            );
+            return status(StatusCode::FORBIDDEN, "Forbidden", &message);
+        }
         if tail.len() > 2 || subresource.is_some_and(|s| s != "status") {
             return not_found();
         }
@@ -119,6 +151,16 @@ impl Request<'_> {
             }
             _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the server does not allow this method"),
         }
+    }
+
+    /// Audits a request of a hidden group (`rest` follows `/apis/<group>/<version>`).
+    fn audit_path(&self, group: &str, rest: &[&str]) {
+        let (namespace, plural, tail) = match rest {
+            ["namespaces", namespace, plural, tail @ ..] => (Some(*namespace), *plural, tail),
+            [plural, tail @ ..] => (None, *plural, tail),
+            [] => return,
+        };
+        self.audit(group, plural, namespace, tail.first().copied(), tail.get(1).copied());
     }
 
     /// Records the request in the audit log with the verb RBAC would check.

@@ -74,6 +74,7 @@ impl Default for Options {
 pub struct FakeApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    app: axum::Router,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     fixtures: Option<JoinHandle<()>>,
@@ -90,16 +91,45 @@ impl FakeApiServer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(options.max_logged_changes, options.bookmark_interval));
         let app = http::router(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                eprintln!("fake-apiserver on {addr}: {e}");
-            }
-        });
-        Ok(FakeApiServer { addr, shared, stop: Some(stop), server: Some(server), fixtures: None })
+        let (stop, server) = serve(listener, app.clone());
+        Ok(FakeApiServer { addr, shared, app, stop: Some(stop), server: Some(server), fixtures: None })
+    }
+
+    /// Stops serving like [`FakeApiServer::stop`] (open watches end, then the port is closed and
+    /// connections are refused), waits `down`, and serves again on the same port with the same
+    /// objects, as a restarted API server with its etcd.
+    pub async fn restart_after(&mut self, down: Duration) -> std::io::Result<()> {
+        self.shared.shut_down();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        tokio::time::sleep(down).await;
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        self.shared.resume();
+        let (stop, server) = serve(listener, self.app.clone());
+        self.stop = Some(stop);
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Serves `group` as if its CRDs were not installed (`hidden`): left out of discovery, every
+    /// request under `/apis/<group>/` answered `404 NotFound`. `false` installs them again.
+    pub fn set_group_hidden(&self, group: &str, hidden: bool) {
+        self.shared.set_group_hidden(group, hidden);
+    }
+
+    /// Answers every request for `plural` of `group` (`""`: core) with `403 Forbidden`, as RBAC
+    /// does for a resource the Role does not grant (`false` grants it again).
+    pub fn set_forbidden(&self, group: &str, plural: &str, forbidden: bool) {
+        self.shared.set_forbidden(group, plural, forbidden);
+    }
+
+    /// The path of every request so far (discovery included), in arrival order.
+    pub fn request_paths(&self) -> Vec<String> {
+        self.shared.paths()
     }
 
     /// Every request for a resource so far, with the verb RBAC checks for it (the audit log).
@@ -236,6 +266,20 @@ impl FakeApiServer {
             let _ = stop.send(());
         }
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let addr = listener.local_addr().ok();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            eprintln!("fake-apiserver on {addr:?}: {e}");
+        }
+    });
+    (stop, server)
 }
 
 impl Drop for FakeApiServer {

@@ -2,6 +2,7 @@
 //! behind a mutex (held only for short, non-async sections) and a signal that wakes watches
 //! after every write.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,6 +19,12 @@ pub(crate) struct Shared {
     pub bookmark_interval: Duration,
     /// Every request for a resource, in arrival order (the audit log).
     calls: Mutex<Vec<ApiCall>>,
+    /// Every request path (discovery included), in arrival order.
+    paths: Mutex<Vec<String>>,
+    /// API groups served as if their CRDs were not installed (absent from discovery, 404).
+    hidden_groups: Mutex<HashSet<String>>,
+    /// `(group, plural)` answered `403 Forbidden`, as RBAC does for a resource a Role lacks.
+    forbidden: Mutex<HashSet<(String, String)>>,
 }
 
 /// One request for a resource as RBAC sees it: verb, API group, resource (with its subresource,
@@ -43,6 +50,9 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             bookmark_interval,
             calls: Mutex::new(Vec::new()),
+            paths: Mutex::new(Vec::new()),
+            hidden_groups: Mutex::new(HashSet::new()),
+            forbidden: Mutex::new(HashSet::new()),
         }
     }
 
@@ -72,6 +82,46 @@ impl Shared {
 
     pub fn calls(&self) -> Vec<ApiCall> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn record_path(&self, path: &str) {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner()).push(path.to_string());
+    }
+
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_group_hidden(&self, group: &str, hidden: bool) {
+        let mut groups = self.hidden_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if hidden {
+            groups.insert(group.to_string());
+        } else {
+            groups.remove(group);
+        }
+    }
+
+    pub fn is_group_hidden(&self, group: &str) -> bool {
+        self.hidden_groups.lock().unwrap_or_else(|p| p.into_inner()).contains(group)
+    }
+
+    pub fn set_forbidden(&self, group: &str, plural: &str, forbidden: bool) {
+        let mut set = self.forbidden.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (group.to_string(), plural.to_string());
+        if forbidden {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    pub fn is_forbidden(&self, group: &str, plural: &str) -> bool {
+        self.forbidden.lock().unwrap_or_else(|p| p.into_inner()).contains(&(group.to_string(), plural.to_string()))
+    }
+
+    /// Serving again after [`Shared::shut_down`] (a restart keeps the store).
+    pub fn resume(&self) {
+        self.shutting_down.store(false, Ordering::SeqCst);
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {

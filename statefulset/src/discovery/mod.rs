@@ -15,6 +15,7 @@
 
 pub mod annotations;
 pub mod build;
+pub mod crds;
 pub mod credentials;
 pub mod monitor;
 pub mod objects;
@@ -33,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -44,6 +44,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::shard::{parse_pod_name, Shard, ShardCache};
+use crds::{spawn_monitor_watches, MonitorStore};
 use credentials::{remove_unused_files, CredentialFiles};
 use objects::{PodInfo, ServiceInfo, SliceInfo};
 use operator::Defaults;
@@ -100,13 +101,9 @@ pub async fn connect() -> Result<Client, DiscoveryError> {
     Ok(Client::try_default().await?)
 }
 
-fn monitor_resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind), plural)
-}
-
 struct Stores {
-    service_monitors: Option<Store<DynamicObject>>,
-    pod_monitors: Option<Store<DynamicObject>>,
+    service_monitors: Option<MonitorStore>,
+    pod_monitors: Option<MonitorStore>,
     services: CompactStore<ServiceInfo>,
     endpoint_slices: CompactStore<SliceInfo>,
     pods: CompactStore<PodInfo>,
@@ -117,18 +114,17 @@ impl Stores {
     fn start(client: &Client, options: &DiscoveryOptions, changed: &Arc<Notify>, stop: &CancellationToken) -> Stores {
         let cfg = watcher::Config::default;
         let b = &options.build;
-        let monitors = |on: bool, kind: &str, plural: &str| {
-            on.then(|| {
-                let ar = monitor_resource(kind, plural);
-                let writer = reflector::store::Writer::new(ar.clone());
-                let store = writer.as_reader();
-                let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-                spawn_reflector(kind.into(), api, cfg(), writer, changed.clone(), stop.clone());
-                store
-            })
-        };
-        let service_monitors = monitors(b.service_monitors, "ServiceMonitor", "servicemonitors");
-        let pod_monitors = monitors(b.pod_monitors, "PodMonitor", "podmonitors");
+        // The monitor kinds are watched once API discovery shows them ([`crds`]).
+        let mut wanted = Vec::new();
+        if b.service_monitors {
+            wanted.push(("ServiceMonitor", "servicemonitors"));
+        }
+        if b.pod_monitors {
+            wanted.push(("PodMonitor", "podmonitors"));
+        }
+        let mut monitors = spawn_monitor_watches(client, &wanted, changed, stop).into_iter();
+        let service_monitors = b.service_monitors.then(|| monitors.next()).flatten();
+        let pod_monitors = b.pod_monitors.then(|| monitors.next()).flatten();
         // Services, EndpointSlices and Pods are deserialized into discovery's compact types.
         let wake = || {
             let changed = changed.clone();
@@ -164,7 +160,7 @@ impl Stores {
             Box::pin(self.pods.wait_until_ready()),
         ];
         for s in [&self.service_monitors, &self.pod_monitors].into_iter().flatten() {
-            waits.push(Box::pin(async { s.wait_until_ready().await.ok().unwrap_or_default() }));
+            waits.push(Box::pin(s.wait_until_ready()));
         }
         if let Some(s) = &self.statefulset {
             waits.push(Box::pin(async { s.wait_until_ready().await.ok().unwrap_or_default() }));
@@ -239,8 +235,8 @@ async fn rebuild<S: SeriesSink>(
 ) {
     let started = std::time::Instant::now();
     let snapshot = Snapshot {
-        service_monitors: stores.service_monitors.as_ref().map(Store::state).unwrap_or_default(),
-        pod_monitors: stores.pod_monitors.as_ref().map(Store::state).unwrap_or_default(),
+        service_monitors: stores.service_monitors.as_ref().map(MonitorStore::state).unwrap_or_default(),
+        pod_monitors: stores.pod_monitors.as_ref().map(MonitorStore::state).unwrap_or_default(),
         services: stores.services.state(),
         endpoint_slices: stores.endpoint_slices.state(),
         pods: stores.pods.state(),

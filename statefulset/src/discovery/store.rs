@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use lgtm_pipeline::watch_backoff::retry_watch;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ impl<T> CompactStore<T> {
         self.objects.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Returns once the first list is in (or the watch has ended).
+    /// Returns once the first list is in, was refused (403, 404), or the watch has ended.
     pub async fn wait_until_ready(&self) {
         let mut ready = self.ready.clone();
         let _ = ready.wait_for(|r| *r).await;
@@ -52,9 +52,20 @@ fn key<T: Compact>(object: &T) -> u64 {
     h.digest()
 }
 
+/// A list or watch the API server refused (403 Forbidden, 404 Not Found), not one it failed.
+fn refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    matches!(code, 403 | 404)
+}
+
 /// Watches every object of `T`'s kind until `stop`, calling `on_change` on every change
 /// except the events of a relist in progress (a relist counts once, when it is complete). A
-/// failing watch is retried with backoff and logged once, and once more when it recovers.
+/// failing watch is retried with the shared backoff ([`lgtm_pipeline::watch_backoff`]).
 pub fn spawn_compact_watch<T>(
     client: &Client,
     on_change: impl Fn() + Send + 'static,
@@ -70,10 +81,10 @@ where
     let api = Api::<Watched<T>>::all(client.clone());
     let task = tokio::spawn(
         async move {
-            let stream = kube::runtime::watcher(api, watcher::Config::default()).default_backoff();
+            let stream = kube::runtime::watcher(api, watcher::Config::default()).boxed();
+            let stream = retry_watch(stream, |e| matches!(e, Event::InitDone));
             let mut stream = std::pin::pin!(stream);
             let mut relist: Objects<T> = HashMap::new();
-            let mut failing = false;
             loop {
                 let item = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -82,18 +93,15 @@ where
                 let event = match item {
                     None => return,
                     Some(Ok(event)) => event,
+                    // Logged and backed off by `retry_watch`. A list refused for good (403: the
+                    // Role lacks the kind; 404) does not hold up the first build.
                     Some(Err(e)) => {
-                        if !failing {
-                            tracing::warn!(error = %e, "watch failing; retrying with backoff");
+                        if refused(&e) {
+                            ready_tx.send_replace(true);
                         }
-                        failing = true;
                         continue;
                     }
                 };
-                if failing {
-                    tracing::info!("watch recovered");
-                    failing = false;
-                }
                 let write = || objects.write().unwrap_or_else(|p| p.into_inner());
                 match event {
                     Event::Init => {

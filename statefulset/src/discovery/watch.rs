@@ -14,6 +14,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
+use lgtm_pipeline::watch_backoff::retry_watch;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -43,8 +44,9 @@ where
 
 /// Runs `watcher -> reflector` into `writer` until `stop`, passing each object through `modify`
 /// before it is stored and calling `on_change` on every change except the events of a relist
-/// in progress. A failing watch is retried with backoff and logged once, and once more when it
-/// recovers. Discovery and the cluster-state stores both watch this way.
+/// in progress. A failing watch is retried with the shared backoff
+/// ([`lgtm_pipeline::watch_backoff`]): reset only by a completed list, logged once (then
+/// rate-limited), and once more when a list completes again. Discovery and the cluster-state stores both watch this way.
 pub(crate) fn spawn_watch<K>(
     span: tracing::Span,
     api: Api<K>,
@@ -60,9 +62,9 @@ where
 {
     tokio::spawn(
         async move {
-            let stream = watcher(api, config).default_backoff().modify(modify).reflect(writer);
+            let stream = retry_watch(watcher(api, config).boxed(), |e| matches!(e, Event::InitDone));
+            let stream = stream.modify(modify).reflect(writer);
             let mut stream = std::pin::pin!(stream);
-            let mut failing = false;
             loop {
                 let item = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -71,20 +73,12 @@ where
                 match item {
                     None => return,
                     Some(Ok(event)) => {
-                        if failing {
-                            tracing::info!("watch recovered");
-                            failing = false;
-                        }
                         if !matches!(event, Event::Init | Event::InitApply(_)) {
                             on_change();
                         }
                     }
-                    Some(Err(e)) => {
-                        if !failing {
-                            tracing::warn!(error = %e, "watch failing; retrying with backoff");
-                        }
-                        failing = true;
-                    }
+                    // Logged and backed off by `retry_watch`.
+                    Some(Err(_)) => {}
                 }
             }
         }

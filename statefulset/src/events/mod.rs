@@ -28,6 +28,9 @@ use tracing::Instrument;
 use lease::{LeaderElection, LeaseConfig};
 use shipper::ShipperOptions;
 
+/// How soon a failed renewal of a held lease is retried (within the renew deadline).
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct EventsOptions {
     pub lease: LeaseConfig,
@@ -107,20 +110,29 @@ pub async fn run(client: Client, options: EventsOptions, sink: LogsSink, stop: C
         let mut written = held.position;
         let mut renewed = Instant::now();
         let renew_deadline = options.lease.duration * 2 / 3;
+        // After a failed renewal (an API server restarting), retry every second until the
+        // deadline rather than every retry period: the lease survives a short outage.
+        let mut failing = false;
+        let renew_retry = RENEW_RETRY.min(options.retry_period);
         let lost = loop {
+            let wait = if failing { renew_retry } else { options.retry_period };
             tokio::select! {
                 _ = stop.cancelled() => break false,
                 _ = &mut shipping, if !shipping_done => shipping_done = true,
-                _ = tokio::time::sleep(options.retry_period) => {}
+                _ = tokio::time::sleep(wait) => {}
                 r = acked.changed(), if !shipping_done => if r.is_err() { shipping_done = true },
             }
             let position = *acked.borrow_and_update();
-            let due = renewed.elapsed() >= options.retry_period;
+            let due = failing || renewed.elapsed() >= options.retry_period;
             if position == written && !due {
                 continue;
             }
             match election.try_acquire_or_renew(position).await {
                 Ok(Some(_)) => {
+                    if failing {
+                        tracing::info!("events lease renewed again");
+                    }
+                    failing = false;
                     renewed = Instant::now();
                     written = position;
                 }
@@ -129,7 +141,12 @@ pub async fn run(client: Client, options: EventsOptions, sink: LogsSink, stop: C
                     tracing::warn!(error = %e, "events lease not renewed in time");
                     break true;
                 }
-                Err(e) => tracing::warn!(error = %e, "renewing the events lease failed; retrying"),
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, retry_in = ?renew_retry, "renewing the events lease failed; retrying");
+                    }
+                    failing = true;
+                }
             }
         };
         ship_stop.cancel();
