@@ -339,7 +339,8 @@ async fn one_run(kind: Kind, bin: &Path, b: &NodeBench) -> anyhow::Result<RunFig
         let served = kubelet.served_samples();
         let s = sink.counts();
         let span_ids = sink::span_ids(&traces);
-        if (s.logs >= written && span_ids.0 >= sent && s.kubelet >= served) || drain.elapsed() > Duration::from_secs(30) {
+        if (s.logs >= written && span_ids.0 >= sent && s.kubelet >= served) || drain.elapsed() > Duration::from_secs(30)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -198,7 +198,8 @@ fn cadvisor(pods: usize) -> (String, u64) {
     let mut s = String::new();
     let mut n = 0u64;
     let labels = |p: usize, c: &str| {
-        let id = format!("/kubepods/burstable/pod00000000-0000-0000-0000-{p:012}{}", if c.is_empty() { "" } else { "/abc" });
+        let id =
+            format!("/kubepods/burstable/pod00000000-0000-0000-0000-{p:012}{}", if c.is_empty() { "" } else { "/abc" });
         let image = match c {
             "" => String::new(),
             "POD" => "registry.k8s.io/pause:3.10".into(),
@@ -270,8 +271,13 @@ impl KubeletStandIn {
     pub async fn start(pods: usize) -> anyhow::Result<KubeletStandIn> {
         let (cadvisor, cadvisor_series) = cadvisor(pods);
         let (resource, resource_series) = resource(pods);
-        let state =
-            Arc::new(Bodies { cadvisor, cadvisor_series, resource, resource_series, served_samples: AtomicU64::new(0) });
+        let state = Arc::new(Bodies {
+            cadvisor,
+            cadvisor_series,
+            resource,
+            resource_series,
+            served_samples: AtomicU64::new(0),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = Router::new()

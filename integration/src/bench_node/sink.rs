@@ -129,9 +129,14 @@ async fn loki_push(State(seen): Shared, body: Bytes) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn otlp_logs(State(seen): Shared, headers: HeaderMap, body: Bytes) -> (StatusCode, [(&'static str, &'static str); 1]) {
+async fn otlp_logs(
+    State(seen): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
     let ct = [("content-type", "application/x-protobuf")];
-    let Some(req) = decoded(&headers, body).and_then(|raw| ExportLogsServiceRequest::decode(raw.as_slice()).ok()) else {
+    let Some(req) = decoded(&headers, body).and_then(|raw| ExportLogsServiceRequest::decode(raw.as_slice()).ok())
+    else {
         seen.lock().expect("sink").counts.malformed += 1;
         return (StatusCode::BAD_REQUEST, ct);
     };

@@ -25,7 +25,8 @@ pub fn grouped_bars(title: &str, rows: &[(String, RunFigures)]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = write!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>"#, width / 2.0, escape(title));
+    let _ =
+        write!(s, r#"<text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>"#, width / 2.0, escape(title));
     let n = rows.len().max(1) as f64;
     for (p, (label, value)) in panels.iter().enumerate() {
         let x0 = left + pw * p as f64 + 20.0;
@@ -80,7 +81,12 @@ mod tests {
 
     #[test]
     fn bars_scale_to_the_largest_in_each_panel() {
-        let f = |cpu: f64| RunFigures { cpu_percent: cpu, rss_mean: 10.0 * MIB, rss_peak: 20.0 * MIB, ..Default::default() };
+        let f = |cpu: f64| RunFigures {
+            cpu_percent: cpu,
+            rss_mean: 10.0 * MIB,
+            rss_peak: 20.0 * MIB,
+            ..Default::default()
+        };
         let svg = grouped_bars("t <1>", &[("a".into(), f(5.0)), ("b".into(), f(50.0))]);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("t &lt;1&gt;"));
