@@ -11,6 +11,7 @@ pub mod bench_cluster_state;
 pub mod bench_discovery;
 pub mod bench_jaeger;
 pub mod bench_logs;
+pub mod bench_node;
 pub mod bench_outage;
 pub mod bench_scrape;
 pub mod bench_traces;

@@ -6,6 +6,7 @@
 //! cargo run --release -p lgtm-integration --bin bench -- scrape [--targets 50] [--series 2000] [--interval 5s] [--duration 60s] [--shards N]
 //! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
 //! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--step 5s] [--receive-buffer 8MiB]
+//! cargo run --release -p lgtm-integration --bin bench -- node [--window 60s] [--runs 3] [--plot node.svg]
 //! cargo run --release -p lgtm-integration --bin bench -- outage [--down 120s] [--log-rate 20MiB] [--series 50000] [--targets 25] [--interval 5s]
 //! ```
 //!
@@ -27,6 +28,11 @@
 //! server, their kube-state-metrics series emitted by the release `lgtm-agent` into a real
 //! Prometheus; prints the agent's CPU-seconds and RSS per interval (see
 //! [`lgtm_integration::bench_cluster_state`]).
+//!
+//! `node`: one node's CRI logs, kubelet and host metrics and OTLP traces, given in turn to the
+//! release `lgtm-agent` and to the OpenTelemetry Collector (`scripts/build-otelcol.sh`); prints CPU,
+//! RSS and records lost/duplicated per signal of each, and draws a chart (see
+//! [`lgtm_integration::bench_node`]).
 //!
 //! `outage`: Loki and Mimir down for `--down` while the release `lgtm-agent` tails a CRI tree
 //! written at `--log-rate` and scrapes `--series` series into a real Prometheus; prints lines and
@@ -117,6 +123,8 @@ enum Workload {
         #[arg(long)]
         agent_bin: Option<std::path::PathBuf>,
     },
+    /// One node's logs, kubelet and host metrics and traces, lgtm-agent against the OpenTelemetry Collector.
+    Node(lgtm_integration::bench_node::NodeBench),
     /// OTLP spans through lgtm-agent's receivers, trace routing and tail sampling.
     Traces(lgtm_integration::bench_traces::TracesBench),
     /// ServiceMonitors, Services and EndpointSlices in the fake API server discovered by lgtm-agent.
@@ -182,6 +190,7 @@ fn main() -> anyhow::Result<()> {
                 agent_bin,
             }),
         ),
+        Workload::Node(b) => rt.block_on(lgtm_integration::bench_node::run(b)),
         Workload::Traces(b) => rt.block_on(lgtm_integration::bench_traces::run(b)),
         Workload::Discovery(b) => rt.block_on(lgtm_integration::bench_discovery::run(b)),
         Workload::Outage(b) => rt.block_on(lgtm_integration::bench_outage::run(b)),
