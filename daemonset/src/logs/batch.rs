@@ -316,7 +316,9 @@ mod tests {
         let (bytes, n) = bb.finish().unwrap();
         assert_eq!(n, 5);
         let req = PushRequest::decode(bytes).unwrap();
-        let got: Vec<(String, Vec<(String, Vec<String>)>)> = req
+        // (selector, [(line, ["name=value" of its metadata])]) per stream, in request order.
+        type Streams = Vec<(String, Vec<(String, Vec<String>)>)>;
+        let got: Streams = req
             .streams
             .iter()
             .map(|s| {

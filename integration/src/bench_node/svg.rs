@@ -9,12 +9,15 @@ use super::{RunFigures, MIB};
 
 const COLOURS: [&str; 4] = ["#2b7bba", "#e07b39", "#59a14f", "#b07aa1"];
 
+/// A panel's title and the figure it plots.
+type Panel = (&'static str, fn(&RunFigures) -> f64);
+
 /// The chart of `rows` (agent name, median figures) under `title`.
 pub fn grouped_bars(title: &str, rows: &[(String, RunFigures)]) -> String {
-    let panels: [(&str, Box<dyn Fn(&RunFigures) -> f64>); 3] = [
-        ("CPU % of one core", Box::new(|f: &RunFigures| f.cpu_percent)),
-        ("RSS mean (MiB)", Box::new(|f: &RunFigures| f.rss_mean / MIB)),
-        ("RSS peak (MiB)", Box::new(|f: &RunFigures| f.rss_peak / MIB)),
+    let panels: [Panel; 3] = [
+        ("CPU % of one core", |f| f.cpu_percent),
+        ("RSS mean (MiB)", |f| f.rss_mean / MIB),
+        ("RSS peak (MiB)", |f| f.rss_peak / MIB),
     ];
     let (pw, ph, top, left) = (260.0, 260.0, 60.0, 20.0);
     let width = left * 2.0 + pw * panels.len() as f64;
@@ -91,7 +94,7 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("t &lt;1&gt;"));
         // The larger CPU bar is the full plot height (200), the smaller a tenth of it.
-        assert!(svg.contains(r#"height="200.0" fill="#e07b39""#), "{svg}");
-        assert!(svg.contains(r#"height="20.0" fill="#2b7bba""#), "{svg}");
+        assert!(svg.contains(r##"height="200.0" fill="#e07b39""##), "{svg}");
+        assert!(svg.contains(r##"height="20.0" fill="#2b7bba""##), "{svg}");
     }
 }
