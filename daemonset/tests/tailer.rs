@@ -35,7 +35,9 @@ async fn lines_are_counted_exactly_and_labelled_from_the_path() {
     assert!(g.labels.contains(r#"namespace="shop""#) && g.labels.contains(r#"pod="cart-1""#));
     assert!(g.labels.contains(r#"node="node-1""#) && g.labels.contains(r#"job="shop/"#));
     assert!(!g.labels.contains("uid"), "no pod uid in labels");
-    assert_eq!(g.meta, vec![("stream".to_string(), "stdout".to_string())]);
+    // `stream` is a stream label by default (`logs.stream: label`), not structured metadata.
+    assert!(g.labels.contains(r#"stream="stdout""#), "{}", g.labels);
+    assert_eq!(g.meta, vec![]);
     // Timestamps come from the CRI lines.
     let first_a = got.iter().find(|g| g.line == "a-61").unwrap();
     assert_eq!(first_a.ts, 1_704_067_200_000_000_000 + 61_000_000_000 + 61);
@@ -260,10 +262,14 @@ async fn docker_json_and_long_cri_lines_end_to_end() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     run.stop().await;
     let got = env.sink.got();
-    let docker_lines: Vec<(String, Vec<(String, String)>)> =
-        got.iter().filter(|g| g.labels.contains("docker")).map(|g| (g.line.clone(), g.meta.clone())).collect();
-    let m = |s: &str| vec![("stream".to_string(), s.to_string())];
-    assert_eq!(docker_lines, vec![("one".into(), m("stdout")), ("two halves".into(), m("stderr"))]);
+    // The output is a stream label (`logs.stream: label`, the default): nothing in metadata.
+    let output = |labels: &str| ["stdout", "stderr"].into_iter().find(|o| labels.contains(&format!("stream=\"{o}\"")));
+    let docker_lines: Vec<(String, Option<&str>, usize)> = got
+        .iter()
+        .filter(|g| g.labels.contains("docker"))
+        .map(|g| (g.line.clone(), output(&g.labels), g.meta.len()))
+        .collect();
+    assert_eq!(docker_lines, vec![("one".into(), Some("stdout"), 0), ("two halves".into(), Some("stderr"), 0)]);
     let cri_lines: Vec<&common::Got> = got.iter().filter(|g| g.labels.contains("\"cri\"")).collect();
     assert_eq!(cri_lines.len(), 5);
     let joined: String = cri_lines[..3].iter().map(|g| g.line.as_str()).collect();

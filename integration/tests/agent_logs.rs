@@ -33,7 +33,7 @@ fn write_cri(root: &Path, ns: &str, pod: &str, container: &str, from: usize, n: 
 
 fn selector(pod: &str, container: &str) -> String {
     format!(
-        "{{cluster=\"it-logs\", container=\"{container}\", job=\"shop/{container}\", namespace=\"shop\", node=\"node-a\", pod=\"{pod}\"}}"
+        "{{cluster=\"it-logs\", container=\"{container}\", job=\"shop/{container}\", namespace=\"shop\", node=\"node-a\", pod=\"{pod}\", stream=\"stdout\"}}"
     )
 }
 

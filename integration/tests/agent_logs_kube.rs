@@ -78,11 +78,17 @@ fn parse_selector(s: &str) -> BTreeMap<String, String> {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut base: BTreeMap<String, String> =
-        [("cluster", "it-kube"), ("namespace", "shop"), ("container", "app"), ("job", "shop/app"), ("node", "node-a")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    let mut base: BTreeMap<String, String> = [
+        ("cluster", "it-kube"),
+        ("namespace", "shop"),
+        ("container", "app"),
+        ("job", "shop/app"),
+        ("node", "node-a"),
+        ("stream", "stdout"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     base.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     base
 }
