@@ -395,6 +395,8 @@ async fn slow_clients_are_timed_out_and_excess_connections_refused_while_a_good_
     let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), admin)
         .set("otlp", receivers_off())
         .set("otlp.zipkin", format!("127.0.0.1:{zipkin}"))
+        // The bodies announced are 15 MB: above the 4 MiB default, they would be refused at once.
+        .set("otlp.max_request_size", "16MiB")
         .set("otlp.limits", json!({ "header_timeout": "3s", "request_timeout": "2s", "max_connections": 210 }))
         .set("exporters.tempo", json!({ "console": true }))
         .yaml();
@@ -605,6 +607,8 @@ async fn one_request_takes_at_most_four_times_its_size_in_memory() {
         let yaml = AgentConfig::new("it-hostile", &dir.join("data"), admin)
             .set("otlp", receivers_off())
             .set(field, format!("127.0.0.1:{port}"))
+            // Requests of ~15 MiB are measured: above the 4 MiB default `max_request_size`.
+            .set("otlp.max_request_size", "16MiB")
             .set("shutdown.grace_period", "1s")
             .set(
                 "exporters.tempo",
