@@ -410,14 +410,7 @@ impl Receiver {
             Router::new().route("/loki/api/v1/push", post(push)).layer(DefaultBodyLimit::disable()).with_state(state);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (stop, task) = crate::serve_until_stopped(listener, app);
         Ok(Receiver { addr, seen, pushes, line_bytes, stop: Some(stop), task: Some(task) })
     }
 

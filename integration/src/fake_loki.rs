@@ -92,14 +92,7 @@ impl FakeLoki {
                 post(|| async { redirect(StatusCode::FOUND, "http://loki.elsewhere.invalid/loki/api/v1/push") }),
             )
             .with_state(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, task) = crate::serve_until_stopped(listener, app);
         FakeLoki { addr, state, stop: Some(tx), task: Some(task) }
     }
 

@@ -74,14 +74,7 @@ impl FakeMimir {
             requests: Vec::new(),
         }));
         let app = Router::new().route("/api/v1/push", post(push)).with_state(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, _) = crate::serve_until_stopped(listener, app);
         FakeMimir { addr, state, _stop: tx }
     }
 

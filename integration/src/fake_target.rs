@@ -21,14 +21,7 @@ impl FakeTarget {
         let addr = listener.local_addr().expect("addr");
         let body = Arc::new(Mutex::new(body.to_string()));
         let app = Router::new().route("/metrics", get(metrics)).with_state(body.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, _) = crate::serve_until_stopped(listener, app);
         FakeTarget { addr, body, _stop: tx }
     }
 

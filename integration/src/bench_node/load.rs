@@ -296,14 +296,7 @@ impl KubeletStandIn {
                 }),
             )
             .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, _) = crate::serve_until_stopped(listener, app);
         Ok(KubeletStandIn { addr, state, _stop: tx })
     }
 

@@ -71,14 +71,7 @@ impl Sink {
             .route("/api/v1/write", post(remote_write))
             .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
             .with_state(seen.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, _) = crate::serve_until_stopped(listener, app);
         Ok(Sink { addr, seen, _stop: tx })
     }
 

@@ -190,14 +190,7 @@ impl CheckingLoki {
 fn serve(listener: tokio::net::TcpListener, shared: Shared) -> Server {
     let app =
         Router::new().route("/loki/api/v1/push", post(push)).layer(DefaultBodyLimit::disable()).with_state(shared);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (stop, task) = crate::serve_until_stopped(listener, app);
     Server { stop, task }
 }
 
