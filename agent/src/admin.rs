@@ -77,12 +77,6 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
     if !s.started.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or stopping\n").into_response();
     }
-    let misconfigured = lgtm_pipeline::exporter::health::misconfigured();
-    if !misconfigured.is_empty() {
-        let names = misconfigured.join(", ");
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: exporter {names} misconfigured (see the log)\n"))
-            .into_response();
-    }
     let waiting = health::not_running();
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()

@@ -42,7 +42,11 @@ pub struct HttpSender {
     credentials: Credentials,
     redirects_logged: LogThrottle,
     /// Set while the backend redirects elsewhere (`/readyz` is then not ready).
-    misconfigured: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `exporter/<name>` in [`crate::health`]: failed while the backend redirects elsewhere.
+    health: crate::health::Component,
+    /// Whether this sender last reported a redirect elsewhere (so that only a change touches the
+    /// registry, not every request).
+    redirected: std::sync::atomic::AtomicBool,
 }
 
 /// Shows the URL and the kind of credentials; header values may be secrets and are left out.
@@ -108,7 +112,8 @@ impl HttpSender {
             headers,
             credentials: Credentials::from_config(cfg),
             redirects_logged: LogThrottle::every(Duration::from_secs(60)),
-            misconfigured: super::health::flag(exporter),
+            health: crate::health::handle(&format!("exporter/{exporter}")),
+            redirected: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -189,8 +194,8 @@ impl HttpSender {
                 Err(e) => return Err(Failure::Retry(transport_failure(&e))),
             };
             let status = resp.status();
-            if !status.is_redirection() {
-                self.misconfigured.store(false, std::sync::atomic::Ordering::Relaxed);
+            if !status.is_redirection() && self.redirected.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                self.health.running();
             }
             if status.is_success() {
                 // Drain so the connection can be reused.
@@ -211,8 +216,10 @@ impl HttpSender {
                         continue;
                     }
                     _ => {
-                        self.misconfigured.store(true, std::sync::atomic::Ordering::Relaxed);
                         let location = location.unwrap_or_else(|| "(none)".into());
+                        if !self.redirected.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            self.health.failed(format!("the backend redirects to {location}, not followed"));
+                        }
                         if self.redirects_logged.allow() {
                             tracing::error!(url = %self.url, %status, %location, "the backend redirects elsewhere than the same host: not followed (credentials stay with the configured host); fix the exporter's url. Retrying, nothing is dropped");
                         }

@@ -8,7 +8,6 @@
 
 pub mod console;
 pub mod credentials;
-pub mod health;
 pub mod http;
 pub mod loki;
 mod loki_wire;
