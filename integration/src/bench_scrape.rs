@@ -30,7 +30,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::peers::prometheus::Prometheus;
+use crate::peers::prometheus::{Prometheus, PrometheusAgent};
 use crate::procstat::{Process, Usage};
 
 /// The bench's settings (the subcommand's flags).
@@ -121,17 +121,45 @@ async fn start_targets(n: usize, series: usize) -> anyhow::Result<Vec<SocketAddr
     Ok(addrs)
 }
 
-/// A child process killed on drop.
-struct Scraper {
-    name: &'static str,
-    child: Child,
-    _dir: tempfile::TempDir,
+/// One of the two scrapers compared, killed on drop.
+enum Scraper {
+    /// The agent and the directory of its config and data, removed after it.
+    Lgtm {
+        child: Child,
+        _dir: tempfile::TempDir,
+    },
+    Prometheus(PrometheusAgent),
+}
+
+impl Scraper {
+    fn name(&self) -> &'static str {
+        match self {
+            Scraper::Lgtm { .. } => "lgtm-agent",
+            Scraper::Prometheus(_) => "prometheus-agent",
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Scraper::Lgtm { child, .. } => child.id(),
+            Scraper::Prometheus(p) => p.pid(),
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        match self {
+            Scraper::Lgtm { child, .. } => matches!(child.try_wait(), Ok(None)),
+            Scraper::Prometheus(p) => p.is_running(),
+        }
+    }
 }
 
 impl Drop for Scraper {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Scraper::Lgtm { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -185,15 +213,13 @@ async fn start_lgtm(bin: &Path, b: &ScrapeBench, addrs: &[SocketAddr], write_url
         .stderr(Stdio::from(log))
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let scraper = Scraper { name: "lgtm-agent", child, _dir: dir };
+    let scraper = Scraper::Lgtm { child, _dir: dir };
     wait_http_ok(&format!("http://127.0.0.1:{admin}/readyz"), "lgtm-agent").await?;
     Ok(scraper)
 }
 
 async fn start_prometheus_agent(b: &ScrapeBench, addrs: &[SocketAddr], write_url: &str) -> anyhow::Result<Scraper> {
     let bin = crate::peers::which("prometheus").context("prometheus is not installed")?;
-    let dir = tempfile::tempdir()?;
-    let port = crate::free_port();
     let interval = duration_text(b.interval);
     let yaml = format!(
         "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\nscrape_configs:\n\
@@ -201,21 +227,11 @@ async fn start_prometheus_agent(b: &ScrapeBench, addrs: &[SocketAddr], write_url
          remote_write:\n  - url: \"{write_url}\"\n",
         targets = target_list(addrs),
     );
-    let config = dir.path().join("prometheus-agent.yml");
-    std::fs::write(&config, yaml)?;
-    let child = Command::new(bin)
-        .arg("--enable-feature=agent")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.agent.path={}", dir.path().join("wal").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting prometheus --enable-feature=agent")?;
-    let scraper = Scraper { name: "prometheus-agent", child, _dir: dir };
-    wait_http_ok(&format!("http://127.0.0.1:{port}/-/ready"), "prometheus agent").await?;
-    Ok(scraper)
+    let agent = PrometheusAgent::spawn(&bin, &yaml, "warn").context("starting prometheus in agent mode")?;
+    if !agent.wait_ready(Duration::from_secs(30)).await {
+        bail!("prometheus agent not ready after 30 s");
+    }
+    Ok(Scraper::Prometheus(agent))
 }
 
 /// An instant query at `time` (unix seconds) on the receiving Prometheus; the first value.
@@ -290,19 +306,19 @@ pub async fn run(b: ScrapeBench) -> anyhow::Result<()> {
     tokio::time::sleep(warmup).await;
 
     let start_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-    let before: Vec<Usage> = scrapers.iter().map(|s| Process::Pid(s.child.id()).usage()).collect();
+    let before: Vec<Usage> = scrapers.iter().map(|s| Process::Pid(s.pid()).usage()).collect();
     let mut rss_sum = [0f64; 2];
     let mut rss_n = 0u32;
     let window_start = Instant::now();
     while window_start.elapsed() < b.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         for (i, s) in scrapers.iter().enumerate() {
-            rss_sum[i] += Process::Pid(s.child.id()).usage().rss_bytes as f64;
+            rss_sum[i] += Process::Pid(s.pid()).usage().rss_bytes as f64;
         }
         rss_n += 1;
     }
     let window = window_start.elapsed();
-    let after: Vec<Usage> = scrapers.iter().map(|s| Process::Pid(s.child.id()).usage()).collect();
+    let after: Vec<Usage> = scrapers.iter().map(|s| Process::Pid(s.pid()).usage()).collect();
     let end_unix = start_unix + window.as_secs_f64();
 
     // Let the last remote writes of the window land (Prometheus batches up to 5 s).
@@ -319,8 +335,8 @@ pub async fn run(b: ScrapeBench) -> anyhow::Result<()> {
         };
     }
     for mut s in [lgtm, prom_agent] {
-        if !matches!(s.child.try_wait(), Ok(None)) {
-            bail!("{} exited during the bench", s.name);
+        if !s.is_running() {
+            bail!("{} exited during the bench", s.name());
         }
     }
 

@@ -22,7 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ use axum::Router;
 use base64::Engine;
 use lgtm_integration::agent::AgentProcess;
 use lgtm_integration::agent_config::{AgentConfig, Backoff};
+use lgtm_integration::peers::prometheus::PrometheusAgent;
 use lgtm_integration::{free_port, require};
 use lgtm_pipeline::proto::{WriteRequest, STALE_NAN_BITS};
 use prost::Message;
@@ -506,46 +508,35 @@ async fn start_http(app: Router) -> SocketAddr {
     addr
 }
 
-/// Prometheus in agent mode, killed (by its pid) on drop.
-struct PrometheusAgent {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PrometheusAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The Prometheus that is the oracle: `CONFORMANCE_PROMETHEUS` (a path, e.g. a current 3.x built
+/// by `scripts/build-prometheus.sh`), else Debian's `prometheus` on `PATH`.
+fn oracle() -> Option<PathBuf> {
+    match std::env::var_os("CONFORMANCE_PROMETHEUS") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => lgtm_integration::peers::which("prometheus"),
     }
 }
 
 fn start_prometheus(config: &Value) -> Option<PrometheusAgent> {
-    let bin = lgtm_integration::peers::which("prometheus")?;
-    let dir = tempfile::tempdir().unwrap();
+    let bin = oracle()?;
     // YAML is a superset of JSON: the config is written as JSON, escaping done by serde.
-    let path = dir.path().join("prometheus.yml");
-    std::fs::write(&path, serde_json::to_string_pretty(config).unwrap()).unwrap();
+    let text = serde_json::to_string_pretty(config).unwrap();
+    let prometheus = PrometheusAgent::spawn(&bin, &text, "error").expect("spawn prometheus in agent mode");
     if let Ok(keep) = std::env::var("CONFORMANCE_KEEP_CONFIG") {
-        std::fs::copy(&path, keep).unwrap();
+        std::fs::copy(prometheus.config_path(), keep).unwrap();
     }
     if let Some(promtool) = lgtm_integration::peers::which("promtool") {
-        let out = Command::new(promtool).args(["check", "config"]).arg(&path).output().expect("run promtool");
+        let out = Command::new(promtool)
+            .args(["check", "config"])
+            .arg(prometheus.config_path())
+            .output()
+            .expect("run promtool");
         // Only a refused config matters here: a target that relabeling leaves without an
         // address fails promtool's check but is just dropped by the server, as by the agent.
         let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(!said.contains("parsing YAML"), "Prometheus refuses the generated config: {said}");
     }
-    let child = Command::new(bin)
-        .arg("--enable-feature=agent")
-        .arg(format!("--config.file={}", path.display()))
-        .arg(format!("--storage.agent.path={}", dir.path().join("wal").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
-        .arg("--log.level=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn prometheus in agent mode");
-    Some(PrometheusAgent { child, _dir: dir })
+    Some(prometheus)
 }
 
 /// The agent's config loader expands `${VAR}` and `$$`: relabel templates are escaped so the
@@ -682,7 +673,7 @@ fn differences(prometheus: &Series, agent: &Series, since_ms: i64) -> Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_and_lgtm_agent_ingest_the_same_from_every_case() {
-    if lgtm_integration::peers::which("prometheus").is_none() {
+    if oracle().is_none() {
         require::<()>("prometheus", None);
         return;
     }

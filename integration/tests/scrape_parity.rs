@@ -3,14 +3,13 @@
 //! `job` and `cluster` aside), synthetic series included.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lgtm_integration::agent::AgentProcess;
 use lgtm_integration::agent_config::{AgentConfig, Backoff};
 use lgtm_integration::fake_target::FakeTarget;
 use lgtm_integration::peers::node_exporter::NodeExporter;
-use lgtm_integration::peers::prometheus::Prometheus;
+use lgtm_integration::peers::prometheus::{Prometheus, PrometheusAgent};
 use lgtm_integration::{free_port, require};
 use serde_json::json;
 
@@ -40,44 +39,15 @@ parity_size_bytes_count 20
 parity_untyped{instance=\"from-the-target\"} 1
 ";
 
-/// Prometheus in agent mode, killed (by its pid) on drop.
-struct PrometheusAgent {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PrometheusAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_prometheus_agent(job: &str, targets: &[String], write_url: &str) -> Option<PrometheusAgent> {
     let bin = lgtm_integration::peers::which("prometheus")?;
-    let dir = tempfile::tempdir().unwrap();
     let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
-    let config = dir.path().join("agent.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: {job}\n    \
-             static_configs:\n      - targets: [{list}]\nremote_write:\n  - url: '{write_url}'\n    \
-             queue_config: {{ batch_send_deadline: 500ms }}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("--enable-feature=agent")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.agent.path={}", dir.path().join("wal").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn prometheus in agent mode");
-    Some(PrometheusAgent { child, _dir: dir })
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: {job}\n    \
+         static_configs:\n      - targets: [{list}]\nremote_write:\n  - url: '{write_url}'\n    \
+         queue_config: {{ batch_send_deadline: 500ms }}\n"
+    );
+    Some(PrometheusAgent::spawn(&bin, &config, "warn").expect("spawn prometheus in agent mode"))
 }
 
 /// A series' identity without the labels that differ by design.

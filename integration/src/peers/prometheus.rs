@@ -2,6 +2,7 @@
 //! stands in for Mimir's remote-write endpoint; the tests read back with PromQL.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -139,4 +140,79 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Prometheus in agent mode (it scrapes and remote-writes, keeps no TSDB): the peer lgtm-agent
+/// replaces, used as the reference by the parity and conformance tests and the scrape bench.
+/// Killed (by its pid) on drop.
+pub struct PrometheusAgent {
+    child: Child,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl PrometheusAgent {
+    /// Starts `bin` with `config` (the text of a `prometheus.yml`) on a free loopback port. The
+    /// agent-mode flag follows the binary's major version: `--enable-feature=agent` in 2.x,
+    /// `--agent` from 3.0 on (where the feature flag is gone).
+    pub fn spawn(bin: &Path, config: &str, log_level: &str) -> std::io::Result<PrometheusAgent> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("prometheus.yml");
+        std::fs::write(&path, config)?;
+        let port = crate::free_port();
+        let agent_flag = if major_version(bin).is_some_and(|v| v >= 3) { "--agent" } else { "--enable-feature=agent" };
+        let child = Command::new(bin)
+            .arg(agent_flag)
+            .arg(format!("--config.file={}", path.display()))
+            .arg(format!("--storage.agent.path={}", dir.path().join("wal").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--log.level={log_level}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(PrometheusAgent { child, port, dir })
+    }
+
+    /// The config file it runs (for `promtool check config`, or to keep for a failing case).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("prometheus.yml")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until `/-/ready` answers 200; false after `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let url = format!("http://127.0.0.1:{}/-/ready", self.port);
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for PrometheusAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The major version `bin --version` prints ("prometheus, version 2.42.0 (...)").
+pub fn major_version(bin: &Path) -> Option<u32> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let version = text.split("version ").nth(1)?;
+    version.split('.').next()?.trim().parse().ok()
 }
