@@ -1,6 +1,7 @@
 //! `bench node`: one realistic Kubernetes node, the same load given in turn to lgtm-agent
-//! (daemonset mode) and to the OpenTelemetry Collector configured as a PoC node agent, interleaved,
-//! `--runs` times each:
+//! (daemonset mode), to the OpenTelemetry Collector configured as a PoC node agent, and to the
+//! classic stack (Prometheus in agent mode with node_exporter for the metrics, rotel-agent for the
+//! traces: one agent per signal), interleaved, `--runs` times each:
 //!
 //! - 100 pods' CRI log files under a `/var/log/pods`-like tree, appended at `--log-rate` in all
 //!   (mixed line sizes, one record in 20 split into a partial `P` line and its `F` end, and every
@@ -19,7 +20,11 @@
 //!
 //! The Collector is the pinned build of `integration/peers/otelcol`, found in the cache directory
 //! `scripts/build-otelcol.sh` writes (`~/.cache/lgtm-agent/peers/otelcol-<version>/`); when it is
-//! absent the bench says how to build it and measures lgtm-agent alone.
+//! absent the bench says how to build it and leaves its column out. The classic stack has no log
+//! shipper here (neither Vector nor Fluent Bit is installable on the project's machines): its logs
+//! column is empty and its figures cover metrics and traces only, which favours it. Its CPU and
+//! RSS are the sums over its three processes (the peak is the sum of each one's peak, an upper
+//! bound of their peak together).
 
 pub mod load;
 pub mod sink;
@@ -32,6 +37,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::agent::AgentProcess;
+use crate::peers::node_exporter::NodeExporter;
+use crate::peers::prometheus::PrometheusAgent;
 use crate::procstat::Process;
 use load::{KubeletStandIn, LogWriter, SpanClient};
 use sink::Sink;
@@ -87,6 +94,7 @@ pub fn otelcol_cache_path() -> PathBuf {
 enum Kind {
     Lgtm,
     Collector,
+    Classic,
 }
 
 impl Kind {
@@ -94,6 +102,7 @@ impl Kind {
         match self {
             Kind::Lgtm => "lgtm-agent",
             Kind::Collector => "otelcol-contrib",
+            Kind::Classic => "prom+node_exp+rotel",
         }
     }
 }
@@ -133,6 +142,13 @@ pub async fn run(b: NodeBench) -> anyhow::Result<()> {
             otelcol.display()
         );
     }
+    match (crate::peers::which("prometheus"), crate::peers::rotel::rotel_binary()) {
+        (Some(_), Some(_)) if crate::peers::which("prometheus-node-exporter").is_some() => kinds.push(Kind::Classic),
+        _ => eprintln!(
+            "NOTE: the classic stack needs prometheus, prometheus-node-exporter (Debian) and rotel-agent \
+             (pip install rotel); leaving its column out."
+        ),
+    }
     let window: Duration = b.window.into();
     println!(
         "bench node: {} pods, {}/s of CRI logs, kubelet + host metrics every {}, {} spans/s; window {:?}, {} run(s) per agent",
@@ -141,7 +157,7 @@ pub async fn run(b: NodeBench) -> anyhow::Result<()> {
     let mut results: Vec<(Kind, Vec<RunFigures>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
     for run in 0..b.runs {
         for (kind, figures) in results.iter_mut() {
-            let bin = if *kind == Kind::Lgtm { &lgtm_bin } else { &otelcol };
+            let bin = if *kind == Kind::Collector { &otelcol } else { &lgtm_bin };
             let f = one_run(*kind, bin, &b).await.with_context(|| format!("{} run {}", kind.name(), run + 1))?;
             println!(
                 "  run {} {:<16} cpu {:5.1}%  rss mean {:6.1} MiB peak {:6.1} MiB  logs {}/{} (dup {})  kubelet {}/{} (dup {})  spans {}/{} (dup {})  host samples {}",
@@ -225,7 +241,10 @@ fn print_table(rows: &[(String, RunFigures)]) {
         "host"
     );
     for (name, f) in rows {
-        let sig = |i: usize| format!("{}/{} of {}", f.lost(i), f.duplicated[i], f.expected[i]);
+        let sig = |i: usize| match f.expected[i] {
+            0 => "-".to_string(),
+            n => format!("{}/{} of {n}", f.lost(i), f.duplicated[i]),
+        };
         println!(
             "{:<16} {:>7.1} {:>13.1} {:>13.1} {:>22} {:>22} {:>22} {:>8}",
             name,
@@ -238,26 +257,32 @@ fn print_table(rows: &[(String, RunFigures)]) {
             f.delivered[3]
         );
     }
-    if let [(_, ours), (_, peer)] = rows {
-        println!(
-            "lgtm-agent / Collector: CPU {:.2}, peak RSS {:.2} (goal: at most 0.20 each)",
-            ours.cpu_percent / peer.cpu_percent.max(f64::MIN_POSITIVE),
-            ours.rss_peak / peer.rss_peak.max(f64::MIN_POSITIVE)
-        );
+    if let Some((_, ours)) = rows.first() {
+        for (name, peer) in &rows[1..] {
+            println!(
+                "lgtm-agent / {name}: CPU {:.2}, peak RSS {:.2} (goal: at most 0.20 each)",
+                ours.cpu_percent / peer.cpu_percent.max(f64::MIN_POSITIVE),
+                ours.rss_peak / peer.rss_peak.max(f64::MIN_POSITIVE)
+            );
+        }
     }
 }
 
-/// A started agent: its pid, and what stops it.
+/// A started agent: its processes, and what stops them.
 enum Running {
     Lgtm(AgentProcess),
     Collector(Child, tempfile::TempDir),
+    Classic { prometheus: PrometheusAgent, node_exporter: NodeExporter, rotel: Child },
 }
 
 impl Running {
-    fn pid(&self) -> u32 {
+    fn pids(&self) -> Vec<Process> {
         match self {
-            Running::Lgtm(a) => a.pid(),
-            Running::Collector(c, _) => c.id(),
+            Running::Lgtm(a) => vec![Process::Pid(a.pid())],
+            Running::Collector(c, _) => vec![Process::Pid(c.id())],
+            Running::Classic { prometheus, node_exporter, rotel } => {
+                vec![Process::Pid(prometheus.pid()), Process::Pid(node_exporter.pid()), Process::Pid(rotel.id())]
+            }
         }
     }
 
@@ -267,6 +292,11 @@ impl Running {
             Running::Collector(mut c, _dir) => {
                 let _ = c.kill();
                 let _ = c.wait();
+            }
+            Running::Classic { prometheus, node_exporter, mut rotel } => {
+                drop((prometheus, node_exporter));
+                let _ = rotel.kill();
+                let _ = rotel.wait();
             }
         }
     }
@@ -315,23 +345,32 @@ async fn one_run(kind: Kind, bin: &Path, b: &NodeBench) -> anyhow::Result<RunFig
             }
             Running::Collector(child, dir)
         }
+        Kind::Classic => start_classic(&sink, &traces.endpoint(), &kubelet, scrape, otlp_port).await?,
     };
-    let pid = Process::Pid(agent.pid());
+    let procs = agent.pids();
+    let cpu_now = || procs.iter().map(|p| p.cpu_seconds()).sum::<f64>();
     let window: Duration = b.window.into();
 
-    let logs = LogWriter::start(&pods, b.pods, b.log_rate.bytes(), Duration::from_secs(60))?;
+    // The classic stack has no log shipper here: no log load for it (see the module doc).
+    let logs = match kind {
+        Kind::Classic => None,
+        _ => Some(LogWriter::start(&pods, b.pods, b.log_rate.bytes(), Duration::from_secs(60))?),
+    };
     let spans = SpanClient::start(otlp_port, b.spans_per_second).await?;
-    let cpu0 = pid.cpu_seconds();
+    let cpu0 = cpu_now();
     let t0 = Instant::now();
     let mut rss = Vec::new();
     while t0.elapsed() < window {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss.push(pid.rss_bytes() as f64);
+        rss.push(procs.iter().map(|p| p.rss_bytes() as f64).sum());
     }
-    let cpu = pid.cpu_seconds() - cpu0;
+    let cpu = cpu_now() - cpu0;
     let elapsed = t0.elapsed().as_secs_f64();
-    let peak = pid.peak_rss_bytes() as f64;
-    let written = logs.stop().await?;
+    let peak = procs.iter().map(|p| p.peak_rss_bytes() as f64).sum();
+    let written = match logs {
+        Some(logs) => logs.stop().await?,
+        None => 0,
+    };
     let sent = spans.stop().await;
     // Drain: what was written and scraped in the window has up to 30 s to arrive.
     let drain = Instant::now();
@@ -357,6 +396,55 @@ async fn one_run(kind: Kind, bin: &Path, b: &NodeBench) -> anyhow::Result<RunFig
         delivered: [s.logs, s.kubelet, span_distinct, s.host],
         duplicated: [s.logs_dup, s.kubelet_dup, span_dup],
     })
+}
+
+/// The classic stack: node_exporter and the kubelet endpoints scraped by Prometheus in agent mode
+/// (remote write to the sink), rotel-agent receiving OTLP/gRPC and exporting it to the trace sink.
+async fn start_classic(
+    sink: &Sink,
+    tempo: &str,
+    kubelet: &KubeletStandIn,
+    scrape: Duration,
+    otlp_port: u16,
+) -> anyhow::Result<Running> {
+    let node_exporter = NodeExporter::start(&["cpu", "meminfo", "loadavg", "diskstats", "filesystem", "netdev"])
+        .await
+        .context("prometheus-node-exporter is not installed")?;
+    let s = scrape.as_secs().max(1);
+    let config = format!(
+        "global:\n  scrape_interval: {s}s\n  scrape_timeout: 10s\nscrape_configs:\n\
+         \x20 - job_name: kubelet-cadvisor\n    metrics_path: /metrics/cadvisor\n    static_configs: [{{ targets: [\"{k}\"] }}]\n\
+         \x20 - job_name: kubelet-resource\n    metrics_path: /metrics/resource\n    static_configs: [{{ targets: [\"{k}\"] }}]\n\
+         \x20 - job_name: node-exporter\n    static_configs: [{{ targets: [\"{n}\"] }}]\n\
+         remote_write:\n  - url: \"{rw}\"\n",
+        k = kubelet.addr,
+        n = node_exporter.address(),
+        rw = sink.write_url(),
+    );
+    let bin = crate::peers::which("prometheus").context("prometheus is not installed")?;
+    let prometheus = PrometheusAgent::spawn(&bin, &config, "warn").context("starting prometheus in agent mode")?;
+    if !prometheus.wait_ready(Duration::from_secs(30)).await {
+        bail!("prometheus agent not ready after 30 s");
+    }
+    let rotel_bin = crate::peers::rotel::rotel_binary().context("rotel-agent is not installed")?;
+    let rotel = Command::new(rotel_bin)
+        .args(["start", "--exporter", "otlp", "--otlp-exporter-endpoint", tempo])
+        .arg("--otlp-grpc-endpoint")
+        .arg(format!("127.0.0.1:{otlp_port}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{}", crate::free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting rotel-agent")?;
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", otlp_port)).await.is_err() {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("rotel-agent is not listening after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Running::Classic { prometheus, node_exporter, rotel })
 }
 
 #[allow(clippy::too_many_arguments)]

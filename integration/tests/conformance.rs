@@ -19,6 +19,9 @@
 //! - timestamps only where the body gives one (the two scrapers scrape at different moments),
 //!   and only those after the start of the run (see `digest`);
 //! - `scrape_duration_seconds` only for presence; -0 and 0 as one value.
+//!
+//! The oracle is Debian's Prometheus on `PATH` (what CI runs); `CONFORMANCE_PROMETHEUS=<path>`
+//! names another, e.g. the current 3.x that `scripts/build-prometheus.sh` builds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
