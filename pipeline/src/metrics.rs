@@ -98,6 +98,20 @@ pub fn pipeline() -> &'static PipelineMetrics {
     &M
 }
 
+impl PipelineMetrics {
+    /// Creates an exporter's series at 0, so that `rate()` and alerts see them from the start
+    /// (the Prometheus client convention) rather than from the first event of each kind.
+    pub fn init_exporter(&self, exporter: &str) {
+        self.sent.with_label_values(&[exporter]);
+        self.retries.with_label_values(&[exporter]);
+        self.received.with_label_values(&[exporter]);
+        self.queue_device_full.with_label_values(&[exporter]);
+        for reason in ["rejected", "evicted"] {
+            self.dropped.with_label_values(&[exporter, reason]);
+        }
+    }
+}
+
 /// What the Loki exporter does about Loki's limits.
 pub struct LokiMetrics {
     /// Times Loki refused structured metadata (then entries go without it).
@@ -141,4 +155,24 @@ pub fn render() -> String {
     // TextEncoder only fails on invalid UTF-8, which our names cannot contain.
     let _ = prometheus::TextEncoder::new().encode_utf8(&families, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exporters_counters_exist_at_zero_before_anything_happens() {
+        let _ = crate::exporter::outcome::Reporter::new("counters-at-zero");
+        let text = render();
+        for series in [
+            r#"lgtm_agent_exporter_sent_total{exporter="counters-at-zero"} 0"#,
+            r#"lgtm_agent_exporter_retries_total{exporter="counters-at-zero"} 0"#,
+            r#"lgtm_agent_pipeline_received_total{exporter="counters-at-zero"} 0"#,
+            r#"lgtm_agent_dropped_total{exporter="counters-at-zero",reason="rejected"} 0"#,
+            r#"lgtm_agent_dropped_total{exporter="counters-at-zero",reason="evicted"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == series), "missing {series}");
+        }
+    }
 }

@@ -109,6 +109,61 @@ impl Part {
         let other = Part { labels: self.labels.clone(), entries: second, record: self.record.clone(), settled: false };
         Ok((self, other))
     }
+
+    /// The entries from `at` on, as a part of their own (`at` at least 1, below the length).
+    fn split_off(&mut self, at: usize) -> Part {
+        let rest = self.entries.split_off(at);
+        self.record.add_piece();
+        Part { labels: self.labels.clone(), entries: rest, record: self.record.clone(), settled: false }
+    }
+}
+
+/// Protobuf bytes a stream adds to a request besides its labels and entries (field tags and
+/// lengths), and each entry besides its own bytes: an upper bound for the sizes seen in practice.
+const STREAM_OVERHEAD: usize = 12;
+const ENTRY_OVERHEAD: usize = 6;
+
+/// `parts` cut into requests of at most `max_items` entries and at most `max_bytes` protobuf
+/// bytes each (`batch.max_items` / `batch.max_bytes`, as documented), in order. A part that does
+/// not fit is split between requests; an entry larger than `max_bytes` on its own goes alone.
+/// The queue hands out records within these bounds, but one record (a tailer's batch, a large
+/// OTLP logs request) can exceed them by itself.
+fn cut(parts: Vec<Part>, max_items: usize, max_bytes: usize) -> Vec<Vec<Part>> {
+    let (max_items, max_bytes) = (max_items.max(1), max_bytes.max(1));
+    let mut requests = Vec::new();
+    let mut current: Vec<Part> = Vec::new();
+    let (mut items, mut bytes) = (0usize, 0usize);
+    for mut part in parts {
+        loop {
+            let mut size = bytes + part.labels.len() + STREAM_OVERHEAD;
+            let mut fit = 0;
+            while fit < part.entries.len() && items + fit < max_items {
+                let entry = part.entries[fit].len() + ENTRY_OVERHEAD;
+                if size + entry > max_bytes && !(current.is_empty() && fit == 0) {
+                    break;
+                }
+                size += entry;
+                fit += 1;
+            }
+            if fit == part.entries.len() {
+                items += fit;
+                bytes = size;
+                current.push(part);
+                break;
+            }
+            if fit > 0 {
+                let rest = part.split_off(fit);
+                current.push(part);
+                part = rest;
+            }
+            requests.push(std::mem::take(&mut current));
+            (items, bytes) = (0, 0);
+        }
+    }
+    if !current.is_empty() {
+        requests.push(current);
+    }
+    requests
 }
 
 impl Drop for Part {
@@ -173,6 +228,9 @@ struct Loki {
     queue: DurableQueue,
     /// Whether entries go with their structured metadata (off by config, or once Loki refused it).
     send_metadata: bool,
+    /// `batch.max_items` and `batch.max_bytes`: no request exceeds them (see [`cut`]).
+    max_items: usize,
+    max_bytes: usize,
     hold_back: Duration,
     initial_backoff: Duration,
     max_backoff: Duration,
@@ -191,12 +249,16 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
     let Some(sender) = HttpSender::new_until_stopped(EXPORTER, &cfg, &tenant, PROTOCOL_HEADERS, &stop).await else {
         return;
     };
+    // Loki's own families exist from the start, at 0.
+    let _ = metrics::loki();
     let mut loki = Loki {
         sender,
         retrier: Retrier::new(EXPORTER, &cfg.retry, stop.clone()),
         reporter: Reporter::new(EXPORTER),
         queue: queue.clone(),
         send_metadata: cfg.structured_metadata,
+        max_items: cfg.batch.max_items,
+        max_bytes: cfg.batch.max_bytes.bytes() as usize,
         hold_back: cfg.stream_limit_hold_back.get(),
         initial_backoff: cfg.retry.initial_backoff.get(),
         max_backoff: cfg.retry.max_backoff.get(),
@@ -241,7 +303,10 @@ async fn sleep_until(at: Option<Instant>) {
 impl Loki {
     /// Sends a batch of records; `false` when stopped (records handed back).
     async fn send_records(&mut self, records: Vec<Record>) -> bool {
-        if self.send_metadata && self.held.is_empty() {
+        let items: usize = records.iter().map(|r| r.items as usize).sum();
+        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+        let within = items <= self.max_items && bytes <= self.max_bytes;
+        if self.send_metadata && self.held.is_empty() && within {
             let body = concatenate(&records);
             match self.push_bytes(&body).await {
                 None => {
@@ -338,11 +403,23 @@ impl Loki {
 
     /// Sends parts, taking them apart as Loki's answers require; `false` when stopped.
     async fn send_parts(&mut self, parts: Vec<Part>) -> bool {
-        let body = self.encode(&parts);
-        match self.push_bytes(&body).await {
-            None => false,
-            Some(answer) => self.handle(parts, answer).await,
+        for (i, request) in cut(parts, self.max_items, self.max_bytes).into_iter().enumerate() {
+            // A stream an earlier request of these got held back for: its later entries wait too.
+            let request = if i == 0 { request } else { self.hold_if_held(request) };
+            if request.is_empty() {
+                continue;
+            }
+            let body = self.encode(&request);
+            let sent = match self.push_bytes(&body).await {
+                None => false,
+                Some(answer) => self.handle(request, answer).await,
+            };
+            if !sent {
+                // Stopped: the requests not sent are dropped unsettled, their records handed back.
+                return false;
+            }
         }
+        true
     }
 
     /// Acts on Loki's answer to `parts`, sending again what has to be; `false` when stopped.
@@ -670,6 +747,61 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect();
         assert_eq!(all, expected);
+    }
+
+    #[tokio::test]
+    async fn no_request_exceeds_batch_max_items_or_max_bytes_even_for_one_large_record() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/loki/api/v1/push"));
+        cfg.batch.max_items = 7;
+        cfg.batch.max_bytes = lgtm_config::ByteSize::from_bytes(600);
+        // One record of 40 entries in two streams (a tailer's batch can be that), and a second one.
+        let a: Vec<String> = (0..25).map(|i| format!("a-{i:02} {}", "x".repeat(20))).collect();
+        let b: Vec<String> = (0..15).map(|i| format!("b-{i:02} {}", "y".repeat(40))).collect();
+        let mut first = push(r#"{app="a"}"#, &a.iter().map(String::as_str).collect::<Vec<_>>());
+        first.streams.extend(push(r#"{app="b"}"#, &b.iter().map(String::as_str).collect::<Vec<_>>()).streams);
+        let records = vec![first.encode_to_vec(), push(r#"{app="c"}"#, &["c-00"]).encode_to_vec()];
+        let acks = push_and_run(run, cfg, "t", records, 40).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted), Some(Delivery::Accepted)]);
+
+        let reqs = capture.requests();
+        let mut all = Vec::new();
+        for r in &reqs {
+            let raw = snap::raw::Decoder::new().decompress_vec(&r.body).unwrap();
+            let req = decoded(&r.body);
+            assert!(lines(&req).len() <= 7, "{} entries in one request", lines(&req).len());
+            assert!(raw.len() <= 600, "{} bytes in one request", raw.len());
+            all.extend(lines(&req).into_iter().map(|(_, l)| l));
+        }
+        // Every entry once, each stream's in order.
+        let expected: Vec<String> = a.iter().chain(&b).cloned().chain(["c-00".to_string()]).collect();
+        assert_eq!(all, expected);
+        assert!(reqs.len() >= 7, "{} requests", reqs.len());
+    }
+
+    #[test]
+    fn an_entry_larger_than_max_bytes_goes_alone() {
+        let queue = crate::queue::DurableQueue::open(crate::queue::QueueOptions {
+            name: "loki-cut".into(),
+            dir: None,
+            max_memory: 1 << 20,
+            max_disk: 0,
+            when_full: lgtm_config::WhenFull::Block,
+        })
+        .unwrap();
+        let tracker = Arc::new(RecordTracker::new(0, queue));
+        tracker.add_piece();
+        let big = Bytes::from(vec![b'x'; 1000]);
+        let part = Part {
+            labels: Bytes::from_static(b"{a=\"1\"}"),
+            entries: vec![Bytes::from_static(b"small"), big.clone(), Bytes::from_static(b"small")],
+            record: tracker,
+            settled: false,
+        };
+        let requests = cut(vec![part], 100, 100);
+        let sizes: Vec<Vec<usize>> =
+            requests.iter().map(|r| r.iter().flat_map(|p| p.entries.iter().map(|e| e.len())).collect()).collect();
+        assert_eq!(sizes, vec![vec![5], vec![1000], vec![5]]);
     }
 
     #[tokio::test]

@@ -43,6 +43,7 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(exporter: &'static str) -> Reporter {
+        metrics::pipeline().init_exporter(exporter);
         Reporter { exporter, rejections: LogThrottle::every(Duration::from_secs(10)) }
     }
 
