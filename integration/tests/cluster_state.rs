@@ -137,6 +137,9 @@ fn objects() -> Vec<Value> {
             "status": {"succeeded": 1, "failed": 0, "active": 0,
                 "startTime": "2024-05-01T10:00:00Z", "completionTime": "2024-05-01T10:05:00Z"}}),
         pod(json!({"waiting": {"reason": "CrashLoopBackOff"}}), 4),
+        // No owner: kube-state-metrics (since v2.8) writes empty owner values, i.e. no labels.
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "orphan", "namespace": "shop"},
+            "spec": {"selector": {}}}),
     ]
 }
 
@@ -209,10 +212,23 @@ async fn cluster_state_series_follow_objects_and_one_replica_emits() {
             r#"kube_pod_info{pod="web-1",node="n1",host_ip="172.18.0.2",pod_ip="10.1.0.7",created_by_kind="ReplicaSet"}"#,
             1.0,
         ),
-        (r#"kube_node_info{node="n1",kubelet_version="v1.33.1",internal_ip="172.18.0.2"}"#, 1.0),
+        // kube-state-metrics writes `deprecated` whatever the Node says (since v2.14).
+        (
+            r#"kube_node_info{node="n1",kubelet_version="v1.33.1",internal_ip="172.18.0.2",kubeproxy_version="deprecated"}"#,
+            1.0,
+        ),
+        (r#"kube_replicaset_owner{replicaset="orphan"}"#, 1.0),
     ] {
         expect_values(&prom, q, &[v]).await;
     }
+    let orphan = prom.query(r#"kube_replicaset_owner{replicaset="orphan"}"#).await;
+    let names: BTreeSet<&str> = orphan[0].labels.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["__name__", "cluster", "job", "namespace", "replicaset"]),
+        "an ownerless ReplicaSet has no owner labels: {:?}",
+        orphan[0].labels
+    );
     // Label sets: exactly kube-state-metrics' documented ones, plus job and cluster.
     for (metric, names) in KSM_LABELS {
         let got = prom.query(&format!(r#"{metric}{{job="kube-state-metrics",cluster="a"}}"#)).await;

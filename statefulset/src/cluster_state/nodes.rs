@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Namespace, Node};
 
 use super::frame::Frame;
-use super::resources::resource_sample;
+use super::resources::{resource_sample, Owner};
 use super::workloads::condition_series;
 
 /// The phases kube-state-metrics gives one `kube_namespace_status_phase` series each.
@@ -16,9 +16,10 @@ pub fn node(n: &Node, f: &mut Frame) {
     let spec = n.spec.as_ref();
     let status = n.status.as_ref();
     let info = status.and_then(|s| s.node_info.as_ref());
+    // The last InternalIP address, as kube-state-metrics takes it.
     let internal_ip = status
         .and_then(|s| s.addresses.as_ref())
-        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+        .and_then(|a| a.iter().rfind(|a| a.type_ == "InternalIP"))
         .map(|a| a.address.as_str())
         .unwrap_or_default();
     let i = |get: fn(&k8s_openapi::api::core::v1::NodeSystemInfo) -> &str| info.map(get).unwrap_or_default();
@@ -30,7 +31,9 @@ pub fn node(n: &Node, f: &mut Frame) {
             ("os_image", i(|i| &i.os_image)),
             ("container_runtime_version", i(|i| &i.container_runtime_version)),
             ("kubelet_version", i(|i| &i.kubelet_version)),
-            ("kubeproxy_version", i(|i| &i.kube_proxy_version)),
+            // kube-state-metrics writes `deprecated` here since v2.14: Kubernetes 1.31
+            // deprecated the field, whose content was not reliable.
+            ("kubeproxy_version", "deprecated"),
             ("provider_id", spec.and_then(|s| s.provider_id.as_deref()).unwrap_or_default()),
             ("pod_cidr", spec.and_then(|s| s.pod_cidr.as_deref()).unwrap_or_default()),
             ("system_uuid", i(|i| &i.system_uuid)),
@@ -57,7 +60,7 @@ pub fn node(n: &Node, f: &mut Frame) {
         ("kube_node_status_allocatable", status.and_then(|s| s.allocatable.as_ref())),
     ] {
         for (resource, q) in list.into_iter().flatten() {
-            let Some((resource, unit, value)) = resource_sample(resource, &q.0) else { continue };
+            let Some((resource, unit, value)) = resource_sample(Owner::Node, resource, &q.0) else { continue };
             f.push(metric, &[("node", name), ("resource", resource.as_str()), ("unit", unit)], value);
         }
     }
@@ -65,7 +68,8 @@ pub fn node(n: &Node, f: &mut Frame) {
 
 pub fn namespace(n: &Namespace, f: &mut Frame) {
     let name = n.metadata.name.as_deref().unwrap_or_default();
-    let Some(phase) = n.status.as_ref().and_then(|s| s.phase.as_deref()).filter(|p| !p.is_empty()) else { return };
+    // Both phases always, 0 and 0 while the phase is not set yet.
+    let phase = n.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
     for candidate in NAMESPACE_PHASES {
         f.push(
             "kube_namespace_status_phase",

@@ -1,10 +1,12 @@
 //! Pods and their containers, with the names and labels of kube-state-metrics: every series has
-//! `namespace`, `pod` and `uid`; container series add `container`.
+//! `namespace`, `pod` and `uid`; container series add `container`. A missing value (no
+//! controller, no owner, no node yet) is an empty label value, i.e. no label once ingested, as
+//! kube-state-metrics has written since v2.8 (it wrote `<none>` before).
 
 use k8s_openapi::api::core::v1::Pod;
 
 use super::frame::Frame;
-use super::resources::resource_sample;
+use super::resources::{resource_sample, Owner};
 use super::workloads::owner_series;
 
 /// The phases kube-state-metrics gives one `kube_pod_status_phase` series each.
@@ -31,14 +33,14 @@ pub fn pod(p: &Pod, f: &mut Frame) {
             ("host_ip", status.and_then(|s| s.host_ip.as_deref()).unwrap_or_default()),
             ("pod_ip", status.and_then(|s| s.pod_ip.as_deref()).unwrap_or_default()),
             ("node", node),
-            ("created_by_kind", controller.map(|o| o.kind.as_str()).unwrap_or("<none>")),
-            ("created_by_name", controller.map(|o| o.name.as_str()).unwrap_or("<none>")),
+            ("created_by_kind", controller.map(|o| o.kind.as_str()).unwrap_or_default()),
+            ("created_by_name", controller.map(|o| o.name.as_str()).unwrap_or_default()),
             ("priority_class", spec.and_then(|s| s.priority_class_name.as_deref()).unwrap_or_default()),
             ("host_network", host_network),
         ],
         1.0,
     );
-    owner_series(f, "kube_pod_owner", &base, m, "<none>");
+    owner_series(f, "kube_pod_owner", &base, m);
 
     if let Some(phase) = status.and_then(|s| s.phase.as_deref()).filter(|p| !p.is_empty()) {
         for candidate in PHASES {
@@ -68,9 +70,9 @@ pub fn pod(p: &Pod, f: &mut Frame) {
         f.push("kube_pod_container_status_running", &l, bool_f(state.and_then(|s| s.running.as_ref()).is_some()));
         f.push("kube_pod_container_status_waiting", &l, bool_f(state.and_then(|s| s.waiting.as_ref()).is_some()));
         f.push("kube_pod_container_status_terminated", &l, bool_f(state.and_then(|s| s.terminated.as_ref()).is_some()));
-        let waiting =
-            state.and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()).filter(|r| !r.is_empty());
-        if let Some(reason) = waiting {
+        // One series per waiting container, also when the reason is empty (then no label).
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.as_deref().unwrap_or_default();
             f.push("kube_pod_container_status_waiting_reason", &[l[0], l[1], l[2], l[3], ("reason", reason)], 1.0);
         }
     }
@@ -81,7 +83,7 @@ pub fn pod(p: &Pod, f: &mut Frame) {
             ("kube_pod_container_resource_limits", &resources.limits),
         ] {
             for (resource, q) in list.iter().flatten() {
-                let Some((resource, unit, value)) = resource_sample(resource, &q.0) else { continue };
+                let Some((resource, unit, value)) = resource_sample(Owner::Container, resource, &q.0) else { continue };
                 let l = [
                     base[0],
                     base[1],

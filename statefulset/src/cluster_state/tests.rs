@@ -425,7 +425,7 @@ fn node_and_namespace_series() {
                     ("os_image", "Debian"),
                     ("container_runtime_version", "containerd://1.7"),
                     ("kubelet_version", "v1.33.0"),
-                    ("kubeproxy_version", "v1.33.0"),
+                    ("kubeproxy_version", "deprecated"),
                     ("provider_id", "kind://n1"),
                     ("pod_cidr", "10.1.0.0/24"),
                     ("system_uuid", "sys-1"),
@@ -506,4 +506,324 @@ fn requests_are_cut_at_the_series_limit_and_labels_are_complete() {
     let names: Vec<&str> = w.timeseries[0].labels.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["__name__", "cluster", "i", "job"]);
     assert_eq!(w.timeseries[0].samples[0].timestamp, 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// kube-state-metrics conformance (issue 18): the label set of every family the agent emits, and
+// the value rules where a field is unset, checked against kube-state-metrics v2.20
+// (`internal/store/*.go`, `docs/metrics/`; see ARCHITECTURE.md "Conformance").
+
+/// Every family the agent emits: (name, label names besides `job`/`cluster`, as
+/// kube-state-metrics declares them). A label whose value is empty is no label once ingested, so
+/// a series may carry fewer; `every_family_has_the_kube_state_metrics_label_set` requires each
+/// set in full on the rich objects of `rich_snapshot`.
+const KSM_FAMILIES: &[(&str, &[&str])] = &[
+    // Pod (namespace, pod, uid on every series).
+    (
+        "kube_pod_info",
+        &[
+            "namespace",
+            "pod",
+            "uid",
+            "host_ip",
+            "pod_ip",
+            "node",
+            "created_by_kind",
+            "created_by_name",
+            "priority_class",
+            "host_network",
+        ],
+    ),
+    ("kube_pod_owner", &["namespace", "pod", "uid", "owner_kind", "owner_name", "owner_is_controller"]),
+    ("kube_pod_status_phase", &["namespace", "pod", "uid", "phase"]),
+    ("kube_pod_status_ready", &["namespace", "pod", "uid", "condition"]),
+    ("kube_pod_container_status_restarts_total", &["namespace", "pod", "uid", "container"]),
+    ("kube_pod_container_status_ready", &["namespace", "pod", "uid", "container"]),
+    ("kube_pod_container_status_running", &["namespace", "pod", "uid", "container"]),
+    ("kube_pod_container_status_waiting", &["namespace", "pod", "uid", "container"]),
+    ("kube_pod_container_status_terminated", &["namespace", "pod", "uid", "container"]),
+    ("kube_pod_container_status_waiting_reason", &["namespace", "pod", "uid", "container", "reason"]),
+    ("kube_pod_container_resource_requests", &["namespace", "pod", "uid", "container", "node", "resource", "unit"]),
+    ("kube_pod_container_resource_limits", &["namespace", "pod", "uid", "container", "node", "resource", "unit"]),
+    // Node.
+    (
+        "kube_node_info",
+        &[
+            "node",
+            "kernel_version",
+            "os_image",
+            "container_runtime_version",
+            "kubelet_version",
+            "kubeproxy_version",
+            "provider_id",
+            "pod_cidr",
+            "system_uuid",
+            "internal_ip",
+        ],
+    ),
+    ("kube_node_spec_unschedulable", &["node"]),
+    ("kube_node_spec_taint", &["node", "key", "value", "effect"]),
+    ("kube_node_status_condition", &["node", "condition", "status"]),
+    ("kube_node_status_capacity", &["node", "resource", "unit"]),
+    ("kube_node_status_allocatable", &["node", "resource", "unit"]),
+    // Namespace.
+    ("kube_namespace_status_phase", &["namespace", "phase"]),
+    // Deployment.
+    ("kube_deployment_status_replicas", &["namespace", "deployment"]),
+    ("kube_deployment_status_replicas_ready", &["namespace", "deployment"]),
+    ("kube_deployment_status_replicas_available", &["namespace", "deployment"]),
+    ("kube_deployment_status_replicas_unavailable", &["namespace", "deployment"]),
+    ("kube_deployment_status_replicas_updated", &["namespace", "deployment"]),
+    ("kube_deployment_status_observed_generation", &["namespace", "deployment"]),
+    ("kube_deployment_metadata_generation", &["namespace", "deployment"]),
+    ("kube_deployment_spec_replicas", &["namespace", "deployment"]),
+    ("kube_deployment_spec_paused", &["namespace", "deployment"]),
+    ("kube_deployment_status_condition", &["namespace", "deployment", "reason", "condition", "status"]),
+    // ReplicaSet.
+    ("kube_replicaset_owner", &["namespace", "replicaset", "owner_kind", "owner_name", "owner_is_controller"]),
+    // DaemonSet.
+    ("kube_daemonset_status_current_number_scheduled", &["namespace", "daemonset"]),
+    ("kube_daemonset_status_desired_number_scheduled", &["namespace", "daemonset"]),
+    ("kube_daemonset_status_number_available", &["namespace", "daemonset"]),
+    ("kube_daemonset_status_number_misscheduled", &["namespace", "daemonset"]),
+    ("kube_daemonset_status_number_ready", &["namespace", "daemonset"]),
+    ("kube_daemonset_status_number_unavailable", &["namespace", "daemonset"]),
+    ("kube_daemonset_status_updated_number_scheduled", &["namespace", "daemonset"]),
+    ("kube_daemonset_status_observed_generation", &["namespace", "daemonset"]),
+    ("kube_daemonset_metadata_generation", &["namespace", "daemonset"]),
+    // StatefulSet.
+    ("kube_statefulset_status_replicas", &["namespace", "statefulset"]),
+    ("kube_statefulset_status_replicas_available", &["namespace", "statefulset"]),
+    ("kube_statefulset_status_replicas_current", &["namespace", "statefulset"]),
+    ("kube_statefulset_status_replicas_ready", &["namespace", "statefulset"]),
+    ("kube_statefulset_status_replicas_updated", &["namespace", "statefulset"]),
+    ("kube_statefulset_status_observed_generation", &["namespace", "statefulset"]),
+    ("kube_statefulset_metadata_generation", &["namespace", "statefulset"]),
+    ("kube_statefulset_replicas", &["namespace", "statefulset"]),
+    ("kube_statefulset_status_current_revision", &["namespace", "statefulset", "revision"]),
+    ("kube_statefulset_status_update_revision", &["namespace", "statefulset", "revision"]),
+    // Job.
+    ("kube_job_status_succeeded", &["namespace", "job_name"]),
+    ("kube_job_status_failed", &["namespace", "job_name", "reason"]),
+    ("kube_job_status_active", &["namespace", "job_name"]),
+    ("kube_job_status_start_time", &["namespace", "job_name"]),
+    ("kube_job_status_completion_time", &["namespace", "job_name"]),
+    ("kube_job_spec_completions", &["namespace", "job_name"]),
+    ("kube_job_complete", &["namespace", "job_name", "condition"]),
+    ("kube_job_failed", &["namespace", "job_name", "condition"]),
+    ("kube_job_owner", &["namespace", "job_name", "owner_kind", "owner_name", "owner_is_controller"]),
+];
+
+/// One object of every kind with every field a label is read from set.
+fn rich_snapshot() -> Snapshot {
+    let mut node = serde_json::json!({
+        "metadata": {"name": "n1"},
+        "spec": {"podCIDR": "10.1.0.0/24", "providerID": "kind://n1",
+            "taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]},
+        "status": {"capacity": {"cpu": "4"}, "allocatable": {"cpu": "4"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}],
+            "nodeInfo": {"kernelVersion": "6.1", "osImage": "Debian", "containerRuntimeVersion": "containerd://1.7",
+                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "systemUUID": "sys-1", "machineID": "m",
+                "bootID": "b", "operatingSystem": "linux", "architecture": "amd64"}}
+    });
+    node["spec"]["unschedulable"] = json!(false);
+    let mut pod = web_pod();
+    pod["status"]["containerStatuses"][1]["state"] = json!({"terminated": {"exitCode": 0}});
+    Snapshot {
+        pods: vec![obj(pod)],
+        nodes: vec![obj(node)],
+        namespaces: vec![obj(json!({"metadata": {"name": "shop"}, "status": {"phase": "Active"}}))],
+        deployments: vec![obj(json!({
+            "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}
+        }))],
+        replicasets: vec![obj(json!({
+            "metadata": {"name": "web-5d4f", "namespace": "shop",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u"}]}
+        }))],
+        daemonsets: vec![obj(json!({
+            "metadata": {"name": "agent", "namespace": "obs"},
+            "spec": {"selector": {}, "template": {}},
+            "status": {"currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberReady": 1, "numberMisscheduled": 0}
+        }))],
+        statefulsets: vec![obj(json!({
+            "metadata": {"name": "db", "namespace": "obs"},
+            "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "db"},
+            "status": {"replicas": 1, "currentRevision": "db-1", "updateRevision": "db-1"}
+        }))],
+        jobs: vec![obj(json!({
+            "metadata": {"name": "backup", "namespace": "ops",
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "c", "controller": true}]},
+            "spec": {"template": {}, "completions": 1},
+            "status": {"failed": 1, "startTime": "2024-05-01T10:00:00Z", "completionTime": "2024-05-01T10:05:00Z",
+                "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"},
+                               {"type": "Complete", "status": "False"}]}
+        }))],
+    }
+}
+
+/// Family name -> the label-name sets its series have (`job` and `cluster` left out).
+fn label_sets(snapshot: &Snapshot) -> BTreeMap<String, std::collections::BTreeSet<Vec<String>>> {
+    let f = frame_of(snapshot);
+    let mut out: BTreeMap<String, std::collections::BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (bytes, _) in f.encode(None, 1_000, 10_000) {
+        for ts in WriteRequest::decode(bytes).unwrap().timeseries {
+            let name = ts.labels.iter().find(|l| l.name == "__name__").unwrap().value.clone();
+            let mut names: Vec<String> = ts
+                .labels
+                .iter()
+                .map(|l| l.name.clone())
+                .filter(|n| n != "__name__" && n != "job" && n != "cluster")
+                .collect();
+            names.sort();
+            out.entry(name).or_default().insert(names);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_family_has_the_kube_state_metrics_label_set() {
+    let got = label_sets(&rich_snapshot());
+    let table: BTreeMap<&str, Vec<String>> = KSM_FAMILIES
+        .iter()
+        .map(|(n, l)| {
+            let mut l: Vec<String> = l.iter().map(|s| s.to_string()).collect();
+            l.sort();
+            (*n, l)
+        })
+        .collect();
+    assert_eq!(table.len(), KSM_FAMILIES.len(), "a family listed twice");
+    // The table names every family the emitters can write: the names in the source files.
+    let sources =
+        [include_str!("pods.rs"), include_str!("nodes.rs"), include_str!("workloads.rs"), include_str!("resources.rs")];
+    let mut in_source = std::collections::BTreeSet::new();
+    for src in sources {
+        for (at, _) in src.match_indices("\"kube_") {
+            let rest = &src[at + 1..];
+            let name = &rest[..rest.find('"').unwrap_or(0)];
+            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                in_source.insert(name.to_string());
+            }
+        }
+    }
+    let listed: std::collections::BTreeSet<String> = table.keys().map(|s| s.to_string()).collect();
+    assert_eq!(in_source, listed, "every emitted family is in KSM_FAMILIES and no other");
+    // Each family appears on the rich objects, and every one of its series has exactly the
+    // label names kube-state-metrics declares.
+    for (name, want) in &table {
+        let sets = got.get(*name).unwrap_or_else(|| panic!("{name} not emitted by rich_snapshot"));
+        assert_eq!(sets.iter().collect::<Vec<_>>(), vec![want], "{name}: label names");
+    }
+    assert_eq!(got.len(), table.len(), "a family outside the table: {:?}", got.keys());
+}
+
+#[test]
+fn unset_fields_give_the_values_kube_state_metrics_gives() {
+    // A Pod just created: no owner, no node, no IPs, a container waiting with no reason yet,
+    // resources kube-state-metrics reports (extended, hugepages, rounded-up bytes) and one it
+    // does not (`pods`).
+    let pod = obj(json!({
+        "metadata": {"name": "lone", "namespace": "shop", "uid": "p-2"},
+        "spec": {"containers": [{"name": "app", "resources": {
+            "requests": {"nvidia.com/gpu": "1", "hugepages-2Mi": "4Mi", "ephemeral-storage": "1500m", "pods": "1"},
+            "limits": {"example.kubernetes.io/thing": "1", "cpu": "100n"}}}]},
+        "status": {"phase": "Pending",
+            "containerStatuses": [{"name": "app", "restartCount": 0, "ready": false, "image": "i", "imageID": "",
+                "state": {"waiting": {}}}]}
+    }));
+    let node = obj(json!({
+        "metadata": {"name": "n2"},
+        "status": {
+            "capacity": {"hugepages-1Gi": "2Gi", "example.com/dongle": "2500m", "kubernetes.io/batch": "1", "pods": "110"},
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "InternalIP", "address": "10.0.0.2"}],
+            "nodeInfo": {"kernelVersion": "", "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "",
+                "kubeProxyVersion": "v1.30.0", "systemUUID": "", "machineID": "", "bootID": "", "operatingSystem": "",
+                "architecture": ""}}
+    }));
+    let snapshot = Snapshot {
+        pods: vec![pod],
+        nodes: vec![node],
+        namespaces: vec![obj(json!({"metadata": {"name": "new"}}))],
+        replicasets: vec![obj(json!({"metadata": {"name": "orphan", "namespace": "shop"}}))],
+        statefulsets: vec![obj(json!({
+            "metadata": {"name": "db", "namespace": "obs"},
+            "spec": {"selector": {}, "template": {}, "serviceName": "db"},
+            "status": {"replicas": 0}
+        }))],
+        deployments: vec![obj(json!({"metadata": {"name": "web", "namespace": "shop"}}))],
+        ..Default::default()
+    };
+    let b = [("namespace", "shop"), ("pod", "lone"), ("uid", "p-2")];
+    let app = [b[0], b[1], b[2], ("container", "app")];
+    let res = |r, u| [b[0], b[1], b[2], ("container", "app"), ("resource", r), ("unit", u)];
+    let phase = |p| [b[0], b[1], b[2], ("phase", p)];
+    let ns = |p| [("namespace", "new"), ("phase", p)];
+    let n2 = ("node", "n2");
+    let cap = |r, u| [n2, ("resource", r), ("unit", u)];
+    let sts: &[(&str, &str)] = &[("namespace", "obs"), ("statefulset", "db")];
+    let dep: &[(&str, &str)] = &[("namespace", "shop"), ("deployment", "web")];
+    assert_series(
+        &series_of(&snapshot),
+        &expect(&[
+            // Pod: empty created_by_*, node, IPs and priority class are no labels;
+            // host_network is always written.
+            ("kube_pod_info", &[b[0], b[1], b[2], ("host_network", "false")], 1.0),
+            // No owner: empty owner labels (KSM wrote `<none>` before v2.8).
+            ("kube_pod_owner", &b, 1.0),
+            ("kube_pod_status_phase", &phase("Pending"), 1.0),
+            ("kube_pod_status_phase", &phase("Succeeded"), 0.0),
+            ("kube_pod_status_phase", &phase("Failed"), 0.0),
+            ("kube_pod_status_phase", &phase("Unknown"), 0.0),
+            ("kube_pod_status_phase", &phase("Running"), 0.0),
+            ("kube_pod_container_status_restarts_total", &app, 0.0),
+            ("kube_pod_container_status_ready", &app, 0.0),
+            ("kube_pod_container_status_running", &app, 0.0),
+            ("kube_pod_container_status_waiting", &app, 1.0),
+            ("kube_pod_container_status_terminated", &app, 0.0),
+            // Waiting without a reason: the series, without `reason`.
+            ("kube_pod_container_status_waiting_reason", &app, 1.0),
+            ("kube_pod_container_resource_requests", &res("nvidia_com_gpu", "integer"), 1.0),
+            ("kube_pod_container_resource_requests", &res("hugepages_2Mi", "byte"), 4.0 * 1024.0 * 1024.0),
+            // Bytes of a container: whole, rounded up.
+            ("kube_pod_container_resource_requests", &res("ephemeral_storage", "byte"), 2.0),
+            // CPU: milli precision, rounded up.
+            ("kube_pod_container_resource_limits", &res("cpu", "core"), 0.001),
+            // Node: `deprecated` kube-proxy version, the last InternalIP, and capacity of
+            // hugepages, extended resources (milli precision) and pods; `kubernetes.io/` names
+            // are not reported.
+            ("kube_node_info", &[n2, ("kubeproxy_version", "deprecated"), ("internal_ip", "10.0.0.2")], 1.0),
+            ("kube_node_spec_unschedulable", &[n2], 0.0),
+            ("kube_node_status_capacity", &cap("hugepages_1Gi", "byte"), 2.0 * 1024f64.powi(3)),
+            ("kube_node_status_capacity", &cap("example_com_dongle", "integer"), 2.5),
+            ("kube_node_status_capacity", &cap("pods", "integer"), 110.0),
+            // Namespace without a phase: both phases, 0.
+            ("kube_namespace_status_phase", &ns("Active"), 0.0),
+            ("kube_namespace_status_phase", &ns("Terminating"), 0.0),
+            // ReplicaSet without owner: empty owner labels.
+            ("kube_replicaset_owner", &[("namespace", "shop"), ("replicaset", "orphan")], 1.0),
+            // StatefulSet before the controller wrote revisions: both, without `revision`;
+            // no `kube_statefulset_replicas` without spec.replicas.
+            ("kube_statefulset_status_replicas", sts, 0.0),
+            ("kube_statefulset_status_replicas_available", sts, 0.0),
+            ("kube_statefulset_status_replicas_current", sts, 0.0),
+            ("kube_statefulset_status_replicas_ready", sts, 0.0),
+            ("kube_statefulset_status_replicas_updated", sts, 0.0),
+            ("kube_statefulset_status_observed_generation", sts, 0.0),
+            ("kube_statefulset_metadata_generation", sts, 0.0),
+            ("kube_statefulset_status_current_revision", sts, 1.0),
+            ("kube_statefulset_status_update_revision", sts, 1.0),
+            // Deployment with no spec or status yet: zeros, paused 0, no spec_replicas.
+            ("kube_deployment_status_replicas", dep, 0.0),
+            ("kube_deployment_status_replicas_ready", dep, 0.0),
+            ("kube_deployment_status_replicas_available", dep, 0.0),
+            ("kube_deployment_status_replicas_unavailable", dep, 0.0),
+            ("kube_deployment_status_replicas_updated", dep, 0.0),
+            ("kube_deployment_status_observed_generation", dep, 0.0),
+            ("kube_deployment_metadata_generation", dep, 0.0),
+            ("kube_deployment_spec_paused", dep, 0.0),
+        ]),
+    );
 }

@@ -54,12 +54,11 @@ pub fn deployment(d: &Deployment, f: &mut Frame) {
     f.push("kube_deployment_status_replicas_updated", &l, num(s.updated_replicas));
     f.push("kube_deployment_status_observed_generation", &l, gen(s.observed_generation));
     f.push("kube_deployment_metadata_generation", &l, gen(d.metadata.generation));
-    if let Some(spec) = &d.spec {
-        if let Some(r) = spec.replicas {
-            f.push("kube_deployment_spec_replicas", &l, f64::from(r));
-        }
-        f.push("kube_deployment_spec_paused", &l, bool_f(spec.paused.unwrap_or(false)));
+    if let Some(r) = d.spec.as_ref().and_then(|spec| spec.replicas) {
+        f.push("kube_deployment_spec_replicas", &l, f64::from(r));
     }
+    let paused = d.spec.as_ref().and_then(|spec| spec.paused).unwrap_or(false);
+    f.push("kube_deployment_spec_paused", &l, bool_f(paused));
     for c in s.conditions.iter().flatten() {
         // kube-state-metrics: `reason` is the condition's reason when the deployment controller
         // sets it (or empty, which is no label), else `unknown`.
@@ -90,18 +89,18 @@ const JOB_FAILURE_REASONS: [&str; 3] = ["BackoffLimitExceeded", "DeadlineExceede
 
 pub fn replicaset(r: &ReplicaSet, f: &mut Frame) {
     let (ns, name) = ns_name(&r.metadata);
-    owner_series(f, "kube_replicaset_owner", &[("namespace", ns), ("replicaset", name)], &r.metadata, "<none>");
+    owner_series(f, "kube_replicaset_owner", &[("namespace", ns), ("replicaset", name)], &r.metadata);
 }
 
 /// `<name>{labels, owner_kind, owner_name, owner_is_controller}`: one series per owner
-/// reference, or one whose three owner labels are `none` when there is none. kube-state-metrics
-/// writes `<none>` there for Pods and ReplicaSets, and empty values (no labels at all once
-/// ingested) for Jobs.
-pub(crate) fn owner_series(f: &mut Frame, name: &str, labels: &[(&str, &str)], meta: &ObjectMeta, none: &str) {
+/// reference (`owner_is_controller` `false` when the reference does not say), or one whose three
+/// owner labels are empty (no labels once ingested) when there is none. kube-state-metrics has
+/// written empty values there for Pods, ReplicaSets and Jobs alike since v2.8 (`<none>` before).
+pub(crate) fn owner_series(f: &mut Frame, name: &str, labels: &[(&str, &str)], meta: &ObjectMeta) {
     let mut l: Vec<(&str, &str)> = labels.to_vec();
     let owners = meta.owner_references.as_deref().unwrap_or_default();
     if owners.is_empty() {
-        l.extend([("owner_kind", none), ("owner_name", none), ("owner_is_controller", none)]);
+        l.extend([("owner_kind", ""), ("owner_name", ""), ("owner_is_controller", "")]);
         f.push(name, &l, 1.0);
         return;
     }
@@ -146,13 +145,13 @@ pub fn statefulset(s: &StatefulSet, f: &mut Frame) {
     if let Some(r) = s.spec.as_ref().and_then(|spec| spec.replicas) {
         f.push("kube_statefulset_replicas", &l, f64::from(r));
     }
+    // kube-state-metrics writes both also before the controller has set them (an empty
+    // `revision`, i.e. no label).
     for (metric, rev) in [
         ("kube_statefulset_status_current_revision", &st.current_revision),
         ("kube_statefulset_status_update_revision", &st.update_revision),
     ] {
-        if let Some(rev) = rev {
-            f.push(metric, &[l[0], l[1], ("revision", rev)], 1.0);
-        }
+        f.push(metric, &[l[0], l[1], ("revision", rev.as_deref().unwrap_or_default())], 1.0);
     }
 }
 
@@ -185,7 +184,7 @@ pub fn job(j: &Job, f: &mut Frame) {
             with.pop();
         }
     }
-    owner_series(f, "kube_job_owner", &l, &j.metadata, "");
+    owner_series(f, "kube_job_owner", &l, &j.metadata);
 }
 
 /// `kube_job_status_failed` as kube-state-metrics writes it: no failed pod, one series of 0
