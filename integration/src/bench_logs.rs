@@ -15,6 +15,10 @@
 //! per GiB of CRI bytes, throughput (MiB of CRI bytes per wall second, agent start to last
 //! line), peak RSS (`VmHWM`), and, in a separate run, the RSS (`VmRSS`) of an agent idling on
 //! `files` quiet files after shipping their few lines.
+//!
+//! With `--collector PATH` (or `auto`: the build of `scripts/build-otelcol.sh`), the OpenTelemetry
+//! Collector then ships the same two trees (`filelog` + `container` operator -> `otlphttp` into the
+//! receiver's OTLP logs endpoint, checked line by line the same way), and the ratios are printed.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -54,6 +58,10 @@ pub struct LogsBenchOptions {
     pub idle_wait: Duration,
     /// `exporters.loki.queue.max_memory` of the agent; its default if unset.
     pub loki_queue_memory: Option<u64>,
+    /// The OpenTelemetry Collector to run on the same trees after the agent (`filelog` with the
+    /// `container` operator -> `otlphttp` into the same receiver's OTLP logs endpoint); none: the
+    /// agent alone.
+    pub collector: Option<PathBuf>,
 }
 
 impl Default for LogsBenchOptions {
@@ -66,6 +74,7 @@ impl Default for LogsBenchOptions {
             quiet_lines: 10,
             idle_wait: Duration::from_secs(5),
             loki_queue_memory: None,
+            collector: None,
         }
     }
 }
@@ -91,6 +100,19 @@ pub struct LogsBenchReport {
     pub loki_cpu_seconds: f64,
     pub loki_pushes: u64,
     pub loki_line_bytes: u64,
+    /// The Collector's figures on the same trees, when it ran.
+    pub collector: Option<PeerFigures>,
+}
+
+/// A peer's figures on the same trees (see [`LogsBenchOptions::collector`]).
+#[derive(Debug, Clone, Default)]
+pub struct PeerFigures {
+    pub name: String,
+    pub check: CheckCounts,
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+    pub idle_rss: u64,
 }
 
 impl LogsBenchReport {
@@ -160,7 +182,41 @@ impl fmt::Display for LogsBenchReport {
             loki_mib / self.loki_cpu_seconds.max(1e-9),
             100.0 * self.loki_cpu_seconds / self.wall_seconds.max(1e-9)
         )?;
-        write!(f, "exact: {}", if self.is_exact() { "yes" } else { "NO" })
+        write!(f, "exact: {}", if self.is_exact() { "yes" } else { "NO" })?;
+        if let Some(peer) = &self.collector {
+            let gib = self.cri_bytes as f64 / GIB;
+            let per_gib = peer.cpu_seconds / gib.max(1e-12);
+            writeln!(f)?;
+            writeln!(
+                f,
+                "{}: {} unique of {} lines (lost {}, duplicated {}, altered {}), wall {:.2} s ({:.1} MiB/s)",
+                peer.name,
+                peer.check.unique,
+                self.lines_written,
+                self.lines_written.saturating_sub(peer.check.unique),
+                peer.check.duplicates,
+                peer.check.corrupt,
+                peer.wall_seconds,
+                self.cri_bytes as f64 / MIB / peer.wall_seconds.max(1e-9)
+            )?;
+            writeln!(
+                f,
+                "{}: CPU-seconds per GiB {:.2}, peak RSS {:.1} MiB, idle RSS {:.1} MiB",
+                peer.name,
+                per_gib,
+                peer.peak_rss as f64 / MIB,
+                peer.idle_rss as f64 / MIB
+            )?;
+            write!(
+                f,
+                "lgtm-agent / {}: CPU per GiB {:.3}, peak RSS {:.3}, idle RSS {:.3} (goal: at most 0.33 for CPU and peak RSS)",
+                peer.name,
+                self.cpu_seconds_per_gib() / per_gib.max(1e-12),
+                self.agent_peak_rss as f64 / (peer.peak_rss as f64).max(1.0),
+                self.idle_rss as f64 / (peer.idle_rss as f64).max(1.0)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -232,6 +288,35 @@ pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBench
     if let Err(e) = done {
         eprintln!("{e:#}");
     }
+
+    if let Some(bin) = &opts.collector {
+        let mut peer = PeerFigures { name: "otelcol-contrib".into(), ..Default::default() };
+        // Idle, on the quiet tree.
+        let receiver = Receiver::start(&quiet.lines_per_file).await?;
+        let mut run =
+            AgentRun::start_collector(bin, &work.path().join("c-idle"), &quiet_tree, &receiver.otlp_url()).await?;
+        receiver.wait_complete(quiet.lines, Duration::from_secs(60), &mut run).await?;
+        tokio::time::sleep(opts.idle_wait).await;
+        peer.idle_rss = Process::Pid(run.pid()).rss_bytes();
+        run.stop().await;
+        receiver.stop().await;
+        // Shipping, on the same tree the agent shipped.
+        let receiver = Receiver::start(&generated.lines_per_file).await?;
+        let started = Instant::now();
+        let mut run = AgentRun::start_collector(bin, &work.path().join("c-ship"), &tree, &receiver.otlp_url()).await?;
+        let done = receiver.wait_complete(generated.lines, timeout, &mut run).await;
+        peer.wall_seconds = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peer.cpu_seconds = Process::Pid(run.pid()).cpu_seconds();
+        peer.peak_rss = Process::Pid(run.pid()).peak_rss_bytes();
+        run.stop().await;
+        peer.check = receiver.counts();
+        receiver.stop().await;
+        if let Err(e) = done {
+            eprintln!("{}: {e:#}", peer.name);
+        }
+        report.collector = Some(peer);
+    }
     Ok(report)
 }
 
@@ -259,7 +344,9 @@ fn generate_tree(root: &Path, files: usize, budget: Budget) -> anyhow::Result<Ge
     let mut out = Generated::default();
     let mut message = Vec::with_capacity(512);
     for f in 0..files {
-        let dir = root.join(format!("bench_pod-{f:03}_uid-{f:03}")).join("app");
+        // `<namespace>_<pod>_<uid>/<container>/0.log` with a hex uid, as the kubelet names them
+        // (the Collector's `container` operator reads its metadata from this path).
+        let dir = root.join(format!("bench_pod-{f:03}_00000000-0000-0000-0000-{f:012}")).join("app");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("0.log");
         let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -406,8 +493,11 @@ impl Receiver {
             line_bytes: Arc::new(AtomicU64::new(0)),
         };
         let (pushes, line_bytes) = (state.pushes.clone(), state.line_bytes.clone());
-        let app =
-            Router::new().route("/loki/api/v1/push", post(push)).layer(DefaultBodyLimit::disable()).with_state(state);
+        let app = Router::new()
+            .route("/loki/api/v1/push", post(push))
+            .route("/otlp/v1/logs", post(otlp_logs))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(state);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let (stop, task) = crate::serve_until_stopped(listener, app);
@@ -416,6 +506,11 @@ impl Receiver {
 
     fn push_url(&self) -> String {
         format!("http://{}/loki/api/v1/push", self.addr)
+    }
+
+    /// Loki's OTLP logs endpoint (where the Collector's `otlphttp` exporter sends).
+    fn otlp_url(&self) -> String {
+        format!("http://{}/otlp/v1/logs", self.addr)
     }
 
     fn counts(&self) -> CheckCounts {
@@ -433,12 +528,12 @@ impl Receiver {
             }
             if let Some(status) = agent.exited() {
                 bail!(
-                    "lgtm-agent exited ({status}) with {got} of {lines} lines delivered; log: {}",
+                    "the shipper exited ({status}) with {got} of {lines} lines delivered; log: {}",
                     agent.log.display()
                 );
             }
             if start.elapsed() > timeout {
-                bail!("{got} of {lines} lines delivered after {timeout:?}; agent log: {}", agent.log.display());
+                bail!("{got} of {lines} lines delivered after {timeout:?}; shipper log: {}", agent.log.display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -459,11 +554,56 @@ async fn push(State(state): State<ReceiverState>, body: Bytes) -> (StatusCode, &
         Ok(r) => r,
         Err(_) => return (StatusCode::BAD_REQUEST, "snappy"),
     };
-    let mut ids: Vec<(u32, u32)> = Vec::with_capacity(4096);
+    let mut lines: Vec<(&[u8], &[u8])> = Vec::with_capacity(4096);
+    if walk_push(&raw, |labels, line| lines.push((labels, line))).is_none() {
+        return (StatusCode::BAD_REQUEST, "protobuf");
+    }
+    check_lines(&state, &lines);
+    (StatusCode::NO_CONTENT, "")
+}
+
+/// Loki's OTLP logs endpoint: each record's string body is a line; its stream is the resource.
+async fn otlp_logs(
+    State(state): State<ReceiverState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+    let ct = [("content-type", "application/x-protobuf")];
+    let raw = match headers.get("content-encoding").and_then(|v| v.to_str().ok()) {
+        Some("gzip") => {
+            let mut out = Vec::new();
+            if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).is_err() {
+                return (StatusCode::BAD_REQUEST, ct);
+            }
+            out
+        }
+        _ => body.to_vec(),
+    };
+    let Ok(req) = ExportLogsServiceRequest::decode(raw.as_slice()) else { return (StatusCode::BAD_REQUEST, ct) };
+    let mut lines: Vec<(&[u8], &[u8])> = Vec::new();
+    for (i, r) in req.resource_logs.iter().enumerate() {
+        let stream: &[u8] = if i == 0 { b"resource-0" } else { b"resource-n" };
+        for record in r.scope_logs.iter().flat_map(|s| &s.log_records) {
+            match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+                Some(Value::StringValue(line)) => lines.push((stream, line.as_bytes())),
+                _ => lines.push((stream, b"")),
+            }
+        }
+    }
+    check_lines(&state, &lines);
+    (StatusCode::OK, ct)
+}
+
+/// Checks each (stream labels, line) against the generated line it names, and counts it.
+fn check_lines(state: &ReceiverState, lines: &[(&[u8], &[u8])]) {
+    let mut ids: Vec<(u32, u32)> = Vec::with_capacity(lines.len());
     let mut labels: Vec<&[u8]> = Vec::new();
     let (mut corrupt, mut line_bytes) = (0u64, 0u64);
     let mut expected = Vec::with_capacity(512);
-    let walked = walk_push(&raw, |stream_labels, line| {
+    for &(stream_labels, line) in lines {
         if labels.last() != Some(&stream_labels) {
             labels.push(stream_labels);
         }
@@ -479,9 +619,6 @@ async fn push(State(state): State<ReceiverState>, body: Bytes) -> (StatusCode, &
             }
             None => corrupt += 1,
         }
-    });
-    if walked.is_none() {
-        return (StatusCode::BAD_REQUEST, "protobuf");
     }
     state.pushes.fetch_add(1, Ordering::Relaxed);
     state.line_bytes.fetch_add(line_bytes, Ordering::Relaxed);
@@ -509,7 +646,6 @@ async fn push(State(state): State<ReceiverState>, body: Bytes) -> (StatusCode, &
             seen.counts.unique += 1;
         }
     }
-    (StatusCode::NO_CONTENT, "")
 }
 
 /// Calls `on_line(stream labels, line)` for every entry of a `logproto.PushRequest`, without
@@ -656,6 +792,39 @@ impl AgentRun {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The Collector as a node agent would ship pod logs: `filelog` from the beginning with the
+    /// `container` operator (CRI parsing, partial lines joined, metadata from the path), batch,
+    /// `otlphttp` to Loki's OTLP endpoint; its own telemetry off.
+    async fn start_collector(bin: &Path, dir: &Path, pods: &Path, otlp_logs_url: &str) -> anyhow::Result<AgentRun> {
+        std::fs::create_dir_all(dir)?;
+        let config = format!(
+            "receivers:\n  filelog:\n    include: [\"{pods}/*/*/*.log\"]\n    start_at: beginning\n    \
+             include_file_path: true\n    include_file_name: false\n    operators:\n      - type: container\n\
+             processors:\n  memory_limiter: {{ check_interval: 1s, limit_mib: 512 }}\n  batch: {{}}\n\
+             exporters:\n  otlphttp/loki:\n    logs_endpoint: {otlp_logs_url}\n\
+             service:\n  telemetry: {{ logs: {{ level: warn }}, metrics: {{ level: none }} }}\n  pipelines:\n    \
+             logs: {{ receivers: [filelog], processors: [memory_limiter, batch], exporters: [otlphttp/loki] }}\n",
+            pods = pods.display(),
+        );
+        let config_path = dir.join("otelcol.yaml");
+        std::fs::write(&config_path, config)?;
+        let log = dir.join("otelcol.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .arg(format!("--config={}", config_path.display()))
+            .env("GOMAXPROCS", "2")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut run = AgentRun { child: Some(child), log };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(status) = run.exited() {
+            bail!("the Collector exited ({status}) at start; log: {}", run.log.display());
+        }
+        Ok(run)
     }
 
     fn pid(&self) -> u32 {

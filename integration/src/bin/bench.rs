@@ -86,6 +86,10 @@ enum Workload {
         /// The agent's `exporters.loki.queue.max_memory`; default: the config's default.
         #[arg(long)]
         loki_queue_memory: Option<lgtm_config::ByteSize>,
+        /// Also run the OpenTelemetry Collector on the same trees (`scripts/build-otelcol.sh`;
+        /// `auto`: its cache path if built).
+        #[arg(long)]
+        collector: Option<std::path::PathBuf>,
     },
     /// Fake targets scraped by lgtm-agent and by Prometheus in agent mode, side by side.
     Scrape {
@@ -156,13 +160,21 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.workload {
         Workload::Pipeline { series, rounds, shards } => rt.block_on(pipeline(series, rounds, shards)),
-        Workload::Logs { size, files, dir, agent_bin, loki_queue_memory } => {
+        Workload::Logs { size, files, dir, agent_bin, loki_queue_memory, collector } => {
+            let collector = collector.map(|c| {
+                if c.as_os_str() == "auto" {
+                    lgtm_integration::bench_node::otelcol_cache_path()
+                } else {
+                    c
+                }
+            });
             let opts = lgtm_integration::bench_logs::LogsBenchOptions {
                 size: size.bytes(),
                 files,
                 dir,
                 agent: agent_bin,
                 loki_queue_memory: loki_queue_memory.map(|b| b.bytes()),
+                collector,
                 ..Default::default()
             };
             let report = rt.block_on(lgtm_integration::bench_logs::run_logs_bench(&opts))?;
