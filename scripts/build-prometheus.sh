@@ -16,7 +16,8 @@ set -euo pipefail
 
 module_version="v0.316.0"
 cache="${LGTM_PEERS_CACHE:-$HOME/.cache/lgtm-agent/peers}"
-out="$cache/prometheus-${module_version#v0.}"
+version="3.${module_version#v0.3}"  # v0.316.0 -> 3.16.0
+out="$cache/prometheus-$version"
 bin="$out/prometheus"
 
 if [[ -x "$bin" ]]; then
@@ -28,5 +29,7 @@ command -v go >/dev/null || { echo "go is not installed (need Go >= 1.26)" >&2; 
 mkdir -p "$out" "$cache/go-build-cache"
 echo "building Prometheus (module $module_version) into $bin (GOFLAGS=-p=1, nice)"
 GOBIN="$out" GOCACHE="$cache/go-build-cache" GOFLAGS="-p=1 -trimpath" CGO_ENABLED=0 \
-  nice -n 10 go install -ldflags="-s -w" "github.com/prometheus/prometheus/cmd/prometheus@$module_version"
+  nice -n 10 go install \
+  -ldflags="-s -w -X github.com/prometheus/common/version.Version=$version" \
+  "github.com/prometheus/prometheus/cmd/prometheus@$module_version"
 "$bin" --version
