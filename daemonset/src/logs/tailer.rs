@@ -9,10 +9,25 @@
 //!   its end, so entries stay in order. The renamed file is let go once it is at its end and either
 //!   the new file has data (the runtime reopened its log), it was deleted, or `rotate_wait` passed;
 //!   it is read to its end once more right before closing.
-//! - **copytruncate** (the size drops below the read offset): the file restarts at offset 0 as a
-//!   new generation (lines written between the last read and the truncation are gone, as with
-//!   every tailer; a truncation followed by a rewrite past the old offset before we look cannot be
-//!   seen).
+//! - **copytruncate** (the size drops below the read offset): if a copy sits beside the file
+//!   (`<name>.<suffix>`, e.g. logrotate's `0.log.1` or a date, not compressed, starting with the
+//!   bytes the file's fingerprint covers, at least as long as what was read), its unread tail is
+//!   read first (`lgtm_agent_logs_copytruncate_bytes_read_total`); then the file restarts at
+//!   offset 0 as a new generation. Without a copy, the lines written between the last read and
+//!   the truncation are gone (the part the agent had seen is counted in
+//!   `lgtm_agent_logs_bytes_lost_total{reason="truncated"}`, warned once). A truncation followed by
+//!   a rewrite past the old offset before we look cannot be told from growth.
+//! - **Partial lines** (CRI `P`) waiting for their closing piece are shipped as they are
+//!   `logs.partial_flush_timeout` after the file's last data, when the file is let go (deleted or
+//!   rotated), and at shutdown; the rest, if it comes, is a line of its own. Until shipped, the
+//!   checkpoint stays before the piece, so a crash loses nothing: the restarted agent reads it again.
+//! - **Descriptors** (`logs.max_open_files`): when more files are tracked than may be held open,
+//!   the least recently read idle ones (at their end) are closed, keeping their reader, decoder and
+//!   checkpoint state. A change to a closed file's path (inotify event or rescan) that makes its
+//!   size differ from what was read reopens it by path, checked by device, inode and head
+//!   fingerprint; if the path leads to another file now, the old one is looked for by inode beside
+//!   it (a rotation renamed it) and read to its end; if it is gone, what it had beyond the last
+//!   read is counted lost (`reason="gone_while_closed"`). Files being drained are never closed.
 //! - **Deleted** file: the open descriptor is read to its end, then closed (no descriptor leak).
 //! - **New files** appearing while running are read from their start.
 //! - **First start** (no checkpoint file at all): files that already exist start at their
@@ -208,7 +223,14 @@ fn read_file(
             break;
         }
         blocks += 1;
-        let n = match f.reader.fill(file, scratch) {
+        // No read (and no block zeroed) for a file `fstat` says has nothing new; one that grew
+        // since is read at the next pass.
+        let left = meta.len().saturating_sub(f.reader.read_offset());
+        if left == 0 {
+            f.at_eof = true;
+            break;
+        }
+        let n = match f.reader.fill_at_most(file, scratch, left) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(path = %f.path.display(), error = %e, "reading a log file failed");
