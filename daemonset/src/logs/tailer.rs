@@ -53,7 +53,7 @@ use super::checkpoint::{Checkpoint, CheckpointStore, FileKey, Registry};
 use super::compressed;
 use super::discovery::{self, Wake, Watcher};
 use super::format::{Decoder, Format};
-use super::identity::FileIdentity;
+use super::identity::{FileIdentity, HEAD_LEN};
 use super::labels::{stream_labels, Filters, NodeLabels, PodMetadata, EXCLUDE_ANNOTATION};
 use super::metrics::logs as metrics;
 use super::path::{self, PodLogPath};
@@ -262,6 +262,12 @@ fn read_file(
     }
     // The unfinished last line moves to the file's own buffer; `scratch` serves the next file.
     f.reader.park(scratch);
+    if progressed && f.identity.head_len < HEAD_LEN {
+        // A young file's fingerprint follows what was read (a copytruncate copy is matched by it).
+        if let Some(file) = f.file.as_ref() {
+            let _ = f.identity.grow(file, f.reader.read_offset());
+        }
+    }
     progressed
 }
 
@@ -351,12 +357,14 @@ static TRUNCATION_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 /// and at least as long as what was read of `f`. The newest such file if several.
 fn find_copy(allowed: &Allowed, f: &OpenFile) -> Option<File> {
     let id = f.identity;
-    if id.head_len == 0 {
+    let read = f.reader.read_offset();
+    // The fingerprint must cover all that was read (up to its 256 bytes): a short one (the date
+    // of a first line) would match an older copy too.
+    if id.head_len == 0 || id.head_len < read.min(HEAD_LEN) {
         return None;
     }
     let dir = f.path.parent()?;
     let prefix = format!("{}.", f.path.file_name()?.to_str()?);
-    let read = f.reader.read_offset();
     let mut best: Option<(SystemTime, File)> = None;
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let name = e.file_name();
