@@ -121,7 +121,7 @@ fn count(actions: &[Action]) {
         };
         DONE[i].fetch_add(1, Relaxed);
     }
-    if long_mode_cases().is_some() && cases % 100 == 0 {
+    if long_mode_cases().is_some() && cases.is_multiple_of(100) {
         let d: Vec<u64> = DONE.iter().map(|c| c.load(Relaxed)).collect();
         println!(
             "model: {} cases passed; actions: {} writes, {} rotations, {} copytruncates, {} deletions, {} restarts",
