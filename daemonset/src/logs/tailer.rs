@@ -1024,7 +1024,8 @@ impl Tailer {
 
     /// Reopens closed files that changed (grew, shrank or were replaced: what was read differs
     /// from their last known size), oldest data first, closing the least recently read idle files
-    /// while descriptors are at `max_open_files`. Returns whether some still wait for one.
+    /// while descriptors are at `max_open_files`. Returns whether some still wait for one and the
+    /// next turn should come at once (files were reopened, so some will be idle after reading).
     fn reopen_changed(&mut self) -> bool {
         if self.held >= self.active.len() + self.draining.len() {
             return false;
@@ -1051,14 +1052,19 @@ impl Tailer {
             // Most recently read first: `pop` takes the least recently read.
             idle.sort_by(|a, b| b.cmp(a));
         }
+        let mut reopened = false;
         for (_, p) in wanted {
             if self.held >= cap {
                 match idle.pop() {
                     Some((_, victim)) => self.park(&victim),
-                    None => return true,
+                    // Every held file is busy (or being drained): go on once this turn read them
+                    // to their end. Nothing reopened means nothing to gain by not waiting (e.g.
+                    // reading is paused at the in-flight cap): the usual wake-ups apply.
+                    None => return reopened,
                 }
             }
             self.reopen(&p);
+            reopened = true;
         }
         false
     }
