@@ -524,6 +524,16 @@ mod tests {
     }
 
     #[test]
+    fn max_open_files_leaves_a_reserve_below_the_open_files_limit() {
+        let rows = [(64, 32), (256, 128), (1024, 768), (65_536, 49_152), (u64::MAX, 12_582_912)];
+        for (limit, cap) in rows {
+            assert_eq!(open_files_from_limit(limit), cap, "limit {limit}");
+        }
+        assert_eq!(open_files_from_limit(20), 16, "never below the smallest valid setting");
+        assert_eq!(max_open_files(300), 300, "a configured value is taken as it is");
+    }
+
+    #[test]
     fn inflight_wakes_the_reader_when_acks_make_room() {
         let (tx, rx) = std_mpsc::channel();
         let f = InFlight::new(100, tx);
