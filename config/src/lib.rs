@@ -31,7 +31,7 @@ pub use expand::{expand_env, ExpandError};
 pub use load::{default_config_yaml, ConfigError};
 pub use model::*;
 pub use units::{ByteSize, Duration};
-pub use validate::POLICY_TYPES;
+pub use validate::{MIN_OPEN_FILES, POLICY_TYPES};
 
 /// `url` with the password of its userinfo (`scheme://user:password@host`) replaced by `***`,
 /// for every message that quotes a configured URL. Works on text that is not a valid URL too.

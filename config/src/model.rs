@@ -406,6 +406,14 @@ pub struct LogsConfig {
     /// these directories (Docker nodes link `/var/log/pods` files into its containers
     /// directory). Symlinked pod and container directories are never followed.
     pub follow_symlinks_into: Vec<PathBuf>,
+    /// A partial line (CRI `P`, Docker `log` without `\n`) whose closing piece has not come this
+    /// long after the file's last data is shipped as it is (the rest, if it ever comes, is a line
+    /// of its own). Also at deletion of the file and at shutdown.
+    pub partial_flush_timeout: Duration,
+    /// Log files held open at once; idle ones are closed and reopened by path and identity when
+    /// they change. `0`: from the soft `RLIMIT_NOFILE` (after raising it to the hard one), leaving
+    /// a reserve for sockets, queue segments and checkpoints.
+    pub max_open_files: u32,
 }
 
 /// Who the agent's pod is. Fields left empty come from the `POD_NAMESPACE`, `POD_NAME` and
@@ -435,6 +443,8 @@ impl Default for LogsConfig {
             pod_annotations: Vec::new(),
             own_pod: OwnPod::default(),
             follow_symlinks_into: vec![PathBuf::from("/var/lib/docker/containers")],
+            partial_flush_timeout: Duration::from_secs(5),
+            max_open_files: 0,
         }
     }
 }

@@ -8,6 +8,10 @@ use crate::{BasicAuth, Config, ExporterConfig, PolicyConfig, RelabelConfig, Stat
 /// The path of the field that breaks a rule, and what is wrong with it.
 type Invalid = (String, String);
 
+/// The smallest explicit `logs.max_open_files`: a rotation needs two descriptors per stream, and
+/// a handful of streams must be readable at once.
+pub const MIN_OPEN_FILES: u32 = 16;
+
 fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
     Err((path.into(), message.into()))
 }
@@ -52,6 +56,15 @@ impl Config {
         }
         if self.logs.rescan_interval.get().is_zero() {
             return invalid("logs.rescan_interval", "must be greater than 0");
+        }
+        if self.logs.partial_flush_timeout.get().is_zero() {
+            return invalid("logs.partial_flush_timeout", "must be greater than 0");
+        }
+        if self.logs.max_open_files != 0 && self.logs.max_open_files < MIN_OPEN_FILES {
+            return invalid(
+                "logs.max_open_files",
+                format!("must be 0 (from the open-files limit) or at least {MIN_OPEN_FILES}"),
+            );
         }
         header_value("tenant", &self.tenant)?;
         self.validate_loki_queue_for_logs()?;

@@ -110,6 +110,16 @@ const CASES: &[(&str, &str, &str)] = &[
         "config.yaml:2: logs.follow_symlinks_into: var/lib/docker is not an absolute path",
     ),
     (
+        "validation: a partial-line flush timeout of zero",
+        "logs:\n  partial_flush_timeout: 0s\n",
+        "config.yaml:2: logs.partial_flush_timeout: must be greater than 0",
+    ),
+    (
+        "validation: too few open files",
+        "cluster: a\nlogs:\n  max_open_files: 3\n",
+        "config.yaml:3: logs.max_open_files: must be 0 (from the open-files limit) or at least 16",
+    ),
+    (
         "validation: a field that comes from a variable",
         "exporters:\n  mimir:\n    url: ${EMPTY}\n",
         "config.yaml:3: exporters.mimir.url: required unless console: true or enabled: false",

@@ -6,6 +6,10 @@
 //! Invariants: every line written is delivered at least once; within
 //! one run of the tailer each file's lines arrive in order without duplicates; and when every
 //! acknowledgement was granted, every line is delivered exactly once.
+//!
+//! CI runs 12 cases (`PROPTEST_CASES` overrides). The long mode, `LGTM_MODEL_CASES=2000 cargo
+//! test -p lgtm-daemonset --test model -- --nocapture`, runs that many cases of up to 30 actions
+//! and prints what they did every 100 cases.
 
 mod common;
 
@@ -96,7 +100,38 @@ impl World {
     }
 }
 
+/// Cases run and actions taken (writes, rotations, truncations, deletions, restarts), for the
+/// long mode's report.
+static DONE: [std::sync::atomic::AtomicU64; 6] = [const { std::sync::atomic::AtomicU64::new(0) }; 6];
+
+fn long_mode_cases() -> Option<u32> {
+    std::env::var("LGTM_MODEL_CASES").ok().and_then(|v| v.parse().ok())
+}
+
+fn count(actions: &[Action]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cases = DONE[0].fetch_add(1, Relaxed) + 1;
+    for a in actions {
+        let i = match a {
+            Action::Write { .. } => 1,
+            Action::Rotate { .. } => 2,
+            Action::Truncate { .. } => 3,
+            Action::Delete { .. } => 4,
+            Action::Restart { .. } => 5,
+        };
+        DONE[i].fetch_add(1, Relaxed);
+    }
+    if long_mode_cases().is_some() && cases.is_multiple_of(100) {
+        let d: Vec<u64> = DONE.iter().map(|c| c.load(Relaxed)).collect();
+        println!(
+            "model: {} cases passed; actions: {} writes, {} rotations, {} copytruncates, {} deletions, {} restarts",
+            d[0], d[1], d[2], d[3], d[4], d[5]
+        );
+    }
+}
+
 async fn run_case(actions: Vec<Action>) {
+    let taken = actions.clone();
     let env = Env::new();
     let containers = (0..2)
         .map(|c| {
@@ -198,13 +233,22 @@ async fn run_case(actions: Vec<Action>) {
         }
     }
     assert_eq!(m.len(), all.len(), "nothing delivered that was not written");
+    count(&taken);
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12), max_shrink_iters: 20, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: long_mode_cases()
+            .or_else(|| std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()))
+            .unwrap_or(12),
+        max_shrink_iters: 20,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
-    fn nothing_written_is_lost_and_acked_lines_are_not_repeated(actions in proptest::collection::vec(action(), 1..14)) {
+    fn nothing_written_is_lost_and_acked_lines_are_not_repeated(
+        actions in proptest::collection::vec(action(), 1..if long_mode_cases().is_some() { 30 } else { 14 })
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(run_case(actions));
     }

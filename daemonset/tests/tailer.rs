@@ -325,3 +325,131 @@ async fn a_file_compressed_while_the_agent_was_down_is_read_from_its_checkpoint_
     run.stop().await;
     assert_eq!(env.sink.lines(), expected("g", 0..210), "every line once");
 }
+
+/// Descriptors this process holds on files under `root`.
+fn fds_under(root: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.starts_with(root))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_files_than_max_open_files_every_line_once_through_growth_and_rotation() {
+    let mut env = Env::new();
+    env.cfg.max_open_files = 16;
+    let files: Vec<_> = (0..120).map(|i| env.container_dir("ns", &format!("p{i}"), "c").join("0.log")).collect();
+    for (i, f) in files.iter().enumerate() {
+        write_lines(f, &format!("f{i}"), 0..20);
+    }
+    let run = env.start();
+    let mut peak = 0;
+    let total = files.len() * 20;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.sink.count() < total {
+        peak = peak.max(fds_under(env.root.path()));
+        assert!(std::time::Instant::now() < deadline, "{} of {total} lines", env.sink.count());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(peak <= 17, "descriptors on log files peaked at {peak} (cap 16, one more while a file is looked at)");
+    let first_peak = peak;
+    // Closed files grow (reopened by path and identity) and are rotated while closed (found by
+    // inode beside their path and read to their end before the new file).
+    for (i, f) in files.iter().enumerate() {
+        write_lines(f, &format!("f{i}"), 20..30);
+        if i % 3 == 0 {
+            std::fs::rename(f, f.with_file_name("0.log.20240101-000000")).unwrap();
+            write_lines(&f.with_file_name("0.log.20240101-000000"), &format!("f{i}"), 30..35);
+        }
+        write_lines(f, &format!("f{i}"), if i % 3 == 0 { 35..40 } else { 30..40 });
+    }
+    let total = files.len() * 40;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.sink.count() < total {
+        peak = peak.max(fds_under(env.root.path()));
+        assert!(std::time::Instant::now() < deadline, "{} of {total} lines", env.sink.count());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    let got = env.sink.got();
+    assert_eq!(got.len(), total, "nothing twice");
+    for i in 0..files.len() {
+        let pod = format!("pod=\"p{i}\"");
+        let lines: Vec<String> = got.iter().filter(|g| g.labels.contains(&pod)).map(|g| g.line.clone()).collect();
+        assert_eq!(lines, expected(&format!("f{i}"), 0..40), "file {i} in order, once");
+    }
+    // The cap plus the 40 rotated files being read to their end (never closed early).
+    assert!(peak <= 16 + 40 + 1, "descriptors on log files peaked at {peak}");
+    println!(
+        "120 files, max_open_files 16: {total} lines once; peak descriptors on log files {first_peak} while reading, {peak} with 40 rotations"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_line_alone_is_shipped_after_the_timeout_and_its_rest_is_a_line_of_its_own() {
+    let mut env = Env::new();
+    env.cfg.partial_flush_timeout = lgtm_config::Duration::from_millis(400);
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    append(&live, "2024-01-01T00:00:00.000000001Z stdout F before\n2024-01-01T00:00:01Z stdout P dangling piece\n");
+    let run = env.start();
+    eventually(10, "the whole line", || env.sink.count() >= 1).await;
+    let started = std::time::Instant::now();
+    eventually(10, "the piece", || env.sink.count() >= 2).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "not before the timeout: {waited:?}");
+    append(&live, "2024-01-01T00:00:02Z stdout F and its end\n");
+    eventually(10, "the end", || env.sink.count() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.stop().await;
+    assert_eq!(env.sink.lines(), vec!["before", "dangling piece", "and its end"]);
+    assert_eq!(env.checkpoints()["files"][0]["offset"].as_u64(), Some(std::fs::metadata(&live).unwrap().len()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_partial_is_shipped_at_shutdown_and_not_again_after_a_restart() {
+    let mut env = Env::new();
+    env.cfg.partial_flush_timeout = lgtm_config::Duration::from_secs(60);
+    let live = env.container_dir("ns", "p", "c").join("0.log");
+    append(&live, "2024-01-01T00:00:00Z stdout F one\n2024-01-01T00:00:01Z stdout P piece\n");
+    let run = env.start();
+    eventually(10, "the whole line", || env.sink.count() >= 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(env.sink.count(), 1, "the piece waits for its end");
+    run.stop().await;
+    assert_eq!(env.sink.lines(), vec!["one", "piece"], "shipped at shutdown");
+    // A restart reads on after the piece: the end is a line of its own, nothing twice.
+    append(&live, "2024-01-01T00:00:02Z stdout F end\n");
+    let run = env.start();
+    eventually(10, "the end", || env.sink.count() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.stop().await;
+    assert_eq!(env.sink.lines(), vec!["one", "piece", "end"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_reads_the_unread_tail_of_the_copy() {
+    let env = Env::new();
+    let dir = env.container_dir("ns", "p", "c");
+    let live = dir.join("0.log");
+    write_lines(&live, "g1", 0..100);
+    let run = env.start();
+    eventually(10, "100 lines", || env.sink.count() >= 100).await;
+    // Lines written after the tailer's last read went into the copy only (logrotate copied
+    // them, then truncated): the copy holds exactly what the truncation took.
+    let mut copy = std::fs::read(&live).unwrap();
+    for i in 100..150 {
+        copy.extend_from_slice(cri(i, &format!("g1-{i}")).as_bytes());
+    }
+    std::fs::write(dir.join("0.log.1"), &copy).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(0).unwrap();
+    write_lines(&live, "g2", 0..10);
+    eventually(10, "160 lines", || env.sink.count() >= 160).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.stop().await;
+    let mut want = expected("g1", 0..150);
+    want.extend(expected("g2", 0..10));
+    assert_eq!(env.sink.lines(), want);
+}

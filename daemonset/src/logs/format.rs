@@ -277,6 +277,24 @@ impl Decoder {
         self.joiners[j].add(max, timestamp, stream, partial, msg, line.start, &mut self.stats, emit);
     }
 
+    /// Whether a logical line is waiting for its closing piece (a partial line was read), and
+    /// the reader is not in the middle of cutting a long physical line.
+    pub fn has_pending(&self) -> bool {
+        self.overlong.is_none() && self.joiners.iter().any(|j| j.start.is_some())
+    }
+
+    /// Emits the logical lines waiting for their closing piece as they are (the partial-line
+    /// flush timeout); what comes after them starts new lines. Not while the reader is in the
+    /// middle of cutting a long physical line (its next fragment is already on its way).
+    /// Returns whether anything was emitted.
+    pub fn flush_pending(&mut self, emit: &mut dyn FnMut(Entry<'_>)) -> bool {
+        if !self.has_pending() {
+            return false;
+        }
+        self.finish(emit);
+        true
+    }
+
     /// Emits logical lines left unfinished (the file ended without their closing piece).
     pub fn finish(&mut self, emit: &mut dyn FnMut(Entry<'_>)) {
         self.overlong = None;
@@ -438,6 +456,24 @@ mod tests {
         d.push(PhysicalLine { bytes: &first, start: 0, complete: false }, || 0, &mut emit);
         d.push(PhysicalLine { bytes: b"def", start: first.len() as u64, complete: true }, || 0, &mut emit);
         assert_eq!(out, vec![("abcdef".to_string(), 0, Some(Stream::Stdout))]);
+    }
+
+    #[test]
+    fn flush_pending_ships_the_piece_and_the_rest_starts_a_new_line() {
+        let mut d = Decoder::new(100);
+        let mut out = Vec::new();
+        let p = cri(1, "stdout", "P", "piece");
+        let mut emit = |e: Entry<'_>| out.push(String::from_utf8_lossy(e.line).into_owned());
+        d.push(PhysicalLine { bytes: &p, start: 0, complete: true }, || 0, &mut emit);
+        assert!(d.has_pending());
+        assert_eq!(d.safe_offset(p.len() as u64 + 1), 0, "the checkpoint stays before the piece");
+        assert!(d.flush_pending(&mut emit));
+        assert!(!d.has_pending());
+        assert_eq!(d.safe_offset(p.len() as u64 + 1), p.len() as u64 + 1, "and moves past it once shipped");
+        assert!(!d.flush_pending(&mut emit), "nothing twice");
+        let f = cri(2, "stdout", "F", "rest");
+        d.push(PhysicalLine { bytes: &f, start: p.len() as u64 + 1, complete: true }, || 0, &mut emit);
+        assert_eq!(out, vec!["piece", "rest"]);
     }
 
     #[test]

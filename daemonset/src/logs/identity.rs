@@ -48,6 +48,14 @@ impl FileIdentity {
         Ok(head_hash(file, self.head_len)? == Some(self.head_hash))
     }
 
+    /// Whether `file` (another inode, e.g. a copy) starts with the bytes this fingerprint covers.
+    pub fn same_head(&self, file: &File, meta: &Metadata) -> io::Result<bool> {
+        if meta.len() < self.head_len {
+            return Ok(false);
+        }
+        Ok(head_hash(file, self.head_len)? == Some(self.head_hash))
+    }
+
     /// Extends the fingerprint while the file is shorter than [`HEAD_LEN`] was; `true` if changed.
     pub fn grow(&mut self, file: &File, size: u64) -> io::Result<bool> {
         if self.head_len >= HEAD_LEN || size <= self.head_len {

@@ -31,6 +31,24 @@ pub struct LogsMetrics {
     pub tailer_panics: IntCounter,
     /// Sum over tracked files of size minus acknowledged offset.
     pub lag_bytes: IntGauge,
+    /// Files followed, open or closed to stay under `logs.max_open_files`.
+    pub files_tracked: IntGauge,
+    /// Idle files closed to stay under `logs.max_open_files`, and closed files reopened.
+    pub files_closed_idle: IntCounter,
+    pub files_reopened: IntCounter,
+    /// Partial lines shipped without their closing piece, by reason.
+    pub partial_flushes_timeout: IntCounter,
+    pub partial_flushes_shutdown: IntCounter,
+    /// Files opened whose directory names are not UTF-8 (labels converted lossily).
+    pub non_utf8_paths: IntCounter,
+    /// Truncations seen, by whether a rotated copy was found.
+    pub truncations_copy_found: IntCounter,
+    pub truncations_no_copy: IntCounter,
+    /// Bytes read from rotated copies after a truncation.
+    pub copy_bytes_read: IntCounter,
+    /// Bytes known lost, by reason.
+    pub bytes_lost_truncated: IntCounter,
+    pub bytes_lost_gone: IntCounter,
 }
 
 pub fn logs() -> &'static LogsMetrics {
@@ -40,7 +58,51 @@ pub fn logs() -> &'static LogsMetrics {
             "Malformed log lines (shipped raw), by format.",
             &["format"],
         );
+        let partial = counter_vec(
+            "lgtm_agent_logs_partial_lines_flushed_total",
+            "Partial log lines (CRI P) shipped without their closing piece: after logs.partial_flush_timeout, or at shutdown.",
+            &["reason"],
+        );
+        let truncations = counter_vec(
+            "lgtm_agent_logs_truncations_total",
+            "Log files truncated below what was read (copytruncate), by whether a rotated copy was found and its unread tail read.",
+            &["copy"],
+        );
+        let lost = counter_vec(
+            "lgtm_agent_logs_bytes_lost_total",
+            "Log bytes known to be lost: truncated without a copy (at least), or a closed file deleted before its new data was read.",
+            &["reason"],
+        );
+        let one = |name: &str, help: &str| counter_vec(name, help, &[]).with_label_values(&[] as &[&str]);
         LogsMetrics {
+            files_tracked: int_gauge_vec(
+                "lgtm_agent_logs_files_tracked",
+                "Log files followed, with an open descriptor or closed to stay under logs.max_open_files.",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            files_closed_idle: one(
+                "lgtm_agent_logs_files_closed_idle_total",
+                "Idle log files closed to stay under logs.max_open_files.",
+            ),
+            files_reopened: one(
+                "lgtm_agent_logs_files_reopened_total",
+                "Closed log files reopened by path and identity because they changed.",
+            ),
+            partial_flushes_timeout: partial.with_label_values(&["timeout"]),
+            partial_flushes_shutdown: partial.with_label_values(&["shutdown"]),
+            non_utf8_paths: one(
+                "lgtm_agent_logs_non_utf8_paths_total",
+                "Log files opened whose directory names are not UTF-8 (labels converted lossily).",
+            ),
+            truncations_copy_found: truncations.with_label_values(&["found"]),
+            truncations_no_copy: truncations.with_label_values(&["none"]),
+            copy_bytes_read: one(
+                "lgtm_agent_logs_copytruncate_bytes_read_total",
+                "Bytes read from the rotated copy of a truncated log file (written after the last read, before the truncation).",
+            ),
+            bytes_lost_truncated: lost.with_label_values(&["truncated"]),
+            bytes_lost_gone: lost.with_label_values(&["gone_while_closed"]),
             lines_read: counter_vec("lgtm_agent_logs_lines_read_total", "Physical lines read from log files.", &[])
                 .with_label_values(&[] as &[&str]),
             bytes_read: counter_vec("lgtm_agent_logs_bytes_read_total", "Bytes read from log files.", &[])

@@ -209,6 +209,8 @@ pub async fn run_logs_with<S: LogBatchSink>(
         follow_symlinks_into: cfg.follow_symlinks_into.clone(),
         tuning: opts.tuning.clone(),
         stream_label: cfg.stream == lgtm_config::StreamPlacement::Label,
+        partial_flush_timeout: cfg.partial_flush_timeout.get(),
+        max_open_files: max_open_files(cfg.max_open_files),
     };
     let node = NodeLabels { cluster: opts.cluster.clone(), node: opts.node_name.clone() };
     let filters = Filters::new(&cfg);
@@ -232,8 +234,9 @@ pub async fn run_logs_with<S: LogBatchSink>(
             return;
         }
     };
+    let drain = opts.tuning.shutdown_ack_wait;
     let sender = tokio::spawn(
-        send_loop(sink, batch_rx, ack_tx, shutdown.clone()).instrument(tracing::info_span!("logs-sender")),
+        send_loop(sink, batch_rx, ack_tx, shutdown.clone(), drain).instrument(tracing::info_span!("logs-sender")),
     );
     let acker = tokio::spawn(
         ack_loop(ack_rx, registry.clone(), inflight, shutdown.clone(), opts.tuning.shutdown_ack_wait)
@@ -241,7 +244,9 @@ pub async fn run_logs_with<S: LogBatchSink>(
     );
 
     shutdown.cancelled().await;
-    // The sender stops and drops its receiver, which unblocks a reader waiting on backpressure.
+    // The sender hands over the reading thread's last batch (partial lines flushed at shutdown)
+    // for at most `shutdown_ack_wait`, then drops its receiver, which unblocks a reader waiting
+    // on backpressure.
     let _ = sender.await;
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     let _ = acker.await;
@@ -282,24 +287,26 @@ fn tailer_died(panic: &(dyn std::any::Any + Send), then: TailerDeath) {
 type Handed = (u64, Vec<FileKey>, usize, Ack);
 
 /// Hands batches to the sink in order; retries errors (the data is still in the files) until
-/// shutdown.
+/// shutdown. After shutdown, hands over what the reading thread sends last (one attempt each)
+/// for at most `drain`.
 async fn send_loop<S: LogBatchSink>(
     sink: S,
     mut rx: mpsc::Receiver<Batch>,
     acks: mpsc::UnboundedSender<Handed>,
     shutdown: CancellationToken,
+    drain: Duration,
 ) {
-    loop {
+    'running: loop {
         let batch = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break 'running,
             b = rx.recv() => match b { Some(b) => b, None => return },
         };
         let mut backoff = Duration::from_millis(100);
         loop {
             let res = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break 'running,
                 r = sink.send_batch(batch.payload.clone(), batch.entries) => r,
             };
             match res {
@@ -318,6 +325,47 @@ async fn send_loop<S: LogBatchSink>(
             }
         }
     }
+    let last = async {
+        while let Some(batch) = rx.recv().await {
+            match sink.send_batch(batch.payload.clone(), batch.entries).await {
+                Ok(ack) => {
+                    let _ = acks.send((batch.seq, batch.files, batch.payload.len(), ack));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "handing the last logs to the pipeline at shutdown failed; they are read again at the next start");
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(drain, last).await;
+}
+
+/// `logs.max_open_files` in force: the configured value, or (`0`) from the soft `RLIMIT_NOFILE`
+/// the process has (the agent raised it to the hard limit at start).
+pub fn max_open_files(configured: u32) -> usize {
+    if configured > 0 {
+        return configured as usize;
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit with a valid pointer to an rlimit.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 };
+    let cap = open_files_from_limit(soft as u64);
+    tracing::info!(
+        open_files_limit = soft,
+        max_open_files = cap,
+        "log files held open at most (logs.max_open_files: 0)"
+    );
+    cap
+}
+
+/// The open-files limit minus a reserve for sockets (Loki, kubelet, API server, admin and OTLP
+/// clients), queue segments, checkpoints and inotify: a quarter of the limit, at least 128 (but
+/// at most half of a small limit). 256 -> 128, 1,024 -> 768, 65,536 -> 49,152.
+pub fn open_files_from_limit(soft: u64) -> usize {
+    let soft = soft.min(1 << 24);
+    let reserve = (soft / 4).max(128.min(soft / 2));
+    (soft - reserve).max(u64::from(lgtm_config::MIN_OPEN_FILES)) as usize
 }
 
 /// Awaits acknowledgements in any order and advances the files' checkpoints. After `shutdown`
@@ -473,6 +521,16 @@ mod tests {
         assert_eq!(sink.handed().1, LINES, "no loss, no duplicate");
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("tailer stops").unwrap();
+    }
+
+    #[test]
+    fn max_open_files_leaves_a_reserve_below_the_open_files_limit() {
+        let rows = [(64, 32), (256, 128), (1024, 768), (65_536, 49_152), (u64::MAX, 12_582_912)];
+        for (limit, cap) in rows {
+            assert_eq!(open_files_from_limit(limit), cap, "limit {limit}");
+        }
+        assert_eq!(open_files_from_limit(20), 16, "never below the smallest valid setting");
+        assert_eq!(max_open_files(300), 300, "a configured value is taken as it is");
     }
 
     #[test]

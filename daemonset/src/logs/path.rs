@@ -39,10 +39,12 @@ pub fn parse_rotated(path: &Path) -> Option<PodLogPath> {
     parse_dirs(path, restart)
 }
 
+/// Directory names that are not UTF-8 are converted lossily (U+FFFD for bad bytes): the file is
+/// still read (by its real path) and shipped; the tailer counts and warns once.
 fn parse_dirs(path: &Path, restart: u32) -> Option<PodLogPath> {
     let container_dir = path.parent()?;
-    let container = container_dir.file_name()?.to_str()?;
-    let pod_dir = container_dir.parent()?.file_name()?.to_str()?;
+    let container = container_dir.file_name()?.to_string_lossy();
+    let pod_dir = container_dir.parent()?.file_name()?.to_string_lossy();
     let (namespace, rest) = pod_dir.split_once('_')?;
     let (pod, uid) = rest.rsplit_once('_')?;
     if namespace.is_empty() || pod.is_empty() || uid.is_empty() || container.is_empty() {
@@ -91,6 +93,14 @@ mod tests {
             let want = want.map(|(a, b, c, d, e)| (a.to_string(), b.to_string(), c.to_string(), d.to_string(), e));
             assert_eq!(p(path), want, "{path}");
         }
+    }
+
+    #[test]
+    fn directory_names_that_are_not_utf8_are_converted_lossily() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/x/ns_p\xffd_uid/c\xfe/0.log"));
+        let l = parse(p).unwrap();
+        assert_eq!((l.namespace.as_str(), l.pod.as_str(), l.container.as_str()), ("ns", "p\u{fffd}d", "c\u{fffd}"));
     }
 
     #[test]

@@ -106,6 +106,13 @@ impl LineReader {
     /// `Ok(0)` at end of file. Lines then come from [`LineReader::next_line`] with the same
     /// scratch buffer, and [`LineReader::park`] must follow before the buffer serves another file.
     pub fn fill(&mut self, file: &File, scratch: &mut Scratch) -> io::Result<usize> {
+        self.fill_at_most(file, scratch, u64::MAX)
+    }
+
+    /// [`LineReader::fill`] reading at most `max` bytes (what `fstat` says is left): the block
+    /// buffer is zeroed only as far as it will be read into, which keeps a pass over many files
+    /// with a little new data each (or none) cheap.
+    pub fn fill_at_most(&mut self, file: &File, scratch: &mut Scratch, max: u64) -> io::Result<usize> {
         // Filled twice in a row: the scratch buffer still holds this file's data.
         self.park(scratch);
         let buf = &mut scratch.buf;
@@ -115,7 +122,8 @@ impl LineReader {
         self.advance();
         self.filled = true;
         let old = buf.len();
-        buf.resize(old + self.block, 0);
+        let want = usize::try_from(max).unwrap_or(usize::MAX).clamp(1, self.block);
+        buf.resize(old + want, 0);
         let res = loop {
             match file.read_at(&mut buf[old..], self.buf_start + old as u64) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -222,6 +230,19 @@ mod tests {
         assert_eq!(lines(&mut r, &s), vec![("two".into(), 4, true), ("three".into(), 8, true)]);
         assert_eq!(r.offset(), 14);
         assert_eq!(r.read_offset(), 14);
+    }
+
+    #[test]
+    fn fill_at_most_reads_no_more_than_asked() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"one\ntwo\n").unwrap();
+        let mut s = Scratch::new();
+        let mut r = LineReader::new(0, 4096, 1024);
+        assert_eq!(r.fill_at_most(&f, &mut s, 4).unwrap(), 4);
+        assert_eq!(lines(&mut r, &s), vec![("one".into(), 0, true)]);
+        assert_eq!(r.fill_at_most(&f, &mut s, 100).unwrap(), 4);
+        assert_eq!(lines(&mut r, &s), vec![("two".into(), 4, true)]);
+        assert!(s.capacity() < 4096, "the block was not zeroed past what was asked: {}", s.capacity());
     }
 
     #[test]

@@ -9,10 +9,25 @@
 //!   its end, so entries stay in order. The renamed file is let go once it is at its end and either
 //!   the new file has data (the runtime reopened its log), it was deleted, or `rotate_wait` passed;
 //!   it is read to its end once more right before closing.
-//! - **copytruncate** (the size drops below the read offset): the file restarts at offset 0 as a
-//!   new generation (lines written between the last read and the truncation are gone, as with
-//!   every tailer; a truncation followed by a rewrite past the old offset before we look cannot be
-//!   seen).
+//! - **copytruncate** (the size drops below the read offset): if a copy sits beside the file
+//!   (`<name>.<suffix>`, e.g. logrotate's `0.log.1` or a date, not compressed, starting with the
+//!   bytes the file's fingerprint covers, at least as long as what was read), its unread tail is
+//!   read first (`lgtm_agent_logs_copytruncate_bytes_read_total`); then the file restarts at
+//!   offset 0 as a new generation. Without a copy, the lines written between the last read and
+//!   the truncation are gone (the part the agent had seen is counted in
+//!   `lgtm_agent_logs_bytes_lost_total{reason="truncated"}`, warned once). A truncation followed by
+//!   a rewrite past the old offset before we look cannot be told from growth.
+//! - **Partial lines** (CRI `P`) waiting for their closing piece are shipped as they are
+//!   `logs.partial_flush_timeout` after the file's last data, when the file is let go (deleted or
+//!   rotated), and at shutdown; the rest, if it comes, is a line of its own. Until shipped, the
+//!   checkpoint stays before the piece, so a crash loses nothing: the restarted agent reads it again.
+//! - **Descriptors** (`logs.max_open_files`): when more files are tracked than may be held open,
+//!   the least recently read idle ones (at their end) are closed, keeping their reader, decoder and
+//!   checkpoint state. A change to a closed file's path (inotify event or rescan) that makes its
+//!   size differ from what was read reopens it by path, checked by device, inode and head
+//!   fingerprint; if the path leads to another file now, the old one is looked for by inode beside
+//!   it (a rotation renamed it) and read to its end; if it is gone, what it had beyond the last
+//!   read is counted lost (`reason="gone_while_closed"`). Files being drained are never closed.
 //! - **Deleted** file: the open descriptor is read to its end, then closed (no descriptor leak).
 //! - **New files** appearing while running are read from their start.
 //! - **First start** (no checkpoint file at all): files that already exist start at their
@@ -38,7 +53,7 @@ use super::checkpoint::{Checkpoint, CheckpointStore, FileKey, Registry};
 use super::compressed;
 use super::discovery::{self, Wake, Watcher};
 use super::format::{Decoder, Format};
-use super::identity::FileIdentity;
+use super::identity::{FileIdentity, HEAD_LEN};
 use super::labels::{stream_labels, Filters, NodeLabels, PodMetadata, EXCLUDE_ANNOTATION};
 use super::metrics::logs as metrics;
 use super::path::{self, PodLogPath};
@@ -57,6 +72,10 @@ pub(crate) struct Settings {
     pub tuning: Tuning,
     /// `logs.stream: label`: stdout/stderr as a stream label instead of structured metadata.
     pub stream_label: bool,
+    /// `logs.partial_flush_timeout`.
+    pub partial_flush_timeout: Duration,
+    /// Descriptors of log files held at once (`logs.max_open_files`, resolved).
+    pub max_open_files: usize,
 }
 
 /// A batch on its way to the pipeline, with the files whose offsets it carries.
@@ -76,7 +95,9 @@ pub(crate) fn lock(r: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
 struct OpenFile {
     key: FileKey,
     path: PathBuf,
-    file: File,
+    /// `None` while closed to stay under `logs.max_open_files` ("parked"): everything else is
+    /// kept, and the file is reopened by path and identity when it changes.
+    file: Option<File>,
     identity: FileIdentity,
     reader: LineReader,
     decoder: Decoder,
@@ -85,6 +106,9 @@ struct OpenFile {
     at_eof: bool,
     /// Set when the path no longer leads to this file.
     draining_since: Option<Instant>,
+    /// When data was last read from it: the partial-line flush timeout counts from here, and the
+    /// least recently read idle files are the first closed when descriptors run short.
+    last_data: Instant,
 }
 
 impl OpenFile {
@@ -171,8 +195,14 @@ fn read_file(
     f: &mut OpenFile,
     max_blocks: Option<usize>,
     max_line: usize,
+    allowed: &Allowed,
 ) -> bool {
-    let meta = match f.file.metadata() {
+    let Some(file) = f.file.as_ref() else {
+        // Parked: reopened when it changes.
+        f.at_eof = true;
+        return false;
+    };
+    let meta = match file.metadata() {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(path = %f.path.display(), error = %e, "fstat of a log file failed");
@@ -181,8 +211,9 @@ fn read_file(
         }
     };
     if meta.len() < f.reader.read_offset() {
-        restart_truncated(ship, f, &meta, max_line);
+        truncated(ship, scratch, f, &meta, max_line, allowed);
     }
+    let Some(file) = f.file.as_ref() else { return false };
     f.size = meta.len();
     let m = metrics();
     let mut progressed = false;
@@ -192,7 +223,14 @@ fn read_file(
             break;
         }
         blocks += 1;
-        let n = match f.reader.fill(&f.file, scratch) {
+        // No read (and no block zeroed) for a file `fstat` says has nothing new; one that grew
+        // since is read at the next pass.
+        let left = meta.len().saturating_sub(f.reader.read_offset());
+        if left == 0 {
+            f.at_eof = true;
+            break;
+        }
+        let n = match f.reader.fill_at_most(file, scratch, left) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(path = %f.path.display(), error = %e, "reading a log file failed");
@@ -205,6 +243,7 @@ fn read_file(
             break;
         }
         f.at_eof = false;
+        f.last_data = Instant::now();
         progressed = true;
         f.size = f.size.max(f.reader.read_offset());
         m.bytes_read.inc_by(n as u64);
@@ -223,14 +262,145 @@ fn read_file(
     }
     // The unfinished last line moves to the file's own buffer; `scratch` serves the next file.
     f.reader.park(scratch);
+    if progressed && f.identity.head_len < HEAD_LEN {
+        // A young file's fingerprint follows what was read (a copytruncate copy is matched by it).
+        if let Some(file) = f.file.as_ref() {
+            let _ = f.identity.grow(file, f.reader.read_offset());
+        }
+    }
     progressed
 }
 
-fn restart_truncated(ship: &mut Shipper, f: &mut OpenFile, meta: &Metadata, max_line: usize) {
-    tracing::info!(path = %f.path.display(), "log file was truncated; reading it again from the start");
+/// Ships the logical lines `f` holds waiting for their closing piece; `true` if there were any.
+fn flush_partial(ship: &mut Shipper, f: &mut OpenFile) -> bool {
+    let batch = &mut ship.batch;
+    let stream = &f.stream;
+    if !f.decoder.flush_pending(&mut |e| batch.push(stream, &e)) {
+        return false;
+    }
+    ship.note_offset(f.key, f.decoder.safe_offset(f.reader.offset()));
+    true
+}
+
+/// `f` (closed) under another name: a rotation renamed it. Looked for by inode and fingerprint
+/// beside its path and, for a symlinked file (Docker nodes), beside the link's target.
+fn find_moved(allowed: &Allowed, f: &OpenFile) -> Option<File> {
+    use std::os::unix::fs::DirEntryExt;
+    let own = f.path.parent()?.to_path_buf();
+    let mut dirs = vec![own.clone()];
+    if let Some(target_dir) = std::fs::canonicalize(&f.path).ok().and_then(|t| t.parent().map(Path::to_path_buf)) {
+        if target_dir != own {
+            dirs.push(target_dir);
+        }
+    }
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if e.ino() != f.identity.inode {
+                continue;
+            }
+            let Ok(file) = allowed.open(&e.path()) else { continue };
+            let Ok(meta) = file.metadata() else { continue };
+            if f.identity.matches(&file, &meta).unwrap_or(false) {
+                return Some(file);
+            }
+        }
+    }
+    None
+}
+
+/// The file shrank below what was read (copytruncate, or a writer that truncates): reads the
+/// unread tail of the copy if one sits next to it ([`find_copy`]), ships what the old generation
+/// left unfinished, and restarts the file at offset 0 as a new generation. Without a copy, the
+/// bytes written after the last read and before the truncation are gone; those the agent saw
+/// (the last size it knew minus what it read) are counted.
+fn truncated(
+    ship: &mut Shipper,
+    scratch: &mut Scratch,
+    f: &mut OpenFile,
+    meta: &Metadata,
+    max_line: usize,
+    allowed: &Allowed,
+) {
+    let m = metrics();
+    let read = f.reader.read_offset();
+    match find_copy(allowed, f) {
+        Some(copy) => {
+            let original = f.file.replace(copy);
+            // The copy is not shorter than what was read: this reads on from the same reader.
+            read_file(ship, scratch, f, None, max_line, allowed);
+            let recovered = f.reader.read_offset().saturating_sub(read);
+            f.file = original;
+            m.truncations_copy_found.inc();
+            m.copy_bytes_read.inc_by(recovered);
+            tracing::info!(path = %f.path.display(), recovered_bytes = recovered, "log file was truncated; read the rest of its rotated copy, reading it again from the start");
+        }
+        None => {
+            let lost = f.size.saturating_sub(read);
+            m.truncations_no_copy.inc();
+            m.bytes_lost_truncated.inc_by(lost);
+            if !TRUNCATION_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(path = %f.path.display(), lost_bytes_at_least = lost, "log file was truncated and no rotated copy of it (same name with a suffix, same first bytes) was found: lines written after the last read are lost (counted in lgtm_agent_logs_bytes_lost_total{{reason=\"truncated\"}}; warned once)");
+            } else {
+                tracing::info!(path = %f.path.display(), "log file was truncated; reading it again from the start");
+            }
+        }
+    }
+    f.size = meta.len();
+    restart_truncated(ship, scratch, f, meta, max_line);
+}
+
+static TRUNCATION_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A copy of `f` made by copytruncate: a regular file beside it named `<name>.<suffix>` (logrotate's
+/// `.1`, a date; not `.gz`/`.tmp`), another inode, starting with the bytes `f`'s fingerprint covers,
+/// and at least as long as what was read of `f`. The newest such file if several.
+fn find_copy(allowed: &Allowed, f: &OpenFile) -> Option<File> {
+    let id = f.identity;
+    let read = f.reader.read_offset();
+    // The fingerprint must cover all that was read (up to its 256 bytes): a short one (the date
+    // of a first line) would match an older copy too.
+    if id.head_len == 0 || id.head_len < read.min(HEAD_LEN) {
+        return None;
+    }
+    let dir = f.path.parent()?;
+    let prefix = format!("{}.", f.path.file_name()?.to_str()?);
+    let mut best: Option<(SystemTime, File)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(&prefix) || name.ends_with(".gz") || name.ends_with(".tmp") {
+            continue;
+        }
+        let Ok(file) = allowed.open(&e.path()) else { continue };
+        let Ok(meta) = file.metadata() else { continue };
+        if (meta.dev(), meta.ino()) == (id.dev, id.inode)
+            || meta.len() < read
+            || !id.same_head(&file, &meta).unwrap_or(false)
+        {
+            continue;
+        }
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(t, _)| mtime > *t) {
+            best = Some((mtime, file));
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+/// Ships what the old generation of a truncated file left unfinished and starts a new one at 0.
+fn restart_truncated(ship: &mut Shipper, scratch: &mut Scratch, f: &mut OpenFile, meta: &Metadata, max_line: usize) {
+    let batch = &mut ship.batch;
+    let stream = &f.stream;
+    if let Some(line) = f.reader.take_rest(scratch) {
+        f.decoder.push(line, now_nanos, &mut |e| batch.push(stream, &e));
+    }
+    f.decoder.finish(&mut |e| batch.push(stream, &e));
+    ship.note_offset(f.key, f.reader.offset());
+    account(f);
     // Entries already decoded go out under the old generation.
     ship.flush();
-    let identity = FileIdentity::of(&f.file, meta).unwrap_or(f.identity);
+    let identity = f.file.as_ref().and_then(|file| FileIdentity::of(file, meta).ok()).unwrap_or(f.identity);
     let mut reg = lock(&ship.registry);
     reg.release(f.key);
     f.key = reg.track(identity, f.path.clone(), 0, meta.len());
@@ -289,6 +459,11 @@ pub(crate) struct Tailer {
     refused: HashMap<PathBuf, (u64, u64)>,
     /// Paths whose open failed and was warned about.
     open_failed: HashSet<PathBuf>,
+    non_utf8_warned: bool,
+    gone_warned: bool,
+    /// Files whose descriptor is open (active and draining); at most `max_open_files` but for
+    /// draining ones, which are never closed early.
+    held: usize,
 }
 
 impl Tailer {
@@ -321,6 +496,9 @@ impl Tailer {
             allowed,
             refused: HashMap::new(),
             open_failed: HashSet::new(),
+            non_utf8_warned: false,
+            gone_warned: false,
+            held: 0,
             settings,
             node,
             filters,
@@ -351,6 +529,7 @@ impl Tailer {
         let mut last_read = Instant::now();
         let mut released = false;
         while !stop.is_cancelled() && !self.ship.closed {
+            let more_waiting = self.reopen_changed();
             if self.read_all(&stop) {
                 last_read = Instant::now();
                 released = false;
@@ -360,6 +539,7 @@ impl Tailer {
                 }
             }
             self.release_drained();
+            let next_partial = self.flush_stale_partials();
             if self.ship.due() {
                 self.ship.flush();
             }
@@ -381,6 +561,13 @@ impl Tailer {
             }
             if !self.draining.is_empty() {
                 timeout = timeout.min(Duration::from_millis(50).max(tuning.rotate_wait / 4));
+            }
+            if let Some(d) = next_partial {
+                timeout = timeout.min(d);
+            }
+            if more_waiting {
+                // Closed files with new data wait for descriptors the next turn frees.
+                timeout = Duration::ZERO;
             }
             let mut paths = BTreeSet::new();
             let mut rescan = false;
@@ -407,8 +594,41 @@ impl Tailer {
                 last_rescan = Instant::now();
             }
         }
-        // Unfinished batch: not acknowledged, so the checkpoint stays before it.
+        if stop.is_cancelled() && !self.ship.closed {
+            // Shutdown: partial lines waiting for their closing piece go out as they are, with
+            // what is decoded; the async side hands them over for a short while yet.
+            let ship = &mut self.ship;
+            let mut flushed = 0u64;
+            for f in self.draining.iter_mut().chain(self.active.values_mut()) {
+                flushed += u64::from(flush_partial(ship, f));
+            }
+            metrics().partial_flushes_shutdown.inc_by(flushed);
+            self.ship.flush();
+        }
         tracing::debug!("log tailer thread stopping");
+    }
+
+    /// Ships the partial lines whose closing piece has not come `partial_flush_timeout` after
+    /// their file's last data. Returns how long until the next one is due.
+    fn flush_stale_partials(&mut self) -> Option<Duration> {
+        let timeout = self.settings.partial_flush_timeout;
+        let ship = &mut self.ship;
+        let mut next: Option<Duration> = None;
+        for f in self.draining.iter_mut().chain(self.active.values_mut()) {
+            if !f.at_eof || !f.decoder.has_pending() {
+                continue;
+            }
+            let age = f.last_data.elapsed();
+            if age >= timeout {
+                if flush_partial(ship, f) {
+                    metrics().partial_flushes_timeout.inc();
+                }
+            } else {
+                let left = timeout - age;
+                next = Some(next.map_or(left, |n| n.min(left)));
+            }
+        }
+        next
     }
 
     /// Opens what exists, resuming from the checkpoints.
@@ -462,6 +682,10 @@ impl Tailer {
             });
             if let Some(f) = f {
                 self.active.insert(p.clone(), f);
+                if self.held > self.settings.max_open_files {
+                    // Reopened when descriptors free up (see `reopen_changed`).
+                    self.park(p);
+                }
             }
         }
         // Checkpoints of files still in the tree (read or not) are settled; the others may have
@@ -481,6 +705,8 @@ impl Tailer {
         tracing::info!(
             files = self.active.len(),
             rotated = self.draining.len(),
+            open = self.held,
+            max_open_files = self.settings.max_open_files,
             first_start,
             root = %self.settings.root.display(),
             "log tailer started"
@@ -553,10 +779,19 @@ impl Tailer {
         let key = lock(&self.ship.registry).track(identity, path.to_path_buf(), offset, meta.len());
         let max_line = self.settings.max_line;
         tracing::debug!(path = %path.display(), offset, "opened log file");
+        if path.to_str().is_none() {
+            metrics().non_utf8_paths.inc();
+            if !self.non_utf8_warned {
+                self.non_utf8_warned = true;
+                tracing::warn!(path = %path.display(), "a log file's directory names are not UTF-8: shipping it with the labels converted lossily (U+FFFD); counted in lgtm_agent_logs_non_utf8_paths_total, warned once");
+            }
+        }
+        self.held += 1;
         Some(OpenFile {
             key,
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
+            last_data: Instant::now(),
             identity,
             reader: LineReader::new(offset, self.settings.tuning.block_size, reader_cap(max_line)),
             decoder: Decoder::new(max_line),
@@ -613,7 +848,8 @@ impl Tailer {
                 if busy.contains(&f.stream.id) {
                     continue;
                 }
-                progressed |= read_file(&mut self.ship, &mut self.scratch, f, Some(BLOCKS_PER_TURN), max_line);
+                progressed |=
+                    read_file(&mut self.ship, &mut self.scratch, f, Some(BLOCKS_PER_TURN), max_line, &self.allowed);
                 if !f.at_eof {
                     busy.insert(f.stream.id);
                 }
@@ -634,12 +870,11 @@ impl Tailer {
         let mut i = 0;
         while i < self.draining.len() {
             let f = &self.draining[i];
-            let deleted = f.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
+            let deleted = f.file.as_ref().and_then(|f| f.metadata().ok()).is_none_or(|m| m.nlink() == 0);
             // A fresh look at the replacement: its data proves the writer moved on.
-            let replaced = self
-                .active
-                .get(&f.path)
-                .is_some_and(|a| a.size > 0 || a.file.metadata().map(|m| m.len() > 0).unwrap_or(false));
+            let replaced = self.active.get(&f.path).is_some_and(|a| {
+                a.size > 0 || a.file.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() > 0)
+            });
             let waited = f.draining_since.is_some_and(|t| t.elapsed() >= rotate_wait);
             if f.at_eof && (deleted || replaced || waited) {
                 let f = self.draining.swap_remove(i);
@@ -653,7 +888,7 @@ impl Tailer {
     /// Reads `f` to its end one last time, ships what is left and closes the descriptor.
     fn close(&mut self, mut f: OpenFile) {
         let max_line = self.settings.max_line;
-        while read_file(&mut self.ship, &mut self.scratch, &mut f, None, max_line) {}
+        while read_file(&mut self.ship, &mut self.scratch, &mut f, None, max_line, &self.allowed) {}
         let batch = &mut self.ship.batch;
         let stream = &f.stream;
         if let Some(line) = f.reader.take_rest(&self.scratch) {
@@ -666,6 +901,9 @@ impl Tailer {
         // its last batch is acknowledged.
         self.ship.flush();
         lock(&self.ship.registry).release(f.key);
+        if f.file.take().is_some() {
+            self.held -= 1;
+        }
         tracing::debug!(path = %f.path.display(), "closed log file");
     }
 
@@ -694,8 +932,12 @@ impl Tailer {
             },
             Ok(meta) => {
                 let mut changed = false;
-                if let Some(f) = self.active.get(p) {
+                if let Some(f) = self.active.get_mut(p) {
                     if f.same_file(&meta) {
+                        if f.file.is_none() {
+                            // Closed: reopened once this differs from what was read.
+                            f.size = meta.len();
+                        }
                         return false;
                     }
                     if let Some(old) = self.active.remove(p) {
@@ -713,6 +955,9 @@ impl Tailer {
                 }
                 if let Some(f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
                     self.active.insert(p.to_path_buf(), f);
+                    if self.held > self.settings.max_open_files {
+                        self.park(p);
+                    }
                     changed = true;
                 }
                 changed
@@ -721,10 +966,137 @@ impl Tailer {
     }
 
     fn start_draining(&mut self, mut f: OpenFile) {
+        if f.file.is_none() {
+            // Closed to save descriptors when it was rotated or deleted.
+            match find_moved(&self.allowed, &f) {
+                Some(file) => {
+                    f.file = Some(file);
+                    self.held += 1;
+                    metrics().files_reopened.inc();
+                }
+                None => return self.gone_while_closed(f),
+            }
+        }
         tracing::debug!(path = %f.path.display(), "log file rotated or deleted; reading it to its end");
         f.draining_since = Some(Instant::now());
         f.at_eof = false;
         self.draining.push(f);
+    }
+
+    /// A closed file whose path leads elsewhere now and that is not found beside it (deleted, or
+    /// already compressed): ships what it left unfinished and lets it go. Bytes it was known to
+    /// have beyond what was read are lost: counted, warned once.
+    fn gone_while_closed(&mut self, mut f: OpenFile) {
+        let lost = f.size.saturating_sub(f.reader.read_offset());
+        let batch = &mut self.ship.batch;
+        let stream = &f.stream;
+        if let Some(line) = f.reader.take_rest(&self.scratch) {
+            f.decoder.push(line, now_nanos, &mut |e| batch.push(stream, &e));
+        }
+        f.decoder.finish(&mut |e| batch.push(stream, &e));
+        self.ship.note_offset(f.key, f.reader.offset());
+        account(&mut f);
+        self.ship.flush();
+        lock(&self.ship.registry).release(f.key);
+        if lost > 0 {
+            metrics().bytes_lost_gone.inc_by(lost);
+            if !self.gone_warned {
+                self.gone_warned = true;
+                tracing::warn!(path = %f.path.display(), lost_bytes = lost, "a log file closed to stay under logs.max_open_files was deleted before its new data was read (counted in lgtm_agent_logs_bytes_lost_total{{reason=\"gone_while_closed\"}}; warned once)");
+            }
+        }
+        tracing::debug!(path = %f.path.display(), "closed log file is gone");
+    }
+
+    /// Closes the descriptor of the idle active file at `p`, keeping everything else.
+    fn park(&mut self, p: &Path) {
+        let Some(f) = self.active.get_mut(p) else { return };
+        let Some(file) = f.file.take() else { return };
+        if let Ok(m) = file.metadata() {
+            // Data written since the last read makes it wanted again at once.
+            f.size = m.len();
+            let _ = f.identity.grow(&file, m.len());
+        }
+        f.at_eof = true;
+        self.held -= 1;
+        metrics().files_closed_idle.inc();
+    }
+
+    /// Reopens closed files that changed (grew, shrank or were replaced: what was read differs
+    /// from their last known size), oldest data first, closing the least recently read idle files
+    /// while descriptors are at `max_open_files`. Returns whether some still wait for one and the
+    /// next turn should come at once (files were reopened, so some will be idle after reading).
+    fn reopen_changed(&mut self) -> bool {
+        if self.held >= self.active.len() + self.draining.len() {
+            return false;
+        }
+        let mut wanted: Vec<(Instant, PathBuf)> = self
+            .active
+            .iter()
+            .filter(|(_, f)| f.file.is_none() && f.size != f.reader.read_offset())
+            .map(|(p, f)| (f.last_data, p.clone()))
+            .collect();
+        if wanted.is_empty() {
+            return false;
+        }
+        wanted.sort();
+        let cap = self.settings.max_open_files;
+        let mut idle: Vec<(Instant, PathBuf)> = Vec::new();
+        if self.held + wanted.len() > cap {
+            idle = self
+                .active
+                .iter()
+                .filter(|(_, f)| f.file.is_some() && f.at_eof && f.size <= f.reader.read_offset())
+                .map(|(p, f)| (f.last_data, p.clone()))
+                .collect();
+            // Most recently read first: `pop` takes the least recently read.
+            idle.sort_by(|a, b| b.cmp(a));
+        }
+        let mut reopened = false;
+        for (_, p) in wanted {
+            if self.held >= cap {
+                match idle.pop() {
+                    Some((_, victim)) => self.park(&victim),
+                    // Every held file is busy (or being drained): go on once this turn read them
+                    // to their end. Nothing reopened means nothing to gain by not waiting (e.g.
+                    // reading is paused at the in-flight cap): the usual wake-ups apply.
+                    None => return reopened,
+                }
+            }
+            self.reopen(&p);
+            reopened = true;
+        }
+        false
+    }
+
+    /// Reopens the closed file at `p` if the path still leads to it; otherwise sorts out the
+    /// rotation or deletion as an event would.
+    fn reopen(&mut self, p: &Path) {
+        let opened = self.allowed.open(p).ok().and_then(|file| file.metadata().ok().map(|m| (file, m)));
+        let Some(f) = self.active.get_mut(p) else { return };
+        match opened {
+            Some((file, meta)) if f.same_file(&meta) => {
+                let rewritten = !f.identity.matches(&file, &meta).unwrap_or(true);
+                f.file = Some(file);
+                f.at_eof = false;
+                self.held += 1;
+                metrics().files_reopened.inc();
+                if rewritten {
+                    // Same inode, other first bytes: truncated and written again while closed.
+                    let max_line = self.settings.max_line;
+                    truncated(&mut self.ship, &mut self.scratch, f, &meta, max_line, &self.allowed);
+                }
+            }
+            _ => {
+                if !self.check_path(p) {
+                    // Still there and the same, yet not opened (e.g. out of descriptors): tried
+                    // again at its next event or rescan.
+                    if let Some(f) = self.active.get_mut(p) {
+                        f.size = f.reader.read_offset();
+                    }
+                }
+            }
+        }
     }
 
     /// The full walk that recovers from missed events.
@@ -756,7 +1128,9 @@ impl Tailer {
     /// Moves the files' sizes and fingerprints into the registry and updates the gauges.
     fn publish_state(&mut self) {
         for f in self.active.values_mut().chain(self.draining.iter_mut()) {
-            let _ = f.identity.grow(&f.file, f.size);
+            if let Some(file) = &f.file {
+                let _ = f.identity.grow(file, f.size);
+            }
             account(f);
         }
         let mut reg = lock(&self.ship.registry);
@@ -767,7 +1141,8 @@ impl Tailer {
         drop(reg);
         let m = metrics();
         m.lag_bytes.set(lag as i64);
-        m.files_open.set((self.active.len() + self.draining.len()) as i64);
+        m.files_open.set(self.held as i64);
+        m.files_tracked.set((self.active.len() + self.draining.len()) as i64);
     }
 
     fn write_checkpoint(&mut self) {
