@@ -65,10 +65,17 @@ impl Reloader {
     }
 
     /// Whether the file now holds a valid config that differs from `current`; an invalid file is
-    /// logged and counted, and its error returned.
-    pub fn check(&self, current: &Config) -> Result<bool, String> {
+    /// logged and counted, and its error returned. A changed config whose exporters cannot start
+    /// (a TLS file that cannot be read, ...) counts as invalid: applied, it would stop the agent.
+    pub async fn check(&self, current: &Config) -> Result<bool, String> {
         let m = metrics();
-        match self.load() {
+        let loaded = match self.load() {
+            Ok(new) if new != *current => {
+                lgtm_pipeline::exporter::check_setup(&new).await.map(|()| new).map_err(anyhow::Error::msg)
+            }
+            other => other.map_err(anyhow::Error::from),
+        };
+        match loaded {
             Err(e) => {
                 tracing::error!(error = %e, "config reload failed; the running config stays");
                 m.last_successful.set(0);

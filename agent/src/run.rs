@@ -2,8 +2,8 @@
 //! on SIGTERM or SIGINT stop the sources, let the exporters flush within the grace period, persist
 //! queues and checkpoints, and return.
 //!
-//! Start-up fails (exit 1) when a listener cannot be bound, naming its field: a signal is never
-//! silently off. Each source and receiver reports into `lgtm_pipeline::health`; one that ends
+//! Start-up fails (exit 1) when a listener cannot be bound or an exporter cannot be set up (a TLS
+//! file that cannot be read, ...), naming its field: a signal is never silently off. Each source and receiver reports into `lgtm_pipeline::health`; one that ends
 //! while the agent is not stopping fails `/healthz`.
 //!
 //! SIGHUP (and `POST /-/reload` with `admin.enable_reload`) reloads the config file
@@ -41,6 +41,8 @@ pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
     crate::datadir::raise_nofile_limit();
     let _data_dir_lock = crate::datadir::lock(&cfg.data_dir, cfg.data_dir_lock_wait.get()).await?;
 
+    // An exporter that cannot start (a TLS file that cannot be read, ...) is fatal, named.
+    lgtm_pipeline::exporter::check_setup(&cfg).await.map_err(anyhow::Error::msg)?;
     let (pipeline, pipeline_handle) = Pipeline::start(&cfg).context("opening the exporter queues")?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.admin.listen)
@@ -130,7 +132,7 @@ async fn wait_for_stop_or_reload(
                 Some(request.reply)
             }
         };
-        let outcome = reloader.check(current);
+        let outcome = reloader.check(current).await;
         let apply = matches!(outcome, Ok(true));
         let answer = outcome.map(|changed| if changed { "reloading\n" } else { "unchanged\n" }.to_string());
         if let Some(reply) = reply {

@@ -685,8 +685,9 @@ pub struct ReceiverLimits {
     pub keepalive_interval: Duration,
     /// ...and close it when the ping is not answered in this time.
     pub keepalive_timeout: Duration,
-    /// Bytes of request bodies held by all receivers together while being read; a request that
-    /// would go over is answered 429 / RESOURCE_EXHAUSTED (retry later) and counted.
+    /// Bytes of request bodies (HTTP and gRPC) held by all receivers together, from the first byte
+    /// received until answered; a request that would go over is answered 429 / RESOURCE_EXHAUSTED
+    /// with RetryInfo (retry later) and counted.
     pub max_in_flight_bytes: ByteSize,
 }
 

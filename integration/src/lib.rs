@@ -13,6 +13,7 @@ pub mod bench_jaeger;
 pub mod bench_logs;
 pub mod bench_node;
 pub mod bench_outage;
+pub mod bench_request_memory;
 pub mod bench_scrape;
 pub mod bench_traces;
 pub mod fake_apiserver;

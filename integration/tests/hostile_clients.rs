@@ -110,45 +110,69 @@ fn validate_rejects_two_listeners_on_one_port_naming_both_fields() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_is_503_naming_an_exporter_that_cannot_start_and_200_once_it_can() {
-    let tmp = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let ca = tmp.path().join("ca.pem");
-    let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), admin)
-        .set("exporters.loki", json!({ "url": "https://127.0.0.1:1/loki/api/v1/push",
-            "tls": { "ca_file": ca.display().to_string() }, "retry": { "initial_backoff": "100ms", "max_backoff": "500ms" } }))
-        .yaml();
-    let (mut child, log) = spawn_agent(tmp.path(), &yaml);
-    let base = format!("http://127.0.0.1:{admin}");
-    let healthz =
-        eventually(Duration::from_secs(20), "/healthz answers", || get_owned(format!("{base}/healthz"))).await;
-    // Give the exporter time to try and fail a few times.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ready = get(&format!("{base}/readyz")).await.unwrap();
-    report(
-        "an exporter whose CA file is missing",
-        &format!("exporters.loki.tls.ca_file {} (absent)", ca.display()),
-        &format!("/healthz {}, /readyz {} {:?}", healthz.0, ready.0, ready.1),
-    );
-    assert_eq!(healthz.0, 200);
-    assert_eq!(ready.0, 503, "{}", ready.1);
-    assert!(ready.1.contains("exporter/loki: failed"), "{}", ready.1);
-    // The file appears (as a mounted Secret does): the exporter starts and the agent is ready.
-    write_ca(&ca);
-    let ready = eventually(Duration::from_secs(10), "/readyz 200 once the CA file exists", || {
-        let url = format!("{base}/readyz");
-        async move { get(&url).await.filter(|(s, _)| *s == 200) }
-    })
-    .await;
-    assert_eq!(ready.1, "ready\n");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(log).unwrap_or_default());
+/// Waits up to `timeout` for `child` to exit; kills it (and fails) when it does not.
+fn exit_within(child: &mut Child, timeout: Duration, log: &Path) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {timeout:?}; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
-async fn get_owned(url: String) -> Option<(u16, String)> {
-    get(&url).await
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_that_cannot_start_stops_the_agent_with_exit_1_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.pem");
+    let exporters = [
+        ("loki", "https://127.0.0.1:1/loki/api/v1/push"),
+        ("mimir", "https://127.0.0.1:1/api/v1/push"),
+        ("tempo", "https://127.0.0.1:1"),
+    ];
+    let config = |exporter: &str, url: &str, admin: u16| {
+        AgentConfig::new("it-hostile", &tmp.path().join(format!("data-{exporter}")), admin)
+            .set("otlp", receivers_off())
+            .set(
+                &format!("exporters.{exporter}"),
+                json!({ "url": url, "tls": { "ca_file": ca.display().to_string() } }),
+            )
+            .yaml()
+    };
+    for (exporter, url) in exporters {
+        let dir = tmp.path().join(exporter);
+        std::fs::create_dir_all(&dir).unwrap();
+        let started = Instant::now();
+        let (mut child, log) = spawn_agent(&dir, &config(exporter, url, free_port()));
+        let code = exit_within(&mut child, Duration::from_secs(20), &log);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let error = text.lines().find(|l| l.contains("cannot start")).unwrap_or("").to_string();
+        report(
+            "an exporter whose CA file is missing",
+            &format!("exporters.{exporter}.tls.ca_file {} (absent)", ca.display()),
+            &format!("exit {code:?} after {:?}: {error}", started.elapsed()),
+        );
+        assert_eq!(code, Some(1), "{text}");
+        assert!(error.contains(&format!("exporters.{exporter}: cannot start: ")), "{text}");
+        assert!(error.contains("ca_file") && error.contains(&ca.display().to_string()), "{text}");
+    }
+    // With the file there (as a mounted Secret is), the same configs start and stop cleanly.
+    write_ca(&ca);
+    for (exporter, url) in exporters {
+        let dir = tmp.path().join(format!("{exporter}-ok"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let admin = free_port();
+        let mut agent = AgentProcess::start(&dir, &config(exporter, url, admin), admin).await;
+        let ready = get(&format!("http://127.0.0.1:{admin}/readyz")).await.unwrap();
+        assert_eq!(ready, (200, "ready\n".to_string()), "{exporter}");
+        let status = agent.terminate(Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(0), "{exporter}: {}", agent.log());
+    }
 }
 
 /// Writes a self-signed CA certificate to `path` (any valid one does: the exporter only reads it).
@@ -294,6 +318,30 @@ async fn sighup_and_post_reload_keep_the_old_config_on_error_and_apply_a_changed
     );
     assert!(still.is_ok(), "the old OTLP/HTTP receiver still serves");
     assert_eq!(agent.metric_sum("lgtm_agent_config_reloads_total", &["invalid"]).await, 2.0);
+
+    // A valid file whose exporter cannot start (CA file missing): applied, the agent would exit 1;
+    // refused like an invalid one, the old config keeps running.
+    let ca = tmp.path().join("absent-ca.pem");
+    let unstartable = AgentConfig::from_yaml(&config(http_b))
+        .unwrap()
+        .set(
+            "exporters.loki",
+            json!({ "url": "https://127.0.0.1:1/loki/api/v1/push", "tls": { "ca_file": ca.display().to_string() } }),
+        )
+        .yaml();
+    std::fs::write(&agent.config_path, unstartable).unwrap();
+    let refused = client.post(format!("{base}/-/reload")).send().await.unwrap();
+    let (code, body) = (refused.status().as_u16(), refused.text().await.unwrap());
+    report(
+        "POST /-/reload with an exporter that cannot start",
+        "exporters.loki.tls.ca_file absent",
+        &format!("{code} {body:?}"),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("exporters.loki: cannot start: reading tls.ca_file"), "{body}");
+    assert_eq!(agent.metric_sum("lgtm_agent_config_reloads_total", &["invalid"]).await, 3.0);
+    assert_eq!(agent.pid(), pid);
+    assert!(client.post(format!("http://127.0.0.1:{http_a}/v1/traces")).send().await.is_ok(), "old config serves");
 
     // A changed valid file: applied (the receiver moves), same process.
     std::fs::write(&agent.config_path, config(http_b)).unwrap();
@@ -477,177 +525,148 @@ async fn slow_clients_are_timed_out_and_excess_connections_refused_while_a_good_
 // ---------------------------------------------------------------------------------------------
 // Item 1: memory of one request
 
-/// Zipkin JSON of tiny spans, about `bytes` long: the worst case of conversion.
-fn zipkin_json_tiny(bytes: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes + 64);
-    out.push(b'[');
-    let mut i = 0u64;
-    while out.len() < bytes {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(format!(r#"{{"traceId":"{:x}","id":"{:x}"}}"#, i + 1, i + 1).as_bytes());
-        i += 1;
-    }
-    out.push(b']');
-    out
-}
-
-/// Zipkin JSON of spans as an instrumented app sends them (~330 bytes each).
-fn zipkin_json_typical(bytes: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes + 512);
-    out.push(b'[');
-    let mut i = 0u64;
-    while out.len() < bytes {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(
-            format!(
-                r#"{{"traceId":"{:032x}","id":"{:016x}","parentId":"{:016x}","kind":"SERVER","name":"get /api/items","timestamp":1556604172355737,"duration":1431,"localEndpoint":{{"serviceName":"backend","ipv4":"10.0.0.1","port":8080}},"tags":{{"http.method":"GET","http.path":"/api/items","http.status_code":"200"}}}}"#,
-                i + 1,
-                i + 1,
-                i + 2
-            )
-            .as_bytes(),
-        );
-        i += 1;
-    }
-    out.push(b']');
-    out
-}
-
-/// Zipkin protobuf `ListOfSpans` of minimal spans (8-byte trace id and id), about `bytes` long.
-fn zipkin_proto_tiny(bytes: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes + 32);
-    let mut i = 0u64;
-    while out.len() < bytes {
-        let mut span = vec![0x0a, 8];
-        span.extend_from_slice(&(i + 1).to_be_bytes());
-        span.extend_from_slice(&[0x1a, 8]);
-        span.extend_from_slice(&(i + 1).to_be_bytes());
-        out.extend_from_slice(&[0x0a, span.len() as u8]);
-        out.extend_from_slice(&span);
-        i += 1;
-    }
-    out
-}
-
-/// OTLP/JSON traces of minimal spans, about `bytes` long.
-fn otlp_json_tiny(bytes: usize) -> Vec<u8> {
-    let mut out = br#"{"resourceSpans":[{"scopeSpans":[{"spans":["#.to_vec();
-    let mut i = 0u64;
-    while out.len() < bytes {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(format!(r#"{{"traceId":"{:032x}","spanId":"{:016x}"}}"#, i + 1, i + 1).as_bytes());
-        i += 1;
-    }
-    out.extend_from_slice(b"]}]}]}");
-    out
-}
-
-/// OTLP protobuf traces of minimal spans, about `bytes` long.
-fn otlp_proto_tiny(bytes: usize) -> Vec<u8> {
-    let mut spans = Vec::with_capacity(bytes);
-    let mut i = 0u64;
-    while spans.len() < bytes {
-        // Span { trace_id (1): 16 bytes, span_id (2): 8 bytes }
-        let mut span = vec![0x0a, 16];
-        span.extend_from_slice(&[0u8; 8]);
-        span.extend_from_slice(&(i + 1).to_be_bytes());
-        span.extend_from_slice(&[0x12, 8]);
-        span.extend_from_slice(&(i + 1).to_be_bytes());
-        spans.extend_from_slice(&[0x12, span.len() as u8]);
-        spans.extend_from_slice(&span);
-        i += 1;
-    }
-    // ScopeSpans { spans (2) } in ResourceSpans { scope_spans (2) } in the request (1).
-    let wrap = |field: u8, inner: Vec<u8>| {
-        let mut out = vec![field];
-        let mut n = inner.len() as u64;
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-        out.extend_from_slice(&inner);
-        out
-    };
-    wrap(0x0a, wrap(0x12, spans))
-}
-
-/// (receiver, encoding, body, path, content type, whether the 4x bound is asserted)
-type MemoryCase = (&'static str, &'static str, Vec<u8>, &'static str, &'static str, bool);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_takes_at_most_four_times_its_size_in_memory() {
-    const SIZE: usize = 15 * 1024 * 1024;
+    use lgtm_integration::bench_request_memory::{cases, measure, HEADER};
+    // 6 MiB: large against the agent's ~25 MiB at rest, small enough for the debug build to convert
+    // 6 MiB of 25-byte Zipkin spans in well under a minute (`bench request-memory` uses 15 MiB).
+    const SIZE: usize = 6 * 1024 * 1024;
     let tmp = tempfile::tempdir().unwrap();
-    // (receiver, encoding, body, path, content type, bound asserted)
-    let cases: Vec<MemoryCase> = vec![
-        ("zipkin", "json, tiny spans", zipkin_json_tiny(SIZE), "/api/v2/spans", "application/json", true),
-        ("zipkin", "json, typical spans", zipkin_json_typical(SIZE), "/api/v2/spans", "application/json", true),
-        ("zipkin", "protobuf, tiny spans", zipkin_proto_tiny(SIZE), "/api/v2/spans", "application/x-protobuf", true),
-        ("otlp_http", "protobuf, tiny spans", otlp_proto_tiny(SIZE), "/v1/traces", "application/x-protobuf", true),
-        ("otlp_http", "json, tiny spans", otlp_json_tiny(SIZE), "/v1/traces", "application/json", false),
-    ];
+    let started = Instant::now();
+    let cases = cases(SIZE);
+    println!("requests built in {:.1} s", started.elapsed().as_secs_f64());
     let mut table = Vec::new();
     let mut over = Vec::new();
-    for (receiver, encoding, body, path, content_type, bounded) in cases {
-        let dir = tmp.path().join(format!("{receiver}-{}", encoding.replace([' ', ','], "")));
+    for (i, case) in cases.iter().enumerate() {
+        let dir = tmp.path().join(i.to_string());
         std::fs::create_dir_all(&dir).unwrap();
-        let (admin, port) = (free_port(), free_port());
-        let field = if receiver == "zipkin" { "otlp.zipkin" } else { "otlp.http" };
-        let yaml = AgentConfig::new("it-hostile", &dir.join("data"), admin)
-            .set("otlp", receivers_off())
-            .set(field, format!("127.0.0.1:{port}"))
-            // Requests of ~15 MiB are measured: above the 4 MiB default `max_request_size`.
-            .set("otlp.max_request_size", "16MiB")
-            .set("shutdown.grace_period", "1s")
-            .set(
-                "exporters.tempo",
-                json!({ "url": format!("http://127.0.0.1:{}", free_port()),
-                "queue": { "max_memory": "64MiB", "max_disk": "0B" } }),
-            )
-            .yaml();
-        let mut agent = AgentProcess::start(&dir, &yaml, admin).await;
-        let pid = agent.pid();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = Process::Pid(pid).peak_rss_bytes();
-        let len = body.len();
-        let status = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{port}{path}"))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .map(|r| r.status().as_u16());
-        let peak = Process::Pid(pid).peak_rss_bytes();
-        let per_byte = peak.saturating_sub(before) as f64 / len as f64;
-        table.push(format!(
-            "| {receiver} | {encoding} | {:.1} MiB | {status:?} | {:.0} -> {:.0} MiB | {per_byte:.2} |",
-            len as f64 / 1048576.0,
-            before as f64 / 1048576.0,
-            peak as f64 / 1048576.0
-        ));
-        println!("{}", table.last().unwrap());
-        if receiver == "zipkin" && status.as_ref().ok() != Some(&202) {
-            over.push(format!("{receiver} {encoding}: answered {status:?}, 202 expected (taken in parts)"));
+        let started = Instant::now();
+        let row = measure(&agent_binary(), &dir, case).await.unwrap();
+        println!("{} ({:.1} s)", row.markdown(), started.elapsed().as_secs_f64());
+        if !matches!(row.answer.as_str(), "200" | "202" | "OK") {
+            over.push(format!("{} {}: answered {}", row.receiver, row.encoding, row.answer));
         }
-        if bounded && per_byte > 4.0 {
-            over.push(format!("{receiver} {encoding}: {per_byte:.2}"));
+        if case.bounded && row.per_byte() > 4.0 {
+            over.push(format!("{} {}: {:.2}", row.receiver, row.encoding, row.per_byte()));
         }
-        agent.terminate(Duration::from_secs(10)).await;
+        table.push(row.markdown());
     }
-    println!("[hostile_clients] peak RSS growth per request byte\n| receiver | encoding | request | answer | VmHWM | per byte |\n|---|---|---|---|---|---|");
+    println!("[hostile_clients] peak RSS growth per request byte (debug build)\n{HEADER}");
     for row in &table {
         println!("{row}");
     }
-    assert!(over.is_empty(), "over 4 bytes of peak RSS per request byte: {over:?}");
+    assert!(over.is_empty(), "over 4 bytes of peak RSS per request byte, or refused: {over:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 2: gRPC request bytes in the in-flight budget
+
+/// Starts an OTLP/gRPC `Export` whose message announces `announced` bytes, sends `sent` of them
+/// and stalls until the returned sender is dropped. The agent buffers what came (tonic reads a
+/// whole message before decoding it).
+async fn stalled_grpc_export(
+    port: u16,
+    announced: usize,
+    sent: usize,
+) -> (futures::channel::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>, tokio::task::JoinHandle<String>) {
+    use futures::SinkExt;
+    use tonic::codegen::{http, Service};
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to otlp.grpc");
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let body = tonic::body::Body::new(axum::body::Body::from_stream(rx));
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    futures::future::poll_fn(|cx| channel.poll_ready(cx)).await.unwrap();
+    let call = channel.call(request);
+    let answer = tokio::spawn(async move {
+        match call.await {
+            Ok(r) => format!("{:?}", tonic::Status::from_header_map(r.headers()).map(|s| s.code())),
+            Err(e) => format!("error: {e}"),
+        }
+    });
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&(announced as u32).to_be_bytes());
+    tx.send(Ok(bytes::Bytes::from(prefix))).await.unwrap();
+    let chunk = bytes::Bytes::from(vec![0u8; 64 * 1024]);
+    let mut n = 0;
+    while n < sent {
+        tx.send(Ok(chunk.slice(..(sent - n).min(chunk.len())))).await.unwrap();
+        n += chunk.len();
+    }
+    (tx, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_requests_count_in_the_in_flight_budget() {
+    use lgtm_integration::bench_request_memory::otlp_proto_tiny;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    const MIB: usize = 1024 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let (admin, grpc, http) = (free_port(), free_port(), free_port());
+    let yaml = AgentConfig::new("it-hostile", &tmp.path().join("data"), admin)
+        .set("otlp", receivers_off())
+        .set("otlp.grpc", format!("127.0.0.1:{grpc}"))
+        .set("otlp.http", format!("127.0.0.1:{http}"))
+        .set("otlp.max_request_size", "4MiB")
+        .set("otlp.limits.max_in_flight_bytes", "4MiB")
+        .set(
+            "exporters.tempo",
+            json!({ "url": format!("http://127.0.0.1:{}", free_port()),
+            "queue": { "max_memory": "64MiB", "max_disk": "0B" } }),
+        )
+        .yaml();
+    let agent = AgentProcess::start(tmp.path(), &yaml, admin).await;
+    let request = ExportTraceServiceRequest::decode(&otlp_proto_tiny(2 * MIB)[..]).unwrap();
+    let spans = request.resource_spans[0].scope_spans[0].spans.len() as f64;
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.unwrap();
+
+    // One gRPC client holds all but 128 bytes of the 4 MiB budget (a message it never finishes);
+    // a second one's 2 MiB does not fit.
+    let (stalled, first) = stalled_grpc_export(grpc, 4 * MIB - 64, 4 * MIB - 128).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = client.export(request.clone()).await;
+    let code = second.as_ref().err().map(|s| s.code());
+    let message = second.as_ref().err().map(|s| s.message().to_string()).unwrap_or_default();
+    let retry_info = second.as_ref().err().is_some_and(|s| !s.details().is_empty());
+    // The budget is the receivers': an HTTP body does not fit either.
+    let over_http = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{http}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    let busy = agent.metric_sum("lgtm_agent_otlp_rejected_total", &["reason=\"busy\"", "signal=\"traces\""]).await;
+    // The stalled client gives up: its bytes are given back, the same request is taken.
+    drop(stalled);
+    let first = tokio::time::timeout(Duration::from_secs(10), first).await.unwrap().unwrap();
+    let retried = client.export(request.clone()).await;
+    let received =
+        agent.metric_sum("lgtm_agent_otlp_received_total", &["signal=\"traces\"", "transport=\"grpc\""]).await;
+    report(
+        "gRPC request bytes in otlp.limits.max_in_flight_bytes (4 MiB)",
+        "one OTLP/gRPC Export stalled 64 bytes before its end (4 MiB - 128 bytes sent); then a 2 MiB Export (gRPC), the same over HTTP; the first client gives up; the 2 MiB Export again",
+        &format!(
+            "second: {code:?} ({message}), RetryInfo {retry_info}; HTTP {over_http:?}; busy counted {busy}; stalled one ended {first}; retried: {:?}, spans received {received} of {spans}",
+            retried.as_ref().map(|_| "OK").map_err(|s| s.code())
+        ),
+    );
+    assert_eq!(code, Some(tonic::Code::ResourceExhausted), "{second:?}");
+    assert!(message.contains("max_in_flight_bytes"), "{message}");
+    assert!(retry_info, "RetryInfo: clients retry later");
+    assert_eq!(over_http.unwrap(), 429);
+    assert_eq!(busy, 2.0, "the gRPC and the HTTP refusals counted");
+    assert!(retried.is_ok(), "{retried:?}");
+    assert_eq!(received, spans);
 }

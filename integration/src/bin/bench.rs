@@ -8,6 +8,7 @@
 //! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--step 5s] [--receive-buffer 8MiB]
 //! cargo run --release -p lgtm-integration --bin bench -- node [--window 60s] [--runs 3] [--plot node.svg]
 //! cargo run --release -p lgtm-integration --bin bench -- outage [--down 120s] [--log-rate 20MiB] [--series 50000] [--targets 25] [--interval 5s]
+//! cargo run --release -p lgtm-integration --bin bench -- request-memory [--size 15MiB]
 //! ```
 //!
 //! `pipeline`: synthetic series pushed through the pipeline (sink -> queue -> remote-write
@@ -39,6 +40,10 @@
 //! samples lost, the drain time after recovery, and the agent's RSS, queue memory and queue disk
 //! against its configured limits; exits non-zero if anything was lost or a limit exceeded (see
 //! [`lgtm_integration::bench_outage`]).
+//!
+//! `request-memory`: one large request of the smallest spans to each receiver and encoding of the
+//! release `lgtm-agent` (Tempo down); prints the agent's peak RSS growth per request byte (see
+//! [`lgtm_integration::bench_request_memory`]).
 //!
 //! `jaeger`: Jaeger Thrift compact `emitBatch` datagrams sent to the release `lgtm-agent` at
 //! doubling rates; prints spans/s per CPU-second of the agent and the datagram drop rate, up to
@@ -135,6 +140,8 @@ enum Workload {
     Discovery(lgtm_integration::bench_discovery::DiscoveryBench),
     /// Loki and Mimir down for minutes while logs and series flow; everything arrives after.
     Outage(lgtm_integration::bench_outage::OutageBench),
+    /// One large request per receiver and encoding: lgtm-agent's peak RSS per request byte.
+    RequestMemory(lgtm_integration::bench_request_memory::RequestMemoryBench),
     /// Jaeger Thrift compact datagrams (UDP 6831) to lgtm-agent at increasing rates.
     Jaeger {
         #[arg(long, default_value_t = 10)]
@@ -206,6 +213,7 @@ fn main() -> anyhow::Result<()> {
         Workload::Traces(b) => rt.block_on(lgtm_integration::bench_traces::run(b)),
         Workload::Discovery(b) => rt.block_on(lgtm_integration::bench_discovery::run(b)),
         Workload::Outage(b) => rt.block_on(lgtm_integration::bench_outage::run(b)),
+        Workload::RequestMemory(b) => rt.block_on(lgtm_integration::bench_request_memory::run(b)),
         Workload::Jaeger { spans_per_batch, start_rate, max_rate, step, receive_buffer, agent_bin } => {
             rt.block_on(lgtm_integration::bench_jaeger::run(lgtm_integration::bench_jaeger::JaegerBench {
                 spans_per_batch,

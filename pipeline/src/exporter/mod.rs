@@ -20,7 +20,7 @@ mod testing;
 pub mod tls;
 mod trace_split;
 
-use lgtm_config::ExporterConfig;
+use lgtm_config::{Config, ExporterConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,4 +69,34 @@ pub fn spawn(
         }
     };
     tokio::spawn(tracing::Instrument::instrument(fut, span))
+}
+
+/// Sets up each enabled exporter of `config` once, as its task does when it starts (URL, headers,
+/// TLS files and client), and says which one cannot start and why: `exporters.<name>: cannot
+/// start: <error>`. The agent exits 1 on it rather than run a pipeline that sends nothing (a
+/// missing Secret then shows as a restarting pod, not as a quiet one). An exporter enabled
+/// without a URL is not an error here: its task logs it and sends nothing.
+pub async fn check_setup(config: &Config) -> Result<(), String> {
+    let ex = &config.exporters;
+    for (signal, cfg) in [(Signal::Metrics, &ex.mimir), (Signal::Logs, &ex.loki), (Signal::Traces, &ex.tempo)] {
+        if !cfg.enabled || cfg.console {
+            continue;
+        }
+        let name = signal.exporter_name();
+        let tenant = config.tenant_of(cfg);
+        let error = match signal {
+            Signal::Metrics | Signal::Logs => match http::HttpSender::new(name, cfg, tenant, &[]).await {
+                Ok(_) | Err(http::SetupError::NoUrl) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            Signal::Traces => match otlp::check_setup(cfg, tenant).await {
+                Ok(_) | Err(otlp::SetupError::NoEndpoint) => None,
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(e) = error {
+            return Err(format!("exporters.{name}: cannot start: {e}"));
+        }
+    }
+    Ok(())
 }

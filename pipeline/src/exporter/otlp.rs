@@ -301,6 +301,11 @@ async fn connect_until_stopped(cfg: &ExporterConfig, tenant: &str, stop: &Cancel
     set_up_until_stopped(EXPORTER, max_backoff, stop, is_unconfigured, || connect(cfg, tenant)).await
 }
 
+/// [`connect`] once, for the agent's start-up check (`super::check_setup`).
+pub(crate) async fn check_setup(cfg: &ExporterConfig, tenant: &str) -> Result<(), SetupError> {
+    connect(cfg, tenant).await.map(|_| ())
+}
+
 /// The channel connects lazily: an unreachable backend shows up as UNAVAILABLE on the first
 /// export, which is retried like any other.
 async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupError> {

@@ -79,8 +79,23 @@ pub fn set_in_flight_budget(bytes: u64) {
 pub struct Held(#[allow(dead_code)] Option<SemaphorePermit<'static>>);
 
 impl Held {
+    /// Nothing held yet.
+    pub fn none() -> Held {
+        Held(None)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Holds at least `n` bytes in all: takes what is missing.
+    pub fn at_least(&mut self, n: usize) -> Result<(), Refusal> {
+        self.take(n.saturating_sub(self.bytes()))
+    }
+
     /// Takes `n` more bytes of the budget, or says the receivers are full.
-    fn take(&mut self, n: usize) -> Result<(), Refusal> {
+    pub fn take(&mut self, n: usize) -> Result<(), Refusal> {
         if n == 0 {
             return Ok(());
         }
@@ -174,5 +189,70 @@ pub fn encode<T: prost::Message + serde::Serialize>(format: Format, message: &T)
         Format::Protobuf => message.encode_to_vec(),
         // Serializing generated OTLP types to a Vec cannot fail (no maps with non-string keys).
         Format::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
+    }
+}
+
+/// What a gRPC request holds of the in-flight budget, shared by its body (the bytes as they
+/// arrive), its decoder (the message once decompressed) and the handler (until it answers).
+pub type SharedHeld = std::sync::Arc<std::sync::Mutex<Held>>;
+
+/// A gRPC request body whose data frames are held against the receivers' in-flight budget as
+/// they arrive (tonic buffers a whole message before decoding it). A frame that would go over
+/// ends the body with RESOURCE_EXHAUSTED carrying `RetryInfo` (tonic answers a body error that is
+/// a `Status` with that status), after `refused` has counted it.
+pub struct BudgetedBody<B> {
+    inner: std::pin::Pin<Box<B>>,
+    held: SharedHeld,
+    refused: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<B> BudgetedBody<B> {
+    pub fn new(inner: B, held: SharedHeld, refused: impl FnOnce() + Send + 'static) -> BudgetedBody<B> {
+        BudgetedBody { inner: Box::pin(inner), held, refused: Some(Box::new(refused)) }
+    }
+}
+
+impl<B> http_body::Body for BudgetedBody<B>
+where
+    B: http_body::Body,
+    B::Data: bytes::Buf,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, Self::Error>>> {
+        use bytes::Buf;
+        use std::task::Poll;
+        let frame = match self.inner.as_mut().poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let taken = match self.held.lock() {
+                Ok(mut held) => held.take(data.remaining()),
+                Err(_) => Ok(()),
+            };
+            if let Err(refusal) = taken {
+                if let Some(count) = self.refused.take() {
+                    count();
+                }
+                return Poll::Ready(Some(Err(Box::new(super::grpc::status_of(refusal)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

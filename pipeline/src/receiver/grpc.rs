@@ -6,15 +6,17 @@
 //! the framed length and again while decompressing) is refused with RESOURCE_EXHAUSTED (no
 //! RetryInfo: not to be retried) and counted. A full next stage answers
 //! RESOURCE_EXHAUSTED carrying `google.rpc.RetryInfo`, which OTLP clients take as "retry after the
-//! delay"; shutting down answers UNAVAILABLE.
+//! delay"; shutting down answers UNAVAILABLE. Request bytes count in `otlp.limits.max_in_flight_bytes`
+//! with the HTTP receivers' bodies, from the first byte received until the answer; a request that
+//! would go over is answered RESOURCE_EXHAUSTED with RetryInfo and counted (`reason="busy"`).
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
@@ -23,6 +25,7 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::Status;
 use tonic_prost::ProstEncoder;
 
+use super::body::{BudgetedBody, Held, SharedHeld};
 use super::intake::{Intake, Refusal, RETRY_AFTER};
 use super::{metrics, status};
 
@@ -74,13 +77,14 @@ impl GrpcSignal for Metrics {
 impl GrpcSignal for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const SIGNAL: &'static str = "logs";
-    type Request = ExportLogsServiceRequest;
+    /// Kept as bytes: [`Intake::logs_encoded`] checks them and decodes them in parts.
+    type Request = Bytes;
     type Response = ExportLogsServiceResponse;
-    fn decode(src: &mut DecodeBuf<'_>) -> Result<Self::Request, prost::DecodeError> {
-        prost::Message::decode(src)
+    fn decode(src: &mut DecodeBuf<'_>) -> Result<Bytes, prost::DecodeError> {
+        Ok(src.copy_to_bytes(src.remaining()))
     }
     async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
-        intake.logs(req, TRANSPORT).await
+        intake.logs_encoded(req, TRANSPORT).await
     }
 }
 
@@ -127,13 +131,22 @@ where
                 return Ok(Status::unimplemented("only Export is served").into_http());
             }
             let max = intake.max_request_size;
-            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(PhantomData))
+            // Held from the first byte until the answer: see `BudgetedBody`.
+            let held: SharedHeld = Arc::new(Mutex::new(Held::none()));
+            let req = req.map(|body| BudgetedBody::new(body, held.clone(), busy::<S>));
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(PhantomData, held.clone()))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);
             let response = grpc.unary(Export::<S>(intake, PhantomData), req).await;
+            drop(held);
             Ok(too_large_is_resource_exhausted::<S>(response))
         })
     }
+}
+
+/// Counts a request refused because the receivers hold `otlp.limits.max_in_flight_bytes`.
+fn busy<S: GrpcSignal>() {
+    metrics::otlp().rejected.with_label_values(&[S::SIGNAL, "busy"]).inc();
 }
 
 /// tonic refuses a message over `max_decoding_message_size` from its length prefix, before the
@@ -189,7 +202,7 @@ pub(super) fn status_of(refusal: Refusal) -> Status {
 }
 
 /// prost encoding of the answer; [`GrpcSignal::decode`] of the request, answering INVALID_ARGUMENT.
-struct OtlpCodec<S>(PhantomData<fn() -> S>);
+struct OtlpCodec<S>(PhantomData<fn() -> S>, SharedHeld);
 
 impl<S: GrpcSignal> Codec for OtlpCodec<S> {
     type Encode = S::Response;
@@ -202,17 +215,23 @@ impl<S: GrpcSignal> Codec for OtlpCodec<S> {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(PhantomData)
+        OtlpDecoder(PhantomData, self.1.clone())
     }
 }
 
-struct OtlpDecoder<S>(PhantomData<fn() -> S>);
+struct OtlpDecoder<S>(PhantomData<fn() -> S>, SharedHeld);
 
 impl<S: GrpcSignal> Decoder for OtlpDecoder<S> {
     type Item = S::Request;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<S::Request>, Status> {
+        // A decompressed message can be larger than the bytes that came: hold the difference.
+        let held = self.1.lock().map(|mut held| held.at_least(src.remaining())).unwrap_or(Ok(()));
+        if let Err(refusal) = held {
+            busy::<S>();
+            return Err(status_of(refusal));
+        }
         match S::decode(src) {
             Ok(req) => Ok(Some(req)),
             Err(e) => {

@@ -13,9 +13,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::body::{decode, encode, read_plain, Format};
 use super::intake::{Intake, Refusal, RETRY_AFTER};
@@ -34,23 +33,37 @@ pub fn router(intake: Arc<Intake>) -> Router {
 }
 
 /// Protobuf bodies go to [`Intake::traces_encoded`] (checked, and kept encoded when the consumer
-/// takes them so); JSON is decoded.
+/// takes them so); JSON is first read span by span into the same protobuf form
+/// ([`super::otlp_json`]), so that a request never holds all its spans decoded.
 async fn traces(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if Format::of(content_type) == Some(Format::Protobuf) {
-        return match read_plain(&headers, body, intake.max_request_size).await {
-            Ok((plain, _held)) => answer("traces", Format::Protobuf, intake.traces_encoded(plain, TRANSPORT)),
-            Err(refusal) => {
-                metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
-                refusal_response(Format::Protobuf, &refusal)
-            }
-        };
-    }
-    let (format, req) = match read::<ExportTraceServiceRequest>("traces", &intake, &headers, body).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
+    let Some(format) = Format::of(content_type) else {
+        return unsupported("traces", content_type);
     };
-    answer("traces", format, intake.traces(req, TRANSPORT))
+    let (plain, _held) = match read_plain(&headers, body, intake.max_request_size).await {
+        Ok(read) => read,
+        Err(refusal) => {
+            metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
+            return refusal_response(format, &refusal);
+        }
+    };
+    let encoded = match format {
+        Format::Protobuf => plain,
+        Format::Json => {
+            let transcoded = super::otlp_json::traces_to_protobuf(&plain);
+            // The JSON is not needed any more: give its memory back before the spans move on.
+            drop(plain);
+            match transcoded {
+                Ok(encoded) => Bytes::from(encoded),
+                Err(e) => {
+                    let refusal = Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") };
+                    metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
+                    return refusal_response(format, &refusal);
+                }
+            }
+        }
+    };
+    answer("traces", format, intake.traces_encoded(encoded, TRANSPORT))
 }
 
 async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
@@ -61,12 +74,36 @@ async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bo
     answer("metrics", format, intake.metrics(req, TRANSPORT))
 }
 
+/// As traces: JSON is read record by record into protobuf first; then the records are decoded
+/// and handed on in parts ([`Intake::logs_encoded`]).
 async fn logs(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
-    let (format, req) = match read::<ExportLogsServiceRequest>("logs", &intake, &headers, body).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let Some(format) = Format::of(content_type) else {
+        return unsupported("logs", content_type);
     };
-    answer("logs", format, intake.logs(req, TRANSPORT).await)
+    let (plain, _held) = match read_plain(&headers, body, intake.max_request_size).await {
+        Ok(read) => read,
+        Err(refusal) => {
+            metrics::otlp().rejected.with_label_values(&["logs", refusal.reason()]).inc();
+            return refusal_response(format, &refusal);
+        }
+    };
+    let encoded = match format {
+        Format::Protobuf => plain,
+        Format::Json => {
+            let transcoded = super::otlp_json::logs_to_protobuf(&plain);
+            drop(plain);
+            match transcoded {
+                Ok(encoded) => Bytes::from(encoded),
+                Err(e) => {
+                    let refusal = Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") };
+                    metrics::otlp().rejected.with_label_values(&["logs", refusal.reason()]).inc();
+                    return refusal_response(format, &refusal);
+                }
+            }
+        }
+    };
+    answer("logs", format, intake.logs_encoded(encoded, TRANSPORT).await)
 }
 
 /// Reads, decompresses and decodes the body, or answers the refusal (counted).
@@ -81,10 +118,7 @@ where
 {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let Some(format) = Format::of(content_type) else {
-        metrics::otlp().rejected.with_label_values(&[signal, "unsupported_media_type"]).inc();
-        let message =
-            format!("Content-Type {content_type:?} is not supported (application/x-protobuf or application/json)");
-        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Format::Protobuf, &message));
+        return Err(unsupported(signal, content_type));
     };
     let result = match read_plain(headers, body, intake.max_request_size).await {
         // The body's bytes are released once decoded; the decoded request is bounded by the
@@ -99,6 +133,14 @@ where
             Err(refusal_response(format, &refusal))
         }
     }
+}
+
+/// 415 for a `Content-Type` that is neither protobuf nor JSON, counted.
+fn unsupported(signal: &'static str, content_type: Option<&str>) -> Response {
+    metrics::otlp().rejected.with_label_values(&[signal, "unsupported_media_type"]).inc();
+    let message =
+        format!("Content-Type {content_type:?} is not supported (application/x-protobuf or application/json)");
+    error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Format::Protobuf, &message)
 }
 
 fn answer<R: prost::Message + serde::Serialize>(

@@ -3,7 +3,7 @@
 //! are accepted; a full next stage answers RESOURCE_EXHAUSTED, shutting down UNAVAILABLE, both with
 //! `RetryInfo` as the OTLP receiver does.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
@@ -14,6 +14,7 @@ use tonic_prost::ProstEncoder;
 
 use super::proto::{self, PostSpansRequest, PostSpansResponse};
 use super::{deliver, metrics, translate};
+use crate::receiver::body::{BudgetedBody, Held, SharedHeld};
 use crate::receiver::grpc::status_of;
 use crate::receiver::TraceConsumer;
 
@@ -55,10 +56,15 @@ where
             if req.uri().path() != "/jaeger.api_v2.CollectorService/PostSpans" {
                 return Ok(Status::unimplemented("only PostSpans is served").into_http());
             }
-            let mut grpc = tonic::server::Grpc::new(JaegerCodec)
+            // Counted in `otlp.limits.max_in_flight_bytes` until answered, as OTLP/gRPC.
+            let held: SharedHeld = Arc::new(Mutex::new(Held::none()));
+            let req = req.map(|body| BudgetedBody::new(body, held.clone(), busy));
+            let mut grpc = tonic::server::Grpc::new(JaegerCodec(held.clone()))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(this.max_request_size);
-            Ok(grpc.unary(PostSpans(this.traces), req).await)
+            let response = grpc.unary(PostSpans(this.traces), req).await;
+            drop(held);
+            Ok(response)
         })
     }
 }
@@ -83,7 +89,12 @@ impl UnaryService<PostSpansRequest> for PostSpans {
     }
 }
 
-struct JaegerCodec;
+/// Counts a request refused because the receivers hold `otlp.limits.max_in_flight_bytes`.
+fn busy() {
+    metrics().rejected.with_label_values(&[TRANSPORT, "busy"]).inc();
+}
+
+struct JaegerCodec(SharedHeld);
 
 impl Codec for JaegerCodec {
     type Encode = PostSpansResponse;
@@ -96,17 +107,23 @@ impl Codec for JaegerCodec {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        JaegerDecoder
+        JaegerDecoder(self.0.clone())
     }
 }
 
-struct JaegerDecoder;
+struct JaegerDecoder(SharedHeld);
 
 impl Decoder for JaegerDecoder {
     type Item = PostSpansRequest;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<PostSpansRequest>, Status> {
+        // A decompressed message can be larger than the bytes that came: hold the difference.
+        let held = self.0.lock().map(|mut held| held.at_least(bytes::Buf::remaining(src))).unwrap_or(Ok(()));
+        if let Err(refusal) = held {
+            busy();
+            return Err(status_of(refusal));
+        }
         match <PostSpansRequest as prost::Message>::decode(src) {
             Ok(req) => Ok(Some(req)),
             Err(e) => {

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
+use super::model::Batch;
 use super::{deliver, metrics, thrift, translate};
 use crate::receiver::body::{media_type, read_plain};
 use crate::receiver::http::refused_plain;
@@ -41,19 +42,47 @@ async fn post_traces(State(s): State<Shared>, headers: HeaderMap, body: Body) ->
         let message = format!("Content-Type {content_type:?} is not supported (application/x-thrift)");
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
     }
-    let result = read_plain(&headers, body, s.limit).await.and_then(|(plain, _held)| {
-        thrift::decode_binary_batch(&plain)
-            .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid Thrift Batch: {e}") })
-    });
-    let batch = match result {
-        Ok(b) => b,
-        Err(refusal) => {
-            metrics().rejected.with_label_values(&[TRANSPORT, refusal.reason()]).inc();
-            return refused_plain(&refusal);
-        }
-    };
-    match deliver(s.traces.as_ref(), TRANSPORT, translate::to_otlp(batch)) {
+    match read_in_parts(&s, &headers, body).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(refusal) => refused_plain(&refusal),
     }
+}
+
+/// Spans are converted and handed on in parts of at most [`part_bytes`] of the body, so that a
+/// request never holds all its spans decoded and converted at once (Thrift's tiny spans, ~80
+/// bytes, take about 6 times their size as Jaeger then OTLP structs). The body is checked whole
+/// first (decoded span by span, nothing kept), so a body broken midway is refused before any part
+/// is handed on. A part refused by the next stage (full) answers 429: the parts taken before it
+/// arrive twice when the client retries (at least once), as on the Zipkin receiver.
+///
+/// Refusals are counted where they happen (a part refused by the next stage in [`deliver`]).
+async fn read_in_parts(s: &Shared, headers: &HeaderMap, body: Body) -> Result<(), Refusal> {
+    let counted = |refusal: Refusal| {
+        metrics().rejected.with_label_values(&[TRANSPORT, refusal.reason()]).inc();
+        refusal
+    };
+    let (plain, _held) = read_plain(headers, body, s.limit).await.map_err(counted)?;
+    let malformed = |e: super::protocol::DecodeError| {
+        counted(Refusal::Invalid { reason: "malformed", message: format!("invalid Thrift Batch: {e}") })
+    };
+    thrift::binary_batch_in_parts(&plain, 0, |_, _| true).map_err(malformed)?;
+    let mut refused = None;
+    thrift::binary_batch_in_parts(&plain, part_bytes(plain.len()), |process, spans| {
+        let batch = Batch { process: process.clone(), spans };
+        match deliver(s.traces.as_ref(), TRANSPORT, translate::to_otlp(batch)) {
+            Ok(()) => true,
+            Err(refusal) => {
+                refused = Some(refusal);
+                false
+            }
+        }
+    })
+    .map_err(malformed)?;
+    refused.map_or(Ok(()), Err)
+}
+
+/// A sixteenth of the request, 256 KiB at least: a part's decoded and converted spans take a few
+/// times that while the request's own bytes are held.
+fn part_bytes(request_bytes: usize) -> usize {
+    (request_bytes / 16).max(256 * 1024)
 }

@@ -192,3 +192,49 @@ fn a_root_span_has_no_parent_and_no_status() {
     assert!(span.status.is_none());
     assert_eq!(span.kind, 0);
 }
+
+#[test]
+fn a_body_read_in_parts_gives_every_span_once_in_order_and_refuses_what_the_whole_read_does() {
+    let one = sample();
+    let mut batch = Batch { process: one.process.clone(), spans: Vec::new() };
+    for i in 0..50u8 {
+        let mut span = one.spans[0].clone();
+        span.span_id = [i; 8];
+        batch.spans.push(span);
+    }
+    let body = encode::binary_batch(&batch);
+    for part_bytes in [0, 100, 1000, usize::MAX] {
+        let mut parts = Vec::new();
+        thrift::binary_batch_in_parts(&body, part_bytes, |process, spans| {
+            assert_eq!(*process, batch.process);
+            parts.push(spans);
+            true
+        })
+        .unwrap();
+        let expected_parts = match part_bytes {
+            0 => 50,
+            usize::MAX => 1,
+            _ => parts.len(),
+        };
+        assert_eq!(parts.len(), expected_parts, "{part_bytes}");
+        assert!(part_bytes == usize::MAX || parts.len() > 1, "{part_bytes}: {}", parts.len());
+        assert_eq!(parts.concat(), batch.spans, "{part_bytes}");
+    }
+    // Stopping after the first part reads no further.
+    let mut calls = 0;
+    thrift::binary_batch_in_parts(&body, 0, |_, _| {
+        calls += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(calls, 1);
+    // Every truncation (of a 3-span body) is refused as by the whole read.
+    let body = encode::binary_batch(&Batch { process: batch.process.clone(), spans: batch.spans[..3].to_vec() });
+    for cut in 0..body.len() {
+        assert_eq!(
+            thrift::binary_batch_in_parts(&body[..cut], 0, |_, _| true).is_err(),
+            thrift::decode_binary_batch(&body[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+}

@@ -29,6 +29,56 @@ pub fn decode_binary_batch(body: &[u8]) -> Result<Batch, DecodeError> {
     batch(&mut Binary::new(body))
 }
 
+/// A collector-protocol body read one span at a time: `hand_on` gets the batch's process and the
+/// spans read since the last call each time they took at least `part_bytes` of the body, and the
+/// rest at the end; it returns false to stop reading (the next stage refused a part). Spans read
+/// before the process (Thrift writes fields in id order, so only from unusual clients) wait for
+/// it. Accepts and refuses what [`decode_binary_batch`] does, but a body broken after its first
+/// part has had parts handed on: check it first with `part_bytes` 0 and a `hand_on` that drops.
+pub fn binary_batch_in_parts(
+    body: &[u8],
+    part_bytes: usize,
+    mut hand_on: impl FnMut(&Process, Vec<Span>) -> bool,
+) -> Result<(), DecodeError> {
+    let mut p = Binary::new(body);
+    let mut process = None;
+    let mut waiting = Vec::new();
+    let mut handed = false;
+    p.struct_begin();
+    while let Some((t, id)) = p.field()? {
+        match (id, t) {
+            (1, TType::Struct) => process = Some(self::process(&mut p)?),
+            (2, TType::List) => {
+                let at = p.position();
+                let (t, n) = p.list()?;
+                if t != TType::Struct {
+                    return Err(DecodeError::Invalid { what: "list element type", at });
+                }
+                let mut since = p.position();
+                for _ in 0..n {
+                    waiting.push(span(&mut p)?);
+                    if p.position() - since >= part_bytes {
+                        if let Some(process) = &process {
+                            handed = true;
+                            if !hand_on(process, std::mem::take(&mut waiting)) {
+                                return Ok(());
+                            }
+                            since = p.position();
+                        }
+                    }
+                }
+            }
+            _ => p.skip(t, 0)?,
+        }
+    }
+    p.struct_end();
+    let process = process.ok_or(DecodeError::Missing("Batch.process"))?;
+    if !waiting.is_empty() || !handed {
+        hand_on(&process, waiting);
+    }
+    Ok(())
+}
+
 fn emit_batch_args<P: Protocol>(p: &mut P, name: &str, kind: u8) -> Result<Batch, DecodeError> {
     if name != "emitBatch" || (kind != ONEWAY && kind != CALL) {
         // `emitZipkinBatch` (Zipkin Thrift spans over the agent port) is not served.
