@@ -155,7 +155,9 @@ async fn reflect(
     };
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let events = retry_watch(watcher::watcher(api, config).boxed(), |e| matches!(e, Event::InitDone));
+    let events = retry_watch(watcher::watcher(api, config).boxed(), |e| {
+        matches!(e, Event::InitDone | Event::Apply(_) | Event::Delete(_))
+    });
     futures::pin_mut!(events);
     let mut failing = false;
     loop {

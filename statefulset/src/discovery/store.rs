@@ -82,7 +82,7 @@ where
     let task = tokio::spawn(
         async move {
             let stream = kube::runtime::watcher(api, watcher::Config::default()).boxed();
-            let stream = retry_watch(stream, |e| matches!(e, Event::InitDone));
+            let stream = retry_watch(stream, |e| matches!(e, Event::InitDone | Event::Apply(_) | Event::Delete(_)));
             let mut stream = std::pin::pin!(stream);
             let mut relist: Objects<T> = HashMap::new();
             loop {

@@ -62,7 +62,9 @@ where
 {
     tokio::spawn(
         async move {
-            let stream = retry_watch(watcher(api, config).boxed(), |e| matches!(e, Event::InitDone));
+            let stream = retry_watch(watcher(api, config).boxed(), |e| {
+                matches!(e, Event::InitDone | Event::Apply(_) | Event::Delete(_))
+            });
             let stream = stream.modify(modify).reflect(writer);
             let mut stream = std::pin::pin!(stream);
             loop {
