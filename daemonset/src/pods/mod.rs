@@ -3,7 +3,7 @@
 //! tailer through [`PodMetadata`].
 //!
 //! Data comes in from the Kubernetes API (LIST, then WATCH from its resourceVersion; a relist when
-//! the watch is too old, with the shared backoff of [`lgtm_pipeline::watch_backoff`] on errors) and goes out as
+//! the watch is too old, with the shared backoff of [`lgtm_k8s::backoff`] on errors) and goes out as
 //! [`PodInfo`]s: `app` and the configured pod labels/annotations ([`info`]).
 //!
 //! The client comes from `kube::Config::infer`: `KUBECONFIG` (or `~/.kube/config`) when set,
@@ -32,8 +32,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use lgtm_config::LogsConfig;
+use lgtm_k8s::backoff::retry_watch;
 use lgtm_pipeline::metrics::{counter_vec, int_gauge_vec};
-use lgtm_pipeline::watch_backoff::retry_watch;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -163,6 +163,9 @@ where
 mod tests {
     use super::*;
 
+    /// The recovery signal is process-wide: the tests that recover or time waits take turns.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[test]
     fn grows_to_the_cap_and_resets() {
         let mut b = WatchBackoff::default();
@@ -178,6 +181,7 @@ mod tests {
     /// watch works again, so the next failure starts from the first delay.
     #[tokio::test]
     async fn a_change_after_failures_resets_the_backoff() {
+        let _turn = SERIAL.lock().await;
         // 0: Init, 1: InitDone, 2: a change (Apply or Delete). Delays of 20 ms doubling.
         let items = vec![Err("down"), Err("down"), Err("down"), Err("down"), Ok(2u8), Err("down"), Ok(1)];
         let fast = WatchBackoff::new(policy().with_min_delay(Duration::from_millis(20)));
@@ -194,6 +198,7 @@ mod tests {
     /// One test (real time, 4-9 s): the recovery signal is process-wide.
     #[tokio::test]
     async fn only_list_done_resets_and_a_recovery_elsewhere_cuts_the_wait() {
+        let _turn = SERIAL.lock().await;
         // A watcher whose list keeps failing yields Ok(Init) (here 0) before each attempt.
         let items = futures::stream::iter(vec![Err("403"), Ok(0u8), Err("403"), Ok(0), Err("403"), Ok(0)]);
         let started = Instant::now();
