@@ -6,9 +6,8 @@
 //! the watch is too old, with the shared backoff of [`lgtm_k8s::backoff`] on errors) and goes out as
 //! [`PodInfo`]s: `app` and the configured pod labels/annotations ([`info`]).
 //!
-//! The client comes from `kube::Config::infer`: `KUBECONFIG` (or `~/.kube/config`) when set,
-//! else the in-cluster service account. The `kube` crate reads `KUBECONFIG` itself; that is the
-//! one environment variable outside `config/` the agent reads.
+//! The client comes from [`lgtm_k8s::client::connect`] (kubeconfig, else the in-cluster service
+//! account), as in cluster mode.
 //!
 //! When there is no API: with no client (no kubeconfig, not in a cluster), no node name, or while
 //! LIST fails, the store stays empty and every file gets the labels of its path; the watcher keeps
@@ -72,7 +71,7 @@ impl std::fmt::Debug for PodReflector {
 }
 
 impl PodReflector {
-    /// Starts watching the pods of `node_name` with a client from `kube::Config::infer`. Must be
+    /// Starts watching the pods of `node_name` with a client from [`lgtm_k8s::client::connect`]. Must be
     /// called within a tokio runtime.
     pub fn start(cfg: &LogsConfig, node_name: &str, shutdown: CancellationToken) -> PodReflector {
         PodReflector::spawn(cfg, node_name, None, shutdown)
@@ -144,7 +143,7 @@ async fn reflect(
     }
     let client = match client {
         Some(c) => c,
-        None => match build_client().await {
+        None => match lgtm_k8s::client::connect().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "no Kubernetes API client; log labels come from the paths alone");
@@ -202,11 +201,6 @@ async fn reflect(
             }
         }
     }
-}
-
-async fn build_client() -> Result<Client, String> {
-    let config = kube::Config::infer().await.map_err(|e| e.to_string())?;
-    Client::try_from(config).map_err(|e| e.to_string())
 }
 
 fn reduce(selection: &Selection, event: Event<Pod>) -> Change {

@@ -93,18 +93,6 @@ impl DiscoveryOptions {
     }
 }
 
-/// Errors of discovery itself (not of a monitor).
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
-    #[error("connecting to the Kubernetes API (in-cluster or KUBECONFIG): {0}")]
-    Connect(#[from] kube::Error),
-}
-
-/// A client for the cluster the agent runs in (in-cluster service account, else `KUBECONFIG`).
-pub async fn connect() -> Result<Client, DiscoveryError> {
-    Ok(Client::try_default().await?)
-}
-
 struct Stores {
     service_monitors: Option<MonitorStore>,
     pod_monitors: Option<MonitorStore>,
