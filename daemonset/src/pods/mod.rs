@@ -20,8 +20,8 @@
 //! that already exist; and a new pod is in the API (the watch delivers it when it is scheduled to
 //! this node) well before the kubelet has pulled images and created its containers' log files.
 
-pub mod index;
-pub mod info;
+pub(crate) mod index;
+pub(crate) mod info;
 
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
