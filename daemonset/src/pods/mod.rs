@@ -27,11 +27,11 @@ use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use lgtm_config::LogsConfig;
 use lgtm_k8s::backoff::retry_watch;
+use lgtm_k8s::objects::{PodInfo as CompactPod, Watched};
 use lgtm_pipeline::metrics::{counter_vec, int_gauge_vec};
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
@@ -152,7 +152,8 @@ async fn reflect(
             }
         },
     };
-    let api: Api<Pod> = Api::all(client);
+    // Deserialized straight into the compact Pod of `lgtm_k8s::objects`, as discovery's.
+    let api: Api<Watched<CompactPod>> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let events = retry_watch(watcher::watcher(api, config).boxed(), |e| {
         matches!(e, Event::InitDone | Event::Apply(_) | Event::Delete(_))
@@ -203,12 +204,15 @@ async fn reflect(
     }
 }
 
-fn reduce(selection: &Selection, event: Event<Pod>) -> Change {
-    let entry = |pod: Pod| PodEntry {
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        info: Arc::new(selection.info(&pod)),
+fn reduce(selection: &Selection, event: Event<Watched<CompactPod>>) -> Change {
+    let entry = |pod: Watched<CompactPod>| {
+        let pod = pod.into_info();
+        PodEntry {
+            uid: pod.uid.to_string(),
+            namespace: pod.meta.namespace().to_string(),
+            name: pod.meta.name().to_string(),
+            info: Arc::new(selection.info(&pod.meta)),
+        }
     };
     match event {
         Event::Init => Change::Init,
