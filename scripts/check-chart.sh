@@ -314,7 +314,7 @@ missing=()
 stale=()
 mapfile -t rule_series < <(grep -o -E 'lgtm_agent_[a-z_]+' "$chart/rules/lgtm-agent.rules.yaml" | sort -u)
 for m in "${rule_series[@]}"; do
-  if grep -rqs --include='*.rs' "\"$m\"" agent config pipeline scrape daemonset statefulset; then
+  if grep -rqs --include='*.rs' "\"$m\"" agent config pipeline scrape k8s daemonset statefulset; then
     [[ " ${pending[*]} " == *" $m "* ]] && stale+=("$m")
   elif [[ " ${pending[*]} " != *" $m "* ]]; then
     missing+=("$m")

@@ -261,7 +261,7 @@ fn start_cluster_sources(
         (cfg.clone(), pipeline.clone(), scrape.clone(), discovery.clone(), stop.clone());
     let health = health::component("source/kubernetes");
     let fut = async move {
-        let client = match lgtm_statefulset::discovery::connect().await {
+        let client = match lgtm_k8s::client::connect().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "no Kubernetes API: monitor discovery and events are off");

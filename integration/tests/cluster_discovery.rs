@@ -301,3 +301,82 @@ async fn monitor_basic_auth_comes_from_a_secret_and_follows_its_rotation() {
     let status = agent.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }
+
+/// Two ServiceMonitors selecting one Service: each monitor is its own job, as with the
+/// Prometheus Operator (one scrape config per monitor endpoint), so the endpoint is scraped
+/// once per monitor; `/targets` lists it under each, and the discovery counts say the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_monitors_of_one_service_scrape_it_once_each() {
+    let _turn = KUBECONFIG_ENV.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApiServer::start().await.unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let targets = [FakeTarget::start("a 1\n").await, FakeTarget::start("a 2\n").await];
+    server
+        .apply(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}}, "spec": {}}))
+        .unwrap();
+    for (i, t) in targets.iter().enumerate() {
+        let port = t.addr.port();
+        server
+            .apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("web-{i}"), "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "ports": [{"name": "metrics", "port": port}],
+                "endpoints": [{"addresses": ["127.0.0.1"]}]}))
+            .unwrap();
+    }
+    for name in ["web", "web-again"] {
+        server
+            .apply(json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"selector": {"matchLabels": {"app": "web"}}, "endpoints": [{"port": "metrics", "interval": "1s"}]}}))
+            .unwrap();
+    }
+
+    std::env::set_var("KUBECONFIG", &kubeconfig);
+    let admin = free_port();
+    let config = format!(
+        "mode: cluster\ncluster: c1\ndata_dir: {data}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+         exporters:\n  mimir: {{ enabled: false }}\n  tempo: {{ enabled: false }}\n  loki: {{ enabled: false }}\n\
+         otlp: {{ enabled: false }}\ntail_sampling: {{ enabled: false }}\ncluster_state: {{ enabled: false }}\n\
+         events: {{ enabled: false }}\n",
+        data = dir.path().join("data").display(),
+    );
+    let mut agent = AgentProcess::start(dir.path(), &config, admin).await;
+    let url = format!("http://127.0.0.1:{admin}/targets");
+    let body: Value = eventually(Duration::from_secs(20), "four targets up", || {
+        let url = url.clone();
+        async move {
+            let body: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let up = body["targets"].as_array()?.iter().filter(|t| t["health"] == "up").count();
+            (up == 4).then_some(body)
+        }
+    })
+    .await;
+    let listed = body["targets"].as_array().expect("targets");
+    assert_eq!(listed.len(), 4, "{body}");
+    let mut seen: Vec<(String, String)> = listed
+        .iter()
+        .map(|t| (t["source"].as_str().unwrap().to_string(), t["scrape_url"].as_str().unwrap().to_string()))
+        .collect();
+    seen.sort();
+    let mut want = Vec::new();
+    for source in ["serviceMonitor/shop/web-again/0", "serviceMonitor/shop/web/0"] {
+        for t in &targets {
+            want.push((source.to_string(), format!("http://{}/metrics", t.addr)));
+        }
+    }
+    want.sort();
+    assert_eq!(seen, want, "each endpoint under each monitor");
+    // The same labels under both (the operator's job is the Service's name).
+    assert!(listed.iter().all(|t| t["labels"]["job"] == "web"), "{body}");
+    let discovery = &body["discovery"];
+    assert_eq!(discovery["targets_total"], 4, "{discovery}");
+    assert_eq!(discovery["targets_here"], 4, "{discovery}");
+    for m in discovery["monitors"].as_array().expect("monitors") {
+        assert_eq!(m["targets_here"], 2, "{m}");
+    }
+    let status = agent.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+}

@@ -21,7 +21,6 @@ pub mod receiver;
 pub mod route;
 mod sink;
 pub mod trace_wire;
-pub mod watch_backoff;
 
 pub use ack::{Ack, Delivery};
 pub use sink::{

@@ -62,7 +62,7 @@ struct State {
     stopping: Vec<JoinHandle<()>>,
 }
 
-/// One target a group asks for: its identity, the target, the fingerprint of its options.
+/// One target a group asks for: its key ([`Target::key`]), the target, the fingerprint of its options.
 struct Wanted {
     id: u64,
     target: Arc<Target>,
@@ -105,7 +105,7 @@ impl RelabeledGroup {
             let (labels, options, source) = (&group.labels, &group.options, &source);
             match populate_with(discovered, labels, options, &relabeler, metric_relabel, pack, source) {
                 Ok(Some(target)) => {
-                    out.targets.push(Wanted { id: target.identity(), target: Arc::new(target), options_fingerprint })
+                    out.targets.push(Wanted { id: target.key(), target: Arc::new(target), options_fingerprint })
                 }
                 Ok(None) => {}
                 Err(e) => out.errors.push(e),
@@ -262,7 +262,7 @@ impl<S: SeriesSink> TargetManager<S> {
     }
 
     /// Starts, restarts and stops loops to match the union of `providers`' targets (the first
-    /// group to name an identity wins); returns every group's errors.
+    /// group to name a key wins); returns every group's errors.
     fn apply(&self, providers: &Providers) -> Vec<TargetError> {
         let groups = || providers.values().flatten().map(|(_, g)| g);
         let errors: Vec<TargetError> = groups().flat_map(|g| g.errors.iter().cloned()).collect();
@@ -598,14 +598,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_same_identity_in_two_groups_runs_one_loop() {
+    async fn the_same_target_runs_one_loop_per_source() {
         let manager = TargetManager::new(NullSink, 7);
+        let loops = |m: &TargetManager<NullSink>| m.state().loops.len();
+        // Twice in one source: one target.
+        manager.sync_provider("discovery", vec![group("x", &[6001, 6001], "j")]);
+        assert_eq!(loops(&manager), 1);
+        // In two sources (two monitors selecting one Service): each its own job, as in Prometheus.
         manager.sync_provider("discovery", vec![group("x", &[6001], "j"), group("y", &[6001], "j")]);
-        assert_eq!(manager.loop_tasks().len(), 1);
-        let before = manager.loop_tasks();
-        // Dropping one of the two keeps the loop the other still asks for.
-        manager.sync_provider("discovery", vec![group("y", &[6001], "j")]);
-        assert_eq!(manager.loop_tasks(), before);
+        assert_eq!(loops(&manager), 2);
+        let sources: Vec<String> = manager.targets().into_iter().map(|t| t.source).collect();
+        assert_eq!(sources.len(), 2);
+        assert!(sources.contains(&"x".to_string()) && sources.contains(&"y".to_string()), "{sources:?}");
+        // Dropping one of the two keeps the loop of the other running.
+        let tasks = |m: &TargetManager<NullSink>| -> BTreeMap<String, tokio::task::Id> {
+            m.state().loops.values().map(|l| (l.target.source.to_string(), l.task.id())).collect()
+        };
+        let mut before = tasks(&manager);
+        manager.sync_provider("discovery", vec![group("x", &[6001], "j")]);
+        before.remove("y");
+        assert_eq!(tasks(&manager), before);
         manager.shutdown().await;
     }
 }

@@ -17,17 +17,17 @@
 //! `<root>/<mountpoint>` (`root` is `/` on a bare host and `/host` in the chart, where the host's
 //! `/` is mounted); it goes out as Prometheus text exposition format 0.0.4.
 
-pub mod cpu;
+pub(crate) mod cpu;
 pub mod diskstats;
-pub mod exposition;
+pub(crate) mod exposition;
 pub mod filesystem;
 mod fs;
-pub mod loadavg;
-pub mod meminfo;
-pub mod netdev;
-pub mod stat;
-pub mod time;
-pub mod uname;
+pub(crate) mod loadavg;
+pub(crate) mod meminfo;
+pub(crate) mod netdev;
+pub(crate) mod stat;
+pub(crate) mod time;
+pub(crate) mod uname;
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;

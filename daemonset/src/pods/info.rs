@@ -1,4 +1,5 @@
-//! From a Kubernetes `Pod` to the little the log labels need ([`PodInfo`]).
+//! From a Pod's metadata (the compact [`Meta`] of [`lgtm_k8s::objects`], which the watch
+//! deserializes the API server's JSON into) to the little the log labels need ([`PodInfo`]).
 //!
 //! `app` is the pod's `app.kubernetes.io/name` label, else its `app` label. The configured
 //! `pod_labels` and `pod_annotations` become stream labels named after the key, sanitised to
@@ -6,9 +7,7 @@
 //! `app_kubernetes_io_version`). A key the pod does not have, or with an empty value, adds
 //! nothing; values are cut to [`MAX_LABEL_VALUE`] bytes (Loki refuses longer ones).
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::Pod;
+use lgtm_k8s::objects::Meta;
 
 use crate::logs::labels::EXCLUDE_ANNOTATION;
 use crate::logs::PodInfo;
@@ -33,14 +32,12 @@ impl Selection {
         Selection { labels: named(pod_labels), annotations: named(pod_annotations) }
     }
 
-    /// The labels of `pod`'s streams.
-    pub fn info(&self, pod: &Pod) -> PodInfo {
-        let empty = BTreeMap::new();
-        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    /// The labels of the streams of the pod with metadata `meta`.
+    pub fn info(&self, meta: &Meta) -> PodInfo {
+        let (labels, annotations) = (&meta.labels, &meta.annotations);
         let app = ["app.kubernetes.io/name", "app"]
             .iter()
-            .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+            .find_map(|k| labels.get(k).filter(|v| !v.is_empty()))
             .map(|v| truncate(v).to_string());
         let mut extra = Vec::new();
         for (source, keys) in [(labels, &self.labels), (annotations, &self.annotations)] {
@@ -85,12 +82,11 @@ fn truncate(v: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Pod {
-        let map = |kv: &[(&str, &str)]| Some(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        Pod {
-            metadata: ObjectMeta { labels: map(labels), annotations: map(annotations), ..Default::default() },
+    fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Meta {
+        Meta {
+            labels: labels.iter().copied().collect(),
+            annotations: annotations.iter().copied().collect(),
             ..Default::default()
         }
     }

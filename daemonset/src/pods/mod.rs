@@ -3,12 +3,11 @@
 //! tailer through [`PodMetadata`].
 //!
 //! Data comes in from the Kubernetes API (LIST, then WATCH from its resourceVersion; a relist when
-//! the watch is too old, with the shared backoff of [`lgtm_pipeline::watch_backoff`] on errors) and goes out as
+//! the watch is too old, with the shared backoff of [`lgtm_k8s::backoff`] on errors) and goes out as
 //! [`PodInfo`]s: `app` and the configured pod labels/annotations ([`info`]).
 //!
-//! The client comes from `kube::Config::infer`: `KUBECONFIG` (or `~/.kube/config`) when set,
-//! else the in-cluster service account. The `kube` crate reads `KUBECONFIG` itself; that is the
-//! one environment variable outside `config/` the agent reads.
+//! The client comes from [`lgtm_k8s::client::connect`] (kubeconfig, else the in-cluster service
+//! account), as in cluster mode.
 //!
 //! When there is no API: with no client (no kubeconfig, not in a cluster), no node name, or while
 //! LIST fails, the store stays empty and every file gets the labels of its path; the watcher keeps
@@ -21,19 +20,19 @@
 //! that already exist; and a new pod is in the API (the watch delivers it when it is scheduled to
 //! this node) well before the kubelet has pulled images and created its containers' log files.
 
-pub mod index;
-pub mod info;
+pub(crate) mod index;
+pub(crate) mod info;
 
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use lgtm_config::LogsConfig;
+use lgtm_k8s::backoff::retry_watch;
+use lgtm_k8s::objects::{PodInfo as CompactPod, Watched};
 use lgtm_pipeline::metrics::{counter_vec, int_gauge_vec};
-use lgtm_pipeline::watch_backoff::retry_watch;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +71,7 @@ impl std::fmt::Debug for PodReflector {
 }
 
 impl PodReflector {
-    /// Starts watching the pods of `node_name` with a client from `kube::Config::infer`. Must be
+    /// Starts watching the pods of `node_name` with a client from [`lgtm_k8s::client::connect`]. Must be
     /// called within a tokio runtime.
     pub fn start(cfg: &LogsConfig, node_name: &str, shutdown: CancellationToken) -> PodReflector {
         PodReflector::spawn(cfg, node_name, None, shutdown)
@@ -144,7 +143,7 @@ async fn reflect(
     }
     let client = match client {
         Some(c) => c,
-        None => match build_client().await {
+        None => match lgtm_k8s::client::connect().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "no Kubernetes API client; log labels come from the paths alone");
@@ -153,9 +152,12 @@ async fn reflect(
             }
         },
     };
-    let api: Api<Pod> = Api::all(client);
+    // Deserialized straight into the compact Pod of `lgtm_k8s::objects`, as discovery's.
+    let api: Api<Watched<CompactPod>> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let events = retry_watch(watcher::watcher(api, config).boxed(), |e| matches!(e, Event::InitDone));
+    let events = retry_watch(watcher::watcher(api, config).boxed(), |e| {
+        matches!(e, Event::InitDone | Event::Apply(_) | Event::Delete(_))
+    });
     futures::pin_mut!(events);
     let mut failing = false;
     loop {
@@ -202,17 +204,15 @@ async fn reflect(
     }
 }
 
-async fn build_client() -> Result<Client, String> {
-    let config = kube::Config::infer().await.map_err(|e| e.to_string())?;
-    Client::try_from(config).map_err(|e| e.to_string())
-}
-
-fn reduce(selection: &Selection, event: Event<Pod>) -> Change {
-    let entry = |pod: Pod| PodEntry {
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        info: Arc::new(selection.info(&pod)),
+fn reduce(selection: &Selection, event: Event<Watched<CompactPod>>) -> Change {
+    let entry = |pod: Watched<CompactPod>| {
+        let pod = pod.into_info();
+        PodEntry {
+            uid: pod.uid.to_string(),
+            namespace: pod.meta.namespace().to_string(),
+            name: pod.meta.name().to_string(),
+            info: Arc::new(selection.info(&pod.meta)),
+        }
     };
     match event {
         Event::Init => Change::Init,

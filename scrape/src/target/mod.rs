@@ -204,12 +204,24 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target's identity: its labels and URL. Two discoveries of the same identity are
-    /// one target.
+    /// The target's identity: its labels and URL, whatever discovery found it (the shard
+    /// places a target by it, so the copies of one target found by several sources are
+    /// scraped by the same replica).
     pub fn identity(&self) -> u64 {
         let mut h = Xxh3::new();
         h.update(&self.labels.fingerprint().to_le_bytes());
         h.update(self.url.as_str().as_bytes());
+        h.digest()
+    }
+
+    /// What makes one scrape loop: the identity and the source. Each source is its own job, as
+    /// each scrape config is in Prometheus (and each monitor endpoint with the Prometheus
+    /// Operator): two ServiceMonitors selecting one Service scrape it twice, and `/targets`
+    /// lists it under each. Within one source, the same identity is one target.
+    pub fn key(&self) -> u64 {
+        let mut h = Xxh3::new();
+        h.update(&self.identity().to_le_bytes());
+        h.update(self.source.as_bytes());
         h.digest()
     }
 
@@ -223,7 +235,9 @@ impl Target {
     pub fn offset(&self, seed: u64, now_unix_nanos: u128) -> Duration {
         let interval = self.interval.as_nanos().max(1);
         let base = interval - now_unix_nanos % interval;
-        let phase = u128::from(self.identity() ^ seed) % interval;
+        // By key: the copies of one target in two sources do not scrape at the same instant
+        // (samples of one series with the same timestamp and different values are refused).
+        let phase = u128::from(self.key() ^ seed) % interval;
         let mut next = base + phase;
         if next > interval {
             next -= interval;

@@ -286,7 +286,7 @@ mod tests {
             let off = t.offset(7, now).as_nanos();
             assert!(off <= interval);
             // The first scrape always lands on the same phase of the interval.
-            assert_eq!((now + off) % interval, u128::from(t.identity() ^ 7) % interval);
+            assert_eq!((now + off) % interval, u128::from(t.key() ^ 7) % interval);
         }
     }
 }

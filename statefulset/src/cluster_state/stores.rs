@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::Snapshot;
-use crate::discovery::watch::spawn_watch;
+use lgtm_k8s::reflect::spawn_watch;
 
 /// The reflector stores of every kind the series come from.
 pub struct Stores {

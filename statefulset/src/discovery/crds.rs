@@ -12,11 +12,10 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use lgtm_pipeline::watch_backoff::WatchBackoff;
+use lgtm_k8s::backoff::WatchBackoff;
+use lgtm_k8s::reflect::spawn_reflector;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-
-use super::watch::spawn_reflector;
 
 /// How often absent monitor kinds are looked for again.
 pub const RECHECK: Duration = Duration::from_secs(60);

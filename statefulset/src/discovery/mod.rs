@@ -1,9 +1,11 @@
 //! Monitor discovery: ServiceMonitors, PodMonitors and `prometheus.io/*` annotations turned into
 //! scrape targets, sharded across the replicas.
 //!
-//! Data flow, as kube-runtime reads: [`watch`]ers feed reflector stores (monitors, the
-//! referenced Secrets and ConfigMaps, this pod's StatefulSet) and [`store`]s of compact types
-//! holding what discovery reads of Services, EndpointSlices and Pods ([`objects`]); any change wakes the fold loop ([`run`]), which snapshots the stores, [`build`]s every target
+//! Data flow, as kube-runtime reads: watches ([`lgtm_k8s::reflect`], [`watch`] for the
+//! referenced Secrets and ConfigMaps) feed reflector stores (monitors, Secrets, ConfigMaps, this
+//! pod's StatefulSet) and [`lgtm_k8s::store`]s of compact types holding what discovery reads of
+//! Services, EndpointSlices and Pods ([`objects`]); any change wakes the fold loop ([`run`]),
+//! which snapshots the stores, [`build`]s every target
 //! group (Prometheus's Kubernetes SD labels in [`sd_labels`], the Prometheus Operator's
 //! relabelings and options in [`operator`], annotations in [`annotations`]), keeps this
 //! replica's share ([`crate::shard`]) and hands the whole set to
@@ -18,12 +20,13 @@ pub mod build;
 pub mod crds;
 pub mod credentials;
 pub mod monitor;
-pub mod objects;
 pub mod operator;
 pub mod sd_labels;
 mod status;
-pub mod store;
 pub mod watch;
+
+/// The compact objects discovery reads, from the Kubernetes crate.
+pub use lgtm_k8s::objects;
 
 pub use build::{build, build_each, BuildOptions, Built, MonitorStatus, Snapshot};
 pub use status::{DiscoveryStatus, StatusBoard};
@@ -46,10 +49,11 @@ use tokio_util::sync::CancellationToken;
 use crate::shard::{parse_pod_name, Shard, ShardCache};
 use crds::{spawn_monitor_watches, MonitorStore};
 use credentials::{remove_unused_files, CredentialFiles};
+use lgtm_k8s::reflect::spawn_reflector;
+use lgtm_k8s::store::{spawn_compact_watch, CompactStore};
 use objects::{PodInfo, ServiceInfo, SliceInfo};
 use operator::Defaults;
-use store::{spawn_compact_watch, CompactStore};
-use watch::{spawn_reflector, RefWatchers};
+use watch::RefWatchers;
 
 /// How discovery runs; [`DiscoveryOptions::from_config`] reads `scrape.monitors`.
 #[derive(Debug, Clone)]
@@ -87,18 +91,6 @@ impl DiscoveryOptions {
             initial_sync_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// Errors of discovery itself (not of a monitor).
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
-    #[error("connecting to the Kubernetes API (in-cluster or KUBECONFIG): {0}")]
-    Connect(#[from] kube::Error),
-}
-
-/// A client for the cluster the agent runs in (in-cluster service account, else `KUBECONFIG`).
-pub async fn connect() -> Result<Client, DiscoveryError> {
-    Ok(Client::try_default().await?)
 }
 
 struct Stores {

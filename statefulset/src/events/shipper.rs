@@ -6,6 +6,10 @@
 //! The position is a resourceVersion. Kubernetes calls them opaque, but every API server backed
 //! by etcd hands out increasing integers, and comparing them is what lets a new leader, or a
 //! relist after `410 Gone`, skip what was shipped without keeping a set of event ids.
+//!
+//! Failures are retried with the watches' shared policy ([`lgtm_k8s::backoff::WatchBackoff`]:
+//! 0.5 s doubling to 5 s, with jitter), reset by a list that succeeds; a list that keeps failing
+//! is warned about once, then logged at debug level until it succeeds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use lgtm_k8s::backoff::WatchBackoff;
 use lgtm_pipeline::proto::{loki_labels_string, EntryAdapter, StreamAdapter, Timestamp};
 use lgtm_pipeline::{Ack, LogsSink};
 use tokio::sync::{mpsc, watch};
@@ -73,7 +78,8 @@ pub async fn ship(
         now.saturating_sub(options.lookback).as_nanos() as i64
     });
     let mut pending = Pending::default();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = WatchBackoff::default();
+    let mut list_failing = false;
     'relist: while !stop.is_cancelled() {
         let params = ListParams::default();
         let list = tokio::select! {
@@ -83,16 +89,25 @@ pub async fn ship(
         let list = match list {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "listing events failed; retrying");
+                let delay = backoff.next_delay();
+                if list_failing {
+                    tracing::debug!(error = %e, retry_in = ?delay, "listing events still failing");
+                } else {
+                    tracing::warn!(error = %e, retry_in = ?delay, "listing events failed; retrying with backoff");
+                }
+                list_failing = true;
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
+        if list_failing {
+            tracing::info!("listing events works again");
+            list_failing = false;
+        }
+        backoff.reset();
         let mut rv = list.metadata.resource_version.clone().unwrap_or_default();
         let mut items = list.items;
         items.sort_by_key(resource_version);
@@ -106,7 +121,7 @@ pub async fn ship(
         if flush(&mut pending, &mut sent, &sink, &options, &ack_tx).await.is_err() {
             tokio::select! {
                 _ = stop.cancelled() => break 'relist,
-                _ = tokio::time::sleep(backoff) => continue 'relist,
+                _ = tokio::time::sleep(backoff.next_delay()) => continue 'relist,
             }
         }
 
@@ -122,7 +137,7 @@ pub async fn ship(
                     tracing::warn!(error = %e, "watching events failed; listing again");
                     tokio::select! {
                         _ = stop.cancelled() => break 'relist,
-                        _ = tokio::time::sleep(backoff) => continue 'relist,
+                        _ = tokio::time::sleep(backoff.next_delay()) => continue 'relist,
                     }
                 }
             };

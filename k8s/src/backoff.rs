@@ -4,7 +4,11 @@
 //! Why not kube-runtime's `default_backoff()`: it resets on any `Ok` item, and the watcher yields
 //! `Event::Init` before every list attempt, so a list that keeps failing (404 for a CRD that is
 //! not installed, 403 for a resource the Role does not grant) was retried about once a second
-//! forever. Here only a completed list (`InitDone`, told by `is_list_done`) resets the backoff.
+//! forever. Here only proof that the API server serves the watch again resets the backoff (told
+//! by `is_recovery`): a completed list (`InitDone`), or a change (`Apply`, `Delete`), which only a
+//! running watch delivers. The change matters: after a failed WATCH (the API server restarting)
+//! the watcher resumes from its resource version without listing again, so a completed list may
+//! never come; a quiet resumed watch is seen recovered at its first change.
 //!
 //! The policy (measured against a kube-apiserver restart, issue 22): exponential from 500 ms,
 //! factor 2, capped at 5 s, with jitter of up to the delay itself (so at most 10 s between
@@ -97,23 +101,36 @@ struct State<S> {
 }
 
 /// Wraps a watcher stream: after an error it waits the backoff before polling the watcher again
-/// (which retries); a completed list (`is_list_done`) resets the backoff. Errors are still
-/// yielded (for counters); logging is done here (see the module doc), under the caller's span.
-pub fn retry_watch<S, T, E>(stream: S, is_list_done: fn(&T) -> bool) -> impl Stream<Item = Result<T, E>> + Send
+/// (which retries); an item proving the watch works again (`is_recovery`: a completed list or
+/// a change) resets the backoff. Errors are still yielded (for counters); logging is done here
+/// (see the module doc), under the caller's span.
+pub fn retry_watch<S, T, E>(stream: S, is_recovery: fn(&T) -> bool) -> impl Stream<Item = Result<T, E>> + Send
 where
     S: Stream<Item = Result<T, E>> + Send + Unpin,
     T: Send,
     E: std::fmt::Display + Send,
 {
-    let state =
-        State { stream, backoff: WatchBackoff::default(), delay: None, failing: false, failures: 0, warned_at: None };
+    retry_with(stream, is_recovery, WatchBackoff::default())
+}
+
+fn retry_with<S, T, E>(
+    stream: S,
+    is_recovery: fn(&T) -> bool,
+    backoff: WatchBackoff,
+) -> impl Stream<Item = Result<T, E>> + Send
+where
+    S: Stream<Item = Result<T, E>> + Send + Unpin,
+    T: Send,
+    E: std::fmt::Display + Send,
+{
+    let state = State { stream, backoff, delay: None, failing: false, failures: 0, warned_at: None };
     futures::stream::unfold(state, move |mut st| async move {
         if let Some(delay) = st.delay.take() {
             sleep_unless_recovered(delay).await;
         }
         let item = st.stream.next().await?;
         match &item {
-            Ok(event) if is_list_done(event) => {
+            Ok(event) if is_recovery(event) => {
                 st.backoff.reset();
                 if st.failing {
                     tracing::info!(failures = st.failures, "watch recovered");
@@ -146,6 +163,9 @@ where
 mod tests {
     use super::*;
 
+    /// The recovery signal is process-wide: the tests that recover or time waits take turns.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[test]
     fn grows_to_the_cap_and_resets() {
         let mut b = WatchBackoff::default();
@@ -157,9 +177,28 @@ mod tests {
         assert!(b.next_delay() <= MIN_DELAY * 2);
     }
 
+    /// After a failed WATCH the watcher resumes without listing: its first change proves the
+    /// watch works again, so the next failure starts from the first delay.
+    #[tokio::test]
+    async fn a_change_after_failures_resets_the_backoff() {
+        let _turn = SERIAL.lock().await;
+        // 0: Init, 1: InitDone, 2: a change (Apply or Delete). Delays of 20 ms doubling.
+        let items = vec![Err("down"), Err("down"), Err("down"), Err("down"), Ok(2u8), Err("down"), Ok(1)];
+        let fast = WatchBackoff::new(policy().with_min_delay(Duration::from_millis(20)));
+        let mut s = Box::pin(retry_with(futures::stream::iter(items), |e| *e >= 1, fast));
+        for _ in 0..6 {
+            s.next().await;
+        }
+        let started = Instant::now();
+        assert_eq!(s.next().await, Some(Ok(1)));
+        // 20-40 ms; without the reset the fifth delay, 320-640 ms.
+        assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    }
+
     /// One test (real time, 4-9 s): the recovery signal is process-wide.
     #[tokio::test]
     async fn only_list_done_resets_and_a_recovery_elsewhere_cuts_the_wait() {
+        let _turn = SERIAL.lock().await;
         // A watcher whose list keeps failing yields Ok(Init) (here 0) before each attempt.
         let items = futures::stream::iter(vec![Err("403"), Ok(0u8), Err("403"), Ok(0), Err("403"), Ok(0)]);
         let started = Instant::now();

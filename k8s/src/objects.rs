@@ -1,5 +1,5 @@
 //! What discovery keeps of each watched Pod, Service and EndpointSlice: the fields its
-//! `__meta_kubernetes_*` labels ([`super::sd_labels`]) and monitor selectors read, in types of
+//! `__meta_kubernetes_*` labels (`lgtm_statefulset::discovery::sd_labels`) and monitor selectors read, in types of
 //! our own that the watch deserializes the API server's JSON into directly.
 //!
 //! Why not the k8s-openapi structs, pruned as they arrive: a `Pod` struct is about 1.3 KiB of
@@ -18,7 +18,7 @@
 //! Strings are `Box<str>` (no spare capacity), lists boxed slices, maps sorted slices of pairs.
 //! The watcher needs a [`kube::Resource`] with an `ObjectMeta` (for the resource version): it
 //! watches [`Watched`] objects, whose `ObjectMeta` (about 0.4 KiB of mostly empty fields) is
-//! dropped before the store ([`super::store`]).
+//! dropped before the store ([`crate::store`]).
 
 use std::borrow::Cow;
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! The stores of discovery's compact objects ([`super::objects`]): a watch per kind keeps a map
+//! The stores of discovery's compact objects ([`crate::objects`]): a watch per kind keeps a map
 //! of every object, read as a snapshot at each rebuild.
 //!
 //! Not kube's reflector store: for each object it keeps an `ObjectRef` key (four strings, two of
@@ -10,17 +10,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::backoff::retry_watch;
 use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use lgtm_pipeline::watch_backoff::retry_watch;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::objects::{Compact, Watched};
+use crate::objects::{Compact, Watched};
 
 type Objects<T> = HashMap<u64, Arc<T>>;
 
@@ -65,7 +65,7 @@ fn refused(e: &watcher::Error) -> bool {
 
 /// Watches every object of `T`'s kind until `stop`, calling `on_change` on every change
 /// except the events of a relist in progress (a relist counts once, when it is complete). A
-/// failing watch is retried with the shared backoff ([`lgtm_pipeline::watch_backoff`]).
+/// failing watch is retried with the shared backoff ([`crate::backoff`]).
 pub fn spawn_compact_watch<T>(
     client: &Client,
     on_change: impl Fn() + Send + 'static,
@@ -82,7 +82,7 @@ where
     let task = tokio::spawn(
         async move {
             let stream = kube::runtime::watcher(api, watcher::Config::default()).boxed();
-            let stream = retry_watch(stream, |e| matches!(e, Event::InitDone));
+            let stream = retry_watch(stream, |e| matches!(e, Event::InitDone | Event::Apply(_) | Event::Delete(_)));
             let mut stream = std::pin::pin!(stream);
             let mut relist: Objects<T> = HashMap::new();
             loop {
