@@ -20,6 +20,7 @@ pub mod queue;
 pub mod receiver;
 pub mod route;
 mod sink;
+pub mod tls;
 pub mod trace_wire;
 pub mod watch_backoff;
 
