@@ -12,6 +12,7 @@
 //! no exporter knows which source a batch came from.
 
 pub mod ack;
+pub mod backoff;
 pub mod exporter;
 pub mod health;
 pub mod metrics;
