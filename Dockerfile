@@ -4,10 +4,8 @@
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# protoc for crates that generate code from .proto files at build time.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
+# No protoc: no crate of the workspace has a build script (the protobuf types come generated
+# in opentelemetry-proto and our own prost structs).
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

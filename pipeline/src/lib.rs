@@ -12,6 +12,7 @@
 //! no exporter knows which source a batch came from.
 
 pub mod ack;
+pub mod backoff;
 pub mod exporter;
 pub mod health;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod queue;
 pub mod receiver;
 pub mod route;
 mod sink;
+pub mod tls;
 pub mod trace_wire;
 
 pub use ack::{Ack, Delivery};

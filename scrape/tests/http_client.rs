@@ -189,6 +189,33 @@ async fn the_certificate_is_checked_against_server_name() {
 }
 
 #[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_refused_with_or_without_a_tls_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, ca, seen) = tls_server(dir.path()).await;
+    // The name matches but no `ca_file`: the default roots (system store, else bundled) do not
+    // hold the test CA.
+    let no_ca = TlsOptions { server_name: Some("metrics.internal".into()), ..TlsOptions::default() };
+    let mut options = https("tls_no_ca_file", &ca, None);
+    options.auth.tls = Some(no_ca);
+    let (up, served, error) = scrape(addr, options).await;
+    assert_eq!((up, served), (0.0, None));
+    assert!(error.as_deref().unwrap_or("").contains("UnknownIssuer"), "{error:?}");
+
+    // An https target without any `tls` section goes through the process's shared client,
+    // which trusts the same default roots.
+    let mut options = https("tls_no_section", &ca, None);
+    options.auth.tls = None;
+    let (up, served, error) = scrape(addr, options).await;
+    assert_eq!((up, served), (0.0, None));
+    assert!(error.as_deref().unwrap_or("").contains("UnknownIssuer"), "{error:?}");
+    assert!(seen.lock().unwrap().is_empty(), "no request got through");
+
+    // The same server with its CA configured: scraped.
+    let (up, served, error) = scrape(addr, https("tls_with_ca", &ca, Some("metrics.internal"))).await;
+    assert_eq!((up, served, error), (1.0, Some(7.0), None));
+}
+
+#[tokio::test]
 async fn a_bad_server_name_or_ca_file_fails_the_scrape_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, ca, _) = tls_server(dir.path()).await;

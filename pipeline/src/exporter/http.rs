@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::credentials::{redact, Credentials};
 use super::outcome::LogThrottle;
 use super::retry::{set_up_until_stopped, Attempt};
-use super::tls::{self, TlsError, TlsFiles};
+use crate::tls::{self, TlsError, TlsFiles};
 
 /// Bytes of a refused request's response body quoted in logs and acknowledgements.
 const BODY_QUOTE: usize = 256;
@@ -96,8 +96,7 @@ impl HttpSender {
         if cfg.tls.insecure_skip_verify {
             tracing::warn!(exporter, "tls.insecure_skip_verify is on: the server certificate is not checked");
         }
-        let mut tls = tls::client_config(&cfg.tls, &TlsFiles::read(&cfg.tls).await?)?;
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = tls::http_client_config(&cfg.tls, &TlsFiles::read(&cfg.tls).await?)?;
         let timeout = cfg.timeout.get();
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)

@@ -17,7 +17,6 @@ pub mod remote_write;
 pub mod retry;
 #[cfg(test)]
 mod testing;
-pub mod tls;
 mod trace_split;
 
 use lgtm_config::{Config, ExporterConfig};

@@ -30,17 +30,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_prost::ProstDecoder;
 
 use super::credentials::{redact, Credentials};
 use super::outcome::{release, Reporter};
 use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
-use super::tls::{TlsError, TlsFiles};
 use super::trace_split::{self, Piece};
 use crate::ack::Delivery;
 use crate::queue::{DurableQueue, Record};
+use crate::tls::{self, TlsError, TlsFiles};
 use crate::trace_wire;
 
 const EXPORTER: &str = "tempo";
@@ -320,7 +320,7 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
     };
     let endpoint_error = |source| SetupError::Endpoint { endpoint: lgtm_config::redact_url(raw), source };
     let timeout = cfg.timeout.get();
-    let mut endpoint = Endpoint::from_shared(endpoint_text.clone())
+    let endpoint = Endpoint::from_shared(endpoint_text.clone())
         .map_err(endpoint_error)?
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -329,10 +329,15 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
         .keep_alive_timeout(Duration::from_secs(10))
         .user_agent(super::http::USER_AGENT)
         .map_err(endpoint_error)?;
-    if endpoint_text.starts_with("https://") {
-        endpoint = endpoint.tls_config(tls_config(cfg).await?).map_err(endpoint_error)?;
+    // TLS (for `https://`) comes from the process's one rustls configuration, as for the HTTP
+    // exporters: the same roots, `server_name`, client certificate and `insecure_skip_verify`.
+    if cfg.tls.insecure_skip_verify {
+        tracing::warn!(exporter = EXPORTER, "tls.insecure_skip_verify is on: the server certificate is not checked");
     }
-    let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let rustls = tls::client_config(&cfg.tls, &TlsFiles::read(&cfg.tls).await?)?;
+    let connector = tls::grpc_connector(rustls, cfg.tls.server_name.as_deref())?;
+    let channel = endpoint.connect_with_connector_lazy(connector);
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
     if cfg.compression == Compression::Gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
     }
@@ -349,28 +354,6 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
         metadata.insert("x-scope-orgid", value);
     }
     Ok(Client { grpc, metadata, credentials: Credentials::from_config(cfg) })
-}
-
-async fn tls_config(cfg: &ExporterConfig) -> Result<ClientTlsConfig, SetupError> {
-    let files = TlsFiles::read(&cfg.tls).await?;
-    let mut tls = ClientTlsConfig::new();
-    tls = match files.ca {
-        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca.pem)),
-        None => tls.with_enabled_roots(),
-    };
-    if let Some((cert, key)) = files.identity {
-        tls = tls.identity(Identity::from_pem(cert.pem, key.pem));
-    }
-    if let Some(name) = &cfg.tls.server_name {
-        tls = tls.domain_name(name.clone());
-    }
-    if cfg.tls.insecure_skip_verify {
-        tracing::warn!(
-            exporter = EXPORTER,
-            "tls.insecure_skip_verify is not supported for OTLP/gRPC; the server certificate is still checked"
-        );
-    }
-    Ok(tls)
 }
 
 #[cfg(test)]
@@ -435,18 +418,36 @@ mod tests {
             Backend { script: Arc::new(Mutex::new(script.into())), ..Default::default() }
         }
 
-        /// Serves on 127.0.0.1; returns the port.
-        async fn serve(&self, tls: Option<tonic::transport::ServerTlsConfig>) -> u16 {
+        /// Serves on 127.0.0.1, over TLS with `tls`; returns the port.
+        async fn serve(&self, tls: Option<rustls::ServerConfig>) -> u16 {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             let service = TraceServiceServer::new(self.clone()).accept_compressed(CompressionEncoding::Gzip);
-            let mut server = tonic::transport::Server::builder();
-            if let Some(tls) = tls {
-                server = server.tls_config(tls).unwrap();
-            }
-            let incoming = TcpIncoming::from(listener);
+            let Some(mut tls) = tls else {
+                let incoming = TcpIncoming::from(listener);
+                let server = tonic::transport::Server::builder().add_service(service);
+                tokio::spawn(async move {
+                    let _ = server.serve_with_incoming(incoming).await;
+                });
+                return port;
+            };
+            // tonic's TLS is not compiled in: rustls in front of hyper's HTTP/2 server.
+            tls.alpn_protocols = vec![b"h2".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
             tokio::spawn(async move {
-                let _ = server.add_service(service).serve_with_incoming(incoming).await;
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, service) = (acceptor.clone(), service.clone());
+                    tokio::spawn(async move {
+                        let Ok(stream) = acceptor.accept(tcp).await else { return };
+                        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .http2_only()
+                            .serve_connection(
+                                hyper_util::rt::TokioIo::new(stream),
+                                hyper_util::service::TowerToHyperService::new(service),
+                            )
+                            .await;
+                    });
+                }
             });
             port
         }
@@ -574,16 +575,64 @@ mod tests {
         assert!(too_large() > before);
     }
 
+    /// Runs the exporter over one record for at most `wait`: its outcome, or `None` when the
+    /// record was still unacknowledged (the exporter retrying).
+    async fn outcome_within(cfg: ExporterConfig, wait: Duration) -> Option<Delivery> {
+        let queue = crate::exporter::testing::memory_queue("tls");
+        let (tx, ack) = crate::ack::Ack::pair();
+        queue.push(spans("a", &["x"]).encode_to_vec().into(), 1, Some(tx)).await.unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(cfg, "t".into(), queue.clone(), stop.clone()));
+        let outcome = tokio::time::timeout(wait, ack.outcome()).await.ok().flatten();
+        stop.cancel();
+        queue.close();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("exporter stops").unwrap();
+        outcome
+    }
+
+    #[tokio::test]
+    async fn server_certificate_is_checked_against_the_configured_ca() {
+        let pki = Pki::generate();
+        let backend = Backend::default();
+        let port = backend.serve(Some(pki.server_config(false))).await;
+        let mut cfg = fast_config(&format!("https://localhost:{port}"));
+
+        // A CA in neither the system store nor the bundled roots: refused, and retried (the CA
+        // may be fixed), so the record stays queued.
+        assert_eq!(outcome_within(cfg.clone(), Duration::from_millis(1500)).await, None);
+        assert!(backend.seen().is_empty());
+
+        cfg.tls.ca_file = Some(pki.ca_file.clone());
+        assert_eq!(outcome_within(cfg.clone(), Duration::from_secs(10)).await, Some(Delivery::Accepted));
+
+        // By IP the certificate (for localhost only) does not match, unless `server_name` says
+        // which name to check.
+        cfg.url = Some(format!("https://127.0.0.1:{port}"));
+        assert_eq!(outcome_within(cfg.clone(), Duration::from_millis(1500)).await, None);
+        cfg.tls.server_name = Some("localhost".into());
+        assert_eq!(outcome_within(cfg, Duration::from_secs(10)).await, Some(Delivery::Accepted));
+        assert_eq!(backend.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn insecure_skip_verify_accepts_an_unknown_ca() {
+        let pki = Pki::generate();
+        let backend = Backend::default();
+        let port = backend.serve(Some(pki.server_config(false))).await;
+        let mut cfg = fast_config(&format!("https://localhost:{port}"));
+        cfg.tls.insecure_skip_verify = true;
+        assert_eq!(outcome_within(cfg, Duration::from_secs(10)).await, Some(Delivery::Accepted));
+        assert_eq!(backend.seen().len(), 1);
+    }
+
     #[tokio::test]
     async fn mutual_tls_with_a_private_ca() {
         let pki = Pki::generate();
-        let server_tls = tonic::transport::ServerTlsConfig::new()
-            .identity(Identity::from_pem(&pki.server_cert_pem, &pki.server_key_pem))
-            .client_ca_root(Certificate::from_pem(std::fs::read(&pki.ca_file).unwrap()));
         let backend = Backend::default();
-        let port = backend.serve(Some(server_tls)).await;
+        let port = backend.serve(Some(pki.server_config(true))).await;
         let mut cfg = fast_config(&format!("https://localhost:{port}"));
         cfg.tls.ca_file = Some(pki.ca_file.clone());
+        assert_eq!(outcome_within(cfg.clone(), Duration::from_millis(1500)).await, None, "no client certificate");
         cfg.tls.cert_file = Some(pki.client_cert_file.clone());
         cfg.tls.key_file = Some(pki.client_key_file.clone());
         let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;

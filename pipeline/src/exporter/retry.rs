@@ -1,6 +1,7 @@
 //! Sending one request until the backend has decided: retryable failures (HTTP 5xx and 429,
 //! connection errors and timeouts, gRPC UNAVAILABLE and the like) are retried without limit with
-//! capped exponential backoff and full jitter; anything else is final.
+//! the agent's one backoff policy ([`crate::backoff`]: capped exponential, full jitter,
+//! `Retry-After` honoured up to the cap); anything else is final.
 //!
 //! Data is never given up on a retryable error; the only way out of a retry loop other than a
 //! decision is the exporter's stop token, and then the caller hands its records back to the queue.
@@ -9,10 +10,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use lgtm_config::RetryConfig;
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::LogThrottle;
+pub use crate::backoff::Backoff;
 use crate::metrics;
 
 /// What one attempt came to.
@@ -31,32 +32,6 @@ pub enum Attempt<T> {
 pub enum Decision<T> {
     Delivered(T),
     Rejected { reason: String, message: String },
-}
-
-/// Capped exponential backoff with full jitter: the n-th delay is uniform in
-/// `[0, min(max, initial * 2^n)]`, or the backend's hint (capped at `max`) if that is longer.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff { initial, max: max.max(initial), attempt: 0 }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self, hint: Option<Duration>) -> Duration {
-        let ceiling = self.initial.saturating_mul(1u32 << self.attempt.min(30)).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let jittered = Duration::from_nanos(rand::rng().random_range(0..=ceiling.as_nanos() as u64));
-        match hint {
-            Some(h) => jittered.max(h.min(self.max)),
-            None => jittered,
-        }
-    }
 }
 
 /// Keeps running `setup` (a missing certificate file may appear later) until it works or `stop`
@@ -153,22 +128,6 @@ impl Retrier {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    #[test]
-    fn first_delay_is_at_most_initial_and_later_ones_at_most_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        assert!(b.next_delay(None) <= Duration::from_millis(100));
-        for _ in 0..50 {
-            assert!(b.next_delay(None) <= Duration::from_secs(1));
-        }
-    }
-
-    #[test]
-    fn retry_after_hint_is_honoured_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(1), Duration::from_secs(5));
-        assert!(b.next_delay(Some(Duration::from_secs(2))) >= Duration::from_secs(2));
-        assert_eq!(b.next_delay(Some(Duration::from_secs(3600))), Duration::from_secs(5));
-    }
 
     fn fast_retry() -> RetryConfig {
         RetryConfig {

@@ -201,8 +201,6 @@ pub struct Pki {
     pub ca_file: PathBuf,
     pub client_cert_file: PathBuf,
     pub client_key_file: PathBuf,
-    pub server_cert_pem: String,
-    pub server_key_pem: String,
     ca_der: rustls::pki_types::CertificateDer<'static>,
     server_cert: rustls::pki_types::CertificateDer<'static>,
     server_key: Vec<u8>,
@@ -238,8 +236,6 @@ impl Pki {
             client_key_file: write("client.key", client_key.serialize_pem()),
             ca_der: ca_cert.der().clone(),
             server_cert: server_cert.der().clone(),
-            server_cert_pem: server_cert.pem(),
-            server_key_pem: server_key.serialize_pem(),
             server_key: server_key.serialize_der(),
             _dir: dir,
         }

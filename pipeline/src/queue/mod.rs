@@ -28,11 +28,19 @@
 //! end of the newest segment (a crash in the middle of an append) is cut off, never replayed;
 //! damage elsewhere skips the rest of that segment and is counted in [`QueueStats::corrupt`].
 //!
-//! File I/O is blocking `std::fs` called from async code under a `std` mutex. Records are batches of
-//! about 1 MiB at most and the slow parts (fsync of a finished segment, reading a payload back)
-//! run after the lock is released, so that is acceptable for now; appends stay under the lock
-//! because their order in the file is the order of the sequence numbers, and so do segment
-//! deletions, because a segment's bytes count against `max_disk` until its file is gone.
+//! File I/O is blocking `std::fs` under a `std` mutex, kept off the runtime's async workers: the
+//! appends of [`DurableQueue::push`] and [`DurableQueue::try_push`], reading payloads back in
+//! [`DurableQueue::next`], writing the commit position and [`DurableQueue::persist`] run through
+//! [`off_the_workers`] (`block_in_place`: the worker's other tasks move to another thread while
+//! the file work runs). Not `spawn_blocking`: a push or a `next` dropped while its file work ran
+//! on another thread would have appended or handed out records its caller never learns about
+//! (`push` under a timeout would then queue a batch twice); done in place they stay
+//! cancellation-safe, and `try_push` (the receivers' sync path, which answers the client only
+//! once the record is written) can use it too. Appends stay under the lock because their order in
+//! the file is the order of the sequence numbers; the slow parts (fsync of a finished segment,
+//! reading a payload back) run after it is released. Segment deletions stay under the lock, on the
+//! completing exporter's thread (one unlink per segment of up to 64 MiB), because a segment's
+//! bytes count against `max_disk` until its file is gone.
 //!
 //! A full device (ENOSPC) is treated as the disk limit: the bound in force becomes what the
 //! segments hold, so `when_full` applies (block, or evict the oldest), and the configured limit is
@@ -199,8 +207,17 @@ impl DurableQueue {
         }
     }
 
-    /// Appends a record if there is room (or evicts with `drop_oldest`).
+    /// Appends a record if there is room (or evicts with `drop_oldest`). With a disk the record is
+    /// written to its segment when this returns, off the async workers ([`off_the_workers`]).
     pub fn try_push(&self, payload: Bytes, items: u32, ack: Option<AckSender>) -> Result<(), PushError> {
+        if self.has_disk() {
+            off_the_workers(|| self.push_now(payload, items, ack))
+        } else {
+            self.push_now(payload, items, ack)
+        }
+    }
+
+    fn push_now(&self, payload: Bytes, items: u32, ack: Option<AckSender>) -> Result<(), PushError> {
         let limit = self.limit();
         if payload.len() as u64 > limit || u32::try_from(payload.len()).is_err() {
             return Err(PushError::Other(QueueError::TooLarge {
@@ -252,7 +269,12 @@ impl DurableQueue {
                 }
             };
             if let Some(picks) = picks {
-                let records = self.load(picks);
+                let records = if picks.iter().any(|p| p.payload.is_none()) {
+                    // Some payloads are read back from their segments.
+                    off_the_workers(|| self.load(picks))
+                } else {
+                    self.load(picks)
+                };
                 if !records.is_empty() {
                     return Some(records);
                 }
@@ -323,6 +345,13 @@ impl DurableQueue {
     /// Makes everything uncommitted durable and writes the commit position (a no-op without a
     /// disk). Called at shutdown; also safe at any time.
     pub fn persist(&self) -> Result<(), QueueError> {
+        if !self.has_disk() {
+            return Ok(());
+        }
+        off_the_workers(|| self.persist_now())
+    }
+
+    fn persist_now(&self) -> Result<(), QueueError> {
         let Some(commit) = &self.inner.commit else { return Ok(()) };
         let (files, committed) = {
             let st = self.lock();
@@ -359,7 +388,7 @@ impl DurableQueue {
             return;
         }
         c.last_write = Instant::now();
-        if let Err(e) = c.file.store(committed, false) {
+        if let Err(e) = off_the_workers(|| c.file.store(committed, false)) {
             tracing::warn!(error = %e, "writing the commit position failed; a restart may replay more");
         }
     }
@@ -374,6 +403,20 @@ impl DurableQueue {
         if after.freed {
             self.inner.writable.notify_waiters();
         }
+    }
+}
+
+/// Runs `f`, which does file I/O, without holding up the async tasks of a runtime worker: on a
+/// worker of a multi-thread runtime (the agent's), the worker's other tasks move to another
+/// thread while `f` runs (`tokio::task::block_in_place`); anywhere else (a blocking-pool thread,
+/// outside any runtime, or a current-thread runtime as in unit tests, where nothing can move) `f`
+/// just runs.
+fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -122,6 +122,52 @@ fn uncommitted_records_are_replayed_in_order_after_a_crash() {
     assert_eq!(q.stats().corrupt, 0);
 }
 
+/// On the agent's (multi-thread) runtime the file work of a push does not hold up the worker:
+/// with a single worker, a task that pushes (and persists, fsync) in a loop without ever
+/// yielding still lets another task on that worker run meanwhile. Done on the worker itself, the
+/// other task would not run once until the loop ended.
+#[test]
+fn disk_work_moves_off_the_async_worker() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let q = DurableQueue::open(opts("off-workers", Some(dir.path()), 1 << 20, 64 << 20, WhenFull::Block)).unwrap();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let during = rt.block_on(async {
+        // Let the ticker start on the worker.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (q, ticks) = (q.clone(), ticks.clone());
+        tokio::spawn(async move {
+            let before = ticks.load(Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            let mut i = 0;
+            // No await in this loop: only the pushes' file work can let the ticker in.
+            while started.elapsed() < Duration::from_millis(300) || i < 20 {
+                q.try_push(body(i, 1000), 1, None).unwrap();
+                q.persist().unwrap();
+                i += 1;
+            }
+            ticks.load(Ordering::Relaxed) - before
+        })
+        .await
+        .unwrap()
+    });
+    ticker.abort();
+    assert!(during >= 10, "the other task ran {during} times during 300 ms of pushes");
+    let records = take(&runtime(), &q, usize::MAX);
+    assert!(records.iter().all(|r| r.payload == body(r.seq as usize, 1000)));
+}
+
 #[test]
 fn after_persist_exactly_the_uncommitted_records_are_replayed_and_numbering_continues() {
     let rt = runtime();

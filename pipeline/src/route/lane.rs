@@ -14,6 +14,7 @@ use tonic::Code;
 use tracing::Instrument;
 
 use super::{metrics, TraceRouter};
+use crate::backoff::Backoff;
 use crate::receiver::span_count;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -73,7 +74,7 @@ async fn run(
         };
         let Some((req, size)) = next else { break };
         let Some(router) = router.upgrade() else { break };
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             if retired.load(Ordering::Relaxed) {
                 router.reroute(req, size);
@@ -88,8 +89,7 @@ async fn run(
                 Err(status) if retryable(status.code()) => {
                     tracing::debug!(code = ?status.code(), message = status.message(), "replica refused; retrying");
                     metrics::route().retries.inc();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    tokio::time::sleep(backoff.next_delay(None)).await;
                 }
                 Err(status) => {
                     tracing::warn!(code = ?status.code(), message = status.message(), "replica refused spans; dropped");

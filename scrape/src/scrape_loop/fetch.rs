@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lgtm_config::TlsConfig;
-use lgtm_pipeline::exporter::tls::{client_config, TlsFiles};
+use lgtm_pipeline::tls::{http_client_config, TlsFiles};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, USER_AGENT};
 use reqwest::redirect::Policy;
 use reqwest::Client;
@@ -37,11 +37,19 @@ fn client_builder(follow_redirects: bool, keep_alive: bool) -> reqwest::ClientBu
 }
 
 /// The process's client for targets without TLS settings, one per redirect policy and
-/// keep-alive choice (clones share the connection pool).
-fn shared_plain_client(follow_redirects: bool, keep_alive: bool) -> Result<Client, ScrapeError> {
+/// keep-alive choice (clones share the connection pool). An `https` target without a `tls`
+/// section trusts the process's default roots, as every other client (`lgtm_pipeline::tls`).
+async fn shared_plain_client(follow_redirects: bool, keep_alive: bool) -> Result<Client, ScrapeError> {
     static CLIENTS: std::sync::OnceLock<Result<[Client; 4], String>> = std::sync::OnceLock::new();
+    if CLIENTS.get().is_none() {
+        // Loads the default roots off the runtime threads.
+        TlsFiles::read(&TlsConfig::default()).await.map_err(|e| ScrapeError::Tls(e.to_string()))?;
+    }
     let clients = CLIENTS.get_or_init(|| {
-        let build = |follow, keep| client_builder(follow, keep).build().map_err(|e| e.to_string());
+        let build = |follow, keep| {
+            let tls = http_client_config(&TlsConfig::default(), &TlsFiles::default()).map_err(|e| e.to_string())?;
+            client_builder(follow, keep).use_preconfigured_tls(tls).build().map_err(|e| e.to_string())
+        };
         Ok([build(false, false)?, build(true, false)?, build(false, true)?, build(true, true)?])
     });
     match clients {
@@ -68,7 +76,7 @@ impl Fetcher {
             // Without TLS settings the client is the same for every target: one per process
             // (a client costs about 16 KiB, thousands of targets add up).
             let keep_alive = target.interval <= KEEP_ALIVE_MAX_INTERVAL;
-            let client = shared_plain_client(auth.follow_redirects, keep_alive)?;
+            let client = shared_plain_client(auth.follow_redirects, keep_alive).await?;
             return Ok(Fetcher { client, sni: None });
         };
         // A TLS handshake per scrape costs more than the idle connection: kept alive.
@@ -81,8 +89,7 @@ impl Fetcher {
         // rustls built by hand: reqwest cannot check a certificate against another name.
         let tls = tls_config(tls);
         let files = TlsFiles::read(&tls).await.map_err(|e| ScrapeError::Tls(e.to_string()))?;
-        let mut rustls = client_config(&tls, &files).map_err(|e| ScrapeError::Tls(e.to_string()))?;
-        rustls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let rustls = http_client_config(&tls, &files).map_err(|e| ScrapeError::Tls(e.to_string()))?;
         builder = builder.use_preconfigured_tls(rustls);
         let client = builder.build().map_err(|e| ScrapeError::Tls(e.to_string()))?;
         Ok(Fetcher { client, sni })
