@@ -346,7 +346,7 @@ fn generate_tree(root: &Path, files: usize, budget: Budget) -> anyhow::Result<Ge
     for f in 0..files {
         // `<namespace>_<pod>_<uid>/<container>/0.log` with a hex uid, as the kubelet names them
         // (the Collector's `container` operator reads its metadata from this path).
-        let dir = root.join(format!("bench_pod-{f:03}_00000000-0000-0000-0000-{f:012}")).join("app");
+        let dir = root.join(pod_dir(f)).join("app");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("0.log");
         let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -378,6 +378,11 @@ fn generate_tree(root: &Path, files: usize, budget: Budget) -> anyhow::Result<Ge
         out.lines_per_file.push(n);
     }
     Ok(out)
+}
+
+/// The pod directory of file `f`.
+fn pod_dir(f: usize) -> String {
+    format!("bench_pod-{f:03}_00000000-0000-0000-0000-{f:012}")
 }
 
 fn write_cri(w: &mut impl Write, ts: &str, tag: char, message: &[u8]) -> std::io::Result<u64> {
@@ -912,11 +917,8 @@ mod tests {
         let g = generate_tree(dir.path(), 4, Budget::Bytes(400_000)).unwrap();
         assert_eq!(g.lines_per_file.len(), 4);
         assert!(g.bytes >= 400_000 && g.bytes < 400_000 + 4 * 1000, "{}", g.bytes);
-        let on_disk: u64 = (0..4)
-            .map(|f| {
-                std::fs::metadata(dir.path().join(format!("bench_pod-{f:03}_uid-{f:03}/app/0.log"))).unwrap().len()
-            })
-            .sum();
+        let on_disk: u64 =
+            (0..4).map(|f| std::fs::metadata(dir.path().join(pod_dir(f)).join("app/0.log")).unwrap().len()).sum();
         assert_eq!(on_disk, g.bytes);
         assert_eq!(timestamp(3_723_004), "2026-01-01T01:02:03.004000000Z");
     }
