@@ -95,6 +95,13 @@ impl LogsOptions {
         let mut opts = LogsOptions::new(&cfg.cluster, &cfg.node_name, &cfg.data_dir);
         let queue = cfg.exporters.loki.queue.max_memory().bytes();
         opts.max_inflight_bytes = opts.max_inflight_bytes.min(usize::try_from(queue).unwrap_or(usize::MAX));
+        // Batches within one Loki request (`exporters.loki.batch`), so that the exporter sends
+        // them whole: at most `max_items` entries, and a margin below `max_bytes` for the line
+        // that crosses the byte bound (the exporter cuts a record that still exceeds them).
+        let batch = &cfg.exporters.loki.batch;
+        opts.tuning.batch_max_items = batch.max_items;
+        let max_bytes = usize::try_from(batch.max_bytes.bytes()).unwrap_or(usize::MAX);
+        opts.tuning.batch_max_bytes = opts.tuning.batch_max_bytes.min(max_bytes.saturating_sub(max_bytes / 8).max(1));
         opts
     }
 
@@ -115,8 +122,9 @@ impl LogsOptions {
 pub struct Tuning {
     /// Bytes per read.
     pub block_size: usize,
-    /// A batch goes out at this many encoded bytes...
+    /// A batch goes out at this many encoded bytes, or this many entries...
     pub batch_max_bytes: usize,
+    pub batch_max_items: usize,
     /// ...or this long after its first entry.
     pub batch_max_wait: Duration,
     /// Open files are re-read at least this often even without inotify events.
@@ -133,6 +141,7 @@ impl Default for Tuning {
         Tuning {
             block_size: 256 * 1024,
             batch_max_bytes: 1024 * 1024,
+            batch_max_items: 2000,
             batch_max_wait: Duration::from_millis(100),
             poll_interval: Duration::from_secs(1),
             rotate_wait: Duration::from_secs(5),
@@ -493,6 +502,7 @@ mod tests {
         opts.tuning = Tuning {
             block_size: 4096,
             batch_max_bytes: BATCH,
+            batch_max_items: 2000,
             batch_max_wait: Duration::from_millis(10),
             poll_interval: Duration::from_millis(50),
             rotate_wait: Duration::from_millis(300),

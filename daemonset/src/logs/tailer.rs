@@ -129,6 +129,7 @@ struct Shipper {
     seq: u64,
     closed: bool,
     max_bytes: usize,
+    max_items: usize,
     max_wait: Duration,
 }
 
@@ -248,11 +249,17 @@ fn read_file(
         f.size = f.size.max(f.reader.read_offset());
         m.bytes_read.inc_by(n as u64);
         let mut lines = 0u64;
-        let batch = &mut ship.batch;
-        let stream = &f.stream;
         while let Some(line) = f.reader.next_line(scratch) {
             lines += 1;
-            f.decoder.push(line, now_nanos, &mut |e| batch.push(stream, &e));
+            let stream = &f.stream;
+            f.decoder.push(line, now_nanos, &mut |e| ship.batch.push(stream, &e));
+            // A batch never holds more entries than one Loki request may (`batch.max_items`):
+            // it goes out here, with the offset after the last line it holds, so that the
+            // exporter sends queued records whole instead of cutting them apart.
+            if ship.batch.entries() as usize >= ship.max_items {
+                ship.note_offset(f.key, f.decoder.safe_offset(f.reader.offset()));
+                ship.flush();
+            }
         }
         m.lines_read.inc_by(lines);
         ship.note_offset(f.key, f.decoder.safe_offset(f.reader.offset()));
@@ -489,6 +496,7 @@ impl Tailer {
             seq: 0,
             closed: false,
             max_bytes: settings.tuning.batch_max_bytes,
+            max_items: settings.tuning.batch_max_items.max(1),
             max_wait: settings.tuning.batch_max_wait,
         };
         let allowed = Allowed::new(&settings.root, &settings.follow_symlinks_into);

@@ -109,6 +109,7 @@ impl LogBatchSink for TestSink {
             }
         }
         assert_eq!(n, entries, "entry count matches the payload");
+        assert!(n as usize <= BATCH_MAX_ITEMS, "a batch of {n} entries, over batch_max_items");
         s.batches_this_run += 1;
         let (tx, ack) = Ack::pair();
         match mode {
@@ -133,10 +134,15 @@ pub struct Running {
     task: JoinHandle<()>,
 }
 
+/// Entries per batch at most (`Tuning::batch_max_items`); the sink checks every batch against it.
+pub const BATCH_MAX_ITEMS: usize = 100;
+
 pub fn tuning() -> Tuning {
     Tuning {
         block_size: 64 * 1024,
         batch_max_bytes: 64 * 1024,
+        // Small, so that every test also exercises batches cut in the middle of a read block.
+        batch_max_items: BATCH_MAX_ITEMS,
         batch_max_wait: Duration::from_millis(10),
         poll_interval: Duration::from_millis(50),
         rotate_wait: Duration::from_millis(300),
