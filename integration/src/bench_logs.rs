@@ -824,7 +824,6 @@ impl AgentRun {
     /// `container` operator (CRI parsing, partial lines joined, metadata from the path), batch,
     /// `otlphttp` to Loki's OTLP endpoint; its own telemetry off.
     async fn start_collector(bin: &Path, dir: &Path, pods: &Path, otlp_logs_url: &str) -> anyhow::Result<AgentRun> {
-        std::fs::create_dir_all(dir)?;
         let config = format!(
             "receivers:\n  filelog:\n    include: [\"{pods}/*/*/*.log\"]\n    start_at: beginning\n    \
              include_file_path: true\n    include_file_name: false\n    operators:\n      - type: container\n\
@@ -834,17 +833,7 @@ impl AgentRun {
              logs: {{ receivers: [filelog], processors: [memory_limiter, batch], exporters: [otlphttp/loki] }}\n",
             pods = pods.display(),
         );
-        let config_path = dir.join("otelcol.yaml");
-        std::fs::write(&config_path, config)?;
-        let log = dir.join("otelcol.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
-            .arg(format!("--config={}", config_path.display()))
-            .env("GOMAXPROCS", "2")
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let (child, log) = crate::peers::otelcol::spawn(bin, dir, &config)?;
         let mut run = AgentRun { child: Some(child), log };
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some(status) = run.exited() {

@@ -325,20 +325,11 @@ async fn one_run(kind: Kind, bin: &Path, b: &NodeBench) -> anyhow::Result<RunFig
         Kind::Collector => {
             let dir = tempfile::tempdir()?;
             let yaml = collector_config(&pods, &sink, &traces.addr.to_string(), &kubelet, scrape, otlp_port);
-            let config = dir.path().join("otelcol.yaml");
-            std::fs::write(&config, yaml)?;
-            let log = std::fs::File::create(dir.path().join("otelcol.log"))?;
-            let child = Command::new(bin)
-                .arg(format!("--config={}", config.display()))
-                .env("GOMAXPROCS", "2")
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
+            let (child, log) = crate::peers::otelcol::spawn(bin, dir.path(), &yaml)?;
             let started = Instant::now();
             while tokio::net::TcpStream::connect(("127.0.0.1", otlp_port)).await.is_err() {
                 if started.elapsed() > Duration::from_secs(30) {
-                    let log = std::fs::read_to_string(dir.path().join("otelcol.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
                     bail!("the Collector is not listening after 30 s; log:\n{log}");
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

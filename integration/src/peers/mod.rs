@@ -1,6 +1,7 @@
 //! Real peers started as child processes on loopback ports, stopped when dropped.
 
 pub mod node_exporter;
+pub mod otelcol;
 pub mod prometheus;
 pub mod rotel;
 
