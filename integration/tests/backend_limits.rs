@@ -468,3 +468,39 @@ async fn tempo_larger_than_max_is_cut_and_only_a_span_too_large_alone_is_dropped
     assert!(!names.contains_key("span-99999"));
     assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["tempo"]).await, 1.0);
 }
+
+/// Issue 21, item 6: Loki requests of 5,172 entries and 1.26 MB were seen with the documented
+/// `batch.max_items: 2000` / `max_bytes: 1MiB` (a tailer batch went out whole). Every request
+/// now stays within both, and every line is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_loki_request_exceeds_the_batch_limits() {
+    let loki = FakeLoki::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    // Short lines, written before the agent starts: one read block holds thousands of them.
+    write_cri(&pods, "pod-0", 0, 12_000, 40);
+    let admin = free_port();
+    let cfg = logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin);
+    let _agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    eventually(Duration::from_secs(30), "12,000 lines stored", || async {
+        (stored(&loki).len() == 12_000).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (once, twice) = once_twice(&stored(&loki));
+    let (requests, largest, largest_bytes) = {
+        let st = loki.state();
+        let request = |p: &lgtm_integration::fake_loki::ReceivedPush| lgtm_pipeline::proto::PushRequest {
+            streams: p.streams.clone(),
+        };
+        (
+            st.pushes.len(),
+            st.pushes.iter().map(|p| p.streams.iter().map(|s| s.entries.len()).sum::<usize>()).max().unwrap_or(0),
+            st.pushes.iter().map(|p| prost::Message::encoded_len(&request(p))).max().unwrap_or(0),
+        )
+    };
+    eprintln!("batch limits: 12,000 lines, {once} stored once, {twice} twice, {requests} requests, largest {largest} entries / {largest_bytes} bytes");
+    assert_eq!((once, twice), (12_000, 0));
+    assert!(largest <= 2000, "a request of {largest} entries (batch.max_items 2000)");
+    assert!(largest_bytes <= 1024 * 1024, "a request of {largest_bytes} bytes (batch.max_bytes 1MiB)");
+}
