@@ -30,6 +30,8 @@ all_targets=(
     pipeline:otlp_logs
     pipeline:zipkin_spans
     pipeline:jaeger_thrift
+    pipeline:otlp_json
+    pipeline:logs_parts
     config:config_yaml
 )
 

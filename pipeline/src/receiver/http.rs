@@ -66,12 +66,35 @@ async fn traces(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
     answer("traces", format, intake.traces_encoded(encoded, TRANSPORT))
 }
 
+/// As traces: JSON is read metric by metric into protobuf first ([`super::otlp_json`]), then
+/// decoded from that.
 async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
-    let (format, req) = match read::<ExportMetricsServiceRequest>("metrics", &intake, &headers, body).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let Some(format) = Format::of(content_type) else {
+        return unsupported("metrics", content_type);
     };
-    answer("metrics", format, intake.metrics(req, TRANSPORT))
+    let decoded = match read_plain(&headers, body, intake.max_request_size).await {
+        // The body's bytes are released once decoded; the decoded request is bounded by the
+        // decoders (depth, size) rather than by the budget.
+        Ok((plain, _held)) => match format {
+            Format::Protobuf => decode::<ExportMetricsServiceRequest>(Format::Protobuf, &plain),
+            Format::Json => {
+                let transcoded = super::otlp_json::metrics_to_protobuf(&plain);
+                drop(plain);
+                transcoded
+                    .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") })
+                    .and_then(|encoded| decode::<ExportMetricsServiceRequest>(Format::Protobuf, &encoded))
+            }
+        },
+        Err(refusal) => Err(refusal),
+    };
+    match decoded {
+        Ok(req) => answer("metrics", format, intake.metrics(req, TRANSPORT)),
+        Err(refusal) => {
+            metrics::otlp().rejected.with_label_values(&["metrics", refusal.reason()]).inc();
+            refusal_response(format, &refusal)
+        }
+    }
 }
 
 /// As traces: JSON is read record by record into protobuf first; then the records are decoded
@@ -104,35 +127,6 @@ async fn logs(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body)
         }
     };
     answer("logs", format, intake.logs_encoded(encoded, TRANSPORT).await)
-}
-
-/// Reads, decompresses and decodes the body, or answers the refusal (counted).
-async fn read<T>(
-    signal: &'static str,
-    intake: &Intake,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(Format, T), Response>
-where
-    T: prost::Message + serde::de::DeserializeOwned + Default,
-{
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let Some(format) = Format::of(content_type) else {
-        return Err(unsupported(signal, content_type));
-    };
-    let result = match read_plain(headers, body, intake.max_request_size).await {
-        // The body's bytes are released once decoded; the decoded request is bounded by the
-        // decoders (depth, size) rather than by the budget.
-        Ok((plain, _held)) => decode::<T>(format, &plain),
-        Err(refusal) => Err(refusal),
-    };
-    match result {
-        Ok(req) => Ok((format, req)),
-        Err(refusal) => {
-            metrics::otlp().rejected.with_label_values(&[signal, refusal.reason()]).inc();
-            Err(refusal_response(format, &refusal))
-        }
-    }
 }
 
 /// 415 for a `Content-Type` that is neither protobuf nor JSON, counted.

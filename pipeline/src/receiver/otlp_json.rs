@@ -1,4 +1,5 @@
-//! OTLP/JSON trace requests read straight into their protobuf form, one span at a time.
+//! OTLP/JSON trace, logs and metrics requests read straight into their protobuf form, one item
+//! (span, log record, metric) at a time.
 //!
 //! Decoding a whole `ExportTraceServiceRequest` with serde first builds every span as a prost
 //! struct (about 300 bytes each before its ids and strings), which for small spans is over 5 times
@@ -18,6 +19,7 @@ use std::fmt;
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -33,6 +35,13 @@ pub fn logs_to_protobuf(json: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     to_protobuf::<LogRecord>(json, &LOGS)
 }
 
+/// The protobuf encoding of the OTLP/JSON `ExportMetricsServiceRequest` in `json`, metric by
+/// metric: serde's whole request of small data points took about 10 bytes of peak RSS per JSON
+/// byte, the protobuf form a fraction of the JSON.
+pub fn metrics_to_protobuf(json: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    to_protobuf::<Metric>(json, &METRICS)
+}
+
 /// The JSON names of one signal's three levels and items (the protobuf tags are the same).
 struct Names {
     resource_level: &'static str,
@@ -42,6 +51,7 @@ struct Names {
 
 const TRACES: Names = Names { resource_level: "resourceSpans", scope_level: "scopeSpans", items: "spans" };
 const LOGS: Names = Names { resource_level: "resourceLogs", scope_level: "scopeLogs", items: "logRecords" };
+const METRICS: Names = Names { resource_level: "resourceMetrics", scope_level: "scopeMetrics", items: "metrics" };
 
 fn to_protobuf<T: Message + DeserializeOwned>(
     json: &[u8],
@@ -253,6 +263,26 @@ mod tests {
         // Trace names are not log names.
         let spans = super::logs_to_protobuf(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{}]}]}]}"#).unwrap();
         assert!(spans.is_empty());
+    }
+
+    #[test]
+    fn metrics_decode_to_what_serde_reads_from_the_json() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        let json = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"a"}}]},
+            "scopeMetrics":[{"scope":{"name":"s"},"schemaUrl":"u","metrics":[
+              {"name":"requests","unit":"1","sum":{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[
+                {"startTimeUnixNano":"1544712660000000000","timeUnixNano":"1544712660300000000","asInt":"7",
+                 "attributes":[{"key":"route","value":{"stringValue":"/"}}]}]}},
+              {"name":"temperature","gauge":{"dataPoints":[{"timeUnixNano":"1544712660300000000","asDouble":21.5}]}},
+              {"name":"latency","histogram":{"aggregationTemporality":2,"dataPoints":[
+                {"timeUnixNano":"1544712660300000000","count":"3","sum":0.6,"bucketCounts":["1","2"],"explicitBounds":[0.25]}]}}]}]},
+            {"scopeMetrics":[{"metrics":[{"name":"alone","gauge":{"dataPoints":[{"asInt":"1"}]}}]}]}]}"#;
+        let expected: ExportMetricsServiceRequest = serde_json::from_str(json).unwrap();
+        let encoded = super::metrics_to_protobuf(json.as_bytes()).unwrap();
+        assert_eq!(ExportMetricsServiceRequest::decode(&encoded[..]).unwrap(), expected);
+        let bad = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","unit":7}]}]}]}"#;
+        assert!(serde_json::from_str::<ExportMetricsServiceRequest>(bad).is_err());
+        assert!(super::metrics_to_protobuf(bad.as_bytes()).is_err());
     }
 
     #[test]
