@@ -3,8 +3,9 @@
 //! their trace ID ([`wire`]). Three phases, each with a fresh agent:
 //!
 //! 1. **ingest**: daemonset mode, no sampling, spans straight to the exporter; and the real
-//!    `rotel-agent` (OTLP receiver -> OTLP exporter, both gzip) with the same load, one after the
-//!    other in the same run. Spans per CPU-second of each (utime + stime from `/proc/<pid>/stat`,
+//!    `rotel-agent` (OTLP receiver -> OTLP exporter, both gzip) and, with `--collector`, the
+//!    OpenTelemetry Collector (otlp receiver -> batch -> otlp exporter, gzip) with the same load,
+//!    one after the other in the same run. Spans per CPU-second of each (utime + stime from `/proc/<pid>/stat`,
 //!    from the first request until the receiver has every span) and their ratio.
 //! 2. **tail sampling**: cluster mode with the PoC's policies (errors kept, slow kept at 30%),
 //!    `decision_wait` short; spans received per CPU-second until every trace is decided and the
@@ -71,6 +72,10 @@ pub struct TracesBench {
     /// Leave out the rotel-agent comparison.
     #[arg(long)]
     pub no_rotel: bool,
+    /// Also run the OpenTelemetry Collector in the ingest phase (`scripts/build-otelcol.sh`;
+    /// `auto`: its cache path).
+    #[arg(long)]
+    pub collector: Option<PathBuf>,
 }
 
 impl Default for TracesBench {
@@ -83,6 +88,7 @@ impl Default for TracesBench {
             concurrency: 4,
             decision_wait: lgtm_config::Duration::from_secs(1),
             no_rotel: false,
+            collector: None,
         }
     }
 }
@@ -115,14 +121,14 @@ pub async fn run(b: TracesBench) -> anyhow::Result<()> {
         b.concurrency,
     );
 
-    let lgtm = ingest(false, &bin, &load, &warmup, &b).await.context("ingest phase, lgtm-agent")?;
+    let lgtm = ingest(Ingester::Lgtm, &bin, &load, &warmup, &b).await.context("ingest phase, lgtm-agent")?;
     let rotel = if b.no_rotel {
         None
     } else {
         match crate::peers::rotel::rotel_binary() {
-            Some(rotel_bin) => {
-                Some(ingest(true, &rotel_bin, &load, &warmup, &b).await.context("ingest phase, rotel-agent")?)
-            }
+            Some(rotel_bin) => Some(
+                ingest(Ingester::Rotel, &rotel_bin, &load, &warmup, &b).await.context("ingest phase, rotel-agent")?,
+            ),
             None => {
                 println!("rotel-agent is not installed (scripts/install-test-deps.sh): no comparison");
                 None
@@ -134,13 +140,26 @@ pub async fn run(b: TracesBench) -> anyhow::Result<()> {
         "{:<12} {:>10} {:>9} {:>12} {:>14} {:>10}",
         "agent", "spans", "cpu-s", "spans/s", "spans/cpu-s", "peak RSS"
     );
-    for m in [Some(&lgtm), rotel.as_ref()].into_iter().flatten() {
+    let collector = match &b.collector {
+        Some(path) if path.as_os_str() == "auto" => Some(crate::bench_node::otelcol_cache_path()),
+        other => other.clone(),
+    };
+    let collector = match collector {
+        Some(path) => {
+            anyhow::ensure!(path.exists(), "no Collector at {} (scripts/build-otelcol.sh builds it)", path.display());
+            Some(ingest(Ingester::Collector, &path, &load, &warmup, &b).await.context("ingest phase, otelcol")?)
+        }
+        None => None,
+    };
+    for m in [Some(&lgtm), rotel.as_ref(), collector.as_ref()].into_iter().flatten() {
         m.print();
     }
-    if let Some(r) = &rotel {
+    for peer in [rotel.as_ref(), collector.as_ref()].into_iter().flatten() {
         println!(
-            "lgtm-agent / rotel-agent spans per CPU-second: {:.2} (target >= 1)",
-            lgtm.per_cpu_second() / r.per_cpu_second().max(1e-9)
+            "lgtm-agent / {}: spans per CPU-second {:.2} (issue 21 target >= 2 against rotel-agent), spans per second {:.2} (target >= 1)",
+            peer.name,
+            lgtm.per_cpu_second() / peer.per_cpu_second().max(1e-9),
+            lgtm.per_second() / peer.per_second().max(1e-9),
         );
     }
 
@@ -177,6 +196,10 @@ struct Run {
 impl Run {
     fn per_cpu_second(&self) -> f64 {
         self.spans as f64 / self.cpu_seconds.max(1e-9)
+    }
+
+    fn per_second(&self) -> f64 {
+        self.spans as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
     fn print(&self) {
@@ -241,18 +264,34 @@ where
     Ok(Run { name, spans: load.spans(), cpu_seconds, wall, peak_rss: process.peak_rss_bytes(), warm_counts })
 }
 
-/// Ingest alone: the load through `lgtm-agent` (daemonset mode, no sampling) or `rotel-agent`,
-/// each exporting to its own counting receiver; done when every span has arrived there.
-async fn ingest(rotel: bool, bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Run> {
+/// Which process the ingest phase measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ingester {
+    Lgtm,
+    Rotel,
+    Collector,
+}
+
+/// Ingest alone: the load through `lgtm-agent` (daemonset mode, no sampling), `rotel-agent` or
+/// the Collector, each exporting to its own counting receiver; done when every span has arrived
+/// there.
+async fn ingest(who: Ingester, bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) -> anyhow::Result<Run> {
     let rx = CountingReceiver::start().await?;
     let dir = tempfile::tempdir()?;
     // Kept alive until measured.
-    let (name, pid, grpc, _agent, _rotel) = if rotel {
-        let r = Rotel::start(bin, dir.path(), &rx.endpoint()).await?;
-        ("rotel-agent", r.pid(), r.grpc, None, Some(r))
-    } else {
-        let a = Agent::start(bin, dir.path(), "daemonset", &rx.endpoint(), "").await?;
-        ("lgtm-agent", a.pid(), a.grpc, Some(a), None)
+    let (name, pid, grpc, _agent, _peer) = match who {
+        Ingester::Lgtm => {
+            let a = Agent::start(bin, dir.path(), "daemonset", &rx.endpoint(), "").await?;
+            ("lgtm-agent", a.pid(), a.grpc, Some(a), None)
+        }
+        Ingester::Rotel => {
+            let r = Peer::rotel(bin, dir.path(), &rx.endpoint()).await?;
+            ("rotel-agent", r.pid(), r.grpc, None, Some(r))
+        }
+        Ingester::Collector => {
+            let c = Peer::collector(bin, dir.path(), &rx.endpoint()).await?;
+            ("otelcol", c.pid(), c.grpc, None, Some(c))
+        }
     };
     let counts = rx.counts.clone();
     let (warm, all) = (warmup.spans(), warmup.spans() + load.spans());
@@ -454,14 +493,16 @@ impl Agent {
     }
 }
 
-/// `rotel-agent` receiving OTLP/gRPC and exporting OTLP/gRPC (gzip, its defaults otherwise).
-struct Rotel {
+/// A peer receiving OTLP/gRPC and exporting OTLP/gRPC, killed on drop.
+struct Peer {
+    name: &'static str,
     child: Child,
     grpc: std::net::SocketAddr,
 }
 
-impl Rotel {
-    async fn start(bin: &Path, dir: &Path, endpoint: &str) -> anyhow::Result<Rotel> {
+impl Peer {
+    /// `rotel-agent`, gzip and its defaults otherwise.
+    async fn rotel(bin: &Path, dir: &Path, endpoint: &str) -> anyhow::Result<Peer> {
         let (grpc_port, http_port) = (crate::free_port(), crate::free_port());
         let log_path = dir.join("rotel.log");
         let log = std::fs::File::create(&log_path)?;
@@ -477,18 +518,61 @@ impl Rotel {
             .stderr(Stdio::from(log))
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut rotel = Rotel { child, grpc: ([127, 0, 0, 1], grpc_port).into() };
+        Peer { name: "rotel-agent", child, grpc: ([127, 0, 0, 1], grpc_port).into() }.listening(&log_path).await
+    }
+
+    /// The Collector as the PoC's third scenario passes traces on: otlp receiver (64 MiB
+    /// messages, as rotel-agent here), memory_limiter, batch, otlp exporter (gzip, its default).
+    async fn collector(bin: &Path, dir: &Path, endpoint: &str) -> anyhow::Result<Peer> {
+        let grpc_port = crate::free_port();
+        let endpoint = endpoint.trim_start_matches("http://");
+        let config = format!(
+            r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+        max_recv_msg_size_mib: 64
+processors:
+  memory_limiter:
+    check_interval: 1s
+    limit_mib: 512
+  batch: {{}}
+exporters:
+  otlp:
+    endpoint: {endpoint}
+    tls:
+      insecure: true
+service:
+  telemetry:
+    logs:
+      level: warn
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [memory_limiter, batch]
+      exporters: [otlp]
+"#
+        );
+        let (child, log_path) = crate::peers::otelcol::spawn(bin, dir, &config)?;
+        Peer { name: "otelcol", child, grpc: ([127, 0, 0, 1], grpc_port).into() }.listening(&log_path).await
+    }
+
+    /// Waits until the peer accepts connections on its gRPC port (20 s at most).
+    async fn listening(mut self, log_path: &Path) -> anyhow::Result<Peer> {
         let started = Instant::now();
-        while tokio::net::TcpStream::connect(rotel.grpc).await.is_err() {
-            if let Ok(Some(status)) = rotel.child.try_wait() {
-                bail!("rotel-agent exited ({status}): {}", std::fs::read_to_string(&log_path)?);
+        while tokio::net::TcpStream::connect(self.grpc).await.is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("{} exited ({status}): {}", self.name, std::fs::read_to_string(log_path)?);
             }
             if started.elapsed() > Duration::from_secs(20) {
-                bail!("rotel-agent not listening after 20 s: {}", std::fs::read_to_string(&log_path)?);
+                bail!("{} not listening after 20 s: {}", self.name, std::fs::read_to_string(log_path)?);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(rotel)
+        Ok(self)
     }
 
     fn pid(&self) -> u32 {
@@ -496,7 +580,7 @@ impl Rotel {
     }
 }
 
-impl Drop for Rotel {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

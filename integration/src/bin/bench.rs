@@ -114,6 +114,10 @@ enum Workload {
         /// lgtm-agent's remote-write shards (default: the config's).
         #[arg(long)]
         shards: Option<usize>,
+        /// Also run the OpenTelemetry Collector on the same targets (`scripts/build-otelcol.sh`;
+        /// `auto`: its cache path).
+        #[arg(long)]
+        collector: Option<std::path::PathBuf>,
     },
     /// Pods, Deployments and Nodes in the fake API; lgtm-agent's cluster-state series.
     ClusterState {
@@ -162,19 +166,22 @@ enum Workload {
     },
 }
 
+/// `--collector auto` is the cache path `scripts/build-otelcol.sh` builds into.
+fn collector_path(flag: std::path::PathBuf) -> std::path::PathBuf {
+    if flag.as_os_str() == "auto" {
+        lgtm_integration::bench_node::otelcol_cache_path()
+    } else {
+        flag
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.workload {
         Workload::Pipeline { series, rounds, shards } => rt.block_on(pipeline(series, rounds, shards)),
         Workload::Logs { size, files, dir, agent_bin, loki_queue_memory, collector } => {
-            let collector = collector.map(|c| {
-                if c.as_os_str() == "auto" {
-                    lgtm_integration::bench_node::otelcol_cache_path()
-                } else {
-                    c
-                }
-            });
+            let collector = collector.map(collector_path);
             let opts = lgtm_integration::bench_logs::LogsBenchOptions {
                 size: size.bytes(),
                 files,
@@ -189,7 +196,7 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(report.is_exact(), "lines were lost, duplicated or altered");
             Ok(())
         }
-        Workload::Scrape { targets, series, interval, duration, agent_bin, shards } => {
+        Workload::Scrape { targets, series, interval, duration, agent_bin, shards, collector } => {
             rt.block_on(lgtm_integration::bench_scrape::run(lgtm_integration::bench_scrape::ScrapeBench {
                 targets,
                 series,
@@ -197,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                 duration: duration.get(),
                 agent_bin,
                 shards,
+                collector: collector.map(collector_path),
             }))
         }
         Workload::ClusterState { pods, deployments, nodes, interval, intervals, agent_bin } => rt.block_on(
