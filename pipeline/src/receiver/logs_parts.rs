@@ -35,6 +35,10 @@ fn varint(buf: &[u8], at: &mut usize) -> Result<u64, String> {
             return Err(format!("truncated varint at byte {at}"));
         };
         *at += 1;
+        // The tenth byte holds the top bit only: more is an overflow, refused as prost does.
+        if shift == 9 && b > 1 {
+            return Err(format!("invalid varint ending at byte {at}"));
+        }
         value |= u64::from(b & 0x7f) << (7 * shift);
         if b < 0x80 {
             return Ok(value);
@@ -51,8 +55,9 @@ fn fields(buf: &[u8]) -> impl Iterator<Item = Result<Field<'_>, String>> {
             return None;
         }
         let field = (|| {
-            let key = varint(buf, &mut at)?;
-            let tag = u32::try_from(key >> 3).map_err(|_| format!("invalid field key at byte {at}"))?;
+            // A key over 32 bits is invalid to prost, even where the tag would fit.
+            let key = u32::try_from(varint(buf, &mut at)?).map_err(|_| format!("invalid field key at byte {at}"))?;
+            let tag = key >> 3;
             if tag == 0 {
                 return Err(format!("invalid field key at byte {at}"));
             }
@@ -318,5 +323,19 @@ mod tests {
         body[at] = 0xff;
         assert!(ExportLogsServiceRequest::decode(&body[..]).is_err());
         assert!(plan(&body, 100).is_err());
+    }
+
+    /// Inputs the `pipeline:logs_parts` fuzz target found accepted here and refused by prost.
+    #[test]
+    fn fuzz_regressions() {
+        for body in [
+            // A key over 32 bits (13,864,271,221) whose tag alone would fit.
+            &b"\xf5\xff\xd2\x33\x00\x00\x00\xed\xf5\xfa\xff\xd2\x33\x04\x00\x40\x00\x59\x00\xff\xff\xff\xff\x7b\xff\xff"[..],
+            // A ten-byte varint with more than the top bit in its last byte.
+            &b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"[..],
+        ] {
+            assert!(ExportLogsServiceRequest::decode(body).is_err());
+            assert!(plan(body, 16).is_err(), "{body:?}");
+        }
     }
 }
