@@ -55,6 +55,13 @@ pub use lexer::{is_valid_label_name, is_valid_metric_name, LabelIter};
 pub use metadata::{Metadata, MetricType};
 pub use series::Series;
 
+/// An `le` (histogram) or `quantile` (summary) label value as Prometheus 3 stores it: its
+/// OpenMetrics float form when it parses as a Go float (`"1"` -> `"1.0"`), else as written.
+/// The parsers apply it themselves; this is for tests that compare with Prometheus 2.
+pub fn float_form(value: &str) -> std::borrow::Cow<'_, str> {
+    float::normalize(std::borrow::Cow::Borrowed(value))
+}
+
 use memchr::memchr;
 
 use float::FloatLabel;
