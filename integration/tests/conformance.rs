@@ -1226,3 +1226,148 @@ fn relabel_validation_agrees_with_promtool() {
     assert!(accepted > 10 && accepted + 10 < checks.len(), "both valid and invalid rules are tried");
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+// ---- staleness markers ----
+
+/// Bodies that change once, at the switch: before, after. Each is one job on both sides.
+const STALE_CASES: &[(&str, &str, &str, &str)] = &[
+    ("a series disappears", TEXT, "a 1\nb{x=\"1\"} 2\nc 3\n", "a 1\n"),
+    ("the body turns malformed", TEXT, "a 1\nb 2\n", "a 1\nb{ 2\n"),
+    ("the body turns empty", TEXT, "a 1\nb 2\n", ""),
+    ("a timestamped series disappears", TEXT, "a 1 {MS}\nb 2\n", "b 2\n"),
+    ("a repeated series disappears", TEXT, "a 1\na 2\nb 3\n", "b 3\n"),
+    (
+        "buckets disappear",
+        OM,
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum 3\n# EOF\n",
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum 3\n# EOF\n",
+    ),
+    ("OpenMetrics turns malformed", OM, "a 1\nb 2\n# EOF\n", "a 1\nb 2\n"),
+];
+
+type Phased = Arc<(std::sync::atomic::AtomicBool, Vec<(String, String, String)>)>;
+
+async fn serve_phased(State(state): State<Phased>, UrlPath(i): UrlPath<usize>) -> impl IntoResponse {
+    let (switched, cases) = &*state;
+    let (ct, before, after) = &cases[i];
+    let body = if switched.load(std::sync::atomic::Ordering::SeqCst) { after } else { before };
+    ([(header::CONTENT_TYPE, ct.clone())], body.clone())
+}
+
+/// The series one side marked stale, by job, `le`/`quantile` in float form (Prometheus 2 keeps
+/// them as written; which ones are rewritten is checked by the main comparison).
+fn stale_series(all: &Series) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (labels, samples) in all {
+        if !samples.iter().any(|(_, v)| v.to_bits() == STALE_NAN_BITS) {
+            continue;
+        }
+        let Some(job) = job_of(labels) else { continue };
+        let shown: Vec<(String, String)> = labels
+            .iter()
+            .filter(|(k, _)| k != "instance")
+            .map(|(k, v)| match k.as_str() {
+                "le" | "quantile" => (k.clone(), lgtm_scrape::parser::float_form(v).into_owned()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        out.entry(job.to_string()).or_default().insert(show(&shown));
+    }
+    out
+}
+
+/// Series that go away (from the body, or with a failed or empty scrape) get one staleness
+/// marker from both Prometheus and the agent at the next scrape; series with their own
+/// timestamps get none from either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_and_lgtm_agent_send_the_same_staleness_markers() {
+    if oracle().is_none() {
+        require::<()>("prometheus", None);
+        return;
+    }
+    let future_ms = (now_ms() + 120_000).to_string();
+    let cases: Vec<(String, String, String)> = STALE_CASES
+        .iter()
+        .map(|(_, ct, before, after)| (ct.to_string(), before.replace("{MS}", &future_ms), after.to_string()))
+        .collect();
+    let state: Phased = Arc::new((std::sync::atomic::AtomicBool::new(false), cases));
+    let target = start_http(Router::new().route("/s/{i}", get(serve_phased)).with_state(state.clone())).await;
+    let store: Received = Arc::default();
+    let receiver = start_http(Router::new().route("/w/{who}", post(receive)).with_state(store.clone())).await;
+    let job = |i: usize| format!("s{i}");
+    let prometheus_config = json!({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+        "scrape_configs": (0..STALE_CASES.len()).map(|i| json!({
+            "job_name": job(i),
+            "metrics_path": format!("/s/{i}"),
+            "static_configs": [{"targets": [target.to_string()]}],
+        })).collect::<Vec<_>>(),
+        "remote_write": [{"url": format!("http://{receiver}/w/prometheus"),
+            "queue_config": {"batch_send_deadline": "200ms"}}],
+    });
+    let Some(_prometheus) = start_prometheus(&prometheus_config) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let static_configs: Vec<Value> = (0..STALE_CASES.len())
+        .map(|i| json!({"targets": [target.to_string()], "labels": {"job": job(i)}, "metrics_path": format!("/s/{i}")}))
+        .collect();
+    let config = AgentConfig::new(CLUSTER, &tmp.path().join("data"), admin)
+        .mimir(&format!("http://{receiver}/w/agent"), Backoff("100ms", "1s"))
+        .scrape("1s", "900ms", Value::from(static_configs))
+        .yaml();
+    let mut agent = AgentProcess::start(tmp.path(), &config, admin).await;
+
+    // `up` samples per side and job; waits (bounded) until every job has `n` more on both.
+    let ups_now = |store: &Received| -> Vec<usize> {
+        let store = store.lock().unwrap();
+        ["prometheus", "agent"]
+            .iter()
+            .flat_map(|who| {
+                let jobs = store.get(*who).map(by_job).unwrap_or_default();
+                (0..STALE_CASES.len()).map(move |i| jobs.get(&job(i)).map_or(0, ups)).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let wait_for = |base: Vec<usize>, n: usize| {
+        let store = store.clone();
+        async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if ups_now(&store).iter().zip(&base).all(|(now, was)| *now >= was + n) {
+                    return true;
+                }
+            }
+            false
+        }
+    };
+    let started = Instant::now();
+    assert!(wait_for(vec![0; STALE_CASES.len() * 2], 2).await, "both sides scrape every case");
+    println!("both sides scraped every staleness case twice after {:.1} s", started.elapsed().as_secs_f64());
+    let before = ups_now(&store);
+    state.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Two scrapes after the switch: the first may have begun before it.
+    assert!(wait_for(before, 3).await, "both sides scrape every case after the switch");
+    tokio::time::sleep(Duration::from_secs(1)).await; // the last remote-write batches
+
+    let store = store.lock().unwrap().clone();
+    let p = stale_series(&store.get("prometheus").cloned().unwrap_or_default());
+    let a = stale_series(&store.get("agent").cloned().unwrap_or_default());
+    let mut report = Vec::new();
+    let mut marked = 0;
+    for (i, (what, ..)) in STALE_CASES.iter().enumerate() {
+        let (ps, as_) = (p.get(&job(i)).cloned().unwrap_or_default(), a.get(&job(i)).cloned().unwrap_or_default());
+        marked += ps.len();
+        if ps != as_ {
+            report.push(format!("{what}: Prometheus marked {ps:?}, lgtm-agent {as_:?}"));
+        }
+    }
+    println!(
+        "staleness markers: {} of {} cases agree ({marked} series marked stale by Prometheus)",
+        STALE_CASES.len() - report.len(),
+        STALE_CASES.len()
+    );
+    assert!(marked >= STALE_CASES.len(), "the cases do produce markers ({marked})");
+    assert!(report.is_empty(), "{}", report.join("\n"));
+    assert!(agent.terminate(Duration::from_secs(20)).await.success());
+}

@@ -98,8 +98,9 @@ async fn a_malformed_body_fails_the_whole_scrape() {
     sl.scrape_once().await.decode().unwrap();
     server.set_body("a 1\nb two\n");
     let batch = sl.scrape_once().await.decode().unwrap();
-    assert!(batch.iter().all(|t| name(t) != "a" || is_stale(t)), "nothing from the body is kept");
-    assert_eq!(stale_names(&batch), ["a", "b"]);
+    assert!(batch.iter().all(|t| name(t) != "a"), "nothing from the body is kept");
+    // `a` was read before the error, so it is not marked stale (as in Prometheus).
+    assert_eq!(stale_names(&batch), ["b"]);
     assert_eq!(value(&batch, "up"), 0.0);
     assert_eq!(value(&batch, "scrape_samples_scraped"), 1.0);
     let err = sl.status().lock().unwrap().last_error.clone().unwrap();
@@ -516,4 +517,21 @@ async fn histogram_and_summary_bounds_are_sent_in_float_form() {
     assert_eq!(les, ["1.0", "+Inf"]);
     let s = batch.iter().find(|t| name(t) == "s").unwrap();
     assert_eq!(label(s, "quantile"), Some("1.0"));
+}
+
+#[tokio::test]
+async fn a_body_that_fails_part_way_marks_stale_only_the_series_not_read_before_the_failure() {
+    // Prometheus tracks the series it read before a parse error for staleness, then rolls the
+    // scrape back: `a` (read) gets no marker, `b` (not reached) does.
+    let (server, mut sl) = scrape_loop("a 1\nb 2\n", options("loop_part")).await;
+    sl.scrape_once().await.decode().unwrap();
+    server.set_body("a 1\nb{ 2\n");
+    let failed = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(value(&failed, "up"), 0.0);
+    assert_eq!(stale_names(&failed), ["b"]);
+    assert!(!names(&failed).contains(&"a".to_string()), "no sample of a failed scrape is sent");
+    // `a` is still the last scrape's series: it goes stale when a scrape no longer has it.
+    server.set_body("c 3\n");
+    let next = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(stale_names(&next), ["a"]);
 }

@@ -166,6 +166,21 @@ impl SeriesCache {
         self.entries.retain(|_, e| e.last_seen >= oldest);
     }
 
+    /// Ends a scrape whose body failed part way (a parse error, a limit), as Prometheus does:
+    /// the series read before the failure count as seen (their samples are not sent), so only
+    /// the last scrape's series not read before it go stale, and those read become the last
+    /// scrape's series. The cache keeps its entries.
+    pub fn abandon(&mut self, mut stale: impl FnMut(&CachedSeries)) {
+        for s in &self.previous {
+            if !self.current_fingerprints.contains(&s.fingerprint()) {
+                stale(s);
+            }
+        }
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
+        self.current_fingerprints.clear();
+    }
+
     /// Ends a failed scrape (or the target's life): every series of the previous scrape goes
     /// stale, and none is tracked any more.
     pub fn fail(&mut self, mut stale: impl FnMut(&CachedSeries)) {
