@@ -166,6 +166,8 @@ fn spec_cases() -> Vec<Case> {
         ("text-minimal", "metric_without_timestamp_and_labels 12.47\n"),
         ("text-special-values", "a -Inf\nb +Inf\nc NaN\nd -0\ne 1e-3\nf .5\ng 5.\nh +7\n"),
         ("text-value-spellings", "a Inf\nb inf\nc nan\nd infinity\n"),
+        ("text-bad-signed-nan", "a 1\nb -NaN\n"),
+        ("om-bad-signed-nan", "a 1\nb +nan\n# EOF\n"),
         ("text-hex-float", "a 0x1p3\n"),
         ("text-underscore-value", "a 1_000\n"),
         ("text-histogram", "# HELP h A histogram.\n# TYPE h histogram\nh_bucket{le=\"0.05\"} 24054\nh_bucket{le=\"+Inf\"} 144320\nh_sum 53423\nh_count 144320\n"),

@@ -247,10 +247,12 @@ impl<'a> Iterator for LabelIter<'a> {
 }
 
 /// Parses a sample value as Prometheus does (`NaN`, `+Inf`, `-Inf` and decimal floats; hex
-/// floats, which Go also accepts, are not).
+/// floats, which Go also accepts, are not). Go takes no sign before `NaN`, where Rust does.
 pub(crate) fn parse_value(token: &[u8]) -> Result<f64, ParseErrorKind> {
+    let signed_nan = matches!(token.first(), Some(b'+' | b'-')) && token[1..].eq_ignore_ascii_case(b"nan");
     std::str::from_utf8(token)
         .ok()
+        .filter(|_| !signed_nan)
         .and_then(|s| s.parse::<f64>().ok())
         .ok_or_else(|| ParseErrorKind::InvalidValue(String::from_utf8_lossy(token).into_owned()))
 }

@@ -310,6 +310,15 @@ fn openmetrics_table() {
 }
 
 #[test]
+fn a_sign_before_nan_is_refused_as_by_go() {
+    for body in ["a -NaN\n", "a +nan\n"] {
+        let err = parse_all(body, Format::Text).unwrap_err();
+        assert!(matches!(err.kind, ParseErrorKind::InvalidValue(_)), "{body:?}: {err}");
+    }
+    assert_eq!(parse_all("a nan\nb -Inf\nc +infinity\n", Format::Text).unwrap(), ["a{} NaN", "b{} -inf", "c{} inf"]);
+}
+
+#[test]
 fn the_accept_header_prefers_openmetrics() {
     assert!(ACCEPT_HEADER.starts_with("application/openmetrics-text;version=1.0.0"));
 }
