@@ -542,6 +542,26 @@ pub struct StaticConfig {
     /// Follow HTTP 3xx responses (default `true`, as in Prometheus); `false` makes a 3xx a
     /// failed scrape.
     pub follow_redirects: Option<bool>,
+    /// How to parse a body whose `Content-Type` is missing, blank, unparsable or unknown, as
+    /// Prometheus 3's option of that name; unset, such a scrape fails (Prometheus 3's default).
+    pub fallback_scrape_protocol: Option<ScrapeProtocol>,
+}
+
+/// An exposition protocol by Prometheus's name for it (`fallback_scrape_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScrapeProtocol {
+    /// Refused by `validate`: the agent does not parse the protobuf format.
+    PrometheusProto,
+    #[serde(rename = "PrometheusText0.0.4")]
+    PrometheusText0_0_4,
+    #[serde(rename = "PrometheusText1.0.0")]
+    PrometheusText1_0_0,
+    #[serde(rename = "OpenMetricsText0.0.1")]
+    OpenMetricsText0_0_1,
+    #[serde(rename = "OpenMetricsText1.0.0")]
+    OpenMetricsText1_0_0,
+    #[serde(rename = "OpenMetricsText2.0.0")]
+    OpenMetricsText2_0_0,
 }
 
 /// One Prometheus relabeling rule; defaults as in Prometheus.

@@ -385,6 +385,12 @@ fn static_config(path: &str, sc: &StaticConfig, scrape: &crate::ScrapeConfig) ->
             return invalid(format!("{path}.scheme"), format!("{scheme:?} is not http or https"));
         }
     }
+    if sc.fallback_scrape_protocol == Some(crate::ScrapeProtocol::PrometheusProto) {
+        return invalid(
+            format!("{path}.fallback_scrape_protocol"),
+            "PrometheusProto is not supported (the agent parses the text and OpenMetrics formats only)",
+        );
+    }
     if let Some(p) = &sc.metrics_path {
         if !p.starts_with('/') {
             return invalid(format!("{path}.metrics_path"), format!("{p:?} does not start with /"));

@@ -31,7 +31,13 @@ const CASES: &[(&str, &str, &str)] = &[
         "config.yaml:6: scrape.static_configs[1].labelz: unknown field `labelz`, expected one of `targets`, \
          `labels`, `metrics_path`, `scheme`, `interval`, `timeout`, `honor_labels`, `honor_timestamps`, \
          `relabel_configs`, `metric_relabel_configs`, `bearer_token_file`, `basic_auth`, `tls_config`, \
-         `follow_redirects`",
+         `follow_redirects`, `fallback_scrape_protocol`",
+    ),
+    (
+        "validation: a fallback protocol the agent cannot parse",
+        "cluster: a\nscrape:\n  static_configs:\n    - targets: ['a:1']\n      fallback_scrape_protocol: PrometheusProto\n",
+        "config.yaml:5: scrape.static_configs[0].fallback_scrape_protocol: PrometheusProto is not supported (the \
+         agent parses the text and OpenMetrics formats only)",
     ),
     (
         "unknown field in a flow mapping deep in a list",

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lgtm_config::{ScrapeConfig, StaticConfig};
+use lgtm_config::{ScrapeConfig, ScrapeProtocol, StaticConfig};
+
+use crate::parser::Format;
 
 use crate::target::{Auth, BasicAuth, ScrapeOptions, Secret, TargetGroup, TlsOptions};
 
@@ -36,6 +38,7 @@ fn static_target_group(scrape: &ScrapeConfig, sc: &StaticConfig, index: usize) -
         relabel_configs: sc.relabel_configs.clone(),
         metric_relabel_configs: sc.metric_relabel_configs.clone(),
         auth: auth(sc),
+        fallback_scrape_protocol: sc.fallback_scrape_protocol.and_then(format_of),
         ..ScrapeOptions::default()
     };
     TargetGroup {
@@ -43,6 +46,18 @@ fn static_target_group(scrape: &ScrapeConfig, sc: &StaticConfig, index: usize) -
         targets: sc.targets.iter().map(|t| BTreeMap::from([("__address__".to_string(), t.clone())])).collect(),
         labels: sc.labels.clone(),
         options: Arc::new(options),
+    }
+}
+
+/// The parser of a Prometheus scrape protocol (`None`: protobuf, which `validate` refuses).
+fn format_of(protocol: ScrapeProtocol) -> Option<Format> {
+    match protocol {
+        ScrapeProtocol::PrometheusProto => None,
+        ScrapeProtocol::PrometheusText0_0_4 | ScrapeProtocol::PrometheusText1_0_0 => Some(Format::Text),
+        // Prometheus 3 parses any OpenMetrics fallback with its OpenMetrics 1 parser.
+        ScrapeProtocol::OpenMetricsText0_0_1
+        | ScrapeProtocol::OpenMetricsText1_0_0
+        | ScrapeProtocol::OpenMetricsText2_0_0 => Some(Format::OpenMetrics),
     }
 }
 

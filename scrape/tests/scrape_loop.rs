@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use lgtm_config::RelabelConfig;
+use lgtm_scrape::parser::Format;
 use lgtm_scrape::{Health, ScrapeLoop, ScrapeOptions};
 
 async fn scrape_loop(body: &str, options: ScrapeOptions) -> (Server, ScrapeLoop) {
@@ -97,8 +98,9 @@ async fn a_malformed_body_fails_the_whole_scrape() {
     sl.scrape_once().await.decode().unwrap();
     server.set_body("a 1\nb two\n");
     let batch = sl.scrape_once().await.decode().unwrap();
-    assert!(batch.iter().all(|t| name(t) != "a" || is_stale(t)), "nothing from the body is kept");
-    assert_eq!(stale_names(&batch), ["a", "b"]);
+    assert!(batch.iter().all(|t| name(t) != "a"), "nothing from the body is kept");
+    // `a` was read before the error, so it is not marked stale (as in Prometheus).
+    assert_eq!(stale_names(&batch), ["b"]);
     assert_eq!(value(&batch, "up"), 0.0);
     assert_eq!(value(&batch, "scrape_samples_scraped"), 1.0);
     let err = sl.status().lock().unwrap().last_error.clone().unwrap();
@@ -433,4 +435,103 @@ async fn external_labels_are_added_where_missing_and_labels_stay_sorted() {
 fn the_pipeline_metrics_sink_is_a_series_sink() {
     fn assert_sink<S: lgtm_scrape::SeriesSink>() {}
     assert_sink::<lgtm_pipeline::MetricsSink>();
+}
+
+/// A server replying `body` with `content_type` (empty: a blank header).
+async fn typed(content_type: &'static str, body: &str) -> Server {
+    Server::start(Reply { content_type, ..Reply::text(body) }).await
+}
+
+#[tokio::test]
+async fn an_unknown_or_blank_content_type_fails_the_scrape_unless_a_fallback_is_set() {
+    // Prometheus 3: no parser is guessed without `fallback_scrape_protocol` (2.x took the text
+    // format); with one, that parser reads the body.
+    for content_type in ["text/html", "", "no media type"] {
+        let server = typed(content_type, "a 1\n").await;
+        let mut sl = ScrapeLoop::new(target(server.addr, options("loop_ct")), vec![]);
+        let batch = sl.scrape_once().await.decode().unwrap();
+        assert_eq!(value(&batch, "up"), 0.0, "{content_type:?}");
+        assert_eq!(value(&batch, "scrape_samples_scraped"), 0.0, "{content_type:?}");
+        assert!(!names(&batch).contains(&"a".to_string()), "{content_type:?}");
+
+        let text = ScrapeOptions { fallback_scrape_protocol: Some(Format::Text), ..options("loop_ct_text") };
+        let mut sl = ScrapeLoop::new(target(server.addr, text), vec![]);
+        let batch = sl.scrape_once().await.decode().unwrap();
+        assert_eq!(value(&batch, "up"), 1.0, "{content_type:?}");
+        assert_eq!(value(&batch, "a"), 1.0, "{content_type:?}");
+
+        // The fallback is the parser: this body is not OpenMetrics (no `# EOF`).
+        let om = ScrapeOptions { fallback_scrape_protocol: Some(Format::OpenMetrics), ..options("loop_ct_om") };
+        let mut sl = ScrapeLoop::new(target(server.addr, om), vec![]);
+        assert_eq!(value(&sl.scrape_once().await.decode().unwrap(), "up"), 0.0, "{content_type:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_empty_body_is_an_empty_scrape_whatever_its_content_type() {
+    let server = typed("text/plain; version=0.0.4", "a 1\n").await;
+    let mut sl = ScrapeLoop::new(target(server.addr, options("loop_empty")), vec![]);
+    assert_eq!(value(&sl.scrape_once().await.decode().unwrap(), "up"), 1.0);
+    // OpenMetrics requires `# EOF`, yet an empty body is not parsed at all (Prometheus 3).
+    for content_type in ["application/openmetrics-text; version=1.0.0", "text/html", ""] {
+        server.set(Reply { content_type, ..Reply::text("") });
+        let batch = sl.scrape_once().await.decode().unwrap();
+        assert_eq!(value(&batch, "up"), 1.0, "{content_type:?}");
+        assert_eq!(value(&batch, "scrape_samples_scraped"), 0.0, "{content_type:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_sample_without_a_timestamp_after_one_with_is_a_duplicate() {
+    // Prometheus 3 refuses a sample without a timestamp of a series already read in the same
+    // scrape, with or without one (its upstream case: `a 0 0` then `a 0`).
+    let (_server, mut sl) = scrape_loop("a 7 5000\na 8\nb 1\n", options("loop_dup_ts")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    let a: Vec<_> = batch.iter().filter(|t| name(t) == "a").flat_map(|t| &t.samples).collect();
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].timestamp, a[0].value), (5000, 7.0));
+    assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 3.0);
+}
+
+#[tokio::test]
+async fn a_timestamp_beyond_the_range_of_milliseconds_is_dropped_as_prometheus_3_does() {
+    let body = "a_total 1 12345678901234567890.1\nb_total 2\n# EOF\n";
+    let server = typed("application/openmetrics-text; version=1.0.0", body).await;
+    let mut sl = ScrapeLoop::new(target(server.addr, options("loop_ts_range")), vec![]);
+    let batch = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(value(&batch, "up"), 1.0);
+    assert!(!names(&batch).contains(&"a_total".to_string()));
+    assert_eq!(value(&batch, "b_total"), 2.0);
+    assert_eq!(value(&batch, "scrape_samples_scraped"), 2.0);
+    assert_eq!(value(&batch, "scrape_samples_post_metric_relabeling"), 2.0);
+    assert_eq!(value(&batch, "scrape_series_added"), 1.0, "the refused series is not added");
+}
+
+#[tokio::test]
+async fn histogram_and_summary_bounds_are_sent_in_float_form() {
+    let body =
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n# TYPE s summary\ns{quantile=\"1\"} 3\n";
+    let (_server, mut sl) = scrape_loop(body, options("loop_le")).await;
+    let batch = sl.scrape_once().await.decode().unwrap();
+    let les: Vec<_> = batch.iter().filter(|t| name(t) == "h_bucket").filter_map(|t| label(t, "le")).collect();
+    assert_eq!(les, ["1.0", "+Inf"]);
+    let s = batch.iter().find(|t| name(t) == "s").unwrap();
+    assert_eq!(label(s, "quantile"), Some("1.0"));
+}
+
+#[tokio::test]
+async fn a_body_that_fails_part_way_marks_stale_only_the_series_not_read_before_the_failure() {
+    // Prometheus tracks the series it read before a parse error for staleness, then rolls the
+    // scrape back: `a` (read) gets no marker, `b` (not reached) does.
+    let (server, mut sl) = scrape_loop("a 1\nb 2\n", options("loop_part")).await;
+    sl.scrape_once().await.decode().unwrap();
+    server.set_body("a 1\nb{ 2\n");
+    let failed = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(value(&failed, "up"), 0.0);
+    assert_eq!(stale_names(&failed), ["b"]);
+    assert!(!names(&failed).contains(&"a".to_string()), "no sample of a failed scrape is sent");
+    // `a` is still the last scrape's series: it goes stale when a scrape no longer has it.
+    server.set_body("c 3\n");
+    let next = sl.scrape_once().await.decode().unwrap();
+    assert_eq!(stale_names(&next), ["a"]);
 }

@@ -36,11 +36,6 @@ pub enum ParseErrorKind {
     TrailingData(String),
     #[error("invalid exemplar")]
     InvalidExemplar,
-    /// OpenMetrics: an exemplar on a sample whose name ends in neither `_total` nor `_bucket`
-    /// (Prometheus's rule: gauges, infos, statesets, summaries, `_sum`, `_count` and `_created`
-    /// cannot carry one).
-    #[error("metric name {0} does not support exemplars")]
-    ExemplarNotSupported(String),
     #[error("invalid metric type {0:?}")]
     InvalidMetricType(String),
     #[error("invalid metadata line")]

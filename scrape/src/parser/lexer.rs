@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use memchr::memchr2;
 
 use super::error::ParseErrorKind;
+use super::float::{self, FloatLabel};
 
 /// First character of a metric name: `[a-zA-Z_:]`.
 pub(crate) fn is_metric_name_start(b: u8) -> bool {
@@ -128,17 +129,17 @@ pub(crate) fn text_sample_end(body: &[u8], start: usize) -> usize {
 
 /// Scans a label set whose `{` is at `pos`; returns the index just past its `}`.
 ///
-/// `lenient` is the text format's grammar (blanks around tokens, a trailing comma); otherwise
-/// OpenMetrics' (no blanks, no trailing comma).
+/// `lenient` is the text format's grammar (blanks around tokens); otherwise OpenMetrics' (no
+/// blanks). Both take a trailing comma after a label, as Prometheus 3 does (2.x refused it in
+/// OpenMetrics).
 pub(crate) fn scan_label_set(line: &[u8], pos: usize, lenient: bool) -> Result<usize, ParseErrorKind> {
     debug_assert_eq!(line.get(pos), Some(&b'{'));
     let mut pos = pos + 1;
-    let mut expect_label = false;
     loop {
         if lenient {
             pos = skip_blanks(line, pos);
         }
-        if line.get(pos) == Some(&b'}') && (!expect_label || lenient) {
+        if line.get(pos) == Some(&b'}') {
             return Ok(pos + 1);
         }
         pos = scan_label_name(line, pos)?;
@@ -160,10 +161,7 @@ pub(crate) fn scan_label_set(line: &[u8], pos: usize, lenient: bool) -> Result<u
             pos = skip_blanks(line, pos);
         }
         match line.get(pos) {
-            Some(b',') => {
-                pos += 1;
-                expect_label = true;
-            }
+            Some(b',') => pos += 1,
             Some(b'}') => return Ok(pos + 1),
             _ => return Err(ParseErrorKind::ExpectedCommaOrBrace),
         }
@@ -207,11 +205,12 @@ pub(crate) fn unescape_with(s: &str, quotes: bool) -> Cow<'_, str> {
 pub struct LabelIter<'a> {
     set: &'a [u8],
     pos: usize,
+    float_label: Option<FloatLabel>,
 }
 
 impl<'a> LabelIter<'a> {
-    pub(crate) fn new(set: &'a [u8]) -> LabelIter<'a> {
-        LabelIter { set, pos: usize::from(!set.is_empty()) }
+    pub(crate) fn new(set: &'a [u8], float_label: Option<FloatLabel>) -> LabelIter<'a> {
+        LabelIter { set, pos: usize::from(!set.is_empty()), float_label }
     }
 }
 
@@ -239,15 +238,21 @@ impl<'a> Iterator for LabelIter<'a> {
         let value_end = scan_quoted(set, value_start).ok()?;
         let raw = std::str::from_utf8(&set[value_start..value_end]).ok()?;
         self.pos = value_end + 1;
-        Some((name, unescape(raw)))
+        let value = unescape(raw);
+        match self.float_label {
+            Some(f) if f.name() == name => Some((name, float::normalize(value))),
+            _ => Some((name, value)),
+        }
     }
 }
 
 /// Parses a sample value as Prometheus does (`NaN`, `+Inf`, `-Inf` and decimal floats; hex
-/// floats, which Go also accepts, are not).
+/// floats, which Go also accepts, are not). Go takes no sign before `NaN`, where Rust does.
 pub(crate) fn parse_value(token: &[u8]) -> Result<f64, ParseErrorKind> {
+    let signed_nan = matches!(token.first(), Some(b'+' | b'-')) && token[1..].eq_ignore_ascii_case(b"nan");
     std::str::from_utf8(token)
         .ok()
+        .filter(|_| !signed_nan)
         .and_then(|s| s.parse::<f64>().ok())
         .ok_or_else(|| ParseErrorKind::InvalidValue(String::from_utf8_lossy(token).into_owned()))
 }

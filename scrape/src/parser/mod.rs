@@ -8,9 +8,11 @@
 //! Behaviour, as Prometheus:
 //! - Parsing stops at the first malformed line with a [`ParseError`] naming the line; the scrape
 //!   loop then fails the whole scrape (`up` = 0) and ingests nothing from the body.
+//! - Both: `le` of a histogram and `quantile` of a summary are written in float form (`"1"` ->
+//!   `"1.0"`, `"0x1p-3"` -> `"0.125"`), under the type of the last `# TYPE` line, as Prometheus 3
+//!   does (see `float.rs`); a trailing comma ends a label set.
 //! - OpenMetrics: the body must end with `# EOF`; timestamps are float seconds (converted to
-//!   milliseconds); exemplars are checked (only on `*_total` and `*_bucket` samples) and
-//!   skipped; `<family>_created` series are ordinary samples (Prometheus 2.42 ingests them so,
+//!   milliseconds); exemplars are checked (on any sample, as Prometheus 3) and skipped; `<family>_created` series are ordinary samples (Prometheus 2.42 ingests them so,
 //!   and Prometheus 3 does too unless its created-timestamp feature is on, which this agent
 //!   does not implement); `# HELP`, `# TYPE` and `# UNIT` need their text, and a unit must end
 //!   the metric name.
@@ -40,6 +42,7 @@
 
 mod content_type;
 mod error;
+mod float;
 mod lexer;
 mod metadata;
 mod series;
@@ -52,8 +55,16 @@ pub use lexer::{is_valid_label_name, is_valid_metric_name, LabelIter};
 pub use metadata::{Metadata, MetricType};
 pub use series::Series;
 
+/// An `le` (histogram) or `quantile` (summary) label value as Prometheus 3 stores it: its
+/// OpenMetrics float form when it parses as a Go float (`"1"` -> `"1.0"`), else as written.
+/// The parsers apply it themselves; this is for tests that compare with Prometheus 2.
+pub fn float_form(value: &str) -> std::borrow::Cow<'_, str> {
+    float::normalize(std::borrow::Cow::Borrowed(value))
+}
+
 use memchr::memchr;
 
+use float::FloatLabel;
 use metadata::Comment;
 
 /// The exposition format of a body.
@@ -81,11 +92,15 @@ pub struct Parser<'a> {
     format: Format,
     seen_eof: bool,
     done: bool,
+    /// The label written in float form under the type of the last `# TYPE` line.
+    float_label: Option<FloatLabel>,
+    /// OpenMetrics: an error found after a sample that still counts (see `parse_openmetrics_line`).
+    pending: Option<ParseErrorKind>,
 }
 
 impl<'a> Parser<'a> {
     pub fn new(body: &'a [u8], format: Format) -> Parser<'a> {
-        Parser { body, pos: 0, line: 0, format, seen_eof: false, done: false }
+        Parser { body, pos: 0, line: 0, format, seen_eof: false, done: false, float_label: None, pending: None }
     }
 
     pub fn format(&self) -> Format {
@@ -120,7 +135,11 @@ impl<'a> Parser<'a> {
                 Comment::Metadata(m) => Ok(Some(Entry::Metadata(m))),
                 Comment::Other => Err(ParseErrorKind::InvalidComment),
             },
-            Some(_) => series::parse_openmetrics_line(line, self.line).map(|s| Some(Entry::Series(s))),
+            Some(_) => {
+                let (series, after) = series::parse_openmetrics_line(line, self.line)?;
+                self.pending = after;
+                Ok(Some(Entry::Series(series)))
+            }
         }
     }
 }
@@ -132,6 +151,9 @@ impl<'a> Iterator for Parser<'a> {
         loop {
             if self.done {
                 return None;
+            }
+            if let Some(kind) = self.pending.take() {
+                return self.fail(kind);
             }
             if self.pos >= self.body.len() {
                 self.done = true;
@@ -172,7 +194,21 @@ impl<'a> Iterator for Parser<'a> {
                 Format::OpenMetrics => self.next_openmetrics(&body[start..end]),
             };
             match parsed {
-                Ok(Some(entry)) => return Some(Ok(entry)),
+                Ok(Some(Entry::Series(mut series))) => {
+                    series.float_label = self.float_label;
+                    return Some(Ok(Entry::Series(series)));
+                }
+                Ok(Some(entry)) => {
+                    if let Entry::Metadata(Metadata::Type { kind, .. }) = &entry {
+                        // Whatever name the TYPE line carries, as Prometheus 3.
+                        self.float_label = match kind {
+                            MetricType::Histogram => Some(FloatLabel::Le),
+                            MetricType::Summary => Some(FloatLabel::Quantile),
+                            _ => None,
+                        };
+                    }
+                    return Some(Ok(entry));
+                }
                 Ok(None) => continue,
                 Err(kind) => return self.fail(kind),
             }

@@ -1,6 +1,7 @@
 //! One sample line: `name{labels} value [timestamp]`, in either format.
 
 use super::error::ParseErrorKind;
+use super::float::FloatLabel;
 use super::lexer::{parse_value, scan_label_set, scan_metric_name, skip_blanks, token_end, LabelIter};
 
 /// One sample of the body, borrowed from it.
@@ -16,6 +17,8 @@ pub struct Series<'a> {
     pub timestamp_ms: Option<i64>,
     /// 1-based line number in the body.
     pub line: usize,
+    /// The label written in float form (`le` under a histogram, `quantile` under a summary).
+    pub(crate) float_label: Option<FloatLabel>,
 }
 
 impl<'a> Series<'a> {
@@ -30,10 +33,11 @@ impl<'a> Series<'a> {
         self.name
     }
 
-    /// The labels (without `__name__`), in body order, escapes undone. The label set was
-    /// validated when the line was read, so this cannot fail.
+    /// The labels (without `__name__`), in body order, escapes undone; `le` of a histogram and
+    /// `quantile` of a summary in float form, as Prometheus 3 (`"1"` -> `"1.0"`). The label set
+    /// was validated when the line was read, so this cannot fail.
     pub fn labels(&self) -> LabelIter<'a> {
-        LabelIter::new(self.label_set)
+        LabelIter::new(self.label_set, self.float_label)
     }
 }
 
@@ -86,13 +90,22 @@ pub(crate) fn parse_text_line(line: &[u8], line_no: usize) -> Result<Series<'_>,
         value,
         timestamp_ms,
         line: line_no,
+        float_label: None,
     })
 }
 
 /// An OpenMetrics 1.0 sample line: single spaces between tokens, float-second timestamps, an
-/// optional exemplar (` # {labels} value [timestamp]`), which is checked and skipped. As in
-/// Prometheus, only samples named `*_total` or `*_bucket` may carry one.
-pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Series<'_>, ParseErrorKind> {
+/// optional exemplar (` # {labels} value [timestamp]`) on any sample (as Prometheus 3; 2.x
+/// allowed one only on `*_total` and `*_bucket`), which is checked and skipped (Prometheus
+/// keeps exemplars only with its exemplar storage on, and its agent mode sends none by default).
+///
+/// The second value is an error that comes after the sample counts: Prometheus 3's lexer finds
+/// no token in a space followed by a space or the line's end after the value (`a 1 \n`,
+/// `a 1  2`), its parser then returns the sample, and the next read fails the scrape.
+pub(crate) fn parse_openmetrics_line(
+    line: &[u8],
+    line_no: usize,
+) -> Result<(Series<'_>, Option<ParseErrorKind>), ParseErrorKind> {
     let name_end = scan_metric_name(line, 0)?;
     let (label_set, series_end) = if line.get(name_end) == Some(&b'{') {
         let end = scan_label_set(line, name_end, false)?;
@@ -111,36 +124,39 @@ pub(crate) fn parse_openmetrics_line(line: &[u8], line_no: usize) -> Result<Seri
     let value = parse_value(&line[value_start..value_end])?;
     let mut pos = value_end;
     let mut timestamp_ms = None;
+    let mut after = None;
     if pos < line.len() {
         pos += 1; // the space
-        if line.get(pos) != Some(&b'#') {
-            let ts_end = token_end(line, pos, true);
-            timestamp_ms = Some(parse_openmetrics_timestamp(&line[pos..ts_end])?);
-            pos = ts_end;
-            if pos < line.len() {
-                pos += 1;
-                if pos == line.len() {
-                    // A space after the timestamp with no exemplar after it.
-                    return Err(ParseErrorKind::TrailingData(" ".into()));
+        match line.get(pos) {
+            None | Some(b' ') => {
+                after = Some(ParseErrorKind::TrailingData(String::from_utf8_lossy(&line[pos - 1..]).into_owned()))
+            }
+            Some(b'#') => skip_exemplar(line, pos)?,
+            Some(_) => {
+                let ts_end = token_end(line, pos, true);
+                timestamp_ms = Some(parse_openmetrics_timestamp(&line[pos..ts_end])?);
+                pos = ts_end;
+                if pos < line.len() {
+                    pos += 1;
+                    if pos == line.len() {
+                        // A space after the timestamp with no exemplar after it.
+                        return Err(ParseErrorKind::TrailingData(" ".into()));
+                    }
+                    skip_exemplar(line, pos)?;
                 }
             }
         }
-        if pos < line.len() {
-            let name = &line[..name_end];
-            if line[pos] == b'#' && !(name.ends_with(b"_total") || name.ends_with(b"_bucket")) {
-                return Err(ParseErrorKind::ExemplarNotSupported(String::from_utf8_lossy(name).into_owned()));
-            }
-            skip_exemplar(line, pos)?;
-        }
     }
-    Ok(Series {
+    let series = Series {
         series: &line[..series_end],
         name: std::str::from_utf8(&line[..name_end]).unwrap_or_default(),
         label_set,
         value,
         timestamp_ms,
         line: line_no,
-    })
+        float_label: None,
+    };
+    Ok((series, after))
 }
 
 /// Seconds since the epoch as a float, to milliseconds. NaN and infinities are refused.

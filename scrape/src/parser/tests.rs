@@ -236,6 +236,20 @@ fn openmetrics_table() {
             &["TYPE a Info", "TYPE b StateSet", "TYPE c GaugeHistogram", "TYPE d Unknown"],
         ),
         ("help with escaped quote", "# HELP a x\\\"y\n# EOF\n", &["HELP a \"x\\\"y\""]),
+        // Prometheus 3 takes an exemplar on any sample (2.x failed the scrape on these).
+        ("exemplar on a gauge", "# TYPE a gauge\na 1 # {x=\"1\"} 1\n# EOF\n", &["TYPE a Gauge", "a{} 1"]),
+        ("exemplar on an info", "# TYPE a info\na_info 1 # {x=\"1\"} 1\n# EOF\n", &["TYPE a Info", "a_info{} 1"]),
+        (
+            "exemplar on a stateset",
+            "# TYPE a stateset\na{a=\"x\"} 1 # {x=\"1\"} 1\n# EOF\n",
+            &["TYPE a StateSet", "a{a=\"x\"} 1"],
+        ),
+        (
+            "exemplar on a _sum and a _created",
+            "# TYPE a histogram\na_sum 1 # {x=\"1\"} 1\n# TYPE c counter\nc_created 1 1 # {x=\"1\"} 1\n# EOF\n",
+            &["TYPE a Histogram", "a_sum{} 1", "TYPE c Counter", "c_created{} 1 @1000"],
+        ),
+        ("trailing comma", "a{b=\"c\",} 1 # {x=\"1\",} 1\n# EOF\n", &["a{b=\"c\"} 1"]),
     ];
     for (name, body, want) in ok {
         let got = parse_all(body, OpenMetrics).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -245,6 +259,7 @@ fn openmetrics_table() {
     type Kind = fn(&ParseErrorKind) -> bool;
     let bad: &[(&str, &str, usize, Kind)] = &[
         ("missing EOF", "a 1\nb 2\n", 3, |k| *k == ParseErrorKind::MissingEof),
+        // The scrape loop takes an empty body as an empty scrape before any parser sees it.
         ("empty body", "", 1, |k| *k == ParseErrorKind::MissingEof),
         ("data after EOF", "a 1\n# EOF\nb 2\n", 3, |k| *k == ParseErrorKind::DataAfterEof),
         ("blank line after EOF", "# EOF\n\n", 2, |k| *k == ParseErrorKind::DataAfterEof),
@@ -254,8 +269,10 @@ fn openmetrics_table() {
         ("two spaces before the value", "a  1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedValue),
         ("leading blank", " a 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedMetricName),
         ("blank in a label set", "a{b=\"c\", d=\"e\"} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
-        ("trailing comma", "a{b=\"c\",} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
-        ("trailing space", "a 1 \n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
+        ("a lone comma", "a{,} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
+        ("two trailing commas", "a{b=\"c\",,} 1\n# EOF\n", 1, |k| *k == ParseErrorKind::ExpectedLabelName),
+        // The sample before the space counts (see `a_sample_counts_before_a_trailing_space`).
+        ("trailing space", "a 1 \n# EOF\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
         ("NaN timestamp", "a 1 NaN\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
         ("infinite timestamp", "a 1 +Inf\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::InvalidTimestamp(_))),
         ("exemplar without labels", "a_total 1 # 1\n# EOF\n", 1, |k| matches!(k, ParseErrorKind::TrailingData(_))),
@@ -284,30 +301,6 @@ fn openmetrics_table() {
         ("unit with a trailing space", "# UNIT a_seconds seconds \n# EOF\n", 1, |k| {
             matches!(k, ParseErrorKind::UnitNotSuffix(_))
         }),
-        ("exemplar on a gauge", "# TYPE a gauge\na 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
-        ("exemplar on an untyped sample", "a 1 # {x=\"1\"} 1\n# EOF\n", 1, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
-        ("exemplar on an info", "# TYPE a info\na_info 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
-        ("exemplar on a stateset", "# TYPE a stateset\na{a=\"x\"} 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
-        ("exemplar on a histogram's _sum", "# TYPE a histogram\na_sum 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
-        ("exemplar on a histogram's _count", "# TYPE a histogram\na_count 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
-        ("exemplar on a counter's _created", "# TYPE a counter\na_created 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
-        ("exemplar on a summary", "# TYPE a summary\na{quantile=\"0.5\"} 1 # {x=\"1\"} 1\n# EOF\n", 2, |k| {
-            matches!(k, ParseErrorKind::ExemplarNotSupported(_))
-        }),
     ];
     for (name, body, line, kind) in bad {
         let err = parse_all(body, OpenMetrics).expect_err(name);
@@ -317,22 +310,62 @@ fn openmetrics_table() {
 }
 
 #[test]
-fn content_type_selects_the_parser() {
-    let table: &[(Option<&str>, Option<Format>)] = &[
-        (Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), Some(Format::OpenMetrics)),
-        (Some("application/openmetrics-text;version=0.0.1"), Some(Format::OpenMetrics)),
-        (Some("Application/OpenMetrics-Text"), Some(Format::OpenMetrics)),
-        (Some("text/plain; version=0.0.4; charset=utf-8"), Some(Format::Text)),
-        (Some("text/plain"), Some(Format::Text)),
-        (Some("text/html"), Some(Format::Text)),
-        (Some(""), Some(Format::Text)),
-        (None, Some(Format::Text)),
-        (Some("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"), None),
-    ];
-    for (ct, want) in table {
-        assert_eq!(Format::from_content_type(*ct).ok(), *want, "{ct:?}");
+fn a_sign_before_nan_is_refused_as_by_go() {
+    for body in ["a -NaN\n", "a +nan\n"] {
+        let err = parse_all(body, Format::Text).unwrap_err();
+        assert!(matches!(err.kind, ParseErrorKind::InvalidValue(_)), "{body:?}: {err}");
     }
+    assert_eq!(parse_all("a nan\nb -Inf\nc +infinity\n", Format::Text).unwrap(), ["a{} NaN", "b{} -inf", "c{} inf"]);
+}
+
+#[test]
+fn the_accept_header_prefers_openmetrics() {
     assert!(ACCEPT_HEADER.starts_with("application/openmetrics-text;version=1.0.0"));
+}
+
+#[test]
+fn le_and_quantile_are_written_in_float_form_under_their_types_as_prometheus_3() {
+    for format in [Format::Text, Format::OpenMetrics] {
+        let eof = if format == Format::OpenMetrics { "# EOF\n" } else { "" };
+        let body = format!(
+            "# TYPE h histogram\nh_bucket{{le=\"1\"}} 1\nh_bucket{{le=\"0x1p-3\"}} 1\nh_bucket{{le=\"+INF\"}} 1\n\
+             h_bucket{{le=\"x\",quantile=\"1\"}} 1\n\
+             # TYPE s summary\ns{{quantile=\"0\",le=\"1\"}} 1\nother{{quantile=\"1e+05\"}} 1\n\
+             # TYPE g gauge\ng{{le=\"1\",quantile=\"1\"}} 1\n{eof}"
+        );
+        let got = parse_all(&body, format).unwrap();
+        let series: Vec<&String> = got.iter().filter(|l| !l.starts_with("TYPE")).collect();
+        assert_eq!(
+            series,
+            [
+                "h_bucket{le=\"1.0\"} 1",
+                "h_bucket{le=\"0.125\"} 1",
+                "h_bucket{le=\"+Inf\"} 1",
+                "h_bucket{le=\"x\",quantile=\"1\"} 1",
+                "s{quantile=\"0.0\",le=\"1\"} 1",
+                // The type of the last TYPE line counts, whatever name it carries.
+                "other{quantile=\"100000.0\"} 1",
+                "g{le=\"1\",quantile=\"1\"} 1",
+            ],
+            "{format:?}"
+        );
+    }
+    // A gauge histogram's `le` is kept as written.
+    let got = parse_all("# TYPE g gaugehistogram\ng_bucket{le=\"1\"} 1\n# EOF\n", Format::OpenMetrics).unwrap();
+    assert_eq!(got[1], "g_bucket{le=\"1\"} 1");
+}
+
+#[test]
+fn a_sample_counts_before_a_trailing_space() {
+    // Prometheus 3 returns the sample, then fails on what follows: the scrape fails with one
+    // sample scraped.
+    for body in ["a 1 \n# EOF\n", "a 1  2\n# EOF\n"] {
+        let mut parser = Parser::new(body.as_bytes(), Format::OpenMetrics);
+        assert!(matches!(parser.next(), Some(Ok(Entry::Series(_)))), "{body:?}");
+        let err = parser.next().unwrap().unwrap_err();
+        assert!(matches!(err.kind, ParseErrorKind::TrailingData(_)), "{body:?}: {err}");
+        assert!(parser.next().is_none());
+    }
 }
 
 // ---- properties ----

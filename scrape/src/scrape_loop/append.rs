@@ -82,6 +82,7 @@ pub(crate) fn append(
             Err(e) => return Err(AppendFailure { error: e.into(), counts }),
         };
         counts.scraped += 1;
+        let mut new_series = false;
         let cached = match cache.lookup(series.raw()) {
             Lookup::Hit(c) => c,
             Lookup::Miss => {
@@ -89,6 +90,7 @@ pub(crate) fn append(
                 cache.insert(series.raw(), built.clone());
                 if built.is_some() {
                     counts.series_added += 1;
+                    new_series = true;
                 }
                 built
             }
@@ -103,12 +105,23 @@ pub(crate) fn append(
             continue;
         }
         let explicit_ts = if ctx.honor_timestamps { series.timestamp_ms } else { None };
-        // Series with their own timestamps are not tracked for staleness (as Prometheus).
-        if explicit_ts.is_none() && !cache.track(&cached) {
-            // The same series twice in one body: the first sample wins (what a Prometheus
-            // server stores), yet each occurrence counts in
-            // `scrape_samples_post_metric_relabeling`, as in Prometheus.
-            counts.duplicates += 1;
+        match explicit_ts {
+            // Series with their own timestamps are not tracked for staleness (as Prometheus).
+            Some(_) => cache.seen_with_timestamp(&cached),
+            None if !cache.track(&cached) => {
+                // The same series twice in one body: the first sample wins (what a Prometheus
+                // server stores), yet each occurrence counts in
+                // `scrape_samples_post_metric_relabeling`, as in Prometheus.
+                counts.duplicates += 1;
+                continue;
+            }
+            None => {}
+        }
+        if explicit_ts == Some(i64::MIN) {
+            // A timestamp out of range (OpenMetrics seconds beyond i64 milliseconds read as the
+            // smallest i64, as Go does): Prometheus 3's storage refuses it as out of order, and
+            // does not count the series as added.
+            counts.series_added -= usize::from(new_series);
             continue;
         }
         out.push(cached.encoded(), series.value, explicit_ts.unwrap_or(scrape_ts_ms));

@@ -87,6 +87,10 @@ fn raw_key(raw: &[u8]) -> RawKey {
     [h as u64, (h >> 64) as u64]
 }
 
+/// Marks a fingerprint of a series seen with its own timestamp in `current_fingerprints` (a
+/// 64-bit fingerprint meeting another's marked form is as unlikely as any collision).
+const TIMESTAMPED: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// What the cache says about a raw series.
 pub(crate) enum Lookup {
     Hit(Option<CachedSeries>),
@@ -101,6 +105,8 @@ pub(crate) struct SeriesCache {
     previous: Vec<CachedSeries>,
     /// This scrape's series, and their fingerprints (a series relabeled from two lines is one).
     current: Vec<CachedSeries>,
+    /// Also holds, as `fingerprint ^ TIMESTAMPED`, this scrape's series that came with their
+    /// own timestamps (not tracked for staleness): one set keeps the scrape loop's future small.
     current_fingerprints: FastSet<u64>,
     iteration: u64,
 }
@@ -128,13 +134,21 @@ impl SeriesCache {
     }
 
     /// Records a series of this scrape for staleness tracking. `false`: it was already seen in
-    /// this scrape (a duplicate line).
+    /// this scrape (a duplicate line), with or without a timestamp of its own (Prometheus 3
+    /// refuses a sample without one after any sample of the series in the same scrape).
     pub fn track(&mut self, series: &CachedSeries) -> bool {
-        if !self.current_fingerprints.insert(series.fingerprint()) {
+        let fp = series.fingerprint();
+        if self.current_fingerprints.contains(&(fp ^ TIMESTAMPED)) || !self.current_fingerprints.insert(fp) {
             return false;
         }
         self.current.push(series.clone());
         true
+    }
+
+    /// Records a series of this scrape that has its own timestamp: not tracked for staleness,
+    /// but a later sample of it without a timestamp is a duplicate.
+    pub fn seen_with_timestamp(&mut self, series: &CachedSeries) {
+        self.current_fingerprints.insert(series.fingerprint() ^ TIMESTAMPED);
     }
 
     /// Ends a successful scrape: calls `stale` for each series of the previous scrape that
@@ -150,6 +164,21 @@ impl SeriesCache {
         self.current_fingerprints.clear();
         let oldest = self.iteration.saturating_sub(1);
         self.entries.retain(|_, e| e.last_seen >= oldest);
+    }
+
+    /// Ends a scrape whose body failed part way (a parse error, a limit), as Prometheus does:
+    /// the series read before the failure count as seen (their samples are not sent), so only
+    /// the last scrape's series not read before it go stale, and those read become the last
+    /// scrape's series. The cache keeps its entries.
+    pub fn abandon(&mut self, mut stale: impl FnMut(&CachedSeries)) {
+        for s in &self.previous {
+            if !self.current_fingerprints.contains(&s.fingerprint()) {
+                stale(s);
+            }
+        }
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
+        self.current_fingerprints.clear();
     }
 
     /// Ends a failed scrape (or the target's life): every series of the previous scrape goes

@@ -138,8 +138,8 @@ impl Fetcher {
         if status != reqwest::StatusCode::OK {
             return Err(ScrapeError::Status(status.as_u16()));
         }
-        let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let format = Format::from_content_type(content_type)?;
+        let content_type =
+            response.headers().get(CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let limit = target.options.body_size_limit;
         while let Some(chunk) = response.chunk().await.map_err(|e| ScrapeError::Request(error_chain(&e)))? {
             if limit > 0 && (body.len() + chunk.len()) as u64 > limit {
@@ -147,7 +147,12 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(format)
+        if body.is_empty() {
+            // An empty body is an empty scrape whatever its type, as in Prometheus 3 (which
+            // looks at the Content-Type only to parse a non-empty body).
+            return Ok(Format::Text);
+        }
+        Ok(Format::from_content_type(content_type.as_deref(), target.options.fallback_scrape_protocol)?)
     }
 }
 

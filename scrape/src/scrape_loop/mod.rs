@@ -229,7 +229,10 @@ impl BodyIngester {
             }
             Err(AppendFailure { error, counts }) => {
                 out.clear();
-                (self.fail(&mut out, counts, ts_ms), Err(error))
+                // Series read before the failure stay current (Prometheus tracks them for
+                // staleness before it rolls the scrape back): only the others go stale.
+                self.cache.abandon(|s| push_stale(&mut out, s, ts_ms));
+                (self.fail(counts), Err(error))
             }
         };
         (self.finish_scrape(out, report, ts_ms, started), outcome)
@@ -239,7 +242,8 @@ impl BodyIngester {
     /// the other synthetic series, and staleness markers for every series of the last scrape.
     pub fn scrape_failed(&mut self, ts_ms: i64, started: Instant) -> Scraped {
         let mut out = self.batch_builder();
-        let report = self.fail(&mut out, append::Appended::default(), ts_ms);
+        self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
+        let report = self.fail(append::Appended::default());
         self.finish_scrape(out, report, ts_ms, started)
     }
 
@@ -277,10 +281,9 @@ impl BodyIngester {
         Ok(counts)
     }
 
-    /// A failed scrape: staleness markers for the series of the last one, and its report with
-    /// the counts up to the failure, as Prometheus reports them.
-    fn fail(&mut self, out: &mut BatchBuilder, counts: append::Appended, ts_ms: i64) -> Report {
-        self.cache.fail(|s| push_stale(out, s, ts_ms));
+    /// A failed scrape's report, with the counts up to the failure, as Prometheus reports them
+    /// (the caller sends the staleness markers).
+    fn fail(&mut self, counts: append::Appended) -> Report {
         Report {
             up: false,
             duration_seconds: 0.0,

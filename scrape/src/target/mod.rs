@@ -15,6 +15,7 @@ use lgtm_config::RelabelConfig;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::labels::{LabelSet, PackedLabels};
+use crate::parser::Format;
 use crate::relabel::Relabeler;
 
 /// Targets found by one discovery mechanism, with the options they are scraped with.
@@ -58,6 +59,10 @@ pub struct ScrapeOptions {
     pub relabel_configs: Vec<RelabelConfig>,
     pub metric_relabel_configs: Vec<RelabelConfig>,
     pub auth: Auth,
+    /// The parser for a body whose `Content-Type` is missing, blank, unparsable or unknown
+    /// (Prometheus 3's `fallback_scrape_protocol`); `None` fails such a scrape, as Prometheus 3
+    /// does by default.
+    pub fallback_scrape_protocol: Option<Format>,
 }
 
 impl Default for ScrapeOptions {
@@ -79,6 +84,7 @@ impl Default for ScrapeOptions {
             relabel_configs: Vec::new(),
             metric_relabel_configs: Vec::new(),
             auth: Auth::default(),
+            fallback_scrape_protocol: None,
         }
     }
 }

@@ -236,6 +236,8 @@ pub fn endpoint_options(
         relabel_configs,
         metric_relabel_configs: ep.metric_relabelings.iter().map(RelabelConfig::from).collect(),
         auth: endpoint_auth(m, &at, ep, creds)?,
+        // prometheus-operator's `spec.fallbackScrapeProtocol` is not read yet: none, as its default.
+        fallback_scrape_protocol: None,
     };
     Ok(Arc::new(options))
 }
