@@ -1,8 +1,10 @@
 //! Cluster-state metrics (cluster mode): the series kube-state-metrics gives, with its metric
 //! names and labels, so the kubernetes-mixin dashboards and alerts work unchanged.
 //!
-//! Data flow: [`stores`] keeps `kube` reflectors of Pods, Nodes, Namespaces, Deployments,
-//! ReplicaSets, DaemonSets, StatefulSets and Jobs (objects slimmed to the fields read). Every
+//! Data flow: [`stores`] reads the compact Pods of the watch discovery shares
+//! ([`lgtm_k8s::store::SharedWatch`]) and keeps `kube` reflectors of Nodes, Namespaces,
+//! Deployments, ReplicaSets, DaemonSets, StatefulSets and Jobs (objects slimmed to the fields
+//! read). Every
 //! `scrape.interval` the emitter takes a [`Snapshot`] of the stores, [`render`]s it into a
 //! [`frame::Frame`] (no API calls), and ships the frame as remote-write requests through the
 //! pipeline's `MetricsSink`, plus one staleness marker for every series the previous interval
@@ -42,9 +44,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Client;
 use lgtm_config::Config;
+use lgtm_k8s::objects::PodInfo;
+use lgtm_k8s::store::SharedWatch;
 use lgtm_pipeline::MetricsSink;
 use tokio_util::sync::CancellationToken;
 
@@ -90,7 +94,7 @@ impl ClusterStateOptions {
 /// The objects of one interval.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<PodInfo>>,
     pub nodes: Vec<Arc<Node>>,
     pub namespaces: Vec<Arc<Namespace>>,
     pub deployments: Vec<Arc<Deployment>>,
@@ -130,8 +134,15 @@ pub fn render(snapshot: &Snapshot, frame: &mut Frame) {
 
 /// Competes for the Lease until `stop`; while holding it, watches the objects and emits their
 /// series every interval into `sink`. On `stop` the holder releases the Lease (no staleness
-/// markers: the next holder continues the same series).
-pub async fn run(client: Client, mut options: ClusterStateOptions, sink: MetricsSink, stop: CancellationToken) {
+/// markers: the next holder continues the same series). The Pods come from `pods`, the watch
+/// discovery reads too (started while holding the Lease if discovery is off).
+pub async fn run(
+    client: Client,
+    pods: Arc<SharedWatch<PodInfo>>,
+    mut options: ClusterStateOptions,
+    sink: MetricsSink,
+    stop: CancellationToken,
+) {
     // The frames are shipped encoded, so the sink's external labels (`cluster`) go in here.
     for l in sink.external_labels() {
         if !options.common_labels.iter().any(|(name, _)| *name == l.name) {
@@ -152,7 +163,7 @@ pub async fn run(client: Client, mut options: ClusterStateOptions, sink: Metrics
             }
         }
         tracing::info!(identity = %election.identity(), lease = %options.lease.name, "holding the cluster-state lease; emitting cluster-state series");
-        let lost = lead(&client, &options, &sink, &mut election, &stop).await;
+        let lost = lead(&client, &pods, &options, &sink, &mut election, &stop).await;
         if lost {
             tracing::warn!(identity = %election.identity(), "lost the cluster-state lease; stopped emitting");
             continue;
@@ -167,6 +178,7 @@ pub async fn run(client: Client, mut options: ClusterStateOptions, sink: Metrics
 /// Watches and emits until `stop` (returns false) or the Lease is lost (true).
 async fn lead(
     client: &Client,
+    pods: &SharedWatch<PodInfo>,
     options: &ClusterStateOptions,
     sink: &MetricsSink,
     election: &mut LeaderElection,
@@ -174,7 +186,7 @@ async fn lead(
 ) -> bool {
     let watch_stop = stop.child_token();
     let _guard = watch_stop.clone().drop_guard();
-    let stores = Arc::new(Stores::start(client, &watch_stop));
+    let stores = Arc::new(Stores::start(client, pods, &watch_stop));
     let mut renewed = Instant::now();
     let renew_deadline = options.lease.duration * 2 / 3;
     // The first lists; the Lease is renewed meanwhile.
