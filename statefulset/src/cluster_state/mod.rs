@@ -4,11 +4,13 @@
 //! Data flow: [`stores`] reads the compact Pods of the watch discovery shares
 //! ([`lgtm_k8s::store::SharedWatch`]) and keeps `kube` reflectors of Nodes, Namespaces,
 //! Deployments, ReplicaSets, DaemonSets, StatefulSets and Jobs (objects slimmed to the fields
-//! read). Every
-//! `scrape.interval` the emitter takes a [`Snapshot`] of the stores, [`render`]s it into a
-//! [`frame::Frame`] (no API calls), and ships the frame as remote-write requests through the
-//! pipeline's `MetricsSink`, plus one staleness marker for every series the previous interval
-//! had and this one has not (a deleted object, a container no longer waiting).
+//! read). Every `scrape.interval` the emitter takes a [`Snapshot`] of the stores (`Arc`s, no
+//! copies) and [`render_interval`]s it (no API calls) into a [`frame::Frame`], which encodes
+//! the series into remote-write requests as they come and hands each full one to the
+//! pipeline's `MetricsSink`; then one staleness marker for every series the previous interval
+//! had and this one has not (a deleted object, a container no longer waiting), found by
+//! rendering again the previous versions of the objects changed since. No interval's series
+//! are held.
 //!
 //! Labels: those of kube-state-metrics per metric (`namespace`, `pod`, `uid`, `container`,
 //! `node`, `deployment`, `daemonset`, `statefulset`, `job_name`, ...), plus
@@ -39,6 +41,7 @@ mod workloads;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +105,37 @@ pub struct Snapshot {
     pub daemonsets: Vec<Arc<DaemonSet>>,
     pub statefulsets: Vec<Arc<StatefulSet>>,
     pub jobs: Vec<Arc<Job>>,
+}
+
+impl Snapshot {
+    /// The objects of `self` (an earlier snapshot) that `current` no longer holds the same
+    /// `Arc` of: changed or deleted since. The others render the same series in both.
+    pub fn changed_since(&self, current: &Snapshot) -> Snapshot {
+        fn gone<T>(previous: &[Arc<T>], current: &[Arc<T>]) -> Vec<Arc<T>> {
+            let now: HashSet<*const T> = current.iter().map(Arc::as_ptr).collect();
+            previous.iter().filter(|o| !now.contains(&Arc::as_ptr(o))).cloned().collect()
+        }
+        Snapshot {
+            pods: gone(&self.pods, &current.pods),
+            nodes: gone(&self.nodes, &current.nodes),
+            namespaces: gone(&self.namespaces, &current.namespaces),
+            deployments: gone(&self.deployments, &current.deployments),
+            replicasets: gone(&self.replicasets, &current.replicasets),
+            daemonsets: gone(&self.daemonsets, &current.daemonsets),
+            statefulsets: gone(&self.statefulsets, &current.statefulsets),
+            jobs: gone(&self.jobs, &current.jobs),
+        }
+    }
+}
+
+/// One interval into `frame`: every series of `current`, then a staleness marker for each
+/// series `previous` had and `current` has not.
+pub fn render_interval(current: &Snapshot, previous: Option<&Snapshot>, frame: &mut Frame) {
+    render(current, frame);
+    if let Some(previous) = previous {
+        frame.start_stale();
+        render(&previous.changed_since(current), frame);
+    }
 }
 
 /// Every series of `snapshot` into `frame`.
@@ -216,12 +250,12 @@ async fn lead(
     let mut renewals = tokio::time::interval(options.retry_period);
     renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renewals.reset();
-    let mut previous: Option<Frame> = None;
+    let mut previous: Option<(Snapshot, usize)> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return false,
             _ = ticks.tick() => {
-                previous = Some(emit(&stores, options, sink, previous).await);
+                previous = emit(&stores, options, sink, previous.take()).await;
             }
             _ = renewals.tick() => {
                 if let Some(true) = renew(election, &mut renewed, renew_deadline).await {
@@ -251,39 +285,45 @@ async fn renew(election: &mut LeaderElection, renewed: &mut Instant, deadline: D
     }
 }
 
-/// One interval: snapshot, render and diff off the async threads, then send.
+/// Requests rendered ahead of the sink: the rest wait to be rendered.
+const REQUESTS_AHEAD: usize = 2;
+
+/// One interval: snapshot, then render off the async threads while the requests are sent as
+/// they fill. Returns the snapshot and its series count, for the next interval's staleness
+/// markers (`None`: rendering failed; the next interval sends none).
 async fn emit(
     stores: &Arc<Stores>,
     options: &ClusterStateOptions,
     sink: &MetricsSink,
-    previous: Option<Frame>,
-) -> Frame {
+    previous: Option<(Snapshot, usize)>,
+) -> Option<(Snapshot, usize)> {
     let started = Instant::now();
-    let timestamp_ms = unix_ms();
     let snapshot = stores.snapshot();
-    let common = options.common_labels.clone();
-    let max = options.max_series_per_request;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(REQUESTS_AHEAD);
+    let expected = previous.as_ref().map(|p| p.1).unwrap_or(0);
+    let frame = Frame::new(options.common_labels.clone(), unix_ms(), options.max_series_per_request);
+    let mut frame = frame.sending(tx, expected);
     let work = tokio::task::spawn_blocking(move || {
-        let mut frame = previous.as_ref().map(Frame::next).unwrap_or_else(|| Frame::new(common));
-        render(&snapshot, &mut frame);
-        let gone = previous.as_ref().map(|p| frame.gone_since(p)).unwrap_or(0);
-        let requests = frame.encode(previous.as_ref(), timestamp_ms, max);
-        (frame, requests, gone)
+        render_interval(&snapshot, previous.as_ref().map(|p| &p.0), &mut frame);
+        drop(previous);
+        let (_, written) = frame.finish();
+        (snapshot, written)
     });
-    let (frame, requests, gone) = match work.await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "rendering cluster-state series panicked");
-            return Frame::new(options.common_labels.clone());
-        }
-    };
-    for (bytes, samples) in requests {
+    while let Some((bytes, samples)) = rx.recv().await {
         if let Err(e) = sink.send_encoded(bytes, samples).await {
             tracing::warn!(error = %e, "cluster-state series not queued");
         }
     }
-    tracing::debug!(series = frame.len(), stale = gone, frame_bytes = frame.heap_bytes(), took = ?started.elapsed(), "cluster-state series emitted");
-    frame
+    match work.await {
+        Ok((snapshot, written)) => {
+            tracing::debug!(series = written.series, stale = written.stale, took = ?started.elapsed(), "cluster-state series emitted");
+            Some((snapshot, written.series))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rendering cluster-state series panicked");
+            None
+        }
+    }
 }
 
 fn unix_ms() -> i64 {
