@@ -305,7 +305,9 @@ fn shared(s: Option<String>) -> Shared {
     s.as_deref().unwrap_or_default().into()
 }
 
+mod owned;
 pub mod pod;
+pub use owned::ReplicaSetInfo;
 pub use pod::{ContainerStatus, OwnerRef, PodContainer, PodInfo, PodPort, Ready};
 
 /// What discovery reads of a Service: its metadata.

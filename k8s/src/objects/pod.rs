@@ -245,7 +245,7 @@ fn read_pod<'de, D: Deserializer<'de>>(d: D) -> Result<(PodInfo, Option<String>)
     let init = spec.init_containers.unwrap_or_default().into_iter().map(|c| container(c, true));
     let containers = regular.chain(init).collect();
     let [regular_statuses, _] = statuses;
-    let owners = metadata.owner_references.take().unwrap_or_default();
+    let owners = metadata.owner_references.take();
     let pod = PodInfo {
         uid: boxed(metadata.uid.take()),
         meta: metadata.into_meta(),
@@ -254,10 +254,7 @@ fn read_pod<'de, D: Deserializer<'de>>(d: D) -> Result<(PodInfo, Option<String>)
         node_name: shared(spec.node_name),
         phase: shared(status.phase),
         ready,
-        owners: owners
-            .into_iter()
-            .map(|o| OwnerRef { kind: o.kind.into(), name: o.name.into(), controller: o.controller })
-            .collect(),
+        owners: super::owned::owner_refs(owners),
         priority_class: spec.priority_class_name.unwrap_or_default(),
         host_network: spec.host_network.unwrap_or(false),
         containers,

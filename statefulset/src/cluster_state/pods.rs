@@ -7,6 +7,7 @@ use lgtm_k8s::objects::PodInfo;
 
 use super::frame::Frame;
 use super::resources::{resource_sample, Owner};
+use super::workloads::owner_series;
 
 /// The phases kube-state-metrics gives one `kube_pod_status_phase` series each.
 pub const PHASES: [&str; 5] = ["Pending", "Succeeded", "Failed", "Unknown", "Running"];
@@ -33,24 +34,8 @@ pub fn pod(p: &PodInfo, f: &mut Frame) {
         ],
         1.0,
     );
-    // kube-state-metrics: one series per owner reference (`owner_is_controller` `false` when the
-    // reference does not say), or one with empty owner labels when there is none.
-    if p.owners.is_empty() {
-        let l = [base[0], base[1], base[2], ("owner_kind", ""), ("owner_name", ""), ("owner_is_controller", "")];
-        f.push("kube_pod_owner", &l, 1.0);
-    }
-    for o in p.owners.iter() {
-        let controller = if o.controller.unwrap_or(false) { "true" } else { "false" };
-        let l = [
-            base[0],
-            base[1],
-            base[2],
-            ("owner_kind", &*o.kind),
-            ("owner_name", &*o.name),
-            ("owner_is_controller", controller),
-        ];
-        f.push("kube_pod_owner", &l, 1.0);
-    }
+    let owners = p.owners.iter().map(|o| (&*o.kind, &*o.name, o.controller));
+    owner_series(f, "kube_pod_owner", &base, owners);
 
     if !p.phase.is_empty() {
         for candidate in PHASES {

@@ -7,7 +7,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::runtime::reflector::{self, Store};
@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::Snapshot;
-use lgtm_k8s::objects::PodInfo;
+use lgtm_k8s::objects::{PodInfo, ReplicaSetInfo};
 use lgtm_k8s::reflect::spawn_watch;
-use lgtm_k8s::store::{SharedWatch, Subscription};
+use lgtm_k8s::store::{spawn_compact_watch, CompactStore, SharedWatch, Subscription};
 
 /// The reflector stores of every kind the series come from.
 pub struct Stores {
@@ -27,7 +27,7 @@ pub struct Stores {
     pub nodes: Store<Node>,
     pub namespaces: Store<Namespace>,
     pub deployments: Store<Deployment>,
-    pub replicasets: Store<ReplicaSet>,
+    pub replicasets: CompactStore<ReplicaSetInfo>,
     pub daemonsets: Store<DaemonSet>,
     pub statefulsets: Store<StatefulSet>,
     pub jobs: Store<Job>,
@@ -41,7 +41,7 @@ impl Stores {
             nodes: reflect("Node", client, slim_node, stop),
             namespaces: reflect("Namespace", client, slim_meta, stop),
             deployments: reflect("Deployment", client, slim_deployment, stop),
-            replicasets: reflect("ReplicaSet", client, slim_replicaset, stop),
+            replicasets: spawn_compact_watch(client, || {}, stop.clone()).0,
             daemonsets: reflect("DaemonSet", client, slim_daemonset, stop),
             statefulsets: reflect("StatefulSet", client, slim_statefulset, stop),
             jobs: reflect("Job", client, slim_job, stop),
@@ -116,12 +116,6 @@ fn slim_deployment(d: &mut Deployment) {
         spec.template = Default::default();
         spec.selector = Default::default();
     }
-}
-
-fn slim_replicaset(r: &mut ReplicaSet) {
-    slim_meta(r);
-    r.spec = None;
-    r.status = None;
 }
 
 fn slim_daemonset(d: &mut DaemonSet) {

@@ -68,9 +68,13 @@ fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
     Arc::new(serde_json::from_value(v).expect("a valid object"))
 }
 
-/// A Pod as the watch reads it (the compact type).
+/// An object as the watch reads it into its compact type.
+fn compact<T: lgtm_k8s::objects::Compact>(v: serde_json::Value) -> Arc<T> {
+    Arc::new(serde_json::from_value::<lgtm_k8s::objects::Watched<T>>(v).expect("a valid object").into_info())
+}
+
 fn pod_obj(v: serde_json::Value) -> Arc<PodInfo> {
-    Arc::new(serde_json::from_value::<lgtm_k8s::objects::Watched<PodInfo>>(v).expect("a valid pod").into_info())
+    compact(v)
 }
 
 /// (metric, labels, value).
@@ -172,7 +176,7 @@ fn daemonset_statefulset_replicaset_series() {
             "status": {"replicas": 3, "readyReplicas": 2, "currentReplicas": 3, "updatedReplicas": 1,
                 "availableReplicas": 2, "observedGeneration": 1, "currentRevision": "db-1", "updateRevision": "db-2"}
         }))],
-        replicasets: vec![obj(json!({
+        replicasets: vec![compact(json!({
             "metadata": {"name": "web-5d4f", "namespace": "shop",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u", "controller": true}]}
         }))],
@@ -669,7 +673,7 @@ fn rich_snapshot() -> Snapshot {
             "spec": {"replicas": 1, "selector": {}, "template": {}},
             "status": {"conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}
         }))],
-        replicasets: vec![obj(json!({
+        replicasets: vec![compact(json!({
             "metadata": {"name": "web-5d4f", "namespace": "shop",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u"}]}
         }))],
@@ -776,7 +780,7 @@ fn unset_fields_give_the_values_kube_state_metrics_gives() {
         pods: vec![pod],
         nodes: vec![node],
         namespaces: vec![obj(json!({"metadata": {"name": "new"}}))],
-        replicasets: vec![obj(json!({"metadata": {"name": "orphan", "namespace": "shop"}}))],
+        replicasets: vec![compact(json!({"metadata": {"name": "orphan", "namespace": "shop"}}))],
         statefulsets: vec![obj(json!({
             "metadata": {"name": "db", "namespace": "obs"},
             "spec": {"selector": {}, "template": {}, "serviceName": "db"},

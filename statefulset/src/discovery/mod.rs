@@ -365,7 +365,7 @@ struct Outcome {
 /// targets, loops, watch events); glibc keeps freed pages that are not at the top of its heaps,
 /// so without this the resident size grew with every change (about 110 MiB over 80 changes
 /// of `bench discovery`).
-fn give_back_freed_memory() {
+pub(crate) fn give_back_freed_memory() {
     objects::forget_unused_strings();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own heaps.
