@@ -23,8 +23,8 @@
 //! means no duplicate samples and no out-of-order rejections when replicas come and go; sharding
 //! objects by rendezvous would not save the watching (every replica would still list every
 //! Pod to know its share) and would hand series between replicas on every scale change. The
-//! followers keep no stores at all; a new holder lists everything once (seconds) and continues
-//! the same series. The Lease is separate from the events Lease so either source can be off.
+//! followers keep no stores of their own (the Pods of discovery's watch are there anyway); a
+//! new holder lists the other kinds once (seconds) and continues the same series. The Lease is separate from the events Lease so either source can be off.
 //!
 //! What it does not do: kube-state-metrics' other families (Services, PVCs, HPAs, CronJobs,
 //! labels/annotations as `kube_*_labels`), `--metric-allowlist` style filtering, or staleness
