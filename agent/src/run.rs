@@ -272,10 +272,13 @@ fn start_cluster_sources(
         };
         health.running();
         let stop = stop_all.clone();
+        // One Pod watch for discovery and cluster state.
+        let pods = lgtm_k8s::store::SharedWatch::new(client.clone(), stop.clone());
         let mut tasks = JoinSet::new();
         if monitors {
             let options = lgtm_statefulset::discovery::DiscoveryOptions::from_config(&cfg);
-            let fut = lgtm_statefulset::discovery::run(client.clone(), options, scrape, board, stop.clone());
+            let fut =
+                lgtm_statefulset::discovery::run(client.clone(), pods.clone(), options, scrape, board, stop.clone());
             supervise(
                 &mut tasks,
                 "source/discovery",
@@ -298,7 +301,8 @@ fn start_cluster_sources(
         if cluster_state {
             let options = lgtm_statefulset::cluster_state::ClusterStateOptions::from_config(&cfg);
             tracing::info!(lease = %options.lease.name, namespace = %options.lease.namespace, interval = %options.interval.as_secs_f64(), "cluster-state source started");
-            let fut = lgtm_statefulset::cluster_state::run(client, options, pipeline.metrics.clone(), stop.clone());
+            let fut =
+                lgtm_statefulset::cluster_state::run(client, pods, options, pipeline.metrics.clone(), stop.clone());
             supervise(
                 &mut tasks,
                 "source/cluster_state",

@@ -8,15 +8,15 @@
 //! about 0.8 MiB less, and no second copy of each object while a relist is applied.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::backoff::retry_watch;
 use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -131,4 +131,72 @@ where
         .instrument(tracing::info_span!("watch", kind)),
     );
     (store, task)
+}
+
+/// One watch of a kind for every reader in the process (in cluster mode discovery and cluster
+/// state read the same Pods): the first [`SharedWatch::subscribe`] starts it, dropping the last
+/// [`Subscription`] stops it (cluster state subscribes only while it holds its Lease; discovery
+/// for as long as it runs), so the objects are listed and held once.
+pub struct SharedWatch<T> {
+    client: Client,
+    stop: CancellationToken,
+    running: Mutex<Weak<Running<T>>>,
+}
+
+struct Running<T> {
+    store: CompactStore<T>,
+    listeners: Arc<Mutex<Vec<Weak<Notify>>>>,
+    _stop: DropGuard,
+}
+
+/// A reader of a [`SharedWatch`]: the store, while the subscription lives.
+pub struct Subscription<T> {
+    running: Arc<Running<T>>,
+}
+
+impl<T> std::ops::Deref for Subscription<T> {
+    type Target = CompactStore<T>;
+    fn deref(&self) -> &CompactStore<T> {
+        &self.running.store
+    }
+}
+
+impl<T> SharedWatch<T>
+where
+    T: Compact + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// Nothing is watched until the first subscription; every watch ends with `stop`.
+    pub fn new(client: Client, stop: CancellationToken) -> Arc<SharedWatch<T>> {
+        Arc::new(SharedWatch { client, stop, running: Mutex::new(Weak::new()) })
+    }
+
+    /// The store of the running watch, started now if none runs. `changed`, if given, is
+    /// notified on every change as [`spawn_compact_watch`]'s `on_change` (for as long as the
+    /// caller holds it).
+    pub fn subscribe(&self, changed: Option<&Arc<Notify>>) -> Subscription<T> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let current = match running.upgrade() {
+            Some(r) => r,
+            None => {
+                let listeners: Arc<Mutex<Vec<Weak<Notify>>>> = Arc::default();
+                let notify = listeners.clone();
+                let on_change = move || {
+                    for n in notify.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade) {
+                        n.notify_one();
+                    }
+                };
+                let stop = self.stop.child_token();
+                let (store, _) = spawn_compact_watch(&self.client, on_change, stop.clone());
+                let r = Arc::new(Running { store, listeners, _stop: stop.drop_guard() });
+                *running = Arc::downgrade(&r);
+                r
+            }
+        };
+        if let Some(changed) = changed {
+            let mut listeners = current.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            listeners.retain(|l| l.strong_count() > 0);
+            listeners.push(Arc::downgrade(changed));
+        }
+        Subscription { running: current }
+    }
 }

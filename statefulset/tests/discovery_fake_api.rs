@@ -12,6 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use lgtm_integration::eventually;
 use lgtm_integration::fake_apiserver::FakeApiServer;
 use lgtm_integration::fake_target::FakeTarget;
+use lgtm_k8s::store::SharedWatch;
 use lgtm_pipeline::proto::{TimeSeries, STALE_NAN_BITS};
 use lgtm_pipeline::SendError;
 use lgtm_scrape::{Batch, SeriesSink, TargetManager};
@@ -134,8 +135,11 @@ async fn service_monitor_targets_appear_follow_changes_and_go_stale() {
     let manager = Arc::new(TargetManager::new(sink.clone(), 1));
     let board = Arc::new(StatusBoard::default());
     let stop = CancellationToken::new();
+    let client = client(&server, dir.path()).await;
+    let pods = SharedWatch::new(client.clone(), stop.clone());
     let task = tokio::spawn(discovery::run(
-        client(&server, dir.path()).await,
+        client,
+        pods,
         options(dir.path(), "", None),
         manager.clone(),
         board.clone(),
@@ -233,8 +237,11 @@ async fn two_replicas_share_the_targets_disjointly_and_the_statefulset_sets_the_
     for replica in 0..2 {
         let manager = Arc::new(TargetManager::new(Collect::default(), replica));
         let board = Arc::new(StatusBoard::default());
+        let client = client(&server, dir.path()).await;
+        let pods = SharedWatch::new(client.clone(), stop.clone());
         tokio::spawn(discovery::run(
-            client(&server, dir.path()).await,
+            client,
+            pods,
             options(dir.path(), &format!("lgtm-agent-cluster-{replica}"), None),
             manager.clone(),
             board.clone(),

@@ -1,12 +1,16 @@
 //! Cluster-state metrics (cluster mode): the series kube-state-metrics gives, with its metric
 //! names and labels, so the kubernetes-mixin dashboards and alerts work unchanged.
 //!
-//! Data flow: [`stores`] keeps `kube` reflectors of Pods, Nodes, Namespaces, Deployments,
-//! ReplicaSets, DaemonSets, StatefulSets and Jobs (objects slimmed to the fields read). Every
-//! `scrape.interval` the emitter takes a [`Snapshot`] of the stores, [`render`]s it into a
-//! [`frame::Frame`] (no API calls), and ships the frame as remote-write requests through the
-//! pipeline's `MetricsSink`, plus one staleness marker for every series the previous interval
-//! had and this one has not (a deleted object, a container no longer waiting).
+//! Data flow: [`stores`] reads the compact Pods of the watch discovery shares
+//! ([`lgtm_k8s::store::SharedWatch`]) and keeps `kube` reflectors of Nodes, Namespaces,
+//! Deployments, ReplicaSets, DaemonSets, StatefulSets and Jobs (objects slimmed to the fields
+//! read). Every `scrape.interval` the emitter takes a [`Snapshot`] of the stores (`Arc`s, no
+//! copies) and [`render_interval`]s it (no API calls) into a [`frame::Frame`], which encodes
+//! the series into remote-write requests as they come and hands each full one to the
+//! pipeline's `MetricsSink`; then one staleness marker for every series the previous interval
+//! had and this one has not (a deleted object, a container no longer waiting), found by
+//! rendering again the previous versions of the objects changed since. No interval's series
+//! are held.
 //!
 //! Labels: those of kube-state-metrics per metric (`namespace`, `pod`, `uid`, `container`,
 //! `node`, `deployment`, `daemonset`, `statefulset`, `job_name`, ...), plus
@@ -19,8 +23,8 @@
 //! means no duplicate samples and no out-of-order rejections when replicas come and go; sharding
 //! objects by rendezvous would not save the watching (every replica would still list every
 //! Pod to know its share) and would hand series between replicas on every scale change. The
-//! followers keep no stores at all; a new holder lists everything once (seconds) and continues
-//! the same series. The Lease is separate from the events Lease so either source can be off.
+//! followers keep no stores of their own (the Pods of discovery's watch are there anyway); a
+//! new holder lists the other kinds once (seconds) and continues the same series. The Lease is separate from the events Lease so either source can be off.
 //!
 //! What it does not do: kube-state-metrics' other families (Services, PVCs, HPAs, CronJobs,
 //! labels/annotations as `kube_*_labels`), `--metric-allowlist` style filtering, or staleness
@@ -37,15 +41,18 @@ mod workloads;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Client;
 use lgtm_config::Config;
-use lgtm_pipeline::MetricsSink;
+use lgtm_k8s::objects::{PodInfo, ReplicaSetInfo};
+use lgtm_k8s::store::SharedWatch;
+use lgtm_pipeline::{Ack, MetricsSink};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::lease::{LeaderElection, LeaseConfig};
@@ -90,14 +97,45 @@ impl ClusterStateOptions {
 /// The objects of one interval.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<PodInfo>>,
     pub nodes: Vec<Arc<Node>>,
     pub namespaces: Vec<Arc<Namespace>>,
     pub deployments: Vec<Arc<Deployment>>,
-    pub replicasets: Vec<Arc<ReplicaSet>>,
+    pub replicasets: Vec<Arc<ReplicaSetInfo>>,
     pub daemonsets: Vec<Arc<DaemonSet>>,
     pub statefulsets: Vec<Arc<StatefulSet>>,
     pub jobs: Vec<Arc<Job>>,
+}
+
+impl Snapshot {
+    /// The objects of `self` (an earlier snapshot) that `current` no longer holds the same
+    /// `Arc` of: changed or deleted since. The others render the same series in both.
+    pub fn changed_since(&self, current: &Snapshot) -> Snapshot {
+        fn gone<T>(previous: &[Arc<T>], current: &[Arc<T>]) -> Vec<Arc<T>> {
+            let now: HashSet<*const T> = current.iter().map(Arc::as_ptr).collect();
+            previous.iter().filter(|o| !now.contains(&Arc::as_ptr(o))).cloned().collect()
+        }
+        Snapshot {
+            pods: gone(&self.pods, &current.pods),
+            nodes: gone(&self.nodes, &current.nodes),
+            namespaces: gone(&self.namespaces, &current.namespaces),
+            deployments: gone(&self.deployments, &current.deployments),
+            replicasets: gone(&self.replicasets, &current.replicasets),
+            daemonsets: gone(&self.daemonsets, &current.daemonsets),
+            statefulsets: gone(&self.statefulsets, &current.statefulsets),
+            jobs: gone(&self.jobs, &current.jobs),
+        }
+    }
+}
+
+/// One interval into `frame`: every series of `current`, then a staleness marker for each
+/// series `previous` had and `current` has not.
+pub fn render_interval(current: &Snapshot, previous: Option<&Snapshot>, frame: &mut Frame) {
+    render(current, frame);
+    if let Some(previous) = previous {
+        frame.start_stale();
+        render(&previous.changed_since(current), frame);
+    }
 }
 
 /// Every series of `snapshot` into `frame`.
@@ -130,8 +168,15 @@ pub fn render(snapshot: &Snapshot, frame: &mut Frame) {
 
 /// Competes for the Lease until `stop`; while holding it, watches the objects and emits their
 /// series every interval into `sink`. On `stop` the holder releases the Lease (no staleness
-/// markers: the next holder continues the same series).
-pub async fn run(client: Client, mut options: ClusterStateOptions, sink: MetricsSink, stop: CancellationToken) {
+/// markers: the next holder continues the same series). The Pods come from `pods`, the watch
+/// discovery reads too (started while holding the Lease if discovery is off).
+pub async fn run(
+    client: Client,
+    pods: Arc<SharedWatch<PodInfo>>,
+    mut options: ClusterStateOptions,
+    sink: MetricsSink,
+    stop: CancellationToken,
+) {
     // The frames are shipped encoded, so the sink's external labels (`cluster`) go in here.
     for l in sink.external_labels() {
         if !options.common_labels.iter().any(|(name, _)| *name == l.name) {
@@ -152,7 +197,7 @@ pub async fn run(client: Client, mut options: ClusterStateOptions, sink: Metrics
             }
         }
         tracing::info!(identity = %election.identity(), lease = %options.lease.name, "holding the cluster-state lease; emitting cluster-state series");
-        let lost = lead(&client, &options, &sink, &mut election, &stop).await;
+        let lost = lead(&client, &pods, &options, &sink, &mut election, &stop).await;
         if lost {
             tracing::warn!(identity = %election.identity(), "lost the cluster-state lease; stopped emitting");
             continue;
@@ -167,6 +212,7 @@ pub async fn run(client: Client, mut options: ClusterStateOptions, sink: Metrics
 /// Watches and emits until `stop` (returns false) or the Lease is lost (true).
 async fn lead(
     client: &Client,
+    pods: &SharedWatch<PodInfo>,
     options: &ClusterStateOptions,
     sink: &MetricsSink,
     election: &mut LeaderElection,
@@ -174,7 +220,7 @@ async fn lead(
 ) -> bool {
     let watch_stop = stop.child_token();
     let _guard = watch_stop.clone().drop_guard();
-    let stores = Arc::new(Stores::start(client, &watch_stop));
+    let stores = Arc::new(Stores::start(client, pods, &watch_stop));
     let mut renewed = Instant::now();
     let renew_deadline = options.lease.duration * 2 / 3;
     // The first lists; the Lease is renewed meanwhile.
@@ -204,12 +250,20 @@ async fn lead(
     let mut renewals = tokio::time::interval(options.retry_period);
     renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renewals.reset();
-    let mut previous: Option<Frame> = None;
+    let mut previous: Option<(Snapshot, usize)> = None;
+    // An interval is sent by a task of its own, so a slow backend holds up the next interval
+    // (its tick waits), not the Lease renewals. Aborted when leading ends.
+    let mut sending: Option<AbortOnDrop<Option<(Snapshot, usize)>>> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return false,
-            _ = ticks.tick() => {
-                previous = Some(emit(&stores, options, sink, previous).await);
+            _ = ticks.tick(), if sending.is_none() => {
+                let (stores, options, sink) = (stores.clone(), options.clone(), sink.clone());
+                sending = Some(AbortOnDrop(tokio::spawn(emit(stores, options, sink, previous.take()))));
+            }
+            done = async { (&mut sending.as_mut().expect("sending").0).await }, if sending.is_some() => {
+                sending = None;
+                previous = done.ok().flatten();
             }
             _ = renewals.tick() => {
                 if let Some(true) = renew(election, &mut renewed, renew_deadline).await {
@@ -239,39 +293,69 @@ async fn renew(election: &mut LeaderElection, renewed: &mut Instant, deadline: D
     }
 }
 
-/// One interval: snapshot, render and diff off the async threads, then send.
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Requests rendered ahead of the sink: the rest wait to be rendered.
+const REQUESTS_AHEAD: usize = 2;
+
+/// Requests handed to the sink and not yet delivered: the next waits (at most an interval)
+/// for the oldest. Without this the whole interval (about 20 MiB of requests at 100,000
+/// series) sat in the queue at once, which was the peak resident size.
+const IN_FLIGHT: usize = 4;
+
+/// One interval: snapshot, then render off the async threads while the requests are sent as
+/// they fill. Returns the snapshot and its series count, for the next interval's staleness
+/// markers (`None`: rendering failed; the next interval sends none).
 async fn emit(
-    stores: &Arc<Stores>,
-    options: &ClusterStateOptions,
-    sink: &MetricsSink,
-    previous: Option<Frame>,
-) -> Frame {
+    stores: Arc<Stores>,
+    options: ClusterStateOptions,
+    sink: MetricsSink,
+    previous: Option<(Snapshot, usize)>,
+) -> Option<(Snapshot, usize)> {
     let started = Instant::now();
-    let timestamp_ms = unix_ms();
     let snapshot = stores.snapshot();
-    let common = options.common_labels.clone();
-    let max = options.max_series_per_request;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(REQUESTS_AHEAD);
+    let expected = previous.as_ref().map(|p| p.1).unwrap_or(0);
+    let frame = Frame::new(options.common_labels.clone(), unix_ms(), options.max_series_per_request);
+    let mut frame = frame.sending(tx, expected);
     let work = tokio::task::spawn_blocking(move || {
-        let mut frame = previous.as_ref().map(Frame::next).unwrap_or_else(|| Frame::new(common));
-        render(&snapshot, &mut frame);
-        let gone = previous.as_ref().map(|p| frame.gone_since(p)).unwrap_or(0);
-        let requests = frame.encode(previous.as_ref(), timestamp_ms, max);
-        (frame, requests, gone)
+        render_interval(&snapshot, previous.as_ref().map(|p| &p.0), &mut frame);
+        drop(previous);
+        let (_, written) = frame.finish();
+        (snapshot, written)
     });
-    let (frame, requests, gone) = match work.await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "rendering cluster-state series panicked");
-            return Frame::new(options.common_labels.clone());
+    let mut in_flight: VecDeque<Ack> = VecDeque::with_capacity(IN_FLIGHT);
+    while let Some((bytes, samples)) = rx.recv().await {
+        while in_flight.len() >= IN_FLIGHT {
+            let Some(oldest) = in_flight.pop_front() else { break };
+            let _ = tokio::time::timeout(options.interval, oldest.outcome()).await;
         }
-    };
-    for (bytes, samples) in requests {
-        if let Err(e) = sink.send_encoded(bytes, samples).await {
-            tracing::warn!(error = %e, "cluster-state series not queued");
+        match sink.send_encoded(bytes, samples).await {
+            Ok(ack) => in_flight.push_back(ack),
+            Err(e) => tracing::warn!(error = %e, "cluster-state series not queued"),
         }
     }
-    tracing::debug!(series = frame.len(), stale = gone, frame_bytes = frame.heap_bytes(), took = ?started.elapsed(), "cluster-state series emitted");
-    frame
+    drop(in_flight);
+    let done = work.await;
+    // The strings only replaced objects held, and the pages an interval's requests took.
+    let _ = tokio::task::spawn_blocking(crate::discovery::give_back_freed_memory).await;
+    match done {
+        Ok((snapshot, written)) => {
+            tracing::debug!(series = written.series, stale = written.stale, took = ?started.elapsed(), "cluster-state series emitted");
+            Some((snapshot, written.series))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rendering cluster-state series panicked");
+            None
+        }
+    }
 }
 
 fn unix_ms() -> i64 {

@@ -1,13 +1,15 @@
-//! The watchers: one `kube` watcher -> reflector per kind, each object slimmed on arrival to the
-//! fields the series read (a Node's image list, a Pod's volumes and env, a workload's pod
-//! template are dropped), so the stores of a 5,000-pod cluster stay small.
+//! The watchers: the Pods are the compact ones of [`lgtm_k8s::objects::PodInfo`], from the
+//! watch discovery reads too ([`SharedWatch`]: one list and one copy of every Pod in the
+//! process); the other kinds one `kube` watcher -> reflector each, each object slimmed on
+//! arrival to the fields the series read (a Node's image list, a workload's pod template are
+//! dropped).
 
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -15,29 +17,31 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::Snapshot;
+use lgtm_k8s::objects::{PodInfo, ReplicaSetInfo};
 use lgtm_k8s::reflect::spawn_watch;
+use lgtm_k8s::store::{spawn_compact_watch, CompactStore, SharedWatch, Subscription};
 
 /// The reflector stores of every kind the series come from.
 pub struct Stores {
-    pub pods: Store<Pod>,
+    pub pods: Subscription<PodInfo>,
     pub nodes: Store<Node>,
     pub namespaces: Store<Namespace>,
     pub deployments: Store<Deployment>,
-    pub replicasets: Store<ReplicaSet>,
+    pub replicasets: CompactStore<ReplicaSetInfo>,
     pub daemonsets: Store<DaemonSet>,
     pub statefulsets: Store<StatefulSet>,
     pub jobs: Store<Job>,
 }
 
 impl Stores {
-    /// Starts the watchers; they stop with `stop`.
-    pub fn start(client: &Client, stop: &CancellationToken) -> Stores {
+    /// Starts the watchers; they stop with `stop` (the Pod watch when no one else reads it).
+    pub fn start(client: &Client, pods: &SharedWatch<PodInfo>, stop: &CancellationToken) -> Stores {
         Stores {
-            pods: reflect("Pod", client, slim_pod, stop),
+            pods: pods.subscribe(None),
             nodes: reflect("Node", client, slim_node, stop),
             namespaces: reflect("Namespace", client, slim_meta, stop),
             deployments: reflect("Deployment", client, slim_deployment, stop),
-            replicasets: reflect("ReplicaSet", client, slim_replicaset, stop),
+            replicasets: spawn_compact_watch(client, || {}, stop.clone()).0,
             daemonsets: reflect("DaemonSet", client, slim_daemonset, stop),
             statefulsets: reflect("StatefulSet", client, slim_statefulset, stop),
             jobs: reflect("Job", client, slim_job, stop),
@@ -92,62 +96,6 @@ fn slim_meta<K: Resource>(o: &mut K) {
     m.finalizers = None;
 }
 
-pub(crate) fn slim_pod(p: &mut Pod) {
-    slim_meta(p);
-    if let Some(spec) = p.spec.take() {
-        let containers = spec
-            .containers
-            .into_iter()
-            .map(|c| Container {
-                name: c.name,
-                resources: c.resources.map(|r| ResourceRequirements {
-                    limits: r.limits,
-                    requests: r.requests,
-                    claims: None,
-                }),
-                ..Default::default()
-            })
-            .collect();
-        p.spec = Some(PodSpec {
-            containers,
-            node_name: spec.node_name,
-            host_network: spec.host_network,
-            priority_class_name: spec.priority_class_name,
-            ..Default::default()
-        });
-    }
-    if let Some(status) = p.status.as_mut() {
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-        status.host_ips = None;
-        status.pod_ips = None;
-        status.message = None;
-        for c in status.conditions.iter_mut().flatten() {
-            c.message = None;
-            c.last_probe_time = None;
-            c.last_transition_time = None;
-        }
-        for c in status.container_statuses.iter_mut().flatten() {
-            c.image = String::new();
-            c.image_id = String::new();
-            c.container_id = None;
-            c.last_state = None;
-            c.allocated_resources = None;
-            c.resources = None;
-            c.volume_mounts = None;
-            c.user = None;
-            if let Some(s) = c.state.as_mut() {
-                if let Some(w) = s.waiting.as_mut() {
-                    w.message = None;
-                }
-                if let Some(t) = s.terminated.as_mut() {
-                    t.message = None;
-                }
-            }
-        }
-    }
-}
-
 pub(crate) fn slim_node(n: &mut Node) {
     slim_meta(n);
     if let Some(status) = n.status.as_mut() {
@@ -168,12 +116,6 @@ fn slim_deployment(d: &mut Deployment) {
         spec.template = Default::default();
         spec.selector = Default::default();
     }
-}
-
-fn slim_replicaset(r: &mut ReplicaSet) {
-    slim_meta(r);
-    r.spec = None;
-    r.status = None;
 }
 
 fn slim_daemonset(d: &mut DaemonSet) {

@@ -44,15 +44,21 @@ fn decode(requests: &[(bytes::Bytes, u32)]) -> Vec<(String, f64)> {
     out
 }
 
-fn frame_of(snapshot: &Snapshot) -> Frame {
-    let mut f = Frame::new(vec![("job".into(), JOB.into())]);
-    render(snapshot, &mut f);
-    f
+/// The requests of one interval, at most `max` series each (`previous`: the snapshot of the
+/// interval before, for the staleness markers).
+fn requests_of(
+    snapshot: &Snapshot,
+    previous: Option<&Snapshot>,
+    timestamp_ms: i64,
+    max: usize,
+) -> Vec<(bytes::Bytes, u32)> {
+    let mut f = Frame::new(vec![("job".into(), JOB.into())], timestamp_ms, max);
+    render_interval(snapshot, previous, &mut f);
+    f.finish().0
 }
 
 fn series_of(snapshot: &Snapshot) -> Series {
-    let f = frame_of(snapshot);
-    let decoded = decode(&f.encode(None, 1_000, 7));
+    let decoded = decode(&requests_of(snapshot, None, 1_000, 7));
     let map: Series = decoded.iter().cloned().collect();
     assert_eq!(map.len(), decoded.len(), "no series twice");
     map
@@ -60,6 +66,15 @@ fn series_of(snapshot: &Snapshot) -> Series {
 
 fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
     Arc::new(serde_json::from_value(v).expect("a valid object"))
+}
+
+/// An object as the watch reads it into its compact type.
+fn compact<T: lgtm_k8s::objects::Compact>(v: serde_json::Value) -> Arc<T> {
+    Arc::new(serde_json::from_value::<lgtm_k8s::objects::Watched<T>>(v).expect("a valid object").into_info())
+}
+
+fn pod_obj(v: serde_json::Value) -> Arc<PodInfo> {
+    compact(v)
 }
 
 /// (metric, labels, value).
@@ -161,7 +176,7 @@ fn daemonset_statefulset_replicaset_series() {
             "status": {"replicas": 3, "readyReplicas": 2, "currentReplicas": 3, "updatedReplicas": 1,
                 "availableReplicas": 2, "observedGeneration": 1, "currentRevision": "db-1", "updateRevision": "db-2"}
         }))],
-        replicasets: vec![obj(json!({
+        replicasets: vec![compact(json!({
             "metadata": {"name": "web-5d4f", "namespace": "shop",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u", "controller": true}]}
         }))],
@@ -308,7 +323,7 @@ fn web_pod() -> serde_json::Value {
 
 #[test]
 fn pod_series() {
-    let snapshot = Snapshot { pods: vec![obj(web_pod())], ..Default::default() };
+    let snapshot = Snapshot { pods: vec![pod_obj(web_pod())], ..Default::default() };
     let b = [("namespace", "shop"), ("pod", "web-1"), ("uid", "p-1")];
     let app = [b[0], b[1], b[2], ("container", "app")];
     let side = [b[0], b[1], b[2], ("container", "sidecar")];
@@ -374,16 +389,6 @@ fn pod_series() {
             ("kube_pod_container_resource_limits", &res("memory", "byte"), 134_217_728.0),
         ]),
     );
-}
-
-#[test]
-fn slimmed_pod_gives_the_same_series() {
-    let full: k8s_openapi::api::core::v1::Pod = serde_json::from_value(web_pod()).unwrap();
-    let mut slim = full.clone();
-    stores::slim_pod(&mut slim);
-    let a = series_of(&Snapshot { pods: vec![Arc::new(full)], ..Default::default() });
-    let b = series_of(&Snapshot { pods: vec![Arc::new(slim)], ..Default::default() });
-    assert_eq!(a, b);
 }
 
 #[test]
@@ -457,21 +462,21 @@ fn node_and_namespace_series() {
     assert_eq!(slimmed, node_only, "slimming keeps every series");
 }
 
+fn stale_keys(sent: &[(String, f64)]) -> Vec<&String> {
+    sent.iter().filter(|(_, v)| v.to_bits() == lgtm_pipeline::proto::stale_nan().to_bits()).map(|(k, _)| k).collect()
+}
+
 #[test]
 fn gone_series_get_one_staleness_marker() {
     let mut pod = web_pod();
-    let first = frame_of(&Snapshot { pods: vec![obj(pod.clone())], ..Default::default() });
+    let first = Snapshot { pods: vec![pod_obj(pod.clone())], ..Default::default() };
     // The container stops waiting: its waiting_reason series is gone, the rest continue.
     pod["status"]["containerStatuses"][0]["state"] = json!({"running": {}});
-    let second = frame_of(&Snapshot { pods: vec![obj(pod)], ..Default::default() });
-    let sent = decode(&second.encode(Some(&first), 2_000, 1000));
-    let stale: Vec<&String> = sent
-        .iter()
-        .filter(|(_, v)| v.to_bits() == lgtm_pipeline::proto::stale_nan().to_bits())
-        .map(|(k, _)| k)
-        .collect();
+    let second = Snapshot { pods: vec![pod_obj(pod.clone())], ..Default::default() };
+    let series = series_of(&second).len();
+    let sent = decode(&requests_of(&second, Some(&first), 2_000, 1000));
     assert_eq!(
-        stale,
+        stale_keys(&sent),
         vec![&key(
             "kube_pod_container_status_waiting_reason",
             &[
@@ -483,24 +488,53 @@ fn gone_series_get_one_staleness_marker() {
             ]
         )]
     );
-    assert_eq!(sent.len(), second.len() + 1);
+    assert_eq!(sent.len(), series + 1);
+    // Unchanged objects (the same `Arc`, or a new one with the same series): no marker.
+    for previous in [second.clone(), Snapshot { pods: vec![pod_obj(pod)], ..Default::default() }] {
+        let sent = decode(&requests_of(&second, Some(&previous), 2_500, 1000));
+        assert_eq!((sent.len(), stale_keys(&sent).len()), (series, 0));
+    }
     // The pod is deleted: every series of it is marked stale once, nothing else is sent.
-    let third = frame_of(&Snapshot::default());
-    let sent = decode(&third.encode(Some(&second), 3_000, 1000));
-    assert_eq!(sent.len(), second.len());
+    let third = Snapshot::default();
+    let sent = decode(&requests_of(&third, Some(&second), 3_000, 1000));
+    assert_eq!(sent.len(), series);
     assert!(sent.iter().all(|(_, v)| v.is_nan()));
-    assert!(decode(&Frame::new(vec![]).encode(Some(&third), 4_000, 1000)).is_empty());
+    assert!(decode(&requests_of(&Snapshot::default(), Some(&third), 4_000, 1000)).is_empty());
+}
+
+/// What the agent does each interval: requests sent through a bounded channel as they fill,
+/// received while rendering goes on.
+#[test]
+fn requests_are_sent_as_they_fill() {
+    let snapshot = rich_snapshot();
+    let want = decode(&requests_of(&snapshot, None, 1_000, 5));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let frame = Frame::new(vec![("job".into(), JOB.into())], 1_000, 5).sending(tx, 0);
+    let render = std::thread::spawn(move || {
+        let mut frame = frame;
+        render_interval(&snapshot, None, &mut frame);
+        frame.finish()
+    });
+    let mut received = Vec::new();
+    while let Some(r) = rx.blocking_recv() {
+        assert!(r.1 <= 5);
+        received.push(r);
+    }
+    let (kept, written) = render.join().expect("rendered");
+    assert!(kept.is_empty());
+    assert_eq!(decode(&received), want);
+    assert_eq!(written, super::frame::Written { series: want.len(), stale: 0 });
 }
 
 #[test]
 fn requests_are_cut_at_the_series_limit_and_labels_are_complete() {
-    let mut f = Frame::new(vec![("job".into(), JOB.into()), ("cluster".into(), "c1".into())]);
+    let mut f = Frame::new(vec![("job".into(), JOB.into()), ("cluster".into(), "c1".into())], 5, 10);
     for i in 0..25 {
         f.push("m", &[("i", &i.to_string()), ("empty", "")], f64::from(i));
     }
     f.push("m", &[("i", "0")], 99.0);
     assert_eq!(f.len(), 25, "a repeated series keeps its first value");
-    let requests = f.encode(None, 5, 10);
+    let requests = f.finish().0;
     assert_eq!(requests.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![10, 10, 5]);
     let w = WriteRequest::decode(requests[0].0.clone()).unwrap();
     let names: Vec<&str> = w.timeseries[0].labels.iter().map(|l| l.name.as_str()).collect();
@@ -631,7 +665,7 @@ fn rich_snapshot() -> Snapshot {
     let mut pod = web_pod();
     pod["status"]["containerStatuses"][1]["state"] = json!({"terminated": {"exitCode": 0}});
     Snapshot {
-        pods: vec![obj(pod)],
+        pods: vec![pod_obj(pod)],
         nodes: vec![obj(node)],
         namespaces: vec![obj(json!({"metadata": {"name": "shop"}, "status": {"phase": "Active"}}))],
         deployments: vec![obj(json!({
@@ -639,7 +673,7 @@ fn rich_snapshot() -> Snapshot {
             "spec": {"replicas": 1, "selector": {}, "template": {}},
             "status": {"conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}
         }))],
-        replicasets: vec![obj(json!({
+        replicasets: vec![compact(json!({
             "metadata": {"name": "web-5d4f", "namespace": "shop",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u"}]}
         }))],
@@ -666,9 +700,8 @@ fn rich_snapshot() -> Snapshot {
 
 /// Family name -> the label-name sets its series have (`job` and `cluster` left out).
 fn label_sets(snapshot: &Snapshot) -> BTreeMap<String, std::collections::BTreeSet<Vec<String>>> {
-    let f = frame_of(snapshot);
     let mut out: BTreeMap<String, std::collections::BTreeSet<Vec<String>>> = BTreeMap::new();
-    for (bytes, _) in f.encode(None, 1_000, 10_000) {
+    for (bytes, _) in requests_of(snapshot, None, 1_000, 10_000) {
         for ts in WriteRequest::decode(bytes).unwrap().timeseries {
             let name = ts.labels.iter().find(|l| l.name == "__name__").unwrap().value.clone();
             let mut names: Vec<String> = ts
@@ -725,7 +758,7 @@ fn unset_fields_give_the_values_kube_state_metrics_gives() {
     // A Pod just created: no owner, no node, no IPs, a container waiting with no reason yet,
     // resources kube-state-metrics reports (extended, hugepages, rounded-up bytes) and one it
     // does not (`pods`).
-    let pod = obj(json!({
+    let pod = pod_obj(json!({
         "metadata": {"name": "lone", "namespace": "shop", "uid": "p-2"},
         "spec": {"containers": [{"name": "app", "resources": {
             "requests": {"nvidia.com/gpu": "1", "hugepages-2Mi": "4Mi", "ephemeral-storage": "1500m", "pods": "1"},
@@ -747,7 +780,7 @@ fn unset_fields_give_the_values_kube_state_metrics_gives() {
         pods: vec![pod],
         nodes: vec![node],
         namespaces: vec![obj(json!({"metadata": {"name": "new"}}))],
-        replicasets: vec![obj(json!({"metadata": {"name": "orphan", "namespace": "shop"}}))],
+        replicasets: vec![compact(json!({"metadata": {"name": "orphan", "namespace": "shop"}}))],
         statefulsets: vec![obj(json!({
             "metadata": {"name": "db", "namespace": "obs"},
             "spec": {"selector": {}, "template": {}, "serviceName": "db"},

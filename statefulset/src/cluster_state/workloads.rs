@@ -2,9 +2,10 @@
 //! labels of kube-state-metrics (`namespace` plus `deployment`, `replicaset`, `daemonset`,
 //! `statefulset` or `job_name`).
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use lgtm_k8s::objects::ReplicaSetInfo;
 
 use super::frame::Frame;
 
@@ -87,31 +88,34 @@ const DEPLOYMENT_REASONS: [&str; 11] = [
 /// The reasons of a Job's `Failed` condition kube-state-metrics reports one series each for.
 const JOB_FAILURE_REASONS: [&str; 3] = ["BackoffLimitExceeded", "DeadlineExceeded", "Evicted"];
 
-pub fn replicaset(r: &ReplicaSet, f: &mut Frame) {
-    let (ns, name) = ns_name(&r.metadata);
-    owner_series(f, "kube_replicaset_owner", &[("namespace", ns), ("replicaset", name)], &r.metadata);
+pub fn replicaset(r: &ReplicaSetInfo, f: &mut Frame) {
+    let l = [("namespace", r.meta.namespace()), ("replicaset", r.meta.name())];
+    let owners = r.owners.iter().map(|o| (&*o.kind, &*o.name, o.controller));
+    owner_series(f, "kube_replicaset_owner", &l, owners);
 }
 
 /// `<name>{labels, owner_kind, owner_name, owner_is_controller}`: one series per owner
-/// reference (`owner_is_controller` `false` when the reference does not say), or one whose three
-/// owner labels are empty (no labels once ingested) when there is none. kube-state-metrics has
-/// written empty values there for Pods, ReplicaSets and Jobs alike since v2.8 (`<none>` before).
-pub(crate) fn owner_series(f: &mut Frame, name: &str, labels: &[(&str, &str)], meta: &ObjectMeta) {
+/// reference (kind, name, controller; `owner_is_controller` `false` when the reference does not
+/// say), or one whose three owner labels are empty (no labels once ingested) when there is none.
+/// kube-state-metrics has written empty values there for Pods, ReplicaSets and Jobs alike since
+/// v2.8 (`<none>` before).
+pub(crate) fn owner_series<'a>(
+    f: &mut Frame,
+    name: &str,
+    labels: &[(&'a str, &'a str)],
+    owners: impl Iterator<Item = (&'a str, &'a str, Option<bool>)>,
+) {
     let mut l: Vec<(&str, &str)> = labels.to_vec();
-    let owners = meta.owner_references.as_deref().unwrap_or_default();
-    if owners.is_empty() {
-        l.extend([("owner_kind", ""), ("owner_name", ""), ("owner_is_controller", "")]);
-        f.push(name, &l, 1.0);
-        return;
-    }
-    for o in owners {
-        let controller = if o.controller.unwrap_or(false) { "true" } else { "false" };
+    let mut any = false;
+    for (kind, owner, controller) in owners {
+        any = true;
+        let controller = if controller.unwrap_or(false) { "true" } else { "false" };
         l.truncate(labels.len());
-        l.extend([
-            ("owner_kind", o.kind.as_str()),
-            ("owner_name", o.name.as_str()),
-            ("owner_is_controller", controller),
-        ]);
+        l.extend([("owner_kind", kind), ("owner_name", owner), ("owner_is_controller", controller)]);
+        f.push(name, &l, 1.0);
+    }
+    if !any {
+        l.extend([("owner_kind", ""), ("owner_name", ""), ("owner_is_controller", "")]);
         f.push(name, &l, 1.0);
     }
 }
@@ -184,7 +188,8 @@ pub fn job(j: &Job, f: &mut Frame) {
             with.pop();
         }
     }
-    owner_series(f, "kube_job_owner", &l, &j.metadata);
+    let owners = j.metadata.owner_references.iter().flatten();
+    owner_series(f, "kube_job_owner", &l, owners.map(|o| (o.kind.as_str(), o.name.as_str(), o.controller)));
 }
 
 /// `kube_job_status_failed` as kube-state-metrics writes it: no failed pod, one series of 0

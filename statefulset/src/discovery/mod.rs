@@ -50,7 +50,7 @@ use crate::shard::{parse_pod_name, Shard, ShardCache};
 use crds::{spawn_monitor_watches, MonitorStore};
 use credentials::{remove_unused_files, CredentialFiles};
 use lgtm_k8s::reflect::spawn_reflector;
-use lgtm_k8s::store::{spawn_compact_watch, CompactStore};
+use lgtm_k8s::store::{spawn_compact_watch, CompactStore, SharedWatch, Subscription};
 use objects::{PodInfo, ServiceInfo, SliceInfo};
 use operator::Defaults;
 use watch::RefWatchers;
@@ -98,12 +98,19 @@ struct Stores {
     pod_monitors: Option<MonitorStore>,
     services: CompactStore<ServiceInfo>,
     endpoint_slices: CompactStore<SliceInfo>,
-    pods: CompactStore<PodInfo>,
+    /// The Pod watch shared with cluster state.
+    pods: Subscription<PodInfo>,
     statefulset: Option<Store<StatefulSet>>,
 }
 
 impl Stores {
-    fn start(client: &Client, options: &DiscoveryOptions, changed: &Arc<Notify>, stop: &CancellationToken) -> Stores {
+    fn start(
+        client: &Client,
+        pods: &SharedWatch<PodInfo>,
+        options: &DiscoveryOptions,
+        changed: &Arc<Notify>,
+        stop: &CancellationToken,
+    ) -> Stores {
         let cfg = watcher::Config::default;
         let b = &options.build;
         // The monitor kinds are watched once API discovery shows them ([`crds`]).
@@ -124,7 +131,7 @@ impl Stores {
         };
         let (services, _) = spawn_compact_watch(client, wake(), stop.clone());
         let (endpoint_slices, _) = spawn_compact_watch(client, wake(), stop.clone());
-        let (pods, _) = spawn_compact_watch(client, wake(), stop.clone());
+        let pods = pods.subscribe(Some(changed));
         let statefulset = match (options.replicas, parse_pod_name(&options.pod_name)) {
             (None, Some(p)) => {
                 let (store, w) = reflector::store();
@@ -177,8 +184,10 @@ fn current_shard(options: &DiscoveryOptions, statefulset: Option<&Store<Stateful
 /// Runs discovery until `stop`: every change of the watched objects replaces the `discovery`
 /// provider's groups (this replica's share) with [`TargetManager::sync_provider`]; other
 /// providers' targets (static configs, ...) are left alone. Status goes to `board` for `/targets`.
+/// The Pods come from `pods`, the watch cluster state reads too.
 pub async fn run<S: SeriesSink>(
     client: Client,
+    pods: Arc<SharedWatch<PodInfo>>,
     options: DiscoveryOptions,
     manager: Arc<TargetManager<S>>,
     board: Arc<StatusBoard>,
@@ -186,7 +195,7 @@ pub async fn run<S: SeriesSink>(
 ) {
     let changed = Arc::new(Notify::new());
     let watchers_stop = stop.child_token();
-    let stores = Stores::start(&client, &options, &changed, &watchers_stop);
+    let stores = Stores::start(&client, &pods, &options, &changed, &watchers_stop);
     let mut refs = RefWatchers::new(client, changed.clone(), watchers_stop.clone());
     tokio::select! {
         _ = stop.cancelled() => return,
@@ -356,7 +365,7 @@ struct Outcome {
 /// targets, loops, watch events); glibc keeps freed pages that are not at the top of its heaps,
 /// so without this the resident size grew with every change (about 110 MiB over 80 changes
 /// of `bench discovery`).
-fn give_back_freed_memory() {
+pub(crate) fn give_back_freed_memory() {
     objects::forget_unused_strings();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own heaps.

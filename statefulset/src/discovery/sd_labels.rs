@@ -60,7 +60,7 @@ pub fn pod_labels(pod: &PodInfo) -> Labels {
     out.insert("__meta_kubernetes_pod_node_name".into(), pod.node_name.to_string());
     out.insert("__meta_kubernetes_pod_host_ip".into(), pod.host_ip.to_string());
     out.insert("__meta_kubernetes_pod_uid".into(), pod.uid.to_string());
-    if let Some((kind, name)) = &pod.controller {
+    if let Some((kind, name)) = pod.controller() {
         out.insert("__meta_kubernetes_pod_controller_kind".into(), kind.to_string());
         out.insert("__meta_kubernetes_pod_controller_name".into(), name.to_string());
     }

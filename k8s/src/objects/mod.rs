@@ -1,6 +1,8 @@
-//! What discovery keeps of each watched Pod, Service and EndpointSlice: the fields its
-//! `__meta_kubernetes_*` labels (`lgtm_statefulset::discovery::sd_labels`) and monitor selectors read, in types of
-//! our own that the watch deserializes the API server's JSON into directly.
+//! What the agent keeps of each watched Pod ([`pod`]: discovery, the daemonset's pod index and
+//! cluster state read the same type), Service and EndpointSlice: the fields the
+//! `__meta_kubernetes_*` labels (`lgtm_statefulset::discovery::sd_labels`), monitor selectors
+//! and kube-state-metrics families read, in types of our own that the watch deserializes the
+//! API server's JSON into directly.
 //!
 //! Why not the k8s-openapi structs, pruned as they arrive: a `Pod` struct is about 1.3 KiB of
 //! `Option`s before any of its strings, its `PodSpec` and each `Container` as much again, and
@@ -24,7 +26,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -303,163 +305,10 @@ fn shared(s: Option<String>) -> Shared {
     s.as_deref().unwrap_or_default().into()
 }
 
-/// A Pod's `Ready` condition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Ready {
-    True,
-    False,
-    #[default]
-    Unknown,
-}
-
-impl Ready {
-    /// `__meta_kubernetes_pod_ready`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ready::True => "true",
-            Ready::False => "false",
-            Ready::Unknown => "unknown",
-        }
-    }
-}
-
-/// A declared container port.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodPort {
-    pub name: Option<Shared>,
-    #[serde(rename = "containerPort")]
-    pub number: i32,
-    /// `None`: not set, which means TCP.
-    pub protocol: Option<Shared>,
-}
-
-impl PodPort {
-    pub fn protocol(&self) -> &str {
-        self.protocol.as_deref().unwrap_or("TCP")
-    }
-}
-
-/// A container or init container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodContainer {
-    pub name: Shared,
-    pub image: Shared,
-    pub init: bool,
-    /// From the container's status (`containerd://...`), once it has one.
-    pub id: Option<Str>,
-    pub ports: Box<[PodPort]>,
-}
-
-/// What discovery reads of a Pod.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodInfo {
-    pub meta: Meta,
-    pub uid: Str,
-    pub ip: Str,
-    pub host_ip: Shared,
-    pub node_name: Shared,
-    pub phase: Shared,
-    pub ready: Ready,
-    /// Kind and name of the owner reference with `controller: true`.
-    pub controller: Option<(Shared, Shared)>,
-    /// Regular containers first, then init containers.
-    pub containers: Box<[PodContainer]>,
-}
-
-compact!(PodInfo, Pod, read_pod);
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireContainer {
-    name: String,
-    image: Option<String>,
-    ports: Option<Vec<PodPort>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct WirePodSpec {
-    node_name: Option<String>,
-    containers: Option<Vec<WireContainer>>,
-    init_containers: Option<Vec<WireContainer>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    status: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireContainerStatus {
-    name: String,
-    #[serde(rename = "containerID")]
-    container_id: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct WirePodStatus {
-    phase: Option<String>,
-    #[serde(rename = "podIP")]
-    pod_ip: Option<String>,
-    #[serde(rename = "hostIP")]
-    host_ip: Option<String>,
-    conditions: Option<Vec<WireCondition>>,
-    container_statuses: Option<Vec<WireContainerStatus>>,
-    init_container_statuses: Option<Vec<WireContainerStatus>>,
-}
-
-#[derive(Deserialize)]
-struct WirePod {
-    #[serde(default)]
-    metadata: WireMeta,
-    spec: Option<WirePodSpec>,
-    status: Option<WirePodStatus>,
-}
-
-fn read_pod<'de, D: Deserializer<'de>>(d: D) -> Result<(PodInfo, Option<String>), D::Error> {
-    let WirePod { mut metadata, spec, status } = WirePod::deserialize(d)?;
-    let resource_version = metadata.resource_version.take();
-    let spec = spec.unwrap_or_default();
-    let status = status.unwrap_or_default();
-    let ready = match status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status.as_str()) {
-        Some("True") => Ready::True,
-        Some("False") => Ready::False,
-        _ => Ready::Unknown,
-    };
-    let statuses = [status.container_statuses.unwrap_or_default(), status.init_container_statuses.unwrap_or_default()];
-    let container = |c: WireContainer, init: bool| {
-        let id = statuses[usize::from(init)].iter().find(|s| s.name == c.name).and_then(|s| s.container_id.clone());
-        PodContainer {
-            image: shared(c.image),
-            init,
-            id: boxed_opt(id),
-            ports: c.ports.unwrap_or_default().into_boxed_slice(),
-            name: c.name.into(),
-        }
-    };
-    let regular = spec.containers.unwrap_or_default().into_iter().map(|c| container(c, false));
-    let init = spec.init_containers.unwrap_or_default().into_iter().map(|c| container(c, true));
-    let owners = metadata.owner_references.take().unwrap_or_default();
-    let controller = owners.into_iter().find(|o| o.controller == Some(true));
-    let pod = PodInfo {
-        uid: boxed(metadata.uid.take()),
-        meta: metadata.into_meta(),
-        ip: boxed(status.pod_ip),
-        host_ip: shared(status.host_ip),
-        node_name: shared(spec.node_name),
-        phase: shared(status.phase),
-        ready,
-        controller: controller.map(|c| (c.kind.into(), c.name.into())),
-        containers: regular.chain(init).collect(),
-    };
-    Ok((pod, resource_version))
-}
+mod owned;
+pub mod pod;
+pub use owned::ReplicaSetInfo;
+pub use pod::{ContainerStatus, OwnerRef, PodContainer, PodInfo, PodPort, Ready};
 
 /// What discovery reads of a Service: its metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -592,6 +441,7 @@ mod tests {
 
     use std::collections::BTreeMap;
 
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
     use super::*;
@@ -671,7 +521,7 @@ mod tests {
         assert_eq!(compact.ip.as_ref(), "10.1.0.53");
         assert_eq!(compact.uid.as_ref(), "3f6c2a1e-0000-4000-8000-000000000053");
         assert_eq!(compact.meta.labels.get("app"), Some("svc-17"));
-        assert_eq!(compact.controller, Some(("ReplicaSet".into(), "svc-17-5d4f8".into())));
+        assert_eq!(compact.controller(), Some(("ReplicaSet", "svc-17-5d4f8")));
         let watched = read(&json);
         assert_eq!(kube::Resource::meta(&watched).resource_version.as_deref(), Some("48213"));
         assert_eq!(watched.into_info().meta.name(), "svc-17-2");
@@ -683,7 +533,7 @@ mod tests {
             "status": {"conditions": null}}));
         assert_eq!((pod.meta.name(), pod.meta.namespace(), pod.ip.as_ref()), ("p", "", ""));
         assert!(pod.meta.labels.is_empty() && pod.containers.is_empty());
-        assert_eq!(pod.ready, Ready::Unknown);
+        assert_eq!(pod.ready, Ready::Absent);
         let slice: SliceInfo = read(json!({"metadata": {"name": "s"}, "endpoints": null}));
         assert!(slice.endpoints.is_empty() && slice.ports.is_empty());
     }
@@ -732,7 +582,9 @@ mod tests {
             let want_ready = match status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status.as_str()) {
                 Some("True") => Ready::True,
                 Some("False") => Ready::False,
-                _ => Ready::Unknown,
+                Some("Unknown") => Ready::Unknown,
+                Some(_) => Ready::Other,
+                None => Ready::Absent,
             };
             proptest::prop_assert_eq!(compact.ready, want_ready);
             let regular = spec.containers.iter().map(|c| (c, false));
