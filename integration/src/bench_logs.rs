@@ -774,14 +774,9 @@ async fn run_steady(agent_bin: &Path, work: &Path, opts: &LogsBenchOptions) -> a
     }
     let times = Arc::new(WriteTimes::new(&plan));
     let receiver = Receiver::start_with(&plan, Some(times.clone())).await?;
-    let mut agent = AgentRun::start(
-        agent_bin,
-        &work.join("steady-agent"),
-        &root,
-        &receiver.push_url(),
-        opts.loki_queue_memory,
-    )
-    .await?;
+    let mut agent =
+        AgentRun::start(agent_bin, &work.join("steady-agent"), &root, &receiver.push_url(), opts.loki_queue_memory)
+            .await?;
     let pid = agent.pid();
     let written = Arc::new(AtomicU64::new(0));
     let writer = tokio::task::spawn_blocking({
@@ -1305,7 +1300,10 @@ mod tests {
             assert_eq!(plan_lines(f, 100_000), g.lines_per_file[f as usize]);
         }
         let mut m = Vec::new();
-        let total: u64 = (0..3u32).flat_map(|f| (0..g.lines_per_file[f as usize]).map(move |n| (f, n))).map(|(f, n)| line_bytes(f, n, &mut m)).sum();
+        let total: u64 = (0..3u32)
+            .flat_map(|f| (0..g.lines_per_file[f as usize]).map(move |n| (f, n)))
+            .map(|(f, n)| line_bytes(f, n, &mut m))
+            .sum();
         assert_eq!(total, g.bytes);
     }
 

@@ -179,7 +179,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.workload {
         Workload::Pipeline { series, rounds, shards } => rt.block_on(pipeline(series, rounds, shards)),
-        Workload::Logs { size, files, dir, agent_bin, loki_queue_memory, collector, workloads, steady_rate, steady_window } => {
+        Workload::Logs {
+            size,
+            files,
+            dir,
+            agent_bin,
+            loki_queue_memory,
+            collector,
+            workloads,
+            steady_rate,
+            steady_window,
+        } => {
             let collector = collector.map(|c| {
                 if c.as_os_str() == "auto" {
                     lgtm_integration::bench_node::otelcol_cache_path()
