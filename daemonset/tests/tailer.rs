@@ -453,3 +453,53 @@ async fn copytruncate_reads_the_unread_tail_of_the_copy() {
     want.extend(expected("g2", 0..10));
     assert_eq!(env.sink.lines(), want);
 }
+
+/// Without the periodic pass and the rescan (both an hour apart), inotify's events alone bring
+/// appends, a rotation, a copytruncate and a pod created while running, each line once and in
+/// order. (With the defaults a file at its end is read only when an event names it, or at the
+/// pass every `poll_interval`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_alone_bring_appends_rotations_truncations_and_new_pods() {
+    let mut env = Env::new();
+    env.tuning.poll_interval = Duration::from_secs(3600);
+    env.cfg.rescan_interval = lgtm_config::Duration::from_millis(3_600_000);
+    let a = env.container_dir("ns", "a", "c").join("0.log");
+    let b_dir = env.container_dir("ns", "b", "c");
+    let b = b_dir.join("0.log");
+    write_lines(&a, "a", 0..50);
+    write_lines(&b, "b", 0..50);
+    let run = env.start();
+    eventually(10, "100 lines", || env.sink.count() >= 100).await;
+    // Appends, in several writes.
+    for k in 0..5 {
+        write_lines(&a, "a", 50 + k * 10..60 + k * 10);
+        write_lines(&b, "b", 50 + k * 10..60 + k * 10);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(10, "200 lines", || env.sink.count() >= 200).await;
+    // A rotation: renamed, written once more, a new file.
+    let rotated = b_dir.join("0.log.20240101-000000");
+    std::fs::rename(&b, &rotated).unwrap();
+    write_lines(&rotated, "b", 100..110);
+    write_lines(&b, "b", 110..130);
+    eventually(10, "230 lines", || env.sink.count() >= 230).await;
+    eventually(10, "rotated file closed", || !fd_open_on(&rotated)).await;
+    // A truncation, then new lines.
+    std::fs::OpenOptions::new().write(true).open(&a).unwrap().set_len(0).unwrap();
+    write_lines(&a, "a", 100..120);
+    eventually(10, "250 lines", || env.sink.count() >= 250).await;
+    // A pod created while running.
+    let n = env.container_dir("ns", "new", "c").join("0.log");
+    write_lines(&n, "n", 0..30);
+    eventually(10, "280 lines", || env.sink.count() >= 280).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let got = env.sink.got();
+    let of = |c: &str| -> Vec<String> {
+        got.iter().filter(|g| g.labels.contains(&format!("pod=\"{c}\""))).map(|g| g.line.clone()).collect()
+    };
+    assert_eq!(of("a"), expected("a", 0..120));
+    assert_eq!(of("b"), expected("b", 0..130));
+    assert_eq!(of("new"), expected("n", 0..30));
+    assert_eq!(got.len(), 280);
+}

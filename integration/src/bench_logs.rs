@@ -14,7 +14,14 @@
 //! Figures of the agent process, from `/proc/<pid>`: CPU-seconds (`utime + stime`, 100 Hz ticks)
 //! per GiB of CRI bytes, throughput (MiB of CRI bytes per wall second, agent start to last
 //! line), peak RSS (`VmHWM`), and, in a separate run, the RSS (`VmRSS`) of an agent idling on
-//! `files` quiet files after shipping their few lines.
+//! `files` quiet files after shipping their few lines (and its CPU meanwhile).
+//!
+//! The steady workload (`--workloads steady`): `files` empty files, the agent started, then lines
+//! appended at `steady_rate` bytes per second in all, one `write` per CRI line as a runtime does,
+//! round-robin over the files every 10 ms. After a warm-up, the agent's CPU (`/proc/<pid>/stat`)
+//! over a window gives the percent of one core and the CPU-seconds per GiB written; each line's
+//! time from its `write` to the push that carried it gives the latency percentiles. Every line
+//! is checked as in the bulk run.
 //!
 //! With `--collector PATH` (or `auto`: the build of `scripts/build-otelcol.sh`), the OpenTelemetry
 //! Collector then ships the same two trees (`filelog` + `container` operator -> `otlphttp` into the
@@ -62,6 +69,55 @@ pub struct LogsBenchOptions {
     /// `container` operator -> `otlphttp` into the same receiver's OTLP logs endpoint); none: the
     /// agent alone.
     pub collector: Option<PathBuf>,
+    /// Which workloads run (all by default).
+    pub workloads: Workloads,
+    /// The steady workload: bytes per second written across the `files` files, one `write` per
+    /// CRI line as a runtime does, round-robin over the files.
+    pub steady_rate: u64,
+    /// Written before the measured window starts (the agent is running and shipping).
+    pub steady_warmup: Duration,
+    /// The measured window of the steady workload.
+    pub steady_window: Duration,
+}
+
+/// The workloads of one `bench logs` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workloads {
+    /// The agent idling on `files` quiet files: its VmRSS and CPU.
+    pub idle: bool,
+    /// The agent shipping a `size` tree written before it starts: CPU-seconds per GiB, peak RSS.
+    pub bulk: bool,
+    /// The agent following `files` files written at `steady_rate`: CPU % of one core, CPU-seconds
+    /// per GiB, latency from the write to the push.
+    pub steady: bool,
+}
+
+impl Default for Workloads {
+    fn default() -> Self {
+        Workloads { idle: true, bulk: true, steady: true }
+    }
+}
+
+impl std::str::FromStr for Workloads {
+    type Err = String;
+
+    /// A comma-separated list of `idle`, `bulk`, `steady` (or `all`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut w = Workloads { idle: false, bulk: false, steady: false };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "idle" => w.idle = true,
+                "bulk" => w.bulk = true,
+                "steady" => w.steady = true,
+                "all" => w = Workloads::default(),
+                other => return Err(format!("unknown workload {other:?} (idle, bulk, steady, all)")),
+            }
+        }
+        if w == (Workloads { idle: false, bulk: false, steady: false }) {
+            return Err("no workload given (idle, bulk, steady, all)".into());
+        }
+        Ok(w)
+    }
 }
 
 impl Default for LogsBenchOptions {
@@ -75,6 +131,10 @@ impl Default for LogsBenchOptions {
             idle_wait: Duration::from_secs(5),
             loki_queue_memory: None,
             collector: None,
+            workloads: Workloads::default(),
+            steady_rate: 5 * 1024 * 1024,
+            steady_warmup: Duration::from_secs(5),
+            steady_window: Duration::from_secs(30),
         }
     }
 }
@@ -97,11 +157,59 @@ pub struct LogsBenchReport {
     pub idle_rss_anon: u64,
     pub idle_rss_file: u64,
     pub idle_peak_rss: u64,
+    /// CPU % of one core of the idle agent over the idle wait.
+    pub idle_cpu_percent: f64,
     pub loki_cpu_seconds: f64,
     pub loki_pushes: u64,
     pub loki_line_bytes: u64,
     /// The Collector's figures on the same trees, when it ran.
     pub collector: Option<PeerFigures>,
+    /// Which workloads ran.
+    pub workloads: Workloads,
+    pub steady: Option<SteadyFigures>,
+}
+
+/// The figures of the steady workload.
+#[derive(Debug, Clone, Default)]
+pub struct SteadyFigures {
+    pub files: usize,
+    /// Bytes per second asked for.
+    pub rate: u64,
+    /// CRI bytes written in the measured window, and its length.
+    pub window_bytes: u64,
+    pub window_seconds: f64,
+    /// Agent CPU seconds in the window.
+    pub cpu_seconds: f64,
+    /// All lines written (warm-up, window), and what arrived of them.
+    pub lines_written: u64,
+    pub check: CheckCounts,
+    /// VmRSS at the end of the window, VmHWM of the whole run.
+    pub rss: u64,
+    pub peak_rss: u64,
+    /// From the `write` of a line (its last piece) to the push that carried it, over all lines.
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+    pub latency_max: Duration,
+}
+
+impl SteadyFigures {
+    /// Bytes per second written in the window.
+    pub fn achieved_rate(&self) -> f64 {
+        self.window_bytes as f64 / self.window_seconds.max(1e-9)
+    }
+
+    /// Percent of one core.
+    pub fn cpu_percent(&self) -> f64 {
+        100.0 * self.cpu_seconds / self.window_seconds.max(1e-9)
+    }
+
+    pub fn cpu_seconds_per_gib(&self) -> f64 {
+        self.cpu_seconds / (self.window_bytes as f64 / GIB).max(1e-12)
+    }
+
+    pub fn is_exact(&self) -> bool {
+        self.check.unique == self.lines_written && self.check.duplicates == 0 && self.check.corrupt == 0
+    }
 }
 
 /// A peer's figures on the same trees (see [`LogsBenchOptions::collector`]).
@@ -126,9 +234,11 @@ impl LogsBenchReport {
         self.agent_cpu_seconds / (self.cri_bytes as f64 / GIB).max(1e-12)
     }
 
-    /// Lines lost, duplicated or altered.
+    /// No line lost, duplicated or altered in any workload that ran.
     pub fn is_exact(&self) -> bool {
-        self.check.unique == self.lines_written && self.check.duplicates == 0 && self.check.corrupt == 0
+        let bulk = !self.workloads.bulk
+            || (self.check.unique == self.lines_written && self.check.duplicates == 0 && self.check.corrupt == 0);
+        bulk && self.steady.as_ref().is_none_or(SteadyFigures::is_exact)
     }
 }
 
@@ -136,54 +246,94 @@ impl fmt::Display for LogsBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.check;
         writeln!(f, "workload: logs (CRI tree -> lgtm-agent -> in-process Loki receiver)")?;
-        writeln!(
-            f,
-            "tree: {} files, {:.1} MiB, {} lines ({} written as P+F), generated in {:.1} s",
-            self.files,
-            self.cri_bytes as f64 / MIB,
-            self.lines_written,
-            self.partial_lines,
-            self.generate_seconds
-        )?;
-        writeln!(
-            f,
-            "received: {} entries, {} unique, lost {}, duplicated {}, altered {}, streams {}",
-            c.entries,
-            c.unique,
-            self.lines_written.saturating_sub(c.unique),
-            c.duplicates,
-            c.corrupt,
-            c.streams
-        )?;
-        writeln!(f, "wall: {:.2} s, throughput: {:.1} MiB/s", self.wall_seconds, self.mib_per_second())?;
-        writeln!(
-            f,
-            "agent CPU: {:.2} s ({:.2} user, {:.2} system), CPU-seconds per GiB: {:.2} (target <= 4)",
-            self.agent_cpu_seconds,
-            self.agent_user_seconds,
-            self.agent_cpu_seconds - self.agent_user_seconds,
-            self.cpu_seconds_per_gib()
-        )?;
-        writeln!(f, "agent peak RSS: {:.1} MiB (target <= 24)", self.agent_peak_rss as f64 / MIB)?;
-        writeln!(
-            f,
-            "agent idle RSS with {} quiet files: {:.1} MiB (target <= 8; anonymous {:.1}, file {:.1}; its peak {:.1} MiB)",
-            self.files,
-            self.idle_rss as f64 / MIB,
-            self.idle_rss_anon as f64 / MIB,
-            self.idle_rss_file as f64 / MIB,
-            self.idle_peak_rss as f64 / MIB
-        )?;
-        let loki_mib = self.loki_line_bytes as f64 / MIB;
-        writeln!(
-            f,
-            "fake Loki: {:.2} CPU-s for {} pushes, {:.1} MiB of lines ({:.0} MiB/s per CPU-second; {:.0}% of one core on average)",
-            self.loki_cpu_seconds,
-            self.loki_pushes,
-            loki_mib,
-            loki_mib / self.loki_cpu_seconds.max(1e-9),
-            100.0 * self.loki_cpu_seconds / self.wall_seconds.max(1e-9)
-        )?;
+        if self.workloads.idle {
+            writeln!(
+                f,
+                "idle: agent RSS with {} quiet files: {:.1} MiB (target <= 8; anonymous {:.1}, file {:.1}; its peak {:.1} MiB), CPU {:.2} % of one core",
+                self.files,
+                self.idle_rss as f64 / MIB,
+                self.idle_rss_anon as f64 / MIB,
+                self.idle_rss_file as f64 / MIB,
+                self.idle_peak_rss as f64 / MIB,
+                self.idle_cpu_percent
+            )?;
+        }
+        if self.workloads.bulk {
+            writeln!(
+                f,
+                "bulk: tree of {} files, {:.1} MiB, {} lines ({} written as P+F), generated in {:.1} s",
+                self.files,
+                self.cri_bytes as f64 / MIB,
+                self.lines_written,
+                self.partial_lines,
+                self.generate_seconds
+            )?;
+            writeln!(
+                f,
+                "bulk: received {} entries, {} unique, lost {}, duplicated {}, altered {}, streams {}",
+                c.entries,
+                c.unique,
+                self.lines_written.saturating_sub(c.unique),
+                c.duplicates,
+                c.corrupt,
+                c.streams
+            )?;
+            writeln!(f, "bulk: wall {:.2} s, throughput {:.1} MiB/s", self.wall_seconds, self.mib_per_second())?;
+            writeln!(
+                f,
+                "bulk: agent CPU {:.2} s ({:.2} user, {:.2} system), CPU-seconds per GiB {:.2} (target <= 2.5)",
+                self.agent_cpu_seconds,
+                self.agent_user_seconds,
+                self.agent_cpu_seconds - self.agent_user_seconds,
+                self.cpu_seconds_per_gib()
+            )?;
+            writeln!(f, "bulk: agent peak RSS {:.1} MiB (target <= 20)", self.agent_peak_rss as f64 / MIB)?;
+            let loki_mib = self.loki_line_bytes as f64 / MIB;
+            writeln!(
+                f,
+                "bulk: fake Loki {:.2} CPU-s for {} pushes, {:.1} MiB of lines ({:.0} MiB/s per CPU-second; {:.0}% of one core on average)",
+                self.loki_cpu_seconds,
+                self.loki_pushes,
+                loki_mib,
+                loki_mib / self.loki_cpu_seconds.max(1e-9),
+                100.0 * self.loki_cpu_seconds / self.wall_seconds.max(1e-9)
+            )?;
+        }
+        if let Some(s) = &self.steady {
+            writeln!(
+                f,
+                "steady: {} files at {:.2} MiB/s (asked {:.2}), window {:.1} s: agent CPU {:.2} % of one core (target <= 3), {:.2} CPU-seconds per GiB{}",
+                s.files,
+                s.achieved_rate() / MIB,
+                s.rate as f64 / MIB,
+                s.window_seconds,
+                s.cpu_percent(),
+                s.cpu_seconds_per_gib(),
+                if self.workloads.bulk {
+                    format!(" ({:.2}x bulk; target <= 2)", s.cpu_seconds_per_gib() / self.cpu_seconds_per_gib().max(1e-9))
+                } else {
+                    String::new()
+                }
+            )?;
+            writeln!(
+                f,
+                "steady: latency write -> push p50 {:.0} ms, p99 {:.0} ms (target < 1000), max {:.0} ms; RSS {:.1} MiB, peak {:.1} MiB",
+                s.latency_p50.as_secs_f64() * 1e3,
+                s.latency_p99.as_secs_f64() * 1e3,
+                s.latency_max.as_secs_f64() * 1e3,
+                s.rss as f64 / MIB,
+                s.peak_rss as f64 / MIB
+            )?;
+            writeln!(
+                f,
+                "steady: {} lines written, {} unique arrived, lost {}, duplicated {}, altered {}",
+                s.lines_written,
+                s.check.unique,
+                s.lines_written.saturating_sub(s.check.unique),
+                s.check.duplicates,
+                s.check.corrupt
+            )?;
+        }
         write!(f, "exact: {}", if self.is_exact() { "yes" } else { "NO" })?;
         if let Some(peer) = &self.collector {
             let gib = self.cri_bytes as f64 / GIB;
@@ -235,64 +385,82 @@ pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBench
     let base = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let work = tempfile::Builder::new().prefix("lgtm-bench-logs-").tempdir_in(&base)?;
-    let mut report = LogsBenchReport { files: opts.files, ..Default::default() };
+    let mut report = LogsBenchReport { files: opts.files, workloads: opts.workloads, ..Default::default() };
+    let queue = opts.loki_queue_memory;
+    let with_collector = opts.collector.is_some() && opts.workloads.idle && opts.workloads.bulk;
+    if opts.collector.is_some() && !with_collector {
+        eprintln!("the Collector runs only with the idle and bulk workloads; not running it");
+    }
 
     // Idle: a few lines per file, shipped, then nothing.
     let quiet_tree = work.path().join("quiet");
-    let quiet = tokio::task::spawn_blocking({
-        let (dir, files, lines) = (quiet_tree.clone(), opts.files, opts.quiet_lines);
-        move || generate_tree(&dir, files, Budget::Lines(lines))
-    })
-    .await??;
-    let receiver = Receiver::start(&quiet.lines_per_file).await?;
-    let queue = opts.loki_queue_memory;
-    let mut agent =
-        AgentRun::start(&agent_bin, &work.path().join("idle"), &quiet_tree, &receiver.push_url(), queue).await?;
-    receiver.wait_complete(quiet.lines, Duration::from_secs(60), &mut agent).await?;
-    tokio::time::sleep(opts.idle_wait).await;
-    report.idle_rss = Process::Pid(agent.pid()).rss_bytes();
-    report.idle_rss_anon = Process::Pid(agent.pid()).status_bytes("RssAnon");
-    report.idle_rss_file = Process::Pid(agent.pid()).status_bytes("RssFile");
-    report.idle_peak_rss = Process::Pid(agent.pid()).peak_rss_bytes();
-    agent.stop().await;
-    receiver.stop().await;
+    let mut quiet = Generated::default();
+    if opts.workloads.idle {
+        quiet = tokio::task::spawn_blocking({
+            let (dir, files, lines) = (quiet_tree.clone(), opts.files, opts.quiet_lines);
+            move || generate_tree(&dir, files, Budget::Lines(lines))
+        })
+        .await??;
+        let receiver = Receiver::start(&quiet.lines_per_file).await?;
+        let mut agent =
+            AgentRun::start(&agent_bin, &work.path().join("idle"), &quiet_tree, &receiver.push_url(), queue).await?;
+        receiver.wait_complete(quiet.lines, Duration::from_secs(60), &mut agent).await?;
+        let (cpu0, t0) = (Process::Pid(agent.pid()).cpu_seconds(), Instant::now());
+        tokio::time::sleep(opts.idle_wait).await;
+        report.idle_cpu_percent =
+            100.0 * (Process::Pid(agent.pid()).cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64().max(1e-9);
+        report.idle_rss = Process::Pid(agent.pid()).rss_bytes();
+        report.idle_rss_anon = Process::Pid(agent.pid()).status_bytes("RssAnon");
+        report.idle_rss_file = Process::Pid(agent.pid()).status_bytes("RssFile");
+        report.idle_peak_rss = Process::Pid(agent.pid()).peak_rss_bytes();
+        agent.stop().await;
+        receiver.stop().await;
+    }
 
     // The shipping run.
     let tree = work.path().join("pods");
-    let t0 = Instant::now();
-    let generated = tokio::task::spawn_blocking({
-        let (dir, files, size) = (tree.clone(), opts.files, opts.size);
-        move || generate_tree(&dir, files, Budget::Bytes(size))
-    })
-    .await??;
-    report.generate_seconds = t0.elapsed().as_secs_f64();
-    report.cri_bytes = generated.bytes;
-    report.lines_written = generated.lines;
-    report.partial_lines = generated.partial;
+    let mut generated = Generated::default();
+    let timeout = Duration::from_secs(120).max(Duration::from_secs_f64(opts.size as f64 / (2.0 * MIB)));
+    if opts.workloads.bulk {
+        let t0 = Instant::now();
+        generated = tokio::task::spawn_blocking({
+            let (dir, files, size) = (tree.clone(), opts.files, opts.size);
+            move || generate_tree(&dir, files, Budget::Bytes(size))
+        })
+        .await??;
+        report.generate_seconds = t0.elapsed().as_secs_f64();
+        report.cri_bytes = generated.bytes;
+        report.lines_written = generated.lines;
+        report.partial_lines = generated.partial;
 
-    let receiver = Receiver::start(&generated.lines_per_file).await?;
-    let loki_cpu0 = Process::This.cpu_seconds();
-    let started = Instant::now();
-    let mut agent = AgentRun::start(&agent_bin, &work.path().join("ship"), &tree, &receiver.push_url(), queue).await?;
-    let timeout = Duration::from_secs(120).max(Duration::from_secs_f64(generated.bytes as f64 / (2.0 * MIB)));
-    let done = receiver.wait_complete(generated.lines, timeout, &mut agent).await;
-    report.wall_seconds = started.elapsed().as_secs_f64();
-    report.loki_cpu_seconds = Process::This.cpu_seconds() - loki_cpu0;
-    // Anything sent twice arrives right after; give it a moment before counting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    report.agent_cpu_seconds = Process::Pid(agent.pid()).cpu_seconds();
-    report.agent_user_seconds = Process::Pid(agent.pid()).user_seconds();
-    report.agent_peak_rss = Process::Pid(agent.pid()).peak_rss_bytes();
-    agent.stop().await;
-    report.check = receiver.counts();
-    report.loki_pushes = receiver.pushes.load(Ordering::Relaxed);
-    report.loki_line_bytes = receiver.line_bytes.load(Ordering::Relaxed);
-    receiver.stop().await;
-    if let Err(e) = done {
-        eprintln!("{e:#}");
+        let receiver = Receiver::start(&generated.lines_per_file).await?;
+        let loki_cpu0 = Process::This.cpu_seconds();
+        let started = Instant::now();
+        let mut agent =
+            AgentRun::start(&agent_bin, &work.path().join("ship"), &tree, &receiver.push_url(), queue).await?;
+        let done = receiver.wait_complete(generated.lines, timeout, &mut agent).await;
+        report.wall_seconds = started.elapsed().as_secs_f64();
+        report.loki_cpu_seconds = Process::This.cpu_seconds() - loki_cpu0;
+        // Anything sent twice arrives right after; give it a moment before counting.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        report.agent_cpu_seconds = Process::Pid(agent.pid()).cpu_seconds();
+        report.agent_user_seconds = Process::Pid(agent.pid()).user_seconds();
+        report.agent_peak_rss = Process::Pid(agent.pid()).peak_rss_bytes();
+        agent.stop().await;
+        report.check = receiver.counts();
+        report.loki_pushes = receiver.pushes.load(Ordering::Relaxed);
+        report.loki_line_bytes = receiver.line_bytes.load(Ordering::Relaxed);
+        receiver.stop().await;
+        if let Err(e) = done {
+            eprintln!("{e:#}");
+        }
     }
 
-    if let Some(bin) = &opts.collector {
+    if opts.workloads.steady {
+        report.steady = Some(run_steady(&agent_bin, work.path(), opts).await?);
+    }
+
+    if let Some(bin) = opts.collector.as_ref().filter(|_| with_collector) {
         let mut peer = PeerFigures { name: "otelcol-contrib".into(), ..Default::default() };
         // Idle, on the quiet tree.
         let receiver = Receiver::start(&quiet.lines_per_file).await?;
@@ -464,6 +632,195 @@ fn leading_number(s: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The steady workload.
+
+/// When each line was written (nanoseconds since `base`, plus one; 0: not yet), for the latency
+/// from the write to the push that carries it.
+struct WriteTimes {
+    base: Instant,
+    at: Vec<Vec<AtomicU64>>,
+}
+
+impl WriteTimes {
+    fn new(lines_per_file: &[u32]) -> WriteTimes {
+        WriteTimes {
+            base: Instant::now(),
+            at: lines_per_file.iter().map(|&n| (0..n).map(|_| AtomicU64::new(0)).collect()).collect(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
+    }
+
+    fn record(&self, f: usize, n: u32) {
+        self.at[f][n as usize].store(self.now(), Ordering::Release);
+    }
+
+    /// Nanoseconds from the write of line `n` of file `f` to `now`, if it was written.
+    fn since(&self, f: u32, n: u32, now: u64) -> Option<u64> {
+        let t = self.at.get(f as usize)?.get(n as usize)?.load(Ordering::Acquire);
+        (t > 0).then(|| now.saturating_sub(t))
+    }
+}
+
+/// The CRI bytes of line `n` of file `f` as [`generate_tree`] writes them.
+fn line_bytes(f: u32, n: u32, message: &mut Vec<u8>) -> u64 {
+    let partial = line_message(f, n, message);
+    let ts = timestamp(n).len() as u64;
+    let len = message.len() as u64;
+    if partial {
+        2 * (ts + 10 + 1) + len
+    } else {
+        ts + 10 + len + 1
+    }
+}
+
+/// How many lines file `f` gets for `budget` bytes (the first line that reaches it included).
+fn plan_lines(f: u32, budget: u64) -> u32 {
+    let mut message = Vec::with_capacity(512);
+    let (mut bytes, mut n) = (0u64, 0u32);
+    while bytes < budget {
+        bytes += line_bytes(f, n, &mut message);
+        n += 1;
+    }
+    n
+}
+
+/// Appends `plan[f]` lines to each file at `rate_per_file` bytes per second: every 10 ms, the
+/// lines due are written round-robin over the files, one `write` per CRI line (a runtime writes
+/// each line, and each piece of a split one, by itself). Bytes written so far go to `written`.
+fn write_steady(
+    paths: &[PathBuf],
+    plan: &[u32],
+    rate_per_file: f64,
+    times: &WriteTimes,
+    written: &AtomicU64,
+) -> anyhow::Result<()> {
+    use std::fs::OpenOptions;
+    let mut out: Vec<std::fs::File> = paths
+        .iter()
+        .map(|p| OpenOptions::new().append(true).open(p).with_context(|| format!("opening {}", p.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let mut next = vec![0u32; plan.len()];
+    let mut bytes = vec![0u64; plan.len()];
+    let (mut message, mut buf) = (Vec::with_capacity(512), Vec::with_capacity(1024));
+    let start = Instant::now();
+    loop {
+        let due = rate_per_file * start.elapsed().as_secs_f64();
+        let mut left = false;
+        loop {
+            let mut wrote = false;
+            for (f, file) in out.iter_mut().enumerate() {
+                let n = next[f];
+                if n >= plan[f] {
+                    continue;
+                }
+                left = true;
+                if bytes[f] as f64 >= due {
+                    continue;
+                }
+                let partial = line_message(f as u32, n, &mut message);
+                let ts = timestamp(n);
+                let mut pieces: Vec<(char, &[u8])> = Vec::with_capacity(2);
+                if partial {
+                    let half = message.len() / 2;
+                    pieces.push(('P', &message[..half]));
+                    pieces.push(('F', &message[half..]));
+                } else {
+                    pieces.push(('F', &message[..]));
+                }
+                let last = pieces.len() - 1;
+                for (i, (tag, piece)) in pieces.into_iter().enumerate() {
+                    buf.clear();
+                    let k = write_cri(&mut buf, &ts, tag, piece)?;
+                    if i == last {
+                        times.record(f, n);
+                    }
+                    file.write_all(&buf)?;
+                    bytes[f] += k;
+                    written.fetch_add(k, Ordering::Relaxed);
+                }
+                next[f] += 1;
+                wrote = true;
+            }
+            if !wrote {
+                break;
+            }
+        }
+        if !left {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The agent follows `files` files appended at `steady_rate` (after `steady_warmup`, for
+/// `steady_window`): its CPU and RSS from `/proc` over the window, the latency of every line.
+async fn run_steady(agent_bin: &Path, work: &Path, opts: &LogsBenchOptions) -> anyhow::Result<SteadyFigures> {
+    let files = opts.files;
+    let root = work.join("steady");
+    let total = opts.steady_warmup + opts.steady_window;
+    let rate_per_file = opts.steady_rate as f64 / files as f64;
+    let budget = (rate_per_file * total.as_secs_f64()) as u64;
+    let plan: Vec<u32> = (0..files).map(|f| plan_lines(f as u32, budget)).collect();
+    let mut paths = Vec::with_capacity(files);
+    for f in 0..files {
+        let dir = root.join(pod_dir(f)).join("app");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("0.log");
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        paths.push(path);
+    }
+    let times = Arc::new(WriteTimes::new(&plan));
+    let receiver = Receiver::start_with(&plan, Some(times.clone())).await?;
+    let mut agent =
+        AgentRun::start(agent_bin, &work.join("steady-agent"), &root, &receiver.push_url(), opts.loki_queue_memory)
+            .await?;
+    let pid = agent.pid();
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::task::spawn_blocking({
+        let (plan, times, written) = (plan.clone(), times.clone(), written.clone());
+        move || write_steady(&paths, &plan, rate_per_file, &times, &written)
+    });
+    tokio::time::sleep(opts.steady_warmup).await;
+    let (cpu0, bytes0, t0) = (Process::Pid(pid).cpu_seconds(), written.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(opts.steady_window).await;
+    let usage = Process::Pid(pid).usage();
+    let mut s = SteadyFigures {
+        files,
+        rate: opts.steady_rate,
+        window_seconds: t0.elapsed().as_secs_f64(),
+        window_bytes: written.load(Ordering::Relaxed) - bytes0,
+        cpu_seconds: usage.cpu_seconds - cpu0,
+        rss: usage.rss_bytes,
+        lines_written: plan.iter().map(|&n| u64::from(n)).sum(),
+        ..Default::default()
+    };
+    writer.await??;
+    let done = receiver.wait_complete(s.lines_written, Duration::from_secs(60), &mut agent).await;
+    // Anything sent twice arrives right after; give it a moment before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.peak_rss = Process::Pid(pid).peak_rss_bytes();
+    agent.stop().await;
+    s.check = receiver.counts();
+    let mut lat = std::mem::take(&mut receiver.seen.lock().unwrap_or_else(|p| p.into_inner()).latencies);
+    receiver.stop().await;
+    if let Err(e) = done {
+        eprintln!("steady: {e:#}");
+    }
+    lat.sort_unstable();
+    let pick = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(Duration::ZERO, |&ns| Duration::from_nanos(ns))
+    };
+    s.latency_p50 = pick(0.5);
+    s.latency_p99 = pick(0.99);
+    s.latency_max = lat.last().map_or(Duration::ZERO, |&ns| Duration::from_nanos(ns));
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------------------------
 // The receiving side.
 
 /// What the receiver counted.
@@ -482,6 +839,8 @@ struct Seen {
     lines_per_file: Vec<u32>,
     counts: CheckCounts,
     streams: HashSet<String>,
+    /// Nanoseconds from the write to the push of each line that arrived (steady workload).
+    latencies: Vec<u64>,
 }
 
 struct Receiver {
@@ -496,20 +855,28 @@ struct Receiver {
 #[derive(Clone)]
 struct ReceiverState {
     seen: Arc<Mutex<Seen>>,
+    write_times: Option<Arc<WriteTimes>>,
     pushes: Arc<AtomicU64>,
     line_bytes: Arc<AtomicU64>,
 }
 
 impl Receiver {
     async fn start(lines_per_file: &[u32]) -> anyhow::Result<Receiver> {
+        Receiver::start_with(lines_per_file, None).await
+    }
+
+    /// With `write_times`, the latency of each line's first arrival is kept.
+    async fn start_with(lines_per_file: &[u32], write_times: Option<Arc<WriteTimes>>) -> anyhow::Result<Receiver> {
         let seen = Arc::new(Mutex::new(Seen {
             bits: lines_per_file.iter().map(|n| vec![0u64; (*n as usize).div_ceil(64)]).collect(),
             lines_per_file: lines_per_file.to_vec(),
             counts: CheckCounts::default(),
             streams: HashSet::new(),
+            latencies: Vec::new(),
         }));
         let state = ReceiverState {
             seen: seen.clone(),
+            write_times,
             pushes: Arc::new(AtomicU64::new(0)),
             line_bytes: Arc::new(AtomicU64::new(0)),
         };
@@ -625,6 +992,7 @@ async fn otlp_logs(
 
 /// Checks each (stream labels, line) against the generated line it names, and counts it.
 fn check_lines(state: &ReceiverState, lines: &[(&[u8], &[u8])]) {
+    let now = state.write_times.as_ref().map_or(0, |t| t.now());
     let mut ids: Vec<(u32, u32)> = Vec::with_capacity(lines.len());
     let mut labels: Vec<&[u8]> = Vec::new();
     let (mut corrupt, mut line_bytes) = (0u64, 0u64);
@@ -670,6 +1038,9 @@ fn check_lines(state: &ReceiverState, lines: &[(&[u8], &[u8])]) {
         } else {
             *w |= bit;
             seen.counts.unique += 1;
+            if let Some(ns) = state.write_times.as_ref().and_then(|t| t.since(f, n, now)) {
+                seen.latencies.push(ns);
+            }
         }
     }
 }
@@ -919,6 +1290,41 @@ mod tests {
         walk_push(&bytes, |l, line| got.push((l.to_vec(), line.to_vec()))).unwrap();
         assert_eq!(got, vec![(b"{a=\"1\"}".to_vec(), b"one".to_vec()), (b"{a=\"1\"}".to_vec(), b"two".to_vec())]);
         assert!(walk_push(&bytes[..bytes.len() - 1], |_, _| {}).is_none());
+    }
+
+    #[test]
+    fn the_steady_plan_counts_the_bytes_the_tree_generator_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = generate_tree(dir.path(), 3, Budget::Bytes(300_000)).unwrap();
+        for f in 0..3u32 {
+            assert_eq!(plan_lines(f, 100_000), g.lines_per_file[f as usize]);
+        }
+        let mut m = Vec::new();
+        let total: u64 = (0..3u32)
+            .flat_map(|f| (0..g.lines_per_file[f as usize]).map(move |n| (f, n)))
+            .map(|(f, n)| line_bytes(f, n, &mut m))
+            .sum();
+        assert_eq!(total, g.bytes);
+    }
+
+    #[test]
+    fn steady_lines_arrive_checked_with_their_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = [3u32, 2];
+        let paths: Vec<PathBuf> = (0..2).map(|f| dir.path().join(format!("{f}.log"))).collect();
+        for p in &paths {
+            std::fs::File::create(p).unwrap();
+        }
+        let times = WriteTimes::new(&plan);
+        let written = AtomicU64::new(0);
+        write_steady(&paths, &plan, 1e9, &times, &written).unwrap();
+        let on_disk: u64 = paths.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+        assert_eq!(written.load(Ordering::Relaxed), on_disk);
+        let now = times.now();
+        assert!(times.since(1, 1, now).is_some());
+        assert!(times.since(1, 2, now).is_none(), "beyond the plan");
+        assert_eq!("steady,idle".parse::<Workloads>().unwrap(), Workloads { idle: true, bulk: false, steady: true });
+        assert!("fast".parse::<Workloads>().is_err());
     }
 
     #[test]

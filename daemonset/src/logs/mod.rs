@@ -183,6 +183,11 @@ impl InFlight {
         }
     }
 
+    /// Wakes the reading thread (at shutdown: it may be waiting for up to `poll_interval`).
+    pub(crate) fn wake_reader(&self) {
+        let _ = self.wake.send(Wake::Resume);
+    }
+
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
@@ -247,12 +252,14 @@ pub async fn run_logs_with<S: LogBatchSink>(
     let sender = tokio::spawn(
         send_loop(sink, batch_rx, ack_tx, shutdown.clone(), drain).instrument(tracing::info_span!("logs-sender")),
     );
+    let nudge = inflight.clone();
     let acker = tokio::spawn(
         ack_loop(ack_rx, registry.clone(), inflight, shutdown.clone(), opts.tuning.shutdown_ack_wait)
             .instrument(tracing::info_span!("logs-acks")),
     );
 
     shutdown.cancelled().await;
+    nudge.wake_reader();
     // The sender hands over the reading thread's last batch (partial lines flushed at shutdown)
     // for at most `shutdown_ack_wait`, then drops its receiver, which unblocks a reader waiting
     // on backpressure.

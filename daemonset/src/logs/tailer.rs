@@ -36,7 +36,7 @@
 //!   file resumes at its acknowledged offset; an unknown one starts at its beginning. Rotated
 //!   files (`<n>.log.<timestamp>`) a checkpoint still points into are finished first.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -109,6 +109,12 @@ struct OpenFile {
     /// When data was last read from it: the partial-line flush timeout counts from here, and the
     /// least recently read idle files are the first closed when descriptors run short.
     last_data: Instant,
+    /// inotify reported a write since it was last read: read it at the next pass (files at their
+    /// end are otherwise left alone until the periodic pass, see [`Tailer::read_all`]).
+    wanted: bool,
+    /// Its path is a symlink (Docker's `json-file` logs): writes to the target are not seen by
+    /// the watch of the pod directories, so it is read at every pass.
+    polled: bool,
 }
 
 impl OpenFile {
@@ -439,6 +445,14 @@ enum Start {
 /// Buffers grown by a burst of reading are freed after this long without new data.
 const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 
+/// How long the inotify thread lets events gather after waking the tailer: half the shorter of
+/// `batch_max_wait` and `poll_interval` (50 ms by default), so that a line waits at most that
+/// long before it is read, and the tailer wakes at most 20 times a second however many lines
+/// the node writes.
+fn coalesce(t: &Tuning) -> Duration {
+    t.batch_max_wait.min(t.poll_interval) / 2
+}
+
 pub(crate) struct Tailer {
     settings: Settings,
     node: NodeLabels,
@@ -486,7 +500,7 @@ impl Tailer {
         (wake_tx, wake_rx): (std_mpsc::Sender<Wake>, std_mpsc::Receiver<Wake>),
         inflight: Arc<InFlight>,
     ) -> Tailer {
-        let watcher = Watcher::start(&settings.root, wake_tx.clone());
+        let watcher = Watcher::start(&settings.root, wake_tx.clone(), coalesce(&settings.tuning));
         let ship = Shipper {
             batch: BatchBuilder::new().with_stream_label(settings.stream_label),
             offsets: Vec::new(),
@@ -535,10 +549,17 @@ impl Tailer {
         let mut last_rescan = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut last_read = Instant::now();
+        let mut last_full_pass = Instant::now();
         let mut released = false;
         while !stop.is_cancelled() && !self.ship.closed {
             let more_waiting = self.reopen_changed();
-            if self.read_all(&stop) {
+            // Every file, written to or not, at least every `poll_interval`: a safety net for
+            // events inotify did not deliver (and the only reader of files it cannot watch).
+            let full = last_full_pass.elapsed() >= tuning.poll_interval;
+            if full {
+                last_full_pass = Instant::now();
+            }
+            if self.read_all(&stop, full) {
                 last_read = Instant::now();
                 released = false;
                 if std::mem::take(&mut panic_after_read) {
@@ -562,8 +583,10 @@ impl Tailer {
                 self.write_checkpoint();
                 last_checkpoint = Instant::now();
             }
-            let mut timeout =
-                tuning.poll_interval.min(self.settings.rescan_interval.saturating_sub(last_rescan.elapsed()));
+            let mut timeout = tuning
+                .poll_interval
+                .saturating_sub(last_full_pass.elapsed())
+                .min(self.settings.rescan_interval.saturating_sub(last_rescan.elapsed()));
             if let Some(d) = self.ship.until_due() {
                 timeout = timeout.min(d);
             }
@@ -577,7 +600,8 @@ impl Tailer {
                 // Closed files with new data wait for descriptors the next turn frees.
                 timeout = Duration::ZERO;
             }
-            let mut paths = BTreeSet::new();
+            let mut paths = HashSet::new();
+            let mut written = HashSet::new();
             let mut rescan = false;
             match self.wake_rx.recv_timeout(timeout.max(Duration::from_millis(1))) {
                 Ok(w) => {
@@ -585,6 +609,7 @@ impl Tailer {
                     while let Some(wake) = w {
                         match wake {
                             Wake::Paths(p) => paths.extend(p),
+                            Wake::Written(p) => written.extend(p),
                             Wake::Rescan => rescan = true,
                             Wake::Resume => {}
                         }
@@ -594,8 +619,11 @@ impl Tailer {
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
             }
-            for p in paths {
-                self.on_event(&p);
+            for p in &paths {
+                self.on_event(p);
+            }
+            for p in written {
+                self.on_written(p, &paths);
             }
             if rescan || last_rescan.elapsed() >= self.settings.rescan_interval {
                 self.rescan();
@@ -795,8 +823,11 @@ impl Tailer {
             }
         }
         self.held += 1;
+        let polled = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         Some(OpenFile {
             key,
+            wanted: false,
+            polled,
             path: path.to_path_buf(),
             file: Some(file),
             last_data: Instant::now(),
@@ -843,19 +874,30 @@ impl Tailer {
         }
     }
 
-    /// Reads every file with new data, a few blocks at a time in turn. Within a stream, one file
+    /// Reads the files with new data, a few blocks at a time in turn. Within a stream, one file
     /// at a time (the rotated one first), so entries stay in file order.
-    fn read_all(&mut self, stop: &CancellationToken) -> bool {
+    ///
+    /// A file is looked at (`fstat`, then read) when inotify reported a write to it, when it was
+    /// not read to its end yet (new, reopened, paused by the in-flight cap, or longer than a
+    /// turn), when it is being drained or cannot be watched, and on a `full` pass every file.
+    fn read_all(&mut self, stop: &CancellationToken, full: bool) -> bool {
         const BLOCKS_PER_TURN: usize = 4;
         let max_line = self.settings.max_line;
         let mut read_any = false;
+        let mut first = true;
+        let mut busy: HashSet<u64> = HashSet::new();
         loop {
             let mut progressed = false;
-            let mut busy: HashSet<u64> = HashSet::new();
+            busy.clear();
             for f in self.draining.iter_mut().chain(self.active.values_mut()) {
                 if busy.contains(&f.stream.id) {
                     continue;
                 }
+                let due = !f.at_eof || f.wanted || f.polled || f.draining_since.is_some() || (first && full);
+                if !due {
+                    continue;
+                }
+                f.wanted = false;
                 progressed |=
                     read_file(&mut self.ship, &mut self.scratch, f, Some(BLOCKS_PER_TURN), max_line, &self.allowed);
                 if !f.at_eof {
@@ -863,6 +905,7 @@ impl Tailer {
                 }
             }
             read_any |= progressed;
+            first = false;
             if !progressed || self.ship.closed || stop.is_cancelled() {
                 return read_any;
             }
@@ -915,6 +958,17 @@ impl Tailer {
         tracing::debug!(path = %f.path.display(), "closed log file");
     }
 
+    /// inotify saw `p` written to: an open file is read at the next pass (its descriptor tells
+    /// what is new; a rotation or a deletion comes with events of their own, in `changed`); any
+    /// other path is looked at as an event would.
+    fn on_written(&mut self, p: PathBuf, changed: &HashSet<PathBuf>) {
+        match self.active.get_mut(&p) {
+            Some(f) if f.file.is_some() => f.wanted = true,
+            _ if changed.contains(&p) => {}
+            _ => self.on_event(&p),
+        }
+    }
+
     fn on_event(&mut self, p: &Path) {
         if path::parse(p).is_some() {
             self.check_path(p);
@@ -945,6 +999,9 @@ impl Tailer {
                         if f.file.is_none() {
                             // Closed: reopened once this differs from what was read.
                             f.size = meta.len();
+                        } else {
+                            // Written to as well, maybe (the events of a path are merged).
+                            f.wanted = true;
                         }
                         return false;
                     }
@@ -1110,7 +1167,7 @@ impl Tailer {
     /// The full walk that recovers from missed events.
     fn rescan(&mut self) {
         if !self.watcher.is_active() {
-            self.watcher = Watcher::start(&self.settings.root, self.wake_tx.clone());
+            self.watcher = Watcher::start(&self.settings.root, self.wake_tx.clone(), coalesce(&self.settings.tuning));
         }
         let found = discovery::scan(&self.settings.root);
         let seen: HashSet<&PathBuf> = found.active.iter().collect();

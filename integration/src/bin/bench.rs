@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p lgtm-integration --bin bench -- pipeline [--series 10000] [--rounds 60]
-//! cargo run --release -p lgtm-integration --bin bench -- logs [--size 1GiB] [--files 100]
+//! cargo run --release -p lgtm-integration --bin bench -- logs [--size 1GiB] [--files 100] [--workloads idle,bulk,steady] [--steady-rate 5MiB] [--steady-window 30s]
 //! cargo run --release -p lgtm-integration --bin bench -- scrape [--targets 50] [--series 2000] [--interval 5s] [--duration 60s] [--shards N]
 //! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
 //! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--step 5s] [--receive-buffer 8MiB]
@@ -95,6 +95,18 @@ enum Workload {
         /// `auto`: its cache path if built).
         #[arg(long)]
         collector: Option<std::path::PathBuf>,
+        /// Which workloads: `idle` (the agent on `--files` quiet files: VmRSS, CPU), `bulk` (a
+        /// `--size` tree written before the agent starts: CPU-seconds per GiB, peak RSS), `steady`
+        /// (`--files` files appended at `--steady-rate`: CPU % of one core, latency write -> push);
+        /// comma-separated, or `all`.
+        #[arg(long, default_value = "all")]
+        workloads: lgtm_integration::bench_logs::Workloads,
+        /// Bytes per second written across the files in the steady workload.
+        #[arg(long, default_value = "5MiB")]
+        steady_rate: lgtm_config::ByteSize,
+        /// The steady workload's measured window (after a warm-up of 5 s).
+        #[arg(long, default_value = "30s")]
+        steady_window: lgtm_config::Duration,
     },
     /// Fake targets scraped by lgtm-agent and by Prometheus in agent mode, side by side.
     Scrape {
@@ -180,7 +192,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.workload {
         Workload::Pipeline { series, rounds, shards } => rt.block_on(pipeline(series, rounds, shards)),
-        Workload::Logs { size, files, dir, agent_bin, loki_queue_memory, collector } => {
+        Workload::Logs {
+            size,
+            files,
+            dir,
+            agent_bin,
+            loki_queue_memory,
+            collector,
+            workloads,
+            steady_rate,
+            steady_window,
+        } => {
             let collector = collector.map(collector_path);
             let opts = lgtm_integration::bench_logs::LogsBenchOptions {
                 size: size.bytes(),
@@ -189,6 +211,9 @@ fn main() -> anyhow::Result<()> {
                 agent: agent_bin,
                 loki_queue_memory: loki_queue_memory.map(|b| b.bytes()),
                 collector,
+                workloads,
+                steady_rate: steady_rate.bytes(),
+                steady_window: steady_window.get(),
                 ..Default::default()
             };
             let report = rt.block_on(lgtm_integration::bench_logs::run_logs_bench(&opts))?;
