@@ -109,26 +109,61 @@ impl Encoder for BatchEncoder {
     }
 }
 
+/// Connects, then sends with `shards` senders (requests in flight), each taking its own
+/// batches from the queue: spans of different requests have no order to keep, and one request
+/// at a time left the exporter waiting on every answer (a client saw the agent at 0.8x
+/// rotel-agent's spans per second and 0.3x the Collector's).
 pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
     let Some(client) = connect_until_stopped(&cfg, &tenant, &stop).await else { return };
+    let client = Arc::new(client);
     let retrier = Retrier::new(EXPORTER, &cfg.retry, stop.clone());
     let reporter = Reporter::new(EXPORTER);
-    let max_bytes = (cfg.batch.max_bytes.bytes() as usize).max(1);
+    let limits = BatchLimits {
+        max_bytes: (cfg.batch.max_bytes.bytes() as usize).max(1),
+        max_items: cfg.batch.max_items,
+        max_wait: cfg.batch.max_wait.get(),
+    };
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..cfg.shards.max(1) {
+        let (client, retrier, reporter, queue, stop) =
+            (client.clone(), retrier.clone(), reporter.clone(), queue.clone(), stop.clone());
+        senders.spawn(async move { sender(limits, &client, &retrier, &reporter, &queue, &stop).await });
+    }
+    while senders.join_next().await.is_some() {}
+}
+
+/// A request's bounds, from the exporter's `batch` settings.
+#[derive(Debug, Clone, Copy)]
+struct BatchLimits {
+    max_bytes: usize,
+    max_items: usize,
+    max_wait: Duration,
+}
+
+/// One sender: batches from the queue, sent and completed one after the other, until stopped.
+async fn sender(
+    limits: BatchLimits,
+    client: &Client,
+    retrier: &Retrier,
+    reporter: &Reporter,
+    queue: &DurableQueue,
+    stop: &CancellationToken,
+) {
     loop {
         let batch = tokio::select! {
-            b = queue.next(max_bytes, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
+            b = queue.next(limits.max_bytes, limits.max_items, limits.max_wait) => b,
             _ = stop.cancelled() => None,
         };
         let Some(records) = batch else { break };
         if stop.is_cancelled() {
-            release(&queue, &records);
+            release(queue, &records);
             break;
         }
-        let records = check(records, &queue, &reporter);
+        let records = check(records, queue, reporter);
         if records.is_empty() {
             continue;
         }
-        if !send(&records, max_bytes, &client, &retrier, &reporter, &queue).await {
+        if !send(&records, limits.max_bytes, client, retrier, reporter, queue).await {
             break;
         }
     }
