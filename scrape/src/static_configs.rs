@@ -49,8 +49,9 @@ fn static_target_group(scrape: &ScrapeConfig, sc: &StaticConfig, index: usize) -
     }
 }
 
-/// The parser of a Prometheus scrape protocol (`None`: protobuf, which `validate` refuses).
-fn format_of(protocol: ScrapeProtocol) -> Option<Format> {
+/// The parser of a Prometheus scrape protocol (`None`: protobuf, which `validate` refuses in the
+/// config and a monitor's `fallbackScrapeProtocol` leaves as no fallback).
+pub fn format_of(protocol: ScrapeProtocol) -> Option<Format> {
     match protocol {
         ScrapeProtocol::PrometheusProto => None,
         ScrapeProtocol::PrometheusText0_0_4 | ScrapeProtocol::PrometheusText1_0_0 => Some(Format::Text),

@@ -52,6 +52,9 @@ pub struct MonitorSpec {
     pub label_limit: Option<u64>,
     pub label_name_length_limit: Option<u64>,
     pub label_value_length_limit: Option<u64>,
+    /// The exposition format of a target that sends no or an unknown `Content-Type`
+    /// (Prometheus 3's `fallback_scrape_protocol`); absent: such a scrape fails.
+    pub fallback_scrape_protocol: Option<lgtm_config::ScrapeProtocol>,
     #[serde(flatten)]
     pub rest: BTreeMap<String, Value>,
 }

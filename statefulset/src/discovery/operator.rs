@@ -236,8 +236,7 @@ pub fn endpoint_options(
         relabel_configs,
         metric_relabel_configs: ep.metric_relabelings.iter().map(RelabelConfig::from).collect(),
         auth: endpoint_auth(m, &at, ep, creds)?,
-        // prometheus-operator's `spec.fallbackScrapeProtocol` is not read yet: none, as its default.
-        fallback_scrape_protocol: None,
+        fallback_scrape_protocol: m.spec.fallback_scrape_protocol.and_then(lgtm_scrape::static_configs::format_of),
     };
     Ok(Arc::new(options))
 }

@@ -300,6 +300,26 @@ fn job_label_target_labels_pod_target_labels_and_endpoint_settings() {
 }
 
 #[test]
+fn fallback_scrape_protocol_of_a_monitor_is_its_targets_fallback() {
+    let mut s = shop();
+    let spec = |fallback: serde_json::Value| {
+        json!({"selector": {"matchLabels": {"tier": "front"}}, "fallbackScrapeProtocol": fallback,
+            "podMetricsEndpoints": [{"port": "admin"}]})
+    };
+    for (fallback, want) in [
+        (json!("PrometheusText0.0.4"), Some(lgtm_scrape::parser::Format::Text)),
+        (json!("OpenMetricsText1.0.0"), Some(lgtm_scrape::parser::Format::OpenMetrics)),
+        // The agent does not parse protobuf: no fallback, as when the field is absent.
+        (json!("PrometheusProto"), None),
+        (serde_json::Value::Null, None),
+    ] {
+        s.pod_monitors = vec![monitor("PodMonitor", "web-pods", spec(fallback.clone()))];
+        let built = build(&s, &options(), &mut FakeCreds);
+        assert_eq!(built.groups[0].options.fallback_scrape_protocol, want, "{fallback}");
+    }
+}
+
+#[test]
 fn pod_monitor_targets_get_the_operator_final_labels() {
     let mut s = shop();
     s.pod_monitors = vec![monitor(
