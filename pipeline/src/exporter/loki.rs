@@ -25,6 +25,11 @@
 //!   the refusals ("N errors: a; b"); what was refused is counted by Loki's reason
 //!   (`lgtm_agent_exporter_failed_total{reason="greater_than_max_sample_age"}`, ...) and only
 //!   that is counted as dropped, the rest as sent.
+//! - **Loki's validation limits** (`exporters.loki.limits`, Loki's defaults): what Loki would
+//!   certainly refuse (too old, too far in the future, a line too long, too many or too long
+//!   labels) is dropped before sending and counted by Loki's reason, warned once per reason, so
+//!   it never rides with healthy entries ([`loki_limits`]); `max_line_size_truncate` cuts lines
+//!   as Loki would.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -37,6 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{snappy, Failure, HttpSender, Refusal};
+use super::loki_limits::{Limits, Verdict};
 use super::loki_wire::{self, Stream};
 use super::outcome::{concatenate, release, LogThrottle, Piece, RecordTracker, Reporter};
 use super::retry::{Attempt, Backoff, Decision, Retrier};
@@ -239,6 +245,10 @@ struct Loki {
     /// Streams Loki took before: they exist there, so its stream limit never refuses them.
     known: HashSet<Bytes>,
     pacer: Pacer,
+    /// Loki's validation limits, checked before sending.
+    limits: Limits,
+    /// Reasons of entries dropped before sending already warned about.
+    warned: HashSet<&'static str>,
     stop: CancellationToken,
 }
 
@@ -266,6 +276,8 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
         held_logged: LogThrottle::every(Duration::from_secs(10)),
         known: HashSet::new(),
         pacer: Pacer { rate: cfg.per_stream_rate.bytes() as f64, streams: HashMap::new() },
+        limits: Limits::new(&cfg.limits),
+        warned: HashSet::new(),
         stop: stop.clone(),
     };
     loop {
@@ -306,7 +318,9 @@ impl Loki {
         let items: usize = records.iter().map(|r| r.items as usize).sum();
         let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
         let within = items <= self.max_items && bytes <= self.max_bytes;
-        if self.send_metadata && self.held.is_empty() && within {
+        let now = unix_nanos();
+        let clean = records.iter().all(|r| self.limits.all_pass(&r.payload, now));
+        if clean && self.send_metadata && self.held.is_empty() && within {
             let body = concatenate(&records);
             match self.push_bytes(&body).await {
                 None => {
@@ -327,11 +341,90 @@ impl Loki {
             }
         }
         let Some(parts) = self.parts_of(&records) else { return true };
+        let parts = if clean { parts } else { self.precheck(parts, now) };
         let parts = self.hold_if_held(parts);
         if parts.is_empty() {
             return true;
         }
         self.send_parts(parts).await
+    }
+
+    /// Drops from `parts` what Loki would refuse (counted by Loki's reason, warned once per
+    /// reason) and cuts the lines it would truncate; returns the rest.
+    fn precheck(&mut self, parts: Vec<Part>, now: i64) -> Vec<Part> {
+        let mut kept = Vec::with_capacity(parts.len());
+        let mut truncated = 0u64;
+        for mut p in parts {
+            if let Some(reason) = self.limits.stream(&p.labels) {
+                let message = self.refused_here(reason, p.entries.len() as u64, &p.labels);
+                p.settle(Piece::Rejected(message));
+                continue;
+            }
+            let mut entries = Vec::with_capacity(p.entries.len());
+            let mut refused: Vec<Bytes> = Vec::new();
+            let mut reasons: Vec<(&'static str, u64)> = Vec::new();
+            for e in p.entries.drain(..) {
+                match self.limits.entry(&e, now) {
+                    Verdict::Pass => entries.push(e),
+                    Verdict::Truncate(max) => {
+                        truncated += 1;
+                        entries.push(loki_wire::truncate_entry(&e, max));
+                    }
+                    Verdict::Refuse(reason) => {
+                        refused.push(e);
+                        match reasons.iter_mut().find(|(r, _)| *r == reason) {
+                            Some((_, n)) => *n += 1,
+                            None => reasons.push((reason, 1)),
+                        }
+                    }
+                }
+            }
+            p.entries = entries;
+            let mut message = String::new();
+            for (reason, n) in reasons {
+                message = self.refused_here(reason, n, &p.labels);
+            }
+            if p.entries.is_empty() {
+                p.settle(Piece::Rejected(message));
+                continue;
+            }
+            if !refused.is_empty() {
+                p.record.add_piece();
+                let dropped =
+                    Part { labels: p.labels.clone(), entries: refused, record: p.record.clone(), settled: false };
+                dropped.settle(Piece::Rejected(message));
+            }
+            kept.push(p);
+        }
+        if truncated > 0 {
+            metrics::loki().truncated.inc_by(truncated);
+            if self.warned.insert("truncated") {
+                tracing::warn!(
+                    exporter = EXPORTER,
+                    max_line_size = self.limits.describe("line_too_long"),
+                    "cutting lines longer than Loki's max_line_size, as Loki does with max_line_size_truncate \
+                     (lgtm_agent_loki_lines_truncated_total; logged once)"
+                );
+            }
+        }
+        kept
+    }
+
+    /// Counts `n` entries of `stream` dropped before sending for `reason`, warns once per
+    /// reason; the message their records are settled with.
+    fn refused_here(&mut self, reason: &'static str, n: u64, stream: &[u8]) -> String {
+        self.reporter.refused_before_sending(n, reason);
+        let message = self.limits.describe(reason);
+        if self.warned.insert(reason) {
+            tracing::warn!(
+                exporter = EXPORTER,
+                %reason,
+                stream = %String::from_utf8_lossy(stream),
+                entries = n,
+                "dropping entries before sending: {message}; counted in lgtm_agent_exporter_failed_total{{reason=\"{reason}\"}} (logged once per reason)"
+            );
+        }
+        format!("dropped before sending: {message}")
     }
 
     /// The records cut into parts (one per stream of each record). A record that does not read
@@ -612,6 +705,12 @@ impl Loki {
     }
 }
 
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 fn encode_failure(message: String) -> Refusal {
     Refusal { status: StatusCode::BAD_REQUEST, body: format!("encode: {message}"), retry_after: None }
 }
@@ -694,14 +793,20 @@ mod tests {
     use prost::Message;
 
     fn push(labels: &str, lines: &[&str]) -> PushRequest {
+        let now = unix_nanos();
+        let timed: Vec<(&str, i64)> = lines.iter().enumerate().map(|(i, l)| (*l, now + i as i64)).collect();
+        push_at(labels, &timed)
+    }
+
+    /// Entries with their own timestamps (Unix nanoseconds).
+    fn push_at(labels: &str, lines: &[(&str, i64)]) -> PushRequest {
         PushRequest {
             streams: vec![StreamAdapter {
                 labels: labels.into(),
                 entries: lines
                     .iter()
-                    .enumerate()
-                    .map(|(i, l)| EntryAdapter {
-                        timestamp: Some(Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + i as i64)),
+                    .map(|(l, ts)| EntryAdapter {
+                        timestamp: Some(Timestamp::from_unix_nanos(*ts)),
                         line: l.to_string(),
                         structured_metadata: vec![LabelPairAdapter { name: "stream".into(), value: "stdout".into() }],
                     })
@@ -777,6 +882,56 @@ mod tests {
         let expected: Vec<String> = a.iter().chain(&b).cloned().chain(["c-00".to_string()]).collect();
         assert_eq!(all, expected);
         assert!(reqs.len() >= 7, "{} requests", reqs.len());
+    }
+
+    #[tokio::test]
+    async fn what_loki_would_refuse_is_dropped_before_sending_and_the_rest_goes_in_one_request() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/loki/api/v1/push"));
+        cfg.limits.max_line_size = lgtm_config::ByteSize::from_bytes(10);
+        cfg.limits.max_label_value_length = 5;
+        let now = unix_nanos();
+        let sec = 1_000_000_000i64;
+        let records = vec![
+            push_at(
+                r#"{a="1"}"#,
+                &[
+                    ("ok-1", now),
+                    ("too old", now - 8 * 86_400 * sec),
+                    ("a line too long", now),
+                    ("future", now + 3600 * sec),
+                    ("ok-2", now + 1),
+                ],
+            )
+            .encode_to_vec(),
+            push(r#"{a="123456"}"#, &["label value too long"]).encode_to_vec(),
+            push(r#"{a="2"}"#, &["ok-3"]).encode_to_vec(),
+        ];
+        let acks = push_and_run(run, cfg, "t", records, 1).await;
+        assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("before sending")), "{acks:?}");
+        assert!(matches!(&acks[1], Some(Delivery::Rejected(m)) if m.contains("max_label_value_length")), "{acks:?}");
+        assert_eq!(acks[2], Some(Delivery::Accepted));
+        let reqs = capture.requests();
+        assert_eq!(reqs.len(), 1, "the healthy entries in one request, never refused");
+        let expected: Vec<(String, String)> = [(r#"{a="1"}"#, "ok-1"), (r#"{a="1"}"#, "ok-2"), (r#"{a="2"}"#, "ok-3")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(lines(&decoded(&reqs[0].body)), expected);
+    }
+
+    #[tokio::test]
+    async fn max_line_size_truncate_cuts_lines_as_loki_would() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/loki/api/v1/push"));
+        cfg.limits.max_line_size = lgtm_config::ByteSize::from_bytes(10);
+        cfg.limits.max_line_size_truncate = true;
+        let records = vec![push(r#"{a="1"}"#, &["short", "0123456789abc", "123456789\u{e9}x"]).encode_to_vec()];
+        let acks = push_and_run(run, cfg, "t", records, 3).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let got: Vec<String> =
+            capture.requests().iter().flat_map(|r| lines(&decoded(&r.body))).map(|(_, l)| l).collect();
+        assert_eq!(got, vec!["short", "0123456789", "123456789"], "cut at 10 bytes, on a character");
     }
 
     #[test]
