@@ -222,6 +222,10 @@ impl Pacer {
     }
 }
 
+/// Parts to send, with Loki's answer to them (and whether they carried their structured
+/// metadata) once it is known.
+type Work = (Vec<Part>, Option<(Answer, bool)>);
+
 /// Entries of a stream Loki refused for its stream limit, waiting to be tried again.
 /// Entries of a stream Loki refused for its stream limit, waiting to be tried again.
 struct Held {
@@ -680,8 +684,7 @@ impl Loki {
     /// sending again what has to be; `false` when stopped.
     async fn handle(&self, parts: Vec<Part>, answer: Answer, metadata: bool) -> bool {
         // Depth first, so that the entries of a stream go out in order.
-        let mut work: VecDeque<(Vec<Part>, Option<(Answer, bool)>)> =
-            VecDeque::from([(parts, Some((answer, metadata)))]);
+        let mut work: VecDeque<Work> = VecDeque::from([(parts, Some((answer, metadata)))]);
         while let Some((parts, answer)) = work.pop_front() {
             let (answer, metadata) = match answer {
                 Some(a) => a,
