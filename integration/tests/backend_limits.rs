@@ -558,7 +558,14 @@ fn otlp_logs_agent(data: &Path, loki: &FakeLoki, admin: u16, http: u16, limits: 
     AgentConfig::new("it-limits", data, admin)
         .loki(&loki.push_url(), Backoff("50ms", "500ms"))
         .set("exporters.loki.limits", limits)
-        .set("otlp", json!({ "enabled": true, "grpc": "", "http": format!("127.0.0.1:{http}") }))
+        // Jaeger and Zipkin off: their fixed ports would clash with the other tests' agents.
+        .set(
+            "otlp",
+            json!({
+                "enabled": true, "grpc": "", "http": format!("127.0.0.1:{http}"), "zipkin": "",
+                "jaeger": { "thrift_compact": "", "thrift_binary": "", "thrift_http": "", "grpc": "" },
+            }),
+        )
 }
 
 /// Issue 23, item 6: entries and streams Loki would certainly refuse (too old, too far in the
