@@ -210,8 +210,9 @@ pub struct ExporterConfig {
     pub batch: BatchConfig,
     pub retry: RetryConfig,
     pub queue: QueueConfig,
-    /// Remote write only: parallel senders; a series always goes to the same shard so its
-    /// samples stay in order.
+    /// Remote write and Loki: requests in flight at once. Remote write: a series always goes to
+    /// the same shard, so its samples stay in order. Loki: a stream is never in two requests in
+    /// flight, so its entries stay in order.
     pub shards: usize,
     /// Tempo only: `gzip` or `none`.
     pub compression: Compression,
@@ -227,6 +228,53 @@ pub struct ExporterConfig {
     /// so that resending stores lines twice). Requests wait until each of their streams is within
     /// it; `0` does not pace.
     pub per_stream_rate: ByteSize,
+    /// Loki only: Loki's validation limits (`limits_config`), checked before sending, so that
+    /// entries and streams Loki would refuse are dropped and counted by Loki's reason instead
+    /// of being mixed into requests with healthy ones.
+    pub limits: LokiLimits,
+}
+
+/// Loki's `limits_config` validation limits, with Loki's documented defaults (Loki 3; its
+/// "Troubleshoot log ingestion" page). Set them to what the Loki in front of the agent enforces;
+/// `0` turns a check off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LokiLimits {
+    /// `max_line_size` (256KB): a longer line is refused (`line_too_long`), or cut to this size
+    /// with `max_line_size_truncate`.
+    pub max_line_size: ByteSize,
+    /// `max_line_size_truncate` (false): lines over `max_line_size` are cut to it (at a UTF-8
+    /// character boundary) instead of dropped.
+    pub max_line_size_truncate: bool,
+    /// `max_label_names_per_series` (15; Loki 2.x: 30), `service_name` not counted, as Loki does.
+    pub max_label_names_per_series: usize,
+    /// `max_label_name_length` (1024 bytes).
+    pub max_label_name_length: usize,
+    /// `max_label_value_length` (2048 bytes).
+    pub max_label_value_length: usize,
+    /// `reject_old_samples` (true) and `reject_old_samples_max_age` (1w): older entries are
+    /// refused (`greater_than_max_sample_age`).
+    pub reject_old_samples: bool,
+    pub reject_old_samples_max_age: Duration,
+    /// `creation_grace_period` (10m): entries further in the future are refused
+    /// (`too_far_in_future`).
+    pub creation_grace_period: Duration,
+}
+
+impl Default for LokiLimits {
+    fn default() -> Self {
+        LokiLimits {
+            // Loki's `256KB`, in its units (powers of 1000).
+            max_line_size: ByteSize::from_bytes(256_000),
+            max_line_size_truncate: false,
+            max_label_names_per_series: 15,
+            max_label_name_length: 1024,
+            max_label_value_length: 2048,
+            reject_old_samples: true,
+            reject_old_samples_max_age: Duration::from_secs(7 * 24 * 3600),
+            creation_grace_period: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for ExporterConfig {
@@ -249,6 +297,7 @@ impl Default for ExporterConfig {
             structured_metadata: true,
             stream_limit_hold_back: Duration::from_secs(600),
             per_stream_rate: ByteSize::from_bytes(3_000_000),
+            limits: LokiLimits::default(),
         }
     }
 }
@@ -435,7 +484,8 @@ impl Default for LogsConfig {
             exclude_containers: vec!["linkerd-proxy".into(), "istio-proxy".into()],
             exclude_namespaces: Vec::new(),
             kubernetes: true,
-            max_line_size: ByteSize::from_bytes(256 * 1024),
+            // Loki's default `max_line_size` (256KB, powers of 1000), so that no part is refused.
+            max_line_size: ByteSize::from_bytes(256_000),
             start_at: StartAt::Beginning,
             stream: StreamPlacement::Label,
             rescan_interval: Duration::from_secs(10),

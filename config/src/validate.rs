@@ -165,6 +165,17 @@ impl Config {
         if !self.logs.enabled() || !loki.enabled {
             return Ok(());
         }
+        let refused_above = loki.limits.max_line_size;
+        if refused_above.bytes() > 0 && !loki.limits.max_line_size_truncate && self.logs.max_line_size > refused_above {
+            return invalid(
+                "logs.max_line_size",
+                format!(
+                    "{} is larger than exporters.loki.limits.max_line_size {refused_above}: Loki would refuse the parts \
+                     of split lines; lower it, or raise the limit to what your Loki allows",
+                    self.logs.max_line_size
+                ),
+            );
+        }
         let batch = self.logs.largest_batch();
         let (field, limit) = if loki.console || loki.queue.max_disk().bytes() == 0 {
             ("max_memory", loki.queue.max_memory())

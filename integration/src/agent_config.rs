@@ -71,9 +71,12 @@ impl AgentConfig {
         self.set("exporters.mimir", exporter(url, backoff))
     }
 
-    /// Loki push to `url`, batches sent after 100 ms at the latest.
+    /// Loki push to `url`, batches sent after 100 ms at the latest. The fake Loki enforces no
+    /// limit unless a test tells it to, and tests write lines with fixed dates: the agent's
+    /// check of Loki's `reject_old_samples_max_age` is off to match (tests of the limits set
+    /// `exporters.loki.limits` themselves).
     pub fn loki(self, url: &str, backoff: Backoff) -> AgentConfig {
-        self.set("exporters.loki", exporter(url, backoff))
+        self.set("exporters.loki", exporter(url, backoff)).set("exporters.loki.limits.reject_old_samples", false)
     }
 
     /// Tails the `/var/log/pods`-like tree at `pods`, without asking Kubernetes about the pods,

@@ -576,10 +576,29 @@ fn write_cri(w: &mut impl Write, ts: &str, tag: char, message: &[u8]) -> std::io
     Ok((ts.len() + 10 + message.len() + 1) as u64)
 }
 
-/// One millisecond per line from 2026-01-01T00:00:00Z (a day holds 86.4 M lines per file).
+/// One millisecond per line from 00:00:00Z of the day the tree is written (a day holds 86.4 M
+/// lines per file): recent enough for Loki's `reject_old_samples_max_age`, which the agent checks.
 fn timestamp(n: u32) -> String {
     let (ms, s) = (n % 1000, n / 1000);
-    format!("2026-01-01T{:02}:{:02}:{:02}.{:03}000000Z", (s / 3600) % 24, (s / 60) % 60, s % 60, ms)
+    format!("{}T{:02}:{:02}:{:02}.{:03}000000Z", today(), (s / 3600) % 24, (s / 60) % 60, s % 60, ms)
+}
+
+/// Today's UTC date, `YYYY-MM-DD`.
+fn today() -> &'static str {
+    static TODAY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // Civil from days (Howard Hinnant's algorithm).
+        let z = (secs / 86_400) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        format!("{:04}-{m:02}-{d:02}", yoe + era * 400 + i64::from(m <= 2))
+    });
+    &TODAY
 }
 
 const FILLER: &[u8] = b"the quick brown fox jumps over the lazy dog while the order service retries the \
@@ -1336,6 +1355,7 @@ mod tests {
         let on_disk: u64 =
             (0..4).map(|f| std::fs::metadata(dir.path().join(pod_dir(f)).join("app/0.log")).unwrap().len()).sum();
         assert_eq!(on_disk, g.bytes);
-        assert_eq!(timestamp(3_723_004), "2026-01-01T01:02:03.004000000Z");
+        assert_eq!(timestamp(3_723_004), format!("{}T01:02:03.004000000Z", today()));
+        assert_eq!(today().len(), 10);
     }
 }

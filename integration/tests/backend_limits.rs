@@ -326,12 +326,11 @@ async fn a_partial_400_counts_only_the_refused_entries_by_reason() {
     std::fs::write(dir.join("0.log"), text).unwrap();
     write_cri(&pods, "pod-0", 150, 100, 40);
     let admin = free_port();
-    let agent = AgentProcess::start(
-        tmp.path(),
-        &logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin).yaml(),
-        admin,
-    )
-    .await;
+    // One stream (stdout and stderr in metadata): Loki's 400 answers for the request's last
+    // stream only (see the next tests).
+    let cfg =
+        logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin).set("logs.stream", "structured_metadata");
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
     eventually(Duration::from_secs(20), "the 100 current lines", || async {
         (stored(&loki).len() == 100).then_some(())
     })
@@ -503,4 +502,273 @@ async fn no_loki_request_exceeds_the_batch_limits() {
     assert_eq!((once, twice), (12_000, 0));
     assert!(largest <= 2000, "a request of {largest} entries (batch.max_items 2000)");
     assert!(largest_bytes <= 1024 * 1024, "a request of {largest_bytes} bytes (batch.max_bytes 1MiB)");
+}
+
+/// Unix nanoseconds now.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+/// One OTLP resource's logs: `service.name` (and more resource attributes), records `(line, ts)`.
+fn otlp_resource(
+    attributes: &[(&str, &str)],
+    records: &[(String, i64)],
+) -> opentelemetry_proto::tonic::logs::v1::ResourceLogs {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let string = |s: &str| Some(AnyValue { value: Some(any_value::Value::StringValue(s.to_string())) });
+    ResourceLogs {
+        resource: Some(Resource {
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| KeyValue { key: k.to_string(), value: string(v), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }),
+        scope_logs: vec![ScopeLogs {
+            log_records: records
+                .iter()
+                .map(|(line, ts)| LogRecord { time_unix_nano: *ts as u64, body: string(line), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// POSTs one OTLP/HTTP logs request of `resources` to the agent.
+async fn post_otlp_logs(port: u16, resources: Vec<opentelemetry_proto::tonic::logs::v1::ResourceLogs>) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message;
+    let body = ExportLogsServiceRequest { resource_logs: resources }.encode_to_vec();
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+/// An agent taking OTLP/HTTP logs on `http` and pushing them to `loki`, with `limits` as
+/// `exporters.loki.limits`.
+fn otlp_logs_agent(data: &Path, loki: &FakeLoki, admin: u16, http: u16, limits: serde_json::Value) -> AgentConfig {
+    AgentConfig::new("it-limits", data, admin)
+        .loki(&loki.push_url(), Backoff("50ms", "500ms"))
+        .set("exporters.loki.limits", limits)
+        // Jaeger and Zipkin off: their fixed ports would clash with the other tests' agents.
+        .set(
+            "otlp",
+            json!({
+                "enabled": true, "grpc": "", "http": format!("127.0.0.1:{http}"), "zipkin": "",
+                "jaeger": { "thrift_compact": "", "thrift_binary": "", "thrift_http": "", "grpc": "" },
+            }),
+        )
+}
+
+/// Issue 23, item 6: entries and streams Loki would certainly refuse (too old, too far in the
+/// future, a line too long, too many labels, a label value too long) used to ride in requests
+/// with healthy ones: Loki stored the healthy ones and answered 400 (or 204), and the agent's
+/// counts were guesswork. Now the agent checks Loki's limits (`exporters.loki.limits`) before
+/// sending: the refused ones are dropped and counted exactly by Loki's reason, and the healthy
+/// ones arrive once, in requests Loki takes whole. The fake Loki enforces the same limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_loki_would_refuse_is_dropped_before_sending_and_counted_by_reason() {
+    let loki = FakeLoki::start().await;
+    let now = now_ns();
+    let (sec, hour) = (1_000_000_000i64, 3_600_000_000_000i64);
+    loki.state().limits = LokiLimits {
+        oldest_accepted_ns: Some(now - hour),
+        newest_accepted_ns: Some(now + 600 * sec),
+        max_line_size: Some(1000),
+        max_label_names_per_series: Some(3),
+        max_label_value_length: Some(100),
+        ..Default::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (admin, http) = (free_port(), free_port());
+    let limits = json!({
+        "max_line_size": 1000,
+        "max_label_names_per_series": 3,
+        "max_label_value_length": 100,
+        "reject_old_samples": true,
+        "reject_old_samples_max_age": "1h",
+        "creation_grace_period": "10m",
+    });
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &otlp_logs_agent(&tmp.path().join("data"), &loki, admin, http, limits).yaml(),
+        admin,
+    )
+    .await;
+    let lines = |prefix: &str, n: usize, ts: i64| -> Vec<(String, i64)> {
+        (0..n).map(|i| (format!("{prefix} {i}"), ts + i as i64)).collect()
+    };
+    let mut healthy = lines("healthy", 200, now);
+    healthy.extend(lines("old", 10, now - 2 * hour));
+    healthy.extend(lines("future", 5, now + hour));
+    healthy.extend((0..7).map(|i| (format!("long {i} {}", "x".repeat(2000)), now + 300 + i)));
+    let resources = vec![
+        otlp_resource(&[("service.name", "healthy")], &healthy),
+        otlp_resource(&[("service.name", &"v".repeat(150))], &lines("long-value", 20, now)),
+        otlp_resource(
+            &[
+                ("service.name", "many"),
+                ("k8s.namespace.name", "ns"),
+                ("k8s.pod.name", "p"),
+                ("k8s.container.name", "c"),
+            ],
+            &lines("many-labels", 30, now),
+        ),
+        otlp_resource(&[("service.name", "also-healthy")], &lines("also", 100, now)),
+    ];
+    post_otlp_logs(http, resources).await;
+    eventually(Duration::from_secs(20), "the 300 healthy lines", || async {
+        (loki.total_entries() >= 300).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the 72 refused ones counted", || async {
+        (agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki"]).await >= 72.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut arrived: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, ls) in loki.lines_by_stream() {
+        for l in ls {
+            *arrived.entry(l).or_default() += 1;
+        }
+    }
+    let expected: Vec<String> =
+        (0..200).map(|i| format!("healthy {i}")).chain((0..100).map(|i| format!("also {i}"))).collect();
+    let (once, twice) = once_twice(&arrived);
+    let mut counted = BTreeMap::new();
+    for reason in [
+        "greater_than_max_sample_age",
+        "too_far_in_future",
+        "line_too_long",
+        "label_value_too_long",
+        "max_label_names_per_series",
+    ] {
+        counted.insert(reason, agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki", reason]).await);
+    }
+    let failed = agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki"]).await;
+    let sent = agent.metric_sum("lgtm_agent_exporter_sent_total", &["loki"]).await;
+    let retries = agent.metric_sum("lgtm_agent_exporter_retries_total", &["loki"]).await;
+    let (refusals, discarded, pushes) = {
+        let st = loki.state();
+        (st.refusals.clone(), st.discarded.clone(), st.pushes.len())
+    };
+    eprintln!(
+        "pre-checks: 372 lines in one OTLP request, 300 healthy: {once} stored once, {twice} twice, in {pushes} request(s); \
+         Loki refused {refusals:?}, discarded {discarded:?}; the agent counted {counted:?} ({failed} in all), sent {sent}, retried {retries}"
+    );
+    assert_eq!(
+        arrived.keys().cloned().collect::<Vec<_>>().len(),
+        300,
+        "{:?}",
+        arrived.keys().take(5).collect::<Vec<_>>()
+    );
+    assert!(expected.iter().all(|l| arrived.get(l) == Some(&1)), "every healthy line once");
+    assert_eq!(twice, 0);
+    assert!(refusals.is_empty(), "Loki refused nothing: {refusals:?}");
+    assert!(discarded.is_empty(), "Loki discarded nothing: {discarded:?}");
+    assert_eq!(
+        counted.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("greater_than_max_sample_age", 10.0),
+            ("label_value_too_long", 20.0),
+            ("line_too_long", 7.0),
+            ("max_label_names_per_series", 30.0),
+            ("too_far_in_future", 5.0),
+        ]
+    );
+    assert_eq!(failed, 72.0);
+    assert_eq!(sent, 300.0);
+    assert_eq!(retries, 0.0);
+    assert_eq!(agent.metric_sum("lgtm_agent_dropped_total", &["loki", "rejected"]).await, 72.0);
+    let log = agent.log();
+    assert_eq!(log.matches("dropping entries before sending").count(), 5, "warned once per reason:\n{log}");
+}
+
+/// Issue 23, item 6: Loki stores what passes and answers for the request's last stream only:
+/// when only an earlier stream was refused it answers 204, and no client can tell; only
+/// `loki_discarded_samples_total` shows it. Here the agent's own check of the age is off (a Loki
+/// stricter than `exporters.loki.limits`), so the old entries reach the fake Loki: when their
+/// stream comes first the agent counts everything as sent, and only the fake's discarded counter
+/// shows the loss; when it comes last, the 400 lets the agent count them by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_answers_204_when_only_an_earlier_stream_was_refused_and_only_its_discarded_counter_shows_it() {
+    let loki = FakeLoki::start().await;
+    let now = now_ns();
+    let hour = 3_600_000_000_000i64;
+    loki.state().limits = LokiLimits { oldest_accepted_ns: Some(now - hour), ..Default::default() };
+    let tmp = tempfile::tempdir().unwrap();
+    let (admin, http) = (free_port(), free_port());
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &otlp_logs_agent(&tmp.path().join("data"), &loki, admin, http, json!({ "reject_old_samples": false })).yaml(),
+        admin,
+    )
+    .await;
+    let lines =
+        |prefix: &str, ts: i64| -> Vec<(String, i64)> { (0..50).map(|i| (format!("{prefix} {i}"), ts + i)).collect() };
+    // Streams go out in the order of their selectors: `a-old` before `b-fresh`.
+    post_otlp_logs(
+        http,
+        vec![
+            otlp_resource(&[("service.name", "b-fresh")], &lines("fresh", now)),
+            otlp_resource(&[("service.name", "a-old")], &lines("old", now - 2 * hour)),
+        ],
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the 50 fresh lines", || async { (loki.total_entries() >= 50).then_some(()) })
+        .await;
+    eventually(Duration::from_secs(10), "100 counted as sent", || async {
+        (agent.metric_sum("lgtm_agent_exporter_sent_total", &["loki"]).await >= 100.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let silent = {
+        let (refusals, discarded) = {
+            let st = loki.state();
+            (st.refusals.clone(), st.discarded.get("greater_than_max_sample_age").copied().unwrap_or(0))
+        };
+        let sent = agent.metric_sum("lgtm_agent_exporter_sent_total", &["loki"]).await;
+        (refusals, discarded, sent, agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki"]).await)
+    };
+    // The refused stream last: Loki's 400 names its entries.
+    post_otlp_logs(
+        http,
+        vec![
+            otlp_resource(&[("service.name", "c-fresh")], &lines("fresh-again", now)),
+            otlp_resource(&[("service.name", "d-old")], &lines("old-again", now - 2 * hour)),
+        ],
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the 50 refused counted", || async {
+        (agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki", "greater_than_max_sample_age"]).await >= 50.0)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let loud = {
+        let (refusals, discarded) = {
+            let st = loki.state();
+            (st.refusals.clone(), st.discarded.get("greater_than_max_sample_age").copied().unwrap_or(0))
+        };
+        let sent = agent.metric_sum("lgtm_agent_exporter_sent_total", &["loki"]).await;
+        (refusals, discarded, sent, agent.metric_sum("lgtm_agent_exporter_failed_total", &["loki"]).await)
+    };
+    eprintln!(
+        "refused stream first: Loki answered {:?} (no 400), discarded {} (loki_discarded_samples_total), the agent counted {} sent, {} failed; \
+         refused stream last: Loki answered {:?}, discarded {} in all, the agent counted {} sent, {} failed in all",
+        silent.0, silent.1, silent.2, silent.3, loud.0, loud.1, loud.2, loud.3
+    );
+    assert!(silent.0.is_empty(), "204 for the request whose refused stream came first: {:?}", silent.0);
+    assert_eq!((silent.1, silent.2, silent.3), (50, 100.0, 0.0), "only the fake's discarded counter shows the 50");
+    assert_eq!(loud.0.get(&400).copied(), Some(1));
+    assert_eq!((loud.1, loud.2, loud.3), (100, 150.0, 50.0));
+    assert_eq!(loki.total_entries(), 100, "the fresh lines of both requests, once");
 }

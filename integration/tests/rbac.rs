@@ -206,6 +206,8 @@ fn on_loopback(config: AgentConfig, data: &Path, admin: u16, loki: &FakeLoki) ->
         .set("shutdown.grace_period", "2s")
         .set("exporters.loki.url", loki.push_url())
         .set("exporters.loki.batch.max_wait", "100ms")
+        // Its line has a fixed date, older than Loki's reject_old_samples_max_age.
+        .set("exporters.loki.limits.reject_old_samples", false)
         .set("exporters.mimir.enabled", false)
         .set("exporters.tempo.enabled", false)
         .set("otlp.grpc", format!("127.0.0.1:{}", free_port()))

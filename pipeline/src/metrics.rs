@@ -120,6 +120,8 @@ pub struct LokiMetrics {
     pub held_back: IntCounter,
     /// Streams held back now.
     pub held_streams: IntGauge,
+    /// Lines cut to `exporters.loki.limits.max_line_size` (`max_line_size_truncate`).
+    pub truncated: IntCounter,
 }
 
 pub fn loki() -> &'static LokiMetrics {
@@ -143,6 +145,10 @@ pub fn loki() -> &'static LokiMetrics {
                 "Entries held back because Loki's stream limit refused their stream (retried; dropped after stream_limit_hold_back).",
             ),
             held_streams,
+            truncated: counter(
+                "lgtm_agent_loki_lines_truncated_total",
+                "Lines cut to exporters.loki.limits.max_line_size before sending (max_line_size_truncate), as Loki would.",
+            ),
         }
     });
     &M

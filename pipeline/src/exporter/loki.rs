@@ -1,5 +1,6 @@
 //! Loki push: each batch of queued `PushRequest`s is sent as one snappy-compressed protobuf POST
-//! to `/loki/api/v1/push`. One request at a time, so the entries of a stream arrive in order.
+//! to `/loki/api/v1/push`. Up to `shards` requests are in flight at once, never two with a stream
+//! in common, so the entries of each stream arrive in order ([`Flight`]).
 //!
 //! The common case sends the queued records' bytes as they are. Loki's limits make it take a
 //! request apart ([`loki_wire`]) in these cases, so that one refused request never stops a node:
@@ -25,18 +26,27 @@
 //!   the refusals ("N errors: a; b"); what was refused is counted by Loki's reason
 //!   (`lgtm_agent_exporter_failed_total{reason="greater_than_max_sample_age"}`, ...) and only
 //!   that is counted as dropped, the rest as sent.
+//! - **Loki's validation limits** (`exporters.loki.limits`, Loki's defaults): what Loki would
+//!   certainly refuse (too old, too far in the future, a line too long, too many or too long
+//!   labels) is dropped before sending and counted by Loki's reason, warned once per reason, so
+//!   it never rides with healthy entries ([`loki_limits`]); `max_line_size_truncate` cuts lines
+//!   as Loki would.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use lgtm_config::ExporterConfig;
 use reqwest::StatusCode;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{snappy, Failure, HttpSender, Refusal};
+use super::loki_limits::{Limits, Verdict};
 use super::loki_wire::{self, Stream};
 use super::outcome::{concatenate, release, LogThrottle, Piece, RecordTracker, Reporter};
 use super::retry::{Attempt, Backoff, Decision, Retrier};
@@ -212,6 +222,11 @@ impl Pacer {
     }
 }
 
+/// Parts to send, with Loki's answer to them (and whether they carried their structured
+/// metadata) once it is known.
+type Work = (Vec<Part>, Option<(Answer, bool)>);
+
+/// Entries of a stream Loki refused for its stream limit, waiting to be tried again.
 /// Entries of a stream Loki refused for its stream limit, waiting to be tried again.
 struct Held {
     labels: Bytes,
@@ -221,28 +236,38 @@ struct Held {
     backoff: Backoff,
 }
 
+/// What the senders share: the exporter's connection and settings, and what it learnt of Loki.
 struct Loki {
     sender: HttpSender,
     retrier: Retrier,
     reporter: Reporter,
     queue: DurableQueue,
     /// Whether entries go with their structured metadata (off by config, or once Loki refused it).
-    send_metadata: bool,
+    send_metadata: AtomicBool,
     /// `batch.max_items` and `batch.max_bytes`: no request exceeds them (see [`cut`]).
     max_items: usize,
     max_bytes: usize,
     hold_back: Duration,
     initial_backoff: Duration,
     max_backoff: Duration,
-    held: Vec<Held>,
     held_logged: LogThrottle,
+    /// Loki's validation limits, checked before sending.
+    limits: Limits,
+    stop: CancellationToken,
+    state: Mutex<State>,
+}
+
+/// What the senders learn and change, each holding the lock for a moment (never across a send).
+struct State {
+    held: Vec<Held>,
     /// Streams Loki took before: they exist there, so its stream limit never refuses them.
     known: HashSet<Bytes>,
     pacer: Pacer,
-    stop: CancellationToken,
+    /// Reasons of entries dropped before sending already warned about.
+    warned: HashSet<&'static str>,
 }
 
-/// Streams remembered in [`Loki::known`] (Loki's default limit is 5,000 per tenant).
+/// Streams remembered in [`State::known`] (Loki's default limit is 5,000 per tenant).
 const MAX_KNOWN_STREAMS: usize = 50_000;
 
 pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
@@ -251,46 +276,55 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
     };
     // Loki's own families exist from the start, at 0.
     let _ = metrics::loki();
-    let mut loki = Loki {
+    let loki = Arc::new(Loki {
         sender,
         retrier: Retrier::new(EXPORTER, &cfg.retry, stop.clone()),
         reporter: Reporter::new(EXPORTER),
         queue: queue.clone(),
-        send_metadata: cfg.structured_metadata,
+        send_metadata: AtomicBool::new(cfg.structured_metadata),
         max_items: cfg.batch.max_items,
         max_bytes: cfg.batch.max_bytes.bytes() as usize,
         hold_back: cfg.stream_limit_hold_back.get(),
         initial_backoff: cfg.retry.initial_backoff.get(),
         max_backoff: cfg.retry.max_backoff.get(),
-        held: Vec::new(),
         held_logged: LogThrottle::every(Duration::from_secs(10)),
-        known: HashSet::new(),
-        pacer: Pacer { rate: cfg.per_stream_rate.bytes() as f64, streams: HashMap::new() },
+        limits: Limits::new(&cfg.limits),
         stop: stop.clone(),
-    };
+        state: Mutex::new(State {
+            held: Vec::new(),
+            known: HashSet::new(),
+            pacer: Pacer { rate: cfg.per_stream_rate.bytes() as f64, streams: HashMap::new() },
+            warned: HashSet::new(),
+        }),
+    });
+    let mut flight = Flight::new(cfg.shards.max(1));
+    let (max_bytes, max_items, max_wait) =
+        (cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get());
+    let mut open = true;
     loop {
-        let due = loki.held.iter().map(|h| h.next_try).min();
-        let batch = tokio::select! {
-            b = queue.next(cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
-            _ = sleep_until(due), if due.is_some() => {
-                if !loki.retry_held().await {
-                    break;
-                }
-                continue;
-            }
-            _ = stop.cancelled() => None,
-        };
-        let Some(records) = batch else { break };
-        if stop.is_cancelled() {
-            release(&queue, &records);
+        flight.start_ready(&loki);
+        if !open && flight.is_idle() {
             break;
         }
-        if !loki.send_records(records).await {
-            break;
+        let due = flight.held_due(&loki);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(done) = flight.running.join_next_with_id(), if !flight.running.is_empty() => flight.finished(done),
+            batch = queue.next(max_bytes, max_items, max_wait), if open && flight.has_room() => match batch {
+                Some(records) => flight.wait(records),
+                None => open = false,
+            },
+            _ = sleep_until(due), if due.is_some() => {}
         }
     }
-    // Dropping what is held hands its records back to the queue.
-    loki.held.clear();
+    // Stopped, or the queue closed and drained: what waits goes back to the queue, and so does
+    // what the senders and the held streams still have (dropped unsettled).
+    for (records, _) in flight.waiting.drain(..) {
+        release(&queue, &records);
+    }
+    while flight.running.join_next().await.is_some() {}
+    loki.state().held.clear();
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -300,13 +334,151 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Up to `shards` requests in flight, none two with a stream in common: a batch from the queue
+/// starts once no earlier batch or held stream with one of its streams is in flight or waiting
+/// before it, so the entries of each stream go out one request after another, in order, while
+/// batches of other streams go alongside (one container's catch-up is one stream at a time;
+/// a node's many files are many streams). Records are completed as their pieces are settled,
+/// in any order (the queue and the tailer's checkpoints advance over the contiguous prefix).
+struct Flight {
+    lanes: usize,
+    running: JoinSet<()>,
+    /// Streams of each running sender's work (hashes of their selectors: a collision only makes
+    /// two batches wait for each other).
+    busy: HashMap<tokio::task::Id, Vec<u64>>,
+    /// Batches taken from the queue, not started yet, in queue order (at most `lanes`).
+    waiting: VecDeque<(Vec<Record>, Vec<u64>)>,
+    hasher: RandomState,
+}
+
+impl Flight {
+    fn new(lanes: usize) -> Flight {
+        Flight {
+            lanes,
+            running: JoinSet::new(),
+            busy: HashMap::new(),
+            waiting: VecDeque::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn key(&self, labels: &[u8]) -> u64 {
+        self.hasher.hash_one(labels)
+    }
+
+    fn has_room(&self) -> bool {
+        self.waiting.len() < self.lanes
+    }
+
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    fn is_busy(&self, key: u64) -> bool {
+        self.busy.values().any(|s| s.contains(&key))
+    }
+
+    fn wait(&mut self, records: Vec<Record>) {
+        let mut keys = Vec::new();
+        for r in &records {
+            loki_wire::for_each_labels(&r.payload, |l| {
+                let k = self.key(l);
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            });
+        }
+        self.waiting.push_back((records, keys));
+    }
+
+    fn finished(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!(exporter = EXPORTER, error = %e, "a Loki sender panicked; its records go back to the queue");
+                }
+                e.id()
+            }
+        };
+        self.busy.remove(&id);
+    }
+
+    /// Starts what may start, oldest first: held streams that are due (their entries are older
+    /// than any waiting batch's), then waiting batches none of whose streams is busy or in an
+    /// earlier waiting batch.
+    fn start_ready(&mut self, loki: &Arc<Loki>) {
+        if self.running.len() < self.lanes {
+            let now = Instant::now();
+            let room = self.lanes - self.running.len();
+            let due: Vec<Held> = {
+                let mut st = loki.state();
+                let mut due = Vec::new();
+                let mut i = 0;
+                while i < st.held.len() && due.len() < room {
+                    if st.held[i].next_try <= now && !self.is_busy(self.key(&st.held[i].labels)) {
+                        due.push(st.held.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                metrics::loki().held_streams.set(st.held.len() as i64);
+                due
+            };
+            for held in due {
+                let key = self.key(&held.labels);
+                let loki = loki.clone();
+                let handle = self.running.spawn(async move { loki.retry_held(held).await });
+                self.busy.insert(handle.id(), vec![key]);
+            }
+        }
+        let mut i = 0;
+        while i < self.waiting.len() && self.running.len() < self.lanes {
+            let (_, keys) = &self.waiting[i];
+            let blocked =
+                keys.iter().any(|k| self.is_busy(*k) || self.waiting.range(..i).any(|(_, ks)| ks.contains(k)));
+            if blocked {
+                i += 1;
+                continue;
+            }
+            let Some((records, keys)) = self.waiting.remove(i) else { break };
+            let loki = loki.clone();
+            let handle = self.running.spawn(async move {
+                loki.send_records(records).await;
+            });
+            self.busy.insert(handle.id(), keys);
+        }
+    }
+
+    /// When the next held stream that could start is due (`None` with every lane busy: a
+    /// finished sender wakes the loop).
+    fn held_due(&self, loki: &Loki) -> Option<Instant> {
+        if self.running.len() >= self.lanes {
+            return None;
+        }
+        loki.state().held.iter().filter(|h| !self.is_busy(self.key(&h.labels))).map(|h| h.next_try).min()
+    }
+}
+
 impl Loki {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state holds what was learnt (known streams, pacing, held parts); a sender that
+        // panicked while holding the lock leaves nothing half-done that matters more than that.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn metadata(&self) -> bool {
+        self.send_metadata.load(Ordering::Relaxed)
+    }
+
     /// Sends a batch of records; `false` when stopped (records handed back).
-    async fn send_records(&mut self, records: Vec<Record>) -> bool {
+    async fn send_records(&self, records: Vec<Record>) -> bool {
         let items: usize = records.iter().map(|r| r.items as usize).sum();
         let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
         let within = items <= self.max_items && bytes <= self.max_bytes;
-        if self.send_metadata && self.held.is_empty() && within {
+        let now = unix_nanos();
+        let clean = records.iter().all(|r| self.limits.all_pass(&r.payload, now));
+        if clean && within && self.metadata() && self.state().held.is_empty() {
             let body = concatenate(&records);
             match self.push_bytes(&body).await {
                 None => {
@@ -314,24 +486,104 @@ impl Loki {
                     return false;
                 }
                 Some(Answer::Delivered) => {
-                    let mut labels = Vec::new();
-                    loki_wire::for_each_labels(&body, |l| labels.push(l.to_vec()));
-                    labels.iter().for_each(|l| self.remember(l));
+                    {
+                        let mut st = self.state();
+                        loki_wire::for_each_labels(&body, |l| remember(&mut st, l));
+                    }
                     self.reporter.settle(&self.queue, &records, Some(Decision::Delivered(())));
                     return true;
                 }
                 Some(answer) => {
                     let Some(parts) = self.parts_of(&records) else { return true };
-                    return self.handle(parts, answer).await;
+                    return self.handle(parts, answer, true).await;
                 }
             }
         }
         let Some(parts) = self.parts_of(&records) else { return true };
+        let parts = if clean { parts } else { self.precheck(parts, now) };
         let parts = self.hold_if_held(parts);
         if parts.is_empty() {
             return true;
         }
         self.send_parts(parts).await
+    }
+
+    /// Drops from `parts` what Loki would refuse (counted by Loki's reason, warned once per
+    /// reason) and cuts the lines it would truncate; returns the rest.
+    fn precheck(&self, parts: Vec<Part>, now: i64) -> Vec<Part> {
+        let mut kept = Vec::with_capacity(parts.len());
+        let mut truncated = 0u64;
+        for mut p in parts {
+            if let Some(reason) = self.limits.stream(&p.labels) {
+                let message = self.refused_here(reason, p.entries.len() as u64, &p.labels);
+                p.settle(Piece::Rejected(message));
+                continue;
+            }
+            let mut entries = Vec::with_capacity(p.entries.len());
+            let mut refused: Vec<Bytes> = Vec::new();
+            let mut reasons: Vec<(&'static str, u64)> = Vec::new();
+            for e in p.entries.drain(..) {
+                match self.limits.entry(&e, now) {
+                    Verdict::Pass => entries.push(e),
+                    Verdict::Truncate(max) => {
+                        truncated += 1;
+                        entries.push(loki_wire::truncate_entry(&e, max));
+                    }
+                    Verdict::Refuse(reason) => {
+                        refused.push(e);
+                        match reasons.iter_mut().find(|(r, _)| *r == reason) {
+                            Some((_, n)) => *n += 1,
+                            None => reasons.push((reason, 1)),
+                        }
+                    }
+                }
+            }
+            p.entries = entries;
+            let mut message = String::new();
+            for (reason, n) in reasons {
+                message = self.refused_here(reason, n, &p.labels);
+            }
+            if p.entries.is_empty() {
+                p.settle(Piece::Rejected(message));
+                continue;
+            }
+            if !refused.is_empty() {
+                p.record.add_piece();
+                let dropped =
+                    Part { labels: p.labels.clone(), entries: refused, record: p.record.clone(), settled: false };
+                dropped.settle(Piece::Rejected(message));
+            }
+            kept.push(p);
+        }
+        if truncated > 0 {
+            metrics::loki().truncated.inc_by(truncated);
+            if self.state().warned.insert("truncated") {
+                tracing::warn!(
+                    exporter = EXPORTER,
+                    max_line_size = self.limits.describe("line_too_long"),
+                    "cutting lines longer than Loki's max_line_size, as Loki does with max_line_size_truncate \
+                     (lgtm_agent_loki_lines_truncated_total; logged once)"
+                );
+            }
+        }
+        kept
+    }
+
+    /// Counts `n` entries of `stream` dropped before sending for `reason`, warns once per
+    /// reason; the message their records are settled with.
+    fn refused_here(&self, reason: &'static str, n: u64, stream: &[u8]) -> String {
+        self.reporter.refused_before_sending(n, reason);
+        let message = self.limits.describe(reason);
+        if self.state().warned.insert(reason) {
+            tracing::warn!(
+                exporter = EXPORTER,
+                %reason,
+                stream = %String::from_utf8_lossy(stream),
+                entries = n,
+                "dropping entries before sending: {message}; counted in lgtm_agent_exporter_failed_total{{reason=\"{reason}\"}} (logged once per reason)"
+            );
+        }
+        format!("dropped before sending: {message}")
     }
 
     /// The records cut into parts (one per stream of each record). A record that does not read
@@ -361,10 +613,14 @@ impl Loki {
     }
 
     /// Moves the parts of streams being held back to them (their entries go after the held ones).
-    fn hold_if_held(&mut self, parts: Vec<Part>) -> Vec<Part> {
+    fn hold_if_held(&self, parts: Vec<Part>) -> Vec<Part> {
+        let mut st = self.state();
+        if st.held.is_empty() {
+            return parts;
+        }
         let mut rest = Vec::with_capacity(parts.len());
         for p in parts {
-            match self.held.iter_mut().find(|h| h.labels == p.labels) {
+            match st.held.iter_mut().find(|h| h.labels == p.labels) {
                 Some(h) => h.parts.push(p),
                 None => rest.push(p),
             }
@@ -372,18 +628,20 @@ impl Loki {
         rest
     }
 
-    fn encode(&self, parts: &[Part]) -> Bytes {
+    /// `parts` as a request, and whether it carries their structured metadata.
+    fn encode(&self, parts: &[Part]) -> (Bytes, bool) {
+        let metadata = self.metadata();
         let mut out = Vec::new();
         for p in parts {
-            loki_wire::encode_stream(&mut out, &p.labels, &p.entries, !self.send_metadata);
+            loki_wire::encode_stream(&mut out, &p.labels, &p.entries, !metadata);
         }
-        Bytes::from(out)
+        (Bytes::from(out), metadata)
     }
 
     /// Sends `raw` (an encoded `PushRequest`) until Loki decides, after waiting for each of its
     /// streams to be within `per_stream_rate`; `None` when stopped.
-    async fn push_bytes(&mut self, raw: &[u8]) -> Option<Answer> {
-        let wait = self.pacer.delay(raw);
+    async fn push_bytes(&self, raw: &[u8]) -> Option<Answer> {
+        let wait = self.state().pacer.delay(raw);
         if !wait.is_zero() {
             tokio::select! {
                 biased;
@@ -402,17 +660,17 @@ impl Loki {
     }
 
     /// Sends parts, taking them apart as Loki's answers require; `false` when stopped.
-    async fn send_parts(&mut self, parts: Vec<Part>) -> bool {
+    async fn send_parts(&self, parts: Vec<Part>) -> bool {
         for (i, request) in cut(parts, self.max_items, self.max_bytes).into_iter().enumerate() {
             // A stream an earlier request of these got held back for: its later entries wait too.
             let request = if i == 0 { request } else { self.hold_if_held(request) };
             if request.is_empty() {
                 continue;
             }
-            let body = self.encode(&request);
+            let (body, metadata) = self.encode(&request);
             let sent = match self.push_bytes(&body).await {
                 None => false,
-                Some(answer) => self.handle(request, answer).await,
+                Some(answer) => self.handle(request, answer, metadata).await,
             };
             if !sent {
                 // Stopped: the requests not sent are dropped unsettled, their records handed back.
@@ -422,42 +680,46 @@ impl Loki {
         true
     }
 
-    /// Acts on Loki's answer to `parts`, sending again what has to be; `false` when stopped.
-    async fn handle(&mut self, parts: Vec<Part>, answer: Answer) -> bool {
+    /// Acts on Loki's answer to `parts` (sent with their structured metadata if `metadata`),
+    /// sending again what has to be; `false` when stopped.
+    async fn handle(&self, parts: Vec<Part>, answer: Answer, metadata: bool) -> bool {
         // Depth first, so that the entries of a stream go out in order.
-        let mut work: VecDeque<(Vec<Part>, Option<Answer>)> = VecDeque::from([(parts, Some(answer))]);
+        let mut work: VecDeque<Work> = VecDeque::from([(parts, Some((answer, metadata)))]);
         while let Some((parts, answer)) = work.pop_front() {
-            let answer = match answer {
+            let (answer, metadata) = match answer {
                 Some(a) => a,
                 None => {
                     if parts.is_empty() {
                         continue;
                     }
-                    let body = self.encode(&parts);
+                    let (body, metadata) = self.encode(&parts);
                     match self.push_bytes(&body).await {
                         None => return false,
-                        Some(a) => a,
+                        Some(a) => (a, metadata),
                     }
                 }
             };
             let next = match answer {
                 Answer::Delivered => {
-                    for p in &parts {
-                        self.remember(&p.labels);
+                    {
+                        let mut st = self.state();
+                        parts.iter().for_each(|p| remember(&mut st, &p.labels));
                     }
                     self.reporter.delivered(entries(&parts));
                     parts.into_iter().for_each(|p| p.settle(Piece::Accepted));
                     continue;
                 }
-                Answer::MetadataRefused(message) if self.send_metadata => {
-                    self.send_metadata = false;
-                    metrics::loki().structured_metadata_refused.inc();
-                    tracing::warn!(
-                        exporter = EXPORTER,
-                        %message,
-                        "Loki refuses structured metadata for this tenant (limits_config.allow_structured_metadata); \
-                         sending entries without it from now on (`stream` and `part` are lost; a `stream` label keeps stdout and stderr apart)"
-                    );
+                // Sent with metadata: sent again without (the first sender to learn it says so).
+                Answer::MetadataRefused(message) if metadata => {
+                    if self.send_metadata.swap(false, Ordering::Relaxed) {
+                        metrics::loki().structured_metadata_refused.inc();
+                        tracing::warn!(
+                            exporter = EXPORTER,
+                            %message,
+                            "Loki refuses structured metadata for this tenant (limits_config.allow_structured_metadata); \
+                             sending entries without it from now on (`stream` and `part` are lost; a `stream` label keeps stdout and stderr apart)"
+                        );
+                    }
                     // Loki refuses entry by entry: those without metadata were stored.
                     let mut again = Vec::with_capacity(parts.len());
                     let mut stored = 0;
@@ -505,8 +767,11 @@ impl Loki {
     /// stored them (the limit refuses only new streams); the others are held back, each to be
     /// tried on its own. When every stream is one Loki had, those it names are held, and all if it
     /// names none.
-    fn stream_limited(&mut self, parts: Vec<Part>, refusal: &Refusal) {
-        let (known, new): (Vec<Part>, Vec<Part>) = parts.into_iter().partition(|p| self.known.contains(&p.labels));
+    fn stream_limited(&self, parts: Vec<Part>, refusal: &Refusal) {
+        let (known, new): (Vec<Part>, Vec<Part>) = {
+            let st = self.state();
+            parts.into_iter().partition(|p| st.known.contains(&p.labels))
+        };
         if !new.is_empty() {
             self.reporter.delivered(entries(&known));
             known.into_iter().for_each(|p| p.settle(Piece::Accepted));
@@ -521,22 +786,13 @@ impl Loki {
         self.hold(refused, refusal);
     }
 
-    /// Remembers streams Loki has (bounded: forgotten all at once past [`MAX_KNOWN_STREAMS`]).
-    fn remember(&mut self, labels: &[u8]) {
-        if !self.known.contains(labels) {
-            if self.known.len() >= MAX_KNOWN_STREAMS {
-                self.known.clear();
-            }
-            self.known.insert(Bytes::copy_from_slice(labels));
-        }
-    }
-
     /// Holds back the parts of streams Loki refused for its stream limit.
-    fn hold(&mut self, parts: Vec<Part>, refusal: &Refusal) {
+    fn hold(&self, parts: Vec<Part>, refusal: &Refusal) {
         let now = Instant::now();
+        let mut st = self.state();
         for p in parts {
             metrics::loki().held_back.inc_by(p.entries.len() as u64);
-            match self.held.iter_mut().find(|h| h.labels == p.labels) {
+            match st.held.iter_mut().find(|h| h.labels == p.labels) {
                 Some(h) => h.parts.push(p),
                 None => {
                     if self.held_logged.allow() {
@@ -550,45 +806,49 @@ impl Loki {
                     }
                     let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
                     let next_try = now + backoff.next_delay(refusal.retry_after);
-                    self.held.push(Held { labels: p.labels.clone(), parts: vec![p], since: now, next_try, backoff });
+                    st.held.push(Held { labels: p.labels.clone(), parts: vec![p], since: now, next_try, backoff });
                 }
             }
         }
-        metrics::loki().held_streams.set(self.held.len() as i64);
+        metrics::loki().held_streams.set(st.held.len() as i64);
     }
 
-    /// Tries the held streams that are due, each on its own, once; `false` when stopped.
-    async fn retry_held(&mut self) -> bool {
-        let now = Instant::now();
-        let due: Vec<usize> = (0..self.held.len()).filter(|i| self.held[*i].next_try <= now).collect();
-        for i in due.into_iter().rev() {
-            let mut held = self.held.swap_remove(i);
-            metrics::loki().held_streams.set(self.held.len() as i64);
-            let Ok(body) = snappy(&self.encode(&held.parts)) else { continue };
-            match answer_of(self.sender.send(body).await) {
-                Attempt::Delivered(Answer::StreamLimit(refusal)) if held.since.elapsed() >= self.hold_back => {
-                    let message = format!("held back {:?} for the stream limit: {}", self.hold_back, refusal.message());
-                    self.refuse_all(std::mem::take(&mut held.parts), "stream_limit", &message);
-                }
-                Attempt::Delivered(Answer::StreamLimit(refusal)) => {
-                    held.next_try = Instant::now() + held.backoff.next_delay(refusal.retry_after);
-                    self.held.push(held);
-                }
-                // Loki down or busy: not this stream's doing; it waits like everything else.
-                Attempt::Retry { retry_after, .. } => {
-                    held.next_try = Instant::now() + held.backoff.next_delay(retry_after);
-                    self.held.push(held);
-                }
-                Attempt::Delivered(answer) => {
-                    if !self.handle(std::mem::take(&mut held.parts), answer).await {
-                        return false;
-                    }
-                }
-                Attempt::Reject { .. } => unreachable!("answer_of never rejects"),
+    /// Tries one held stream that is due, on its own, once (the flight keeps its stream out of
+    /// other requests meanwhile); back to the held ones if Loki still refuses it.
+    async fn retry_held(&self, mut held: Held) {
+        let (raw, metadata) = self.encode(&held.parts);
+        // A body that does not compress is dropped unsettled: its records go back to the queue.
+        let Ok(body) = snappy(&raw) else { return };
+        let answer = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return,
+            a = self.sender.send(body) => answer_of(a),
+        };
+        match answer {
+            Attempt::Delivered(Answer::StreamLimit(refusal)) if held.since.elapsed() >= self.hold_back => {
+                let message = format!("held back {:?} for the stream limit: {}", self.hold_back, refusal.message());
+                self.refuse_all(std::mem::take(&mut held.parts), "stream_limit", &message);
             }
-            metrics::loki().held_streams.set(self.held.len() as i64);
+            Attempt::Delivered(Answer::StreamLimit(refusal)) => {
+                held.next_try = Instant::now() + held.backoff.next_delay(refusal.retry_after);
+                self.hold_again(held);
+            }
+            // Loki down or busy: not this stream's doing; it waits like everything else.
+            Attempt::Retry { retry_after, .. } => {
+                held.next_try = Instant::now() + held.backoff.next_delay(retry_after);
+                self.hold_again(held);
+            }
+            Attempt::Delivered(answer) => {
+                self.handle(std::mem::take(&mut held.parts), answer, metadata).await;
+            }
+            Attempt::Reject { .. } => unreachable!("answer_of never rejects"),
         }
-        true
+    }
+
+    fn hold_again(&self, held: Held) {
+        let mut st = self.state();
+        st.held.push(held);
+        metrics::loki().held_streams.set(st.held.len() as i64);
     }
 
     /// Drops `parts` for good, counted under `reason`.
@@ -610,6 +870,22 @@ impl Loki {
         let piece = if refused >= total { Piece::Rejected(message) } else { Piece::Accepted };
         parts.into_iter().for_each(|p| p.settle(piece.clone()));
     }
+}
+
+/// Remembers a stream Loki has (bounded: forgotten all at once past [`MAX_KNOWN_STREAMS`]).
+fn remember(st: &mut State, labels: &[u8]) {
+    if !st.known.contains(labels) {
+        if st.known.len() >= MAX_KNOWN_STREAMS {
+            st.known.clear();
+        }
+        st.known.insert(Bytes::copy_from_slice(labels));
+    }
+}
+
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 fn encode_failure(message: String) -> Refusal {
@@ -694,14 +970,20 @@ mod tests {
     use prost::Message;
 
     fn push(labels: &str, lines: &[&str]) -> PushRequest {
+        let now = unix_nanos();
+        let timed: Vec<(&str, i64)> = lines.iter().enumerate().map(|(i, l)| (*l, now + i as i64)).collect();
+        push_at(labels, &timed)
+    }
+
+    /// Entries with their own timestamps (Unix nanoseconds).
+    fn push_at(labels: &str, lines: &[(&str, i64)]) -> PushRequest {
         PushRequest {
             streams: vec![StreamAdapter {
                 labels: labels.into(),
                 entries: lines
                     .iter()
-                    .enumerate()
-                    .map(|(i, l)| EntryAdapter {
-                        timestamp: Some(Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + i as i64)),
+                    .map(|(l, ts)| EntryAdapter {
+                        timestamp: Some(Timestamp::from_unix_nanos(*ts)),
                         line: l.to_string(),
                         structured_metadata: vec![LabelPairAdapter { name: "stream".into(), value: "stdout".into() }],
                     })
@@ -773,10 +1055,144 @@ mod tests {
             assert!(raw.len() <= 600, "{} bytes in one request", raw.len());
             all.extend(lines(&req).into_iter().map(|(_, l)| l));
         }
-        // Every entry once, each stream's in order.
-        let expected: Vec<String> = a.iter().chain(&b).cloned().chain(["c-00".to_string()]).collect();
-        assert_eq!(all, expected);
+        // Every entry once, each stream's in order (streams go in parallel).
+        let stream = |p: &str| all.iter().filter(|l| l.starts_with(p)).cloned().collect::<Vec<_>>();
+        assert_eq!(stream("a-"), a);
+        assert_eq!(stream("b-"), b);
+        assert_eq!(stream("c-"), vec!["c-00".to_string()]);
+        assert_eq!(all.len(), a.len() + b.len() + 1);
         assert!(reqs.len() >= 7, "{} requests", reqs.len());
+    }
+
+    #[tokio::test]
+    async fn what_loki_would_refuse_is_dropped_before_sending_and_the_rest_goes_in_one_request() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/loki/api/v1/push"));
+        cfg.limits.max_line_size = lgtm_config::ByteSize::from_bytes(10);
+        cfg.limits.max_label_value_length = 5;
+        let now = unix_nanos();
+        let sec = 1_000_000_000i64;
+        let records = vec![
+            push_at(
+                r#"{a="1"}"#,
+                &[
+                    ("ok-1", now),
+                    ("too old", now - 8 * 86_400 * sec),
+                    ("a line too long", now),
+                    ("future", now + 3600 * sec),
+                    ("ok-2", now + 1),
+                ],
+            )
+            .encode_to_vec(),
+            push(r#"{a="123456"}"#, &["label value too long"]).encode_to_vec(),
+            push(r#"{a="2"}"#, &["ok-3"]).encode_to_vec(),
+        ];
+        let acks = push_and_run(run, cfg, "t", records, 1).await;
+        assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("before sending")), "{acks:?}");
+        assert!(matches!(&acks[1], Some(Delivery::Rejected(m)) if m.contains("max_label_value_length")), "{acks:?}");
+        assert_eq!(acks[2], Some(Delivery::Accepted));
+        let reqs = capture.requests();
+        assert_eq!(reqs.len(), 1, "the healthy entries in one request, never refused");
+        let expected: Vec<(String, String)> = [(r#"{a="1"}"#, "ok-1"), (r#"{a="1"}"#, "ok-2"), (r#"{a="2"}"#, "ok-3")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(lines(&decoded(&reqs[0].body)), expected);
+    }
+
+    #[tokio::test]
+    async fn max_line_size_truncate_cuts_lines_as_loki_would() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/loki/api/v1/push"));
+        cfg.limits.max_line_size = lgtm_config::ByteSize::from_bytes(10);
+        cfg.limits.max_line_size_truncate = true;
+        let records = vec![push(r#"{a="1"}"#, &["short", "0123456789abc", "123456789\u{e9}x"]).encode_to_vec()];
+        let acks = push_and_run(run, cfg, "t", records, 3).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let got: Vec<String> =
+            capture.requests().iter().flat_map(|r| lines(&decoded(&r.body))).map(|(_, l)| l).collect();
+        assert_eq!(got, vec!["short", "0123456789", "123456789"], "cut at 10 bytes, on a character");
+    }
+
+    /// A backend that takes 100 ms per request and records, for each, its streams and lines and
+    /// how many other requests were in flight meanwhile.
+    async fn slow_backend() -> (String, Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, usize)>>>) {
+        use std::sync::atomic::AtomicUsize;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (s, f) = (seen.clone(), in_flight.clone());
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let (seen, in_flight) = (s.clone(), f.clone());
+            async move {
+                let others = in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let others = others.max(in_flight.load(Ordering::SeqCst) - 1);
+                seen.lock().unwrap().push((lines(&decoded(&body)), others));
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/loki/api/v1/push", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn several_requests_are_in_flight_but_never_two_of_one_stream() {
+        let (url, seen) = slow_backend().await;
+        let mut cfg = fast_config(&url);
+        cfg.shards = 4;
+        // One record per request: two entries each.
+        cfg.batch.max_items = 2;
+        let records: Vec<Vec<u8>> = (0..24)
+            .map(|i| {
+                let stream = format!("{{s=\"{}\"}}", i % 4);
+                let (a, b) = (format!("{}-{:02}a", i % 4, i / 4), format!("{}-{:02}b", i % 4, i / 4));
+                push(&stream, &[a.as_str(), b.as_str()]).encode_to_vec()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let acks = push_and_run(run, cfg, "t", records, 2).await;
+        let took = started.elapsed();
+        assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 24);
+        let most = seen.iter().map(|(_, others)| *others).max().unwrap_or(0);
+        assert!(most >= 2, "at most {most} other requests in flight at once");
+        // Each stream's entries in order, each once.
+        for s in 0..4 {
+            let got: Vec<String> = seen
+                .iter()
+                .flat_map(|(ls, _)| ls.iter())
+                .filter(|(labels, _)| labels == &format!("{{s=\"{s}\"}}"))
+                .map(|(_, l)| l.clone())
+                .collect();
+            let want: Vec<String> = (0..6).flat_map(|k| [format!("{s}-{k:02}a"), format!("{s}-{k:02}b")]).collect();
+            assert_eq!(got, want, "stream {s}");
+        }
+        // 24 requests of 100 ms one at a time would take 2.4 s.
+        assert!(took < Duration::from_millis(1800), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn one_stream_goes_one_request_at_a_time() {
+        let (url, seen) = slow_backend().await;
+        let mut cfg = fast_config(&url);
+        cfg.shards = 4;
+        cfg.batch.max_items = 2;
+        let records: Vec<Vec<u8>> = (0..8)
+            .map(|i| push("{s=\"only\"}", &[format!("{i}a").as_str(), format!("{i}b").as_str()]).encode_to_vec())
+            .collect();
+        let acks = push_and_run(run, cfg, "t", records, 2).await;
+        assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.iter().all(|(_, others)| *others == 0), "two requests of one stream in flight: {seen:?}");
+        let got: Vec<String> = seen.iter().flat_map(|(ls, _)| ls.iter().map(|(_, l)| l.clone())).collect();
+        let want: Vec<String> = (0..8).flat_map(|i| [format!("{i}a"), format!("{i}b")]).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod console;
 pub mod credentials;
 pub mod http;
 pub mod loki;
+mod loki_limits;
 mod loki_wire;
 pub mod otlp;
 pub mod outcome;

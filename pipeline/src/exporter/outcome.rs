@@ -62,6 +62,14 @@ impl Reporter {
         }
     }
 
+    /// `items` the backend would certainly refuse, dropped before sending: counted as failed
+    /// (under the backend's own `reason`) and dropped, without a log (the caller says why).
+    pub fn refused_before_sending(&self, items: u64, reason: &str) {
+        let m = metrics::pipeline();
+        m.failed.with_label_values(&[self.exporter, reason]).inc_by(items);
+        m.dropped.with_label_values(&[self.exporter, "rejected"]).inc_by(items);
+    }
+
     /// Some items of an accepted request were refused (OTLP partial success): counted as failed.
     pub fn partially_rejected(&self, items: u64, message: &str) {
         metrics::pipeline().failed.with_label_values(&[self.exporter, "partial_success"]).inc_by(items);
