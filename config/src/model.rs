@@ -210,9 +210,9 @@ pub struct ExporterConfig {
     pub batch: BatchConfig,
     pub retry: RetryConfig,
     pub queue: QueueConfig,
-    /// Remote write and Loki: requests in flight at once. Remote write: a series always goes to
-    /// the same shard, so its samples stay in order. Loki: a stream is never in two requests in
-    /// flight, so its entries stay in order.
+    /// Requests in flight at once. Remote write: a series always goes to the same shard, so its
+    /// samples stay in order. Loki: a stream is never in two requests in flight, so its entries
+    /// stay in order. Tempo: batches sent side by side (spans have no order to keep).
     pub shards: usize,
     /// Tempo only: `gzip` or `none`.
     pub compression: Compression,
