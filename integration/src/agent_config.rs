@@ -137,6 +137,7 @@ mod tests {
                     "batch": { "max_wait": "100ms" },
                     "retry": { "initial_backoff": "50ms", "max_backoff": "500ms" },
                     "queue": { "max_memory": "8MiB" },
+                    "limits": { "reject_old_samples": false },
                 },
                 "tempo": { "enabled": false },
             },

@@ -585,19 +585,8 @@ fn timestamp(n: u32) -> String {
 
 /// Today's UTC date, `YYYY-MM-DD`.
 fn today() -> &'static str {
-    static TODAY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        // Civil from days (Howard Hinnant's algorithm).
-        let z = (secs / 86_400) as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        format!("{:04}-{m:02}-{d:02}", yoe + era * 400 + i64::from(m <= 2))
-    });
+    static TODAY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| crate::bench_node::load::cri_time(std::time::SystemTime::now())[..10].to_string());
     &TODAY
 }
 

@@ -518,12 +518,7 @@ fn collector_config(
     protocols:
       grpc:
         endpoint: 127.0.0.1:{otlp_port}
-processors:
-  memory_limiter:
-    check_interval: 1s
-    limit_mib: 512
-  batch: {{}}
-exporters:
+{processors}exporters:
   otlphttp/loki:
     logs_endpoint: {otlp_logs}
   prometheusremotewrite:
@@ -533,12 +528,7 @@ exporters:
     tls:
       insecure: true
 service:
-  telemetry:
-    logs:
-      level: warn
-    metrics:
-      level: none
-  pipelines:
+{telemetry}  pipelines:
     logs:
       receivers: [filelog]
       processors: [memory_limiter, batch]
@@ -556,6 +546,8 @@ service:
         k = kubelet.addr,
         otlp_logs = sink.otlp_logs_url(),
         rw = sink.write_url(),
+        processors = crate::peers::otelcol::PROCESSORS,
+        telemetry = crate::peers::otelcol::TELEMETRY,
     )
 }
 

@@ -260,27 +260,19 @@ fn start_collector(bin: &Path, b: &ScrapeBench, addrs: &[SocketAddr], write_url:
           scrape_interval: {interval}
           scrape_timeout: {interval}
           static_configs: [{{ targets: [{targets}] }}]
-processors:
-  memory_limiter:
-    check_interval: 1s
-    limit_mib: 512
-  batch: {{}}
-exporters:
+{processors}exporters:
   prometheusremotewrite:
     endpoint: {write_url}
 service:
-  telemetry:
-    logs:
-      level: warn
-    metrics:
-      level: none
-  pipelines:
+{telemetry}  pipelines:
     metrics:
       receivers: [prometheus]
       processors: [memory_limiter, batch]
       exporters: [prometheusremotewrite]
 "#,
         targets = target_list(addrs),
+        processors = crate::peers::otelcol::PROCESSORS,
+        telemetry = crate::peers::otelcol::TELEMETRY,
     );
     let (child, _log) = crate::peers::otelcol::spawn(bin, dir.path(), &config)?;
     Ok(Scraper::Collector { child, _dir: dir })

@@ -526,6 +526,7 @@ impl Peer {
     async fn collector(bin: &Path, dir: &Path, endpoint: &str) -> anyhow::Result<Peer> {
         let grpc_port = crate::free_port();
         let endpoint = endpoint.trim_start_matches("http://");
+        let (processors, telemetry) = (crate::peers::otelcol::PROCESSORS, crate::peers::otelcol::TELEMETRY);
         let config = format!(
             r#"receivers:
   otlp:
@@ -533,23 +534,13 @@ impl Peer {
       grpc:
         endpoint: 127.0.0.1:{grpc_port}
         max_recv_msg_size_mib: 64
-processors:
-  memory_limiter:
-    check_interval: 1s
-    limit_mib: 512
-  batch: {{}}
-exporters:
+{processors}exporters:
   otlp:
     endpoint: {endpoint}
     tls:
       insecure: true
 service:
-  telemetry:
-    logs:
-      level: warn
-    metrics:
-      level: none
-  pipelines:
+{telemetry}  pipelines:
     traces:
       receivers: [otlp]
       processors: [memory_limiter, batch]

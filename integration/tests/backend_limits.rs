@@ -98,19 +98,7 @@ fn write_cri(pods: &Path, pod: &str, from: usize, lines: usize, pad: usize) {
 
 /// `secs` (Unix) as an RFC 3339 UTC time with `nanos` nanoseconds.
 fn rfc3339(secs: u64, nanos: usize) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    lgtm_integration::bench_node::load::cri_time(std::time::UNIX_EPOCH + Duration::new(secs, nanos as u32))
 }
 
 /// Lines of the fake Loki, with how often each arrived.

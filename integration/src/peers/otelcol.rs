@@ -6,6 +6,14 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
 
+/// The `processors` section every bench gives the Collector, as the PoC runs it: memory_limiter,
+/// then batch (each pipeline lists both).
+pub const PROCESSORS: &str =
+    "processors:\n  memory_limiter:\n    check_interval: 1s\n    limit_mib: 512\n  batch: {}\n";
+
+/// `service.telemetry`: warnings only, its own metrics off (nothing else listens on its ports).
+pub const TELEMETRY: &str = "  telemetry:\n    logs:\n      level: warn\n    metrics:\n      level: none\n";
+
 /// Writes `config` to `dir/otelcol.yaml` and starts `bin` on it with two Go threads (the
 /// machine's cores), stdout and stderr into `dir/otelcol.log`, whose path is returned.
 pub fn spawn(bin: &Path, dir: &Path, config: &str) -> anyhow::Result<(Child, PathBuf)> {
