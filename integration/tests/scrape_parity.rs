@@ -50,12 +50,18 @@ fn start_prometheus_agent(job: &str, targets: &[String], write_url: &str) -> Opt
     Some(PrometheusAgent::spawn(&bin, &config, "warn").expect("spawn prometheus in agent mode"))
 }
 
-/// A series' identity without the labels that differ by design.
+/// A series' identity without the labels that differ by design. `le` and `quantile` values are
+/// compared as numbers: the agent writes them in float form as Prometheus 3 does (`"1"` ->
+/// `"1.0"`), Debian's Prometheus 2.42 as the target gave them (`tests/conformance.rs` checks
+/// that difference exactly, per Prometheus version).
 fn key(labels: &BTreeMap<String, String>) -> String {
     labels
         .iter()
         .filter(|(k, _)| *k != "job" && *k != "cluster")
-        .map(|(k, v)| format!("{k}={v:?}"))
+        .map(|(k, v)| match (k.as_str(), v.parse::<f64>()) {
+            ("le" | "quantile", Ok(f)) if f.is_finite() => format!("{k}={f:?}"),
+            _ => format!("{k}={v:?}"),
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
