@@ -16,9 +16,10 @@ use axum::Router;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
-use super::body::{decode, encode, read_plain, Format};
+use super::body::{decode, encode, read_plain, Format, Held};
 use super::intake::{Intake, Refusal, RETRY_AFTER};
 use super::metrics;
+use super::otlp_json;
 
 const TRANSPORT: &str = "http";
 
@@ -36,97 +37,78 @@ pub fn router(intake: Arc<Intake>) -> Router {
 /// takes them so); JSON is first read span by span into the same protobuf form
 /// ([`super::otlp_json`]), so that a request never holds all its spans decoded.
 async fn traces(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let Some(format) = Format::of(content_type) else {
-        return unsupported("traces", content_type);
-    };
-    let (plain, _held) = match read_plain(&headers, body, intake.max_request_size).await {
-        Ok(read) => read,
-        Err(refusal) => {
-            metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
-            return refusal_response(format, &refusal);
-        }
-    };
-    let encoded = match format {
-        Format::Protobuf => plain,
-        Format::Json => {
-            let transcoded = super::otlp_json::traces_to_protobuf(&plain);
-            // The JSON is not needed any more: give its memory back before the spans move on.
-            drop(plain);
-            match transcoded {
-                Ok(encoded) => Bytes::from(encoded),
-                Err(e) => {
-                    let refusal = Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") };
-                    metrics::otlp().rejected.with_label_values(&["traces", refusal.reason()]).inc();
-                    return refusal_response(format, &refusal);
-                }
-            }
-        }
-    };
+    let (format, encoded, _held) =
+        match read_protobuf("traces", &intake, &headers, body, otlp_json::traces_to_protobuf).await {
+            Ok(read) => read,
+            Err(resp) => return resp,
+        };
     answer("traces", format, intake.traces_encoded(encoded, TRANSPORT))
 }
 
-/// As traces: JSON is read metric by metric into protobuf first ([`super::otlp_json`]), then
-/// decoded from that.
+/// As traces: JSON is read metric by metric into protobuf first, then decoded from that.
 async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let Some(format) = Format::of(content_type) else {
-        return unsupported("metrics", content_type);
-    };
-    let decoded = match read_plain(&headers, body, intake.max_request_size).await {
-        // The body's bytes are released once decoded; the decoded request is bounded by the
-        // decoders (depth, size) rather than by the budget.
-        Ok((plain, _held)) => match format {
-            Format::Protobuf => decode::<ExportMetricsServiceRequest>(Format::Protobuf, &plain),
-            Format::Json => {
-                let transcoded = super::otlp_json::metrics_to_protobuf(&plain);
-                drop(plain);
-                transcoded
-                    .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") })
-                    .and_then(|encoded| decode::<ExportMetricsServiceRequest>(Format::Protobuf, &encoded))
-            }
-        },
-        Err(refusal) => Err(refusal),
-    };
-    match decoded {
-        Ok(req) => answer("metrics", format, intake.metrics(req, TRANSPORT)),
-        Err(refusal) => {
-            metrics::otlp().rejected.with_label_values(&["metrics", refusal.reason()]).inc();
-            refusal_response(format, &refusal)
+    let (format, encoded, _held) =
+        match read_protobuf("metrics", &intake, &headers, body, otlp_json::metrics_to_protobuf).await {
+            Ok(read) => read,
+            Err(resp) => return resp,
+        };
+    match decode::<ExportMetricsServiceRequest>(Format::Protobuf, &encoded) {
+        Ok(req) => {
+            // The decoded request is bounded by the decoders (depth, size) rather than by the budget.
+            drop(encoded);
+            answer("metrics", format, intake.metrics(req, TRANSPORT))
         }
+        Err(refusal) => refused_counted("metrics", format, &refusal),
     }
 }
 
 /// As traces: JSON is read record by record into protobuf first; then the records are decoded
 /// and handed on in parts ([`Intake::logs_encoded`]).
 async fn logs(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+    let (format, encoded, _held) =
+        match read_protobuf("logs", &intake, &headers, body, otlp_json::logs_to_protobuf).await {
+            Ok(read) => read,
+            Err(resp) => return resp,
+        };
+    answer("logs", format, intake.logs_encoded(encoded, TRANSPORT).await)
+}
+
+/// The body as protobuf (read, decompressed, and for JSON read item by item into protobuf by
+/// `from_json`, the JSON's memory given back at once), with what it holds of the in-flight
+/// budget; or the refusal's answer, counted.
+async fn read_protobuf(
+    signal: &'static str,
+    intake: &Intake,
+    headers: &HeaderMap,
+    body: Body,
+    from_json: fn(&[u8]) -> Result<Vec<u8>, serde_json::Error>,
+) -> Result<(Format, Bytes, Held), Response> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let Some(format) = Format::of(content_type) else {
-        return unsupported("logs", content_type);
+        return Err(unsupported(signal, content_type));
     };
-    let (plain, _held) = match read_plain(&headers, body, intake.max_request_size).await {
-        Ok(read) => read,
-        Err(refusal) => {
-            metrics::otlp().rejected.with_label_values(&["logs", refusal.reason()]).inc();
-            return refusal_response(format, &refusal);
-        }
-    };
+    let (plain, held) = read_plain(headers, body, intake.max_request_size)
+        .await
+        .map_err(|refusal| refused_counted(signal, format, &refusal))?;
     let encoded = match format {
         Format::Protobuf => plain,
         Format::Json => {
-            let transcoded = super::otlp_json::logs_to_protobuf(&plain);
+            let transcoded = from_json(&plain);
             drop(plain);
-            match transcoded {
-                Ok(encoded) => Bytes::from(encoded),
-                Err(e) => {
-                    let refusal = Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") };
-                    metrics::otlp().rejected.with_label_values(&["logs", refusal.reason()]).inc();
-                    return refusal_response(format, &refusal);
-                }
-            }
+            let encoded = transcoded.map_err(|e| {
+                let refusal = Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") };
+                refused_counted(signal, format, &refusal)
+            })?;
+            Bytes::from(encoded)
         }
     };
-    answer("logs", format, intake.logs_encoded(encoded, TRANSPORT).await)
+    Ok((format, encoded, held))
+}
+
+/// The answer to a refused request, counted in `lgtm_agent_otlp_rejected_total` by reason.
+fn refused_counted(signal: &'static str, format: Format, refusal: &Refusal) -> Response {
+    metrics::otlp().rejected.with_label_values(&[signal, refusal.reason()]).inc();
+    refusal_response(format, refusal)
 }
 
 /// 415 for a `Content-Type` that is neither protobuf nor JSON, counted.

@@ -83,7 +83,7 @@ impl UnaryService<PostSpansRequest> for PostSpans {
                 metrics().rejected.with_label_values(&[TRANSPORT, "malformed"]).inc();
                 Status::invalid_argument(e.to_string())
             })?;
-            deliver(traces.as_ref(), TRANSPORT, translate::to_otlp(batch)).map_err(status_of)?;
+            deliver(traces.as_ref(), TRANSPORT, translate::to_otlp(batch), 1).map_err(status_of)?;
             Ok(tonic::Response::new(PostSpansResponse {}))
         })
     }

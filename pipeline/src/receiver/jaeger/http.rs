@@ -69,7 +69,7 @@ async fn read_in_parts(s: &Shared, headers: &HeaderMap, body: Body) -> Result<()
     let mut refused = None;
     thrift::binary_batch_in_parts(&plain, part_bytes(plain.len()), |process, spans| {
         let batch = Batch { process: process.clone(), spans };
-        match deliver(s.traces.as_ref(), TRANSPORT, translate::to_otlp(batch)) {
+        match deliver(s.traces.as_ref(), TRANSPORT, translate::to_otlp(batch), 1) {
             Ok(()) => true,
             Err(refusal) => {
                 refused = Some(refusal);

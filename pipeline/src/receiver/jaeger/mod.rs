@@ -75,8 +75,14 @@ pub(crate) fn metrics() -> &'static JaegerMetrics {
     &M
 }
 
-/// Counts and hands a converted batch to the consumer.
-fn deliver(traces: &dyn TraceConsumer, transport: &'static str, req: ExportTraceServiceRequest) -> Result<(), Refusal> {
+/// Counts and hands a converted batch to the consumer. A refusal is counted once for each of the
+/// `units` (requests or datagrams) the batch was made of.
+fn deliver(
+    traces: &dyn TraceConsumer,
+    transport: &'static str,
+    req: ExportTraceServiceRequest,
+    units: u64,
+) -> Result<(), Refusal> {
     let spans = span_count(&req);
     if spans == 0 {
         return Ok(());
@@ -88,7 +94,7 @@ fn deliver(traces: &dyn TraceConsumer, transport: &'static str, req: ExportTrace
         }
         Err(e) => {
             let refusal = Refusal::from(e);
-            metrics().rejected.with_label_values(&[transport, refusal.reason()]).inc();
+            metrics().rejected.with_label_values(&[transport, refusal.reason()]).inc_by(units);
             Err(refusal)
         }
     }

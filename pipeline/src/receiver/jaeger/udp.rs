@@ -12,9 +12,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::{metrics, thrift, translate, JaegerError, MAX_DATAGRAM};
-use crate::receiver::intake::Refusal;
-use crate::receiver::{span_count, TraceConsumer};
+use super::{deliver, metrics, thrift, translate, JaegerError, MAX_DATAGRAM};
+use crate::receiver::TraceConsumer;
 
 /// Datagrams taken from the socket without waiting, handed on as one request, and their bytes
 /// (so a request stays well under the exporters' `batch.max_bytes`).
@@ -110,16 +109,9 @@ async fn read(socket: Arc<UdpSocket>, format: Format, traces: Arc<dyn TraceConsu
                 Err(e) => tracing::debug!(transport, error = %e, "UDP receive error"),
             }
         }
-        let spans = span_count(&request);
-        if spans == 0 {
-            continue;
-        }
-        match traces.consume(request) {
-            Ok(()) => metrics().received.with_label_values(&[transport]).inc_by(spans as u64),
+        if datagrams > 0 {
             // Every datagram of a refused request is dropped: counted one by one, as they came.
-            Err(e) => {
-                metrics().rejected.with_label_values(&[transport, Refusal::from(e).reason()]).inc_by(datagrams as u64)
-            }
+            let _ = deliver(traces.as_ref(), transport, request, datagrams as u64);
         }
     }
 }
