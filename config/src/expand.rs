@@ -33,7 +33,16 @@ impl std::error::Error for ExpandError {}
 
 /// Expands every reference outside comments with `lookup`.
 pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
+    expand_env_mapped(text, lookup).map(|(expanded, _)| expanded)
+}
+
+/// As [`expand_env`], with where each line of the expanded text came from in `text`.
+pub fn expand_env_mapped(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(String, LineMap), ExpandError> {
     let mut out = String::with_capacity(text.len());
+    let mut map = LineMap { starts: Vec::new(), expanded_lines: 1, file_lines: 1 };
     for (index, line) in text.split_inclusive('\n').enumerate() {
         let code_end = comment_start(line).unwrap_or(line.len());
         let expanded = expand_str(&line[..code_end], &lookup).map_err(|(offset, message)| ExpandError {
@@ -41,10 +50,56 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             column: line[..offset].chars().count() + 1,
             message,
         })?;
+        map.starts.push((map.expanded_lines, map.file_lines));
+        let start = out.len();
         out.push_str(&expanded);
         out.push_str(&line[code_end..]);
+        map.expanded_lines += line_breaks(&out[start..]);
+        map.file_lines += line_breaks(line);
     }
-    Ok(out)
+    Ok((out, map))
+}
+
+/// Where the lines of an expanded text come from in the file (1-based, lines broken at LF, CR
+/// and CRLF as YAML breaks them). A variable whose value has several lines makes the expanded
+/// text longer than the file, and an error the YAML parser finds there must still name a line
+/// of the file: the one holding the reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineMap {
+    /// The first expanded line of each line of the file, and that file line.
+    starts: Vec<(usize, usize)>,
+    expanded_lines: usize,
+    file_lines: usize,
+}
+
+impl LineMap {
+    /// The file line of expanded line `line`; a line past the end (a parser reports the end of a
+    /// text with no final newline one line further) stays as far past the file's end.
+    pub fn file_line(&self, line: usize) -> usize {
+        if line > self.expanded_lines {
+            return self.file_lines + (line - self.expanded_lines);
+        }
+        match self.starts.partition_point(|&(expanded, _)| expanded <= line) {
+            0 => line,
+            i => {
+                let (expanded, file) = self.starts[i - 1];
+                // Within one file line that itself holds several (a lone CR), count along as far
+                // as the file has them.
+                let next = self.starts.get(i).map_or(self.file_lines, |&(_, f)| f.saturating_sub(1)).max(file);
+                (file + (line - expanded)).min(next)
+            }
+        }
+    }
+}
+
+/// Line breaks in `s`: LF, CR, and CRLF counted once.
+fn line_breaks(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count()
 }
 
 /// Expands one stretch of text; an error carries the byte offset of the offending `$`.
@@ -167,6 +222,18 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(expand_env(input, env).as_deref(), Ok(expected), "{input}");
         }
+    }
+
+    #[test]
+    fn lines_map_back_to_the_file() {
+        let multi = |name: &str| (name == "M").then(|| "x\ny\nz".to_string());
+        let (text, map) = expand_env_mapped("a: 1\nb: ${M}\nc: 3\nd: ${M}", multi).unwrap();
+        assert_eq!(text, "a: 1\nb: x\ny\nz\nc: 3\nd: x\ny\nz");
+        let file_lines: Vec<usize> = (1..=10).map(|l| map.file_line(l)).collect();
+        assert_eq!(file_lines, [1, 2, 2, 2, 3, 4, 4, 4, 5, 6]);
+        // A file line of its own with a lone CR keeps its two lines.
+        let (_, map) = expand_env_mapped("a: 1\rb: 2\nc: 3\n", multi).unwrap();
+        assert_eq!((1..=4).map(|l| map.file_line(l)).collect::<Vec<_>>(), [1, 2, 3, 4]);
     }
 
     #[test]

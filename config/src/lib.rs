@@ -27,7 +27,7 @@ pub mod relabel;
 mod units;
 mod validate;
 
-pub use expand::{expand_env, ExpandError};
+pub use expand::{expand_env, expand_env_mapped, ExpandError, LineMap};
 pub use load::{default_config_yaml, ConfigError};
 pub use model::*;
 pub use units::{ByteSize, Duration};

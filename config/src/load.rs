@@ -77,7 +77,7 @@ impl Config {
         // Positions are looked up in the text as written, so they are the file's lines even if
         // a variable expands to several lines.
         let outline = Outline::new(text);
-        let expanded = crate::expand_env(text, &env).map_err(|e| ConfigError::Expand {
+        let (expanded, lines) = crate::expand_env_mapped(text, &env).map_err(|e| ConfigError::Expand {
             file: file.into(),
             line: e.line,
             path: outline.path_at(e.line, e.column).unwrap_or_default(),
@@ -87,7 +87,7 @@ impl Config {
             Config::default()
         } else {
             let de = serde_yaml::Deserializer::from_str(&expanded);
-            serde_path_to_error::deserialize(de).map_err(|e| parse_error(file, &outline, e))?
+            serde_path_to_error::deserialize(de).map_err(|e| parse_error(file, &outline, &lines, e))?
         };
         if matches!(outline.line_of(&parse_path("scrape.timeout")), Found::Nowhere | Found::Prefix(_)) {
             // As in Prometheus, a timeout left out is never longer than the interval.
@@ -123,7 +123,12 @@ impl Config {
     }
 }
 
-fn parse_error(file: &str, outline: &Outline, e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+fn parse_error(
+    file: &str,
+    outline: &Outline,
+    lines: &crate::LineMap,
+    e: serde_path_to_error::Error<serde_yaml::Error>,
+) -> ConfigError {
     let segments: Vec<Segment> = e
         .path()
         .iter()
@@ -135,7 +140,8 @@ fn parse_error(file: &str, outline: &Outline, e: serde_path_to_error::Error<serd
         .collect();
     let path = if segments.is_empty() { String::new() } else { e.path().to_string() };
     let inner = e.into_inner();
-    let serde_line = inner.location().map(|l| l.line());
+    // serde_yaml reads the expanded text: its lines are mapped back to the file's.
+    let serde_line = inner.location().map(|l| lines.file_line(l.line()));
     // serde_yaml's line is that of the enclosing mapping for errors raised by our own types, so
     // the outline comes first; serde_yaml's is right for syntax errors, which have no path.
     let line = match (outline.line_of(&segments), serde_line) {
@@ -151,7 +157,26 @@ fn parse_error(file: &str, outline: &Outline, e: serde_path_to_error::Error<serd
             message = stripped.to_string();
         }
     }
+    let message = file_lines_in(&message, lines);
     ConfigError::Parse { file: file.into(), line, message: strip_path_prefix(&message, &path), path }
+}
+
+/// `message` with every "line N" of the expanded text turned into the file's line.
+fn file_lines_in(message: &str, lines: &crate::LineMap) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        let (before, after) = rest.split_at(at + "line ".len());
+        out.push_str(before);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&lines.file_line(n).to_string()),
+            Err(_) => out.push_str(&after[..digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// serde_yaml starts its messages with the path of the enclosing mapping (a prefix of ours);

@@ -6,6 +6,7 @@ fn env(name: &str) -> Option<String> {
     match name {
         "NODE_NAME" => Some("node-1".into()),
         "EMPTY" => Some(String::new()),
+        "MULTI" => Some("a\nb: c".into()),
         _ => None,
     }
 }
@@ -145,6 +146,19 @@ fn errors_expose_line_and_path() {
     assert!(matches!(e, ConfigError::Parse { .. }));
     assert_eq!(e.line(), Some(4));
     assert_eq!(e.path(), "exporters.loki.batch.max_wait");
+}
+
+#[test]
+fn a_syntax_error_after_a_multi_line_value_names_the_files_line() {
+    // The value of MULTI adds a line to the text the YAML parser reads; the error is on the
+    // file's line 3, in the scalar that starts on line 1 (the config_yaml fuzz target found an error
+    // reported on line 4 of a 3-line file).
+    let e = error("cluster: \"x ${MULTI}\n  y ${MULTI}\n  \\qz\"\n");
+    assert_eq!(
+        e.to_string(),
+        "config.yaml:1: cluster: found unknown escape character at line 3 column 3, while parsing a quoted scalar \
+         at line 1 column 10"
+    );
 }
 
 #[test]
