@@ -414,6 +414,10 @@ mod tests {
         seen: Arc<Mutex<Vec<(MetadataMap, ExportTraceServiceRequest)>>>,
         /// Refuses larger requests as grpc-go does (Tempo's distributor).
         max_message: Option<usize>,
+        /// Holds every answer this long, counting the requests it holds at once.
+        hold: Option<std::time::Duration>,
+        in_flight: Arc<std::sync::atomic::AtomicUsize>,
+        most_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     #[tonic::async_trait]
@@ -430,6 +434,13 @@ mod tests {
                 )));
             }
             self.seen.lock().unwrap().push((metadata, body));
+            if let Some(hold) = self.hold {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, SeqCst);
+                tokio::time::sleep(hold).await;
+                self.in_flight.fetch_sub(1, SeqCst);
+            }
             let next = self.script.lock().unwrap().pop_front();
             match next {
                 Some(Err(Code::Ok)) => {
@@ -540,6 +551,27 @@ mod tests {
             names.extend(span_names(req));
         }
         assert_eq!(names, vec!["a/one", "a/two", "b/three"]);
+    }
+
+    #[tokio::test]
+    async fn shards_send_that_many_requests_at_once_and_every_span_once() {
+        for shards in [1, 4] {
+            let backend = Backend { hold: Some(Duration::from_millis(300)), ..Default::default() };
+            let port = backend.serve(None).await;
+            let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+            cfg.shards = shards;
+            cfg.batch.max_items = 1;
+            let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+            let records = names.iter().map(|n| spans("a", &[n.as_str()]).encode_to_vec()).collect();
+            let acks = push_and_run(run, cfg, "t", records, 1).await;
+            assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+            let mut got: Vec<String> = backend.seen().iter().flat_map(|(_, r)| span_names(r)).collect();
+            got.sort();
+            let expected: Vec<String> = names.iter().map(|n| format!("a/{n}")).collect();
+            assert_eq!(got, expected, "every span once with {shards} shards");
+            let most = backend.most_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(most, shards, "requests in flight at most, with {shards} shards");
+        }
     }
 
     #[tokio::test]
