@@ -153,15 +153,8 @@ impl SeriesCache {
 
     /// Ends a successful scrape: calls `stale` for each series of the previous scrape that
     /// this one lacks, then makes this scrape the previous one and evicts old entries.
-    pub fn commit(&mut self, mut stale: impl FnMut(&CachedSeries)) {
-        for s in &self.previous {
-            if !self.current_fingerprints.contains(&s.fingerprint()) {
-                stale(s);
-            }
-        }
-        std::mem::swap(&mut self.previous, &mut self.current);
-        self.current.clear();
-        self.current_fingerprints.clear();
+    pub fn commit(&mut self, stale: impl FnMut(&CachedSeries)) {
+        self.abandon(stale);
         let oldest = self.iteration.saturating_sub(1);
         self.entries.retain(|_, e| e.last_seen >= oldest);
     }
