@@ -85,7 +85,7 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca_cert.pem()).unwrap();
         std::fs::write(dir.path().join("token"), "token-one\n").unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = lgtm_pipeline::tls::crypto_provider();
         let server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -135,11 +135,20 @@ fn parse_certs(what: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<Certif
     Ok(certs)
 }
 
+/// The one rustls crypto provider of the agent: *ring*. rustls 0.23.48 deprecates it for lacking
+/// post-quantum key exchange and points at aws-lc-rs, which needs cmake and a C toolchain to
+/// build (kube, hyper-rustls and tokio-rustls use *ring* here too). Kept in one place so the
+/// switch is one line; `#[allow]` so that a lock update does not fail clippy.
+#[allow(deprecated)]
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// The rustls client configuration for `tls` (ALPN not set). Without `ca_file` the
 /// [`default_roots`] are trusted. `insecure_skip_verify` accepts any server certificate; the
 /// caller warns about it.
 pub fn client_config(tls: &TlsConfig, files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crypto_provider();
     let builder =
         rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
 

@@ -31,7 +31,7 @@ fn ca(name: &str) -> Ca {
 
 /// Serves TLS handshakes with `ca`'s certificate on 127.0.0.1 (handshakes only).
 async fn tls_server(ca: &Ca) -> u16 {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = lgtm_pipeline::tls::crypto_provider();
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

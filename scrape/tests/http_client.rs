@@ -118,7 +118,7 @@ async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf, S
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = lgtm_pipeline::tls::crypto_provider();
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -244,7 +244,7 @@ impl Pki {
     /// The server side; with `require_client_cert` only clients with a certificate from this CA
     /// get through the handshake.
     pub fn server_config(&self, require_client_cert: bool) -> rustls::ServerConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::crypto_provider();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap();
