@@ -63,7 +63,8 @@ impl TraceService for Counting {
     }
 }
 
-fn batch(seq: u64, spans: usize) -> Batch {
+/// A client's `Batch` numbered `seq`: `spans` spans of one trace, of one service.
+pub fn batch(seq: u64, spans: usize) -> Batch {
     let tid = trace_id(0x5eed, seq as i64);
     Batch {
         process: Process {

@@ -142,3 +142,75 @@ async fn jaeger_and_zipkin_exporters_reach_tempo_through_the_agent_unchanged() {
     let status = agent.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "agent exit: {status}");
 }
+
+/// UDP cannot say "later": when the queue toward Tempo is full, every datagram of a refused
+/// request is dropped and counted one by one (the readers hand several waiting datagrams on as
+/// one request, so counting requests would hide datagrams), and a malformed datagram is counted
+/// on its own. Every datagram sent is taken (its spans counted), counted as refused, or dropped
+/// by the kernel (`/proc/net/udp`), and the first refusal is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_udp_datagrams_refused_by_a_full_queue_are_each_counted() {
+    use lgtm_pipeline::receiver::jaeger::encode::compact_emit_batch;
+
+    const DATAGRAMS: u64 = 2_000;
+    const SPANS: u64 = 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let (admin, compact) = (free_port(), free_port());
+    // Tempo on a port nobody listens on: the exporter retries, the 2 MiB memory-only queue fills.
+    let config = format!(
+        "cluster: it-jaeger-full\ntenant: remote04\nmode: daemonset\ndata_dir: {data}\n\
+         admin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+         logs: {{ enabled: false }}\n\
+         scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
+         exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  \
+         tempo: {{ endpoint: \"http://127.0.0.1:{closed}\", batch: {{ max_wait: 100ms }}, \
+         queue: {{ max_memory: 2MiB, max_disk: 0 }} }}\n\
+         otlp:\n  grpc: \"\"\n  http: \"\"\n  zipkin: \"\"\n  jaeger:\n    \
+         thrift_compact: \"127.0.0.1:{compact}\"\n    thrift_binary: \"\"\n    thrift_http: \"\"\n    grpc: \"\"\n",
+        data = tmp.path().join("data").display(),
+        closed = free_port(),
+    );
+    let agent = AgentProcess::start(tmp.path(), &config, admin).await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut malformed = 0;
+    for seq in 0..DATAGRAMS {
+        let datagram = compact_emit_batch(&lgtm_integration::bench_jaeger::batch(seq, SPANS as usize));
+        socket.send_to(&datagram, ("127.0.0.1", compact)).unwrap();
+        if seq % 50 == 49 {
+            socket.send_to(b"not thrift at all", ("127.0.0.1", compact)).unwrap();
+            malformed += 1;
+        }
+    }
+    let transport = "transport=\"thrift_compact\"";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (received, refused, bad, drops) = loop {
+        let received = agent.metric_sum("lgtm_agent_jaeger_received_total", &[transport]).await;
+        let rejected = agent.metric_sum("lgtm_agent_jaeger_rejected_total", &[transport]).await;
+        let bad = agent.metric_sum("lgtm_agent_jaeger_rejected_total", &[transport, "reason=\"malformed\""]).await;
+        let drops = kernel_drops(compact) as f64;
+        let accounted = received / SPANS as f64 + rejected + drops;
+        if accounted == (DATAGRAMS + malformed) as f64 || std::time::Instant::now() > deadline {
+            break (received, rejected - bad, bad, drops);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "[agent_jaeger] {DATAGRAMS} datagrams of {SPANS} spans and {malformed} malformed sent to a full queue: \
+         {received} spans taken, {refused} datagrams refused, {bad} malformed, {drops} dropped by the kernel"
+    );
+    assert_eq!(received / SPANS as f64 + refused + bad + drops, (DATAGRAMS + malformed) as f64, "every datagram");
+    assert!(received > 0.0 && refused > 0.0, "the 2 MiB queue took some and refused the rest");
+    assert!(bad + drops >= malformed as f64 && bad <= malformed as f64, "malformed ones counted as such");
+    assert!(agent.log().contains("Jaeger datagrams dropped"), "the refusal is logged");
+}
+
+/// Datagrams the kernel dropped on the UDP socket bound to `port` (`/proc/net/udp`, last column).
+fn kernel_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .filter(|line| line.split_whitespace().nth(1).is_some_and(|addr| addr.ends_with(&local)))
+        .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}

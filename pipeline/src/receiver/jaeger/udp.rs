@@ -5,7 +5,7 @@
 //! consumer as one request: one datagram per request cost a queue record, a disk frame and an
 //! export per datagram, and the socket's buffer overflowed at about 20,000 datagrams per second.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::{deliver, metrics, thrift, translate, JaegerError, MAX_DATAGRAM};
+use crate::receiver::intake::Refusal;
 use crate::receiver::TraceConsumer;
 
 /// Datagrams taken from the socket without waiting, handed on as one request, and their bytes
@@ -111,8 +112,27 @@ async fn read(socket: Arc<UdpSocket>, format: Format, traces: Arc<dyn TraceConsu
         }
         if datagrams > 0 {
             // Every datagram of a refused request is dropped: counted one by one, as they came.
-            let _ = deliver(traces.as_ref(), transport, request, datagrams as u64);
+            if let Err(refusal) = deliver(traces.as_ref(), transport, request, datagrams as u64) {
+                warn_once(transport, &refusal);
+            }
         }
+    }
+}
+
+/// No client hears of a refused datagram: the first refusal of each transport and reason is
+/// logged (the rest are only counted).
+fn warn_once(transport: &'static str, refusal: &Refusal) {
+    static WARNED: Mutex<Vec<(&str, &str)>> = Mutex::new(Vec::new());
+    let key = (transport, refusal.reason());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if !warned.contains(&key) {
+        warned.push(key);
+        tracing::warn!(
+            transport,
+            reason = key.1,
+            error = refusal.message(),
+            "Jaeger datagrams dropped (counted in lgtm_agent_jaeger_rejected_total; logged once per reason)"
+        );
     }
 }
 
