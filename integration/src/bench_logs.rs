@@ -278,6 +278,9 @@ impl fmt::Display for LogsBenchReport {
                 c.corrupt,
                 c.streams
             )?;
+            for sample in &c.altered_samples {
+                writeln!(f, "bulk: altered: {sample}")?;
+            }
             writeln!(f, "bulk: wall {:.2} s, throughput {:.1} MiB/s", self.wall_seconds, self.mib_per_second())?;
             writeln!(
                 f,
@@ -351,6 +354,9 @@ impl fmt::Display for LogsBenchReport {
                 peer.wall_seconds,
                 self.cri_bytes as f64 / MIB / peer.wall_seconds.max(1e-9)
             )?;
+            for sample in &peer.check.altered_samples {
+                writeln!(f, "{}: altered: {sample}", peer.name)?;
+            }
             writeln!(
                 f,
                 "{}: CPU-seconds per GiB {:.2}, peak RSS {:.1} MiB, idle RSS {:.1} MiB (quiet tree: {} lines lost)",
@@ -840,6 +846,33 @@ pub struct CheckCounts {
     /// Entries that are not a generated line, or differ from it.
     pub corrupt: u64,
     pub streams: usize,
+    /// The first few altered entries, as [`altered_sample`] shows them.
+    pub altered_samples: Vec<String>,
+}
+
+/// How many altered entries [`CheckCounts::altered_samples`] keeps.
+const ALTERED_SAMPLES: usize = 4;
+
+/// An altered entry as the report shows it: where it first differs from what was written, with
+/// some context from both.
+fn altered_sample(got: &[u8], expected: Option<&[u8]>) -> String {
+    let around = |b: &[u8], at: usize| {
+        let (from, to) = (at.saturating_sub(30), (at + 30).min(b.len()));
+        format!("{:?}", String::from_utf8_lossy(&b[from.min(to)..to]))
+    };
+    match expected {
+        Some(e) => {
+            let at = got.iter().zip(e).position(|(a, b)| a != b).unwrap_or(got.len().min(e.len()));
+            format!(
+                "{} bytes, written {}; first difference at byte {at}: got {} written {}",
+                got.len(),
+                e.len(),
+                around(got, at),
+                around(e, at)
+            )
+        }
+        None => format!("{} bytes, names no generated line: {}", got.len(), around(got, 0)),
+    }
 }
 
 struct Seen {
@@ -1004,6 +1037,7 @@ fn check_lines(state: &ReceiverState, lines: &[(&[u8], &[u8])]) {
     let mut ids: Vec<(u32, u32)> = Vec::with_capacity(lines.len());
     let mut labels: Vec<&[u8]> = Vec::new();
     let (mut corrupt, mut line_bytes) = (0u64, 0u64);
+    let mut samples = Vec::new();
     let mut expected = Vec::with_capacity(512);
     for &(stream_labels, line) in lines {
         if labels.last() != Some(&stream_labels) {
@@ -1017,9 +1051,17 @@ fn check_lines(state: &ReceiverState, lines: &[(&[u8], &[u8])]) {
                     ids.push((f, n));
                 } else {
                     corrupt += 1;
+                    if samples.len() < ALTERED_SAMPLES {
+                        samples.push(altered_sample(line, Some(&expected)));
+                    }
                 }
             }
-            None => corrupt += 1,
+            None => {
+                corrupt += 1;
+                if samples.len() < ALTERED_SAMPLES {
+                    samples.push(altered_sample(line, None));
+                }
+            }
         }
     }
     state.pushes.fetch_add(1, Ordering::Relaxed);
@@ -1032,6 +1074,8 @@ fn check_lines(state: &ReceiverState, lines: &[(&[u8], &[u8])]) {
         }
     }
     seen.counts.corrupt += corrupt;
+    let room = ALTERED_SAMPLES.saturating_sub(seen.counts.altered_samples.len());
+    seen.counts.altered_samples.extend(samples.into_iter().take(room));
     seen.counts.entries += ids.len() as u64 + corrupt;
     for (f, n) in ids {
         let known = seen.lines_per_file.get(f as usize).is_some_and(|max| n < *max);
