@@ -55,12 +55,13 @@ pub enum Plan {
     Restart(Vec<String>),
 }
 
-/// `lgtm_agent_component_restarts_total{component}`: components restarted in place by a
-/// reload, and `agent` for a whole restart.
+/// `lgtm_agent_config_reload_restarts_total{component}`: components restarted in place by a
+/// reload, and `agent` for a whole restart (`lgtm_agent_component_restarts_total` counts the
+/// restarts of a component after it failed).
 pub fn restarts() -> &'static IntCounterVec {
     static M: LazyLock<IntCounterVec> = LazyLock::new(|| {
         counter_vec(
-            "lgtm_agent_component_restarts_total",
+            "lgtm_agent_config_reload_restarts_total",
             "Components restarted by a config reload, by component (exporter/mimir, exporter/loki, exporter/tempo, scrape, source/logs; agent: the whole agent in the same process).",
             &["component"],
         )
@@ -212,7 +213,9 @@ scrape:
         assert_eq!(plan(&base(), &new), Plan::InPlace(vec![Component::Exporter(Signal::Logs)]));
         let tenant = with(|c| c.tenant = "other".into());
         let Plan::InPlace(all) = plan(&base(), &tenant) else { panic!("in place") };
-        assert!(all.contains(&Component::Exporter(Signal::Metrics)) && all.contains(&Component::Exporter(Signal::Logs)));
+        assert!(
+            all.contains(&Component::Exporter(Signal::Metrics)) && all.contains(&Component::Exporter(Signal::Logs))
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! Self-metrics: `lgtm_agent_config_last_reload_successful` (1 at start and after a good reload,
 //! 0 after a bad one), `lgtm_agent_config_reloads_total{result}`, and
-//! `lgtm_agent_component_restarts_total{component}` ([`crate::components::restarts`]).
+//! `lgtm_agent_config_reload_restarts_total{component}` ([`crate::components::restarts`]).
 
 use std::path::PathBuf;
 use std::sync::LazyLock;

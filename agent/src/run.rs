@@ -326,11 +326,8 @@ fn start_logs(cfg: &Config, pipeline: &Pipeline, sources_stop: &CancellationToke
         pods.wait_for_first_list(lgtm_daemonset::pods::FIRST_LIST_WAIT).await;
         lgtm_daemonset::logs::run_logs_with(logs_cfg, opts, sink, Arc::new(pods), stop_logs).await
     };
-    let task = tokio::spawn(watched(
-        "source/logs",
-        &stop,
-        tracing::Instrument::instrument(fut, tracing::info_span!("logs")),
-    ));
+    let task =
+        tokio::spawn(watched("source/logs", &stop, tracing::Instrument::instrument(fut, tracing::info_span!("logs"))));
     tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
     Some(LogsTask { stop, task })
 }

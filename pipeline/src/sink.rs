@@ -217,11 +217,8 @@ impl Pipeline {
     /// exporters.
     pub fn start(config: &Config) -> Result<(Pipeline, PipelineHandle), QueueError> {
         let stop = CancellationToken::new();
-        let mut handle = PipelineHandle {
-            exporters: Vec::new(),
-            stop: stop.clone(),
-            closing: CancellationToken::new(),
-        };
+        let mut handle =
+            PipelineHandle { exporters: Vec::new(), stop: stop.clone(), closing: CancellationToken::new() };
         let ex = &config.exporters;
         let metrics = open_lane(config, Signal::Metrics, &ex.mimir, &mut handle)?;
         let logs = open_lane(config, Signal::Logs, &ex.loki, &mut handle)?;
@@ -270,7 +267,13 @@ pub fn queue_dir(data_dir: &Path, exporter: &str) -> std::path::PathBuf {
 impl PipelineHandle {
     /// Starts the exporter of `signal` on `queue`, watched: ending (or panicking) before
     /// shutdown or its replacement fails `/healthz`.
-    fn spawn_exporter(&self, signal: Signal, ex: &ExporterConfig, tenant: &str, queue: DurableQueue) -> RunningExporter {
+    fn spawn_exporter(
+        &self,
+        signal: Signal,
+        ex: &ExporterConfig,
+        tenant: &str,
+        queue: DurableQueue,
+    ) -> RunningExporter {
         let name = signal.exporter_name();
         let health = crate::health::component(&format!("exporter/{name}"));
         let stop = self.stop.child_token();
