@@ -113,7 +113,15 @@ pub async fn run(mut cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
                     // exporter, and its checkpoints are written before the new one reads them.
                     if let Some(old) = logs.take() {
                         old.stop.cancel();
-                        let _ = tokio::time::timeout(grace + std::time::Duration::from_secs(5), old.task).await;
+                        if tokio::time::timeout(grace, old.task).await.is_err() {
+                            // Two tailers on the same files would read lines twice.
+                            tracing::warn!(grace = %format!("{}s", grace.as_secs_f64()), "reloading: the log tailer did not stop within the grace period; restarting the whole agent in the same process");
+                            components::restarts().with_label_values(&["agent"]).inc();
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok("reloading\n".into()));
+                            }
+                            break Ended::Reload;
+                        }
                     }
                 }
                 for c in &changed {

@@ -75,16 +75,15 @@ fn paused_readers_get_nothing_while_pushes_go_on_and_the_next_reader_starts_at_t
     let held = take(&rt, &q, 2);
     assert_eq!(held.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
     // A reader waiting for more is woken with `None` by the pause.
-    let waiting = {
-        let q = q.clone();
-        rt.block_on(async move {
-            let reader = tokio::spawn(async move { q.next(usize::MAX, 100, Duration::from_secs(60)).await });
-            tokio::task::yield_now().await;
-            reader
-        })
-    };
-    q.pause_readers();
-    let woken = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), waiting).await });
+    let woken = rt.block_on(async {
+        let reader = {
+            let q = q.clone();
+            tokio::spawn(async move { q.next(usize::MAX, 100, Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        q.pause_readers();
+        tokio::time::timeout(Duration::from_secs(5), reader).await
+    });
     assert!(matches!(woken, Ok(Ok(None))), "{woken:?}");
     let _more = push_n(&q, 3, 2, 10);
     assert!(rt.block_on(q.next(usize::MAX, 100, Duration::ZERO)).is_none(), "paused: nothing handed out");
