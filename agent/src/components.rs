@@ -56,13 +56,14 @@ pub enum Plan {
 }
 
 /// `lgtm_agent_config_reload_restarts_total{component}`: components restarted in place by a
-/// reload, and `agent` for a whole restart (`lgtm_agent_component_restarts_total` counts the
-/// restarts of a component after it failed).
+/// reload (`lgtm_agent_component_restarts_total` counts the restarts of a component after it
+/// failed). A whole restart replaces the process image, which starts every counter at 0 again:
+/// it shows in the log only.
 pub fn restarts() -> &'static IntCounterVec {
     static M: LazyLock<IntCounterVec> = LazyLock::new(|| {
         counter_vec(
             "lgtm_agent_config_reload_restarts_total",
-            "Components restarted by a config reload, by component (exporter/mimir, exporter/loki, exporter/tempo, scrape, source/logs; agent: the whole agent in the same process).",
+            "Components restarted in place by a config reload, by component (exporter/mimir, exporter/loki, exporter/tempo, scrape, source/logs).",
             &["component"],
         )
     });

@@ -92,15 +92,15 @@ pub async fn run(mut cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
         }
     });
 
+    let mut signals = Signals::listen();
     let ended = loop {
-        let (new, reply) = match wait_for_stop_or_reload(&cfg, &reloader, &mut reload_rx).await {
+        let (new, reply) = match wait_for_stop_or_reload(&cfg, &reloader, &mut reload_rx, &mut signals).await {
             Wait::Stop => break Ended::Stopped,
             Wait::Reload(new, reply) => (new, reply),
         };
         let answer = match components::plan(&cfg, &new) {
             Plan::Restart(fields) => {
                 tracing::info!(fields = %fields.join(", "), "reloading: these fields cannot change in place; stopping as on SIGTERM, then starting on the new config in the same process");
-                components::restarts().with_label_values(&["agent"]).inc();
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok("reloading\n".into()));
                 }
@@ -116,7 +116,6 @@ pub async fn run(mut cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
                         if tokio::time::timeout(grace, old.task).await.is_err() {
                             // Two tailers on the same files would read lines twice.
                             tracing::warn!(grace = %format!("{}s", grace.as_secs_f64()), "reloading: the log tailer did not stop within the grace period; restarting the whole agent in the same process");
-                            components::restarts().with_label_values(&["agent"]).inc();
                             if let Some(reply) = reply {
                                 let _ = reply.send(Ok("reloading\n".into()));
                             }
@@ -170,6 +169,25 @@ pub async fn run(mut cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
     Ok(ended)
 }
 
+/// SIGTERM and SIGHUP, listened to from start to stop: one that arrives while a reload is
+/// being applied is seen once it is done.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate())
+                .map_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM"))
+                .ok(),
+            hup: signal(SignalKind::hangup()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGHUP")).ok(),
+        }
+    }
+}
+
 /// What [`wait_for_stop_or_reload`] saw.
 enum Wait {
     Stop,
@@ -184,12 +202,9 @@ async fn wait_for_stop_or_reload(
     current: &Config,
     reloader: &Reloader,
     requests: &mut mpsc::Receiver<ReloadRequest>,
+    signals: &mut Signals,
 ) -> Wait {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM")).ok();
-    let mut hup =
-        signal(SignalKind::hangup()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGHUP")).ok();
+    let Signals { term, hup } = signals;
     loop {
         let reply = tokio::select! {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => return Wait::Stop,
