@@ -265,3 +265,57 @@ async fn a_log_filter_reload_restarts_the_tailer_alone_from_its_checkpoints() {
     let status = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{}", agent.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_stuck_in_retries_hands_its_batches_to_the_new_one_after_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    write_cri(&pods, 0, 100);
+    let (loki, mimir) = (FakeLoki::start().await, FakeMimir::start(1e9, 1e9).await);
+    let a = FakeTarget::start("# TYPE it_a gauge\nit_a 1\n").await;
+    let admin = free_port();
+    let config = |tenant: &str| {
+        base(tmp.path(), admin, &loki, &mimir, static_target(a.addr, "a"))
+            .set("exporters.loki.tenant", tenant)
+            .set("shutdown.grace_period", "2s")
+            .yaml()
+    };
+    let mut agent = AgentProcess::start(tmp.path(), &config("before"), admin).await;
+    exactly_once(&loki, 100, "lines before the outage").await;
+
+    // Loki answers 503 to everything: the exporter retries the next lines.
+    loki.state().fail_next.extend(std::iter::repeat_n(503, 10_000));
+    write_cri(&pods, 100, 100);
+    eventually(Duration::from_secs(10), "the exporter retrying", || async {
+        (agent.metric_sum("lgtm_agent_exporter_retries_total", &["loki"]).await > 0.0).then_some(())
+    })
+    .await;
+    std::fs::write(&agent.config_path, config("after")).unwrap();
+    let asked = std::time::Instant::now();
+    let (code, body) = post_reload(admin).await;
+    let took = asked.elapsed();
+    assert_eq!((code, body.as_str()), (200, "reloaded: exporter/loki\n"), "{}", agent.log());
+    loki.state().fail_next.clear();
+    write_cri(&pods, 200, 100);
+    exactly_once(&loki, 300, "lines retried across the reload").await;
+    let accepted: Vec<String> = loki.state().pushes.iter().map(|p| p.tenant.clone().unwrap_or_default()).collect();
+    let failed = loki.state().failed;
+    println!(
+        "[reload_in_place] exporters.loki.tenant changed while Loki answered 503 (grace period 2 s): POST answered \
+         in {took:?}; 300 lines once each; {failed} requests refused; accepted pushes by tenant: before {}, after {}",
+        accepted.iter().filter(|t| *t == "before").count(),
+        accepted.iter().filter(|t| *t == "after").count()
+    );
+    assert!(took >= Duration::from_secs(2), "the old exporter had the grace period: {took:?}");
+    assert!(agent.log().contains("did not finish within the grace period"), "{}", agent.log());
+    // Lines 100.. were written during the outage: the old exporter never got them through.
+    let old_sent_later = loki.state().pushes.iter().filter(|p| p.tenant.as_deref() == Some("before")).any(|p| {
+        p.streams
+            .iter()
+            .flat_map(|s| &s.entries)
+            .any(|e| e.line.rsplit(' ').next().unwrap().parse::<usize>().unwrap() >= 100)
+    });
+    assert!(!old_sent_later, "what the old exporter held went to the new one: {accepted:?}");
+    let status = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", agent.log());
+}
