@@ -319,3 +319,39 @@ async fn an_exporter_stuck_in_retries_hands_its_batches_to_the_new_one_after_the
     let status = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{}", agent.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mimir_exporter_reload_sends_every_scrape_once_without_a_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (loki, mimir) = (FakeLoki::start().await, FakeMimir::start(1e9, 1e9).await);
+    mimir.state().keep_timestamps_of = Some("it_a{".into());
+    let a = FakeTarget::start("# TYPE it_a gauge\nit_a 1\n").await;
+    let admin = free_port();
+    let config = |shards: usize| {
+        base(tmp.path(), admin, &loki, &mimir, static_target(a.addr, "a")).set("exporters.mimir.shards", shards).yaml()
+    };
+    let mut agent = AgentProcess::start(tmp.path(), &config(1), admin).await;
+    eventually(Duration::from_secs(10), "target a scraped", || async { (samples(&mimir, "it_a{") >= 3).then_some(()) })
+        .await;
+    std::fs::write(&agent.config_path, config(2)).unwrap();
+    let (code, body) = post_reload(admin).await;
+    assert_eq!((code, body.as_str()), (200, "reloaded: exporter/mimir\n"), "{}", agent.log());
+    let before = samples(&mimir, "it_a{");
+    eventually(Duration::from_secs(10), "scrapes after the reload", || async {
+        (samples(&mimir, "it_a{") >= before + 4).then_some(())
+    })
+    .await;
+    let times = mimir.state().timestamps.values().next().cloned().unwrap_or_default();
+    let gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let restarts = agent.metric_sum("lgtm_agent_config_reload_restarts_total", &["component=\"exporter/mimir\""]).await;
+    println!(
+        "[reload_in_place] exporters.mimir.shards 1 -> 2: it_a samples {}, gaps between timestamps (ms) {gaps:?}; \
+         restarts: exporter/mimir {restarts}",
+        times.len()
+    );
+    assert!(gaps.iter().all(|g| *g > 0), "each scrape sent once, in order: {times:?}");
+    assert!(gaps.iter().all(|g| *g <= 750), "no scrape missed: {gaps:?}");
+    assert_eq!(restarts, 1.0);
+    let status = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", agent.log());
+}
