@@ -6,7 +6,7 @@
 //! | `exporter/loki`  | `exporters.loki` (and `tenant`)                                         |
 //! | `exporter/tempo` | `exporters.tempo` (and `tenant`)                                        |
 //! | `scrape`         | `scrape` (interval, timeout, limits, `static_configs`, `kubelet`)      |
-//! | `source/logs`    | `logs`, `exporters.loki.batch`                                          |
+//! | `source/logs`    | `logs` (`enabled` too), `exporters.loki.batch`                          |
 //!
 //! These restart in place: an exporter on its own queue ([`lgtm_pipeline::PipelineHandle::
 //! restart_exporter`]), the scrape targets by a new sync of their providers (unchanged targets
@@ -123,13 +123,11 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     }
 
     // The tailer's batches follow `exporters.loki.batch`; its in-flight bound follows the Loki
-    // queue, which is not changed in place.
-    if old.logs.enabled() == new.logs.enabled() {
-        if old.logs != new.logs || (new.logs.enabled() && old.exporters.loki.batch != new.exporters.loki.batch) {
-            changed.push(Component::Logs);
-        }
-        rest.logs = old.logs.clone();
+    // queue, which is not changed in place. Turned on or off, it starts or stops.
+    if old.logs != new.logs || (new.logs.enabled() && old.exporters.loki.batch != new.exporters.loki.batch) {
+        changed.push(Component::Logs);
     }
+    rest.logs = old.logs.clone();
 
     if rest != *old {
         return Plan::Restart(differences(old, &rest));
@@ -229,6 +227,18 @@ scrape:
     fn log_filters_restart_the_tailer_only() {
         let new = with(|c| c.logs.exclude_namespaces.push("kube-system".into()));
         assert_eq!(plan(&base(), &new), Plan::InPlace(vec![Component::Logs]));
+    }
+
+    #[test]
+    fn turning_the_tailer_off_or_on_restarts_it_only() {
+        let off = with(|c| c.logs.enabled = Some(false));
+        assert_eq!(plan(&base(), &off), Plan::InPlace(vec![Component::Logs]));
+        assert_eq!(plan(&off, &base()), Plan::InPlace(vec![Component::Logs]));
+        let batch = with(|c| {
+            c.logs.enabled = Some(false);
+            c.exporters.loki.batch.max_items += 1;
+        });
+        assert_eq!(plan(&off, &batch), Plan::InPlace(vec![Component::Exporter(Signal::Logs)]));
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub async fn run(mut cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
                 }
                 if changed.contains(&Component::Logs) {
                     logs = start_logs(&new, &pipeline, &sources_stop);
+                    if logs.is_none() {
+                        health::handle("source/logs").remove();
+                    }
                 }
                 for c in &changed {
                     components::restarts().with_label_values(&[c.name()]).inc();

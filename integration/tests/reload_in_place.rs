@@ -355,3 +355,48 @@ async fn a_mimir_exporter_reload_sends_every_scrape_once_without_a_gap() {
     let status = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{}", agent.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tailer_turned_on_and_off_by_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    write_cri(&pods, 0, 100);
+    let (loki, mimir) = (FakeLoki::start().await, FakeMimir::start(1e9, 1e9).await);
+    let a = FakeTarget::start("# TYPE it_a gauge\nit_a 1\n").await;
+    let admin = free_port();
+    let config =
+        |on: bool| base(tmp.path(), admin, &loki, &mimir, static_target(a.addr, "a")).set("logs.enabled", on).yaml();
+    let mut agent = AgentProcess::start(tmp.path(), &config(false), admin).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(loki.total_entries(), 0, "no tailer yet");
+
+    std::fs::write(&agent.config_path, config(true)).unwrap();
+    let on = post_reload(admin).await;
+    assert_eq!((on.0, on.1.as_str()), (200, "reloaded: source/logs\n"), "{}", agent.log());
+    exactly_once(&loki, 100, "lines once the tailer is on").await;
+
+    std::fs::write(&agent.config_path, config(false)).unwrap();
+    let off = post_reload(admin).await;
+    assert_eq!((off.0, off.1.as_str()), (200, "reloaded: source/logs\n"), "{}", agent.log());
+    write_cri(&pods, 100, 50);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.unwrap();
+    let (ready_code, ready_body) = (ready.status().as_u16(), ready.text().await.unwrap());
+    let up = agent.metric_sum("lgtm_agent_component_up", &["source/logs"]).await;
+    let lines_off = received(&loki).len();
+    println!(
+        "[reload_in_place] logs.enabled false -> true -> false: 100 lines once each while on, {lines_off} after \
+         50 more were written while off; /readyz {ready_code}; component_up{{source/logs}} {up}"
+    );
+    assert_eq!(lines_off, 100, "the tailer stopped");
+    assert_eq!(ready_code, 200, "{ready_body}");
+    assert!(!agent.metrics().await.contains("component=\"source/logs\"} 1"), "no running tailer reported");
+
+    // On again: it goes on from its checkpoints.
+    std::fs::write(&agent.config_path, config(true)).unwrap();
+    let again = post_reload(admin).await;
+    assert_eq!(again.0, 200);
+    exactly_once(&loki, 150, "the lines written while off, once the tailer is on again").await;
+    let status = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", agent.log());
+}
