@@ -8,13 +8,14 @@
 //! | `scrape`         | `scrape` (interval, timeout, limits, `static_configs`, `kubelet`)      |
 //! | `source/logs`    | `logs` (`enabled` too), `exporters.loki.batch`                          |
 //!
-//! These restart in place: an exporter on its own queue ([`lgtm_pipeline::PipelineHandle::
-//! restart_exporter`]), the scrape targets by a new sync of their providers (unchanged targets
-//! keep scraping, removed ones get staleness markers), the log tailer from its checkpoints.
-//! Everything else (`mode`, `cluster`, `node_name`, `data_dir`, `admin`, `log`, an exporter's
-//! `enabled`, `console` or `queue`, `otlp` and what sits behind it, `scrape.host_metrics`,
-//! `scrape.monitors`, `events`, `cluster_state`, `tail_sampling`) is applied by restarting the
-//! whole agent in the same process, as before ([`Plan::Restart`] names the fields).
+//! These restart in place: an exporter on its own queue
+//! ([`lgtm_pipeline::PipelineHandle::restart_exporter`]), the scrape targets by a new sync of
+//! their providers (unchanged targets keep scraping, removed ones get staleness markers), the log
+//! tailer from its checkpoints. Everything else (`mode`, `cluster`, `node_name`, `data_dir`,
+//! `admin`, `log`, an exporter's `enabled`, `console` or `queue`, `otlp` and what sits behind it,
+//! `scrape.host_metrics`, `scrape.monitors`, the scrape interval, timeout and limits while host
+//! metrics or monitors run, `events`, `cluster_state`, `tail_sampling`) is applied by restarting
+//! the whole agent in the same process, as before ([`Plan::Restart`] names the fields).
 
 use std::sync::LazyLock;
 
