@@ -7,6 +7,7 @@
 
 mod admin;
 mod cli;
+mod components;
 mod datadir;
 mod memory;
 mod otlp;

@@ -1,13 +1,16 @@
 //! Config reload on SIGHUP and `POST /-/reload` (with `admin.enable_reload`), as Prometheus does
 //! it: the file is read and validated first; an invalid one is logged, counted and answered, and
 //! the agent keeps running its current config. A valid file equal to the running config changes
-//! nothing. A changed one is applied by the graceful stop of SIGTERM (sources stop and persist
-//! their checkpoints, exporters flush, queues persist) followed by a start of the same binary in
-//! the same process: nothing acknowledged is lost, and what is read again is what a SIGTERM
-//! would read again (see RELIABILITY.md).
+//! nothing. A changed one restarts only the components whose config changed
+//! ([`crate::components`], applied in `run`); a change that cannot be applied in place is applied
+//! by the graceful stop of SIGTERM (sources stop and persist their checkpoints, exporters flush,
+//! queues persist) followed by a start of the same binary in the same process: nothing
+//! acknowledged is lost, and what is read again is what a SIGTERM would read again (see
+//! RELIABILITY.md).
 //!
 //! Self-metrics: `lgtm_agent_config_last_reload_successful` (1 at start and after a good reload,
-//! 0 after a bad one), `lgtm_agent_config_reloads_total{result}`.
+//! 0 after a bad one), `lgtm_agent_config_reloads_total{result}`, and
+//! `lgtm_agent_config_reload_restarts_total{component}` ([`crate::components::restarts`]).
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -64,10 +67,11 @@ impl Reloader {
         Ok(cfg)
     }
 
-    /// Whether the file now holds a valid config that differs from `current`; an invalid file is
-    /// logged and counted, and its error returned. A changed config whose exporters cannot start
-    /// (a TLS file that cannot be read, ...) counts as invalid: applied, it would stop the agent.
-    pub async fn check(&self, current: &Config) -> Result<bool, String> {
+    /// The file's config if it is valid and differs from `current` (`None`: unchanged); an
+    /// invalid file is logged and counted, and its error returned. A changed config whose
+    /// exporters cannot start (a TLS file that cannot be read, ...) counts as invalid: applied,
+    /// it would stop the agent.
+    pub async fn check(&self, current: &Config) -> Result<Option<Config>, String> {
         let m = metrics();
         let loaded = match self.load() {
             Ok(new) if new != *current => {
@@ -86,12 +90,12 @@ impl Reloader {
                 tracing::info!("config reload: the file is unchanged");
                 m.last_successful.set(1);
                 m.reloads.with_label_values(&["unchanged"]).inc();
-                Ok(false)
+                Ok(None)
             }
-            Ok(_) => {
+            Ok(new) => {
                 m.last_successful.set(1);
                 m.reloads.with_label_values(&["applied"]).inc();
-                Ok(true)
+                Ok(Some(new))
             }
         }
     }

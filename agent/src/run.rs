@@ -8,8 +8,12 @@
 //!
 //! SIGHUP (and `POST /-/reload` with `admin.enable_reload`) reloads the config file
 //! ([`crate::reload`]): an invalid file is reported and the running config kept; a changed valid
-//! one is applied by the same graceful stop as SIGTERM (queues and checkpoints persisted) followed
-//! by a start of the same binary in the same process (`exec`), so the pod is not restarted.
+//! one restarts only the components whose config changed ([`crate::components`]): the log tailer
+//! stops and writes its checkpoints, changed exporters are replaced on their queues, scrape
+//! targets are synced again, then the tailer starts again from its checkpoints. A change that
+//! cannot be applied in place (mode, data_dir, admin, receivers, queues, ...) is applied by the
+//! same graceful stop as SIGTERM (queues and checkpoints persisted) followed by a start of the
+//! same binary in the same process (`exec`), so the pod is not restarted.
 
 use std::sync::Arc;
 
@@ -23,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::components::{self, Component, Plan};
 use crate::reload::{ReloadRequest, Reloader};
 
 /// How `run` ended.
@@ -33,7 +38,7 @@ pub enum Ended {
     Reload,
 }
 
-pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
+pub async fn run(mut cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = cfg.mode().as_str(), cluster = %cfg.cluster, "starting");
     lgtm_pipeline::metrics::pipeline();
     crate::reload::metrics().last_successful.set(1);
@@ -43,7 +48,7 @@ pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
 
     // An exporter that cannot start (a TLS file that cannot be read, ...) is fatal, named.
     lgtm_pipeline::exporter::check_setup(&cfg).await.map_err(anyhow::Error::msg)?;
-    let (pipeline, pipeline_handle) = Pipeline::start(&cfg).context("opening the exporter queues")?;
+    let (pipeline, mut pipeline_handle) = Pipeline::start(&cfg).context("opening the exporter queues")?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.admin.listen)
         .await
@@ -75,6 +80,7 @@ pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
         sources.spawn(tracing::Instrument::instrument(receivers.run(stop), tracing::info_span!("otlp")));
     }
     start_sources(&cfg, &pipeline, &scrape, &sources_stop, &mut sources);
+    let mut logs = start_logs(&cfg, &pipeline, &sources_stop);
     start_cluster_sources(&cfg, &pipeline, &scrape, &discovery, &sources_stop, &mut sources);
     state.set_started(true);
     let page_out = tokio::spawn(async {
@@ -86,18 +92,77 @@ pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
         }
     });
 
-    let ended = wait_for_stop_or_reload(&cfg, &reloader, &mut reload_rx).await;
-    match ended {
-        Ended::Stopped => tracing::info!("stopping: sources first, then flushing exporters"),
-        Ended::Reload => tracing::info!("reloading: stopping as on SIGTERM, then starting on the new config"),
-    }
+    let mut signals = Signals::listen();
+    let ended = loop {
+        let (new, reply) = match wait_for_stop_or_reload(&cfg, &reloader, &mut reload_rx, &mut signals).await {
+            Wait::Stop => break Ended::Stopped,
+            Wait::Reload(new, reply) => (new, reply),
+        };
+        let answer = match components::plan(&cfg, &new) {
+            Plan::Restart(fields) => {
+                tracing::info!(fields = %fields.join(", "), "reloading: these fields cannot change in place; stopping as on SIGTERM, then starting on the new config in the same process");
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok("reloading\n".into()));
+                }
+                break Ended::Reload;
+            }
+            Plan::InPlace(changed) => {
+                let grace = new.shutdown.grace_period.get();
+                if changed.contains(&Component::Logs) {
+                    // The tailer first: what it handed over is acknowledged by the running
+                    // exporter, and its checkpoints are written before the new one reads them.
+                    if let Some(old) = logs.take() {
+                        old.stop.cancel();
+                        if tokio::time::timeout(grace, old.task).await.is_err() {
+                            // Two tailers on the same files would read lines twice.
+                            tracing::warn!(grace = %format!("{}s", grace.as_secs_f64()), "reloading: the log tailer did not stop within the grace period; restarting the whole agent in the same process");
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok("reloading\n".into()));
+                            }
+                            break Ended::Reload;
+                        }
+                    }
+                }
+                for c in &changed {
+                    if let Component::Exporter(signal) = c {
+                        pipeline_handle.restart_exporter(*signal, &new, grace).await;
+                    }
+                }
+                if changed.contains(&Component::Scrape) {
+                    sync_scrape_targets(&new, &scrape);
+                }
+                if changed.contains(&Component::Logs) {
+                    logs = start_logs(&new, &pipeline, &sources_stop);
+                    if logs.is_none() {
+                        health::handle("source/logs").remove();
+                    }
+                }
+                for c in &changed {
+                    components::restarts().with_label_values(&[c.name()]).inc();
+                }
+                let names = changed.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+                tracing::info!(restarted = %names, "config reloaded in place");
+                format!("reloaded: {}\n", if names.is_empty() { "nothing restarted" } else { &names })
+            }
+        };
+        cfg = *new;
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(answer));
+        }
+    };
     state.set_started(false);
     sources_stop.cancel();
     page_out.abort();
     // One deadline for the whole drain: sources first, then the exporters get what is left.
     let grace = cfg.shutdown.grace_period.get();
     let deadline = tokio::time::Instant::now() + grace;
-    let _ = tokio::time::timeout_at(deadline, async { while sources.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout_at(deadline, async {
+        while sources.join_next().await.is_some() {}
+        if let Some(logs) = logs {
+            let _ = logs.task.await;
+        }
+    })
+    .await;
     drop(pipeline);
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
     pipeline_handle.shutdown(remaining.max(std::time::Duration::from_millis(200))).await;
@@ -107,22 +172,46 @@ pub async fn run(cfg: Config, reloader: Reloader) -> anyhow::Result<Ended> {
     Ok(ended)
 }
 
+/// SIGTERM and SIGHUP, listened to from start to stop: one that arrives while a reload is
+/// being applied is seen once it is done.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate())
+                .map_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM"))
+                .ok(),
+            hup: signal(SignalKind::hangup()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGHUP")).ok(),
+        }
+    }
+}
+
+/// What [`wait_for_stop_or_reload`] saw.
+enum Wait {
+    Stop,
+    /// A valid config that differs from the running one, and the `POST /-/reload` to answer.
+    Reload(Box<Config>, Option<tokio::sync::oneshot::Sender<Result<String, String>>>),
+}
+
 /// Waits for SIGTERM/SIGINT (stop) or for a reload (SIGHUP or `POST /-/reload`) whose config is
-/// valid and differs from `current`; an invalid one is answered and counted, and the wait goes on.
+/// valid and differs from `current`; an invalid or unchanged one is answered and counted, and
+/// the wait goes on.
 async fn wait_for_stop_or_reload(
     current: &Config,
     reloader: &Reloader,
     requests: &mut mpsc::Receiver<ReloadRequest>,
-) -> Ended {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM")).ok();
-    let mut hup =
-        signal(SignalKind::hangup()).map_err(|e| tracing::error!(error = %e, "cannot listen for SIGHUP")).ok();
+    signals: &mut Signals,
+) -> Wait {
+    let Signals { term, hup } = signals;
     loop {
         let reply = tokio::select! {
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => return Ended::Stopped,
-            _ = tokio::signal::ctrl_c() => return Ended::Stopped,
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => return Wait::Stop,
+            _ = tokio::signal::ctrl_c() => return Wait::Stop,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: reloading the config file");
                 None
@@ -132,14 +221,13 @@ async fn wait_for_stop_or_reload(
                 Some(request.reply)
             }
         };
-        let outcome = reloader.check(current).await;
-        let apply = matches!(outcome, Ok(true));
-        let answer = outcome.map(|changed| if changed { "reloading\n" } else { "unchanged\n" }.to_string());
-        if let Some(reply) = reply {
-            let _ = reply.send(answer);
-        }
-        if apply {
-            return Ended::Reload;
+        match reloader.check(current).await {
+            Ok(Some(new)) => return Wait::Reload(Box::new(new), reply),
+            outcome => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome.map(|_| "unchanged\n".to_string()));
+                }
+            }
         }
     }
 }
@@ -150,11 +238,20 @@ pub fn supervise<F>(set: &mut JoinSet<()>, name: &str, stop: &CancellationToken,
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    set.spawn(watched(name, stop, fut));
+}
+
+/// Runs `fut` as the component `name`; its ending or panic while `stop` is not cancelled fails
+/// `/healthz`.
+fn watched<F>(name: &str, stop: &CancellationToken, fut: F) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let component = health::component(name);
     component.running();
     let stop = stop.clone();
     let task = tokio::spawn(fut);
-    set.spawn(async move {
+    async move {
         let outcome = task.await;
         if stop.is_cancelled() {
             return;
@@ -166,7 +263,7 @@ where
         };
         tracing::error!(component = component.name(), "{why} while the agent runs; /healthz fails");
         component.died(why);
-    });
+    }
 }
 
 /// Starts what the mode and the `enabled` flags ask for. Each source runs until `stop` is
@@ -178,27 +275,7 @@ fn start_sources(
     stop: &CancellationToken,
     set: &mut JoinSet<()>,
 ) {
-    // Each discovery owns its share of the scrape manager's targets.
-    let report = |errors: Vec<lgtm_scrape::target::TargetError>| {
-        for e in errors {
-            tracing::error!(target_labels = ?e.labels, error = %e.message, "scrape target not scraped");
-        }
-    };
-    let fixed = lgtm_scrape::static_target_groups(&cfg.scrape);
-    if !fixed.is_empty() {
-        report(scrape.sync_provider("static_configs", fixed));
-    }
-    if cfg.scrape.kubelet.enabled() {
-        // The kubelet is reached at the node name (its serving certificate names the node).
-        let node = lgtm_daemonset::KubeletNode::new(&cfg.node_name);
-        match lgtm_daemonset::kubelet_target_groups(&cfg.scrape, &node) {
-            Ok(kubelet) => {
-                tracing::info!(node = %cfg.node_name, via = %format!("{:?}", cfg.scrape.kubelet.via).to_lowercase(), "kubelet targets");
-                report(scrape.sync_provider("kubelet", kubelet));
-            }
-            Err(e) => tracing::error!(error = %e, "kubelet not scraped"),
-        }
-    }
+    sync_scrape_targets(cfg, scrape);
     tracing::info!(targets = scrape.targets().len(), "scrape targets started");
     if cfg.scrape.host_metrics.enabled() {
         let mut opts = lgtm_daemonset::HostSourceOptions::new(&cfg.scrape, &cfg.node_name);
@@ -221,23 +298,64 @@ fn start_sources(
         stop_scrape.cancelled().await;
         manager.shutdown().await;
     });
-    if cfg.logs.enabled() {
-        let opts = lgtm_daemonset::LogsOptions::from_config(cfg);
-        let (logs_cfg, sink, stop_logs) = (cfg.logs.clone(), pipeline.logs.clone(), stop.clone());
-        let node_name = cfg.node_name.clone();
-        let fut = async move {
-            if !logs_cfg.kubernetes {
-                return lgtm_daemonset::run_logs(logs_cfg, opts, sink, stop_logs).await;
+}
+
+/// The scrape targets of `static_configs` and the kubelet (each discovery owns its share of the
+/// scrape manager's targets). Called again on a reload: unchanged targets keep scraping, new
+/// ones start, removed ones stop after their staleness markers.
+fn sync_scrape_targets(cfg: &Config, scrape: &Arc<TargetManager<MetricsSink>>) {
+    let report = |errors: Vec<lgtm_scrape::target::TargetError>| {
+        for e in errors {
+            tracing::error!(target_labels = ?e.labels, error = %e.message, "scrape target not scraped");
+        }
+    };
+    report(scrape.sync_provider("static_configs", lgtm_scrape::static_target_groups(&cfg.scrape)));
+    let mut kubelet = Vec::new();
+    if cfg.scrape.kubelet.enabled() {
+        // The kubelet is reached at the node name (its serving certificate names the node).
+        let node = lgtm_daemonset::KubeletNode::new(&cfg.node_name);
+        match lgtm_daemonset::kubelet_target_groups(&cfg.scrape, &node) {
+            Ok(groups) => {
+                tracing::info!(node = %cfg.node_name, via = %format!("{:?}", cfg.scrape.kubelet.via).to_lowercase(), "kubelet targets");
+                kubelet = groups;
             }
-            // Files that exist at start get their labels when opened: give the first list of this
-            // node's pods a moment (it ends early when the API is plainly unreachable).
-            let pods = lgtm_daemonset::pods::PodReflector::start(&logs_cfg, &node_name, stop_logs.clone());
-            pods.wait_for_first_list(lgtm_daemonset::pods::FIRST_LIST_WAIT).await;
-            lgtm_daemonset::logs::run_logs_with(logs_cfg, opts, sink, Arc::new(pods), stop_logs).await
-        };
-        supervise(set, "source/logs", stop, tracing::Instrument::instrument(fut, tracing::info_span!("logs")));
-        tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
+            Err(e) => tracing::error!(error = %e, "kubelet not scraped"),
+        }
     }
+    report(scrape.sync_provider("kubelet", kubelet));
+}
+
+/// The pod log tailer, stopped alone on a reload that changes it.
+struct LogsTask {
+    /// A child of the sources' stop.
+    stop: CancellationToken,
+    /// Ends after the tailer wrote its checkpoints.
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the pod log tailer if `logs` is enabled.
+fn start_logs(cfg: &Config, pipeline: &Pipeline, sources_stop: &CancellationToken) -> Option<LogsTask> {
+    if !cfg.logs.enabled() {
+        return None;
+    }
+    let stop = sources_stop.child_token();
+    let opts = lgtm_daemonset::LogsOptions::from_config(cfg);
+    let (logs_cfg, sink, stop_logs) = (cfg.logs.clone(), pipeline.logs.clone(), stop.clone());
+    let node_name = cfg.node_name.clone();
+    let fut = async move {
+        if !logs_cfg.kubernetes {
+            return lgtm_daemonset::run_logs(logs_cfg, opts, sink, stop_logs).await;
+        }
+        // Files that exist at start get their labels when opened: give the first list of this
+        // node's pods a moment (it ends early when the API is plainly unreachable).
+        let pods = lgtm_daemonset::pods::PodReflector::start(&logs_cfg, &node_name, stop_logs.clone());
+        pods.wait_for_first_list(lgtm_daemonset::pods::FIRST_LIST_WAIT).await;
+        lgtm_daemonset::logs::run_logs_with(logs_cfg, opts, sink, Arc::new(pods), stop_logs).await
+    };
+    let task =
+        tokio::spawn(watched("source/logs", &stop, tracing::Instrument::instrument(fut, tracing::info_span!("logs"))));
+    tracing::info!(path = %cfg.logs.path.display(), "pod log tailer started");
+    Some(LogsTask { stop, task })
 }
 
 /// Cluster mode's Kubernetes sources: monitor discovery (the `discovery` share of the scrape

@@ -34,6 +34,10 @@ pub struct MimirState {
     pub samples: BTreeMap<String, usize>,
     /// Sample counts of every request, accepted or not, in arrival order, with the status answered.
     pub requests: Vec<(usize, u16)>,
+    /// Series whose key starts with this prefix have their sample timestamps (ms) kept in
+    /// `timestamps` (off unless a test sets it).
+    pub keep_timestamps_of: Option<String>,
+    pub timestamps: BTreeMap<String, Vec<i64>>,
 }
 
 impl MimirState {
@@ -72,6 +76,8 @@ impl FakeMimir {
             refilled: Instant::now(),
             samples: BTreeMap::new(),
             requests: Vec::new(),
+            keep_timestamps_of: None,
+            timestamps: BTreeMap::new(),
         }));
         let app = Router::new().route("/api/v1/push", post(push)).with_state(state.clone());
         let (tx, _) = crate::serve_until_stopped(listener, app);
@@ -110,6 +116,9 @@ async fn push(State(state): State<Arc<Mutex<MimirState>>>, _headers: HeaderMap, 
             Some(name) => format!("{}{{{key}}}", name.value),
             None => key,
         };
+        if st.keep_timestamps_of.as_ref().is_some_and(|p| key.starts_with(p.as_str())) {
+            st.timestamps.entry(key.clone()).or_default().extend(ts.samples.iter().map(|s| s.timestamp));
+        }
         *st.samples.entry(key).or_default() += ts.samples.len();
     }
     (StatusCode::OK, String::new())

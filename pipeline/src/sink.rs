@@ -195,11 +195,21 @@ pub struct Pipeline {
 
 /// Owns the exporter tasks; [`PipelineHandle::shutdown`] drains them.
 pub struct PipelineHandle {
-    queues: Vec<DurableQueue>,
-    tasks: Vec<JoinHandle<()>>,
+    exporters: Vec<RunningExporter>,
     stop: CancellationToken,
     /// Cancelled when shutdown begins: exporters ending after that are expected to.
     closing: CancellationToken,
+}
+
+/// One exporter task on its queue.
+struct RunningExporter {
+    signal: Signal,
+    queue: DurableQueue,
+    /// A child of the pipeline's `stop`: ends this exporter alone (records in flight go back).
+    stop: CancellationToken,
+    /// Cancelled when this exporter is being replaced: its ending is expected.
+    retiring: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 impl Pipeline {
@@ -207,12 +217,8 @@ impl Pipeline {
     /// exporters.
     pub fn start(config: &Config) -> Result<(Pipeline, PipelineHandle), QueueError> {
         let stop = CancellationToken::new();
-        let mut handle = PipelineHandle {
-            queues: Vec::new(),
-            tasks: Vec::new(),
-            stop: stop.clone(),
-            closing: CancellationToken::new(),
-        };
+        let mut handle =
+            PipelineHandle { exporters: Vec::new(), stop: stop.clone(), closing: CancellationToken::new() };
         let ex = &config.exporters;
         let metrics = open_lane(config, Signal::Metrics, &ex.mimir, &mut handle)?;
         let logs = open_lane(config, Signal::Logs, &ex.loki, &mut handle)?;
@@ -244,29 +250,12 @@ fn open_lane(
         max_disk,
         when_full: ex.queue.when_full,
     })?;
-    let health = crate::health::component(&format!("exporter/{name}"));
     if ex.console {
         // Nothing to set up: it writes to stdout.
-        health.running();
+        crate::health::component(&format!("exporter/{name}")).running();
     }
-    let task = exporter::spawn(signal, ex, config.tenant_of(ex).to_string(), queue.clone(), handle.stop.clone());
-    // An exporter ends when its queue is closed (shutdown). Ending before that, or panicking,
-    // leaves its signal undelivered for good: `/healthz` fails so that the pod is restarted.
-    let closing = handle.closing.clone();
-    let task = tokio::spawn(async move {
-        let outcome = task.await;
-        if closing.is_cancelled() {
-            return;
-        }
-        let why = match outcome {
-            Ok(()) => "the exporter task ended".to_string(),
-            Err(e) => format!("the exporter task failed: {e}"),
-        };
-        tracing::error!(exporter = name, "{why}; nothing more is sent");
-        health.died(why);
-    });
-    handle.queues.push(queue.clone());
-    handle.tasks.push(task);
+    let running = handle.spawn_exporter(signal, ex, config.tenant_of(ex), queue.clone());
+    handle.exporters.push(running);
     Ok(Lane { name, queue: Some(queue) })
 }
 
@@ -276,21 +265,88 @@ pub fn queue_dir(data_dir: &Path, exporter: &str) -> std::path::PathBuf {
 }
 
 impl PipelineHandle {
+    /// Starts the exporter of `signal` on `queue`, watched: ending (or panicking) before
+    /// shutdown or its replacement fails `/healthz`.
+    fn spawn_exporter(
+        &self,
+        signal: Signal,
+        ex: &ExporterConfig,
+        tenant: &str,
+        queue: DurableQueue,
+    ) -> RunningExporter {
+        let name = signal.exporter_name();
+        let health = crate::health::component(&format!("exporter/{name}"));
+        let stop = self.stop.child_token();
+        let retiring = CancellationToken::new();
+        let task = exporter::spawn(signal, ex, tenant.to_string(), queue.clone(), stop.clone());
+        // An exporter ends when its queue is closed (shutdown). Ending before that, or panicking,
+        // leaves its signal undelivered for good: `/healthz` fails so that the pod is restarted.
+        let (closing, replaced) = (self.closing.clone(), retiring.clone());
+        let task = tokio::spawn(async move {
+            let outcome = task.await;
+            if closing.is_cancelled() || replaced.is_cancelled() {
+                return;
+            }
+            let why = match outcome {
+                Ok(()) => "the exporter task ended".to_string(),
+                Err(e) => format!("the exporter task failed: {e}"),
+            };
+            tracing::error!(exporter = name, "{why}; nothing more is sent");
+            health.died(why);
+        });
+        RunningExporter { signal, queue, stop, retiring, task }
+    }
+
+    /// Replaces the exporter of `signal` with one set up from `config` (a config reload), on the
+    /// same queue: the old one stops taking batches ([`DurableQueue::pause_readers`]) and
+    /// finishes the requests it has in flight for up to `grace` (then it is stopped and hands
+    /// them back); the new one goes on from the first record not completed. What is queued
+    /// stays queued, in memory and on disk; what the old one sent is not sent again. The
+    /// sources keep pushing meanwhile. `false` when that exporter does not run (disabled): the
+    /// caller must restart the pipeline.
+    pub async fn restart_exporter(&mut self, signal: Signal, config: &Config, grace: Duration) -> bool {
+        let ex = match signal {
+            Signal::Metrics => &config.exporters.mimir,
+            Signal::Logs => &config.exporters.loki,
+            Signal::Traces => &config.exporters.tempo,
+        };
+        let Some(at) = self.exporters.iter().position(|e| e.signal == signal) else { return false };
+        if !ex.enabled {
+            return false;
+        }
+        let mut old = self.exporters.remove(at);
+        old.retiring.cancel();
+        old.queue.pause_readers();
+        if tokio::time::timeout(grace, &mut old.task).await.is_err() {
+            tracing::warn!(exporter = signal.exporter_name(), grace = %format!("{}s", grace.as_secs_f64()), "the replaced exporter did not finish within the grace period; its requests in flight go back to the queue");
+            old.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut old.task).await;
+        }
+        old.queue.resume_readers();
+        if ex.console {
+            crate::health::component(&format!("exporter/{}", signal.exporter_name())).running();
+        }
+        let running = self.spawn_exporter(signal, ex, config.tenant_of(ex), old.queue.clone());
+        self.exporters.insert(at, running);
+        true
+    }
+
     /// Stops taking new batches, lets the exporters deliver what is queued for up to `grace`, then
     /// stops them and persists what is left for the next start.
     pub async fn shutdown(self, grace: Duration) {
         self.closing.cancel();
-        for q in &self.queues {
+        let queues: Vec<DurableQueue> = self.exporters.iter().map(|e| e.queue.clone()).collect();
+        for q in &queues {
             q.close();
         }
-        let mut tasks = self.tasks;
+        let mut tasks: Vec<JoinHandle<()>> = self.exporters.into_iter().map(|e| e.task).collect();
         let drained = tokio::time::timeout(grace, futures::future::join_all(tasks.iter_mut())).await;
         if drained.is_err() {
             tracing::warn!(grace = %format!("{}s", grace.as_secs_f64()), "exporters did not drain within the grace period; the rest stays queued");
             self.stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(tasks.iter_mut())).await;
         }
-        for q in &self.queues {
+        for q in &queues {
             if let Err(e) = q.persist() {
                 tracing::error!(error = %e, "persisting the queue failed");
             }
@@ -299,13 +355,13 @@ impl PipelineHandle {
 
     /// The exporters' queues (for gauges and status pages).
     pub fn queues(&self) -> Vec<DurableQueue> {
-        self.queues.clone()
+        self.exporters.iter().map(|e| e.queue.clone()).collect()
     }
 
     /// Updates the queue gauges; the agent calls it before rendering `/metrics`.
     pub fn update_gauges(&self) {
-        for q in &self.queues {
-            export_queue_gauges(q);
+        for e in &self.exporters {
+            export_queue_gauges(&e.queue);
         }
     }
 }

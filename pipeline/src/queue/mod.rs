@@ -137,6 +137,8 @@ struct Inner {
     readable: Notify,
     /// Signalled when room is freed.
     writable: Notify,
+    /// [`DurableQueue::pause_readers`]: `next` hands out nothing and returns `None`.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 /// A bounded FIFO of encoded batches with in-order commit. Cheap to clone.
@@ -163,6 +165,7 @@ impl DurableQueue {
                 commit,
                 readable: Notify::new(),
                 writable: Notify::new(),
+                paused: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -251,6 +254,9 @@ impl DurableQueue {
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let readable = self.inner.readable.notified();
+            if self.inner.paused.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
             let picks = {
                 let mut st = self.lock();
                 let (count, bytes, items) = st.batch_size(max_bytes, max_items);
@@ -333,6 +339,22 @@ impl DurableQueue {
         if self.lock().release(seq) {
             self.inner.readable.notify_waiters();
         }
+    }
+
+    /// Ends the current reader without closing the queue (an exporter replaced on a config
+    /// reload): every `next`, waiting or to come, returns `None` and hands out nothing, while
+    /// pushes go on. What the reader holds it completes or releases as usual; after
+    /// [`DurableQueue::resume_readers`] the next reader goes on from the first record not
+    /// completed, in order.
+    pub fn pause_readers(&self) {
+        self.inner.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.readable.notify_waiters();
+    }
+
+    /// Undoes [`DurableQueue::pause_readers`].
+    pub fn resume_readers(&self) {
+        self.inner.paused.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.inner.readable.notify_waiters();
     }
 
     /// No more pushes; `next` drains what is left, then returns `None`.

@@ -68,6 +68,34 @@ fn memory_only_queue_commits_the_contiguous_prefix_of_completions() {
 }
 
 #[test]
+fn paused_readers_get_nothing_while_pushes_go_on_and_the_next_reader_starts_at_the_first_unsettled() {
+    let rt = runtime();
+    let q = DurableQueue::open(opts("mem-pause", None, 1 << 20, 0, WhenFull::Block)).unwrap();
+    let _acks = push_n(&q, 0, 3, 10);
+    let held = take(&rt, &q, 2);
+    assert_eq!(held.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
+    // A reader waiting for more is woken with `None` by the pause.
+    let woken = rt.block_on(async {
+        let reader = {
+            let q = q.clone();
+            tokio::spawn(async move { q.next(usize::MAX, 100, Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        q.pause_readers();
+        tokio::time::timeout(Duration::from_secs(5), reader).await
+    });
+    assert!(matches!(woken, Ok(Ok(None))), "{woken:?}");
+    let _more = push_n(&q, 3, 2, 10);
+    assert!(rt.block_on(q.next(usize::MAX, 100, Duration::ZERO)).is_none(), "paused: nothing handed out");
+    // The old reader settles what it held: one done, one handed back.
+    q.complete(0, Delivery::Accepted);
+    q.release(1);
+    q.resume_readers();
+    let next = take(&rt, &q, 100);
+    assert_eq!(next.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+}
+
+#[test]
 fn memory_only_drop_oldest_evicts_waiting_records_and_counts_them() {
     let rt = runtime();
     let q = DurableQueue::open(opts("mem-evict", None, 100, 0, WhenFull::DropOldest)).unwrap();
