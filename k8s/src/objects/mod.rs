@@ -1,8 +1,10 @@
 //! What the agent keeps of each watched Pod ([`pod`]: discovery, the daemonset's pod index and
-//! cluster state read the same type), Service and EndpointSlice: the fields the
-//! `__meta_kubernetes_*` labels (`lgtm_statefulset::discovery::sd_labels`), monitor selectors
-//! and kube-state-metrics families read, in types of our own that the watch deserializes the
-//! API server's JSON into directly.
+//! cluster state read the same type), Service and EndpointSlice, and of the kinds only cluster
+//! state reads (ReplicaSet, Deployment, DaemonSet, StatefulSet, Job, Node, Namespace): the
+//! fields the `__meta_kubernetes_*` labels (`lgtm_statefulset::discovery::sd_labels`), monitor
+//! selectors and kube-state-metrics families read, in types of our own that the watch
+//! deserializes the API server's JSON into directly. Each has a property test against
+//! k8s-openapi's struct for exactly the fields read.
 //!
 //! Why not the k8s-openapi structs, pruned as they arrive: a `Pod` struct is about 1.3 KiB of
 //! `Option`s before any of its strings, its `PodSpec` and each `Container` as much again, and
@@ -305,10 +307,14 @@ fn shared(s: Option<String>) -> Shared {
     s.as_deref().unwrap_or_default().into()
 }
 
+mod nodes;
 mod owned;
 pub mod pod;
+mod workloads;
+pub use nodes::{NamespaceInfo, NodeInfo, Taint};
 pub use owned::ReplicaSetInfo;
 pub use pod::{ContainerStatus, OwnerRef, PodContainer, PodInfo, PodPort, Ready};
+pub use workloads::{Condition, DaemonSetInfo, DeploymentInfo, JobInfo, StatefulSetInfo};
 
 /// What discovery reads of a Service: its metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
