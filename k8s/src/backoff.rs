@@ -10,9 +10,10 @@
 //! the watcher resumes from its resource version without listing again, so a completed list may
 //! never come; a quiet resumed watch is seen recovered at its first change.
 //!
-//! The policy (measured against a kube-apiserver restart, issue 22): exponential from 500 ms,
-//! factor 2, capped at 5 s, with jitter of up to the delay itself (so at most 10 s between
-//! attempts). A failing resource costs about 8 requests a minute. When any watch of the process
+//! The policy (measured against a kube-apiserver restart, issue 22), the agent's one backoff
+//! type ([`lgtm_backoff::Backoff`], as the exporters'): exponential from 500 ms, factor 2,
+//! capped at 5 s, with jitter of up to the delay itself ([`Jitter::Added`], so at most 10 s
+//! between attempts). A failing resource costs about 8 requests a minute. When any watch of the process
 //! completes a list after failing, the API server is back: every other watch waiting in its
 //! backoff retries at once, so all resume within a moment of the first.
 //!
@@ -23,8 +24,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::{Stream, StreamExt};
+use lgtm_backoff::{Backoff, Jitter};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -39,41 +40,11 @@ pub const MAX_DELAY: Duration = Duration::from_secs(5);
 /// Bumped each time a watch completes a list after failing: the API server answers again.
 static RECOVERED: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
 
-/// The shared policy: exponential with jitter, capped, never giving up.
-pub fn policy() -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(MIN_DELAY)
-        .with_max_delay(MAX_DELAY)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-}
-
-/// A backoff that only [`WatchBackoff::reset`] restarts from its first delay.
-pub struct WatchBackoff {
-    builder: ExponentialBuilder,
-    current: ExponentialBackoff,
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        WatchBackoff::new(policy())
-    }
-}
-
-impl WatchBackoff {
-    pub fn new(builder: ExponentialBuilder) -> WatchBackoff {
-        WatchBackoff { current: builder.build(), builder }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        self.current.next().unwrap_or(MAX_DELAY)
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.builder.build();
-    }
+/// The watches' policy (also the events shipper's and the monitor CRDs' discovery): from
+/// [`MIN_DELAY`] doubling to [`MAX_DELAY`] plus jitter, never giving up; only
+/// [`Backoff::reset`] restarts it.
+pub fn watch_backoff() -> Backoff {
+    Backoff::with_jitter(MIN_DELAY, MAX_DELAY, Jitter::Added)
 }
 
 /// Tells every watch waiting in its backoff that the API server answers again.
@@ -93,7 +64,7 @@ async fn sleep_unless_recovered(delay: Duration) {
 
 struct State<S> {
     stream: S,
-    backoff: WatchBackoff,
+    backoff: Backoff,
     delay: Option<Duration>,
     failing: bool,
     failures: u64,
@@ -110,13 +81,13 @@ where
     T: Send,
     E: std::fmt::Display + Send,
 {
-    retry_with(stream, is_recovery, WatchBackoff::default())
+    retry_with(stream, is_recovery, watch_backoff())
 }
 
 fn retry_with<S, T, E>(
     stream: S,
     is_recovery: fn(&T) -> bool,
-    backoff: WatchBackoff,
+    backoff: Backoff,
 ) -> impl Stream<Item = Result<T, E>> + Send
 where
     S: Stream<Item = Result<T, E>> + Send + Unpin,
@@ -143,7 +114,7 @@ where
             Ok(_) => {}
             Err(e) => {
                 st.failures += 1;
-                let delay = st.backoff.next_delay();
+                let delay = st.backoff.next_delay(None);
                 st.delay = Some(delay);
                 st.failing = true;
                 let now = Instant::now();
@@ -168,13 +139,13 @@ mod tests {
 
     #[test]
     fn grows_to_the_cap_and_resets() {
-        let mut b = WatchBackoff::default();
-        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
+        let mut b = watch_backoff();
+        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay(None)).collect();
         assert!(delays[0] >= MIN_DELAY && delays[0] <= MIN_DELAY * 2, "{delays:?}");
         assert!(delays.iter().all(|d| *d <= MAX_DELAY * 2), "{delays:?}");
         assert!(delays[8..].iter().all(|d| *d >= MAX_DELAY), "{delays:?}");
         b.reset();
-        assert!(b.next_delay() <= MIN_DELAY * 2);
+        assert!(b.next_delay(None) <= MIN_DELAY * 2);
     }
 
     /// After a failed WATCH the watcher resumes without listing: its first change proves the
@@ -184,7 +155,7 @@ mod tests {
         let _turn = SERIAL.lock().await;
         // 0: Init, 1: InitDone, 2: a change (Apply or Delete). Delays of 20 ms doubling.
         let items = vec![Err("down"), Err("down"), Err("down"), Err("down"), Ok(2u8), Err("down"), Ok(1)];
-        let fast = WatchBackoff::new(policy().with_min_delay(Duration::from_millis(20)));
+        let fast = Backoff::with_jitter(Duration::from_millis(20), MAX_DELAY, Jitter::Added);
         let mut s = Box::pin(retry_with(futures::stream::iter(items), |e| *e >= 1, fast));
         for _ in 0..6 {
             s.next().await;

@@ -1,7 +1,8 @@
 //! A `kube` watcher into a reflector store, retried with the shared backoff ([`crate::backoff`]):
 //! for the kinds kept as k8s-openapi objects (monitors as dynamic objects, referenced Secrets
-//! and ConfigMaps, this replica's StatefulSet, the cluster-state kinds). Pods, Services and
-//! EndpointSlices of discovery use the compact [`crate::store`] instead.
+//! and ConfigMaps, this replica's StatefulSet). The kinds with a compact type
+//! ([`crate::objects`]: discovery's Pods, Services and EndpointSlices, the cluster-state kinds)
+//! use [`crate::store`] instead.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -43,8 +44,8 @@ where
 /// before it is stored and calling `on_change` on every change except the events of a relist
 /// in progress. A failing watch is retried with the shared backoff
 /// ([`crate::backoff`]): reset only by a completed list, logged once (then
-/// rate-limited), and once more when a list completes again. Discovery and the cluster-state stores both watch this way.
-pub fn spawn_watch<K>(
+/// rate-limited), and once more when a list completes again.
+fn spawn_watch<K>(
     span: tracing::Span,
     api: Api<K>,
     config: watcher::Config,

@@ -1,8 +1,10 @@
 //! What the agent keeps of each watched Pod ([`pod`]: discovery, the daemonset's pod index and
-//! cluster state read the same type), Service and EndpointSlice: the fields the
-//! `__meta_kubernetes_*` labels (`lgtm_statefulset::discovery::sd_labels`), monitor selectors
-//! and kube-state-metrics families read, in types of our own that the watch deserializes the
-//! API server's JSON into directly.
+//! cluster state read the same type), Service and EndpointSlice, and of the kinds only cluster
+//! state reads (ReplicaSet, Deployment, DaemonSet, StatefulSet, Job, Node, Namespace): the
+//! fields the `__meta_kubernetes_*` labels (`lgtm_statefulset::discovery::sd_labels`), monitor
+//! selectors and kube-state-metrics families read, in types of our own that the watch
+//! deserializes the API server's JSON into directly. Each has a property test against
+//! k8s-openapi's struct for exactly the fields read.
 //!
 //! Why not the k8s-openapi structs, pruned as they arrive: a `Pod` struct is about 1.3 KiB of
 //! `Option`s before any of its strings, its `PodSpec` and each `Container` as much again, and
@@ -305,10 +307,14 @@ fn shared(s: Option<String>) -> Shared {
     s.as_deref().unwrap_or_default().into()
 }
 
+mod nodes;
 mod owned;
 pub mod pod;
+mod workloads;
+pub use nodes::{NamespaceInfo, NodeInfo, Taint};
 pub use owned::ReplicaSetInfo;
 pub use pod::{ContainerStatus, OwnerRef, PodContainer, PodInfo, PodPort, Ready};
+pub use workloads::{Condition, DaemonSetInfo, DeploymentInfo, JobInfo, StatefulSetInfo};
 
 /// What discovery reads of a Service: its metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -525,6 +531,72 @@ mod tests {
         let watched = read(&json);
         assert_eq!(kube::Resource::meta(&watched).resource_version.as_deref(), Some("48213"));
         assert_eq!(watched.into_info().meta.name(), "svc-17-2");
+    }
+
+    /// A Node and a Deployment as `bench cluster-state` serves them (nodes have 30 images).
+    fn realistic_node_and_deployment(i: usize) -> (serde_json::Value, serde_json::Value) {
+        let conditions: Vec<_> = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"]
+            .iter()
+            .map(|c| json!({"type": c, "status": if *c == "Ready" { "True" } else { "False" }, "message": "kubelet is posting ready status"}))
+            .collect();
+        let images: Vec<_> = (0..30)
+            .map(|k| json!({"names": [format!("registry.example.com/team/app-{k}@sha256:{k:064}")], "sizeBytes": 123_456_789}))
+            .collect();
+        let node = json!({"metadata": {"name": format!("node-{i}"), "resourceVersion": "1", "labels": {"kubernetes.io/hostname": format!("node-{i}")}},
+            "spec": {"podCIDR": format!("10.{i}.0.0/24"), "providerID": format!("kind://docker/node-{i}")},
+            "status": {"capacity": {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "200Gi"},
+                "allocatable": {"cpu": "15800m", "memory": "62Gi", "pods": "110", "ephemeral-storage": "190Gi"},
+                "conditions": conditions, "images": images,
+                "addresses": [{"type": "InternalIP", "address": format!("172.18.0.{i}")}, {"type": "Hostname", "address": format!("node-{i}")}],
+                "nodeInfo": {"kernelVersion": "6.1.0-18-amd64", "osImage": "Debian GNU/Linux 12 (bookworm)", "containerRuntimeVersion": "containerd://1.7.13",
+                    "kubeletVersion": "v1.33.1", "kubeProxyVersion": "v1.33.1", "systemUUID": format!("uuid-{i}"), "machineID": "m", "bootID": "b",
+                    "operatingSystem": "linux", "architecture": "amd64"}}});
+        let deployment = json!({"metadata": {"name": format!("app-{i}"), "namespace": "ns-1", "generation": 1, "resourceVersion": "1", "labels": {"app": format!("app-{i}")}},
+            "spec": {"replicas": 10, "selector": {"matchLabels": {"app": format!("app-{i}")}},
+                "template": {"metadata": {"labels": {"app": format!("app-{i}")}}, "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}},
+            "status": {"replicas": 10, "readyReplicas": 10, "availableReplicas": 10, "unavailableReplicas": 0, "updatedReplicas": 10, "observedGeneration": 1,
+                "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True"}]}});
+        (node, deployment)
+    }
+
+    /// What cluster state held before the compact types: the k8s-openapi struct, slimmed as it
+    /// arrived (metadata maps, a Node's images, volumes, endpoints, config and condition
+    /// messages, a Deployment's template and selector dropped).
+    #[test]
+    fn compact_cluster_state_kinds_weigh_a_fraction_of_the_slimmed_k8s_structs() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::Node;
+        fn slim_meta(m: &mut ObjectMeta) {
+            (m.managed_fields, m.annotations, m.labels, m.finalizers) = (None, None, None, None);
+        }
+        // The first pair interns the strings every Node and Deployment shares.
+        let (node, deployment) = realistic_node_and_deployment(1);
+        let _first: (NodeInfo, DeploymentInfo) = (read(node), read(deployment));
+        let (node, deployment) = realistic_node_and_deployment(2);
+        let (_, slim_node) = weight(|| {
+            let mut n: Node = serde_json::from_value(node.clone()).expect("node");
+            slim_meta(&mut n.metadata);
+            let status = n.status.as_mut().expect("status");
+            (status.images, status.volumes_attached, status.volumes_in_use) = (None, None, None);
+            (status.daemon_endpoints, status.config) = (None, None);
+            status.conditions.iter_mut().flatten().for_each(|c| c.message = None);
+            n
+        });
+        let (_, compact_node) = weight(|| read::<NodeInfo>(node.clone()));
+        let (_, slim_deployment) = weight(|| {
+            let mut d: Deployment = serde_json::from_value(deployment.clone()).expect("deployment");
+            slim_meta(&mut d.metadata);
+            let spec = d.spec.as_mut().expect("spec");
+            (spec.template, spec.selector) = Default::default();
+            d
+        });
+        let (_, compact_deployment) = weight(|| read::<DeploymentInfo>(deployment.clone()));
+        // Measured: Node 3,743 -> 813 bytes, Deployment 2,726 -> 229 bytes.
+        assert!(compact_node * 4 < slim_node, "node: compact {compact_node} bytes, slimmed {slim_node} bytes");
+        assert!(
+            compact_deployment * 4 < slim_deployment,
+            "deployment: compact {compact_deployment} bytes, slimmed {slim_deployment} bytes"
+        );
     }
 
     #[test]

@@ -20,14 +20,16 @@ pub struct ReplicaSetInfo {
 
 compact!(ReplicaSetInfo, ReplicaSet, read_replicaset);
 
-/// `metadata` without labels and annotations (ignored as they arrive).
+/// `metadata` without labels and annotations (ignored as they arrive): what cluster state
+/// reads of every kind but Pods.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
-struct WireOwnedMeta {
-    name: Option<String>,
-    namespace: Option<String>,
-    resource_version: Option<String>,
-    owner_references: Option<Vec<WireOwner>>,
+pub(super) struct WireOwnedMeta {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+    pub owner_references: Option<Vec<WireOwner>>,
 }
 
 #[derive(Deserialize)]

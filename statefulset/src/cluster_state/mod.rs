@@ -2,9 +2,9 @@
 //! names and labels, so the kubernetes-mixin dashboards and alerts work unchanged.
 //!
 //! Data flow: [`stores`] reads the compact Pods of the watch discovery shares
-//! ([`lgtm_k8s::store::SharedWatch`]) and keeps `kube` reflectors of Nodes, Namespaces,
-//! Deployments, ReplicaSets, DaemonSets, StatefulSets and Jobs (objects slimmed to the fields
-//! read). Every `scrape.interval` the emitter takes a [`Snapshot`] of the stores (`Arc`s, no
+//! ([`lgtm_k8s::store::SharedWatch`]) and watches Nodes, Namespaces, Deployments, ReplicaSets,
+//! DaemonSets, StatefulSets and Jobs into stores of their compact types
+//! ([`lgtm_k8s::objects`]: the fields the series read, nothing else). Every `scrape.interval` the emitter takes a [`Snapshot`] of the stores (`Arc`s, no
 //! copies) and [`render_interval`]s it (no API calls) into a [`frame::Frame`], which encodes
 //! the series into remote-write requests as they come and hands each full one to the
 //! pipeline's `MetricsSink`; then one staleness marker for every series the previous interval
@@ -45,12 +45,11 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Client;
 use lgtm_config::Config;
-use lgtm_k8s::objects::{PodInfo, ReplicaSetInfo};
+use lgtm_k8s::objects::{
+    DaemonSetInfo, DeploymentInfo, JobInfo, NamespaceInfo, NodeInfo, PodInfo, ReplicaSetInfo, StatefulSetInfo,
+};
 use lgtm_k8s::store::SharedWatch;
 use lgtm_pipeline::{Ack, MetricsSink};
 use tokio_util::sync::CancellationToken;
@@ -98,13 +97,13 @@ impl ClusterStateOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub pods: Vec<Arc<PodInfo>>,
-    pub nodes: Vec<Arc<Node>>,
-    pub namespaces: Vec<Arc<Namespace>>,
-    pub deployments: Vec<Arc<Deployment>>,
+    pub nodes: Vec<Arc<NodeInfo>>,
+    pub namespaces: Vec<Arc<NamespaceInfo>>,
+    pub deployments: Vec<Arc<DeploymentInfo>>,
     pub replicasets: Vec<Arc<ReplicaSetInfo>>,
-    pub daemonsets: Vec<Arc<DaemonSet>>,
-    pub statefulsets: Vec<Arc<StatefulSet>>,
-    pub jobs: Vec<Arc<Job>>,
+    pub daemonsets: Vec<Arc<DaemonSetInfo>>,
+    pub statefulsets: Vec<Arc<StatefulSetInfo>>,
+    pub jobs: Vec<Arc<JobInfo>>,
 }
 
 impl Snapshot {

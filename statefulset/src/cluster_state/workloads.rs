@@ -2,23 +2,21 @@
 //! labels of kube-state-metrics (`namespace` plus `deployment`, `replicaset`, `daemonset`,
 //! `statefulset` or `job_name`).
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use lgtm_k8s::objects::ReplicaSetInfo;
+use lgtm_k8s::objects::{DaemonSetInfo, DeploymentInfo, JobInfo, Meta, ReplicaSetInfo, StatefulSetInfo};
 
 use super::frame::Frame;
 
-fn ns_name(m: &ObjectMeta) -> (&str, &str) {
-    (m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default())
+fn ns_name(m: &Meta) -> (&str, &str) {
+    (m.namespace(), m.name())
 }
 
-fn num(v: Option<i32>) -> f64 {
-    f64::from(v.unwrap_or(0))
+/// A count (0 when the object does not set it, see [`lgtm_k8s::objects`]).
+fn num(v: i32) -> f64 {
+    f64::from(v)
 }
 
-fn gen(v: Option<i64>) -> f64 {
-    v.unwrap_or(0) as f64
+fn gen(v: i64) -> f64 {
+    v as f64
 }
 
 fn bool_f(b: bool) -> f64 {
@@ -27,10 +25,6 @@ fn bool_f(b: bool) -> f64 {
     } else {
         0.0
     }
-}
-
-pub(crate) fn seconds(t: &Time) -> f64 {
-    t.0.as_second() as f64
 }
 
 /// `name{labels, condition, status=true|false|unknown}`, 1 for the condition's status.
@@ -44,28 +38,26 @@ pub(crate) fn condition_series(f: &mut Frame, name: &str, labels: &[(&str, &str)
     }
 }
 
-pub fn deployment(d: &Deployment, f: &mut Frame) {
-    let (ns, name) = ns_name(&d.metadata);
+pub fn deployment(d: &DeploymentInfo, f: &mut Frame) {
+    let (ns, name) = ns_name(&d.meta);
     let l = [("namespace", ns), ("deployment", name)];
-    let s = d.status.clone().unwrap_or_default();
-    f.push("kube_deployment_status_replicas", &l, num(s.replicas));
-    f.push("kube_deployment_status_replicas_ready", &l, num(s.ready_replicas));
-    f.push("kube_deployment_status_replicas_available", &l, num(s.available_replicas));
-    f.push("kube_deployment_status_replicas_unavailable", &l, num(s.unavailable_replicas));
-    f.push("kube_deployment_status_replicas_updated", &l, num(s.updated_replicas));
-    f.push("kube_deployment_status_observed_generation", &l, gen(s.observed_generation));
-    f.push("kube_deployment_metadata_generation", &l, gen(d.metadata.generation));
-    if let Some(r) = d.spec.as_ref().and_then(|spec| spec.replicas) {
+    f.push("kube_deployment_status_replicas", &l, num(d.replicas));
+    f.push("kube_deployment_status_replicas_ready", &l, num(d.ready_replicas));
+    f.push("kube_deployment_status_replicas_available", &l, num(d.available_replicas));
+    f.push("kube_deployment_status_replicas_unavailable", &l, num(d.unavailable_replicas));
+    f.push("kube_deployment_status_replicas_updated", &l, num(d.updated_replicas));
+    f.push("kube_deployment_status_observed_generation", &l, gen(d.observed_generation));
+    f.push("kube_deployment_metadata_generation", &l, gen(d.generation));
+    if let Some(r) = d.spec_replicas {
         f.push("kube_deployment_spec_replicas", &l, f64::from(r));
     }
-    let paused = d.spec.as_ref().and_then(|spec| spec.paused).unwrap_or(false);
-    f.push("kube_deployment_spec_paused", &l, bool_f(paused));
-    for c in s.conditions.iter().flatten() {
+    f.push("kube_deployment_spec_paused", &l, bool_f(d.paused));
+    for c in d.conditions.iter() {
         // kube-state-metrics: `reason` is the condition's reason when the deployment controller
         // sets it (or empty, which is no label), else `unknown`.
-        let reason = c.reason.as_deref().unwrap_or_default();
+        let reason = &*c.reason;
         let reason = if DEPLOYMENT_REASONS.contains(&reason) { reason } else { "unknown" };
-        condition_series(f, "kube_deployment_status_condition", &[l[0], l[1], ("reason", reason)], &c.type_, &c.status);
+        condition_series(f, "kube_deployment_status_condition", &[l[0], l[1], ("reason", reason)], &c.kind, &c.status);
     }
 }
 
@@ -120,63 +112,60 @@ pub(crate) fn owner_series<'a>(
     }
 }
 
-pub fn daemonset(d: &DaemonSet, f: &mut Frame) {
-    let (ns, name) = ns_name(&d.metadata);
+pub fn daemonset(d: &DaemonSetInfo, f: &mut Frame) {
+    let (ns, name) = ns_name(&d.meta);
     let l = [("namespace", ns), ("daemonset", name)];
-    let s = d.status.clone().unwrap_or_default();
-    f.push("kube_daemonset_status_current_number_scheduled", &l, f64::from(s.current_number_scheduled));
-    f.push("kube_daemonset_status_desired_number_scheduled", &l, f64::from(s.desired_number_scheduled));
-    f.push("kube_daemonset_status_number_available", &l, num(s.number_available));
-    f.push("kube_daemonset_status_number_misscheduled", &l, f64::from(s.number_misscheduled));
-    f.push("kube_daemonset_status_number_ready", &l, f64::from(s.number_ready));
-    f.push("kube_daemonset_status_number_unavailable", &l, num(s.number_unavailable));
-    f.push("kube_daemonset_status_updated_number_scheduled", &l, num(s.updated_number_scheduled));
-    f.push("kube_daemonset_status_observed_generation", &l, gen(s.observed_generation));
-    f.push("kube_daemonset_metadata_generation", &l, gen(d.metadata.generation));
+    f.push("kube_daemonset_status_current_number_scheduled", &l, num(d.current_number_scheduled));
+    f.push("kube_daemonset_status_desired_number_scheduled", &l, num(d.desired_number_scheduled));
+    f.push("kube_daemonset_status_number_available", &l, num(d.number_available));
+    f.push("kube_daemonset_status_number_misscheduled", &l, num(d.number_misscheduled));
+    f.push("kube_daemonset_status_number_ready", &l, num(d.number_ready));
+    f.push("kube_daemonset_status_number_unavailable", &l, num(d.number_unavailable));
+    f.push("kube_daemonset_status_updated_number_scheduled", &l, num(d.updated_number_scheduled));
+    f.push("kube_daemonset_status_observed_generation", &l, gen(d.observed_generation));
+    f.push("kube_daemonset_metadata_generation", &l, gen(d.generation));
 }
 
-pub fn statefulset(s: &StatefulSet, f: &mut Frame) {
-    let (ns, name) = ns_name(&s.metadata);
+pub fn statefulset(s: &StatefulSetInfo, f: &mut Frame) {
+    let (ns, name) = ns_name(&s.meta);
     let l = [("namespace", ns), ("statefulset", name)];
-    let st = s.status.clone().unwrap_or_default();
-    f.push("kube_statefulset_status_replicas", &l, f64::from(st.replicas));
-    f.push("kube_statefulset_status_replicas_available", &l, num(st.available_replicas));
-    f.push("kube_statefulset_status_replicas_current", &l, num(st.current_replicas));
-    f.push("kube_statefulset_status_replicas_ready", &l, num(st.ready_replicas));
-    f.push("kube_statefulset_status_replicas_updated", &l, num(st.updated_replicas));
-    f.push("kube_statefulset_status_observed_generation", &l, gen(st.observed_generation));
-    f.push("kube_statefulset_metadata_generation", &l, gen(s.metadata.generation));
-    if let Some(r) = s.spec.as_ref().and_then(|spec| spec.replicas) {
+    f.push("kube_statefulset_status_replicas", &l, num(s.replicas));
+    f.push("kube_statefulset_status_replicas_available", &l, num(s.available_replicas));
+    f.push("kube_statefulset_status_replicas_current", &l, num(s.current_replicas));
+    f.push("kube_statefulset_status_replicas_ready", &l, num(s.ready_replicas));
+    f.push("kube_statefulset_status_replicas_updated", &l, num(s.updated_replicas));
+    f.push("kube_statefulset_status_observed_generation", &l, gen(s.observed_generation));
+    f.push("kube_statefulset_metadata_generation", &l, gen(s.generation));
+    if let Some(r) = s.spec_replicas {
         f.push("kube_statefulset_replicas", &l, f64::from(r));
     }
     // kube-state-metrics writes both also before the controller has set them (an empty
     // `revision`, i.e. no label).
     for (metric, rev) in [
-        ("kube_statefulset_status_current_revision", &st.current_revision),
-        ("kube_statefulset_status_update_revision", &st.update_revision),
+        ("kube_statefulset_status_current_revision", &s.current_revision),
+        ("kube_statefulset_status_update_revision", &s.update_revision),
     ] {
-        f.push(metric, &[l[0], l[1], ("revision", rev.as_deref().unwrap_or_default())], 1.0);
+        f.push(metric, &[l[0], l[1], ("revision", rev)], 1.0);
     }
 }
 
-pub fn job(j: &Job, f: &mut Frame) {
-    let (ns, name) = ns_name(&j.metadata);
+pub fn job(j: &JobInfo, f: &mut Frame) {
+    let (ns, name) = ns_name(&j.meta);
     let l = [("namespace", ns), ("job_name", name)];
-    let s = j.status.clone().unwrap_or_default();
-    f.push("kube_job_status_succeeded", &l, num(s.succeeded));
-    job_status_failed(f, &l, &s);
-    f.push("kube_job_status_active", &l, num(s.active));
-    if let Some(t) = &s.start_time {
-        f.push("kube_job_status_start_time", &l, seconds(t));
+    f.push("kube_job_status_succeeded", &l, num(j.succeeded));
+    job_status_failed(f, &l, j);
+    f.push("kube_job_status_active", &l, num(j.active));
+    if let Some(t) = j.start_time {
+        f.push("kube_job_status_start_time", &l, t as f64);
     }
-    if let Some(t) = &s.completion_time {
-        f.push("kube_job_status_completion_time", &l, seconds(t));
+    if let Some(t) = j.completion_time {
+        f.push("kube_job_status_completion_time", &l, t as f64);
     }
-    if let Some(c) = j.spec.as_ref().and_then(|s| s.completions) {
+    if let Some(c) = j.completions {
         f.push("kube_job_spec_completions", &l, f64::from(c));
     }
-    for c in s.conditions.iter().flatten() {
-        let metric = match c.type_.as_str() {
+    for c in j.conditions.iter() {
+        let metric = match &*c.kind {
             "Complete" => "kube_job_complete",
             "Failed" => "kube_job_failed",
             _ => continue,
@@ -184,28 +173,28 @@ pub fn job(j: &Job, f: &mut Frame) {
         let mut with = l.to_vec();
         for (label, value) in [("true", "True"), ("false", "False"), ("unknown", "Unknown")] {
             with.push(("condition", label));
-            f.push(metric, &with, bool_f(c.status == value));
+            f.push(metric, &with, bool_f(&*c.status == value));
             with.pop();
         }
     }
-    let owners = j.metadata.owner_references.iter().flatten();
-    owner_series(f, "kube_job_owner", &l, owners.map(|o| (o.kind.as_str(), o.name.as_str(), o.controller)));
+    let owners = j.owners.iter().map(|o| (&*o.kind, &*o.name, o.controller));
+    owner_series(f, "kube_job_owner", &l, owners);
 }
 
 /// `kube_job_status_failed` as kube-state-metrics writes it: no failed pod, one series of 0
 /// without `reason`; otherwise, for each `Failed` condition, one series per known reason (1 for
 /// the condition's, 0 for the others), and when no known reason matched, one series with an
 /// empty `reason` (no label) holding the count of failed pods.
-fn job_status_failed(f: &mut Frame, l: &[(&str, &str)], s: &k8s_openapi::api::batch::v1::JobStatus) {
-    let failed = num(s.failed);
+fn job_status_failed(f: &mut Frame, l: &[(&str, &str)], j: &JobInfo) {
+    let failed = num(j.failed);
     if failed == 0.0 {
         f.push("kube_job_status_failed", l, 0.0);
         return;
     }
     let mut known = false;
-    for c in s.conditions.iter().flatten().filter(|c| c.type_ == "Failed") {
+    for c in j.conditions.iter().filter(|c| &*c.kind == "Failed") {
         for reason in JOB_FAILURE_REASONS {
-            let is = c.reason.as_deref() == Some(reason);
+            let is = &*c.reason == reason;
             known |= is;
             f.push("kube_job_status_failed", &[l[0], l[1], ("reason", reason)], bool_f(is));
         }

@@ -12,7 +12,6 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use lgtm_k8s::backoff::WatchBackoff;
 use lgtm_k8s::reflect::spawn_reflector;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -84,7 +83,7 @@ pub fn spawn_monitor_watches(
     }
     let (client, changed, stop) = (client.clone(), changed.clone(), stop.clone());
     tokio::spawn(async move {
-        let mut backoff = WatchBackoff::default();
+        let mut backoff = lgtm_k8s::backoff::watch_backoff();
         loop {
             let wait = match client.list_api_group_resources(GROUP_VERSION).await {
                 Ok(list) => {
@@ -103,7 +102,7 @@ pub fn spawn_monitor_watches(
                     RECHECK
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay();
+                    let delay = backoff.next_delay(None);
                     tracing::debug!(error = %e, retry_in = ?delay, "API discovery of {GROUP_VERSION} failed");
                     delay
                 }

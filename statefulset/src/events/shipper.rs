@@ -7,7 +7,7 @@
 //! by etcd hands out increasing integers, and comparing them is what lets a new leader, or a
 //! relist after `410 Gone`, skip what was shipped without keeping a set of event ids.
 //!
-//! Failures are retried with the watches' shared policy ([`lgtm_k8s::backoff::WatchBackoff`]:
+//! Failures are retried with the watches' shared policy ([`lgtm_k8s::backoff::watch_backoff`]:
 //! 0.5 s doubling to 5 s, with jitter), reset by a list that succeeds; a list that keeps failing
 //! is warned about once, then logged at debug level until it succeeds.
 
@@ -17,7 +17,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use lgtm_k8s::backoff::WatchBackoff;
 use lgtm_pipeline::proto::{loki_labels_string, EntryAdapter, StreamAdapter, Timestamp};
 use lgtm_pipeline::{Ack, LogsSink};
 use tokio::sync::{mpsc, watch};
@@ -78,7 +77,7 @@ pub async fn ship(
         now.saturating_sub(options.lookback).as_nanos() as i64
     });
     let mut pending = Pending::default();
-    let mut backoff = WatchBackoff::default();
+    let mut backoff = lgtm_k8s::backoff::watch_backoff();
     let mut list_failing = false;
     'relist: while !stop.is_cancelled() {
         let params = ListParams::default();
@@ -89,7 +88,7 @@ pub async fn ship(
         let list = match list {
             Ok(l) => l,
             Err(e) => {
-                let delay = backoff.next_delay();
+                let delay = backoff.next_delay(None);
                 if list_failing {
                     tracing::debug!(error = %e, retry_in = ?delay, "listing events still failing");
                 } else {
@@ -121,7 +120,7 @@ pub async fn ship(
         if flush(&mut pending, &mut sent, &sink, &options, &ack_tx).await.is_err() {
             tokio::select! {
                 _ = stop.cancelled() => break 'relist,
-                _ = tokio::time::sleep(backoff.next_delay()) => continue 'relist,
+                _ = tokio::time::sleep(backoff.next_delay(None)) => continue 'relist,
             }
         }
 
@@ -137,7 +136,7 @@ pub async fn ship(
                     tracing::warn!(error = %e, "watching events failed; listing again");
                     tokio::select! {
                         _ = stop.cancelled() => break 'relist,
-                        _ = tokio::time::sleep(backoff.next_delay()) => continue 'relist,
+                        _ = tokio::time::sleep(backoff.next_delay(None)) => continue 'relist,
                     }
                 }
             };
