@@ -161,6 +161,8 @@ pub struct LogsBenchReport {
     pub idle_cpu_percent: f64,
     pub loki_cpu_seconds: f64,
     pub loki_pushes: u64,
+    /// The agent's exporter retries during the bulk run (a slow run with retries was refused).
+    pub agent_retries: u64,
     pub loki_line_bytes: u64,
     /// The Collector's figures on the same trees, when it ran.
     pub collector: Option<PeerFigures>,
@@ -281,7 +283,13 @@ impl fmt::Display for LogsBenchReport {
             for sample in &c.altered_samples {
                 writeln!(f, "bulk: altered: {sample}")?;
             }
-            writeln!(f, "bulk: wall {:.2} s, throughput {:.1} MiB/s", self.wall_seconds, self.mib_per_second())?;
+            writeln!(
+                f,
+                "bulk: wall {:.2} s, throughput {:.1} MiB/s, exporter retries {}",
+                self.wall_seconds,
+                self.mib_per_second(),
+                self.agent_retries
+            )?;
             writeln!(
                 f,
                 "bulk: agent CPU {:.2} s ({:.2} user, {:.2} system), CPU-seconds per GiB {:.2} (target <= 2.5)",
@@ -452,6 +460,7 @@ pub async fn run_logs_bench(opts: &LogsBenchOptions) -> anyhow::Result<LogsBench
         report.agent_cpu_seconds = Process::Pid(agent.pid()).cpu_seconds();
         report.agent_user_seconds = Process::Pid(agent.pid()).user_seconds();
         report.agent_peak_rss = Process::Pid(agent.pid()).peak_rss_bytes();
+        report.agent_retries = agent.metric_sum("lgtm_agent_exporter_retries_total").await as u64;
         agent.stop().await;
         report.check = receiver.counts();
         report.loki_pushes = receiver.pushes.load(Ordering::Relaxed);
@@ -1190,6 +1199,8 @@ fn varint(buf: &mut &[u8]) -> Option<u64> {
 struct AgentRun {
     child: Option<Child>,
     log: PathBuf,
+    /// The agent's admin port (0 for the Collector).
+    admin: u16,
 }
 
 impl AgentRun {
@@ -1225,7 +1236,7 @@ impl AgentRun {
             .stderr(Stdio::from(out))
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut run = AgentRun { child: Some(child), log };
+        let mut run = AgentRun { child: Some(child), log, admin };
         let url = format!("http://127.0.0.1:{admin}/readyz");
         let client = reqwest::Client::new();
         let started = Instant::now();
@@ -1257,7 +1268,7 @@ impl AgentRun {
             pods = pods.display(),
         );
         let (child, log) = crate::peers::otelcol::spawn(bin, dir, &config)?;
-        let mut run = AgentRun { child: Some(child), log };
+        let mut run = AgentRun { child: Some(child), log, admin: 0 };
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some(status) = run.exited() {
             bail!("the Collector exited ({status}) at start; log: {}", run.log.display());
@@ -1274,6 +1285,19 @@ impl AgentRun {
     }
 
     /// SIGTERM, then SIGKILL after 20 s.
+    /// The sum of the agent's self-metric `name` (every label set), 0 when it cannot be read.
+    async fn metric_sum(&self, name: &str) -> f64 {
+        if self.admin == 0 {
+            return 0.0;
+        }
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
+        let Ok(text) = async { reqwest::get(&url).await?.text().await }.await else { return 0.0 };
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
