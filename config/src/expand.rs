@@ -95,11 +95,7 @@ impl LineMap {
 /// Line breaks in `s`: LF, CR, and CRLF counted once.
 fn line_breaks(s: &str) -> usize {
     let bytes = s.as_bytes();
-    bytes
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
-        .count()
+    bytes.iter().enumerate().filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))).count()
 }
 
 /// Expands one stretch of text; an error carries the byte offset of the offending `$`.
