@@ -169,7 +169,7 @@ impl Intake {
             let result = self
                 .pipeline
                 .metrics
-                .try_send(std::mem::take(&mut converted.series))
+                .try_send_compressed(std::mem::take(&mut converted.series))
                 .map(|_ack| ())
                 .map_err(refusal_of);
             counted("metrics", transport, converted.points, result)?;
@@ -184,7 +184,12 @@ impl Intake {
     ) -> Result<ExportLogsServiceResponse, Refusal> {
         let converted = loki::convert(&req, &self.cluster);
         if converted.entries > 0 {
-            let result = match tokio::time::timeout(LOGS_QUEUE_WAIT, self.pipeline.logs.send(converted.streams)).await {
+            let result = match tokio::time::timeout(
+                LOGS_QUEUE_WAIT,
+                self.pipeline.logs.send_compressed(converted.streams),
+            )
+            .await
+            {
                 Ok(sent) => sent.map(|_ack| ()).map_err(refusal_of),
                 Err(_) => Err(Refusal::Busy("queue loki is full".into())),
             };

@@ -93,7 +93,12 @@ impl InParts {
     /// The series of `part`: `resources[i]` is the index in the whole request of
     /// `part.resource_metrics[i]`, `next` that of the next part's first resource (`None` after
     /// the last part).
-    pub fn convert(&mut self, part: &ExportMetricsServiceRequest, resources: &[usize], next: Option<usize>) -> Converted {
+    pub fn convert(
+        &mut self,
+        part: &ExportMetricsServiceRequest,
+        resources: &[usize],
+        next: Option<usize>,
+    ) -> Converted {
         let mut out = Converted::default();
         for (rm, &index) in part.resource_metrics.iter().zip(resources) {
             if self.open.as_ref().is_some_and(|o| o.index != index) {

@@ -79,4 +79,3 @@ pub(super) fn fields(buf: &[u8]) -> impl Iterator<Item = Result<Field<'_>, Strin
 pub(super) fn bytes_of<'a>(field: &Field<'a>, what: &str) -> Result<&'a [u8], String> {
     field.bytes.ok_or_else(|| format!("{what} (field {}) is not length-delimited", field.tag))
 }
-
