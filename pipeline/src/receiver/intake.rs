@@ -216,7 +216,7 @@ const METRICS_PART_BYTES: usize = 64 * 1024;
 
 /// Encoded log records handed on per part: a part's decoded records and Loki streams take about
 /// 50 times its encoded size when records are tiny (7 bytes), a few times for typical ones.
-const LOGS_PART_BYTES: usize = 64 * 1024;
+const LOGS_PART_BYTES: usize = 16 * 1024;
 
 impl Intake {
     /// An `ExportLogsServiceRequest` as protobuf bytes (gRPC, HTTP, or JSON read into protobuf):
