@@ -206,3 +206,81 @@ impl Decoder for JaegerDecoder {
         Ok(Some(src.copy_to_bytes(bytes::Buf::remaining(src))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receiver::jaeger::model::Span;
+    use crate::receiver::jaeger::proto::{KeyValue, PostSpansRequest};
+
+    fn span(i: u64) -> ProtoSpan {
+        ProtoSpan {
+            trace_id: [[0u8; 8], (i + 1).to_be_bytes()].concat(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            operation_name: format!("op{i}"),
+            ..Default::default()
+        }
+    }
+
+    fn all(body: &[u8], part_bytes: usize) -> Result<(Vec<Batch>, usize), String> {
+        let mut batches = Vec::new();
+        in_parts(body, part_bytes, |b| {
+            batches.push(b);
+            true
+        })?;
+        let n = batches.len();
+        Ok((batches, n))
+    }
+
+    #[test]
+    fn parts_give_every_span_once_in_order_with_the_process_as_the_whole_request() {
+        let process = |name: &str| ProtoProcess {
+            service_name: name.into(),
+            tags: vec![KeyValue { key: "k".into(), v_str: name.into(), ..Default::default() }],
+        };
+        let first = PostSpansRequest { batch: Some(ProtoBatch { spans: (0..30).map(span).collect(), process: None }) };
+        // A second batch field: merged by prost (its spans after, its process the batch's).
+        let second = PostSpansRequest {
+            batch: Some(ProtoBatch { spans: (30..45).map(span).collect(), process: Some(process("svc")) }),
+        };
+        let body = [first.encode_to_vec(), second.encode_to_vec()].concat();
+        let whole = proto::to_model(PostSpansRequest::decode(&body[..]).unwrap().batch.unwrap()).unwrap();
+        assert_eq!(whole.spans.len(), 45);
+        for part_bytes in [0, 100, 1000, usize::MAX] {
+            let (batches, n) = all(&body, part_bytes).unwrap();
+            let spans: Vec<Span> = batches.iter().flat_map(|b| b.spans.clone()).collect();
+            assert_eq!(spans, whole.spans, "{part_bytes}");
+            assert!(batches.iter().all(|b| b.process == whole.process), "{part_bytes}");
+            match part_bytes {
+                0 => assert_eq!(n, 45),
+                usize::MAX => assert_eq!(n, 1),
+                _ => assert!(n > 1 && n < 45, "{part_bytes}: {n}"),
+            }
+        }
+        // `each` answering false stops the parts.
+        let mut calls = 0;
+        in_parts(&body, 0, |_| {
+            calls += 1;
+            calls < 3
+        })
+        .unwrap();
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn what_the_whole_request_refuses_is_refused_before_any_part() {
+        let mut bad =
+            PostSpansRequest { batch: Some(ProtoBatch { spans: (0..10).map(span).collect(), process: None }) };
+        let body = bad.encode_to_vec();
+        for cut in 1..body.len() {
+            let whole = PostSpansRequest::decode(&body[..cut])
+                .map_err(|e| e.to_string())
+                .and_then(|r| proto::to_model(r.batch.unwrap_or_default()).map_err(|e| e.to_string()));
+            assert_eq!(in_parts(&body[..cut], 0, |_| true).is_err(), whole.is_err(), "cut at {cut}");
+        }
+        // The last span's id of the wrong length: refused by the check, before any part.
+        bad.batch.as_mut().unwrap().spans[9].span_id = vec![1, 2, 3];
+        let body = bad.encode_to_vec();
+        assert!(in_parts(&body, 0, |_| true).is_err());
+    }
+}
