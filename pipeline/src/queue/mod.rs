@@ -97,8 +97,9 @@ pub fn compressed(payload: &[u8]) -> Option<Bytes> {
     let mut out = vec![0u8; COMPRESSED.len() + snap::raw::max_compress_len(payload.len())];
     out[..COMPRESSED.len()].copy_from_slice(&COMPRESSED);
     let n = snap::raw::Encoder::new().compress(payload, &mut out[COMPRESSED.len()..]).ok()?;
-    out.truncate(COMPRESSED.len() + n);
-    (out.len() < payload.len()).then(|| Bytes::from(out))
+    // Copied out: the buffer has room for the worst case, which the queue would hold too.
+    let out = &out[..COMPRESSED.len() + n];
+    (out.len() < payload.len()).then(|| Bytes::copy_from_slice(out))
 }
 
 /// A payload as it was before [`compressed`].

@@ -13,6 +13,7 @@
 //! protobuf groups (wire types 3 and 4), which are refused.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -23,13 +24,17 @@ use prost::Message;
 use super::wire::{bytes_of, fields};
 
 /// A run of records of one `ScopeLogs`: `records` counts its record fields, from the
-/// `first`-th.
+/// `first`-th; `spans` are where they are in the request (each a range of consecutive record
+/// fields), `scope_header` the scope's other fields (merged, they give the scope without its
+/// records), so that decoding a run never walks the rest of its scope.
 #[derive(Debug, Clone)]
 struct Run {
     resource_logs: Range<usize>,
     scope_logs: Range<usize>,
+    scope_header: Arc<[Range<usize>]>,
     first: usize,
     records: usize,
+    spans: Vec<Range<usize>>,
 }
 
 /// Records of the request grouped into runs, the runs into parts.
@@ -60,6 +65,11 @@ pub fn plan(body: &[u8], part_bytes: usize) -> Result<Vec<Part>, String> {
                     let sl = bytes_of(&f, "scope_logs")?;
                     // Offsets in `body`, as `rl_range`.
                     let sl_range = rl_range.start + f.at..rl_range.start + f.at + sl.len();
+                    let scope_header: Arc<[Range<usize>]> = fields(sl)
+                        .map_while(Result::ok)
+                        .filter(|g| g.tag != 2)
+                        .map(|g| sl_range.start + g.key..sl_range.start + g.end)
+                        .collect();
                     let mut index = 0;
                     for g in fields(sl) {
                         let g = g?;
@@ -74,15 +84,22 @@ pub fn plan(body: &[u8], part_bytes: usize) -> Result<Vec<Part>, String> {
                                     in_part = 0;
                                 }
                                 let part = parts.last_mut().expect("never empty");
+                                let at = sl_range.start + g.key..sl_range.start + g.end;
                                 match part.runs.last_mut() {
                                     Some(run) if run.scope_logs == sl_range && run.first + run.records == index => {
-                                        run.records += 1
+                                        run.records += 1;
+                                        match run.spans.last_mut() {
+                                            Some(last) if last.end == at.start => last.end = at.end,
+                                            _ => run.spans.push(at),
+                                        }
                                     }
                                     _ => part.runs.push(Run {
                                         resource_logs: rl_range.clone(),
                                         scope_logs: sl_range.clone(),
+                                        scope_header: scope_header.clone(),
                                         first: index,
                                         records: 1,
+                                        spans: vec![at],
                                     }),
                                 }
                                 in_part += record.len();
@@ -108,7 +125,6 @@ impl Part {
         let mut req = ExportLogsServiceRequest::default();
         for run in &self.runs {
             let rl = &body[run.resource_logs.clone()];
-            let sl = &body[run.scope_logs.clone()];
             let mut resource_logs = ResourceLogs::default();
             let mut scope_logs = ScopeLogs::default();
             for f in fields(rl).map_while(Result::ok) {
@@ -120,20 +136,14 @@ impl Part {
                     _ => {}
                 }
             }
-            let mut index = 0;
-            for f in fields(sl).map_while(Result::ok) {
-                match (f.tag, f.bytes) {
-                    (1, Some(b)) => {
-                        let _ = scope_logs.scope.get_or_insert_with(Default::default).merge(b);
+            for r in run.scope_header.iter() {
+                let _ = scope_logs.merge(&body[r.clone()]);
+            }
+            for span in &run.spans {
+                for f in fields(&body[span.clone()]).map_while(Result::ok) {
+                    if let (2, Some(b)) = (f.tag, f.bytes) {
+                        scope_logs.log_records.push(LogRecord::decode(b).unwrap_or_default());
                     }
-                    (3, Some(b)) => scope_logs.schema_url = String::from_utf8_lossy(b).into_owned(),
-                    (2, Some(b)) => {
-                        if (run.first..run.first + run.records).contains(&index) {
-                            scope_logs.log_records.push(LogRecord::decode(b).unwrap_or_default());
-                        }
-                        index += 1;
-                    }
-                    _ => {}
                 }
             }
             resource_logs.scope_logs.push(scope_logs);
