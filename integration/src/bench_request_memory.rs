@@ -261,7 +261,7 @@ pub async fn measure(bin: &Path, dir: &Path, case: &Case) -> anyhow::Result<Row>
 
 /// One unary gRPC call of `path` on `127.0.0.1:port` with `body` as the message (sent as it is,
 /// uncompressed); the answer's message is read and dropped. `Err` only when no call could be made.
-async fn grpc_unary(port: u16, path: &'static str, body: Vec<u8>) -> anyhow::Result<Result<(), Status>> {
+pub async fn grpc_unary(port: u16, path: &'static str, body: Vec<u8>) -> anyhow::Result<Result<(), Status>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
     grpc.ready().await?;
