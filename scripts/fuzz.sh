@@ -32,6 +32,7 @@ all_targets=(
     pipeline:jaeger_thrift
     pipeline:otlp_json
     pipeline:logs_parts
+    pipeline:metrics_parts
     config:config_yaml
 )
 

@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use bytes::{Buf, BufMut};
 use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::Status;
 
 use crate::agent::AgentProcess;
 use crate::agent_config::AgentConfig;
@@ -25,9 +26,14 @@ use crate::procstat::Process;
 pub enum Transport {
     /// `POST` to this path with this `Content-Type`.
     Http { path: &'static str, content_type: &'static str },
-    /// OTLP/gRPC `TraceService/Export`.
-    OtlpGrpc,
+    /// A unary gRPC call of this method (`/package.Service/Method`), the body as the message.
+    Grpc { path: &'static str },
 }
+
+const OTLP_TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const OTLP_METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+const OTLP_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+const JAEGER_POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
 
 /// One receiver and encoding, and the request sent to it.
 pub struct Case {
@@ -74,7 +80,7 @@ pub fn cases(size: usize) -> Vec<Case> {
             receiver: "OTLP/gRPC",
             encoding: "protobuf, tiny spans",
             field: "otlp.grpc",
-            transport: Transport::OtlpGrpc,
+            transport: Transport::Grpc { path: OTLP_TRACES },
             body: otlp_proto_tiny(size),
             bounded: true,
         },
@@ -108,9 +114,15 @@ pub fn cases(size: usize) -> Vec<Case> {
             field: "otlp.http",
             transport: http("/v1/logs", "application/x-protobuf"),
             body: otlp_proto_logs_tiny(size),
-            // 3.76 at 15 MiB, 5.21 at 6 MiB (debug build): 7-byte records, each queued as a
-            // larger Loki entry; not yet within the bound at every size.
-            bounded: false,
+            bounded: true,
+        },
+        Case {
+            receiver: "OTLP/gRPC",
+            encoding: "protobuf logs, tiny records",
+            field: "otlp.grpc",
+            transport: Transport::Grpc { path: OTLP_LOGS },
+            body: otlp_proto_logs_tiny(size),
+            bounded: true,
         },
         Case {
             receiver: "OTLP/HTTP",
@@ -118,7 +130,23 @@ pub fn cases(size: usize) -> Vec<Case> {
             field: "otlp.http",
             transport: http("/v1/metrics", "application/json"),
             body: otlp_json_metrics_tiny(size),
-            bounded: false,
+            bounded: true,
+        },
+        Case {
+            receiver: "OTLP/HTTP",
+            encoding: "protobuf metrics, tiny gauge points",
+            field: "otlp.http",
+            transport: http("/v1/metrics", "application/x-protobuf"),
+            body: otlp_proto_metrics_tiny(size),
+            bounded: true,
+        },
+        Case {
+            receiver: "OTLP/gRPC",
+            encoding: "protobuf metrics, tiny gauge points",
+            field: "otlp.grpc",
+            transport: Transport::Grpc { path: OTLP_METRICS },
+            body: otlp_proto_metrics_tiny(size),
+            bounded: true,
         },
         Case {
             receiver: "Jaeger",
@@ -126,6 +154,14 @@ pub fn cases(size: usize) -> Vec<Case> {
             field: "otlp.jaeger.thrift_http",
             transport: http("/api/traces", "application/x-thrift"),
             body: jaeger_thrift_tiny(size),
+            bounded: true,
+        },
+        Case {
+            receiver: "Jaeger",
+            encoding: "protobuf over gRPC, tiny spans",
+            field: "otlp.jaeger.grpc",
+            transport: Transport::Grpc { path: JAEGER_POST_SPANS },
+            body: jaeger_proto_tiny(size),
             bounded: true,
         },
     ]
@@ -206,14 +242,10 @@ pub async fn measure(bin: &Path, dir: &Path, case: &Case) -> anyhow::Result<Row>
             .await
             .map(|r| r.status().as_u16().to_string())
             .unwrap_or_else(|e| format!("error: {e}")),
-        Transport::OtlpGrpc => {
-            let request = ExportTraceServiceRequest::decode(&case.body[..])?;
-            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
-            match client.export(request).await {
-                Ok(_) => "OK".to_string(),
-                Err(status) => format!("{:?}", status.code()),
-            }
-        }
+        Transport::Grpc { path } => match grpc_unary(port, path, case.body.clone()).await? {
+            Ok(()) => "OK".to_string(),
+            Err(status) => format!("{:?}", status.code()),
+        },
     };
     let peak_after = Process::Pid(pid).peak_rss_bytes();
     agent.terminate(Duration::from_secs(20)).await;
@@ -227,6 +259,55 @@ pub async fn measure(bin: &Path, dir: &Path, case: &Case) -> anyhow::Result<Row>
     })
 }
 
+/// One unary gRPC call of `path` on `127.0.0.1:port` with `body` as the message (sent as it is,
+/// uncompressed); the answer's message is read and dropped. `Err` only when no call could be made.
+pub async fn grpc_unary(port: u16, path: &'static str, body: Vec<u8>) -> anyhow::Result<Result<(), Status>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc.unary(tonic::Request::new(body), path, RawCodec).await.map(|_| ()))
+}
+
+/// Sends a message's bytes as they are; reads an answer's bytes and drops them.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ();
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RequestMemoryBench {
     /// The size of each request.
@@ -235,6 +316,10 @@ pub struct RequestMemoryBench {
     /// The lgtm-agent binary to run; default: the workspace's release binary (built if missing).
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
+    /// Only the cases whose receiver and encoding ("OTLP/gRPC protobuf logs, tiny records")
+    /// contain this text.
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 pub async fn run(b: RequestMemoryBench) -> anyhow::Result<()> {
@@ -248,6 +333,9 @@ pub async fn run(b: RequestMemoryBench) -> anyhow::Result<()> {
     println!("{HEADER}");
     let mut over = 0;
     for (i, case) in cases(usize::try_from(b.size.bytes())?).iter().enumerate() {
+        if b.only.as_ref().is_some_and(|only| !format!("{} {}", case.receiver, case.encoding).contains(only.as_str())) {
+            continue;
+        }
         let dir = tmp.path().join(i.to_string());
         std::fs::create_dir_all(&dir)?;
         let row = measure(&bin, &dir, case).await?;
@@ -380,6 +468,49 @@ pub fn otlp_json_metrics_tiny(bytes: usize) -> Vec<u8> {
     }
     out.extend_from_slice(b"]}}]}]}]}");
     out
+}
+
+/// OTLP protobuf metrics: one gauge of minimal points, as the JSON one (`as_int` and
+/// `time_unix_nano`: 20 bytes a point, 22 with its field key and length), about `bytes` long.
+pub fn otlp_proto_metrics_tiny(bytes: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    let point = |i: u64| NumberDataPoint {
+        time_unix_nano: 1_700_000_000_000_000_000 + i,
+        value: Some(number_data_point::Value::AsInt(i as i64)),
+        ..Default::default()
+    };
+    let n = bytes / (point(0).encoded_len() + 2);
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "m".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points: (0..n as u64).map(point).collect() })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A Jaeger `PostSpansRequest` of minimal spans (a 16-byte trace id and an 8-byte span id),
+/// about `bytes` long.
+pub fn jaeger_proto_tiny(bytes: usize) -> Vec<u8> {
+    use lgtm_pipeline::receiver::jaeger::proto::{PostSpansRequest, ProtoBatch, ProtoSpan};
+    let span = |i: u64| ProtoSpan {
+        trace_id: [[0u8; 8], (i + 1).to_be_bytes()].concat(),
+        span_id: (i + 1).to_be_bytes().to_vec(),
+        ..Default::default()
+    };
+    let n = bytes / (span(0).encoded_len() + 2);
+    PostSpansRequest { batch: Some(ProtoBatch { spans: (0..n as u64).map(span).collect(), process: None }) }
+        .encode_to_vec()
 }
 
 /// OTLP protobuf traces of minimal spans, about `bytes` long.

@@ -558,6 +558,113 @@ async fn one_request_takes_at_most_four_times_its_size_in_memory() {
     assert!(over.is_empty(), "over 4 bytes of peak RSS per request byte, or refused: {over:?}");
 }
 
+/// Requests taken in parts lose nothing: an OTLP/gRPC metrics request of 20,000 points of one
+/// gauge (about ten parts of 64 KiB) and a JSON one over HTTP of 5,000, each under a
+/// resource with attributes, arrive at Mimir as one series per point, each once, with one
+/// `target_info` per resource; the received counter says every point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_requests_taken_in_parts_arrive_whole() {
+    use lgtm_integration::bench_request_memory::grpc_unary;
+    use lgtm_integration::fake_mimir::FakeMimir;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mimir = FakeMimir::start(1e12, 1e12).await;
+    let (admin, grpc, http) = (free_port(), free_port(), free_port());
+    let yaml = AgentConfig::new("parts", &tmp.path().join("data"), admin)
+        .set("otlp", receivers_off())
+        .set("otlp.grpc", format!("127.0.0.1:{grpc}"))
+        .set("otlp.http", format!("127.0.0.1:{http}"))
+        .set("exporters.mimir", json!({ "url": mimir.push_url() }))
+        .yaml();
+    let agent = AgentProcess::launch(&agent_binary(), tmp.path(), &yaml, admin, &[]).await.unwrap();
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    };
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    const POINTS: u64 = 20_000;
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "a"), kv("host", "h1")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: (0..POINTS)
+                            .map(|i| NumberDataPoint {
+                                time_unix_nano: now_ns,
+                                value: Some(number_data_point::Value::AsInt(i as i64)),
+                                attributes: vec![kv("i", &i.to_string())],
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    assert!(request.len() > 5 * 64 * 1024, "several parts: {}", request.len());
+    grpc_unary(grpc, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", request)
+        .await
+        .unwrap()
+        .expect("taken");
+    let mut json = String::from(
+        r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"b"}},{"key":"host","value":{"stringValue":"h2"}}]},"scopeMetrics":[{"metrics":[{"name":"j","gauge":{"dataPoints":["#,
+    );
+    for i in 0..5_000 {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            r#"{{"asInt":"{i}","timeUnixNano":"{now_ns}","attributes":[{{"key":"i","value":{{"stringValue":"{i}"}}}}]}}"#
+        ));
+    }
+    json.push_str("]}}]}]}]}");
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{http}/v1/metrics"))
+        .header("content-type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let counted = |prefix: &'static str| {
+        let state = mimir.state();
+        let series: Vec<usize> = state.samples.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, n)| *n).collect();
+        series
+    };
+    eventually(Duration::from_secs(30), "every series at Mimir", || async {
+        (counted("g{").len() == POINTS as usize && counted("j{").len() == 5_000).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (g, j, info) = (counted("g{"), counted("j{"), counted("target_info{"));
+    report(
+        "OTLP metrics in parts (gRPC protobuf 20,000 points, HTTP JSON 5,000)",
+        "2 requests",
+        &format!("{} + {} series, {} target_info", g.len(), j.len(), info.len()),
+    );
+    assert!(g.iter().chain(&j).all(|n| *n == 1), "each point once");
+    assert_eq!(info, [1, 1], "one target_info per resource");
+    let received = agent.metric_sum("lgtm_agent_otlp_received_total", &["signal=\"metrics\""]).await;
+    assert_eq!(received, (POINTS + 5_000) as f64);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 2: gRPC request bytes in the in-flight budget
 

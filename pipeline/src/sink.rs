@@ -88,6 +88,15 @@ impl MetricsSink {
         self.lane.try_push(payload, items)
     }
 
+    /// As `try_send`, the record queued compressed ([`crate::queue::compressed`]): for series
+    /// converted from a much smaller form (the OTLP receivers: a tiny data point's series repeats
+    /// its labels).
+    pub fn try_send_compressed(&self, series: Vec<TimeSeries>) -> Result<Ack, SendError> {
+        let (payload, items) = self.encode(series);
+        let payload = crate::queue::compressed(&payload).unwrap_or(payload);
+        self.lane.try_push(payload, items)
+    }
+
     /// Queues an already encoded `WriteRequest` whose series carry their final labels.
     pub async fn send_encoded(&self, write_request: Bytes, samples: u32) -> Result<Ack, SendError> {
         self.lane.push(write_request, samples).await
@@ -125,6 +134,16 @@ impl LogsSink {
     pub async fn send(&self, streams: Vec<StreamAdapter>) -> Result<Ack, SendError> {
         let items = streams.iter().map(|s| s.entries.len() as u32).sum();
         let payload = Bytes::from(PushRequest { streams }.encode_to_vec());
+        self.lane.push(payload, items).await
+    }
+
+    /// As `send`, the record queued compressed ([`crate::queue::compressed`]): for entries
+    /// converted from a much smaller form (the OTLP receivers: a tiny record's entry repeats its
+    /// timestamp).
+    pub async fn send_compressed(&self, streams: Vec<StreamAdapter>) -> Result<Ack, SendError> {
+        let items = streams.iter().map(|s| s.entries.len() as u32).sum();
+        let payload = PushRequest { streams }.encode_to_vec();
+        let payload = crate::queue::compressed(&payload).unwrap_or_else(|| Bytes::from(payload));
         self.lane.push(payload, items).await
     }
 

@@ -83,6 +83,36 @@ pub struct QueueOptions {
     pub when_full: WhenFull,
 }
 
+/// The first bytes of a payload pushed compressed ([`compressed`]): `0xff` cannot start a
+/// protobuf message (its wire type, 7, does not exist), so a payload pushed as it is never starts
+/// so, on disk from an earlier version either.
+const COMPRESSED: [u8; 2] = [0xff, 0x01];
+
+/// `payload` compressed (snappy, behind a marker) for [`DurableQueue::push`]: it is held in memory
+/// and on disk that way and handed out decompressed by [`DurableQueue::next`], so an exporter never
+/// sees the difference. For what a receiver converts into a much larger form (remote-write series
+/// of tiny OTLP points repeat their labels, Loki entries their timestamps), so that a queued
+/// request takes about its own size. `None` when compressing does not make it smaller.
+pub fn compressed(payload: &[u8]) -> Option<Bytes> {
+    let mut out = vec![0u8; COMPRESSED.len() + snap::raw::max_compress_len(payload.len())];
+    out[..COMPRESSED.len()].copy_from_slice(&COMPRESSED);
+    let n = snap::raw::Encoder::new().compress(payload, &mut out[COMPRESSED.len()..]).ok()?;
+    // Copied out: the buffer has room for the worst case, which the queue would hold too.
+    let out = &out[..COMPRESSED.len() + n];
+    (out.len() < payload.len()).then(|| Bytes::copy_from_slice(out))
+}
+
+/// A payload as it was before [`compressed`].
+fn decompressed(payload: Bytes) -> Result<Bytes, String> {
+    match payload.strip_prefix(&COMPRESSED[..]) {
+        Some(data) => snap::raw::Decoder::new()
+            .decompress_vec(data)
+            .map(Bytes::from)
+            .map_err(|e| format!("a compressed record cannot be decompressed: {e}")),
+        None => Ok(payload),
+    }
+}
+
 /// One queued batch as handed to the exporter.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -308,6 +338,8 @@ impl DurableQueue {
                     .map_err(|e| format!("reading record {} back from {}: {e}", p.seq, path.display())),
                 (None, None) => Err(format!("record {} has no payload in memory nor on disk", p.seq)),
             };
+            let payload =
+                payload.and_then(|payload| decompressed(payload).map_err(|e| format!("record {}: {e}", p.seq)));
             match payload {
                 Ok(payload) => out.push(Record { seq: p.seq, payload, items: p.items, enqueued_at: p.enqueued_at }),
                 Err(reason) => {

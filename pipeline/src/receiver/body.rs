@@ -13,7 +13,6 @@ use std::sync::LazyLock;
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::intake::Refusal;
@@ -170,16 +169,6 @@ pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<B
             reason: "unsupported_encoding",
             message: format!("Content-Encoding {other:?} is not supported (use gzip)"),
         }),
-    }
-}
-
-/// Decodes an OTLP request message.
-pub fn decode<T: prost::Message + DeserializeOwned + Default>(format: Format, body: &[u8]) -> Result<T, Refusal> {
-    match format {
-        Format::Protobuf => T::decode(body)
-            .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid protobuf: {e}") }),
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| Refusal::Invalid { reason: "malformed", message: format!("invalid OTLP/JSON: {e}") }),
     }
 }
 

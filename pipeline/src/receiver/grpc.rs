@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
 use tonic::codegen::{http, BoxFuture, Service, StdError};
@@ -64,13 +64,14 @@ impl GrpcSignal for Traces {
 impl GrpcSignal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     const SIGNAL: &'static str = "metrics";
-    type Request = ExportMetricsServiceRequest;
+    /// Kept as bytes: [`Intake::metrics_encoded`] checks them and decodes them in parts.
+    type Request = Bytes;
     type Response = ExportMetricsServiceResponse;
-    fn decode(src: &mut DecodeBuf<'_>) -> Result<Self::Request, prost::DecodeError> {
-        prost::Message::decode(src)
+    fn decode(src: &mut DecodeBuf<'_>) -> Result<Bytes, prost::DecodeError> {
+        Ok(src.copy_to_bytes(src.remaining()))
     }
     async fn handle(intake: Arc<Intake>, req: Self::Request) -> Result<Self::Response, Refusal> {
-        intake.metrics(req, TRANSPORT)
+        intake.metrics_encoded(req, TRANSPORT)
     }
 }
 

@@ -14,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
-use super::body::{decode, encode, read_plain, Format, Held};
+use super::body::{encode, read_plain, Format, Held};
 use super::intake::{Intake, Refusal, RETRY_AFTER};
 use super::metrics;
 use super::otlp_json;
@@ -45,21 +44,15 @@ async fn traces(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
     answer("traces", format, intake.traces_encoded(encoded, TRANSPORT))
 }
 
-/// As traces: JSON is read metric by metric into protobuf first, then decoded from that.
+/// As traces: JSON is read metric by metric into protobuf first; then the data points are
+/// decoded, converted and handed on in parts ([`Intake::metrics_encoded`]).
 async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
     let (format, encoded, _held) =
         match read_protobuf("metrics", &intake, &headers, body, otlp_json::metrics_to_protobuf).await {
             Ok(read) => read,
             Err(resp) => return resp,
         };
-    match decode::<ExportMetricsServiceRequest>(Format::Protobuf, &encoded) {
-        Ok(req) => {
-            // The decoded request is bounded by the decoders (depth, size) rather than by the budget.
-            drop(encoded);
-            answer("metrics", format, intake.metrics(req, TRANSPORT))
-        }
-        Err(refusal) => refused_counted("metrics", format, &refusal),
-    }
+    answer("metrics", format, intake.metrics_encoded(encoded, TRANSPORT))
 }
 
 /// As traces: JSON is read record by record into protobuf first; then the records are decoded

@@ -121,25 +121,60 @@ impl Intake {
         req: ExportMetricsServiceRequest,
         transport: Transport,
     ) -> Result<ExportMetricsServiceResponse, Refusal> {
-        let mut converted = prometheus::convert(&req);
+        let mut dropped = Vec::new();
+        self.metrics_converted(prometheus::convert(&req), transport, &mut dropped)?;
+        Ok(metrics_response(&dropped))
+    }
+
+    /// An `ExportMetricsServiceRequest` as protobuf bytes (gRPC, HTTP, or JSON read into
+    /// protobuf): checked whole, then decoded, converted and handed on in parts of about 64 KiB
+    /// of data points ([`super::metrics_parts`]), so a request never holds all its points decoded
+    /// and converted. A body that is not a valid request is refused and counted as `malformed`,
+    /// before any part is handed on. A part refused by a full queue refuses the request (429 /
+    /// RESOURCE_EXHAUSTED): the parts before it arrive again when the client retries (at least
+    /// once), as for logs.
+    pub fn metrics_encoded(&self, body: Bytes, transport: Transport) -> Result<ExportMetricsServiceResponse, Refusal> {
+        let parts = super::metrics_parts::plan(&body, METRICS_PART_BYTES).map_err(|e| {
+            let refusal = Refusal::Invalid { reason: "malformed", message: format!("invalid protobuf: {e}") };
+            metrics::otlp().rejected.with_label_values(&["metrics", refusal.reason()]).inc();
+            refusal
+        })?;
+        let mut in_parts = prometheus::InParts::default();
+        let mut dropped = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let decoded = part.decode(&body);
+            let next = parts.get(i + 1).and_then(super::metrics_parts::Part::first_resource);
+            let converted = in_parts.convert(&decoded.request, &decoded.resources, next);
+            drop(decoded);
+            self.metrics_converted(converted, transport, &mut dropped)?;
+        }
+        Ok(metrics_response(&dropped))
+    }
+
+    /// Counts what `converted` dropped (adding it to `dropped`) and queues its series.
+    fn metrics_converted(
+        &self,
+        mut converted: prometheus::Converted,
+        transport: Transport,
+        dropped: &mut Vec<(&'static str, usize)>,
+    ) -> Result<(), Refusal> {
         for (reason, points) in &converted.dropped {
             metrics::otlp().dropped.with_label_values(&["metrics", reason]).inc_by(*points as u64);
+            match dropped.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, n)) => *n += points,
+                None => dropped.push((reason, *points)),
+            }
         }
         if !converted.series.is_empty() {
             let result = self
                 .pipeline
                 .metrics
-                .try_send(std::mem::take(&mut converted.series))
+                .try_send_compressed(std::mem::take(&mut converted.series))
                 .map(|_ack| ())
                 .map_err(refusal_of);
             counted("metrics", transport, converted.points, result)?;
         }
-        let rejected: usize = converted.dropped.iter().map(|(_, n)| n).sum();
-        let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
-            rejected_data_points: rejected as i64,
-            error_message: converted.dropped_message(),
-        });
-        Ok(ExportMetricsServiceResponse { partial_success })
+        Ok(())
     }
 
     pub async fn logs(
@@ -149,7 +184,12 @@ impl Intake {
     ) -> Result<ExportLogsServiceResponse, Refusal> {
         let converted = loki::convert(&req, &self.cluster);
         if converted.entries > 0 {
-            let result = match tokio::time::timeout(LOGS_QUEUE_WAIT, self.pipeline.logs.send(converted.streams)).await {
+            let result = match tokio::time::timeout(
+                LOGS_QUEUE_WAIT,
+                self.pipeline.logs.send_compressed(converted.streams),
+            )
+            .await
+            {
                 Ok(sent) => sent.map(|_ack| ()).map_err(refusal_of),
                 Err(_) => Err(Refusal::Busy("queue loki is full".into())),
             };
@@ -159,9 +199,24 @@ impl Intake {
     }
 }
 
+/// The answer to a metrics request, with the points not converted as its partial success.
+fn metrics_response(dropped: &[(&'static str, usize)]) -> ExportMetricsServiceResponse {
+    let converted = prometheus::Converted { dropped: dropped.to_vec(), ..Default::default() };
+    let rejected: usize = dropped.iter().map(|(_, n)| n).sum();
+    let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
+        rejected_data_points: rejected as i64,
+        error_message: converted.dropped_message(),
+    });
+    ExportMetricsServiceResponse { partial_success }
+}
+
+/// Encoded data points converted and handed on per part: a part's decoded points and their
+/// series take about 30 times its encoded size when points are tiny (22 bytes).
+const METRICS_PART_BYTES: usize = 64 * 1024;
+
 /// Encoded log records handed on per part: a part's decoded records and Loki streams take about
 /// 50 times its encoded size when records are tiny (7 bytes), a few times for typical ones.
-const LOGS_PART_BYTES: usize = 64 * 1024;
+const LOGS_PART_BYTES: usize = 16 * 1024;
 
 impl Intake {
     /// An `ExportLogsServiceRequest` as protobuf bytes (gRPC, HTTP, or JSON read into protobuf):

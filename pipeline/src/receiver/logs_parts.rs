@@ -13,6 +13,7 @@
 //! protobuf groups (wire types 3 and 4), which are refused.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -20,87 +21,20 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-/// One field of a message: its tag and, for length-delimited ones, the bytes of its value.
-struct Field<'a> {
-    tag: u32,
-    bytes: Option<&'a [u8]>,
-    /// Where the value starts in the message.
-    at: usize,
-}
-
-fn varint(buf: &[u8], at: &mut usize) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in 0..10 {
-        let Some(&b) = buf.get(*at) else {
-            return Err(format!("truncated varint at byte {at}"));
-        };
-        *at += 1;
-        // The tenth byte holds the top bit only: more is an overflow, refused as prost does.
-        if shift == 9 && b > 1 {
-            return Err(format!("invalid varint ending at byte {at}"));
-        }
-        value |= u64::from(b & 0x7f) << (7 * shift);
-        if b < 0x80 {
-            return Ok(value);
-        }
-    }
-    Err(format!("invalid varint ending at byte {at}"))
-}
-
-/// The fields of the message `buf`, in order.
-fn fields(buf: &[u8]) -> impl Iterator<Item = Result<Field<'_>, String>> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        if at >= buf.len() {
-            return None;
-        }
-        let field = (|| {
-            // A key over 32 bits is invalid to prost, even where the tag would fit.
-            let key = u32::try_from(varint(buf, &mut at)?).map_err(|_| format!("invalid field key at byte {at}"))?;
-            let tag = key >> 3;
-            if tag == 0 {
-                return Err(format!("invalid field key at byte {at}"));
-            }
-            let skip = |at: &mut usize, n: usize| {
-                if buf.len() - *at < n {
-                    return Err(format!("truncated at byte {at}"));
-                }
-                *at += n;
-                Ok(())
-            };
-            match key & 7 {
-                0 => varint(buf, &mut at).map(|_| Field { tag, bytes: None, at }),
-                1 => skip(&mut at, 8).map(|_| Field { tag, bytes: None, at }),
-                5 => skip(&mut at, 4).map(|_| Field { tag, bytes: None, at }),
-                2 => {
-                    let len = usize::try_from(varint(buf, &mut at)?).map_err(|_| format!("length at byte {at}"))?;
-                    let start = at;
-                    skip(&mut at, len)?;
-                    Ok(Field { tag, bytes: Some(&buf[start..at]), at: start })
-                }
-                other => Err(format!("wire type {other} at byte {at} is not supported")),
-            }
-        })();
-        if field.is_err() {
-            at = buf.len();
-        }
-        Some(field)
-    })
-}
-
-/// A message or string field's bytes, else an error.
-fn bytes_of<'a>(field: &Field<'a>, what: &str) -> Result<&'a [u8], String> {
-    field.bytes.ok_or_else(|| format!("{what} (field {}) is not length-delimited", field.tag))
-}
+use super::wire::{bytes_of, fields};
 
 /// A run of records of one `ScopeLogs`: `records` counts its record fields, from the
-/// `first`-th.
+/// `first`-th; `spans` are where they are in the request (each a range of consecutive record
+/// fields), `scope_header` the scope's other fields (merged, they give the scope without its
+/// records), so that decoding a run never walks the rest of its scope.
 #[derive(Debug, Clone)]
 struct Run {
     resource_logs: Range<usize>,
     scope_logs: Range<usize>,
+    scope_header: Arc<[Range<usize>]>,
     first: usize,
     records: usize,
+    spans: Vec<Range<usize>>,
 }
 
 /// Records of the request grouped into runs, the runs into parts.
@@ -131,6 +65,11 @@ pub fn plan(body: &[u8], part_bytes: usize) -> Result<Vec<Part>, String> {
                     let sl = bytes_of(&f, "scope_logs")?;
                     // Offsets in `body`, as `rl_range`.
                     let sl_range = rl_range.start + f.at..rl_range.start + f.at + sl.len();
+                    let scope_header: Arc<[Range<usize>]> = fields(sl)
+                        .map_while(Result::ok)
+                        .filter(|g| g.tag != 2)
+                        .map(|g| sl_range.start + g.key..sl_range.start + g.end)
+                        .collect();
                     let mut index = 0;
                     for g in fields(sl) {
                         let g = g?;
@@ -145,15 +84,22 @@ pub fn plan(body: &[u8], part_bytes: usize) -> Result<Vec<Part>, String> {
                                     in_part = 0;
                                 }
                                 let part = parts.last_mut().expect("never empty");
+                                let at = sl_range.start + g.key..sl_range.start + g.end;
                                 match part.runs.last_mut() {
                                     Some(run) if run.scope_logs == sl_range && run.first + run.records == index => {
-                                        run.records += 1
+                                        run.records += 1;
+                                        match run.spans.last_mut() {
+                                            Some(last) if last.end == at.start => last.end = at.end,
+                                            _ => run.spans.push(at),
+                                        }
                                     }
                                     _ => part.runs.push(Run {
                                         resource_logs: rl_range.clone(),
                                         scope_logs: sl_range.clone(),
+                                        scope_header: scope_header.clone(),
                                         first: index,
                                         records: 1,
+                                        spans: vec![at],
                                     }),
                                 }
                                 in_part += record.len();
@@ -179,7 +125,6 @@ impl Part {
         let mut req = ExportLogsServiceRequest::default();
         for run in &self.runs {
             let rl = &body[run.resource_logs.clone()];
-            let sl = &body[run.scope_logs.clone()];
             let mut resource_logs = ResourceLogs::default();
             let mut scope_logs = ScopeLogs::default();
             for f in fields(rl).map_while(Result::ok) {
@@ -191,20 +136,14 @@ impl Part {
                     _ => {}
                 }
             }
-            let mut index = 0;
-            for f in fields(sl).map_while(Result::ok) {
-                match (f.tag, f.bytes) {
-                    (1, Some(b)) => {
-                        let _ = scope_logs.scope.get_or_insert_with(Default::default).merge(b);
+            for r in run.scope_header.iter() {
+                let _ = scope_logs.merge(&body[r.clone()]);
+            }
+            for span in &run.spans {
+                for f in fields(&body[span.clone()]).map_while(Result::ok) {
+                    if let (2, Some(b)) = (f.tag, f.bytes) {
+                        scope_logs.log_records.push(LogRecord::decode(b).unwrap_or_default());
                     }
-                    (3, Some(b)) => scope_logs.schema_url = String::from_utf8_lossy(b).into_owned(),
-                    (2, Some(b)) => {
-                        if (run.first..run.first + run.records).contains(&index) {
-                            scope_logs.log_records.push(LogRecord::decode(b).unwrap_or_default());
-                        }
-                        index += 1;
-                    }
-                    _ => {}
                 }
             }
             resource_logs.scope_logs.push(scope_logs);

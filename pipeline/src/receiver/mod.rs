@@ -35,10 +35,12 @@ pub mod jaeger;
 pub mod logs_parts;
 pub mod loki;
 mod metrics;
+pub mod metrics_parts;
 pub mod otlp_json;
 pub mod prometheus;
 pub mod serve;
 mod status;
+mod wire;
 pub mod zipkin;
 
 use std::net::SocketAddr;

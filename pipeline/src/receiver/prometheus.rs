@@ -70,28 +70,71 @@ enum Kind {
 }
 
 pub fn convert(req: &ExportMetricsServiceRequest) -> Converted {
-    let mut out = Converted::default();
-    for rm in &req.resource_metrics {
-        let resource_attrs: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-        let identity = Identity::of(resource_attrs);
-        let first_series = out.series.len();
-        let mut latest_ms = 0i64;
-        for sm in &rm.scope_metrics {
-            let base = identity.labels(sm.scope.as_ref());
-            for m in &sm.metrics {
-                convert_metric(m, &base, &mut out);
+    let resources: Vec<usize> = (0..req.resource_metrics.len()).collect();
+    InParts::default().convert(req, &resources, None)
+}
+
+/// Converts a request taken in parts ([`super::metrics_parts`]) part by part: the same series as
+/// [`convert`] of the whole request, in the same order. A resource's `target_info` follows its
+/// last part, with the latest timestamp of all its series.
+#[derive(Default)]
+pub struct InParts {
+    /// The resource of the last part converted, when the next part goes on with it.
+    open: Option<OpenResource>,
+}
+
+struct OpenResource {
+    index: usize,
+    attributes: Vec<KeyValue>,
+    latest_ms: i64,
+}
+
+impl InParts {
+    /// The series of `part`: `resources[i]` is the index in the whole request of
+    /// `part.resource_metrics[i]`, `next` that of the next part's first resource (`None` after
+    /// the last part).
+    pub fn convert(
+        &mut self,
+        part: &ExportMetricsServiceRequest,
+        resources: &[usize],
+        next: Option<usize>,
+    ) -> Converted {
+        let mut out = Converted::default();
+        for (rm, &index) in part.resource_metrics.iter().zip(resources) {
+            if self.open.as_ref().is_some_and(|o| o.index != index) {
+                self.close(&mut out);
+            }
+            let resource_attrs: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let identity = Identity::of(resource_attrs);
+            let first_series = out.series.len();
+            for sm in &rm.scope_metrics {
+                let base = identity.labels(sm.scope.as_ref());
+                for m in &sm.metrics {
+                    convert_metric(m, &base, &mut out);
+                }
+            }
+            let latest_ms = out.series[first_series..].iter().flat_map(|s| &s.samples).map(|s| s.timestamp).max();
+            let latest_ms = latest_ms.unwrap_or(0).max(0);
+            match &mut self.open {
+                Some(open) => open.latest_ms = open.latest_ms.max(latest_ms),
+                None => self.open = Some(OpenResource { index, attributes: resource_attrs.to_vec(), latest_ms }),
             }
         }
-        for s in &out.series[first_series..] {
-            for sample in &s.samples {
-                latest_ms = latest_ms.max(sample.timestamp);
-            }
+        if self.open.as_ref().is_some_and(|o| Some(o.index) != next) {
+            self.close(&mut out);
         }
-        if let Some(info) = target_info(resource_attrs, &identity, latest_ms) {
-            out.series.push(info);
+        out
+    }
+
+    /// The `target_info` of the open resource, which has no more series.
+    fn close(&mut self, out: &mut Converted) {
+        if let Some(open) = self.open.take() {
+            let identity = Identity::of(&open.attributes);
+            if let Some(info) = target_info(&open.attributes, &identity, open.latest_ms) {
+                out.series.push(info);
+            }
         }
     }
-    out
 }
 
 /// `job` and `instance` of a resource.
