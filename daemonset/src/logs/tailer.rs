@@ -38,6 +38,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, Metadata};
+use std::ops::Bound;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
@@ -115,6 +116,10 @@ struct OpenFile {
     /// Its path is a symlink (Docker's `json-file` logs): writes to the target are not seen by
     /// the watch of the pod directories, so it is read at every pass.
     polled: bool,
+    /// Its directory's write events are muted ([`Watcher::mute`]): read at every turn.
+    hot: bool,
+    /// When inotify last reported a write to it: a second report soon after mutes its directory.
+    last_written: Option<Instant>,
 }
 
 impl OpenFile {
@@ -445,6 +450,13 @@ enum Start {
 /// Buffers grown by a burst of reading are freed after this long without new data.
 const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 
+/// A file reported written to twice within this while has its directory's write events muted and
+/// is read at every turn instead ([`Watcher::mute`]): files written to several times a second.
+const MUTE_WITHIN: Duration = Duration::from_millis(300);
+
+/// A muted directory whose files had no new data for this long gets its write events back.
+const UNMUTE_AFTER: Duration = Duration::from_secs(1);
+
 /// How long the inotify thread lets events gather after waking the tailer: half the shorter of
 /// `batch_max_wait` and `poll_interval` (50 ms by default), so that a line waits at most that
 /// long before it is read, and the tailer wakes at most 20 times a second however many lines
@@ -485,6 +497,10 @@ pub(crate) struct Tailer {
     /// Files whose descriptor is open (active and draining); at most `max_open_files` but for
     /// draining ones, which are never closed early.
     held: usize,
+    /// Container directories whose write events are muted: their active files are `hot`, read at
+    /// every turn (at most `coalesce` apart) until quiet for [`UNMUTE_AFTER`].
+    muted: HashSet<PathBuf>,
+    last_unmute_check: Instant,
 }
 
 impl Tailer {
@@ -521,6 +537,8 @@ impl Tailer {
             non_utf8_warned: false,
             gone_warned: false,
             held: 0,
+            muted: HashSet::new(),
+            last_unmute_check: Instant::now(),
             settings,
             node,
             filters,
@@ -568,6 +586,10 @@ impl Tailer {
                 }
             }
             self.release_drained();
+            if !self.muted.is_empty() && self.last_unmute_check.elapsed() >= UNMUTE_AFTER / 4 {
+                self.unmute_quiet();
+                self.last_unmute_check = Instant::now();
+            }
             let next_partial = self.flush_stale_partials();
             if self.ship.due() {
                 self.ship.flush();
@@ -595,6 +617,10 @@ impl Tailer {
             }
             if let Some(d) = next_partial {
                 timeout = timeout.min(d);
+            }
+            if !self.muted.is_empty() {
+                // Hot files are read at every turn: no event tells when they grow.
+                timeout = timeout.min(coalesce(&tuning));
             }
             if more_waiting {
                 // Closed files with new data wait for descriptors the next turn frees.
@@ -828,6 +854,8 @@ impl Tailer {
             key,
             wanted: false,
             polled,
+            hot: false,
+            last_written: None,
             path: path.to_path_buf(),
             file: Some(file),
             last_data: Instant::now(),
@@ -893,7 +921,7 @@ impl Tailer {
                 if busy.contains(&f.stream.id) {
                     continue;
                 }
-                let due = !f.at_eof || f.wanted || f.polled || f.draining_since.is_some() || (first && full);
+                let due = !f.at_eof || f.wanted || f.hot || f.polled || f.draining_since.is_some() || (first && full);
                 if !due {
                     continue;
                 }
@@ -961,11 +989,82 @@ impl Tailer {
     /// inotify saw `p` written to: an open file is read at the next pass (its descriptor tells
     /// what is new; a rotation or a deletion comes with events of their own, in `changed`); any
     /// other path is looked at as an event would.
+    ///
+    /// A file reported again within [`MUTE_WITHIN`] is written to all the time: its directory's
+    /// write events are muted and its files read at every turn instead.
     fn on_written(&mut self, p: PathBuf, changed: &HashSet<PathBuf>) {
         match self.active.get_mut(&p) {
-            Some(f) if f.file.is_some() => f.wanted = true,
+            Some(f) if f.file.is_some() => {
+                f.wanted = true;
+                let now = Instant::now();
+                let again = f.last_written.replace(now).is_some_and(|t| now.duration_since(t) < MUTE_WITHIN);
+                if again && !f.hot {
+                    if let Some(dir) = p.parent() {
+                        self.mute(dir);
+                    }
+                }
+            }
             _ if changed.contains(&p) => {}
             _ => self.on_event(&p),
+        }
+    }
+
+    /// The active files directly in `dir`.
+    fn files_in<'a>(
+        active: &'a mut BTreeMap<PathBuf, OpenFile>,
+        dir: &'a Path,
+    ) -> impl Iterator<Item = &'a mut OpenFile> + 'a {
+        // Paths order by component: a directory's files follow it, before any other directory.
+        active
+            .range_mut::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+            .take_while(move |(p, _)| p.starts_with(dir))
+            .filter(move |(p, _)| p.parent() == Some(dir))
+            .map(|(_, f)| f)
+    }
+
+    /// Mutes the write events of `dir` (see [`Watcher::mute`]) and makes its files hot. Not
+    /// while one of them is closed (`logs.max_open_files`): only events reopen those.
+    fn mute(&mut self, dir: &Path) {
+        if self.muted.contains(dir) || Self::files_in(&mut self.active, dir).any(|f| f.file.is_none()) {
+            return;
+        }
+        if self.watcher.mute(dir) {
+            for f in Self::files_in(&mut self.active, dir) {
+                f.hot = true;
+            }
+            self.muted.insert(dir.to_path_buf());
+        }
+    }
+
+    /// Gives `dir` its write events back; its files are read once more after that (what was
+    /// written in between came with no event).
+    fn unmute(&mut self, dir: &Path) {
+        if !self.muted.remove(dir) {
+            return;
+        }
+        // A directory gone with its watch: nothing to unmute.
+        let _ = self.watcher.unmute(dir);
+        for f in Self::files_in(&mut self.active, dir) {
+            f.hot = false;
+            f.wanted = true;
+        }
+    }
+
+    /// Unmutes the directories whose files had no new data for [`UNMUTE_AFTER`].
+    fn unmute_quiet(&mut self) {
+        let quiet: Vec<PathBuf> = self
+            .muted
+            .iter()
+            .filter(|dir| {
+                self.active
+                    .range::<Path, _>((Bound::Excluded(dir.as_path()), Bound::Unbounded))
+                    .take_while(|(p, _)| p.starts_with(dir))
+                    .all(|(_, f)| f.at_eof && f.last_data.elapsed() >= UNMUTE_AFTER)
+            })
+            .cloned()
+            .collect();
+        for dir in quiet {
+            self.unmute(&dir);
         }
     }
 
@@ -1018,7 +1117,10 @@ impl Tailer {
                         return changed;
                     }
                 }
-                if let Some(f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
+                if let Some(mut f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
+                    // A new file in a muted directory (a restarted container's) sends no write
+                    // events either.
+                    f.hot = p.parent().is_some_and(|d| self.muted.contains(d));
                     self.active.insert(p.to_path_buf(), f);
                     if self.held > self.settings.max_open_files {
                         self.park(p);
@@ -1075,6 +1177,11 @@ impl Tailer {
 
     /// Closes the descriptor of the idle active file at `p`, keeping everything else.
     fn park(&mut self, p: &Path) {
+        // Only events reopen a closed file: its directory's must come.
+        if let Some(dir) = p.parent().filter(|d| self.muted.contains(*d)) {
+            let dir = dir.to_path_buf();
+            self.unmute(&dir);
+        }
         let Some(f) = self.active.get_mut(p) else { return };
         let Some(file) = f.file.take() else { return };
         if let Ok(m) = file.metadata() {
@@ -1168,6 +1275,12 @@ impl Tailer {
     fn rescan(&mut self) {
         if !self.watcher.is_active() {
             self.watcher = Watcher::start(&self.settings.root, self.wake_tx.clone(), coalesce(&self.settings.tuning));
+            // A new inotify instance: nothing is muted any more.
+            self.muted.clear();
+            for f in self.active.values_mut() {
+                f.hot = false;
+                f.wanted = true;
+            }
         }
         let found = discovery::scan(&self.settings.root);
         let seen: HashSet<&PathBuf> = found.active.iter().collect();
