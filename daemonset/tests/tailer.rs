@@ -560,8 +560,8 @@ async fn a_busy_file_is_read_without_its_write_events_until_it_goes_quiet() {
         next += 5;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Muted: writes come with no event, yet arrive while the file stays busy; so do those of a
-    // file the restarted container starts beside it.
+    // Muted: writes come with no event, yet arrive while the file stays busy, through a rotation;
+    // so do those of a file the restarted container starts beside it.
     let mut restarted = open(&dir.join("1.log"));
     for k in 0..20 {
         write(&mut live_w, "a", next..next + 5);
@@ -571,6 +571,13 @@ async fn a_busy_file_is_read_without_its_write_events_until_it_goes_quiet() {
         }
         if k == 10 {
             write(&mut restarted, "r", 5..10);
+        }
+        if k == 12 {
+            // A rotation: renamed, written once more through the old descriptor, a new file.
+            std::fs::rename(&live, dir.join("0.log.20240101-000000")).unwrap();
+            write(&mut live_w, "a", next..next + 5);
+            next += 5;
+            live_w = open(&live);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
