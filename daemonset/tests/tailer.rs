@@ -529,8 +529,8 @@ fn watch_mask(dir: &std::path::Path) -> Option<u32> {
 const IN_MODIFY: u32 = 0x2;
 
 /// A file written to all the time gets its directory's write events muted (one event per write
-/// otherwise) and is read at every turn instead; a restarted container's new file in that
-/// directory too; once quiet, the events come back. Without the periodic pass and the rescan,
+/// otherwise) and is read at every turn instead, through a rotation and a truncation; a
+/// restarted container's new file in that directory too; once quiet, the events come back. Without the periodic pass and the rescan,
 /// every line arrives once and in order. The files stay open for writing, as a runtime keeps
 /// them (closing one sends an event of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,6 +584,12 @@ async fn a_busy_file_is_read_without_its_write_events_until_it_goes_quiet() {
     assert_eq!(watch_mask(&dir).map(|m| m & IN_MODIFY), Some(0), "still muted while written to");
     let total = next as usize + 10;
     eventually(5, "every line of the muted directory", || env.sink.count() >= total).await;
+    // A truncation while muted (no copy beside it, nothing unread): read again from the start.
+    live_w.set_len(0).unwrap();
+    write(&mut live_w, "a", next..next + 5);
+    next += 5;
+    eventually(5, "the lines after the truncation", || env.sink.count() >= total + 5).await;
+    let total = total + 5;
     // Quiet: the write events come back, and bring the next line.
     eventually(10, "write events back", || watch_mask(&dir).is_some_and(|m| m & IN_MODIFY != 0)).await;
     write(&mut live_w, "a", next..next + 1);

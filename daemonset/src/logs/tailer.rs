@@ -209,24 +209,21 @@ fn read_file(
     max_line: usize,
     allowed: &Allowed,
 ) -> bool {
-    let Some(file) = f.file.as_ref() else {
+    if f.file.is_none() {
         // Parked: reopened when it changes.
         f.at_eof = true;
         return false;
-    };
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(path = %f.path.display(), error = %e, "fstat of a log file failed");
-            f.at_eof = true;
-            return false;
-        }
-    };
-    if meta.len() < f.reader.read_offset() {
-        truncated(ship, scratch, f, &meta, max_line, allowed);
     }
-    let Some(file) = f.file.as_ref() else { return false };
-    f.size = meta.len();
+    // A hot file (written to all the time) is read without asking `fstat` first: a short read
+    // says it is at its end; only a read that finds nothing asks `fstat` whether it shrank
+    // (copytruncate). Any other file: `fstat` says what is new, and nothing more is read.
+    let mut known_len = None;
+    if !f.hot {
+        match stat_file(ship, scratch, f, max_line, allowed) {
+            Some(len) => known_len = Some(len),
+            None => return false,
+        }
+    }
     let m = metrics();
     let mut progressed = false;
     let mut blocks = 0;
@@ -235,13 +232,15 @@ fn read_file(
             break;
         }
         blocks += 1;
-        // No read (and no block zeroed) for a file `fstat` says has nothing new; one that grew
-        // since is read at the next pass.
-        let left = meta.len().saturating_sub(f.reader.read_offset());
+        let Some(file) = f.file.as_ref() else { break };
+        // No read for a file `fstat` says has nothing new; one that grew since is read at the
+        // next pass.
+        let left = known_len.map_or(u64::MAX, |len: u64| len.saturating_sub(f.reader.read_offset()));
         if left == 0 {
             f.at_eof = true;
             break;
         }
+        let asked = left.min(f.reader.block() as u64);
         let n = match f.reader.fill_at_most(file, scratch, left) {
             Ok(n) => n,
             Err(e) => {
@@ -251,6 +250,16 @@ fn read_file(
             }
         };
         if n == 0 {
+            if known_len.is_none() {
+                match stat_file(ship, scratch, f, max_line, allowed) {
+                    // Truncated (and restarted at 0), or written to since the read.
+                    Some(len) if len > f.reader.read_offset() => {
+                        known_len = Some(len);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             f.at_eof = true;
             break;
         }
@@ -277,6 +286,11 @@ fn read_file(
         if ship.batch.bytes() >= ship.max_bytes {
             ship.flush();
         }
+        if known_len.is_none() && (n as u64) < asked {
+            // A short read: at its end for now.
+            f.at_eof = true;
+            break;
+        }
     }
     // The unfinished last line moves to the file's own buffer; `scratch` serves the next file.
     f.reader.park(scratch);
@@ -287,6 +301,30 @@ fn read_file(
         }
     }
     progressed
+}
+
+/// `fstat`s `f`: handles a truncation (the size dropped below what was read) and records the
+/// size, which it returns; `None` (warned) if `fstat` failed.
+fn stat_file(
+    ship: &mut Shipper,
+    scratch: &mut Scratch,
+    f: &mut OpenFile,
+    max_line: usize,
+    allowed: &Allowed,
+) -> Option<u64> {
+    let meta = match f.file.as_ref()?.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(path = %f.path.display(), error = %e, "fstat of a log file failed");
+            f.at_eof = true;
+            return None;
+        }
+    };
+    if meta.len() < f.reader.read_offset() {
+        truncated(ship, scratch, f, &meta, max_line, allowed);
+    }
+    f.size = meta.len();
+    Some(meta.len())
 }
 
 /// Ships the logical lines `f` holds waiting for their closing piece; `true` if there were any.
