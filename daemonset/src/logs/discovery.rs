@@ -12,6 +12,12 @@
 //! from those created, renamed, removed or changed otherwise ([`Wake::Paths`]: look at the path),
 //! and then waits `coalesce` before reading again, so that the tailer wakes at most once per
 //! `coalesce` however many lines are written.
+//!
+//! A file written to all the time still costs the kernel an event per write, and this thread a
+//! read of each (20,000 a second at 5 MiB/s of 250-byte lines: a fifth of the agent's CPU). The
+//! tailer therefore mutes the write events of a container directory whose file is reported
+//! written twice within 300 ms ([`Watcher::mute`]) and reads its files at every turn instead,
+//! until they had no new data for a second ([`Watcher::unmute`], then one more read).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

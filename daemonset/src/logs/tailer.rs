@@ -539,6 +539,9 @@ pub(crate) struct Tailer {
     /// every turn (at most `coalesce` apart) until quiet for [`UNMUTE_AFTER`].
     muted: HashSet<PathBuf>,
     last_unmute_check: Instant,
+    /// When hot files were last read: they are read `coalesce` apart, not at every wake-up (a
+    /// batch due, an acknowledgement), which would mostly find nothing new.
+    last_hot_read: Instant,
 }
 
 impl Tailer {
@@ -577,6 +580,7 @@ impl Tailer {
             held: 0,
             muted: HashSet::new(),
             last_unmute_check: Instant::now(),
+            last_hot_read: Instant::now(),
             settings,
             node,
             filters,
@@ -615,7 +619,11 @@ impl Tailer {
             if full {
                 last_full_pass = Instant::now();
             }
-            if self.read_all(&stop, full) {
+            let hot = self.last_hot_read.elapsed() >= coalesce(&tuning);
+            if hot {
+                self.last_hot_read = Instant::now();
+            }
+            if self.read_all(&stop, full, hot) {
                 last_read = Instant::now();
                 released = false;
                 if std::mem::take(&mut panic_after_read) {
@@ -624,7 +632,7 @@ impl Tailer {
                 }
             }
             self.release_drained();
-            if !self.muted.is_empty() && self.last_unmute_check.elapsed() >= UNMUTE_AFTER / 4 {
+            if !self.muted.is_empty() && self.last_unmute_check.elapsed() >= UNMUTE_AFTER / 2 {
                 self.unmute_quiet();
                 self.last_unmute_check = Instant::now();
             }
@@ -658,7 +666,7 @@ impl Tailer {
             }
             if !self.muted.is_empty() {
                 // Hot files are read at every turn: no event tells when they grow.
-                timeout = timeout.min(coalesce(&tuning));
+                timeout = timeout.min(coalesce(&tuning).saturating_sub(self.last_hot_read.elapsed()));
             }
             if more_waiting {
                 // Closed files with new data wait for descriptors the next turn frees.
@@ -945,8 +953,9 @@ impl Tailer {
     ///
     /// A file is looked at (`fstat`, then read) when inotify reported a write to it, when it was
     /// not read to its end yet (new, reopened, paused by the in-flight cap, or longer than a
-    /// turn), when it is being drained or cannot be watched, and on a `full` pass every file.
-    fn read_all(&mut self, stop: &CancellationToken, full: bool) -> bool {
+    /// turn), when it is being drained or cannot be watched, on a `full` pass every file, and on a
+    /// `hot` pass the files of muted directories.
+    fn read_all(&mut self, stop: &CancellationToken, full: bool, hot: bool) -> bool {
         const BLOCKS_PER_TURN: usize = 4;
         let max_line = self.settings.max_line;
         let mut read_any = false;
@@ -959,7 +968,12 @@ impl Tailer {
                 if busy.contains(&f.stream.id) {
                     continue;
                 }
-                let due = !f.at_eof || f.wanted || f.hot || f.polled || f.draining_since.is_some() || (first && full);
+                let due = !f.at_eof
+                    || f.wanted
+                    || (first && hot && f.hot)
+                    || f.polled
+                    || f.draining_since.is_some()
+                    || (first && full);
                 if !due {
                     continue;
                 }
