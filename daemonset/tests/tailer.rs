@@ -503,3 +503,104 @@ async fn events_alone_bring_appends_rotations_truncations_and_new_pods() {
     assert_eq!(of("new"), expected("n", 0..30));
     assert_eq!(got.len(), 280);
 }
+
+/// The mask of this process's inotify watch on `dir`, as the kernel reports it
+/// (`/proc/self/fdinfo`), if there is one.
+fn watch_mask(dir: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(dir).ok()?.ino();
+    for fd in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if std::fs::read_link(fd.path()).ok()?.to_string_lossy() != "anon_inode:inotify" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+        for line in info.lines().filter(|l| l.starts_with("inotify ")) {
+            let field = |name: &str| {
+                line.split_whitespace().find_map(|f| f.strip_prefix(name)).and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            if field("ino:") == Some(ino) {
+                return field("mask:").map(|m| m as u32);
+            }
+        }
+    }
+    None
+}
+
+const IN_MODIFY: u32 = 0x2;
+
+/// A file written to all the time gets its directory's write events muted (one event per write
+/// otherwise) and is read at every turn instead, through a rotation and a truncation; a
+/// restarted container's new file in that directory too; once quiet, the events come back. Without the periodic pass and the rescan,
+/// every line arrives once and in order. The files stay open for writing, as a runtime keeps
+/// them (closing one sends an event of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_file_is_read_without_its_write_events_until_it_goes_quiet() {
+    let mut env = Env::new();
+    env.tuning.poll_interval = Duration::from_secs(3600);
+    env.cfg.rescan_interval = lgtm_config::Duration::from_millis(3_600_000);
+    let dir = env.container_dir("ns", "busy", "c");
+    let live = dir.join("0.log");
+    write_lines(&live, "a", 0..10);
+    let run = env.start();
+    eventually(10, "the first lines", || env.sink.count() >= 10).await;
+    let open = |p: &std::path::Path| std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+    let write = |f: &mut std::fs::File, prefix: &str, range: std::ops::Range<u64>| {
+        use std::io::Write;
+        let text: String = range.map(|i| cri(i, &format!("{prefix}-{i}"))).collect();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let mut live_w = open(&live);
+    assert!(watch_mask(&dir).is_some_and(|m| m & IN_MODIFY != 0), "watched for writes at first");
+    // Written every 20 ms: muted within a few writes.
+    let mut next = 10;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watch_mask(&dir).is_some_and(|m| m & IN_MODIFY != 0) {
+        assert!(std::time::Instant::now() < deadline, "the busy directory's write events were not muted");
+        write(&mut live_w, "a", next..next + 5);
+        next += 5;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Muted: writes come with no event, yet arrive while the file stays busy, through a rotation;
+    // so do those of a file the restarted container starts beside it.
+    let mut restarted = open(&dir.join("1.log"));
+    for k in 0..20 {
+        write(&mut live_w, "a", next..next + 5);
+        next += 5;
+        if k == 5 {
+            write(&mut restarted, "r", 0..5);
+        }
+        if k == 10 {
+            write(&mut restarted, "r", 5..10);
+        }
+        if k == 12 {
+            // A rotation: renamed, written once more through the old descriptor, a new file.
+            std::fs::rename(&live, dir.join("0.log.20240101-000000")).unwrap();
+            write(&mut live_w, "a", next..next + 5);
+            next += 5;
+            live_w = open(&live);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(watch_mask(&dir).map(|m| m & IN_MODIFY), Some(0), "still muted while written to");
+    let total = next as usize + 10;
+    eventually(5, "every line of the muted directory", || env.sink.count() >= total).await;
+    // A truncation while muted (no copy beside it, nothing unread): read again from the start.
+    live_w.set_len(0).unwrap();
+    write(&mut live_w, "a", next..next + 5);
+    next += 5;
+    eventually(5, "the lines after the truncation", || env.sink.count() >= total + 5).await;
+    let total = total + 5;
+    // Quiet: the write events come back, and bring the next line.
+    eventually(10, "write events back", || watch_mask(&dir).is_some_and(|m| m & IN_MODIFY != 0)).await;
+    write(&mut live_w, "a", next..next + 1);
+    eventually(5, "a line written after the events came back", || env.sink.count() > total).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let got = env.sink.got();
+    let of = |p: &str| -> Vec<String> {
+        got.iter().filter(|g| g.line.starts_with(&format!("{p}-"))).map(|g| g.line.clone()).collect()
+    };
+    assert_eq!(of("a"), expected("a", 0..next + 1), "in order, none lost or twice");
+    assert_eq!(of("r"), expected("r", 0..10));
+    assert_eq!(got.len(), total + 1);
+}

@@ -38,6 +38,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, Metadata};
+use std::ops::Bound;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
@@ -115,6 +116,10 @@ struct OpenFile {
     /// Its path is a symlink (Docker's `json-file` logs): writes to the target are not seen by
     /// the watch of the pod directories, so it is read at every pass.
     polled: bool,
+    /// Its directory's write events are muted ([`Watcher::mute`]): read at every turn.
+    hot: bool,
+    /// When inotify last reported a write to it: a second report soon after mutes its directory.
+    last_written: Option<Instant>,
 }
 
 impl OpenFile {
@@ -204,24 +209,21 @@ fn read_file(
     max_line: usize,
     allowed: &Allowed,
 ) -> bool {
-    let Some(file) = f.file.as_ref() else {
+    if f.file.is_none() {
         // Parked: reopened when it changes.
         f.at_eof = true;
         return false;
-    };
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(path = %f.path.display(), error = %e, "fstat of a log file failed");
-            f.at_eof = true;
-            return false;
-        }
-    };
-    if meta.len() < f.reader.read_offset() {
-        truncated(ship, scratch, f, &meta, max_line, allowed);
     }
-    let Some(file) = f.file.as_ref() else { return false };
-    f.size = meta.len();
+    // A hot file (written to all the time) is read without asking `fstat` first: a short read
+    // says it is at its end; only a read that finds nothing asks `fstat` whether it shrank
+    // (copytruncate). Any other file: `fstat` says what is new, and nothing more is read.
+    let mut known_len = None;
+    if !f.hot {
+        match stat_file(ship, scratch, f, max_line, allowed) {
+            Some(len) => known_len = Some(len),
+            None => return false,
+        }
+    }
     let m = metrics();
     let mut progressed = false;
     let mut blocks = 0;
@@ -230,13 +232,15 @@ fn read_file(
             break;
         }
         blocks += 1;
-        // No read (and no block zeroed) for a file `fstat` says has nothing new; one that grew
-        // since is read at the next pass.
-        let left = meta.len().saturating_sub(f.reader.read_offset());
+        let Some(file) = f.file.as_ref() else { break };
+        // No read for a file `fstat` says has nothing new; one that grew since is read at the
+        // next pass.
+        let left = known_len.map_or(u64::MAX, |len: u64| len.saturating_sub(f.reader.read_offset()));
         if left == 0 {
             f.at_eof = true;
             break;
         }
+        let asked = left.min(f.reader.block() as u64);
         let n = match f.reader.fill_at_most(file, scratch, left) {
             Ok(n) => n,
             Err(e) => {
@@ -246,6 +250,16 @@ fn read_file(
             }
         };
         if n == 0 {
+            if known_len.is_none() {
+                match stat_file(ship, scratch, f, max_line, allowed) {
+                    // Truncated (and restarted at 0), or written to since the read.
+                    Some(len) if len > f.reader.read_offset() => {
+                        known_len = Some(len);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             f.at_eof = true;
             break;
         }
@@ -272,6 +286,11 @@ fn read_file(
         if ship.batch.bytes() >= ship.max_bytes {
             ship.flush();
         }
+        if known_len.is_none() && (n as u64) < asked {
+            // A short read: at its end for now.
+            f.at_eof = true;
+            break;
+        }
     }
     // The unfinished last line moves to the file's own buffer; `scratch` serves the next file.
     f.reader.park(scratch);
@@ -282,6 +301,30 @@ fn read_file(
         }
     }
     progressed
+}
+
+/// `fstat`s `f`: handles a truncation (the size dropped below what was read) and records the
+/// size, which it returns; `None` (warned) if `fstat` failed.
+fn stat_file(
+    ship: &mut Shipper,
+    scratch: &mut Scratch,
+    f: &mut OpenFile,
+    max_line: usize,
+    allowed: &Allowed,
+) -> Option<u64> {
+    let meta = match f.file.as_ref()?.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(path = %f.path.display(), error = %e, "fstat of a log file failed");
+            f.at_eof = true;
+            return None;
+        }
+    };
+    if meta.len() < f.reader.read_offset() {
+        truncated(ship, scratch, f, &meta, max_line, allowed);
+    }
+    f.size = meta.len();
+    Some(meta.len())
 }
 
 /// Ships the logical lines `f` holds waiting for their closing piece; `true` if there were any.
@@ -445,6 +488,13 @@ enum Start {
 /// Buffers grown by a burst of reading are freed after this long without new data.
 const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 
+/// A file reported written to twice within this while has its directory's write events muted and
+/// is read at every turn instead ([`Watcher::mute`]): files written to several times a second.
+const MUTE_WITHIN: Duration = Duration::from_millis(300);
+
+/// A muted directory whose files had no new data for this long gets its write events back.
+const UNMUTE_AFTER: Duration = Duration::from_secs(1);
+
 /// How long the inotify thread lets events gather after waking the tailer: half the shorter of
 /// `batch_max_wait` and `poll_interval` (50 ms by default), so that a line waits at most that
 /// long before it is read, and the tailer wakes at most 20 times a second however many lines
@@ -485,6 +535,13 @@ pub(crate) struct Tailer {
     /// Files whose descriptor is open (active and draining); at most `max_open_files` but for
     /// draining ones, which are never closed early.
     held: usize,
+    /// Container directories whose write events are muted: their active files are `hot`, read at
+    /// every turn (at most `coalesce` apart) until quiet for [`UNMUTE_AFTER`].
+    muted: HashSet<PathBuf>,
+    last_unmute_check: Instant,
+    /// When hot files were last read: they are read `coalesce` apart, not at every wake-up (a
+    /// batch due, an acknowledgement), which would mostly find nothing new.
+    last_hot_read: Instant,
 }
 
 impl Tailer {
@@ -521,6 +578,9 @@ impl Tailer {
             non_utf8_warned: false,
             gone_warned: false,
             held: 0,
+            muted: HashSet::new(),
+            last_unmute_check: Instant::now(),
+            last_hot_read: Instant::now(),
             settings,
             node,
             filters,
@@ -559,7 +619,11 @@ impl Tailer {
             if full {
                 last_full_pass = Instant::now();
             }
-            if self.read_all(&stop, full) {
+            let hot = self.last_hot_read.elapsed() >= coalesce(&tuning);
+            if hot {
+                self.last_hot_read = Instant::now();
+            }
+            if self.read_all(&stop, full, hot) {
                 last_read = Instant::now();
                 released = false;
                 if std::mem::take(&mut panic_after_read) {
@@ -568,6 +632,10 @@ impl Tailer {
                 }
             }
             self.release_drained();
+            if !self.muted.is_empty() && self.last_unmute_check.elapsed() >= UNMUTE_AFTER / 2 {
+                self.unmute_quiet();
+                self.last_unmute_check = Instant::now();
+            }
             let next_partial = self.flush_stale_partials();
             if self.ship.due() {
                 self.ship.flush();
@@ -595,6 +663,10 @@ impl Tailer {
             }
             if let Some(d) = next_partial {
                 timeout = timeout.min(d);
+            }
+            if !self.muted.is_empty() {
+                // Hot files are read at every turn: no event tells when they grow.
+                timeout = timeout.min(coalesce(&tuning).saturating_sub(self.last_hot_read.elapsed()));
             }
             if more_waiting {
                 // Closed files with new data wait for descriptors the next turn frees.
@@ -828,6 +900,8 @@ impl Tailer {
             key,
             wanted: false,
             polled,
+            hot: false,
+            last_written: None,
             path: path.to_path_buf(),
             file: Some(file),
             last_data: Instant::now(),
@@ -879,8 +953,9 @@ impl Tailer {
     ///
     /// A file is looked at (`fstat`, then read) when inotify reported a write to it, when it was
     /// not read to its end yet (new, reopened, paused by the in-flight cap, or longer than a
-    /// turn), when it is being drained or cannot be watched, and on a `full` pass every file.
-    fn read_all(&mut self, stop: &CancellationToken, full: bool) -> bool {
+    /// turn), when it is being drained or cannot be watched, on a `full` pass every file, and on a
+    /// `hot` pass the files of muted directories.
+    fn read_all(&mut self, stop: &CancellationToken, full: bool, hot: bool) -> bool {
         const BLOCKS_PER_TURN: usize = 4;
         let max_line = self.settings.max_line;
         let mut read_any = false;
@@ -893,7 +968,12 @@ impl Tailer {
                 if busy.contains(&f.stream.id) {
                     continue;
                 }
-                let due = !f.at_eof || f.wanted || f.polled || f.draining_since.is_some() || (first && full);
+                let due = !f.at_eof
+                    || f.wanted
+                    || (first && hot && f.hot)
+                    || f.polled
+                    || f.draining_since.is_some()
+                    || (first && full);
                 if !due {
                     continue;
                 }
@@ -961,11 +1041,82 @@ impl Tailer {
     /// inotify saw `p` written to: an open file is read at the next pass (its descriptor tells
     /// what is new; a rotation or a deletion comes with events of their own, in `changed`); any
     /// other path is looked at as an event would.
+    ///
+    /// A file reported again within [`MUTE_WITHIN`] is written to all the time: its directory's
+    /// write events are muted and its files read at every turn instead.
     fn on_written(&mut self, p: PathBuf, changed: &HashSet<PathBuf>) {
         match self.active.get_mut(&p) {
-            Some(f) if f.file.is_some() => f.wanted = true,
+            Some(f) if f.file.is_some() => {
+                f.wanted = true;
+                let now = Instant::now();
+                let again = f.last_written.replace(now).is_some_and(|t| now.duration_since(t) < MUTE_WITHIN);
+                if again && !f.hot {
+                    if let Some(dir) = p.parent() {
+                        self.mute(dir);
+                    }
+                }
+            }
             _ if changed.contains(&p) => {}
             _ => self.on_event(&p),
+        }
+    }
+
+    /// The active files directly in `dir`.
+    fn files_in<'a>(
+        active: &'a mut BTreeMap<PathBuf, OpenFile>,
+        dir: &'a Path,
+    ) -> impl Iterator<Item = &'a mut OpenFile> + 'a {
+        // Paths order by component: a directory's files follow it, before any other directory.
+        active
+            .range_mut::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+            .take_while(move |(p, _)| p.starts_with(dir))
+            .filter(move |(p, _)| p.parent() == Some(dir))
+            .map(|(_, f)| f)
+    }
+
+    /// Mutes the write events of `dir` (see [`Watcher::mute`]) and makes its files hot. Not
+    /// while one of them is closed (`logs.max_open_files`): only events reopen those.
+    fn mute(&mut self, dir: &Path) {
+        if self.muted.contains(dir) || Self::files_in(&mut self.active, dir).any(|f| f.file.is_none()) {
+            return;
+        }
+        if self.watcher.mute(dir) {
+            for f in Self::files_in(&mut self.active, dir) {
+                f.hot = true;
+            }
+            self.muted.insert(dir.to_path_buf());
+        }
+    }
+
+    /// Gives `dir` its write events back; its files are read once more after that (what was
+    /// written in between came with no event).
+    fn unmute(&mut self, dir: &Path) {
+        if !self.muted.remove(dir) {
+            return;
+        }
+        // A directory gone with its watch: nothing to unmute.
+        let _ = self.watcher.unmute(dir);
+        for f in Self::files_in(&mut self.active, dir) {
+            f.hot = false;
+            f.wanted = true;
+        }
+    }
+
+    /// Unmutes the directories whose files had no new data for [`UNMUTE_AFTER`].
+    fn unmute_quiet(&mut self) {
+        let quiet: Vec<PathBuf> = self
+            .muted
+            .iter()
+            .filter(|dir| {
+                self.active
+                    .range::<Path, _>((Bound::Excluded(dir.as_path()), Bound::Unbounded))
+                    .take_while(|(p, _)| p.starts_with(dir))
+                    .all(|(_, f)| f.at_eof && f.last_data.elapsed() >= UNMUTE_AFTER)
+            })
+            .cloned()
+            .collect();
+        for dir in quiet {
+            self.unmute(&dir);
         }
     }
 
@@ -1018,7 +1169,10 @@ impl Tailer {
                         return changed;
                     }
                 }
-                if let Some(f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
+                if let Some(mut f) = self.open(p, &parsed, |_, _| Some(Start::Beginning)) {
+                    // A new file in a muted directory (a restarted container's) sends no write
+                    // events either.
+                    f.hot = p.parent().is_some_and(|d| self.muted.contains(d));
                     self.active.insert(p.to_path_buf(), f);
                     if self.held > self.settings.max_open_files {
                         self.park(p);
@@ -1075,6 +1229,11 @@ impl Tailer {
 
     /// Closes the descriptor of the idle active file at `p`, keeping everything else.
     fn park(&mut self, p: &Path) {
+        // Only events reopen a closed file: its directory's must come.
+        if let Some(dir) = p.parent().filter(|d| self.muted.contains(*d)) {
+            let dir = dir.to_path_buf();
+            self.unmute(&dir);
+        }
         let Some(f) = self.active.get_mut(p) else { return };
         let Some(file) = f.file.take() else { return };
         if let Ok(m) = file.metadata() {
@@ -1168,6 +1327,12 @@ impl Tailer {
     fn rescan(&mut self) {
         if !self.watcher.is_active() {
             self.watcher = Watcher::start(&self.settings.root, self.wake_tx.clone(), coalesce(&self.settings.tuning));
+            // A new inotify instance: nothing is muted any more.
+            self.muted.clear();
+            for f in self.active.values_mut() {
+                f.hot = false;
+                f.wanted = true;
+            }
         }
         let found = discovery::scan(&self.settings.root);
         let seen: HashSet<&PathBuf> = found.active.iter().collect();
