@@ -228,6 +228,10 @@ pub struct ExporterConfig {
     /// so that resending stores lines twice). Requests wait until each of their streams is within
     /// it; `0` does not pace.
     pub per_stream_rate: ByteSize,
+    /// Loki only: bytes any one stream may send at once above `per_stream_rate` (Loki's
+    /// `per_stream_rate_limit_burst`, 15MB by default: a container's catch-up of a few MB is
+    /// sent at once, a longer one paced at the rate); a smaller value counts as `per_stream_rate`.
+    pub per_stream_burst: ByteSize,
     /// Loki only: Loki's validation limits (`limits_config`), checked before sending, so that
     /// entries and streams Loki would refuse are dropped and counted by Loki's reason instead
     /// of being mixed into requests with healthy ones.
@@ -297,6 +301,7 @@ impl Default for ExporterConfig {
             structured_metadata: true,
             stream_limit_hold_back: Duration::from_secs(600),
             per_stream_rate: ByteSize::from_bytes(3_000_000),
+            per_stream_burst: ByteSize::from_bytes(15_000_000),
             limits: LokiLimits::default(),
         }
     }

@@ -357,6 +357,7 @@ async fn a_catch_up_above_the_per_stream_rate_stores_each_line_once() {
     let admin = free_port();
     let cfg = logs_agent(&tmp.path().join("data"), &pods, &loki.push_url(), admin)
         .set("exporters.loki.per_stream_rate", "512KB")
+        .set("exporters.loki.per_stream_burst", "2MB")
         .set("exporters.loki.batch.max_bytes", "256KiB");
     let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
     let started = Instant::now();

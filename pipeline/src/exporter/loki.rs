@@ -21,7 +21,8 @@
 //!   stored twice (its entries of that one request).
 //! - **per-stream rate**: Loki stores what fits its `per_stream_rate_limit` and answers 429 for
 //!   the rest, so a resent request stores lines twice. Requests wait until each of their streams
-//!   is within `per_stream_rate` (default Loki's 3MB/s), so a catch-up of one container is paced.
+//!   is within `per_stream_rate` (default Loki's 3MB/s) after a burst of `per_stream_burst`
+//!   (Loki's 15MB), so a long catch-up of one container is paced.
 //! - **400 for some entries** (too old, too long, ...): Loki stored the others. The body lists
 //!   the refusals ("N errors: a; b"); what was refused is counted by Loki's reason
 //!   (`lgtm_agent_exporter_failed_total{reason="greater_than_max_sample_age"}`, ...) and only
@@ -188,6 +189,8 @@ impl Drop for Part {
 /// a request waits until every stream in it is within the rate. Idle streams are forgotten.
 struct Pacer {
     rate: f64,
+    /// The most a bucket holds (Loki's `per_stream_rate_limit_burst`), at least `rate`.
+    burst: f64,
     streams: HashMap<Bytes, (f64, Instant)>,
 }
 
@@ -202,17 +205,18 @@ impl Pacer {
         }
         let now = Instant::now();
         if self.streams.len() > MAX_PACED_STREAMS {
-            // A bucket idle for a second is full again: forgetting it changes nothing.
-            self.streams.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(1));
+            // A bucket idle for burst / rate seconds is full again: forgetting it changes nothing.
+            let full_after = Duration::from_secs_f64(self.burst.max(self.rate) / self.rate);
+            self.streams.retain(|_, (_, at)| now.duration_since(*at) < full_after);
         }
-        let (rate, streams) = (self.rate, &mut self.streams);
+        let (rate, burst, streams) = (self.rate, self.burst.max(self.rate), &mut self.streams);
         let mut wait = 0.0f64;
         loki_wire::for_each_stream(request, |labels, len| {
             let (tokens, at) = match streams.get_mut(labels) {
                 Some(b) => b,
-                None => streams.entry(Bytes::copy_from_slice(labels)).or_insert((rate, now)),
+                None => streams.entry(Bytes::copy_from_slice(labels)).or_insert((burst, now)),
             };
-            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate) - len as f64;
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst) - len as f64;
             *at = now;
             if *tokens < 0.0 {
                 wait = wait.max(-*tokens / rate);
@@ -293,7 +297,11 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
         state: Mutex::new(State {
             held: Vec::new(),
             known: HashSet::new(),
-            pacer: Pacer { rate: cfg.per_stream_rate.bytes() as f64, streams: HashMap::new() },
+            pacer: Pacer {
+                rate: cfg.per_stream_rate.bytes() as f64,
+                burst: cfg.per_stream_burst.bytes() as f64,
+                streams: HashMap::new(),
+            },
             warned: HashSet::new(),
         }),
     });
@@ -1281,12 +1289,19 @@ mod tests {
     fn the_pacer_delays_a_stream_past_its_rate_and_not_the_others() {
         let a = push("{a=\"1\"}", &["x".repeat(1000).as_str()]).encode_to_vec();
         let b = push("{a=\"2\"}", &["y".repeat(1000).as_str()]).encode_to_vec();
-        let mut pacer = Pacer { rate: a.len() as f64, streams: HashMap::new() };
+        let mut pacer = Pacer { rate: a.len() as f64, burst: 0.0, streams: HashMap::new() };
         assert_eq!(pacer.delay(&a), Duration::ZERO, "a second's worth passes");
         let again = pacer.delay(&a);
         assert!(again > Duration::from_millis(900) && again <= Duration::from_secs(1), "{again:?}");
         assert_eq!(pacer.delay(&b), Duration::ZERO, "another stream has its own bucket");
-        let mut off = Pacer { rate: 0.0, streams: HashMap::new() };
+        // With a burst of three seconds' worth, three requests pass at once, the fourth waits.
+        let mut burst = Pacer { rate: a.len() as f64, burst: 3.0 * a.len() as f64, streams: HashMap::new() };
+        for _ in 0..3 {
+            assert_eq!(burst.delay(&a), Duration::ZERO, "within the burst");
+        }
+        let fourth = burst.delay(&a);
+        assert!(fourth > Duration::from_millis(900) && fourth <= Duration::from_secs(1), "{fourth:?}");
+        let mut off = Pacer { rate: 0.0, burst: 0.0, streams: HashMap::new() };
         assert_eq!(off.delay(&a), Duration::ZERO);
         assert_eq!(off.delay(&a), Duration::ZERO);
     }
