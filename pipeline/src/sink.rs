@@ -269,10 +269,6 @@ fn open_lane(
         max_disk,
         when_full: ex.queue.when_full,
     })?;
-    if ex.console {
-        // Nothing to set up: it writes to stdout.
-        crate::health::component(&format!("exporter/{name}")).running();
-    }
     let running = handle.spawn_exporter(signal, ex, config.tenant_of(ex), queue.clone());
     handle.exporters.push(running);
     Ok(Lane { name, queue: Some(queue) })
@@ -295,6 +291,11 @@ impl PipelineHandle {
     ) -> RunningExporter {
         let name = signal.exporter_name();
         let health = crate::health::component(&format!("exporter/{name}"));
+        if ex.console {
+            // Nothing to set up: it writes to stdout. (Registering the component again after
+            // this would put it back to starting: `/readyz` stayed 503 with a console exporter.)
+            health.running();
+        }
         let stop = self.stop.child_token();
         let retiring = CancellationToken::new();
         let task = exporter::spawn(signal, ex, tenant.to_string(), queue.clone(), stop.clone());
@@ -342,9 +343,6 @@ impl PipelineHandle {
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut old.task).await;
         }
         old.queue.resume_readers();
-        if ex.console {
-            crate::health::component(&format!("exporter/{}", signal.exporter_name())).running();
-        }
         let running = self.spawn_exporter(signal, ex, config.tenant_of(ex), old.queue.clone());
         self.exporters.insert(at, running);
         true
