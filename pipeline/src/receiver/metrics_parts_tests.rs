@@ -1,10 +1,11 @@
 use super::*;
 use crate::receiver::prometheus::{self, InParts};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     number_data_point, summary_data_point::ValueAtQuantile, ExponentialHistogramDataPoint, HistogramDataPoint,
     NumberDataPoint, SummaryDataPoint,
 };
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use proptest::prelude::*;
 
 fn kv(key: &str, value: &str) -> KeyValue {

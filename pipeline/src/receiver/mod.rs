@@ -39,6 +39,7 @@ pub mod metrics_parts;
 pub mod otlp_json;
 pub mod prometheus;
 pub mod serve;
+mod skim;
 mod status;
 mod wire;
 pub mod zipkin;
