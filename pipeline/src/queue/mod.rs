@@ -298,6 +298,12 @@ impl DurableQueue {
                     if count == 0 && st.closed {
                         return None;
                     }
+                    if count == 0 {
+                        // Another consumer took what this one was waiting to batch: its
+                        // deadline is for records no longer here (kept, a passed deadline made
+                        // the wait below return at once, over and over, until the next push).
+                        deadline = None;
+                    }
                     if count > 0 && deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + max_wait);
                     }

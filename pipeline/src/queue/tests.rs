@@ -436,3 +436,44 @@ fn compressed_records_are_handed_out_as_they_were() {
     let replayed = take(&rt, &q, 10);
     assert_eq!(replayed[0].payload, repetitive);
 }
+
+/// CPU time of the calling thread, in clock ticks (`utime + stime` of /proc/thread-self/stat).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The fields after the command name, which is in parentheses and may hold blanks.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Several consumers of one queue (the Tempo exporter's senders): each sets a deadline for the
+/// records it sees; when another takes them first, the one left waits for the next push instead
+/// of waking at once, over and over, on its passed deadline (it spun until then: `bench node`
+/// showed the agent's CPU in `DurableQueue::next` and `clock_gettime`).
+#[test]
+fn a_consumer_whose_records_another_took_waits_without_spinning() {
+    let rt = runtime();
+    let q = DurableQueue::open(opts("two-consumers", None, 1 << 20, 0, WhenFull::Block)).unwrap();
+    rt.block_on(async {
+        let wait = Duration::from_millis(20);
+        let consumer = |q: DurableQueue| tokio::spawn(async move { q.next(usize::MAX, 1000, wait).await });
+        let (mut a, mut b) = (consumer(q.clone()), consumer(q.clone()));
+        tokio::task::yield_now().await;
+        let _acks = push_n(&q, 0, 1, 10);
+        // Both see the record and its deadline passes; one of them takes it.
+        let (first, other) = tokio::select! {
+            r = &mut a => (r.unwrap(), b),
+            r = &mut b => (r.unwrap(), a),
+        };
+        assert_eq!(first.map(|r| r.len()), Some(1));
+        let before = thread_cpu_ticks();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let spent = thread_cpu_ticks() - before;
+        assert!(spent <= 10, "the waiting consumer spent {spent} ticks of CPU in 500 ms");
+        let _acks = push_n(&q, 1, 1, 10);
+        let second =
+            tokio::time::timeout(Duration::from_secs(5), other).await.expect("the second consumer got the next push");
+        assert_eq!(second.unwrap().map(|r| r[0].seq), Some(1));
+    });
+}
