@@ -191,6 +191,13 @@ impl TracesSink {
         self.lane.try_push(payload, u32::try_from(req.spans()).unwrap_or(u32::MAX))
     }
 
+    /// As `send` for a request still encoded (the tail sampler's kept spans): waits while the
+    /// queue is full; only the resources are rewritten.
+    pub async fn send_encoded(&self, req: &ValidTraces) -> Result<Ack, SendError> {
+        let payload = req.with_resource_attribute(&self.cluster_attribute);
+        self.lane.push(payload, u32::try_from(req.spans()).unwrap_or(u32::MAX)).await
+    }
+
     fn encode(&self, req: &mut ExportTraceServiceRequest) -> (Bytes, u32) {
         let mut items = 0u32;
         add_resource_attribute(req, CLUSTER_ATTRIBUTE, &self.cluster);

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use lgtm_config::{OtlpConfig, TailSamplingConfig};
 use lgtm_pipeline::receiver::{ConsumeError, OtlpReceiver, TraceConsumer};
+use lgtm_pipeline::trace_wire::ValidTraces;
 use lgtm_pipeline::Pipeline;
 use lgtm_statefulset::sampling::{TailSampler, TraceOutput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 const SCRIPT: &str = r#"
@@ -102,8 +104,8 @@ impl TraceConsumer for Recorder {
 }
 
 impl TraceOutput for Recorder {
-    async fn send(&self, request: ExportTraceServiceRequest) {
-        self.0.lock().unwrap().push(request);
+    async fn send(&self, request: ValidTraces) {
+        self.0.lock().unwrap().push(ExportTraceServiceRequest::decode(request.as_bytes().clone()).unwrap());
     }
 }
 

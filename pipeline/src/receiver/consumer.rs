@@ -30,8 +30,8 @@ pub trait TraceConsumer: Send + Sync + 'static {
 
     /// Whether the consumer takes requests still encoded ([`TraceConsumer::consume_encoded`]):
     /// the protobuf receivers then check the wire format instead of decoding. Consumers that
-    /// look at every span (the sampler, the router) leave it `false`: checking, then decoding,
-    /// would read every request twice.
+    /// look at every span by decoding it (the router) leave it `false`: checking, then decoding,
+    /// would read every request twice. The tail sampler takes them encoded.
     fn takes_encoded(&self) -> bool {
         false
     }

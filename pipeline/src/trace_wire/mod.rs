@@ -10,9 +10,11 @@
 //!   each `ResourceSpans` that lacks the attribute (and the two length prefixes around it): spans
 //!   are copied as bytes, never decoded.
 //!
-//! What is not done here: the spans are not looked at (the tail sampler and the router, which
-//! need trace IDs, still decode). Unknown fields are kept as they came (prost would drop them).
+//! The spans are not looked at here; [`fields`] reads the fields of one message of a checked
+//! request, for the tail sampler, which indexes spans by trace ID without decoding them. Unknown
+//! fields are kept as they came (prost would drop them).
 
+pub mod fields;
 mod reader;
 mod schema;
 #[cfg(test)]
@@ -67,6 +69,13 @@ impl ValidTraces {
         let mut spans = 0;
         walk(Msg::Request, &bytes, RECURSION_LIMIT, &mut spans)?;
         Ok(ValidTraces { bytes, spans })
+    }
+
+    /// A request built from parts of checked requests (or of prost encodings) with the framing
+    /// of [`fields`] (the tail sampler's kept spans): not walked again (debug builds check it).
+    pub fn assembled(bytes: Bytes, spans: usize) -> ValidTraces {
+        debug_assert_eq!(ValidTraces::parse(bytes.clone()).map(|v| v.spans), Ok(spans));
+        ValidTraces { bytes, spans }
     }
 
     /// Spans in the request (each `ScopeSpans.spans` entry).

@@ -260,6 +260,45 @@ proptest! {
         prop_assert_eq!(twice.as_ptr(), rewritten.as_ptr());
     }
 
+    /// The fields walker reads a checked request whole: its fields' bytes, one after the other,
+    /// are the message, down to every span; and each span's fields give prost's trace ID and times.
+    #[test]
+    fn fields_cover_every_byte_down_to_the_spans(bytes in encoded_request()) {
+        use super::fields::{fields, Value};
+        fn covers(message: &[u8]) -> bool {
+            fields(message).map(|f| f.raw.len()).sum::<usize>() == message.len()
+        }
+        let req = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+        let decoded_spans = req.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans);
+        let mut spans = Vec::new();
+        prop_assert!(covers(&bytes));
+        for rs in fields(&bytes) {
+            let (1, Value::LengthDelimited(rs)) = (rs.tag, rs.value) else { continue };
+            prop_assert!(covers(rs));
+            for ss in fields(rs) {
+                let (2, Value::LengthDelimited(ss)) = (ss.tag, ss.value) else { continue };
+                prop_assert!(covers(ss));
+                for span in fields(ss) {
+                    let (2, Value::LengthDelimited(span)) = (span.tag, span.value) else { continue };
+                    prop_assert!(covers(span));
+                    let (mut id, mut start, mut end): (&[u8], u64, u64) = (&[], 0, 0);
+                    for f in fields(span) {
+                        match (f.tag, f.value) {
+                            (1, Value::LengthDelimited(v)) => id = v,
+                            (7, Value::Fixed64(v)) => start = v,
+                            (8, Value::Fixed64(v)) => end = v,
+                            _ => {}
+                        }
+                    }
+                    spans.push((id.to_vec(), start, end));
+                }
+            }
+        }
+        let want: Vec<_> =
+            decoded_spans.map(|s| (s.trace_id.clone(), s.start_time_unix_nano, s.end_time_unix_nano)).collect();
+        prop_assert_eq!(spans, want);
+    }
+
     #[test]
     fn parse_refuses_exactly_what_prost_refuses(
         bytes in encoded_request(),

@@ -1,9 +1,17 @@
 //! The sampler's state machine, without clocks or tasks: spans in, decisions and kept spans out.
 //!
-//! Spans wait *encoded* (one protobuf `Span` per `Bytes`, their resource and scope encoded once per
-//! request and shared), grouped by trace ID; what the policies need is folded into
-//! [`TraceFacts`] as each span arrives. A trace is decided `decision_wait` after its first span, or
-//! earlier when a bound is reached — never dropped undecided:
+//! Requests stay in the protobuf wire format from the receiver to the exporter
+//! ([`lgtm_pipeline::trace_wire`]): a request is copied once into an allocation of its own size,
+//! and each span waits as a byte range of it (with the request's resource and scope, encoded once
+//! per `ScopeSpans` in prost's form so equal ones group again), grouped by trace ID; what the
+//! policies need (trace ID, times, the span conditions it matches) is read from the span's fields
+//! as it arrives ([`Policies::read_span`]) and folded into [`TraceFacts`]. Kept spans go out as a
+//! request built by concatenating the encoded resources, scopes and span bytes: no span is decoded
+//! or encoded on the way. A request's copy is freed when the last of its buffered spans is
+//! decided (at most `decision_wait` after it arrived; `max_buffer` counts the spans' bytes).
+//!
+//! A trace is decided `decision_wait` after its first span, or earlier when a bound is reached —
+//! never dropped undecided:
 //! - `max_traces` traces buffered: the oldest is decided to make room (`max_traces`);
 //! - `max_buffer` bytes buffered: the oldest traces are decided until under it (`max_buffer`);
 //! - one trace over `max_trace_spans` spans or `max_trace_bytes` bytes: that trace is decided
@@ -17,17 +25,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use lgtm_pipeline::trace_wire::fields::{fields, length_delimited_len, put_length_delimited, Value};
+use lgtm_pipeline::trace_wire::ValidTraces;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::decisions::DecisionCache;
 use super::policy::{Policies, TraceFacts};
 use super::TraceId;
 
-/// Bookkeeping cost of one buffered span besides its bytes (the `Bytes` handle, the `Arc`).
+/// Bookkeeping cost of one buffered span besides its bytes (its [`SpanRef`], a share of the
+/// trace's entries).
 const SPAN_OVERHEAD: usize = 48;
 
 /// The bounds of the buffer.
@@ -99,25 +108,43 @@ pub enum Late {
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Kept spans to export (decided traces and late spans of kept traces), `None` if none.
-    pub export: Option<ExportTraceServiceRequest>,
+    pub export: Option<ValidTraces>,
     pub decided: Vec<Decided>,
     pub late: Vec<(Late, u64)>,
 }
 
-/// The resource and scope of spans, encoded once per request.
+/// One `ScopeSpans` of a request: the request's bytes its spans are ranges of, and its resource
+/// and scope in prost's encoding (merged occurrences, unknown fields dropped), so that equal ones
+/// of several requests group as the decoded ones did.
 #[derive(Debug)]
 struct Envelope {
+    request: Bytes,
     resource: Bytes,
-    resource_schema_url: String,
+    /// Ranges of `request`: valid UTF-8 (checked by `trace_wire`).
+    resource_schema_url: Bytes,
     scope: Bytes,
-    scope_schema_url: String,
+    scope_schema_url: Bytes,
+}
+
+/// One buffered span: the payload of its `Span` field in the envelope's request.
+#[derive(Debug, Clone)]
+struct SpanRef {
+    envelope: Arc<Envelope>,
+    start: u32,
+    end: u32,
+}
+
+impl SpanRef {
+    fn bytes(&self) -> &[u8] {
+        &self.envelope.request[self.start as usize..self.end as usize]
+    }
 }
 
 struct Pending {
     generation: u64,
     first_seen: Instant,
     facts: TraceFacts,
-    spans: Vec<(Arc<Envelope>, Bytes)>,
+    spans: Vec<SpanRef>,
     bytes: usize,
 }
 
@@ -132,6 +159,10 @@ pub struct Buffer {
     spans: usize,
     decisions: DecisionCache,
 }
+
+/// The largest request the buffer takes: span ranges are `u32` (the receivers' `max_request_size`
+/// is far below).
+pub const MAX_REQUEST_BYTES: usize = u32::MAX as usize;
 
 impl Buffer {
     pub fn new(policies: Policies, limits: Limits) -> Buffer {
@@ -164,60 +195,87 @@ impl Buffer {
         &self.limits
     }
 
-    /// Takes the spans of a request.
-    pub fn ingest(&mut self, request: ExportTraceServiceRequest, now: Instant) -> Outcome {
+    /// Takes the spans of a checked request (of at most [`MAX_REQUEST_BYTES`]; a larger one is
+    /// taken as empty).
+    pub fn ingest(&mut self, request: ValidTraces, now: Instant) -> Outcome {
         let mut out = Collector::default();
-        for rs in request.resource_spans {
-            let resource = rs.resource.unwrap_or_default();
+        if request.as_bytes().len() > MAX_REQUEST_BYTES {
+            return out.finish();
+        }
+        // An allocation of the request's own size: the receiver's bytes may share a larger buffer.
+        let request = Bytes::copy_from_slice(request.as_bytes());
+        for rs in fields(&request) {
+            let (1, Value::LengthDelimited(rs)) = (rs.tag, rs.value) else { continue };
+            // Field order is free: the resource and schema URL may follow the scope spans.
+            let mut resource: Option<Resource> = None;
+            let mut resource_schema_url: &[u8] = &[];
+            for f in fields(rs) {
+                match (f.tag, f.value) {
+                    (1, Value::LengthDelimited(r)) => merge(resource.get_or_insert_with(Default::default), r),
+                    (3, Value::LengthDelimited(url)) => resource_schema_url = url,
+                    _ => {}
+                }
+            }
+            let resource = resource.unwrap_or_default();
             let resource_mask = self.policies.resource_mask(&resource.attributes);
-            let resource_bytes = Bytes::from(resource.encode_to_vec());
-            for ss in rs.scope_spans {
+            let resource = Bytes::from(resource.encode_to_vec());
+            let resource_schema_url = request.slice_ref(resource_schema_url);
+            for ss in fields(rs) {
+                let (2, Value::LengthDelimited(ss)) = (ss.tag, ss.value) else { continue };
+                let mut scope: Option<InstrumentationScope> = None;
+                let mut scope_schema_url: &[u8] = &[];
+                for f in fields(ss) {
+                    match (f.tag, f.value) {
+                        (1, Value::LengthDelimited(s)) => merge(scope.get_or_insert_with(Default::default), s),
+                        (3, Value::LengthDelimited(url)) => scope_schema_url = url,
+                        _ => {}
+                    }
+                }
                 let envelope = Arc::new(Envelope {
-                    resource: resource_bytes.clone(),
-                    resource_schema_url: rs.schema_url.clone(),
-                    scope: Bytes::from(ss.scope.unwrap_or_default().encode_to_vec()),
-                    scope_schema_url: ss.schema_url,
+                    request: request.clone(),
+                    resource: resource.clone(),
+                    resource_schema_url: resource_schema_url.clone(),
+                    scope: Bytes::from(scope.unwrap_or_default().encode_to_vec()),
+                    scope_schema_url: request.slice_ref(scope_schema_url),
                 });
-                for span in ss.spans {
-                    self.add_span(&envelope, span, resource_mask, now, &mut out);
+                for span in fields(ss) {
+                    let (2, Value::LengthDelimited(span)) = (span.tag, span.value) else { continue };
+                    let start = span.as_ptr() as usize - request.as_ptr() as usize;
+                    let span_ref =
+                        SpanRef { envelope: envelope.clone(), start: start as u32, end: (start + span.len()) as u32 };
+                    self.add_span(span_ref, resource_mask, now, &mut out);
                 }
             }
         }
         out.finish()
     }
 
-    fn add_span(
-        &mut self,
-        envelope: &Arc<Envelope>,
-        span: Span,
-        resource_mask: u64,
-        now: Instant,
-        out: &mut Collector,
-    ) {
-        let id = trace_id(&span.trace_id);
-        let encoded = Bytes::from(span.encode_to_vec());
+    fn add_span(&mut self, span_ref: SpanRef, resource_mask: u64, now: Instant, out: &mut Collector) {
+        let span = self.policies.read_span(span_ref.bytes());
+        let id = trace_id(span.trace_id);
         if let Some(kept) = self.decisions.get(&id) {
             if kept {
-                out.kept.push((envelope.clone(), encoded));
+                out.kept.push(span_ref);
                 out.late(Late::Kept);
             } else {
                 out.late(Late::Dropped);
             }
             return;
         }
-        let matched = resource_mask | self.policies.span_mask(&span);
+        let matched = resource_mask | span.matched;
+        let (start, end) = (span.start, span.end);
         if !self.traces.contains_key(&id) && self.traces.len() >= self.limits.max_traces {
             self.decide_oldest(Early::MaxTraces, now, out);
         }
-        let size = encoded.len() + SPAN_OVERHEAD;
+        let size = (span_ref.end - span_ref.start) as usize + SPAN_OVERHEAD;
         let pending = self.traces.entry(id).or_insert_with(|| {
             let generation = self.next_generation;
             self.next_generation += 1;
             self.order.push_back((now, id, generation));
             Pending { generation, first_seen: now, facts: TraceFacts::default(), spans: Vec::new(), bytes: 0 }
         });
-        pending.facts.add_span(span.start_time_unix_nano, span.end_time_unix_nano, matched);
-        pending.spans.push((envelope.clone(), encoded));
+        pending.facts.add_span(start, end, matched);
+        pending.spans.push(span_ref);
         pending.bytes += size;
         self.bytes += size;
         self.spans += 1;
@@ -286,6 +344,14 @@ impl Buffer {
     }
 }
 
+/// Merges one occurrence of a message field into the value so far, as prost decodes repeated
+/// occurrences. The bytes were checked by `trace_wire` (prost's acceptance): cannot fail.
+fn merge<M: Message>(into: &mut M, bytes: &[u8]) {
+    if let Err(e) = into.merge(bytes) {
+        debug_assert!(false, "checked bytes do not decode: {e}");
+    }
+}
+
 /// A 16-byte trace ID (shorter or longer IDs, which the spec calls invalid, are padded or cut so
 /// they still group).
 fn trace_id(bytes: &[u8]) -> TraceId {
@@ -297,7 +363,7 @@ fn trace_id(bytes: &[u8]) -> TraceId {
 
 #[derive(Default)]
 struct Collector {
-    kept: Vec<(Arc<Envelope>, Bytes)>,
+    kept: Vec<SpanRef>,
     decided: Vec<Decided>,
     late_kept: u64,
     late_dropped: u64,
@@ -319,46 +385,124 @@ impl Collector {
         if self.late_dropped > 0 {
             late.push((Late::Dropped, self.late_dropped));
         }
-        Outcome { export: assemble(self.kept), decided: self.decided, late }
+        Outcome { export: assemble(&self.kept), decided: self.decided, late }
     }
 }
 
-/// Decodes kept spans back into one request; spans of equal resources and scopes (from several
-/// incoming requests) share one `ResourceSpans` / `ScopeSpans`.
-fn assemble(spans: Vec<(Arc<Envelope>, Bytes)>) -> Option<ExportTraceServiceRequest> {
+/// One `ScopeSpans` of the request being built.
+struct OutScope<'a> {
+    scope: &'a [u8],
+    schema_url: &'a [u8],
+    spans: Vec<&'a [u8]>,
+    /// Encoded length of the `ScopeSpans` body.
+    len: usize,
+}
+
+/// One `ResourceSpans` of the request being built.
+struct OutResource<'a> {
+    resource: &'a [u8],
+    schema_url: &'a [u8],
+    scopes: Vec<OutScope<'a>>,
+    len: usize,
+}
+
+/// Kept spans as one encoded request: spans of equal resources and scopes (from several incoming
+/// requests) share one `ResourceSpans` / `ScopeSpans`, in the order they first appear, each span's
+/// bytes copied as they came. Decoded, it is what decoding every span and grouping the decoded
+/// spans gave: every resource and scope present (empty ones too), schema URLs when not empty.
+fn assemble(spans: &[SpanRef]) -> Option<ValidTraces> {
     if spans.is_empty() {
         return None;
     }
-    let mut request = ExportTraceServiceRequest::default();
+    let mut out: Vec<OutResource<'_>> = Vec::new();
     let mut by_envelope: HashMap<*const Envelope, (usize, usize)> = HashMap::new();
-    let mut resources: HashMap<(&Bytes, &str), usize> = HashMap::new();
-    let mut scopes: HashMap<(usize, &Bytes, &str), usize> = HashMap::new();
-    for (envelope, bytes) in &spans {
-        // Encoded by us from a decoded message: decoding cannot fail.
-        let Ok(span) = Span::decode(bytes.clone()) else { continue };
-        let (r, s) = *by_envelope.entry(Arc::as_ptr(envelope)).or_insert_with(|| {
-            let r = *resources.entry((&envelope.resource, &envelope.resource_schema_url)).or_insert_with(|| {
-                request.resource_spans.push(ResourceSpans {
-                    resource: Some(Resource::decode(envelope.resource.clone()).unwrap_or_default()),
-                    scope_spans: Vec::new(),
-                    schema_url: envelope.resource_schema_url.clone(),
+    let mut resources: HashMap<(&[u8], &[u8]), usize> = HashMap::new();
+    let mut scopes: HashMap<(usize, &[u8], &[u8]), usize> = HashMap::new();
+    let mut last: Option<(*const Envelope, (usize, usize))> = None;
+    for span in spans {
+        let envelope = &*span.envelope;
+        let ptr: *const Envelope = envelope;
+        let (r, s) = match last {
+            Some((p, at)) if p == ptr => at,
+            _ => {
+                let at = *by_envelope.entry(ptr).or_insert_with(|| {
+                    let r =
+                        *resources.entry((&envelope.resource, &envelope.resource_schema_url)).or_insert_with(|| {
+                            out.push(OutResource {
+                                resource: &envelope.resource,
+                                schema_url: &envelope.resource_schema_url,
+                                scopes: Vec::new(),
+                                len: 0,
+                            });
+                            out.len() - 1
+                        });
+                    let s = *scopes.entry((r, &envelope.scope, &envelope.scope_schema_url)).or_insert_with(|| {
+                        let scopes = &mut out[r].scopes;
+                        scopes.push(OutScope {
+                            scope: &envelope.scope,
+                            schema_url: &envelope.scope_schema_url,
+                            spans: Vec::new(),
+                            len: 0,
+                        });
+                        scopes.len() - 1
+                    });
+                    (r, s)
                 });
-                request.resource_spans.len() - 1
-            });
-            let s = *scopes.entry((r, &envelope.scope, &envelope.scope_schema_url)).or_insert_with(|| {
-                let rs = &mut request.resource_spans[r];
-                rs.scope_spans.push(ScopeSpans {
-                    scope: Some(InstrumentationScope::decode(envelope.scope.clone()).unwrap_or_default()),
-                    spans: Vec::new(),
-                    schema_url: envelope.scope_schema_url.clone(),
-                });
-                rs.scope_spans.len() - 1
-            });
-            (r, s)
-        });
-        request.resource_spans[r].scope_spans[s].spans.push(span);
+                last = Some((ptr, at));
+                at
+            }
+        };
+        let bytes = span.bytes();
+        let scope = &mut out[r].scopes[s];
+        scope.len += length_delimited_len(bytes.len());
+        scope.spans.push(bytes);
     }
-    Some(request)
+    // Lengths inside out, then one pass writing.
+    let mut total = 0;
+    for resource in &mut out {
+        let mut len = length_delimited_len(resource.resource.len()) + optional_len(resource.schema_url);
+        for scope in &mut resource.scopes {
+            scope.len += length_delimited_len(scope.scope.len()) + optional_len(scope.schema_url);
+            len += length_delimited_len(scope.len);
+        }
+        resource.len = len;
+        total += length_delimited_len(len);
+    }
+    let mut buf = Vec::with_capacity(total);
+    for resource in &out {
+        put_length_delimited(&mut buf, 1, resource.len);
+        put_length_delimited(&mut buf, 1, resource.resource.len());
+        buf.extend_from_slice(resource.resource);
+        for scope in &resource.scopes {
+            put_length_delimited(&mut buf, 2, scope.len);
+            put_length_delimited(&mut buf, 1, scope.scope.len());
+            buf.extend_from_slice(scope.scope);
+            for span in &scope.spans {
+                put_length_delimited(&mut buf, 2, span.len());
+                buf.extend_from_slice(span);
+            }
+            put_optional(&mut buf, 3, scope.schema_url);
+        }
+        put_optional(&mut buf, 3, resource.schema_url);
+    }
+    debug_assert_eq!(buf.len(), total);
+    Some(ValidTraces::assembled(Bytes::from(buf), spans.len()))
+}
+
+/// A string field prost writes only when not empty.
+fn optional_len(value: &[u8]) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        length_delimited_len(value.len())
+    }
+}
+
+fn put_optional(buf: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    if !value.is_empty() {
+        put_length_delimited(buf, tag, value.len());
+        buf.extend_from_slice(value);
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
 use rand::{Rng, SeedableRng};
 
 use super::*;
@@ -47,8 +48,8 @@ fn span(trace: [u8; 16], span_no: u8, ms: u64, error: bool) -> Span {
     }
 }
 
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
+fn request(spans: Vec<Span>) -> ValidTraces {
+    encoded(ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
@@ -65,17 +66,26 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
             }],
             ..Default::default()
         }],
-    }
+    })
+}
+
+fn encoded(request: ExportTraceServiceRequest) -> ValidTraces {
+    ValidTraces::parse(request.encode_to_vec().into()).expect("prost's encoding checks")
+}
+
+/// The kept spans, decoded.
+fn exported(out: &Outcome) -> Option<ExportTraceServiceRequest> {
+    out.export.as_ref().map(|r| ExportTraceServiceRequest::decode(r.as_bytes().clone()).expect("decodes"))
 }
 
 fn exported_ids(out: &Outcome) -> Vec<(Vec<u8>, Vec<u8>)> {
-    out.export
+    exported(out)
         .iter()
         .flat_map(|r| &r.resource_spans)
         .flat_map(|rs| &rs.scope_spans)
         .flat_map(|ss| &ss.spans)
         .map(|s| (s.trace_id.clone(), s.span_id.clone()))
-        .collect()
+        .collect::<Vec<_>>()
 }
 
 #[test]
@@ -92,7 +102,7 @@ fn a_trace_is_decided_decision_wait_after_its_first_span_and_exported_whole() {
     assert_eq!(out.decided[0].early, None);
     assert_eq!(out.decided[0].spans, 2);
     assert_eq!(exported_ids(&out), vec![(id(1).to_vec(), vec![1; 8]), (id(1).to_vec(), vec![2; 8])]);
-    let req = out.export.unwrap();
+    let req = exported(&out).unwrap();
     assert_eq!(req.resource_spans.len(), 1, "spans of one resource are grouped again");
     assert_eq!(req.resource_spans[0].resource.as_ref().unwrap().attributes[0].key, "service.name");
     assert_eq!(req.resource_spans[0].scope_spans[0].scope.as_ref().unwrap().name, "lib");

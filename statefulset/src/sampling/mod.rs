@@ -4,8 +4,9 @@
 //! [`lgtm_pipeline::TracesSink`].
 //!
 //! Data in: the OTLP receiver hands requests to [`TailSampler`] as its
-//! [`TraceConsumer`]. Data out: a task forwards kept traces to a [`TraceOutput`] (the
-//! `TracesSink`). Memory is bounded ([`buffer`] explains how): buffered spans stay encoded,
+//! [`TraceConsumer`], still encoded (checked by `lgtm_pipeline::trace_wire`). Data out: a task
+//! forwards kept traces, encoded, to a [`TraceOutput`] (the `TracesSink`). Memory is bounded
+//! ([`buffer`] explains how): buffered spans stay encoded,
 //! bounds decide traces early instead of dropping them, and when the output falls behind the
 //! sampler refuses new spans (the receiver answers RESOURCE_EXHAUSTED / 429) rather than
 //! growing. At shutdown every buffered trace is decided and forwarded.
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use lgtm_config::TailSamplingConfig;
 use lgtm_pipeline::receiver::{ConsumeError, TraceConsumer};
+use lgtm_pipeline::trace_wire::ValidTraces;
 use lgtm_pipeline::TracesSink;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -54,13 +56,14 @@ pub type TraceId = [u8; 16];
 
 /// Where kept traces go.
 pub trait TraceOutput: Send + Sync + 'static {
-    /// Hands over kept spans, waiting while the next stage is full.
-    fn send(&self, request: ExportTraceServiceRequest) -> impl Future<Output = ()> + Send;
+    /// Hands over kept spans (an encoded `ExportTraceServiceRequest`), waiting while the next
+    /// stage is full.
+    fn send(&self, request: ValidTraces) -> impl Future<Output = ()> + Send;
 }
 
 impl TraceOutput for TracesSink {
-    async fn send(&self, request: ExportTraceServiceRequest) {
-        if let Err(e) = TracesSink::send(self, request).await {
+    async fn send(&self, request: ValidTraces) {
+        if let Err(e) = TracesSink::send_encoded(self, &request).await {
             // Only a closed queue (the agent is stopping) refuses a waiting send.
             tracing::warn!(error = %e, "kept spans could not be queued for Tempo");
         }
@@ -69,7 +72,7 @@ impl TraceOutput for TracesSink {
 
 /// From the sampler to its output task.
 enum Handover {
-    Spans(ExportTraceServiceRequest, usize),
+    Spans(ValidTraces, usize),
     Done,
 }
 
@@ -134,7 +137,7 @@ impl TailSampler {
     fn emit(&self, out: buffer::Outcome) {
         metrics::record(&out);
         if let Some(req) = out.export {
-            let size = req.encoded_len();
+            let size = req.as_bytes().len();
             self.out_bytes.fetch_add(size, Ordering::Relaxed);
             if self.out.send(Handover::Spans(req, size)).is_err() {
                 self.out_bytes.fetch_sub(size, Ordering::Relaxed);
@@ -158,7 +161,23 @@ impl TailSampler {
 }
 
 impl TraceConsumer for TailSampler {
+    /// A decoded request (OTLP/JSON, Jaeger): encoded, then as [`TailSampler::consume_encoded`].
     fn consume(&self, request: ExportTraceServiceRequest) -> Result<(), ConsumeError> {
+        match ValidTraces::parse(request.encode_to_vec().into()) {
+            Ok(request) => self.consume_encoded(request),
+            // prost's own encoding is what `parse` takes: not expected.
+            Err(e) => Err(ConsumeError::Unavailable(format!("an encoded request does not check: {e}"))),
+        }
+    }
+
+    fn takes_encoded(&self) -> bool {
+        true
+    }
+
+    fn consume_encoded(&self, request: ValidTraces) -> Result<(), ConsumeError> {
+        if request.as_bytes().len() > buffer::MAX_REQUEST_BYTES {
+            return Err(ConsumeError::Unavailable("a request of 4 GiB or more is not sampled".into()));
+        }
         if self.out_bytes.load(Ordering::Relaxed) > self.max_out_bytes {
             return Err(ConsumeError::Busy("kept traces wait for the Tempo queue".into()));
         }
@@ -215,5 +234,9 @@ async fn forward<O: TraceOutput>(mut rx: mpsc::UnboundedReceiver<Handover>, outp
     }
 }
 
+#[cfg(test)]
+mod buffer_reference;
+#[cfg(test)]
+mod equivalence_tests;
 #[cfg(test)]
 mod tests;

@@ -14,10 +14,16 @@
 //!   placed last in an `and` only spends its budget on traces the other conditions kept).
 //!
 //! A trace is kept when any top-level policy keeps it.
+//!
+//! Spans are read in the wire format ([`Policies::read_span`]): one pass over the span's fields,
+//! looking into `status` only when a `status_code` condition exists and into attributes only when
+//! an attribute condition does, with prost's reading of repeated occurrences (the last scalar
+//! wins, occurrences of a message merge). [`Policies::span_mask`] is the same on a decoded span.
 
 use std::time::{Duration, Instant};
 
 use lgtm_config::PolicyConfig;
+use lgtm_pipeline::trace_wire::fields::{fields, Value};
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
 
@@ -91,6 +97,32 @@ impl SpanCondition {
         }
     }
 
+    /// As `matches_attributes` for one `KeyValue` read from the wire.
+    fn matches_wire(&self, kv: &WireKeyValue<'_>) -> bool {
+        match self {
+            SpanCondition::StatusCode(_) => false,
+            SpanCondition::StringAttribute { key, values } => {
+                kv.key == key.as_bytes()
+                    && matches!(kv.value, WireAny::Str(s) if values.iter().any(|v| v.as_bytes() == s))
+            }
+            SpanCondition::NumericAttribute { key, min, max } => {
+                kv.key == key.as_bytes()
+                    && match kv.value {
+                        WireAny::Int(i) => (*min..=*max).contains(&i),
+                        WireAny::Double(d) => d >= *min as f64 && d <= *max as f64,
+                        _ => false,
+                    }
+            }
+        }
+    }
+
+    fn matches_status(&self, code: i32) -> bool {
+        match self {
+            SpanCondition::StatusCode(codes) => (0..8).contains(&code) && codes & (1 << code) != 0,
+            _ => false,
+        }
+    }
+
     fn matches_span(&self, span: &Span) -> bool {
         match self {
             SpanCondition::StatusCode(codes) => {
@@ -100,6 +132,57 @@ impl SpanCondition {
             _ => self.matches_attributes(&span.attributes),
         }
     }
+}
+
+/// An attribute's value as prost decodes it, for matching: the last field of the `AnyValue`
+/// oneof (over every occurrence of `value`) decides.
+#[derive(Debug, Clone, Copy)]
+enum WireAny<'a> {
+    None,
+    Str(&'a [u8]),
+    Int(i64),
+    Double(f64),
+    Other,
+}
+
+struct WireKeyValue<'a> {
+    key: &'a [u8],
+    value: WireAny<'a>,
+}
+
+impl<'a> WireKeyValue<'a> {
+    fn read(kv: &'a [u8]) -> WireKeyValue<'a> {
+        let mut out = WireKeyValue { key: &[], value: WireAny::None };
+        for f in fields(kv) {
+            match (f.tag, f.value) {
+                (1, Value::LengthDelimited(key)) => out.key = key,
+                (2, Value::LengthDelimited(any)) => {
+                    for g in fields(any) {
+                        out.value = match (g.tag, g.value) {
+                            (1, Value::LengthDelimited(s)) => WireAny::Str(s),
+                            // prost reads int64 varints as `u64 as i64`.
+                            (3, Value::Varint(i)) => WireAny::Int(i as i64),
+                            (4, Value::Fixed64(d)) => WireAny::Double(f64::from_bits(d)),
+                            (2 | 5..=8, _) => WireAny::Other,
+                            _ => continue,
+                        };
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// What the buffer reads from one encoded span ([`Policies::read_span`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireSpan<'a> {
+    pub trace_id: &'a [u8],
+    pub start: u64,
+    pub end: u64,
+    /// The span conditions the span satisfies (as [`Policies::span_mask`]).
+    pub matched: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +230,9 @@ pub struct Policies {
     top: Vec<(String, Rule)>,
     conditions: Vec<SpanCondition>,
     limiters: Vec<RateLimiter>,
+    /// Some condition reads the status / the attributes.
+    reads_status: bool,
+    reads_attributes: bool,
 }
 
 /// Span conditions are bits of a `u64`.
@@ -154,7 +240,13 @@ const MAX_SPAN_CONDITIONS: usize = 64;
 
 impl Policies {
     pub fn compile(configs: &[PolicyConfig]) -> Result<Policies, PolicyError> {
-        let mut p = Policies { top: Vec::new(), conditions: Vec::new(), limiters: Vec::new() };
+        let mut p = Policies {
+            top: Vec::new(),
+            conditions: Vec::new(),
+            limiters: Vec::new(),
+            reads_status: false,
+            reads_attributes: false,
+        };
         for (i, cfg) in configs.iter().enumerate() {
             let name = cfg.name.clone().unwrap_or_else(|| format!("{}-{i}", cfg.kind));
             let rule = p.rule(cfg, &name)?;
@@ -241,6 +333,10 @@ impl Policies {
                 message: format!("more than {MAX_SPAN_CONDITIONS} span conditions in all policies"),
             });
         }
+        match c {
+            SpanCondition::StatusCode(_) => self.reads_status = true,
+            _ => self.reads_attributes = true,
+        }
         self.conditions.push(c);
         Ok(Rule::Span(self.conditions.len() as u32 - 1))
     }
@@ -253,6 +349,37 @@ impl Policies {
     /// The span conditions a span satisfies.
     pub fn span_mask(&self, span: &Span) -> u64 {
         self.mask(|c| c.matches_span(span))
+    }
+
+    /// Reads an encoded `Span` (its payload, checked by `trace_wire`): trace ID, times, and the
+    /// span conditions it satisfies, as [`Policies::span_mask`] would on the decoded span.
+    pub fn read_span<'a>(&self, span: &'a [u8]) -> WireSpan<'a> {
+        let mut out = WireSpan { trace_id: &[], start: 0, end: 0, matched: 0 };
+        let mut code = 0i32;
+        for f in fields(span) {
+            match (f.tag, f.value) {
+                (1, Value::LengthDelimited(id)) => out.trace_id = id,
+                (7, Value::Fixed64(t)) => out.start = t,
+                (8, Value::Fixed64(t)) => out.end = t,
+                (9, Value::LengthDelimited(kv)) if self.reads_attributes => {
+                    let kv = WireKeyValue::read(kv);
+                    out.matched |= self.mask(|c| c.matches_wire(&kv));
+                }
+                (15, Value::LengthDelimited(status)) if self.reads_status => {
+                    for g in fields(status) {
+                        if let (3, Value::Varint(c)) = (g.tag, g.value) {
+                            // prost reads an enum (int32) varint as `u64 as i32`.
+                            code = c as i32;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.reads_status {
+            out.matched |= self.mask(|c| c.matches_status(code));
+        }
+        out
     }
 
     fn mask(&self, mut f: impl FnMut(&SpanCondition) -> bool) -> u64 {

@@ -10,8 +10,8 @@ use super::*;
 struct Recorder(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
 
 impl TraceOutput for Recorder {
-    async fn send(&self, request: ExportTraceServiceRequest) {
-        self.0.lock().unwrap().push(request);
+    async fn send(&self, request: ValidTraces) {
+        self.0.lock().unwrap().push(ExportTraceServiceRequest::decode(request.as_bytes().clone()).unwrap());
     }
 }
 
