@@ -81,7 +81,13 @@ fn span_to_otlp(s: model::Span) -> (InstrumentationScope, Span) {
     let mut attributes = Vec::with_capacity(s.tags.len());
     for tag in s.tags {
         match tag.key.as_str() {
-            "span.kind" => kind = span_kind(&text(&tag.value)),
+            "span.kind" => {
+                kind = match &tag.value {
+                    // Every span has one: read in place rather than copied and lowercased.
+                    TagValue::Str(v) => span_kind(v),
+                    other => span_kind(&text(other)),
+                }
+            }
             "otel.scope.name" | "otel.library.name" => scope.name = text(&tag.value),
             "otel.scope.version" | "otel.library.version" => scope.version = text(&tag.value),
             "w3c.tracestate" => trace_state = text(&tag.value),
@@ -191,14 +197,14 @@ fn parent_and_links(
 }
 
 fn span_kind(v: &str) -> SpanKind {
-    match v.to_ascii_lowercase().as_str() {
-        "client" => SpanKind::Client,
-        "server" => SpanKind::Server,
-        "producer" => SpanKind::Producer,
-        "consumer" => SpanKind::Consumer,
-        "internal" => SpanKind::Internal,
-        _ => SpanKind::Unspecified,
-    }
+    const KINDS: [(&str, SpanKind); 5] = [
+        ("client", SpanKind::Client),
+        ("server", SpanKind::Server),
+        ("producer", SpanKind::Producer),
+        ("consumer", SpanKind::Consumer),
+        ("internal", SpanKind::Internal),
+    ];
+    KINDS.iter().find(|(name, _)| v.eq_ignore_ascii_case(name)).map_or(SpanKind::Unspecified, |(_, kind)| *kind)
 }
 
 fn is_true(v: &TagValue) -> bool {
