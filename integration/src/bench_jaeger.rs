@@ -2,12 +2,20 @@
 //! UDP 6831) sent to the release `lgtm-agent` at increasing rates; the agent exports to an
 //! in-process OTLP/gRPC receiver that only counts spans.
 //!
+//! The datagrams are sent from `senders` sockets in turn (as from that many clients: the agent's
+//! `SO_REUSEPORT` sockets are chosen by the sender's address and port, so one sending socket
+//! would reach one of them only).
+//!
 //! Per step it prints the datagrams/s offered, the spans/s the agent took
-//! (`lgtm_agent_jaeger_received_total`), the agent's CPU-seconds (utime + stime from `/proc`),
-//! spans per CPU-second, and the drop rate: datagrams the kernel dropped because the socket's
-//! receive buffer was full (`drops` of the socket in `/proc/net/udp`) plus datagrams the agent
-//! dropped (`lgtm_agent_jaeger_rejected_total`), over datagrams sent. It stops after the first
-//! step whose drop rate is over 1% (the point the socket buffer overflows), or at `max_rate`.
+//! (`lgtm_agent_jaeger_received_total`), the agent's CPU (utime + stime from `/proc`, in cores
+//! and in microseconds per datagram taken), spans per CPU-second, the sending thread's CPU (it
+//! shares the machine), the datagrams the kernel dropped because a socket's receive buffer was
+//! full (`drops` of the port's sockets in `/proc/net/udp`), what the agent counted as dropped
+//! (`lgtm_agent_jaeger_rejected_total`, whose `kernel_dropped` reason is the kernel's drops as
+//! the agent saw them) and the drop rate: datagrams sent whose spans were not taken, over
+//! datagrams sent. With `rates` it runs those steps in order (the curve); otherwise it doubles
+//! from `start_rate` and stops after the first step whose drop rate is over 1%, or at `max_rate`.
+//! At the end it waits for the exporter and compares the spans exported with the spans taken.
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -28,6 +36,10 @@ pub struct JaegerBench {
     /// First rate, datagrams per second; each step doubles it.
     pub start_rate: u64,
     pub max_rate: u64,
+    /// Fixed rates, datagrams per second, run in order whatever the drops (empty: doubling).
+    pub rates: Vec<u64>,
+    /// Sending sockets, used in turn.
+    pub senders: usize,
     /// Length of each step.
     pub step: Duration,
     /// `otlp.jaeger.udp_receive_buffer` of the agent.
@@ -41,6 +53,8 @@ impl Default for JaegerBench {
             spans_per_batch: 10,
             start_rate: 1_000,
             max_rate: 256_000,
+            rates: Vec::new(),
+            senders: 8,
             step: Duration::from_secs(5),
             receive_buffer: 8 * 1024 * 1024,
             agent_bin: None,
@@ -138,56 +152,102 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
         b.step
     );
     println!(
-        "{:>12} {:>12} {:>12} {:>10} {:>14} {:>10} {:>10}",
-        "offered/s", "sent/s", "spans in/s", "cpu-s", "spans/cpu-s", "kern drop", "drop %"
+        "{:>10} {:>10} {:>11} {:>11} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "offered/s",
+        "sent/s",
+        "dgrams in/s",
+        "spans in/s",
+        "agent cpu",
+        "us/dgram",
+        "spans/cpu-s",
+        "sender cpu",
+        "kern drop",
+        "agent drop",
+        "drop %"
     );
     let datagrams = Arc::new(datagrams);
-    let mut rate = b.start_rate;
+    let rates = if b.rates.is_empty() { None } else { Some(b.rates.clone()) };
+    let mut rate = rates.as_ref().map_or(b.start_rate, |r| r[0]);
+    let mut step_index = 0;
+    let mut taken_total = 0u64;
     loop {
         let before = Snapshot::take(pid, udp_port, admin).await;
-        let (d, step, r) = (datagrams.clone(), b.step, rate);
-        let sent = tokio::task::spawn_blocking(move || send_at(&d, udp_port, r, step)).await??;
+        let (d, step, r, senders) = (datagrams.clone(), b.step, rate, b.senders);
+        let (sent, sender_cpu) = tokio::task::spawn_blocking(move || send_at(&d, udp_port, r, step, senders)).await??;
         // Let the agent finish what is in its socket buffer before reading the counters.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = Snapshot::take(pid, udp_port, admin).await;
         let taken = after.received - before.received;
+        taken_total += taken;
         let cpu = after.cpu - before.cpu;
         let kernel_drops = after.kernel_drops - before.kernel_drops;
-        let lost_datagrams = sent as f64 - (taken as f64 / b.spans_per_batch as f64);
+        let agent_drops = after.rejected - before.rejected;
+        let taken_datagrams = taken as f64 / b.spans_per_batch as f64;
+        let lost_datagrams = sent as f64 - taken_datagrams;
         let drop_rate = (lost_datagrams.max(0.0) / sent.max(1) as f64) * 100.0;
         let secs = step.as_secs_f64();
         println!(
-            "{:>12} {:>12.0} {:>12.0} {:>10.2} {:>14.0} {:>10} {:>9.2}%",
+            "{:>10} {:>10.0} {:>11.0} {:>11.0} {:>9.2} {:>8.1} {:>12.0} {:>10.2} {:>10} {:>10} {:>7.2}%",
             rate,
             sent as f64 / secs,
+            taken_datagrams / secs,
             taken as f64 / secs,
-            cpu,
+            cpu / secs,
+            cpu * 1e6 / taken_datagrams.max(1.0),
             taken as f64 / cpu.max(1e-9),
+            sender_cpu / secs,
             kernel_drops,
+            agent_drops,
             drop_rate
         );
-        if drop_rate > 1.0 {
-            println!(
-                "socket buffer overflow reached at {rate} datagrams/s offered ({:.0} spans/s)",
-                rate as f64 * b.spans_per_batch as f64
-            );
-            break;
+        step_index += 1;
+        match &rates {
+            Some(rates) => match rates.get(step_index) {
+                Some(next) => rate = *next,
+                None => break,
+            },
+            None => {
+                if drop_rate > 1.0 {
+                    println!(
+                        "socket buffer overflow reached at {rate} datagrams/s offered ({:.0} spans/s)",
+                        rate as f64 * b.spans_per_batch as f64
+                    );
+                    break;
+                }
+                if rate >= b.max_rate {
+                    println!("no overflow up to {rate} datagrams/s offered");
+                    break;
+                }
+                rate = (rate * 2).min(b.max_rate);
+            }
         }
-        if rate >= b.max_rate {
-            println!("no overflow up to {rate} datagrams/s offered");
-            break;
-        }
-        rate = (rate * 2).min(b.max_rate);
     }
-    println!("spans exported to the OTLP receiver: {}", spans_out.load(Ordering::Relaxed));
+    // Every span taken is exported once: wait for the exporter's last batches.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spans_out.load(Ordering::Relaxed) < taken_total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exported = spans_out.load(Ordering::Relaxed);
+    println!(
+        "spans taken by the agent: {taken_total}; exported to the OTLP receiver: {exported} ({})",
+        if exported == taken_total { "every one, once" } else { "MISMATCH" }
+    );
     agent.terminate(Duration::from_secs(20)).await;
     Ok(())
 }
 
-/// Sends for `step` at `rate` datagrams per second (paced every millisecond); returns how many.
-fn send_at(datagrams: &[Vec<u8>], port: u16, rate: u64, step: Duration) -> anyhow::Result<u64> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    socket.connect(("127.0.0.1", port))?;
+/// Sends for `step` at `rate` datagrams per second (paced every millisecond) from `senders`
+/// sockets in turn; returns how many, and the CPU-seconds the sending thread used.
+fn send_at(datagrams: &[Vec<u8>], port: u16, rate: u64, step: Duration, senders: usize) -> anyhow::Result<(u64, f64)> {
+    let sockets = (0..senders.max(1))
+        .map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0")?;
+            socket.connect(("127.0.0.1", port))?;
+            Ok(socket)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let cpu_before = crate::procstat::Process::Thread.cpu_seconds();
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < step {
@@ -195,17 +255,20 @@ fn send_at(datagrams: &[Vec<u8>], port: u16, rate: u64, step: Duration) -> anyho
         while sent < due {
             // ECONNREFUSED and ENOBUFS come back on a busy loopback; those datagrams still count
             // as offered.
+            let socket = &sockets[(sent % sockets.len() as u64) as usize];
             let _ = socket.send(&datagrams[(sent % datagrams.len() as u64) as usize]);
             sent += 1;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    Ok(sent)
+    Ok((sent, crate::procstat::Process::Thread.cpu_seconds() - cpu_before))
 }
 
 struct Snapshot {
     cpu: f64,
     received: u64,
+    /// `lgtm_agent_jaeger_rejected_total`, every reason.
+    rejected: u64,
     kernel_drops: u64,
 }
 
@@ -219,12 +282,18 @@ impl Snapshot {
             Ok(f) => f.await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let received = text
-            .lines()
-            .filter(|l| l.starts_with("lgtm_agent_jaeger_received_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64;
-        Snapshot { cpu: crate::procstat::Process::Pid(pid).cpu_seconds(), received, kernel_drops: udp_drops(port) }
+        let sum = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(family))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        Snapshot {
+            cpu: crate::procstat::Process::Pid(pid).cpu_seconds(),
+            received: sum("lgtm_agent_jaeger_received_total{"),
+            rejected: sum("lgtm_agent_jaeger_rejected_total{"),
+            kernel_drops: udp_drops(port),
+        }
     }
 }
 

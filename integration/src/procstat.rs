@@ -11,6 +11,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Process {
     This,
+    /// The calling thread alone (`/proc/thread-self`).
+    Thread,
     Pid(u32),
 }
 
@@ -29,6 +31,7 @@ impl Process {
     fn read(self, file: &str) -> String {
         let path = match self {
             Process::This => format!("/proc/self/{file}"),
+            Process::Thread => format!("/proc/thread-self/{file}"),
             Process::Pid(pid) => format!("/proc/{pid}/{file}"),
         };
         std::fs::read_to_string(path).unwrap_or_default()

@@ -5,7 +5,7 @@
 //! cargo run --release -p lgtm-integration --bin bench -- logs [--size 1GiB] [--files 100] [--workloads idle,bulk,steady] [--steady-rate 5MiB] [--steady-window 30s]
 //! cargo run --release -p lgtm-integration --bin bench -- scrape [--targets 50] [--series 2000] [--interval 5s] [--duration 60s] [--shards N]
 //! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
-//! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--step 5s] [--receive-buffer 8MiB]
+//! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--rates 10000,20000,...] [--senders 8] [--step 5s] [--receive-buffer 8MiB]
 //! cargo run --release -p lgtm-integration --bin bench -- node [--window 60s] [--runs 3] [--plot node.svg]
 //! cargo run --release -p lgtm-integration --bin bench -- outage [--down 120s] [--log-rate 20MiB] [--series 50000] [--targets 25] [--interval 5s]
 //! cargo run --release -p lgtm-integration --bin bench -- request-memory [--size 15MiB]
@@ -167,6 +167,13 @@ enum Workload {
         start_rate: u64,
         #[arg(long, default_value_t = 256_000)]
         max_rate: u64,
+        /// Fixed rates in datagrams/s, comma-separated, run in order whatever the drops (the
+        /// curve); instead of doubling from `--start-rate`.
+        #[arg(long, value_delimiter = ',')]
+        rates: Vec<u64>,
+        /// Sending sockets (clients), used in turn.
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
         #[arg(long, default_value = "5s")]
         step: lgtm_config::Duration,
         /// The agent's `otlp.jaeger.udp_receive_buffer`.
@@ -247,11 +254,13 @@ fn main() -> anyhow::Result<()> {
         Workload::Discovery(b) => rt.block_on(lgtm_integration::bench_discovery::run(b)),
         Workload::Outage(b) => rt.block_on(lgtm_integration::bench_outage::run(b)),
         Workload::RequestMemory(b) => rt.block_on(lgtm_integration::bench_request_memory::run(b)),
-        Workload::Jaeger { spans_per_batch, start_rate, max_rate, step, receive_buffer, agent_bin } => {
+        Workload::Jaeger { spans_per_batch, start_rate, max_rate, rates, senders, step, receive_buffer, agent_bin } => {
             rt.block_on(lgtm_integration::bench_jaeger::run(lgtm_integration::bench_jaeger::JaegerBench {
                 spans_per_batch,
                 start_rate,
                 max_rate,
+                rates,
+                senders,
                 step: step.get(),
                 receive_buffer: receive_buffer.bytes(),
                 agent_bin,

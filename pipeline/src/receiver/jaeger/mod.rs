@@ -11,8 +11,9 @@
 //!
 //! UDP has no way to say "later": a datagram that cannot be read (over 65,000 bytes, not an
 //! `emitBatch`, malformed) or that the next stage refuses is dropped and counted in
-//! `lgtm_agent_jaeger_rejected_total{transport,reason}`; what the kernel drops when the socket's
-//! buffer overflows shows in `/proc/net/udp` (`drops`), hence a large `udp_receive_buffer`. The
+//! `lgtm_agent_jaeger_rejected_total{transport,reason}`; what the kernel drops when a socket's
+//! buffer overflows is counted there too (`reason="kernel_dropped"`, as the next datagram is read:
+//! see [`udp`]) and shows at once in `/proc/net/udp` (`drops`), hence a large `udp_receive_buffer`. The
 //! HTTP and gRPC collectors answer like the OTLP receivers (400/INVALID_ARGUMENT, 429/
 //! RESOURCE_EXHAUSTED, 503/UNAVAILABLE). Spans taken: `lgtm_agent_jaeger_received_total{transport}`.
 //!
@@ -102,8 +103,9 @@ fn deliver(
 
 /// The four Jaeger listeners, bound ([`JaegerReceiver::bind`]) then served ([`JaegerReceiver::run`]).
 pub struct JaegerReceiver {
-    compact: Option<UdpSocket>,
-    binary: Option<UdpSocket>,
+    /// The sockets sharing each UDP port (none: off).
+    compact: Vec<UdpSocket>,
+    binary: Vec<UdpSocket>,
     http: Option<TcpListener>,
     grpc: Option<TcpListener>,
     traces: Arc<dyn TraceConsumer>,
@@ -131,11 +133,11 @@ impl JaegerReceiver {
     }
 
     pub fn thrift_compact_addr(&self) -> Option<SocketAddr> {
-        self.compact.as_ref().and_then(|s| s.local_addr().ok())
+        self.compact.first().and_then(|s| s.local_addr().ok())
     }
 
     pub fn thrift_binary_addr(&self) -> Option<SocketAddr> {
-        self.binary.as_ref().and_then(|s| s.local_addr().ok())
+        self.binary.first().and_then(|s| s.local_addr().ok())
     }
 
     pub fn thrift_http_addr(&self) -> Option<SocketAddr> {
@@ -149,13 +151,13 @@ impl JaegerReceiver {
     /// Serves until `shutdown`; one listener failing stops the others.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), JaegerError> {
         let mut tasks = Vec::new();
-        if let Some(socket) = self.compact {
+        if !self.compact.is_empty() {
             let (traces, stop) = (self.traces.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(udp::serve(socket, udp::Format::Compact, traces, stop)));
+            tasks.push(tokio::spawn(udp::serve(self.compact, udp::Format::Compact, traces, stop)));
         }
-        if let Some(socket) = self.binary {
+        if !self.binary.is_empty() {
             let (traces, stop) = (self.traces.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(udp::serve(socket, udp::Format::Binary, traces, stop)));
+            tasks.push(tokio::spawn(udp::serve(self.binary, udp::Format::Binary, traces, stop)));
         }
         if let Some(listener) = self.http {
             let router = http::router(self.traces.clone(), self.max_request_size);

@@ -238,3 +238,59 @@ fn a_body_read_in_parts_gives_every_span_once_in_order_and_refuses_what_the_whol
         );
     }
 }
+
+#[test]
+fn spans_with_their_own_process_are_grouped_by_it_in_order_of_first_appearance() {
+    let own = |name: &str| Some(Process { service_name: name.into(), tags: vec![] });
+    let span = |id: i64, process| Span {
+        trace_id: trace_id(0, 1),
+        span_id: id.to_be_bytes(),
+        operation_name: format!("op-{id}"),
+        process,
+        ..Span::default()
+    };
+    let batch = Batch {
+        process: Process { service_name: "batch".into(), tags: vec![] },
+        spans: vec![span(1, own("p1")), span(2, None), span(3, own("batch")), span(4, own("p1")), span(5, own("p2"))],
+    };
+    let got: Vec<(String, Vec<String>)> = translate::to_otlp(batch)
+        .resource_spans
+        .iter()
+        .map(|rs| {
+            let service = attr(&rs.resource.as_ref().unwrap().attributes, "service.name").cloned();
+            let Some(Value::StringValue(service)) = service else { panic!("no service.name") };
+            (service, rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(|s| s.name.clone()).collect())
+        })
+        .collect();
+    let want = |s: &str, names: &[&str]| (s.to_string(), names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+    assert_eq!(got, [want("p1", &["op-1", "op-4"]), want("batch", &["op-2", "op-3"]), want("p2", &["op-5"])]);
+}
+
+#[test]
+fn span_kind_is_read_whatever_its_case_and_unknown_kinds_are_unspecified() {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let kinds = ["Producer", "CONSUMER", "internal", "bogus", ""];
+    let batch = Batch {
+        process: Process { service_name: "svc".into(), tags: vec![] },
+        spans: kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Span {
+                trace_id: trace_id(0, 1),
+                span_id: (i as i64 + 1).to_be_bytes(),
+                tags: vec![Tag::new("span.kind", TagValue::Str(k.to_string()))],
+                ..Span::default()
+            })
+            .collect(),
+    };
+    let got: Vec<i32> =
+        translate::to_otlp(batch).resource_spans[0].scope_spans[0].spans.iter().map(|s| s.kind).collect();
+    let want =
+        [SpanKind::Producer, SpanKind::Consumer, SpanKind::Internal, SpanKind::Unspecified, SpanKind::Unspecified];
+    assert_eq!(got, want.map(|k| k as i32));
+    let long = Batch {
+        process: Process::default(),
+        spans: vec![Span { tags: vec![Tag::new("span.kind", TagValue::Long(1))], ..Span::default() }],
+    };
+    assert_eq!(translate::to_otlp(long).resource_spans[0].scope_spans[0].spans[0].kind, SpanKind::Unspecified as i32);
+}

@@ -31,9 +31,11 @@ use super::model::{self, Batch, Process, RefType, Tag, TagValue};
 /// distinct instrumentation scope within it, spans in their order.
 pub fn to_otlp(batch: Batch) -> ExportTraceServiceRequest {
     let Batch { process, spans } = batch;
-    let mut resources: Vec<(Process, Vec<ScopeSpans>)> = Vec::new();
-    for span in spans {
-        let span_process = span.process.clone().unwrap_or_else(|| process.clone());
+    // `None`: the batch's process (every Thrift span's); a span's own process (protobuf) is
+    // compared once, not cloned and compared for every span.
+    let mut resources: Vec<(Option<Process>, Vec<ScopeSpans>)> = Vec::new();
+    for mut span in spans {
+        let span_process = span.process.take().filter(|p| *p != process);
         let (scope, otlp) = span_to_otlp(span);
         let idx = match resources.iter().position(|(p, _)| *p == span_process) {
             Some(i) => i,
@@ -48,9 +50,14 @@ pub fn to_otlp(batch: Batch) -> ExportTraceServiceRequest {
             None => scopes.push(ScopeSpans { scope: Some(scope), spans: vec![otlp], schema_url: String::new() }),
         }
     }
+    let mut process = Some(process);
     let resource_spans = resources
         .into_iter()
-        .map(|(p, scope_spans)| ResourceSpans { resource: Some(resource(p)), scope_spans, schema_url: String::new() })
+        .map(|(p, scope_spans)| {
+            // The batch's process appears once, so it is moved, not cloned.
+            let p = p.or_else(|| process.take()).unwrap_or_default();
+            ResourceSpans { resource: Some(resource(p)), scope_spans, schema_url: String::new() }
+        })
         .collect();
     ExportTraceServiceRequest { resource_spans }
 }
@@ -74,7 +81,13 @@ fn span_to_otlp(s: model::Span) -> (InstrumentationScope, Span) {
     let mut attributes = Vec::with_capacity(s.tags.len());
     for tag in s.tags {
         match tag.key.as_str() {
-            "span.kind" => kind = span_kind(&text(&tag.value)),
+            "span.kind" => {
+                kind = match &tag.value {
+                    // Every span has one: read in place rather than copied and lowercased.
+                    TagValue::Str(v) => span_kind(v),
+                    other => span_kind(&text(other)),
+                }
+            }
             "otel.scope.name" | "otel.library.name" => scope.name = text(&tag.value),
             "otel.scope.version" | "otel.library.version" => scope.version = text(&tag.value),
             "w3c.tracestate" => trace_state = text(&tag.value),
@@ -184,14 +197,14 @@ fn parent_and_links(
 }
 
 fn span_kind(v: &str) -> SpanKind {
-    match v.to_ascii_lowercase().as_str() {
-        "client" => SpanKind::Client,
-        "server" => SpanKind::Server,
-        "producer" => SpanKind::Producer,
-        "consumer" => SpanKind::Consumer,
-        "internal" => SpanKind::Internal,
-        _ => SpanKind::Unspecified,
-    }
+    const KINDS: [(&str, SpanKind); 5] = [
+        ("client", SpanKind::Client),
+        ("server", SpanKind::Server),
+        ("producer", SpanKind::Producer),
+        ("consumer", SpanKind::Consumer),
+        ("internal", SpanKind::Internal),
+    ];
+    KINDS.iter().find(|(name, _)| v.eq_ignore_ascii_case(name)).map_or(SpanKind::Unspecified, |(_, kind)| *kind)
 }
 
 fn is_true(v: &TagValue) -> bool {
@@ -220,7 +233,7 @@ fn attribute(t: Tag) -> KeyValue {
         TagValue::Long(l) => Value::IntValue(l),
         TagValue::Binary(b) => Value::BytesValue(b),
     };
-    kv(&t.key, value)
+    KeyValue { key: t.key, value: Some(AnyValue { value: Some(value) }), ..Default::default() }
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
