@@ -209,6 +209,44 @@ mod tests {
 
     use super::*;
 
+    /// A large batch's buffer comes back to the pool once the last clone of its bytes is
+    /// dropped, and a batch written into a reused buffer holds only its own series.
+    #[test]
+    fn a_large_batchs_buffer_is_reused_once_its_bytes_are_dropped_and_holds_only_the_new_series() {
+        let labels =
+            encode_labels(&LabelSet::from_pairs([("__name__", "big"), ("pod", "x".repeat(200).as_str())]), &[]);
+        let build = |value: f64| {
+            let mut b = BatchBuilder::with_capacity(MIN_POOLED_BATCH);
+            for _ in 0..400 {
+                b.push(&labels, value, 1);
+            }
+            b.finish()
+        };
+        // Other tests of the crate may take a pooled buffer in between: a few tries.
+        let mut reused = false;
+        for _ in 0..20 {
+            let first = build(1.0);
+            let held = first.bytes().clone();
+            let ptr = first.bytes().as_ptr();
+            drop(first);
+            let other = build(3.0);
+            assert_ne!(other.bytes().as_ptr(), ptr, "a clone of the bytes keeps the buffer out of the pool");
+            assert!(held.len() > 400 * 200 && WriteRequest::decode(held.clone()).is_ok());
+            // The pool hands out the last buffer given back.
+            drop(other);
+            drop(held);
+            let second = build(2.0);
+            let series = second.decode().expect("decodes");
+            assert_eq!(series.len(), 400);
+            assert!(series.iter().all(|s| s.samples[0].value == 2.0));
+            if second.bytes().as_ptr() == ptr {
+                reused = true;
+                break;
+            }
+        }
+        assert!(reused, "the buffer of a dropped batch was never reused");
+    }
+
     #[test]
     fn encoding_matches_prost_and_merges_external_labels() {
         let labels = LabelSet::from_pairs([("__name__", "up"), ("job", "node"), ("zone", "é".repeat(100).as_str())]);
