@@ -105,26 +105,31 @@ pub(crate) fn append(
             continue;
         }
         let explicit_ts = if ctx.honor_timestamps { series.timestamp_ms } else { None };
-        match explicit_ts {
+        let kept = match explicit_ts {
             // Series with their own timestamps are not tracked for staleness (as Prometheus).
-            Some(_) => cache.seen_with_timestamp(&cached),
-            None if !cache.track(&cached) => {
-                // The same series twice in one body: the first sample wins (what a Prometheus
-                // server stores), yet each occurrence counts in
-                // `scrape_samples_post_metric_relabeling`, as in Prometheus.
-                counts.duplicates += 1;
-                continue;
+            Some(ts) => {
+                cache.seen_with_timestamp(&cached);
+                if ts == i64::MIN {
+                    // A timestamp out of range (OpenMetrics seconds beyond i64 milliseconds read
+                    // as the smallest i64, as Go does): Prometheus 3's storage refuses it as out
+                    // of order, and does not count the series as added.
+                    counts.series_added -= usize::from(new_series);
+                    continue;
+                }
+                &cached
             }
-            None => {}
-        }
-        if explicit_ts == Some(i64::MIN) {
-            // A timestamp out of range (OpenMetrics seconds beyond i64 milliseconds read as the
-            // smallest i64, as Go does): Prometheus 3's storage refuses it as out of order, and
-            // does not count the series as added.
-            counts.series_added -= usize::from(new_series);
-            continue;
-        }
-        out.push(cached.encoded(), series.value, explicit_ts.unwrap_or(scrape_ts_ms));
+            None => match cache.track(cached) {
+                Some(kept) => kept,
+                None => {
+                    // The same series twice in one body: the first sample wins (what a
+                    // Prometheus server stores), yet each occurrence counts in
+                    // `scrape_samples_post_metric_relabeling`, as in Prometheus.
+                    counts.duplicates += 1;
+                    continue;
+                }
+            },
+        };
+        out.push(kept.encoded(), series.value, explicit_ts.unwrap_or(scrape_ts_ms));
     }
     if over_limit {
         return Err(AppendFailure {

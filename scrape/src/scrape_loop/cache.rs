@@ -79,12 +79,21 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 type FastSet<K> = HashSet<K, BuildHasherDefault<FastHasher>>;
 
 /// The digest a raw series is cached under: xxh3-128 as two words (an array of `u64` keeps the
-/// map's buckets 8-byte aligned, where `u128` would pad them to 16).
-type RawKey = [u64; 2];
+/// map's buckets 8-byte aligned, where `u128` would pad them to 16). It hashes as its first
+/// word, already a hash: the `Hash` of an array would write its length and then its 16 bytes,
+/// one more xxh3 per lookup.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RawKey([u64; 2]);
+
+impl std::hash::Hash for RawKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0[0]);
+    }
+}
 
 fn raw_key(raw: &[u8]) -> RawKey {
     let h = xxhash_rust::xxh3::xxh3_128(raw);
-    [h as u64, (h >> 64) as u64]
+    RawKey([h as u64, (h >> 64) as u64])
 }
 
 /// Marks a fingerprint of a series seen with its own timestamp in `current_fingerprints` (a
@@ -109,6 +118,9 @@ pub(crate) struct SeriesCache {
     /// own timestamps (not tracked for staleness): one set keeps the scrape loop's future small.
     current_fingerprints: FastSet<u64>,
     iteration: u64,
+    /// Whether `current_fingerprints` holds a timestamped series: without one, tracking a
+    /// series is one probe of the set instead of two.
+    timestamped: bool,
 }
 
 impl SeriesCache {
@@ -117,6 +129,7 @@ impl SeriesCache {
         self.iteration += 1;
         self.current.clear();
         self.current_fingerprints.clear();
+        self.timestamped = false;
     }
 
     pub fn lookup(&mut self, raw: &[u8]) -> Lookup {
@@ -136,19 +149,24 @@ impl SeriesCache {
     /// Records a series of this scrape for staleness tracking. `false`: it was already seen in
     /// this scrape (a duplicate line), with or without a timestamp of its own (Prometheus 3
     /// refuses a sample without one after any sample of the series in the same scrape).
-    pub fn track(&mut self, series: &CachedSeries) -> bool {
+    /// Returns the series as kept (moved, not cloned: a clone is an atomic increment and, once
+    /// the scrape is over, a decrement, per sample), or `None` for a duplicate.
+    pub fn track(&mut self, series: CachedSeries) -> Option<&CachedSeries> {
         let fp = series.fingerprint();
-        if self.current_fingerprints.contains(&(fp ^ TIMESTAMPED)) || !self.current_fingerprints.insert(fp) {
-            return false;
+        if (self.timestamped && self.current_fingerprints.contains(&(fp ^ TIMESTAMPED)))
+            || !self.current_fingerprints.insert(fp)
+        {
+            return None;
         }
-        self.current.push(series.clone());
-        true
+        self.current.push(series);
+        self.current.last()
     }
 
     /// Records a series of this scrape that has its own timestamp: not tracked for staleness,
     /// but a later sample of it without a timestamp is a duplicate.
     pub fn seen_with_timestamp(&mut self, series: &CachedSeries) {
         self.current_fingerprints.insert(series.fingerprint() ^ TIMESTAMPED);
+        self.timestamped = true;
     }
 
     /// Ends a successful scrape: calls `stale` for each series of the previous scrape that
@@ -172,6 +190,7 @@ impl SeriesCache {
         std::mem::swap(&mut self.previous, &mut self.current);
         self.current.clear();
         self.current_fingerprints.clear();
+        self.timestamped = false;
     }
 
     /// Ends a failed scrape (or the target's life): every series of the previous scrape goes
@@ -183,6 +202,7 @@ impl SeriesCache {
         self.previous.clear();
         self.current.clear();
         self.current_fingerprints.clear();
+        self.timestamped = false;
     }
 }
 
@@ -209,13 +229,13 @@ mod tests {
         assert!(matches!(cache.lookup(b"a{}"), Lookup::Miss));
         cache.insert(b"a{}", Some(a.clone()));
         cache.insert(b"b{}", Some(b.clone()));
-        assert!(cache.track(&a) && cache.track(&b));
-        assert!(!cache.track(&series(1, b"a")), "same fingerprint twice in one scrape");
+        assert!(cache.track(a.clone()).is_some() && cache.track(b.clone()).is_some());
+        assert!(cache.track(series(1, b"a")).is_none(), "same fingerprint twice in one scrape");
         cache.commit(|_| panic!("nothing was there before"));
 
         cache.begin();
         assert!(matches!(cache.lookup(b"a{}"), Lookup::Hit(Some(s)) if s == a));
-        assert!(cache.track(&a));
+        assert!(cache.track(a.clone()).is_some());
         let mut stale = Vec::new();
         cache.commit(|s| stale.push(s.fingerprint()));
         assert_eq!(stale, [2]);
@@ -235,7 +255,7 @@ mod tests {
         for (fp, raw) in [(1, b"x"), (2, b"y")] {
             let s = series(fp, raw);
             cache.insert(raw, Some(s.clone()));
-            cache.track(&s);
+            cache.track(s);
         }
         cache.commit(|_| {});
         cache.begin();
