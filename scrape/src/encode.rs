@@ -112,25 +112,10 @@ pub(crate) fn encode_labels(labels: &LabelSet, external: &[Label]) -> Box<[u8]> 
 /// encoding the series. Scrapes are spread over the interval and batches leave the queue within
 /// about a second, so two buffers kept serve the steady state; more scrapes at once allocate.
 mod pool {
-    use std::sync::Mutex;
+    use crate::buffer_pool::BufferPool;
 
-    const POOLED: usize = 2;
-    /// A buffer grown beyond this (one huge target) is freed rather than kept.
-    const MAX_POOLED_CAPACITY: usize = 4 * 1024 * 1024;
-
-    static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-    /// An empty buffer of at least `bytes` capacity, a pooled one if there is one.
-    pub(super) fn take(bytes: usize) -> Vec<u8> {
-        let pooled = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match pooled {
-            Some(mut buf) => {
-                buf.reserve(bytes);
-                buf
-            }
-            None => Vec::with_capacity(bytes),
-        }
-    }
+    /// A buffer grown beyond 4 MiB (one huge target) is freed rather than kept.
+    pub(super) static BATCHES: BufferPool = BufferPool::new(2, 4 * 1024 * 1024);
 
     /// The bytes of a finished batch; the buffer goes back to the pool when the last clone of
     /// the `Bytes` is dropped.
@@ -144,15 +129,7 @@ mod pool {
 
     impl Drop for Pooled {
         fn drop(&mut self) {
-            let mut buf = std::mem::take(&mut self.0);
-            if buf.capacity() == 0 || buf.capacity() > MAX_POOLED_CAPACITY {
-                return;
-            }
-            buf.clear();
-            let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < POOLED {
-                pool.push(buf);
-            }
+            BATCHES.give(std::mem::take(&mut self.0));
         }
     }
 }
@@ -171,7 +148,7 @@ pub(crate) struct BatchBuilder {
 impl BatchBuilder {
     /// A builder with room for `bytes`, in a pooled buffer (see [`pool`]) when that is large.
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
-        let buf = if bytes >= MIN_POOLED_BATCH { pool::take(bytes) } else { Vec::with_capacity(bytes) };
+        let buf = if bytes >= MIN_POOLED_BATCH { pool::BATCHES.take(bytes) } else { Vec::with_capacity(bytes) };
         BatchBuilder { buf, samples: 0 }
     }
 

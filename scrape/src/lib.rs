@@ -11,6 +11,7 @@
 //! metrics itself (those crates build target groups or series and use this one), store
 //! exemplars, native histograms or created timestamps, or parse the protobuf exposition format.
 
+mod buffer_pool;
 pub mod encode;
 pub mod labels;
 pub mod manager;

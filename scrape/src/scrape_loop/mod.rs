@@ -15,7 +15,6 @@
 //!   delivery is not.
 
 mod append;
-mod body_pool;
 mod cache;
 mod error;
 mod fetch;
@@ -34,6 +33,7 @@ use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
+use crate::buffer_pool::BODIES;
 use crate::encode::BatchBuilder;
 use crate::self_metrics::JobMetrics;
 use crate::sink::{Batch, SeriesSink};
@@ -307,7 +307,7 @@ impl BodyIngester {
 }
 
 /// One target's loop and its state (the ingester with its cache). Bodies are read into buffers
-/// of a process-wide pool ([`body_pool`]), held only while a scrape runs.
+/// of a process-wide pool ([`crate::buffer_pool::BODIES`]), held only while a scrape runs.
 pub struct ScrapeLoop {
     ingester: BodyIngester,
     fetcher: Option<Fetcher>,
@@ -341,14 +341,14 @@ impl ScrapeLoop {
     pub async fn scrape_once(&mut self) -> Batch {
         let started = Instant::now();
         let ts_ms = unix_now().as_millis() as i64;
-        let mut body = body_pool::take();
+        let mut body = BODIES.take(0);
         let fetched = self.fetch(&mut body).await;
         // No await below: a cancelled scrape leaves the cache untouched.
         let (scraped, outcome) = match fetched {
             Ok(format) => self.ingester.scrape(&body, format, ts_ms, started),
             Err(error) => (self.ingester.scrape_failed(ts_ms, started), Err(error)),
         };
-        body_pool::give(body);
+        BODIES.give(body);
         self.record(&outcome, ts_ms, scraped.duration_seconds);
         if outcome.is_ok() && self.ingester.last_duplicates > 0 {
             let target = self.ingester.target.url.to_string();
