@@ -761,3 +761,47 @@ async fn loki_answers_204_when_only_an_earlier_stream_was_refused_and_only_its_d
     assert_eq!((loud.1, loud.2, loud.3), (100, 150.0, 50.0));
     assert_eq!(loki.total_entries(), 100, "the fresh lines of both requests, once");
 }
+
+/// `bench node` (seventh session): after a trace export, the agent kept a third of a core busy
+/// until the next request came. The Tempo exporter's senders are several consumers of one queue;
+/// the ones that saw a record another sender took woke at once, over and over, on their passed
+/// batching deadline. An agent that has exported its one request is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_trace_export_the_tempo_senders_wait_idle() {
+    use lgtm_integration::otlp_receiver::OtlpReceiver;
+    use lgtm_integration::procstat::Process;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    let tempo = OtlpReceiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (admin, http) = (free_port(), free_port());
+    let cfg = AgentConfig::new("it-idle", &tmp.path().join("data"), admin)
+        .set("exporters.tempo", json!({ "url": tempo.endpoint(), "shards": 4, "batch": { "max_wait": "100ms" } }))
+        .set("otlp", json!({ "enabled": true, "grpc": "", "http": format!("127.0.0.1:{http}") }));
+    let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
+    let span = Span { trace_id: vec![7; 16], span_id: vec![1; 8], name: "one".into(), ..Default::default() };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{http}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    eventually(Duration::from_secs(20), "the span at Tempo", || async { (tempo.span_count() >= 1).then_some(()) })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let process = Process::Pid(agent.pid());
+    let before = process.usage().cpu_seconds;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = process.usage().cpu_seconds - before;
+    assert!(spent < 0.3, "the idle agent spent {spent:.2} CPU-seconds in 2 s after one export");
+}
