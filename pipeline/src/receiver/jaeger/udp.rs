@@ -111,7 +111,9 @@ pub async fn bind_n(
     Ok(sockets)
 }
 
-/// Reads datagrams until `stop`, one reader task per socket.
+/// Reads datagrams until `stop`, one reader task per socket. A reader that ends before `stop`
+/// (it panicked) is an error of the listener: the kernel would keep routing some clients'
+/// datagrams to its socket, unread and uncounted.
 pub async fn serve(
     sockets: Vec<UdpSocket>,
     format: Format,
@@ -122,7 +124,15 @@ pub async fn serve(
     for socket in sockets {
         tasks.spawn(read(socket, format, traces.clone(), stop.clone()));
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(ended) = tasks.join_next().await {
+        if !stop.is_cancelled() {
+            let message = match ended {
+                Err(e) => format!("a reader of the UDP socket failed: {e}"),
+                Ok(()) => "a reader of the UDP socket stopped".to_string(),
+            };
+            return Err(JaegerError::Serve { transport: format.transport(), message });
+        }
+    }
     Ok(())
 }
 
