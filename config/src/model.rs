@@ -792,7 +792,8 @@ pub struct JaegerConfig {
     pub thrift_http: String,
     /// Collector protocol, gRPC `jaeger.api_v2.CollectorService/PostSpans` (14250).
     pub grpc: String,
-    /// SO_RCVBUF asked for on the UDP sockets (the kernel may cap it at `net.core.rmem_max`).
+    /// SO_RCVBUF asked for on each UDP socket (the kernel may cap it at `net.core.rmem_max`);
+    /// each UDP port is one socket per core, up to 4, so kernel memory is up to 4 times this.
     pub udp_receive_buffer: ByteSize,
 }
 
