@@ -264,3 +264,31 @@ pub fn multiplicity(lines: &[String]) -> BTreeMap<String, usize> {
     }
     m
 }
+
+/// The mask of this process's inotify watch on `dir`, as the kernel reports it
+/// (`/proc/self/fdinfo`), if there is one.
+pub fn watch_mask(dir: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(dir).ok()?.ino();
+    for fd in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if std::fs::read_link(fd.path()).ok()?.to_string_lossy() != "anon_inode:inotify" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+        for line in info.lines().filter(|l| l.starts_with("inotify ")) {
+            let field = |name: &str| {
+                line.split_whitespace().find_map(|f| f.strip_prefix(name)).and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            if field("ino:") == Some(ino) {
+                return field("mask:").map(|m| m as u32);
+            }
+        }
+    }
+    None
+}
+
+/// `IN_MODIFY`: the write events a watch on a busy directory loses when muted.
+pub const IN_MODIFY: u32 = 0x2;
+/// The events of the files in a watched directory (`IN_ACCESS`, `IN_MODIFY`, `IN_ATTRIB`,
+/// `IN_CLOSE_WRITE`, `IN_CLOSE_NOWRITE`, `IN_OPEN`), as opposed to those of its entries.
+pub const IN_FILE_EVENTS: u32 = 0x3f;
