@@ -1,6 +1,7 @@
-//! How often the tailer reads files written to all the time, counted by the kernel: the read
-//! syscalls of the `logs-tailer` thread (`/proc/self/task/<tid>/io`). A test binary of its own,
-//! so that its tailer is the only thread of that name in the process.
+//! Files written to all the time: how often the tailer reads them, counted by the kernel (the
+//! read syscalls of the `logs-tailer` thread, `/proc/self/task/<tid>/io`), and how soon what it
+//! read goes out. A test binary of its own, so that its tailer is the only thread of that name
+//! in the process (the tests run one after another).
 
 mod common;
 
@@ -8,6 +9,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
+
+/// One test at a time: [`tailer_reads`] counts the reads of the process's only tailer thread.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The read syscalls (`syscr`) of this process's `logs-tailer` thread so far.
 fn tailer_reads() -> u64 {
@@ -31,6 +35,7 @@ fn tailer_reads() -> u64 {
 /// fifth of the agent's CPU. Every line still arrives once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_files_are_read_a_few_times_a_second_not_at_every_wake_up() {
+    let _one = ONE_AT_A_TIME.lock().await;
     const FILES: usize = 10;
     const WINDOW: Duration = Duration::from_secs(3);
     let mut env = Env::new();
@@ -82,4 +87,61 @@ async fn busy_files_are_read_a_few_times_a_second_not_at_every_wake_up() {
         let want: Vec<String> = (0..next).map(|i| format!("f{k}-{i}")).collect();
         assert!(mine.iter().copied().eq(want.iter()), "file {k}: in order");
     }
+}
+
+/// What a pass over a busy file reads goes out when the pass ends, not `batch_max_wait` after
+/// it: nothing more comes from the file before the next pass, so waiting would only add to the
+/// lines' latency. Here `batch_max_wait` is 500 ms and the busy file is read every 800 ms
+/// (`poll_interval`): holding a pass's lines for `batch_max_wait` kept every one at least 500 ms
+/// (900 ms at the median); sent at once, half of them go within 400 ms or so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_pass_over_busy_files_reads_goes_out_at_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut env = Env::new();
+    env.tuning.batch_max_wait = Duration::from_millis(500);
+    env.tuning.poll_interval = Duration::from_millis(800);
+    env.cfg.rescan_interval = lgtm_config::Duration::from_millis(3_600_000);
+    let dir = env.container_dir("ns", "busy", "c");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("0.log")).unwrap();
+    let run = env.start();
+    let mut written: Vec<Instant> = Vec::new();
+    let write = |file: &mut std::fs::File, written: &mut Vec<Instant>| {
+        let i = written.len() as u64;
+        file.write_all(cri(i, &format!("l-{i}")).as_bytes()).unwrap();
+        written.push(Instant::now());
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watch_mask(&dir).is_none_or(|m| m & IN_MODIFY != 0) {
+        assert!(Instant::now() < deadline, "the busy directory's write events were not muted");
+        write(&mut file, &mut written);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let first_muted = written.len();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        write(&mut file, &mut written);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let total = written.len();
+    eventually(10, "every line", || env.sink.count() >= total).await;
+    run.stop().await;
+    let got = env.sink.lines_with_arrival();
+    assert_eq!(got.len(), total, "none lost or twice");
+    let mut latencies: Vec<Duration> = got
+        .iter()
+        .enumerate()
+        .map(|(i, (line, at))| {
+            assert_eq!(line, &format!("l-{i}"), "in order");
+            at.saturating_duration_since(written[i])
+        })
+        .skip(first_muted)
+        .collect();
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < Duration::from_millis(650),
+        "median write -> sink {median:?} over {} lines (max {:?})",
+        latencies.len(),
+        latencies.last().unwrap()
+    );
 }

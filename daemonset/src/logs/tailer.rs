@@ -508,8 +508,8 @@ fn coalesce(t: &Tuning) -> Duration {
 /// default), at most `poll_interval`. A read costs a syscall and the kernel's page-cache lookups
 /// whatever it brings: read every `coalesce` (50 ms), 100 files written at 5 MiB/s brought
 /// 2.6 KiB per read, and the reads' fixed costs and the passes over the files were a fifth of
-/// the agent's CPU. A line waits at most this long to be read, then at most `batch_max_wait` in
-/// its batch: well within a second.
+/// the agent's CPU. A line waits at most this long to be read, and what a pass read goes out when
+/// it ends: well within a second.
 fn hot_interval(t: &Tuning) -> Duration {
     (t.batch_max_wait * 2).min(t.poll_interval)
 }
@@ -634,7 +634,8 @@ impl Tailer {
             if hot {
                 self.last_hot_read = Instant::now();
             }
-            if self.read_all(&stop, full, hot) {
+            let (read, hot_read) = self.read_all(&stop, full, hot);
+            if read {
                 last_read = Instant::now();
                 released = false;
                 if std::mem::take(&mut panic_after_read) {
@@ -648,7 +649,10 @@ impl Tailer {
                 self.last_unmute_check = Instant::now();
             }
             let next_partial = self.flush_stale_partials();
-            if self.ship.due() {
+            // What a pass over the hot files read (up to `hot_interval` of their lines) goes out
+            // now rather than `batch_max_wait` later: nothing more comes from them before the
+            // next pass.
+            if self.ship.due() || hot_read {
                 self.ship.flush();
             }
             if !released && self.ship.batch.entries() == 0 && last_read.elapsed() >= IDLE_RELEASE_AFTER {
@@ -966,10 +970,13 @@ impl Tailer {
     /// not read to its end yet (new, reopened, paused by the in-flight cap, or longer than a
     /// turn), when it is being drained or cannot be watched, on a `full` pass every file but the
     /// hot ones, and on a `hot` pass the files of muted directories.
-    fn read_all(&mut self, stop: &CancellationToken, full: bool, hot: bool) -> bool {
+    ///
+    /// Returns whether anything was read, and whether the hot pass read anything.
+    fn read_all(&mut self, stop: &CancellationToken, full: bool, hot: bool) -> (bool, bool) {
         const BLOCKS_PER_TURN: usize = 4;
         let max_line = self.settings.max_line;
         let mut read_any = false;
+        let mut hot_read = false;
         let mut first = true;
         let mut busy: HashSet<u64> = HashSet::new();
         loop {
@@ -990,8 +997,10 @@ impl Tailer {
                     continue;
                 }
                 f.wanted = false;
-                progressed |=
+                let got =
                     read_file(&mut self.ship, &mut self.scratch, f, Some(BLOCKS_PER_TURN), max_line, &self.allowed);
+                progressed |= got;
+                hot_read |= got && hot && f.hot;
                 if !f.at_eof {
                     busy.insert(f.stream.id);
                 }
@@ -999,7 +1008,7 @@ impl Tailer {
             read_any |= progressed;
             first = false;
             if !progressed || self.ship.closed || stop.is_cancelled() {
-                return read_any;
+                return (read_any, hot_read);
             }
             if self.ship.due() {
                 self.ship.flush();

@@ -41,6 +41,8 @@ pub enum AckMode {
 #[derive(Default)]
 struct State {
     got: Vec<Got>,
+    /// When each entry of `got` was handed to the sink.
+    arrived: Vec<Instant>,
     held: Vec<AckSender>,
     batches_this_run: usize,
     run: usize,
@@ -77,6 +79,12 @@ impl TestSink {
         self.got().into_iter().map(|g| g.line).collect()
     }
 
+    /// Each delivered line with when it was handed to the sink.
+    pub fn lines_with_arrival(&self) -> Vec<(String, Instant)> {
+        let s = self.state.lock().unwrap();
+        s.got.iter().map(|g| g.line.clone()).zip(s.arrived.iter().copied()).collect()
+    }
+
     pub fn count(&self) -> usize {
         self.state.lock().unwrap().got.len()
     }
@@ -95,6 +103,7 @@ impl LogBatchSink for TestSink {
         let mode = *self.mode.lock().unwrap();
         let mut s = self.state.lock().unwrap();
         let run = s.run;
+        let now = Instant::now();
         let mut n = 0;
         for st in req.streams {
             for e in st.entries {
@@ -106,6 +115,7 @@ impl LogBatchSink for TestSink {
                     meta: e.structured_metadata.into_iter().map(|m| (m.name, m.value)).collect(),
                     run,
                 });
+                s.arrived.push(now);
             }
         }
         assert_eq!(n, entries, "entry count matches the payload");
