@@ -41,6 +41,8 @@ pub enum AckMode {
 #[derive(Default)]
 struct State {
     got: Vec<Got>,
+    /// When each entry of `got` was handed to the sink.
+    arrived: Vec<Instant>,
     held: Vec<AckSender>,
     batches_this_run: usize,
     run: usize,
@@ -77,6 +79,12 @@ impl TestSink {
         self.got().into_iter().map(|g| g.line).collect()
     }
 
+    /// Each delivered line with when it was handed to the sink.
+    pub fn lines_with_arrival(&self) -> Vec<(String, Instant)> {
+        let s = self.state.lock().unwrap();
+        s.got.iter().map(|g| g.line.clone()).zip(s.arrived.iter().copied()).collect()
+    }
+
     pub fn count(&self) -> usize {
         self.state.lock().unwrap().got.len()
     }
@@ -95,6 +103,7 @@ impl LogBatchSink for TestSink {
         let mode = *self.mode.lock().unwrap();
         let mut s = self.state.lock().unwrap();
         let run = s.run;
+        let now = Instant::now();
         let mut n = 0;
         for st in req.streams {
             for e in st.entries {
@@ -106,6 +115,7 @@ impl LogBatchSink for TestSink {
                     meta: e.structured_metadata.into_iter().map(|m| (m.name, m.value)).collect(),
                     run,
                 });
+                s.arrived.push(now);
             }
         }
         assert_eq!(n, entries, "entry count matches the payload");
@@ -264,3 +274,31 @@ pub fn multiplicity(lines: &[String]) -> BTreeMap<String, usize> {
     }
     m
 }
+
+/// The mask of this process's inotify watch on `dir`, as the kernel reports it
+/// (`/proc/self/fdinfo`), if there is one.
+pub fn watch_mask(dir: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(dir).ok()?.ino();
+    for fd in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if std::fs::read_link(fd.path()).ok()?.to_string_lossy() != "anon_inode:inotify" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+        for line in info.lines().filter(|l| l.starts_with("inotify ")) {
+            let field = |name: &str| {
+                line.split_whitespace().find_map(|f| f.strip_prefix(name)).and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            if field("ino:") == Some(ino) {
+                return field("mask:").map(|m| m as u32);
+            }
+        }
+    }
+    None
+}
+
+/// `IN_MODIFY`: the write events a watch on a busy directory loses when muted.
+pub const IN_MODIFY: u32 = 0x2;
+/// The events of the files in a watched directory (`IN_ACCESS`, `IN_MODIFY`, `IN_ATTRIB`,
+/// `IN_CLOSE_WRITE`, `IN_CLOSE_NOWRITE`, `IN_OPEN`), as opposed to those of its entries.
+pub const IN_FILE_EVENTS: u32 = 0x3f;
