@@ -216,9 +216,10 @@ pub struct ExporterConfig {
     pub shards: usize,
     /// Tempo only: `gzip` or `none`.
     pub compression: Compression,
-    /// Tempo only: the gzip level, 1 (fastest) to 9 (smallest). 1 by default: on spans it costs
-    /// about a quarter of the CPU of level 6 (the Collector's and rotel's default, which the
-    /// Collector sets with `compression_params.level`) for about a fifth more bytes.
+    /// Tempo only: the gzip level, 1 (fastest) to 9 (smallest). 1 by default: in `bench traces`
+    /// the agent's whole ingest cost 0.51 CPU-seconds per 300,000 spans at level 1 against 0.85 at
+    /// level 6 (the Collector's default, set there with `compression_params.level`, and
+    /// rotel-agent's), for 16% more bytes to Tempo.
     pub compression_level: u32,
     /// Loki only: send entries' structured metadata (`part` of split lines, and `stream` where it
     /// is not a label). When Loki refuses it (`allow_structured_metadata: false`, the default of
