@@ -34,8 +34,10 @@ impl Gzip {
         Gzip { deflate: Compress::new(Compression::new(level.clamp(1, 9)), false) }
     }
 
-    /// Appends `parts`, one after the other, to `out` as one gzip member.
-    fn compress(&mut self, parts: &[Bytes], out: &mut Vec<u8>) {
+    /// Appends `parts`, one after the other, to `out` as one gzip member. `false` when deflate
+    /// failed or stopped making progress (neither happens with a stream reset and room to write;
+    /// the caller then sends the parts uncompressed rather than loop or drop them).
+    fn compress(&mut self, parts: &[Bytes], out: &mut Vec<u8>) -> bool {
         self.deflate.reset();
         let mut crc = Crc::new();
         out.extend_from_slice(&GZIP_HEADER);
@@ -44,21 +46,29 @@ impl Gzip {
             let mut input = &part[..];
             while !input.is_empty() {
                 reserve(out);
-                let before = self.deflate.total_in();
-                // Errors come only from a misused stream (none here: `reset` above).
-                let _ = self.deflate.compress_vec(input, out, FlushCompress::None);
-                input = &input[(self.deflate.total_in() - before) as usize..];
+                let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
+                if self.deflate.compress_vec(input, out, FlushCompress::None).is_err() {
+                    return false;
+                }
+                let used = (self.deflate.total_in() - before_in) as usize;
+                if used == 0 && self.deflate.total_out() == before_out {
+                    return false;
+                }
+                input = &input[used..];
             }
         }
         loop {
             reserve(out);
+            let before_out = self.deflate.total_out();
             match self.deflate.compress_vec(&[], out, FlushCompress::Finish) {
-                Ok(DeflateStatus::StreamEnd) | Err(_) => break,
-                Ok(_) => {}
+                Ok(DeflateStatus::StreamEnd) => break,
+                Ok(_) if self.deflate.total_out() > before_out => {}
+                _ => return false,
             }
         }
         out.extend_from_slice(&crc.sum().to_le_bytes());
         out.extend_from_slice(&crc.amount().to_le_bytes());
+        true
     }
 }
 
@@ -81,10 +91,11 @@ pub fn message(parts: &[Bytes], gzip: Option<&mut Gzip>) -> Bytes {
             },
     );
     out.extend_from_slice(&[0; PREFIX]);
-    let compressed = gzip.is_some();
-    match gzip {
-        Some(gzip) => gzip.compress(parts, &mut out),
-        None => parts.iter().for_each(|p| out.extend_from_slice(p)),
+    // The flag says whether this message is compressed, whatever `grpc-encoding` says.
+    let compressed = gzip.is_some_and(|gzip| gzip.compress(parts, &mut out));
+    if !compressed {
+        out.truncate(PREFIX);
+        parts.iter().for_each(|p| out.extend_from_slice(p));
     }
     out[0] = u8::from(compressed);
     let message_len = u32::try_from(out.len() - PREFIX).unwrap_or(u32::MAX);
