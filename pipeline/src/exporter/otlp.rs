@@ -524,6 +524,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn basic_auth_is_sent_as_authorization_metadata() {
+        let backend = Backend::default();
+        let port = backend.serve(None).await;
+        let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        cfg.basic_auth =
+            Some(lgtm_config::BasicAuth { username: "u".into(), password: Some("p".into()), password_file: None });
+        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let seen = backend.seen();
+        assert_eq!(seen[0].0.get("authorization").unwrap(), "Basic dTpw");
+        assert_eq!(seen[0].0.get("x-scope-orgid").unwrap(), "t");
+    }
+
+    #[tokio::test]
     async fn compression_none_and_every_level_reach_the_backend() {
         for (compression, level) in [(Compression::None, 1), (Compression::Gzip, 1), (Compression::Gzip, 9)] {
             let backend = Backend::default();
