@@ -216,6 +216,11 @@ pub struct ExporterConfig {
     pub shards: usize,
     /// Tempo only: `gzip` or `none`.
     pub compression: Compression,
+    /// Tempo only: the gzip level, 1 (fastest) to 9 (smallest). 1 by default: in `bench traces`
+    /// the agent's whole ingest cost 0.51 CPU-seconds per 300,000 spans at level 1 against 0.85 at
+    /// level 6 (the Collector's default, set there with `compression_params.level`, and
+    /// rotel-agent's), for 16% more bytes to Tempo.
+    pub compression_level: u32,
     /// Loki only: send entries' structured metadata (`part` of split lines, and `stream` where it
     /// is not a label). When Loki refuses it (`allow_structured_metadata: false`, the default of
     /// Loki 2.9), entries are sent again without it and so are later ones; `false` never sends it.
@@ -298,6 +303,7 @@ impl Default for ExporterConfig {
             queue: QueueConfig::default(),
             shards: 4,
             compression: Compression::Gzip,
+            compression_level: 1,
             structured_metadata: true,
             stream_limit_hold_back: Duration::from_secs(600),
             per_stream_rate: ByteSize::from_bytes(3_000_000),

@@ -279,6 +279,9 @@ fn exporter(path: &str, e: &ExporterConfig) -> Result<(), Invalid> {
     if e.shards == 0 {
         return invalid(format!("{path}.shards"), "must be at least 1");
     }
+    if !(1..=9).contains(&e.compression_level) {
+        return invalid(format!("{path}.compression_level"), "must be 1 (fastest) to 9 (smallest)");
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ const INVALID: &[(&str, &str)] = &[
     ("exporters:\n  loki:\n    basic_auth: { username: u, password: p, password_file: /p }\n", "c.yaml:3: exporters.loki.basic_auth: password and password_file are mutually exclusive"),
     ("exporters:\n  loki:\n    bearer_token_file: /t\n    basic_auth: { username: u }\n", "c.yaml:4: exporters.loki.basic_auth: basic_auth and bearer_token_file are mutually exclusive"),
     ("exporters:\n  mimir:\n    shards: 0\n", "c.yaml:3: exporters.mimir.shards: must be at least 1"),
+    ("exporters:\n  tempo:\n    compression_level: 10\n", "c.yaml:3: exporters.tempo.compression_level: must be 1 (fastest) to 9 (smallest)"),
     ("exporters:\n  loki:\n    batch: { max_items: 0 }\n", "c.yaml:3: exporters.loki.batch.max_items: must be at least 1"),
     ("exporters:\n  loki:\n    timeout: 0\n", "c.yaml:3: exporters.loki.timeout: must be greater than 0"),
     ("scrape:\n  interval: 10s\n  timeout: 15s\n", "c.yaml:3: scrape.timeout: 15s is longer than scrape.interval 10s"),

@@ -38,6 +38,21 @@
 //! (`DurableQueue::next`: clock reads, timer re-registration, about a fifth of the agent's CPU in
 //! a profile), the request walked twice (checked by the receiver, read by the sampler), gzip.
 //!
+//! The Tempo exporter now frames and gzips its requests itself (`lgtm_pipeline::exporter`'s
+//! `grpc_call`): once per request, straight from the queued records, with a compressor kept per
+//! sender, at `exporters.tempo.compression_level` (default 1); tonic compressed at level 6 on every
+//! attempt after copying the request, 45% of the agent's ingest CPU in a profile. `bench traces
+//! --agent-bin <bin>` (with rotel-agent; the "sent" column is what reached the receiver, gzip and
+//! gRPC framing included), main's binary (21d211f) and this one, 3 runs each interleaved, load
+//! 4.0-4.6 on the shared 2 cores, 2026-12-07: ingest 309,278 -> 588,235 spans/cpu-s (medians; runs
+//! 309,278/326,087/306,122 and 588,235/555,556/681,818), 1.35x -> 2.53x rotel-agent's (232,558
+//! median; runs 2.53/2.30/2.93), wall rate 1.56x -> 2.23x rotel's, peak RSS 73 -> 19 MiB, bytes
+//! sent 9.5 -> 11.0 MiB (rotel-agent 9.5). The same binary with `--compression-level 6` (gzip as
+//! rotel-agent and the Collector do it): 352,941 spans/cpu-s, 1.51x rotel-agent's, 9.5 MiB sent.
+//! What is left at level 1 (perf, 4 s of the ingest phase): the receiver 56% (the request copied
+//! to add `k8s.cluster.name` 15%, walking it 11.5%, the queue's disk write 12.5%, tonic reading
+//! the body 10%), gzip 17%, page faults of fresh request buffers 18% (counted within those).
+//!
 //! This process generates the load before any agent starts and sends pre-encoded bytes; the
 //! receiver walks the protobuf without decoding it. Both still share the machine's cores with the
 //! agent, which is why the figures are per CPU-second of the agent rather than per second.
@@ -80,6 +95,11 @@ pub struct TracesBench {
     /// Leave out the rotel-agent comparison.
     #[arg(long)]
     pub no_rotel: bool,
+    /// The agent's gzip level to Tempo (`exporters.tempo.compression_level`); default: the
+    /// agent's (1). rotel-agent compresses at 6 (flate2's default), the Collector at Go's default
+    /// (6); `6` compares like with like.
+    #[arg(long)]
+    pub compression_level: Option<u32>,
     /// Also run the OpenTelemetry Collector in the ingest phase (`scripts/build-otelcol.sh`;
     /// `auto`: its cache path).
     #[arg(long)]
@@ -96,6 +116,7 @@ impl Default for TracesBench {
             concurrency: 4,
             decision_wait: lgtm_config::Duration::from_secs(1),
             no_rotel: false,
+            compression_level: None,
             collector: None,
         }
     }
@@ -145,8 +166,8 @@ pub async fn run(b: TracesBench) -> anyhow::Result<()> {
     };
     println!("\n1. OTLP ingest (receive -> export, no sampling)");
     println!(
-        "{:<12} {:>10} {:>9} {:>12} {:>14} {:>10}",
-        "agent", "spans", "cpu-s", "spans/s", "spans/cpu-s", "peak RSS"
+        "{:<12} {:>10} {:>9} {:>12} {:>14} {:>10} {:>12}",
+        "agent", "spans", "cpu-s", "spans/s", "spans/cpu-s", "peak RSS", "sent"
     );
     let collector = match &b.collector {
         Some(path) if path.as_os_str() == "auto" => Some(crate::bench_node::otelcol_cache_path()),
@@ -177,8 +198,8 @@ pub async fn run(b: TracesBench) -> anyhow::Result<()> {
         b.decision_wait.get()
     );
     println!(
-        "{:<12} {:>10} {:>9} {:>12} {:>14} {:>10}",
-        "agent", "spans", "cpu-s", "spans/s", "spans/cpu-s", "peak RSS"
+        "{:<12} {:>10} {:>9} {:>12} {:>14} {:>10} {:>12}",
+        "agent", "spans", "cpu-s", "spans/s", "spans/cpu-s", "peak RSS", "sent"
     );
     sampling.run.print();
     println!("spans received per CPU-second: {:.0} (target >= 400,000)", sampling.run.per_cpu_second());
@@ -197,6 +218,8 @@ struct Run {
     cpu_seconds: f64,
     wall: Duration,
     peak_rss: u64,
+    /// Bytes the process sent to its receiver (compressed, gRPC framing included).
+    wire_bytes: u64,
     /// Spans by kind at the receiver once the warm-up was through.
     warm_counts: [u64; 3],
 }
@@ -212,13 +235,14 @@ impl Run {
 
     fn print(&self) {
         println!(
-            "{:<12} {:>10} {:>9.2} {:>12.0} {:>14.0} {:>6.1} MiB",
+            "{:<12} {:>10} {:>9.2} {:>12.0} {:>14.0} {:>6.1} MiB {:>8.1} MiB",
             self.name,
             self.spans,
             self.cpu_seconds,
             self.spans as f64 / self.wall.as_secs_f64(),
             self.per_cpu_second(),
-            mib(self.peak_rss)
+            mib(self.peak_rss),
+            mib(self.wire_bytes)
         );
     }
 }
@@ -257,6 +281,7 @@ where
         bail!("{name}: the warm-up did not get through");
     }
     let warm_counts = Kind::ALL.map(|k| counts.of(k));
+    let wire0 = counts.wire_bytes();
     let process = Process::Pid(pid);
     let cpu0 = process.cpu_seconds();
     let t0 = Instant::now();
@@ -269,7 +294,16 @@ where
     if sent.retries > 0 {
         println!("{name}: {} requests answered 'retry later' and were sent again", sent.retries);
     }
-    Ok(Run { name, spans: load.spans(), cpu_seconds, wall, peak_rss: process.peak_rss_bytes(), warm_counts })
+    let wire_bytes = counts.wire_bytes() - wire0;
+    Ok(Run {
+        name,
+        spans: load.spans(),
+        cpu_seconds,
+        wall,
+        peak_rss: process.peak_rss_bytes(),
+        wire_bytes,
+        warm_counts,
+    })
 }
 
 /// Which process the ingest phase measures.
@@ -289,7 +323,7 @@ async fn ingest(who: Ingester, bin: &Path, load: &Load, warmup: &Load, b: &Trace
     // Kept alive until measured.
     let (name, pid, grpc, _agent, _peer) = match who {
         Ingester::Lgtm => {
-            let a = Agent::start(bin, dir.path(), "daemonset", &rx.endpoint(), "").await?;
+            let a = Agent::start(bin, dir.path(), "daemonset", &rx.endpoint(), "", b.compression_level).await?;
             ("lgtm-agent", a.pid(), a.grpc, Some(a), None)
         }
         Ingester::Rotel => {
@@ -351,7 +385,7 @@ async fn tail_sampling(bin: &Path, load: &Load, warmup: &Load, b: &TracesBench) 
         b.decision_wait.get().as_millis(),
         b.traces.max(50_000)
     );
-    let agent = Agent::start(bin, dir.path(), "cluster", &rx.endpoint(), &sampling).await?;
+    let agent = Agent::start(bin, dir.path(), "cluster", &rx.endpoint(), &sampling, b.compression_level).await?;
     let admin = agent.admin;
     // Decided: every span through the sampler; exported: every sampled span at the receiver.
     let settled = |expected: u64| {
@@ -420,7 +454,7 @@ async fn memory(bin: &Path, load: &Load, b: &TracesBench) -> anyhow::Result<Memo
     let dir = tempfile::tempdir()?;
     let sampling =
         format!("tail_sampling: {{ decision_wait: 30m, max_traces: {}, max_buffer: 4GiB }}\n", b.traces.max(1) * 2);
-    let agent = Agent::start(bin, dir.path(), "cluster", &rx.endpoint(), &sampling).await?;
+    let agent = Agent::start(bin, dir.path(), "cluster", &rx.endpoint(), &sampling, b.compression_level).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let process = Process::Pid(agent.pid());
     let idle_rss = process.rss_bytes();
@@ -479,13 +513,22 @@ struct Agent {
 }
 
 impl Agent {
-    /// `extra`: more top-level YAML (the `tail_sampling` section).
-    async fn start(bin: &Path, dir: &Path, mode: &str, tempo: &str, extra: &str) -> anyhow::Result<Agent> {
+    /// `extra`: more top-level YAML (the `tail_sampling` section); `level`: the gzip level to
+    /// Tempo, the agent's default when `None`.
+    async fn start(
+        bin: &Path,
+        dir: &Path,
+        mode: &str,
+        tempo: &str,
+        extra: &str,
+        level: Option<u32>,
+    ) -> anyhow::Result<Agent> {
         let (admin, grpc_port) = (crate::free_port(), crate::free_port());
+        let level = level.map(|l| format!(", compression_level: {l}")).unwrap_or_default();
         let config = format!(
             "cluster: bench\ntenant: bench\nmode: {mode}\ndata_dir: {data}\n\
              admin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
-             exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ endpoint: \"{tempo}\" }}\n\
+             exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ endpoint: \"{tempo}\"{level} }}\n\
              logs: {{ enabled: false }}\nevents: {{ enabled: false }}\ncluster_state: {{ enabled: false }}\n\
              scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }}, monitors: {{ enabled: false }} }}\n\
              otlp:\n  grpc: \"127.0.0.1:{grpc_port}\"\n  http: \"\"\n  zipkin: \"\"\n  max_request_size: 64MiB\n  \
@@ -509,7 +552,7 @@ struct Peer {
 }
 
 impl Peer {
-    /// `rotel-agent`, gzip and its defaults otherwise.
+    /// `rotel-agent`, gzip (its default; level 6, flate2's default) and its defaults otherwise.
     async fn rotel(bin: &Path, dir: &Path, endpoint: &str) -> anyhow::Result<Peer> {
         let (grpc_port, http_port) = (crate::free_port(), crate::free_port());
         let log_path = dir.join("rotel.log");

@@ -206,6 +206,49 @@ async fn otlp_export_reaches_a_real_rotel_agent() {
     handle.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The Tempo exporter frames and compresses its gRPC messages itself: grpc-go (the Collector's
+/// OTLP receiver, as Tempo's distributor) takes them at the fastest and the smallest gzip level
+/// and uncompressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_export_reaches_the_collector_at_every_compression() {
+    let bin = lgtm_integration::bench_node::otelcol_cache_path();
+    let Some(bin) = require("otelcol (scripts/build-otelcol.sh)", bin.exists().then_some(bin)) else { return };
+    for (n, compression) in ["compression_level: 1", "compression_level: 9", "compression: none"].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = lgtm_integration::free_port();
+        let collector = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{port}\n\
+             exporters:\n  debug:\n    verbosity: basic\n\
+             service:\n  telemetry:\n    metrics:\n      level: none\n  \
+             pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
+        );
+        let (mut child, log) = lgtm_integration::peers::otelcol::spawn(&bin, dir.path(), &collector).unwrap();
+        let mut cfg = config(
+            dir.path(),
+            "http://127.0.0.1:9/none",
+            "http://127.0.0.1:9/none",
+            &format!("http://127.0.0.1:{port}"),
+        );
+        let tempo = &mut cfg.exporters.tempo;
+        match n {
+            0 => tempo.compression_level = 1,
+            1 => tempo.compression_level = 9,
+            _ => tempo.compression = lgtm_config::Compression::None,
+        }
+        let (pipeline, handle) = Pipeline::start(&cfg).unwrap();
+        let ack = pipeline.traces.send(trace_request("collector-check", 0xcd, 40)).await.unwrap();
+        assert_eq!(ack.outcome().await, Some(Delivery::Accepted), "{compression}");
+        eventually(Duration::from_secs(15), "the Collector to log 40 spans", || {
+            let out = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { out.contains("\"spans\": 40").then_some(()) }
+        })
+        .await;
+        handle.shutdown(Duration::from_secs(5)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_outage_then_recovery_delivers_every_line_in_order() {
     let mut loki = FakeLoki::start().await;

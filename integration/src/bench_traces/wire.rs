@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -29,6 +30,8 @@ pub struct Counts {
     by_kind: [AtomicU64; 3],
     spans: AtomicU64,
     requests: AtomicU64,
+    /// Request body bytes as they came (compressed, gRPC framing included).
+    wire_bytes: AtomicU64,
 }
 
 impl Counts {
@@ -38,6 +41,10 @@ impl Counts {
 
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes.load(Ordering::Relaxed)
     }
 
     pub fn of(&self, kind: Kind) -> u64 {
@@ -99,6 +106,15 @@ where
             if req.uri().path() != EXPORT {
                 return Ok(Status::unimplemented("only Export is served").into_http());
             }
+            let wire = counts.clone();
+            let req = req.map(|body| {
+                body.map_frame(move |frame| {
+                    if let Some(data) = frame.data_ref() {
+                        wire.wire_bytes.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                    }
+                    frame
+                })
+            });
             let mut grpc = tonic::server::Grpc::new(TallyCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(256 << 20);

@@ -8,6 +8,7 @@
 
 pub mod console;
 pub mod credentials;
+mod grpc_call;
 pub mod http;
 pub mod loki;
 mod loki_limits;

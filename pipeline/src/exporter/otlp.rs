@@ -1,6 +1,7 @@
 //! OTLP/gRPC `TraceService/Export` to Tempo: each batch of queued `ExportTraceServiceRequest`s is
 //! sent as one request, with the tenant as `x-scope-orgid` metadata and, by default,
-//! gzip-compressed.
+//! gzip-compressed at `compression_level`: compressed once by the exporter, straight from the
+//! records, and sent as it is on every attempt ([`grpc_call`]).
 //!
 //! The records are not decoded: each holds only field 1 (`resource_spans`, repeated) and fields
 //! prost would skip, so their encodings one after the other are the encoding of the request that
@@ -23,18 +24,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use lgtm_config::{Compression, ExporterConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use tokio_util::sync::CancellationToken;
-use tonic::codec::{Codec, CompressionEncoding, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_prost::ProstDecoder;
 
 use super::credentials::{redact, Credentials};
+use super::grpc_call::{self, Gzip};
 use super::outcome::{release, Reporter};
 use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
 use super::trace_split::{self, Piece};
@@ -67,46 +67,11 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 
 /// What every request carries besides the spans.
 struct Client {
-    grpc: tonic::client::Grpc<Channel>,
+    channel: Channel,
     metadata: MetadataMap,
     credentials: Credentials,
-}
-
-/// One `ExportTraceServiceRequest` made of queued records, sent as their bytes one after the
-/// other. Cheap to clone for a retry.
-#[derive(Clone)]
-struct Batch(Arc<[Bytes]>);
-
-/// Writes a [`Batch`]; reads the answer with prost.
-struct BatchCodec;
-
-impl Codec for BatchCodec {
-    type Encode = Batch;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = BatchEncoder;
-    type Decoder = ProstDecoder<ExportTraceServiceResponse>;
-
-    fn encoder(&mut self) -> BatchEncoder {
-        BatchEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
-    }
-}
-
-struct BatchEncoder;
-
-impl Encoder for BatchEncoder {
-    type Item = Batch;
-    type Error = Status;
-
-    fn encode(&mut self, batch: Batch, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        for record in batch.0.iter() {
-            dst.put_slice(record);
-        }
-        Ok(())
-    }
+    /// The gzip level, `None` for no compression.
+    gzip_level: Option<u32>,
 }
 
 /// Connects, then sends with `shards` senders (requests in flight), each taking its own
@@ -149,6 +114,7 @@ async fn sender(
     queue: &DurableQueue,
     stop: &CancellationToken,
 ) {
+    let mut gzip = client.gzip_level.map(Gzip::new);
     loop {
         let batch = tokio::select! {
             b = queue.next(limits.max_bytes, limits.max_items, limits.max_wait) => b,
@@ -163,7 +129,7 @@ async fn sender(
         if records.is_empty() {
             continue;
         }
-        if !send(&records, limits.max_bytes, client, retrier, reporter, queue).await {
+        if !send(&records, limits.max_bytes, client, gzip.as_mut(), retrier, reporter, queue).await {
             break;
         }
     }
@@ -177,6 +143,7 @@ async fn send(
     records: &[Record],
     max_bytes: usize,
     client: &Client,
+    mut gzip: Option<&mut Gzip>,
     retrier: &Retrier,
     reporter: &Reporter,
     queue: &DurableQueue,
@@ -191,8 +158,10 @@ async fn send(
     while let Some(request) = work.pop_front() {
         let spans: u64 = request.iter().map(|p| p.spans).sum();
         let from: Vec<usize> = request.iter().map(|p| p.record).collect();
-        let batch = Batch(request.iter().map(|p| p.bytes.clone()).collect());
-        match retrier.run(|| client.export(batch.clone())).await {
+        let parts: Vec<Bytes> = request.iter().map(|p| p.bytes.clone()).collect();
+        let message = grpc_call::message(&parts, gzip.as_deref_mut());
+        drop(parts);
+        match retrier.run(|| client.export(message.clone())).await {
             None => {
                 release(queue, records);
                 return false;
@@ -250,15 +219,15 @@ fn check(records: Vec<Record>, queue: &DurableQueue, reporter: &Reporter) -> Vec
 }
 
 impl Client {
-    async fn export(&self, batch: Batch) -> Attempt<Option<ExportTracePartialSuccess>> {
-        let mut req = tonic::Request::new(batch);
-        *req.metadata_mut() = self.metadata.clone();
+    /// `message`: framed by [`grpc_call::message`], compressed if `gzip_level` says so.
+    async fn export(&self, message: Bytes) -> Attempt<Option<ExportTracePartialSuccess>> {
+        let mut metadata = self.metadata.clone();
         let authorization = self.credentials.authorization().await;
         match &authorization {
             Ok(None) => {}
             Ok(Some(auth)) => match AsciiMetadataValue::from_str(auth) {
                 Ok(v) => {
-                    req.metadata_mut().insert("authorization", v);
+                    metadata.insert("authorization", v);
                 }
                 Err(_) => {
                     return Attempt::Retry {
@@ -270,15 +239,18 @@ impl Client {
             },
             Err(e) => return Attempt::Retry { reason: "credentials".into(), detail: e.to_string(), retry_after: None },
         }
-        // `unary` needs `&mut`; clones share the channel.
-        let mut grpc = self.grpc.clone();
-        let answer = match grpc.ready().await {
-            // As the generated client reports it.
-            Err(e) => Err(Status::unknown(format!("Service was not ready: {e}"))),
-            Ok(()) => grpc.unary(req, PathAndQuery::from_static(EXPORT_PATH), BatchCodec).await,
-        };
+        let answer = grpc_call::unary(
+            &self.channel,
+            EXPORT_PATH,
+            metadata.into_headers(),
+            message,
+            self.gzip_level.is_some(),
+            ProstDecoder::<ExportTraceServiceResponse>::default(),
+            MAX_RESPONSE_BYTES,
+        )
+        .await;
         match answer {
-            Ok(resp) => Attempt::Delivered(resp.into_inner().partial_success),
+            Ok(resp) => Attempt::Delivered(resp.partial_success),
             Err(status) => classify(&status, authorization.ok().flatten().as_deref()),
         }
     }
@@ -372,10 +344,7 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
     let rustls = tls::client_config(&cfg.tls, &TlsFiles::read(&cfg.tls).await?)?;
     let connector = tls::grpc_connector(rustls, cfg.tls.server_name.as_deref())?;
     let channel = endpoint.connect_with_connector_lazy(connector);
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
-    if cfg.compression == Compression::Gzip {
-        grpc = grpc.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
-    }
+    let gzip_level = (cfg.compression == Compression::Gzip).then_some(cfg.compression_level);
 
     let mut metadata = MetadataMap::new();
     for (name, value) in &cfg.headers {
@@ -388,7 +357,7 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
         let value = AsciiMetadataValue::from_str(tenant).map_err(|_| SetupError::Header("x-scope-orgid".into()))?;
         metadata.insert("x-scope-orgid", value);
     }
-    Ok(Client { grpc, metadata, credentials: Credentials::from_config(cfg) })
+    Ok(Client { channel, metadata, credentials: Credentials::from_config(cfg), gzip_level })
 }
 
 #[cfg(test)]
@@ -399,6 +368,7 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
+    use tonic::codec::CompressionEncoding;
     use tonic::transport::server::TcpIncoming;
 
     use super::*;
@@ -551,6 +521,39 @@ mod tests {
             names.extend(span_names(req));
         }
         assert_eq!(names, vec!["a/one", "a/two", "b/three"]);
+    }
+
+    #[tokio::test]
+    async fn basic_auth_is_sent_as_authorization_metadata() {
+        let backend = Backend::default();
+        let port = backend.serve(None).await;
+        let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+        cfg.basic_auth =
+            Some(lgtm_config::BasicAuth { username: "u".into(), password: Some("p".into()), password_file: None });
+        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        assert_eq!(acks, vec![Some(Delivery::Accepted)]);
+        let seen = backend.seen();
+        assert_eq!(seen[0].0.get("authorization").unwrap(), "Basic dTpw");
+        assert_eq!(seen[0].0.get("x-scope-orgid").unwrap(), "t");
+    }
+
+    #[tokio::test]
+    async fn compression_none_and_every_level_reach_the_backend() {
+        for (compression, level) in [(Compression::None, 1), (Compression::Gzip, 1), (Compression::Gzip, 9)] {
+            let backend = Backend::default();
+            let port = backend.serve(None).await;
+            let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
+            (cfg.compression, cfg.compression_level) = (compression, level);
+            let records = vec![spans("a", &["one", "two"]).encode_to_vec(), spans("b", &["three"]).encode_to_vec()];
+            let acks = push_and_run(run, cfg, "t", records, 1).await;
+            assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+            let seen = backend.seen();
+            let names: Vec<String> = seen.iter().flat_map(|(_, r)| span_names(r)).collect();
+            assert_eq!(names, vec!["a/one", "a/two", "b/three"], "{compression:?} {level}");
+            let encoding = seen[0].0.get("grpc-encoding").map(|v| v.to_str().unwrap().to_string());
+            let expected = (compression == Compression::Gzip).then(|| "gzip".to_string());
+            assert_eq!(encoding, expected);
+        }
     }
 
     #[tokio::test]
