@@ -75,6 +75,9 @@ impl Lane {
 pub struct MetricsSink {
     lane: Lane,
     external: Arc<Vec<Label>>,
+    /// The remote-write exporter's shards when sources may group their records by shard
+    /// ([`crate::exporter::remote_write::routed`]); 0: plain records.
+    route_shards: usize,
 }
 
 impl MetricsSink {
@@ -100,6 +103,14 @@ impl MetricsSink {
     /// Queues an already encoded `WriteRequest` whose series carry their final labels.
     pub async fn send_encoded(&self, write_request: Bytes, samples: u32) -> Result<Ack, SendError> {
         self.lane.push(write_request, samples).await
+    }
+
+    /// The shard count a source may group the series of an encoded `WriteRequest` for
+    /// ([`crate::exporter::remote_write::routed`]) before [`MetricsSink::send_encoded`]; 0 when
+    /// it should not (one shard, no remote-write exporter). An exporter with another count
+    /// (replaced on a config reload) routes such records series by series, as plain ones.
+    pub fn route_shards(&self) -> usize {
+        self.route_shards
     }
 
     /// The labels added to every series.
@@ -250,11 +261,25 @@ impl Pipeline {
         let logs = open_lane(config, Signal::Logs, &ex.loki, &mut handle)?;
         let traces = open_lane(config, Signal::Traces, &ex.tempo, &mut handle)?;
         let pipeline = Pipeline {
-            metrics: MetricsSink { lane: metrics, external: Arc::new(vec![Label::new("cluster", &config.cluster)]) },
+            metrics: MetricsSink {
+                lane: metrics,
+                external: Arc::new(vec![Label::new("cluster", &config.cluster)]),
+                route_shards: route_shards(&ex.mimir),
+            },
             logs: LogsSink { lane: logs },
             traces: TracesSink::new(traces, &config.cluster),
         };
         Ok((pipeline, handle))
+    }
+}
+
+/// See [`MetricsSink::route_shards`].
+fn route_shards(ex: &ExporterConfig) -> usize {
+    let routed = ex.enabled && !ex.console && (2..=exporter::remote_write::routed::MAX_SHARDS).contains(&ex.shards);
+    if routed {
+        ex.shards
+    } else {
+        0
     }
 }
 
