@@ -118,11 +118,11 @@ mod pool {
     /// A buffer grown beyond 4 MiB (one huge target) is freed rather than kept.
     pub(super) static BATCHES: BufferPool = BufferPool::new(2, 4 * 1024 * 1024);
 
-    /// The per-shard parts of routed batches (`BatchBuilder::parts`), used only while a scrape
-    /// is encoded and joined into a batch buffer at its end: a quarter of a 2,000-series batch
+    /// The per-shard parts of routed batches (`BatchBuilder::parts`) and the scratch they are
+    /// compressed into, used only while a scrape is encoded: a quarter of a 2,000-series batch
     /// is about the mmap threshold, so fresh ones faulted in as batches did. Enough for two
     /// scrapes at once with 4 shards.
-    pub(super) static PARTS: BufferPool = BufferPool::new(8, 1024 * 1024);
+    pub(super) static PARTS: BufferPool = BufferPool::new(10, 1024 * 1024);
 
     /// The bytes of a finished batch; the buffer goes back to the pool when the last clone of
     /// the `Bytes` is dropped.
@@ -176,6 +176,43 @@ pub(crate) fn label_hash(labels: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(labels)
 }
 
+/// The routed record of `parts` (see [`routed`]): the header, then each part compressed.
+/// `capacity`: the expected size (the last batch's). Not a pooled buffer: compressed, a
+/// 2,000-series batch is below the mmap threshold.
+fn join_parts(parts: &[Part], capacity: usize) -> Vec<u8> {
+    thread_local! {
+        /// Its hash table is allocated once per thread rather than once per part.
+        static ENCODER: std::cell::RefCell<snap::raw::Encoder> = std::cell::RefCell::new(snap::raw::Encoder::new());
+    }
+    let mut out = Vec::with_capacity(capacity.max(routed::header_len(parts.len())));
+    let sizes: Vec<(u32, u32)> = parts.iter().map(|p| (0, p.samples)).collect();
+    routed::put_header(&mut out, &sizes);
+    let largest = parts.iter().map(|p| p.buf.len()).max().unwrap_or(0);
+    let mut scratch = pool::PARTS.take(0);
+    scratch.resize(snap::raw::max_compress_len(largest), 0);
+    let compressed = ENCODER.with_borrow_mut(|encoder| {
+        for (i, part) in parts.iter().enumerate() {
+            if part.buf.is_empty() {
+                continue;
+            }
+            // Fails only for an input over about 4 GiB, which no scrape body within
+            // `body_size_limit` yields; written plain then, which the exporter reads as well.
+            let n = encoder.compress(&part.buf, &mut scratch).map_err(drop)?;
+            routed::set_part_bytes(&mut out, i, u32::try_from(n).map_err(drop)?);
+            out.extend_from_slice(&scratch[..n]);
+        }
+        Ok::<(), ()>(())
+    });
+    pool::PARTS.give(scratch);
+    if compressed.is_err() {
+        out.clear();
+        for part in parts {
+            out.extend_from_slice(&part.buf);
+        }
+    }
+    out
+}
+
 /// One shard's series of a routed batch.
 #[derive(Debug, Default)]
 struct Part {
@@ -192,6 +229,8 @@ pub(crate) struct BatchBuilder {
     samples: u32,
     /// Grouped for `parts.len()` shards (2 or more); empty: plain.
     parts: Vec<Part>,
+    /// The expected size of the batch.
+    capacity: usize,
 }
 
 impl BatchBuilder {
@@ -200,12 +239,11 @@ impl BatchBuilder {
     /// [`routed::MAX_SHARDS`]; more are written plain).
     pub fn with_capacity(bytes: usize, shards: usize) -> BatchBuilder {
         if !(2..=routed::MAX_SHARDS).contains(&shards) {
-            return BatchBuilder { buf: batch_buffer(bytes), samples: 0, parts: Vec::new() };
+            return BatchBuilder { buf: batch_buffer(bytes), samples: 0, parts: Vec::new(), capacity: bytes };
         }
-        // Pooled parts, joined into one (pooled) batch buffer by `finish`.
-        let each = bytes / shards + bytes / (4 * shards);
-        let parts = (0..shards).map(|_| Part { buf: pool::PARTS.take(each), samples: 0 }).collect();
-        BatchBuilder { buf: Vec::new(), samples: 0, parts }
+        // Pooled parts (they keep the size they grew to), compressed into one batch by `finish`.
+        let parts = (0..shards).map(|_| Part { buf: pool::PARTS.take(0), samples: 0 }).collect();
+        BatchBuilder { buf: Vec::new(), samples: 0, parts, capacity: bytes }
     }
 
     /// Appends a series with one sample; `labels` comes from [`encode_labels`], `hash` is its
@@ -255,21 +293,7 @@ impl BatchBuilder {
 
     pub fn finish(mut self) -> Batch {
         if !self.parts.is_empty() {
-            let sizes: Vec<(u32, u32)> = self.parts.iter().map(|p| (p.buf.len() as u32, p.samples)).collect();
-            let total = routed::header_len(self.parts.len()) + self.parts.iter().map(|p| p.buf.len()).sum::<usize>();
-            if u32::try_from(total).is_ok() {
-                let mut buf = batch_buffer(total);
-                routed::put_header(&mut buf, &sizes);
-                for part in &self.parts {
-                    buf.extend_from_slice(&part.buf);
-                }
-                self.buf = buf;
-            } else {
-                // Beyond what the header can say (and what any queue takes): plain, as before.
-                for part in &self.parts {
-                    self.buf.extend_from_slice(&part.buf);
-                }
-            }
+            self.buf = join_parts(&self.parts, self.capacity);
             for part in self.parts.drain(..) {
                 pool::PARTS.give(part.buf);
             }
@@ -402,7 +426,9 @@ mod tests {
                     .filter(|(s, _, _)| *s == shard)
                     .flat_map(|(_, range, _)| plain.bytes()[range.clone()].to_vec())
                     .collect();
-                assert_eq!(&grouped.bytes()[part.range.clone()], expected.as_slice(), "shard {shard} of {shards}");
+                let raw = routed::decompress(grouped.bytes(), part.range.clone()).expect("snappy part");
+                assert_eq!(raw.len(), part.raw_len);
+                assert_eq!(raw, expected, "shard {shard} of {shards}");
                 let n = walked.iter().filter(|(s, _, _)| *s == shard).count() as u32;
                 assert_eq!(part.samples, n);
             }

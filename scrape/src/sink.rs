@@ -41,7 +41,11 @@ impl Batch {
     /// The series, decoded (tests and debugging; the pipeline ships the bytes as they are), of
     /// a batch grouped by shard ([`SeriesSink::route_shards`]) in shard order.
     pub fn decode(&self) -> Result<Vec<TimeSeries>, prost::DecodeError> {
-        WriteRequest::decode(routed::write_request(&self.bytes)).map(|w| w.timeseries)
+        match routed::write_request(&self.bytes) {
+            Ok(plain) => WriteRequest::decode(plain.as_ref()).map(|w| w.timeseries),
+            // Not a valid protobuf message either (0xff): the decoder says why not.
+            Err(_) => WriteRequest::decode(self.bytes.clone()).map(|w| w.timeseries),
+        }
     }
 }
 

@@ -42,8 +42,8 @@ fn render(signal: Signal, r: &Record, out: &mut impl Write) -> Result<(), String
     match signal {
         Signal::Metrics => {
             // A record grouped by shard at the source holds its series after a header.
-            let req = WriteRequest::decode(super::remote_write::routed::write_request(&r.payload))
-                .map_err(|e| e.to_string())?;
+            let body = super::remote_write::routed::write_request(&r.payload).map_err(|e| e.to_string())?;
+            let req = WriteRequest::decode(body.as_ref()).map_err(|e| e.to_string())?;
             for ts in req.timeseries {
                 let name = ts.labels.iter().find(|l| l.name == "__name__").map(|l| l.value.as_str()).unwrap_or("");
                 let labels: Vec<String> = ts

@@ -115,7 +115,8 @@ async fn send_shard(
             // Dropping abandons it: its records go back to the queue.
             continue;
         }
-        let decision = match snappy(&batch.request) {
+        let body = if batch.compressed { Ok(batch.request.clone()) } else { snappy(&batch.request) };
+        let decision = match body {
             Ok(body) => retrier.run(|| sender.post(body.clone())).await,
             Err(message) => Some(Decision::Rejected { reason: "encode".into(), message }),
         };
@@ -146,10 +147,12 @@ struct Limits {
 /// The request a shard is filling, and the ones it has already cut.
 #[derive(Default)]
 struct ShardRequests {
+    /// `timeseries` entries, to be compressed when sent.
     current: Vec<u8>,
-    /// A section of a routed record ([`routed`]) while it is all the request holds: sent as it
-    /// is, without a copy, unless more is added (then it is copied into `current` first).
-    whole: Option<Bytes>,
+    /// Or compressed parts of routed records ([`routed`]), sent as they are (one) or joined,
+    /// and their size decompressed. A request is one or the other.
+    blocks: Vec<Bytes>,
+    blocks_raw: usize,
     samples: u64,
     records: Vec<Arc<RecordTracker>>,
     cut: Vec<ShardBatch>,
@@ -160,56 +163,59 @@ impl ShardRequests {
         if self.records.is_empty() {
             return;
         }
-        let request = match self.whole.take() {
-            Some(whole) => whole,
-            None => Bytes::from(std::mem::take(&mut self.current)),
+        let (request, compressed) = match self.blocks.len() {
+            0 => (Bytes::from(std::mem::take(&mut self.current)), false),
+            1 => (self.blocks.pop().expect("one block"), true),
+            _ => (Bytes::from(routed::join_blocks(&self.blocks, self.blocks_raw)), true),
         };
+        self.blocks.clear();
+        self.blocks_raw = 0;
         self.cut.push(ShardBatch {
             request,
+            compressed,
             samples: std::mem::take(&mut self.samples),
             records: std::mem::take(&mut self.records),
             settled: false,
         });
     }
 
-    fn len(&self) -> usize {
-        self.whole.as_ref().map_or(self.current.len(), Bytes::len)
-    }
-
-    /// Cuts a request first when `samples` and `bytes` more would go over `limits`, and counts
-    /// the request as a piece of the record `tracker`.
-    fn make_room(&mut self, bytes: usize, samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
-        let over = self.samples + samples > limits.max_samples || self.len() + bytes > limits.max_bytes;
-        if over && !self.records.is_empty() {
+    /// Cuts a request first when `samples` and `bytes` (decompressed) more would go over
+    /// `limits`, or when the request holds the other kind (`compressed` or not), and counts the
+    /// request as a piece of the record `tracker`.
+    fn make_room(
+        &mut self,
+        bytes: usize,
+        samples: u64,
+        compressed: bool,
+        tracker: &Arc<RecordTracker>,
+        limits: Limits,
+    ) {
+        let other_kind = if compressed { !self.current.is_empty() } else { !self.blocks.is_empty() };
+        let over = self.samples + samples > limits.max_samples
+            || self.current.len() + self.blocks_raw + bytes > limits.max_bytes;
+        if (over || other_kind) && !self.records.is_empty() {
             self.cut();
         }
         if !self.records.last().is_some_and(|t| Arc::ptr_eq(t, tracker)) {
             tracker.add_piece();
             self.records.push(tracker.clone());
         }
-        if let Some(whole) = self.whole.take() {
-            self.current.extend_from_slice(&whole);
-        }
+        self.samples += samples;
     }
 
     /// Adds one encoded `timeseries` entry of the record `tracker`, cutting a request first when
     /// this one would go over `limits`.
     fn add(&mut self, entry: &[u8], samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
-        self.make_room(entry.len(), samples, tracker, limits);
+        self.make_room(entry.len(), samples, false, tracker, limits);
         self.current.extend_from_slice(entry);
-        self.samples += samples;
     }
 
-    /// Adds a section of a routed record (`timeseries` entries within `limits`), as
-    /// [`ShardRequests::add`] adds one entry.
-    fn add_section(&mut self, section: Bytes, samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
-        self.make_room(section.len(), samples, tracker, limits);
-        if self.current.is_empty() {
-            self.whole = Some(section);
-        } else {
-            self.current.extend_from_slice(&section);
-        }
-        self.samples += samples;
+    /// Adds a compressed part of a routed record (entries within `limits`, `raw_len` bytes
+    /// decompressed), as [`ShardRequests::add`] adds one entry.
+    fn add_block(&mut self, block: Bytes, raw_len: usize, samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
+        self.make_room(raw_len, samples, true, tracker, limits);
+        self.blocks.push(block);
+        self.blocks_raw += raw_len;
     }
 }
 
@@ -239,6 +245,7 @@ fn split(
             .collect();
         return vec![vec![ShardBatch {
             request: concatenate(records),
+            compressed: false,
             samples: total,
             records: trackers,
             settled: false,
@@ -248,27 +255,37 @@ fn split(
     // bytes into its shard's request, so no label is decoded into a `String` (decoding every
     // series was most of the exporter's CPU at 100k series).
     let mut per_shard: Vec<ShardRequests> = (0..shards).map(|_| ShardRequests::default()).collect();
-    let mut routed: Vec<(usize, std::ops::Range<usize>, u64)> = Vec::new();
+    let mut series: Vec<(usize, std::ops::Range<usize>, u64)> = Vec::new();
     for r in records {
-        routed.clear();
+        series.clear();
         let walked = match routed::parse(&r.payload) {
             // Grouped by shard at the source for this shard count: each section goes whole to
             // its shard, without walking (and hashing) its series.
-            Ok(Some(sections)) if sections.len() == shards => {
-                // Sections larger than a request are cut between their series, walked without
-                // hashing (the shard is known); checked before any piece is handed out.
+            Ok(Some(parts)) if parts.len() == shards => {
+                // Parts larger than a request are decompressed and cut between their series,
+                // walked without hashing (the shard is known); all checked before any piece is
+                // handed out.
                 let mut whole = Vec::new();
+                let mut large = Vec::new();
                 let mut bad = None;
-                for (shard, section) in sections.into_iter().enumerate() {
-                    let samples = u64::from(section.samples);
-                    if section.range.is_empty() {
+                for (shard, part) in parts.into_iter().enumerate() {
+                    let samples = u64::from(part.samples);
+                    if part.range.is_empty() {
                         continue;
                     }
-                    if samples <= limits.max_samples && section.range.len() <= limits.max_bytes {
-                        whole.push((shard, section.range, samples));
-                    } else if let Err(e) = wire::series_entries(&r.payload, shard, section.range, &mut routed) {
-                        bad = Some(e);
-                        break;
+                    if samples <= limits.max_samples && part.raw_len <= limits.max_bytes {
+                        whole.push((shard, part, samples));
+                        continue;
+                    }
+                    let mut entries = Vec::new();
+                    let walked = routed::decompress(&r.payload, part.range)
+                        .and_then(|raw| wire::series_entries(&raw, shard, 0..raw.len(), &mut entries).map(|()| raw));
+                    match walked {
+                        Ok(raw) => large.push((raw, entries)),
+                        Err(e) => {
+                            bad = Some(e);
+                            break;
+                        }
                     }
                 }
                 if let Some(e) = bad {
@@ -277,29 +294,29 @@ fn split(
                     queue.complete(r.seq, Delivery::Rejected(message));
                     continue;
                 }
-                if whole.is_empty() && routed.is_empty() {
+                if whole.is_empty() && large.is_empty() {
                     queue.complete(r.seq, Delivery::Accepted);
                     continue;
                 }
                 let tracker = Arc::new(RecordTracker::new(r.seq, queue.clone()));
-                for (shard, range, n) in whole {
-                    per_shard[shard].add_section(r.payload.slice(range), n, &tracker, limits);
+                for (shard, part, samples) in whole {
+                    per_shard[shard].add_block(r.payload.slice(part.range), part.raw_len, samples, &tracker, limits);
                 }
-                for (shard, range, n) in &routed {
-                    per_shard[*shard].add(&r.payload[range.clone()], *n, &tracker, limits);
+                for (raw, entries) in &large {
+                    for (shard, range, n) in entries {
+                        per_shard[*shard].add(&raw[range.clone()], *n, &tracker, limits);
+                    }
                 }
                 continue;
             }
             // A plain record, or one grouped for another shard count (the config changed): its
             // series are walked and routed one by one.
-            Ok(_) => {
-                let offset = routed::body_offset(&r.payload);
-                wire::route_series(&r.payload[offset..], shards, &mut routed).map(|()| offset)
-            }
+            Ok(_) => routed::write_request(&r.payload)
+                .and_then(|body| wire::route_series(&body, shards, &mut series).map(|()| body)),
             Err(e) => Err(e),
         };
-        let offset = match walked {
-            Ok(offset) => offset,
+        let body = match walked {
+            Ok(body) => body,
             Err(e) => {
                 let message = format!("queued record is not a WriteRequest: {e}");
                 reporter.rejected(r.items as u64, "decode", &message);
@@ -307,13 +324,13 @@ fn split(
                 continue;
             }
         };
-        if routed.is_empty() {
+        if series.is_empty() {
             queue.complete(r.seq, Delivery::Accepted);
             continue;
         }
         let tracker = Arc::new(RecordTracker::new(r.seq, queue.clone()));
-        for (shard, range, n) in &routed {
-            per_shard[*shard].add(&r.payload[offset + range.start..offset + range.end], *n, &tracker, limits);
+        for (shard, range, n) in &series {
+            per_shard[*shard].add(&body[range.clone()], *n, &tracker, limits);
         }
     }
     per_shard
@@ -325,32 +342,37 @@ fn split(
         .collect()
 }
 
-/// Queue records whose series the source already grouped by shard: a header, then the
-/// `timeseries` entries of shard 0, of shard 1, and so on (each part a `WriteRequest` by itself,
-/// the whole body too). The scrape loops write them (`lgtm_scrape`'s batch builder): they hold
-/// each series' routing hash from its first scrape on, where the exporter walked and hashed
-/// every series of every record (about a tenth of the agent's CPU under `bench scrape`), and a
-/// shard's part goes out as it is, without being copied into a request.
+/// Queue records whose series the source already grouped by shard and compressed: a header,
+/// then the `timeseries` entries of shard 0, of shard 1, and so on, each part compressed on its
+/// own (snappy block format, as remote write sends it). The scrape loops write them
+/// (`lgtm_scrape`'s batch builder): they hold each series' routing hash from its first scrape
+/// on, where the exporter walked and hashed every series of every record (about a tenth of the
+/// agent's CPU under `bench scrape`); a shard's part goes out as it is, neither copied nor
+/// compressed again; and the queue writes a fifth of the bytes to its segments.
 ///
 /// ```text
 /// offset  size   field
-///      0     2   0xff 0x02 (0xff cannot start a protobuf message: see the queue's compressed marker)
+///      0     2   0xff 0x03 (0xff cannot start a protobuf message: see the queue's compressed marker)
 ///      2     1   n: the shard count the series were grouped for (2..=255)
-///      3   8*n   per shard: bytes (u32 LE), then samples (u32 LE) of its part
+///      3   8*n   per shard: bytes (u32 LE) of its compressed part, then its samples (u32 LE)
 ///  3+8*n         the parts, shard 0 first
 /// ```
 ///
 /// A series goes to shard `xxh3_64(its labels fields as encoded) % n`, the hash
 /// [`wire::route_series`] computes, so a record grouped for `n` shards and a plain one put a
-/// series on the same shard. An exporter with another shard count (after a config change, or
-/// on replay) walks the body like a plain record. Records written before this format are plain
-/// `WriteRequest`s and are read as before.
+/// series on the same shard. Parts of one shard from several records make one request by
+/// concatenation: a snappy block is a length and then elements that refer only backwards
+/// within their own block's output, so blocks with their lengths replaced by the sum of them
+/// decompress to the concatenated parts. An exporter with another shard count (after a config
+/// change, or on replay) decompresses the parts and walks them like a plain record. Records
+/// written before this format are plain `WriteRequest`s and are read as before.
 pub mod routed {
+    use std::borrow::Cow;
     use std::ops::Range;
 
     use super::wire::WireError;
 
-    pub const MARKER: [u8; 2] = [0xff, 0x02];
+    pub const MARKER: [u8; 2] = [0xff, 0x03];
 
     /// Most shards a record can be grouped for.
     pub const MAX_SHARDS: usize = 255;
@@ -365,7 +387,8 @@ pub mod routed {
         (hash % shards as u64) as usize
     }
 
-    /// Appends the header of a record whose parts are `parts` (bytes, samples), in shard order.
+    /// Appends the header of a record whose compressed parts are `parts` (bytes, samples), in
+    /// shard order.
     pub fn put_header(out: &mut Vec<u8>, parts: &[(u32, u32)]) {
         debug_assert!((2..=MAX_SHARDS).contains(&parts.len()));
         out.extend_from_slice(&MARKER);
@@ -376,30 +399,25 @@ pub mod routed {
         }
     }
 
+    /// Overwrites the bytes of part `i` in a header written by [`put_header`] at the start of
+    /// `out` (the compressed size is known once the part is written behind it).
+    pub fn set_part_bytes(out: &mut [u8], i: usize, bytes: u32) {
+        let at = MARKER.len() + 1 + 8 * i;
+        out[at..at + 4].copy_from_slice(&bytes.to_le_bytes());
+    }
+
     pub fn is_routed(payload: &[u8]) -> bool {
         payload.starts_with(&MARKER)
-    }
-
-    /// Where the `WriteRequest` of a record starts: after the header of a routed record, 0 for
-    /// a plain one. A routed record whose header is damaged counts as plain (its walk fails).
-    pub fn body_offset(payload: &[u8]) -> usize {
-        match payload {
-            [0xff, 0x02, n, ..] if payload.len() >= header_len(usize::from(*n)) => header_len(usize::from(*n)),
-            _ => 0,
-        }
-    }
-
-    /// The `WriteRequest` a record holds (its parts one after the other, for a routed one).
-    pub fn write_request(payload: &[u8]) -> &[u8] {
-        &payload[body_offset(payload)..]
     }
 
     /// One shard's part of a routed record.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Part {
-        /// Byte range in the record.
+        /// Byte range of the compressed part in the record.
         pub range: Range<usize>,
         pub samples: u32,
+        /// Its size decompressed (what counts against `batch.max_bytes`).
+        pub raw_len: usize,
     }
 
     /// The parts of a routed record, in shard order; `None` for a plain record.
@@ -419,13 +437,58 @@ pub mod routed {
             let (bytes, samples) = (field(0) as usize, field(4));
             let end = pos.checked_add(bytes).filter(|e| *e <= payload.len());
             let end = end.ok_or(WireError("routed record part past the end"))?;
-            parts.push(Part { range: pos..end, samples });
+            let raw_len = if bytes == 0 {
+                0
+            } else {
+                snap::raw::decompress_len(&payload[pos..end])
+                    .map_err(|_| WireError("routed record part is not snappy"))?
+            };
+            parts.push(Part { range: pos..end, samples, raw_len });
             pos = end;
         }
         if pos != payload.len() {
             return Err(WireError("routed record longer than its parts"));
         }
         Ok(Some(parts))
+    }
+
+    /// The part at `range` of `payload`, decompressed.
+    pub fn decompress(payload: &[u8], range: Range<usize>) -> Result<Vec<u8>, WireError> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        snap::raw::Decoder::new()
+            .decompress_vec(&payload[range])
+            .map_err(|_| WireError("routed record part does not decompress"))
+    }
+
+    /// The `WriteRequest` a record holds: a plain record as it is, the parts of a routed one
+    /// decompressed one after the other.
+    pub fn write_request(payload: &[u8]) -> Result<Cow<'_, [u8]>, WireError> {
+        let Some(parts) = parse(payload)? else { return Ok(Cow::Borrowed(payload)) };
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.raw_len).sum());
+        for p in parts {
+            out.extend_from_slice(&decompress(payload, p.range)?);
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// Snappy blocks joined into one that decompresses to their contents one after the other
+    /// (see the module's comment); `raw_len`: the sum of their decompressed sizes.
+    pub fn join_blocks(blocks: &[bytes::Bytes], raw_len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + blocks.iter().map(|b| b.len()).sum::<usize>());
+        let mut n = raw_len as u64;
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        for b in blocks {
+            // Each block starts with its length as a varint: skipped.
+            let header = b.iter().position(|byte| byte & 0x80 == 0).map_or(b.len(), |i| i + 1);
+            out.extend_from_slice(&b[header..]);
+        }
+        out
     }
 }
 
@@ -609,6 +672,8 @@ fn shard_of(labels: &[crate::proto::Label], shards: usize) -> usize {
 /// Dropped without being settled, it abandons those pieces.
 struct ShardBatch {
     request: Bytes,
+    /// `request` is already snappy-compressed (parts of routed records).
+    compressed: bool,
     samples: u64,
     records: Vec<Arc<RecordTracker>>,
     settled: bool,
@@ -894,12 +959,35 @@ mod tests {
             parts[shard].0.extend_from_slice(&plain[range]);
             parts[shard].1 += n as u32;
         }
+        let compressed: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|(b, _)| if b.is_empty() { Vec::new() } else { snap::raw::Encoder::new().compress_vec(b).unwrap() })
+            .collect();
         let mut out = Vec::new();
-        routed::put_header(&mut out, &parts.iter().map(|(b, n)| (b.len() as u32, *n)).collect::<Vec<_>>());
-        for (b, _) in &parts {
-            out.extend_from_slice(b);
+        let sizes: Vec<(u32, u32)> = compressed.iter().zip(&parts).map(|(c, (_, n))| (c.len() as u32, *n)).collect();
+        routed::put_header(&mut out, &sizes);
+        for c in &compressed {
+            out.extend_from_slice(c);
         }
         out
+    }
+
+    /// Snappy blocks joined decompress to the concatenation of their contents, also blocks
+    /// whose lengths take several varint bytes and blocks full of back-references.
+    #[test]
+    fn joined_snappy_blocks_decompress_to_the_concatenation() {
+        let inputs: Vec<Vec<u8>> = vec![
+            b"abcabcabcabcabcabc".repeat(1000),
+            (0..70_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect(),
+            b"x".to_vec(),
+            b"the same labels again and again, ".repeat(3000),
+        ];
+        let blocks: Vec<Bytes> =
+            inputs.iter().map(|i| Bytes::from(snap::raw::Encoder::new().compress_vec(i).unwrap())).collect();
+        let raw_len = inputs.iter().map(Vec::len).sum();
+        let joined = routed::join_blocks(&blocks, raw_len);
+        let back = snap::raw::Decoder::new().decompress_vec(&joined).expect("a valid snappy block");
+        assert_eq!(back, inputs.concat());
     }
 
     /// Records grouped by shard at the source go out part by part: each request holds only
