@@ -74,7 +74,12 @@ impl Lane {
 #[derive(Clone)]
 pub struct MetricsSink {
     lane: Lane,
-    external: Arc<Vec<Label>>,
+    /// Shared by every clone: a sink is held by every scrape loop's task for its whole life.
+    shared: Arc<MetricsShared>,
+}
+
+struct MetricsShared {
+    external: Vec<Label>,
     /// The remote-write exporter's shards when sources may group their records by shard
     /// ([`crate::exporter::remote_write::routed`]); 0: plain records.
     route_shards: usize,
@@ -110,18 +115,18 @@ impl MetricsSink {
     /// it should not (one shard, no remote-write exporter). An exporter with another count
     /// (replaced on a config reload) routes such records series by series, as plain ones.
     pub fn route_shards(&self) -> usize {
-        self.route_shards
+        self.shared.route_shards
     }
 
     /// The labels added to every series.
     pub fn external_labels(&self) -> &[Label] {
-        &self.external
+        &self.shared.external
     }
 
     fn encode(&self, mut series: Vec<TimeSeries>) -> (Bytes, u32) {
         let mut items = 0u32;
         for s in series.iter_mut() {
-            for ext in self.external.iter() {
+            for ext in self.shared.external.iter() {
                 if !s.labels.iter().any(|l| l.name == ext.name) {
                     s.labels.push(ext.clone());
                 }
@@ -263,8 +268,10 @@ impl Pipeline {
         let pipeline = Pipeline {
             metrics: MetricsSink {
                 lane: metrics,
-                external: Arc::new(vec![Label::new("cluster", &config.cluster)]),
-                route_shards: route_shards(&ex.mimir),
+                shared: Arc::new(MetricsShared {
+                    external: vec![Label::new("cluster", &config.cluster)],
+                    route_shards: route_shards(&ex.mimir),
+                }),
             },
             logs: LogsSink { lane: logs },
             traces: TracesSink::new(traces, &config.cluster),

@@ -170,12 +170,15 @@ pub struct BodyIngester {
     /// Shared by every loop of a manager rather than copied into each.
     external_labels: Arc<[Label]>,
     cache: SeriesCache,
-    last_batch_bytes: usize,
+    /// A `u32` (a queue record is at most 4 GiB): with `last_duplicates` and `route_shards`
+    /// it takes the room a `usize` took alone.
+    last_batch_bytes: u32,
     /// Samples of repeated series in the last scrape.
     last_duplicates: u32,
     /// The sink's [`SeriesSink::route_shards`]: batches are grouped for that many remote-write
-    /// shards (0: plain).
-    route_shards: usize,
+    /// shards (0: plain). A `u8` (at most `routed::MAX_SHARDS`), so that every loop's future
+    /// stays the size it was.
+    route_shards: u8,
 }
 
 impl BodyIngester {
@@ -195,7 +198,7 @@ impl BodyIngester {
     /// Groups the series of the batches for `shards` remote-write shards (see
     /// [`SeriesSink::route_shards`]); 0 or 1: plain batches (the default).
     pub fn route_for(&mut self, shards: usize) {
-        self.route_shards = shards;
+        self.route_shards = u8::try_from(shards).unwrap_or(0);
     }
 
     pub fn target(&self) -> &Arc<Target> {
@@ -266,7 +269,7 @@ impl BodyIngester {
     /// Staleness markers for every series of the last scrape and for the synthetic series:
     /// what is sent when the target goes away.
     pub fn staleness_markers(&mut self, ts_ms: i64) -> Batch {
-        let mut out = BatchBuilder::with_capacity(0, self.route_shards);
+        let mut out = BatchBuilder::with_capacity(0, self.route_shards.into());
         self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
         self.report_series().stale(ts_ms, &mut out);
         out.finish()
@@ -278,7 +281,7 @@ impl BodyIngester {
     }
 
     fn batch_builder(&self) -> BatchBuilder {
-        BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes), self.route_shards)
+        BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes as usize), self.route_shards.into())
     }
 
     /// Appends the samples of `body` and, if it was good, the staleness markers of the series
@@ -317,7 +320,7 @@ impl BodyIngester {
 
     fn finish(&mut self, out: BatchBuilder) -> Batch {
         let batch = out.finish();
-        self.last_batch_bytes = batch.bytes().len();
+        self.last_batch_bytes = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
         batch
     }
 }
