@@ -62,9 +62,15 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
         workers.push(tokio::spawn(worker.instrument(tracing::info_span!("shard", exporter = EXPORTER, shard))));
     }
 
+    // Records are taken from the queue for all the shards at once: up to the bounds of one
+    // request per shard, so that each shard's request fills up to `batch.max_items` (taken up to
+    // one request's worth, a scrape of 2,000 series went out as four requests of 500, one per
+    // shard, four times the requests Prometheus sends for the same samples).
+    let take_bytes = limits.max_bytes.saturating_mul(shard_count);
+    let take_items = (limits.max_samples as usize).saturating_mul(shard_count);
     loop {
         let batch = tokio::select! {
-            b = queue.next(cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
+            b = queue.next(take_bytes, take_items, cfg.batch.max_wait.get()) => b,
             _ = stop.cancelled() => None,
         };
         let Some(records) = batch else { break };
@@ -1051,5 +1057,25 @@ mod tests {
         let sizes: Vec<usize> = capture.requests().iter().map(|r| decode(&r.body).timeseries.len()).collect();
         assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 1_001);
+    }
+    /// The exporter takes records for every shard at once: each shard's request fills up to
+    /// `max_items` from several records, instead of one request per shard per record.
+    #[tokio::test]
+    async fn each_shard_fills_its_request_from_several_records() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 4;
+        cfg.batch.max_items = 100;
+        cfg.batch.max_wait = lgtm_config::Duration::from_millis(300);
+        // 8 records of 30 series (all queued before the exporter starts): 240 samples, about 60 per shard.
+        let records: Vec<Vec<u8>> =
+            (0..8i64).map(|round| write_request((0..30).map(|s| series("m", s, &[(round, 1.0)])).collect())).collect();
+        let acks = push_and_run(run, cfg, "t", records, 30).await;
+        assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+        let sizes: Vec<usize> = capture.requests().iter().map(|r| decode(&r.body).timeseries.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 240);
+        assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
+        // Taken one request's worth at a time (3 records), it was 12 requests.
+        assert!(sizes.len() <= 4, "{sizes:?}");
     }
 }
