@@ -924,21 +924,24 @@ fn check_disk_full(case: &str, r: &DiskFull) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_disk_limit_drops_oldest_first_and_counts_exactly() {
     let data = tempfile::tempdir().unwrap();
-    let limit = 512 * 1024;
-    let queue = json!({ "max_memory": "64KiB", "max_disk": "512KiB", "when_full": "drop_oldest" });
+    // Scrape records are queued compressed (about 5 KB for these 506 samples): 8 s of them are
+    // about 200 KB.
+    let limit = 128 * 1024;
+    let queue = json!({ "max_memory": "64KiB", "max_disk": "128KiB", "when_full": "drop_oldest" });
     let Some(r) = mimir_down_over_a_small_disk(data.path(), queue, Duration::from_secs(8)).await else { return };
-    check_disk_full("Mimir down 8 s, queue max_disk 512KiB, when_full: drop_oldest", &r);
+    check_disk_full("Mimir down 8 s, queue max_disk 128KiB, when_full: drop_oldest", &r);
     assert!(r.max_segment_bytes <= limit, "segments stay under max_disk: {} bytes", r.max_segment_bytes);
     assert_eq!(r.device_full, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_device_under_the_queue_drops_oldest_first_and_counts_exactly() {
-    let Some(tmpfs) = require("a tmpfs mount (root)", Tmpfs::mount("1m")) else { return };
+    // Scrape records are queued compressed: 8 s of them are about 200 KB.
+    let Some(tmpfs) = require("a tmpfs mount (root)", Tmpfs::mount("128k")) else { return };
     let data = tmpfs.dir.path().join("data");
     // The limit is far beyond the device: the device fills first (ENOSPC).
-    let queue = json!({ "max_memory": "64KiB", "max_disk": "2MiB", "when_full": "drop_oldest" });
+    let queue = json!({ "max_memory": "64KiB", "max_disk": "256KiB", "when_full": "drop_oldest" });
     let Some(r) = mimir_down_over_a_small_disk(&data, queue, Duration::from_secs(8)).await else { return };
-    check_disk_full("Mimir down 8 s, queue on a 1 MiB tmpfs (max_disk 2MiB), when_full: drop_oldest", &r);
+    check_disk_full("Mimir down 8 s, queue on a 128 KiB tmpfs (max_disk 256KiB), when_full: drop_oldest", &r);
     assert!(r.device_full > 0.0, "ENOSPC was met and counted");
 }

@@ -74,7 +74,15 @@ impl Lane {
 #[derive(Clone)]
 pub struct MetricsSink {
     lane: Lane,
-    external: Arc<Vec<Label>>,
+    /// Shared by every clone: a sink is held by every scrape loop's task for its whole life.
+    shared: Arc<MetricsShared>,
+}
+
+struct MetricsShared {
+    external: Vec<Label>,
+    /// The remote-write exporter's shards when sources may group their records by shard
+    /// ([`crate::exporter::remote_write::routed`]); 0: plain records.
+    route_shards: usize,
 }
 
 impl MetricsSink {
@@ -102,15 +110,23 @@ impl MetricsSink {
         self.lane.push(write_request, samples).await
     }
 
+    /// The shard count a source may group the series of an encoded `WriteRequest` for
+    /// ([`crate::exporter::remote_write::routed`]) before [`MetricsSink::send_encoded`]; 0 when
+    /// it should not (one shard, no remote-write exporter). An exporter with another count
+    /// (replaced on a config reload) routes such records series by series, as plain ones.
+    pub fn route_shards(&self) -> usize {
+        self.shared.route_shards
+    }
+
     /// The labels added to every series.
     pub fn external_labels(&self) -> &[Label] {
-        &self.external
+        &self.shared.external
     }
 
     fn encode(&self, mut series: Vec<TimeSeries>) -> (Bytes, u32) {
         let mut items = 0u32;
         for s in series.iter_mut() {
-            for ext in self.external.iter() {
+            for ext in self.shared.external.iter() {
                 if !s.labels.iter().any(|l| l.name == ext.name) {
                     s.labels.push(ext.clone());
                 }
@@ -250,11 +266,27 @@ impl Pipeline {
         let logs = open_lane(config, Signal::Logs, &ex.loki, &mut handle)?;
         let traces = open_lane(config, Signal::Traces, &ex.tempo, &mut handle)?;
         let pipeline = Pipeline {
-            metrics: MetricsSink { lane: metrics, external: Arc::new(vec![Label::new("cluster", &config.cluster)]) },
+            metrics: MetricsSink {
+                lane: metrics,
+                shared: Arc::new(MetricsShared {
+                    external: vec![Label::new("cluster", &config.cluster)],
+                    route_shards: route_shards(&ex.mimir),
+                }),
+            },
             logs: LogsSink { lane: logs },
             traces: TracesSink::new(traces, &config.cluster),
         };
         Ok((pipeline, handle))
+    }
+}
+
+/// See [`MetricsSink::route_shards`].
+fn route_shards(ex: &ExporterConfig) -> usize {
+    let routed = ex.enabled && !ex.console && (2..=exporter::remote_write::routed::MAX_SHARDS).contains(&ex.shards);
+    if routed {
+        ex.shards
+    } else {
+        0
     }
 }
 

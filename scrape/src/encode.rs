@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use lgtm_pipeline::exporter::remote_write::routed;
 use lgtm_pipeline::proto::Label;
 
 use crate::labels::LabelSet;
@@ -117,6 +118,12 @@ mod pool {
     /// A buffer grown beyond 4 MiB (one huge target) is freed rather than kept.
     pub(super) static BATCHES: BufferPool = BufferPool::new(2, 4 * 1024 * 1024);
 
+    /// The per-shard parts of routed batches (`BatchBuilder::parts`) and the scratch they are
+    /// compressed into, used only while a scrape is encoded: a quarter of a 2,000-series batch
+    /// is about the mmap threshold, so fresh ones faulted in as batches did. Enough for two
+    /// scrapes at once with 4 shards.
+    pub(super) static PARTS: BufferPool = BufferPool::new(10, 1024 * 1024);
+
     /// The bytes of a finished batch; the buffer goes back to the pool when the last clone of
     /// the `Bytes` is dropped.
     pub(super) struct Pooled(pub(super) Vec<u8>);
@@ -138,38 +145,159 @@ mod pool {
 /// heap as before and are not pooled: the pool is for buffers above the mmap threshold.
 const MIN_POOLED_BATCH: usize = 64 * 1024;
 
-/// Accumulates one scrape's `WriteRequest`.
+/// A pooled buffer for a batch of `bytes` when that is large (see [`pool`]), a heap one otherwise.
+fn batch_buffer(bytes: usize) -> Vec<u8> {
+    if bytes >= MIN_POOLED_BATCH {
+        pool::BATCHES.take(bytes)
+    } else {
+        Vec::with_capacity(bytes)
+    }
+}
+
+/// The routing hash of a series whose `labels` fields are `labels` (see [`routed`]): the same
+/// as [`label_hash`] of their concatenation.
+fn parts_hash(labels: &[&[u8]]) -> u64 {
+    match labels {
+        [one] => label_hash(one),
+        parts => {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for part in parts {
+                h.update(part);
+            }
+            h.digest()
+        }
+    }
+}
+
+/// The hash a series is routed to a remote-write shard by: xxh3-64 of its `labels` fields as
+/// encoded (what the exporter computes on plain records, see [`routed`]). The scrape cache keeps
+/// it as the series' fingerprint, so a scrape routes its series without hashing them.
+pub(crate) fn label_hash(labels: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(labels)
+}
+
+/// The routed record of `parts` (see [`routed`]): the header, then each part compressed.
+/// `capacity`: the expected size (the last batch's). Not a pooled buffer: compressed, a
+/// 2,000-series batch is below the mmap threshold.
+fn join_parts(parts: &[Part], capacity: usize) -> Vec<u8> {
+    thread_local! {
+        /// Its hash table is allocated once per thread rather than once per part.
+        static ENCODER: std::cell::RefCell<snap::raw::Encoder> = std::cell::RefCell::new(snap::raw::Encoder::new());
+    }
+    let mut out = Vec::with_capacity(capacity.max(routed::header_len(parts.len())));
+    let sizes: Vec<(u32, u32)> = parts.iter().map(|p| (0, p.samples)).collect();
+    routed::put_header(&mut out, &sizes);
+    let largest = parts.iter().map(|p| p.buf.len()).max().unwrap_or(0);
+    let mut scratch = pool::PARTS.take(0);
+    scratch.resize(snap::raw::max_compress_len(largest), 0);
+    let compressed = ENCODER.with_borrow_mut(|encoder| {
+        for (i, part) in parts.iter().enumerate() {
+            if part.buf.is_empty() {
+                continue;
+            }
+            // Fails only for an input over about 4 GiB, which no scrape body within
+            // `body_size_limit` yields; written plain then, which the exporter reads as well.
+            let n = encoder.compress(&part.buf, &mut scratch).map_err(drop)?;
+            routed::set_part_bytes(&mut out, i, u32::try_from(n).map_err(drop)?);
+            out.extend_from_slice(&scratch[..n]);
+        }
+        Ok::<(), ()>(())
+    });
+    pool::PARTS.give(scratch);
+    if compressed.is_err() {
+        out.clear();
+        for part in parts {
+            out.extend_from_slice(&part.buf);
+        }
+    }
+    out
+}
+
+/// One shard's series of a routed batch.
 #[derive(Debug, Default)]
-pub(crate) struct BatchBuilder {
+struct Part {
     buf: Vec<u8>,
     samples: u32,
 }
 
+/// Accumulates one scrape's `WriteRequest`, plain or grouped by remote-write shard
+/// ([`routed`]: the exporter then sends each shard's part as it is, without walking and hashing
+/// every series).
+#[derive(Debug, Default)]
+pub(crate) struct BatchBuilder {
+    buf: Vec<u8>,
+    samples: u32,
+    /// Grouped for `parts.len()` shards (2 or more); empty: plain.
+    parts: Vec<Part>,
+    /// The expected size of the batch.
+    capacity: usize,
+}
+
 impl BatchBuilder {
-    /// A builder with room for `bytes`, in a pooled buffer (see [`pool`]) when that is large.
-    pub fn with_capacity(bytes: usize) -> BatchBuilder {
-        let buf = if bytes >= MIN_POOLED_BATCH { pool::BATCHES.take(bytes) } else { Vec::with_capacity(bytes) };
-        BatchBuilder { buf, samples: 0 }
+    /// A builder with room for `bytes`, in a pooled buffer (see [`pool`]) when that is large;
+    /// grouping its series for `shards` remote-write shards when that is 2 or more (at most
+    /// [`routed::MAX_SHARDS`]; more are written plain).
+    pub fn with_capacity(bytes: usize, shards: usize) -> BatchBuilder {
+        if !(2..=routed::MAX_SHARDS).contains(&shards) {
+            return BatchBuilder { buf: batch_buffer(bytes), samples: 0, parts: Vec::new(), capacity: bytes };
+        }
+        // Pooled parts (they keep the size they grew to), compressed into one batch by `finish`.
+        let parts = (0..shards).map(|_| Part { buf: pool::PARTS.take(0), samples: 0 }).collect();
+        BatchBuilder { buf: Vec::new(), samples: 0, parts, capacity: bytes }
+    }
+
+    /// Appends a series with one sample; `labels` comes from [`encode_labels`], `hash` is its
+    /// [`label_hash`].
+    pub fn push_hashed(&mut self, labels: &[u8], hash: u64, value: f64, timestamp_ms: i64) {
+        let buf = if self.parts.is_empty() {
+            &mut self.buf
+        } else {
+            let shards = self.parts.len();
+            let part = &mut self.parts[routed::shard_of_hash(hash, shards)];
+            part.samples += 1;
+            &mut part.buf
+        };
+        put_series_parts(buf, &[labels], value, timestamp_ms);
+        self.samples += 1;
     }
 
     /// Appends a series with one sample; `labels` comes from [`encode_labels`].
+    #[cfg(test)]
     pub fn push(&mut self, labels: &[u8], value: f64, timestamp_ms: i64) {
         self.push_parts(&[labels], value, timestamp_ms);
     }
 
     /// Appends a series with one sample whose `labels` fields are `labels` one after the other.
     pub fn push_parts(&mut self, labels: &[&[u8]], value: f64, timestamp_ms: i64) {
-        put_series_parts(&mut self.buf, labels, value, timestamp_ms);
+        let buf = if self.parts.is_empty() {
+            &mut self.buf
+        } else {
+            let shards = self.parts.len();
+            let part = &mut self.parts[routed::shard_of_hash(parts_hash(labels), shards)];
+            part.samples += 1;
+            &mut part.buf
+        };
+        put_series_parts(buf, labels, value, timestamp_ms);
         self.samples += 1;
     }
 
     /// Drops what was appended (a failed scrape keeps nothing from its body).
     pub fn clear(&mut self) {
         self.buf.clear();
+        for part in &mut self.parts {
+            part.buf.clear();
+            part.samples = 0;
+        }
         self.samples = 0;
     }
 
-    pub fn finish(self) -> Batch {
+    pub fn finish(mut self) -> Batch {
+        if !self.parts.is_empty() {
+            self.buf = join_parts(&self.parts, self.capacity);
+            for part in self.parts.drain(..) {
+                pool::PARTS.give(part.buf);
+            }
+        }
         let bytes = if self.buf.capacity() >= MIN_POOLED_BATCH {
             bytes::Bytes::from_owner(pool::Pooled(self.buf))
         } else {
@@ -193,7 +321,7 @@ mod tests {
         let labels =
             encode_labels(&LabelSet::from_pairs([("__name__", "big"), ("pod", "x".repeat(200).as_str())]), &[]);
         let build = |value: f64| {
-            let mut b = BatchBuilder::with_capacity(MIN_POOLED_BATCH);
+            let mut b = BatchBuilder::with_capacity(MIN_POOLED_BATCH, 0);
             for _ in 0..400 {
                 b.push(&labels, value, 1);
             }
@@ -255,5 +383,61 @@ mod tests {
         assert_eq!(got.timeseries[1].labels, want.timeseries[1].labels);
         assert_eq!(got.timeseries[1].samples[0].value.to_bits(), 0x7ff0_0000_0000_0002);
         assert_eq!(got.timeseries[1].samples[0].timestamp, -1);
+    }
+    /// A batch grouped for 4 shards holds the same series as the plain one, each in the part of
+    /// the shard the exporter's walk of the plain batch gives it, in order, with the header
+    /// counting each part's bytes and samples; synthetic series (pieces) route as whole ones.
+    #[test]
+    fn a_routed_batch_puts_each_series_in_the_part_of_its_shard() {
+        use lgtm_pipeline::exporter::remote_write::wire;
+        let sets: Vec<Box<[u8]>> = (0..300)
+            .map(|i| {
+                let set = LabelSet::from_pairs([
+                    ("__name__", format!("m{}", i % 7).as_str()),
+                    ("pod", format!("p{i}").as_str()),
+                ]);
+                encode_labels(&set, &[Label::new("cluster", "c1")])
+            })
+            .collect();
+        let fill = |b: &mut BatchBuilder| {
+            for (i, labels) in sets.iter().enumerate() {
+                b.push_hashed(labels, label_hash(labels), i as f64, 1_000 + i as i64);
+            }
+            let (head, tail) = sets[5].split_at(7);
+            b.push_parts(&[head, tail], -1.0, 5);
+        };
+        let mut plain = BatchBuilder::with_capacity(0, 0);
+        fill(&mut plain);
+        let plain = plain.finish();
+        assert!(!routed::is_routed(plain.bytes()));
+        for shards in [2, 4, 7] {
+            let mut grouped = BatchBuilder::with_capacity(1 << 10, shards);
+            fill(&mut grouped);
+            let grouped = grouped.finish();
+            assert_eq!(grouped.samples(), 301);
+            let parts = routed::parse(grouped.bytes()).expect("well formed").expect("routed");
+            assert_eq!(parts.len(), shards);
+            assert_eq!(parts.iter().map(|p| p.samples).sum::<u32>(), 301);
+            let mut walked = Vec::new();
+            wire::route_series(plain.bytes(), shards, &mut walked).expect("plain batch walks");
+            for (shard, part) in parts.iter().enumerate() {
+                let expected: Vec<u8> = walked
+                    .iter()
+                    .filter(|(s, _, _)| *s == shard)
+                    .flat_map(|(_, range, _)| plain.bytes()[range.clone()].to_vec())
+                    .collect();
+                let raw = routed::decompress(grouped.bytes(), part.range.clone()).expect("snappy part");
+                assert_eq!(raw.len(), part.raw_len);
+                assert_eq!(raw, expected, "shard {shard} of {shards}");
+                let n = walked.iter().filter(|(s, _, _)| *s == shard).count() as u32;
+                assert_eq!(part.samples, n);
+            }
+            let mut got = grouped.decode().expect("decodes");
+            let mut want = plain.decode().expect("decodes");
+            let key = |t: &TimeSeries| (format!("{:?}", t.labels), t.samples[0].timestamp);
+            got.sort_by_key(key);
+            want.sort_by_key(key);
+            assert_eq!(got, want);
+        }
     }
 }

@@ -4,12 +4,15 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use lgtm_pipeline::exporter::remote_write::routed;
 use lgtm_pipeline::proto::{Label, TimeSeries, WriteRequest};
 use lgtm_pipeline::{MetricsSink, SendError};
 use prost::Message;
 
 /// One scrape's series (samples, staleness markers, synthetic series) as an encoded
-/// remote-write `WriteRequest`, labels sorted, external labels included.
+/// remote-write `WriteRequest`, labels sorted, external labels included; for a sink that asks
+/// for it ([`SeriesSink::route_shards`]), grouped by shard behind a header
+/// ([`lgtm_pipeline::exporter::remote_write::routed`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     bytes: Bytes,
@@ -35,9 +38,14 @@ impl Batch {
         self.samples == 0
     }
 
-    /// The series, decoded (tests and debugging; the pipeline ships the bytes as they are).
+    /// The series, decoded (tests and debugging; the pipeline ships the bytes as they are), of
+    /// a batch grouped by shard ([`SeriesSink::route_shards`]) in shard order.
     pub fn decode(&self) -> Result<Vec<TimeSeries>, prost::DecodeError> {
-        WriteRequest::decode(self.bytes.clone()).map(|w| w.timeseries)
+        match routed::write_request(&self.bytes) {
+            Ok(plain) => WriteRequest::decode(plain.as_ref()).map(|w| w.timeseries),
+            // Not a valid protobuf message either (0xff): the decoder says why not.
+            Err(_) => WriteRequest::decode(self.bytes.clone()).map(|w| w.timeseries),
+        }
     }
 }
 
@@ -50,12 +58,22 @@ pub trait SeriesSink: Clone + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// How many remote-write shards batches should be grouped for
+    /// ([`lgtm_pipeline::exporter::remote_write::routed`]); 0: plain `WriteRequest`s.
+    fn route_shards(&self) -> usize {
+        0
+    }
+
     fn send(&self, batch: Batch) -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
 impl SeriesSink for MetricsSink {
     fn external_labels(&self) -> Vec<Label> {
         MetricsSink::external_labels(self).to_vec()
+    }
+
+    fn route_shards(&self) -> usize {
+        MetricsSink::route_shards(self)
     }
 
     async fn send(&self, batch: Batch) -> Result<(), SendError> {

@@ -41,7 +41,9 @@ pub async fn run(signal: Signal, cfg: ExporterConfig, queue: DurableQueue, stop:
 fn render(signal: Signal, r: &Record, out: &mut impl Write) -> Result<(), String> {
     match signal {
         Signal::Metrics => {
-            let req = WriteRequest::decode(r.payload.as_ref()).map_err(|e| e.to_string())?;
+            // A record grouped by shard at the source holds its series after a header.
+            let body = super::remote_write::routed::write_request(&r.payload).map_err(|e| e.to_string())?;
+            let req = WriteRequest::decode(body.as_ref()).map_err(|e| e.to_string())?;
             for ts in req.timeseries {
                 let name = ts.labels.iter().find(|l| l.name == "__name__").map(|l| l.value.as_str()).unwrap_or("");
                 let labels: Vec<String> = ts

@@ -62,9 +62,15 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
         workers.push(tokio::spawn(worker.instrument(tracing::info_span!("shard", exporter = EXPORTER, shard))));
     }
 
+    // Records are taken from the queue for all the shards at once: up to the bounds of one
+    // request per shard, so that each shard's request fills up to `batch.max_items` (taken up to
+    // one request's worth, a scrape of 2,000 series went out as four requests of 500, one per
+    // shard, four times the requests Prometheus sends for the same samples).
+    let take_bytes = limits.max_bytes.saturating_mul(shard_count);
+    let take_items = (limits.max_samples as usize).saturating_mul(shard_count);
     loop {
         let batch = tokio::select! {
-            b = queue.next(cfg.batch.max_bytes.bytes() as usize, cfg.batch.max_items, cfg.batch.max_wait.get()) => b,
+            b = queue.next(take_bytes, take_items, cfg.batch.max_wait.get()) => b,
             _ = stop.cancelled() => None,
         };
         let Some(records) = batch else { break };
@@ -115,7 +121,8 @@ async fn send_shard(
             // Dropping abandons it: its records go back to the queue.
             continue;
         }
-        let decision = match snappy(&batch.request) {
+        let body = if batch.compressed { Ok(batch.request.clone()) } else { snappy(&batch.request) };
+        let decision = match body {
             Ok(body) => retrier.run(|| sender.post(body.clone())).await,
             Err(message) => Some(Decision::Rejected { reason: "encode".into(), message }),
         };
@@ -146,7 +153,12 @@ struct Limits {
 /// The request a shard is filling, and the ones it has already cut.
 #[derive(Default)]
 struct ShardRequests {
+    /// `timeseries` entries, to be compressed when sent.
     current: Vec<u8>,
+    /// Or compressed parts of routed records ([`routed`]), sent as they are (one) or joined,
+    /// and their size decompressed. A request is one or the other.
+    blocks: Vec<Bytes>,
+    blocks_raw: usize,
     samples: u64,
     records: Vec<Arc<RecordTracker>>,
     cut: Vec<ShardBatch>,
@@ -157,27 +169,59 @@ impl ShardRequests {
         if self.records.is_empty() {
             return;
         }
+        let (request, compressed) = match self.blocks.len() {
+            0 => (Bytes::from(std::mem::take(&mut self.current)), false),
+            1 => (self.blocks.pop().expect("one block"), true),
+            _ => (Bytes::from(routed::join_blocks(&self.blocks, self.blocks_raw)), true),
+        };
+        self.blocks.clear();
+        self.blocks_raw = 0;
         self.cut.push(ShardBatch {
-            request: Bytes::from(std::mem::take(&mut self.current)),
+            request,
+            compressed,
             samples: std::mem::take(&mut self.samples),
             records: std::mem::take(&mut self.records),
             settled: false,
         });
     }
 
-    /// Adds one encoded `timeseries` entry of the record `tracker`, cutting a request first when
-    /// this one would go over `limits`.
-    fn add(&mut self, entry: &[u8], samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
-        let over = self.samples + samples > limits.max_samples || self.current.len() + entry.len() > limits.max_bytes;
-        if over && !self.records.is_empty() {
+    /// Cuts a request first when `samples` and `bytes` (decompressed) more would go over
+    /// `limits`, or when the request holds the other kind (`compressed` or not), and counts the
+    /// request as a piece of the record `tracker`.
+    fn make_room(
+        &mut self,
+        bytes: usize,
+        samples: u64,
+        compressed: bool,
+        tracker: &Arc<RecordTracker>,
+        limits: Limits,
+    ) {
+        let other_kind = if compressed { !self.current.is_empty() } else { !self.blocks.is_empty() };
+        let over = self.samples + samples > limits.max_samples
+            || self.current.len() + self.blocks_raw + bytes > limits.max_bytes;
+        if (over || other_kind) && !self.records.is_empty() {
             self.cut();
         }
         if !self.records.last().is_some_and(|t| Arc::ptr_eq(t, tracker)) {
             tracker.add_piece();
             self.records.push(tracker.clone());
         }
-        self.current.extend_from_slice(entry);
         self.samples += samples;
+    }
+
+    /// Adds one encoded `timeseries` entry of the record `tracker`, cutting a request first when
+    /// this one would go over `limits`.
+    fn add(&mut self, entry: &[u8], samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
+        self.make_room(entry.len(), samples, false, tracker, limits);
+        self.current.extend_from_slice(entry);
+    }
+
+    /// Adds a compressed part of a routed record (entries within `limits`, `raw_len` bytes
+    /// decompressed), as [`ShardRequests::add`] adds one entry.
+    fn add_block(&mut self, block: Bytes, raw_len: usize, samples: u64, tracker: &Arc<RecordTracker>, limits: Limits) {
+        self.make_room(raw_len, samples, true, tracker, limits);
+        self.blocks.push(block);
+        self.blocks_raw += raw_len;
     }
 }
 
@@ -191,7 +235,11 @@ fn split(
 ) -> Vec<Vec<ShardBatch>> {
     let total: u64 = records.iter().map(|r| r.items as u64).sum();
     let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
-    if shards == 1 && total <= limits.max_samples && bytes <= limits.max_bytes {
+    if shards == 1
+        && total <= limits.max_samples
+        && bytes <= limits.max_bytes
+        && !records.iter().any(|r| routed::is_routed(&r.payload))
+    {
         // One shard keeps everything in order anyway, and it fits in one request: no need to walk.
         let trackers = records
             .iter()
@@ -203,6 +251,7 @@ fn split(
             .collect();
         return vec![vec![ShardBatch {
             request: concatenate(records),
+            compressed: false,
             samples: total,
             records: trackers,
             settled: false,
@@ -212,22 +261,82 @@ fn split(
     // bytes into its shard's request, so no label is decoded into a `String` (decoding every
     // series was most of the exporter's CPU at 100k series).
     let mut per_shard: Vec<ShardRequests> = (0..shards).map(|_| ShardRequests::default()).collect();
-    let mut routed: Vec<(usize, std::ops::Range<usize>, u64)> = Vec::new();
+    let mut series: Vec<(usize, std::ops::Range<usize>, u64)> = Vec::new();
     for r in records {
-        routed.clear();
-        if let Err(e) = wire::route_series(&r.payload, shards, &mut routed) {
-            let message = format!("queued record is not a WriteRequest: {e}");
-            reporter.rejected(r.items as u64, "decode", &message);
-            queue.complete(r.seq, Delivery::Rejected(message));
-            continue;
-        }
-        if routed.is_empty() {
+        series.clear();
+        let walked = match routed::parse(&r.payload) {
+            // Grouped by shard at the source for this shard count: each section goes whole to
+            // its shard, without walking (and hashing) its series.
+            Ok(Some(parts)) if parts.len() == shards => {
+                // Parts larger than a request are decompressed and cut between their series,
+                // walked without hashing (the shard is known); all checked before any piece is
+                // handed out.
+                let mut whole = Vec::new();
+                let mut large = Vec::new();
+                let mut bad = None;
+                for (shard, part) in parts.into_iter().enumerate() {
+                    let samples = u64::from(part.samples);
+                    if part.range.is_empty() {
+                        continue;
+                    }
+                    if samples <= limits.max_samples && part.raw_len <= limits.max_bytes {
+                        whole.push((shard, part, samples));
+                        continue;
+                    }
+                    let mut entries = Vec::new();
+                    let walked = routed::decompress(&r.payload, part.range)
+                        .and_then(|raw| wire::series_entries(&raw, shard, 0..raw.len(), &mut entries).map(|()| raw));
+                    match walked {
+                        Ok(raw) => large.push((raw, entries)),
+                        Err(e) => {
+                            bad = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = bad {
+                    let message = format!("queued record is not a WriteRequest: {e}");
+                    reporter.rejected(r.items as u64, "decode", &message);
+                    queue.complete(r.seq, Delivery::Rejected(message));
+                    continue;
+                }
+                if whole.is_empty() && large.is_empty() {
+                    queue.complete(r.seq, Delivery::Accepted);
+                    continue;
+                }
+                let tracker = Arc::new(RecordTracker::new(r.seq, queue.clone()));
+                for (shard, part, samples) in whole {
+                    per_shard[shard].add_block(r.payload.slice(part.range), part.raw_len, samples, &tracker, limits);
+                }
+                for (raw, entries) in &large {
+                    for (shard, range, n) in entries {
+                        per_shard[*shard].add(&raw[range.clone()], *n, &tracker, limits);
+                    }
+                }
+                continue;
+            }
+            // A plain record, or one grouped for another shard count (the config changed): its
+            // series are walked and routed one by one.
+            Ok(_) => routed::write_request(&r.payload)
+                .and_then(|body| wire::route_series(&body, shards, &mut series).map(|()| body)),
+            Err(e) => Err(e),
+        };
+        let body = match walked {
+            Ok(body) => body,
+            Err(e) => {
+                let message = format!("queued record is not a WriteRequest: {e}");
+                reporter.rejected(r.items as u64, "decode", &message);
+                queue.complete(r.seq, Delivery::Rejected(message));
+                continue;
+            }
+        };
+        if series.is_empty() {
             queue.complete(r.seq, Delivery::Accepted);
             continue;
         }
         let tracker = Arc::new(RecordTracker::new(r.seq, queue.clone()));
-        for (shard, range, n) in &routed {
-            per_shard[*shard].add(&r.payload[range.clone()], *n, &tracker, limits);
+        for (shard, range, n) in &series {
+            per_shard[*shard].add(&body[range.clone()], *n, &tracker, limits);
         }
     }
     per_shard
@@ -239,6 +348,156 @@ fn split(
         .collect()
 }
 
+/// Queue records whose series the source already grouped by shard and compressed: a header,
+/// then the `timeseries` entries of shard 0, of shard 1, and so on, each part compressed on its
+/// own (snappy block format, as remote write sends it). The scrape loops write them
+/// (`lgtm_scrape`'s batch builder): they hold each series' routing hash from its first scrape
+/// on, where the exporter walked and hashed every series of every record (about a tenth of the
+/// agent's CPU under `bench scrape`); a shard's part goes out as it is, neither copied nor
+/// compressed again; and the queue writes a fifth of the bytes to its segments.
+///
+/// ```text
+/// offset  size   field
+///      0     2   0xff 0x03 (0xff cannot start a protobuf message: see the queue's compressed marker)
+///      2     1   n: the shard count the series were grouped for (2..=255)
+///      3   8*n   per shard: bytes (u32 LE) of its compressed part, then its samples (u32 LE)
+///  3+8*n         the parts, shard 0 first
+/// ```
+///
+/// A series goes to shard `xxh3_64(its labels fields as encoded) % n`, the hash
+/// [`wire::route_series`] computes, so a record grouped for `n` shards and a plain one put a
+/// series on the same shard. Parts of one shard from several records make one request by
+/// concatenation: a snappy block is a length and then elements that refer only backwards
+/// within their own block's output, so blocks with their lengths replaced by the sum of them
+/// decompress to the concatenated parts. An exporter with another shard count (after a config
+/// change, or on replay) decompresses the parts and walks them like a plain record. Records
+/// written before this format are plain `WriteRequest`s and are read as before.
+pub mod routed {
+    use std::borrow::Cow;
+    use std::ops::Range;
+
+    use super::wire::WireError;
+
+    pub const MARKER: [u8; 2] = [0xff, 0x03];
+
+    /// Most shards a record can be grouped for.
+    pub const MAX_SHARDS: usize = 255;
+
+    /// Bytes before the first part of a record grouped for `shards` shards.
+    pub fn header_len(shards: usize) -> usize {
+        MARKER.len() + 1 + 8 * shards
+    }
+
+    /// The shard of a series whose labels fields hash (xxh3-64) to `hash`.
+    pub fn shard_of_hash(hash: u64, shards: usize) -> usize {
+        (hash % shards as u64) as usize
+    }
+
+    /// Appends the header of a record whose compressed parts are `parts` (bytes, samples), in
+    /// shard order.
+    pub fn put_header(out: &mut Vec<u8>, parts: &[(u32, u32)]) {
+        debug_assert!((2..=MAX_SHARDS).contains(&parts.len()));
+        out.extend_from_slice(&MARKER);
+        out.push(parts.len() as u8);
+        for (bytes, samples) in parts {
+            out.extend_from_slice(&bytes.to_le_bytes());
+            out.extend_from_slice(&samples.to_le_bytes());
+        }
+    }
+
+    /// Overwrites the bytes of part `i` in a header written by [`put_header`] at the start of
+    /// `out` (the compressed size is known once the part is written behind it).
+    pub fn set_part_bytes(out: &mut [u8], i: usize, bytes: u32) {
+        let at = MARKER.len() + 1 + 8 * i;
+        out[at..at + 4].copy_from_slice(&bytes.to_le_bytes());
+    }
+
+    pub fn is_routed(payload: &[u8]) -> bool {
+        payload.starts_with(&MARKER)
+    }
+
+    /// One shard's part of a routed record.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Part {
+        /// Byte range of the compressed part in the record.
+        pub range: Range<usize>,
+        pub samples: u32,
+        /// Its size decompressed (what counts against `batch.max_bytes`).
+        pub raw_len: usize,
+    }
+
+    /// The parts of a routed record, in shard order; `None` for a plain record.
+    pub fn parse(payload: &[u8]) -> Result<Option<Vec<Part>>, WireError> {
+        if !is_routed(payload) {
+            return Ok(None);
+        }
+        let n = usize::from(*payload.get(2).ok_or(WireError("routed record without a shard count"))?);
+        let mut pos = header_len(n);
+        if n < 2 || payload.len() < pos {
+            return Err(WireError("routed record with a damaged header"));
+        }
+        let mut parts = Vec::with_capacity(n);
+        for i in 0..n {
+            let at = MARKER.len() + 1 + 8 * i;
+            let field = |o: usize| u32::from_le_bytes(payload[at + o..at + o + 4].try_into().expect("4 bytes"));
+            let (bytes, samples) = (field(0) as usize, field(4));
+            let end = pos.checked_add(bytes).filter(|e| *e <= payload.len());
+            let end = end.ok_or(WireError("routed record part past the end"))?;
+            let raw_len = if bytes == 0 {
+                0
+            } else {
+                snap::raw::decompress_len(&payload[pos..end])
+                    .map_err(|_| WireError("routed record part is not snappy"))?
+            };
+            parts.push(Part { range: pos..end, samples, raw_len });
+            pos = end;
+        }
+        if pos != payload.len() {
+            return Err(WireError("routed record longer than its parts"));
+        }
+        Ok(Some(parts))
+    }
+
+    /// The part at `range` of `payload`, decompressed.
+    pub fn decompress(payload: &[u8], range: Range<usize>) -> Result<Vec<u8>, WireError> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        snap::raw::Decoder::new()
+            .decompress_vec(&payload[range])
+            .map_err(|_| WireError("routed record part does not decompress"))
+    }
+
+    /// The `WriteRequest` a record holds: a plain record as it is, the parts of a routed one
+    /// decompressed one after the other.
+    pub fn write_request(payload: &[u8]) -> Result<Cow<'_, [u8]>, WireError> {
+        let Some(parts) = parse(payload)? else { return Ok(Cow::Borrowed(payload)) };
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.raw_len).sum());
+        for p in parts {
+            out.extend_from_slice(&decompress(payload, p.range)?);
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// Snappy blocks joined into one that decompresses to their contents one after the other
+    /// (see the module's comment); `raw_len`: the sum of their decompressed sizes.
+    pub fn join_blocks(blocks: &[bytes::Bytes], raw_len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + blocks.iter().map(|b| b.len()).sum::<usize>());
+        let mut n = raw_len as u64;
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        for b in blocks {
+            // Each block starts with its length as a varint: skipped.
+            let header = b.iter().position(|byte| byte & 0x80 == 0).map_or(b.len(), |i| i + 1);
+            out.extend_from_slice(&b[header..]);
+        }
+        out
+    }
+}
+
 /// A minimal walker over the protobuf encoding of `WriteRequest`, written by hand because prost
 /// only decodes into owned messages and the point here is not to. Public for its bench
 /// (`benches/remote_write.rs`).
@@ -246,7 +505,7 @@ pub mod wire {
     use xxhash_rust::xxh3::Xxh3;
 
     #[derive(Debug)]
-    pub struct WireError(&'static str);
+    pub struct WireError(pub(super) &'static str);
 
     impl std::fmt::Display for WireError {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -321,6 +580,43 @@ pub mod wire {
         Ok(())
     }
 
+    /// Every `timeseries` entry in `range` of `buf` as `(shard, byte range in buf, samples)`,
+    /// without hashing (the caller knows the shard); other fields are skipped as in
+    /// [`route_series`].
+    pub fn series_entries(
+        buf: &[u8],
+        shard: usize,
+        range: std::ops::Range<usize>,
+        out: &mut Vec<(usize, std::ops::Range<usize>, u64)>,
+    ) -> Result<(), WireError> {
+        let part = buf.get(range.clone()).ok_or(WireError("range past the end"))?;
+        let mut pos = 0;
+        while pos < part.len() {
+            let entry_start = pos;
+            let (field, wt) = tag(part, &mut pos)?;
+            if field != 1 || wt != 2 {
+                skip(part, &mut pos, wt)?;
+                continue;
+            }
+            let series = len_delimited(part, &mut pos)?;
+            let samples = count_samples(&part[series])?;
+            out.push((shard, range.start + entry_start..range.start + pos, samples));
+        }
+        Ok(())
+    }
+
+    fn count_samples(ts: &[u8]) -> Result<u64, WireError> {
+        let (mut pos, mut samples) = (0, 0);
+        while pos < ts.len() {
+            let (field, wt) = tag(ts, &mut pos)?;
+            if (field, wt) == (2, 2) {
+                samples += 1;
+            }
+            skip(ts, &mut pos, wt)?;
+        }
+        Ok(samples)
+    }
+
     /// The routing hash of one encoded `TimeSeries` (xxh3 of its `labels` fields as encoded,
     /// in order: tag, length, name and value of each) and its number of samples. The fields are
     /// hashed as bytes in one call when they are contiguous, as every encoder of the agent
@@ -382,6 +678,8 @@ fn shard_of(labels: &[crate::proto::Label], shards: usize) -> usize {
 /// Dropped without being settled, it abandons those pieces.
 struct ShardBatch {
     request: Bytes,
+    /// `request` is already snappy-compressed (parts of routed records).
+    compressed: bool,
     samples: u64,
     records: Vec<Arc<RecordTracker>>,
     settled: bool,
@@ -657,5 +955,127 @@ mod tests {
             let decoded = WriteRequest::decode(buf.as_slice()).expect("decodes");
             assert_eq!(decoded.timeseries[0].labels, ts.labels);
         }
+    }
+    /// `plain` grouped for `shards` shards as a source writes it ([`routed`]).
+    fn routed_record(plain: &[u8], shards: usize) -> Vec<u8> {
+        let mut walked = Vec::new();
+        wire::route_series(plain, shards, &mut walked).expect("valid request");
+        let mut parts = vec![(Vec::new(), 0u32); shards];
+        for (shard, range, n) in walked {
+            parts[shard].0.extend_from_slice(&plain[range]);
+            parts[shard].1 += n as u32;
+        }
+        let compressed: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|(b, _)| if b.is_empty() { Vec::new() } else { snap::raw::Encoder::new().compress_vec(b).unwrap() })
+            .collect();
+        let mut out = Vec::new();
+        let sizes: Vec<(u32, u32)> = compressed.iter().zip(&parts).map(|(c, (_, n))| (c.len() as u32, *n)).collect();
+        routed::put_header(&mut out, &sizes);
+        for c in &compressed {
+            out.extend_from_slice(c);
+        }
+        out
+    }
+
+    /// Snappy blocks joined decompress to the concatenation of their contents, also blocks
+    /// whose lengths take several varint bytes and blocks full of back-references.
+    #[test]
+    fn joined_snappy_blocks_decompress_to_the_concatenation() {
+        let inputs: Vec<Vec<u8>> = vec![
+            b"abcabcabcabcabcabc".repeat(1000),
+            (0..70_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect(),
+            b"x".to_vec(),
+            b"the same labels again and again, ".repeat(3000),
+        ];
+        let blocks: Vec<Bytes> =
+            inputs.iter().map(|i| Bytes::from(snap::raw::Encoder::new().compress_vec(i).unwrap())).collect();
+        let raw_len = inputs.iter().map(Vec::len).sum();
+        let joined = routed::join_blocks(&blocks, raw_len);
+        let back = snap::raw::Decoder::new().decompress_vec(&joined).expect("a valid snappy block");
+        assert_eq!(back, inputs.concat());
+    }
+
+    /// Records grouped by shard at the source go out part by part: each request holds only
+    /// series of one shard, every series arrives once and in order across retries, as with
+    /// plain records; a record grouped for another shard count is routed series by series.
+    #[tokio::test]
+    async fn routed_records_deliver_each_series_once_in_order_on_its_shard() {
+        for (grouped_for, shards) in [(4, 4), (4, 3), (2, 1)] {
+            let replies: Vec<Reply> =
+                (0..400).map(|i| if i % 5 == 2 { (503, "busy") } else { (200, "") }.into()).collect();
+            let capture = Capture::start(replies).await;
+            let mut cfg = fast_config(&capture.url("/api/v1/push"));
+            cfg.shards = shards;
+            let (series_count, rounds) = (30usize, 20i64);
+            let records: Vec<Vec<u8>> = (0..rounds)
+                .map(|round| {
+                    let plain =
+                        write_request((0..series_count).map(|s| series("m", s, &[(round, round as f64)])).collect());
+                    routed_record(&plain, grouped_for)
+                })
+                .collect();
+            let acks = push_and_run(run, cfg, "t", records, series_count as u32).await;
+            assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+            let mut per_series: BTreeMap<Vec<Label>, Vec<i64>> = BTreeMap::new();
+            for r in capture.requests().iter().filter(|r| r.status == 200) {
+                let request = decode(&r.body).timeseries;
+                let request_shards: BTreeSet<usize> = request.iter().map(|t| shard_of(&t.labels, shards)).collect();
+                assert_eq!(request_shards.len(), 1, "one shard's series per request ({grouped_for} -> {shards})");
+                for ts in request {
+                    per_series.entry(ts.labels).or_default().extend(ts.samples.iter().map(|s| s.timestamp));
+                }
+            }
+            assert_eq!(per_series.len(), series_count);
+            for (labels, timestamps) in per_series {
+                assert_eq!(
+                    timestamps,
+                    (0..rounds).collect::<Vec<_>>(),
+                    "series {labels:?} ({grouped_for} -> {shards})"
+                );
+            }
+        }
+    }
+
+    /// A shard's part larger than a request is cut between series within `max_items`; a
+    /// routed record whose header does not match its length is rejected as undecodable, and
+    /// the records around it are delivered.
+    #[tokio::test]
+    async fn a_large_routed_part_is_cut_and_a_damaged_one_rejected() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 2;
+        cfg.batch.max_items = 100;
+        let big = routed_record(&write_request((0..1_000).map(|s| series("m", s, &[(1, 1.0)])).collect()), 2);
+        let mut damaged = routed_record(&write_request((0..10).map(|s| series("d", s, &[(1, 1.0)])).collect()), 2);
+        damaged.truncate(damaged.len() - 1);
+        let small = routed_record(&write_request(vec![series("up", 1, &[(1, 1.0)])]), 2);
+        let acks = push_and_run(run, cfg, "t", vec![big, damaged, small], 1_000).await;
+        assert_eq!(acks[0], Some(Delivery::Accepted));
+        assert!(matches!(&acks[1], Some(Delivery::Rejected(m)) if m.contains("not a WriteRequest")), "{acks:?}");
+        assert_eq!(acks[2], Some(Delivery::Accepted));
+        let sizes: Vec<usize> = capture.requests().iter().map(|r| decode(&r.body).timeseries.len()).collect();
+        assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 1_001);
+    }
+    /// The exporter takes records for every shard at once: each shard's request fills up to
+    /// `max_items` from several records, instead of one request per shard per record.
+    #[tokio::test]
+    async fn each_shard_fills_its_request_from_several_records() {
+        let capture = Capture::start(vec![]).await;
+        let mut cfg = fast_config(&capture.url("/api/v1/push"));
+        cfg.shards = 4;
+        cfg.batch.max_items = 100;
+        cfg.batch.max_wait = lgtm_config::Duration::from_millis(300);
+        // 8 records of 30 series (all queued before the exporter starts): 240 samples, about 60 per shard.
+        let records: Vec<Vec<u8>> =
+            (0..8i64).map(|round| write_request((0..30).map(|s| series("m", s, &[(round, 1.0)])).collect())).collect();
+        let acks = push_and_run(run, cfg, "t", records, 30).await;
+        assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
+        let sizes: Vec<usize> = capture.requests().iter().map(|r| decode(&r.body).timeseries.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 240);
+        assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
+        // Taken one request's worth at a time (3 records), it was 12 requests.
+        assert!(sizes.len() <= 4, "{sizes:?}");
     }
 }

@@ -4,7 +4,7 @@ use lgtm_pipeline::proto::Label;
 
 use super::cache::{CachedSeries, Lookup, SeriesCache};
 use super::error::ScrapeError;
-use crate::encode::{encode_labels, BatchBuilder};
+use crate::encode::{encode_labels, label_hash, BatchBuilder};
 use crate::labels::LabelSet;
 use crate::parser::{is_valid_label_name, is_valid_metric_name, Entry, Format, Parser, Series};
 use crate::relabel::Relabeler;
@@ -129,7 +129,7 @@ pub(crate) fn append(
                 }
             },
         };
-        out.push(kept.encoded(), series.value, explicit_ts.unwrap_or(scrape_ts_ms));
+        out.push_hashed(kept.encoded(), kept.fingerprint(), series.value, explicit_ts.unwrap_or(scrape_ts_ms));
     }
     if over_limit {
         return Err(AppendFailure {
@@ -167,8 +167,9 @@ fn build(series: &Series<'_>, ctx: &AppendContext<'_>) -> Result<Option<CachedSe
         return Err(ScrapeError::InvalidLabelName { name: bad.name.clone(), series: labels.to_string() });
     }
     check_label_limits(&labels, ctx)?;
-    let fingerprint = labels.fingerprint();
     let encoded = encode_labels(&labels, ctx.external_labels);
+    // The series' identity as sent, and its remote-write routing hash (see `encode::label_hash`).
+    let fingerprint = label_hash(&encoded);
     Ok(Some(CachedSeries::new(fingerprint, &encoded)))
 }
 

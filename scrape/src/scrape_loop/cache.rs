@@ -30,7 +30,8 @@ impl CachedSeries {
         CachedSeries(bytes.into())
     }
 
-    /// The xxh3 of the final labels (see [`crate::LabelSet::fingerprint`]).
+    /// The xxh3 of the final labels as encoded ([`crate::encode::label_hash`]): the series'
+    /// identity as sent (staleness, duplicates) and its remote-write routing hash.
     pub fn fingerprint(&self) -> u64 {
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&self.0[..8]);

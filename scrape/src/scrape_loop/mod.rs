@@ -89,7 +89,7 @@ fn unix_now() -> std::time::Duration {
 }
 
 fn push_stale(out: &mut BatchBuilder, s: &CachedSeries, ts_ms: i64) {
-    out.push(s.encoded(), stale_nan(), ts_ms);
+    out.push_hashed(s.encoded(), s.fingerprint(), stale_nan(), ts_ms);
 }
 
 /// Room for a batch like the previous one.
@@ -170,16 +170,35 @@ pub struct BodyIngester {
     /// Shared by every loop of a manager rather than copied into each.
     external_labels: Arc<[Label]>,
     cache: SeriesCache,
-    last_batch_bytes: usize,
+    /// A `u32` (a queue record is at most 4 GiB): with `last_duplicates` and `route_shards`
+    /// it takes the room a `usize` took alone.
+    last_batch_bytes: u32,
     /// Samples of repeated series in the last scrape.
     last_duplicates: u32,
+    /// The sink's [`SeriesSink::route_shards`]: batches are grouped for that many remote-write
+    /// shards (0: plain). A `u8` (at most `routed::MAX_SHARDS`), so that every loop's future
+    /// stays the size it was.
+    route_shards: u8,
 }
 
 impl BodyIngester {
     /// `external_labels`: the sink's (see [`SeriesSink::external_labels`]).
     pub fn new(target: Arc<Target>, external_labels: impl Into<Arc<[Label]>>) -> BodyIngester {
         let external_labels = external_labels.into();
-        BodyIngester { target, external_labels, cache: SeriesCache::default(), last_batch_bytes: 0, last_duplicates: 0 }
+        BodyIngester {
+            target,
+            external_labels,
+            cache: SeriesCache::default(),
+            last_batch_bytes: 0,
+            last_duplicates: 0,
+            route_shards: 0,
+        }
+    }
+
+    /// Groups the series of the batches for `shards` remote-write shards (see
+    /// [`SeriesSink::route_shards`]); 0 or 1: plain batches (the default).
+    pub fn route_for(&mut self, shards: usize) {
+        self.route_shards = u8::try_from(shards).unwrap_or(0);
     }
 
     pub fn target(&self) -> &Arc<Target> {
@@ -250,7 +269,7 @@ impl BodyIngester {
     /// Staleness markers for every series of the last scrape and for the synthetic series:
     /// what is sent when the target goes away.
     pub fn staleness_markers(&mut self, ts_ms: i64) -> Batch {
-        let mut out = BatchBuilder::default();
+        let mut out = BatchBuilder::with_capacity(0, self.route_shards.into());
         self.cache.fail(|s| push_stale(&mut out, s, ts_ms));
         self.report_series().stale(ts_ms, &mut out);
         out.finish()
@@ -262,7 +281,7 @@ impl BodyIngester {
     }
 
     fn batch_builder(&self) -> BatchBuilder {
-        BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes))
+        BatchBuilder::with_capacity(batch_capacity(self.last_batch_bytes as usize), self.route_shards.into())
     }
 
     /// Appends the samples of `body` and, if it was good, the staleness markers of the series
@@ -301,7 +320,7 @@ impl BodyIngester {
 
     fn finish(&mut self, out: BatchBuilder) -> Batch {
         let batch = out.finish();
-        self.last_batch_bytes = batch.bytes().len();
+        self.last_batch_bytes = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
         batch
     }
 }
@@ -401,6 +420,7 @@ impl ScrapeLoop {
         // twice in its future (as arguments, then moved into locals), and this future is what
         // every target's task holds for its whole life.
         async move {
+            self.ingester.route_for(sink.route_shards());
             let offset = self.target().offset(jitter_seed, unix_now().as_nanos());
             let start = tokio::time::Instant::now() + offset;
             let mut ticker = tokio::time::interval_at(start, self.target().interval);
