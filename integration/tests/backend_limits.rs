@@ -387,9 +387,7 @@ async fn a_catch_up_above_the_per_stream_rate_stores_each_line_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempo_larger_than_max_is_cut_and_only_a_span_too_large_alone_is_dropped() {
     use lgtm_integration::otlp_receiver::OtlpReceiver;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use prost::Message;
+    use opentelemetry_proto::tonic::trace::v1::Span;
 
     let tempo = OtlpReceiver::start().await;
     tempo.state().max_message = Some(256 * 1024);
@@ -407,7 +405,6 @@ async fn tempo_larger_than_max_is_cut_and_only_a_span_too_large_alone_is_dropped
         name: format!("span-{i}-{}", "n".repeat(size)),
         ..Default::default()
     };
-    let client = reqwest::Client::new();
     let mut sent = 0;
     for r in 0..4 {
         // 400 spans of ~2 KiB (~800 KiB per request); the third request also holds a 300 KiB span.
@@ -416,20 +413,7 @@ async fn tempo_larger_than_max_is_cut_and_only_a_span_too_large_alone_is_dropped
             spans.push(span(99_999, 300 * 1024));
         }
         sent += spans.len();
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }],
-        };
-        let resp = client
-            .post(format!("http://127.0.0.1:{http}/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.status());
+        post_otlp_spans(http, spans).await;
     }
     eventually(Duration::from_secs(30), "1,600 spans at Tempo", || async {
         (tempo.span_count() >= 1600).then_some(())
@@ -533,6 +517,24 @@ async fn post_otlp_logs(port: u16, resources: Vec<opentelemetry_proto::tonic::lo
     let body = ExportLogsServiceRequest { resource_logs: resources }.encode_to_vec();
     let resp = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+/// POSTs one OTLP/HTTP traces request of `spans` (one resource, one scope) to the agent.
+async fn post_otlp_spans(port: u16, spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+    let scope_spans = vec![ScopeSpans { spans, ..Default::default() }];
+    let body = ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans, ..Default::default() }] }
+        .encode_to_vec();
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/traces"))
         .header("content-type", "application/x-protobuf")
         .body(body)
         .send()
@@ -770,9 +772,7 @@ async fn loki_answers_204_when_only_an_earlier_stream_was_refused_and_only_its_d
 async fn after_a_trace_export_the_tempo_senders_wait_idle() {
     use lgtm_integration::otlp_receiver::OtlpReceiver;
     use lgtm_integration::procstat::Process;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use prost::Message;
+    use opentelemetry_proto::tonic::trace::v1::Span;
 
     let tempo = OtlpReceiver::start().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -782,20 +782,7 @@ async fn after_a_trace_export_the_tempo_senders_wait_idle() {
         .set("otlp", json!({ "enabled": true, "grpc": "", "http": format!("127.0.0.1:{http}") }));
     let agent = AgentProcess::start(tmp.path(), &cfg.yaml(), admin).await;
     let span = Span { trace_id: vec![7; 16], span_id: vec![1; 8], name: "one".into(), ..Default::default() };
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
-            ..Default::default()
-        }],
-    };
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{http}/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    post_otlp_spans(http, vec![span]).await;
     eventually(Duration::from_secs(20), "the span at Tempo", || async { (tempo.span_count() >= 1).then_some(()) })
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
