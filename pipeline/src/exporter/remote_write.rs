@@ -564,18 +564,30 @@ pub mod wire {
         shards: usize,
         out: &mut Vec<(usize, std::ops::Range<usize>, u64)>,
     ) -> Result<(), WireError> {
+        each_series(buf, |entry, series| {
+            let (hash, samples) = hash_series(series)?;
+            out.push(((hash % shards as u64) as usize, entry, samples));
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with the byte range of every `timeseries` entry of an encoded `WriteRequest`
+    /// (tag included) and the encoded `TimeSeries` it holds. Metadata (field 3) and unknown
+    /// fields are skipped: they are not forwarded.
+    fn each_series(
+        buf: &[u8],
+        mut f: impl FnMut(std::ops::Range<usize>, &[u8]) -> Result<(), WireError>,
+    ) -> Result<(), WireError> {
         let mut pos = 0;
         while pos < buf.len() {
             let entry_start = pos;
             let (field, wt) = tag(buf, &mut pos)?;
             if field != 1 || wt != 2 {
-                // Metadata (field 3) and unknown fields are not forwarded.
                 skip(buf, &mut pos, wt)?;
                 continue;
             }
             let series = len_delimited(buf, &mut pos)?;
-            let (hash, samples) = hash_series(&buf[series])?;
-            out.push(((hash % shards as u64) as usize, entry_start..pos, samples));
+            f(entry_start..pos, &buf[series])?;
         }
         Ok(())
     }
@@ -590,19 +602,10 @@ pub mod wire {
         out: &mut Vec<(usize, std::ops::Range<usize>, u64)>,
     ) -> Result<(), WireError> {
         let part = buf.get(range.clone()).ok_or(WireError("range past the end"))?;
-        let mut pos = 0;
-        while pos < part.len() {
-            let entry_start = pos;
-            let (field, wt) = tag(part, &mut pos)?;
-            if field != 1 || wt != 2 {
-                skip(part, &mut pos, wt)?;
-                continue;
-            }
-            let series = len_delimited(part, &mut pos)?;
-            let samples = count_samples(&part[series])?;
-            out.push((shard, range.start + entry_start..range.start + pos, samples));
-        }
-        Ok(())
+        each_series(part, |entry, series| {
+            out.push((shard, range.start + entry.start..range.start + entry.end, count_samples(series)?));
+            Ok(())
+        })
     }
 
     fn count_samples(ts: &[u8]) -> Result<u64, WireError> {
