@@ -207,35 +207,18 @@ impl Buffer {
         for rs in fields(&request) {
             let (1, Value::LengthDelimited(rs)) = (rs.tag, rs.value) else { continue };
             // Field order is free: the resource and schema URL may follow the scope spans.
-            let mut resource: Option<Resource> = None;
-            let mut resource_schema_url: &[u8] = &[];
-            for f in fields(rs) {
-                match (f.tag, f.value) {
-                    (1, Value::LengthDelimited(r)) => merge(resource.get_or_insert_with(Default::default), r),
-                    (3, Value::LengthDelimited(url)) => resource_schema_url = url,
-                    _ => {}
-                }
-            }
-            let resource = resource.unwrap_or_default();
+            let (resource, resource_schema_url) = header::<Resource>(rs);
             let resource_mask = self.policies.resource_mask(&resource.attributes);
             let resource = Bytes::from(resource.encode_to_vec());
             let resource_schema_url = request.slice_ref(resource_schema_url);
             for ss in fields(rs) {
                 let (2, Value::LengthDelimited(ss)) = (ss.tag, ss.value) else { continue };
-                let mut scope: Option<InstrumentationScope> = None;
-                let mut scope_schema_url: &[u8] = &[];
-                for f in fields(ss) {
-                    match (f.tag, f.value) {
-                        (1, Value::LengthDelimited(s)) => merge(scope.get_or_insert_with(Default::default), s),
-                        (3, Value::LengthDelimited(url)) => scope_schema_url = url,
-                        _ => {}
-                    }
-                }
+                let (scope, scope_schema_url) = header::<InstrumentationScope>(ss);
                 let envelope = Arc::new(Envelope {
                     request: request.clone(),
                     resource: resource.clone(),
                     resource_schema_url: resource_schema_url.clone(),
-                    scope: Bytes::from(scope.unwrap_or_default().encode_to_vec()),
+                    scope: Bytes::from(scope.encode_to_vec()),
                     scope_schema_url: request.slice_ref(scope_schema_url),
                 });
                 for span in fields(ss) {
@@ -346,6 +329,20 @@ impl Buffer {
 
 /// Merges one occurrence of a message field into the value so far, as prost decodes repeated
 /// occurrences. The bytes were checked by `trace_wire` (prost's acceptance): cannot fail.
+/// The header of a `ResourceSpans` or `ScopeSpans`: field 1 (its resource or scope, merged as
+/// prost merges repeated occurrences) and field 3 (its schema URL, the last one).
+fn header<M: Message + Default>(message: &[u8]) -> (M, &[u8]) {
+    let (mut head, mut schema_url) = (M::default(), &[][..]);
+    for f in fields(message) {
+        match (f.tag, f.value) {
+            (1, Value::LengthDelimited(m)) => merge(&mut head, m),
+            (3, Value::LengthDelimited(url)) => schema_url = url,
+            _ => {}
+        }
+    }
+    (head, schema_url)
+}
+
 fn merge<M: Message>(into: &mut M, bytes: &[u8]) {
     if let Err(e) = into.merge(bytes) {
         debug_assert!(false, "checked bytes do not decode: {e}");
