@@ -79,6 +79,10 @@ pub struct NodeBench {
     /// Where to write the log trees; default: the system temp directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Measure only these agents (`lgtm-agent`, `otelcol-contrib`, `classic`), comma-separated;
+    /// default: every agent that is installed.
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
 }
 
 /// Where `scripts/build-otelcol.sh` puts the Collector.
@@ -103,6 +107,15 @@ impl Kind {
             Kind::Lgtm => "lgtm-agent",
             Kind::Collector => "otelcol-contrib",
             Kind::Classic => "prom+node_exp+rotel",
+        }
+    }
+
+    /// Whether `--agents` names this agent.
+    fn matches(self, name: &str) -> bool {
+        match self {
+            Kind::Lgtm => name == "lgtm-agent" || name == "lgtm",
+            Kind::Collector => name == "otelcol-contrib" || name == "otelcol" || name == "collector",
+            Kind::Classic => name == "classic",
         }
     }
 }
@@ -148,6 +161,15 @@ pub async fn run(b: NodeBench) -> anyhow::Result<()> {
             "NOTE: the classic stack needs prometheus, prometheus-node-exporter (Debian) and rotel-agent \
              (pip install rotel); leaving its column out."
         ),
+    }
+    if !b.agents.is_empty() {
+        for a in &b.agents {
+            anyhow::ensure!(
+                [Kind::Lgtm, Kind::Collector, Kind::Classic].iter().any(|k| k.matches(a)),
+                "--agents: unknown agent {a:?} (expected lgtm-agent, otelcol-contrib or classic)"
+            );
+        }
+        kinds.retain(|k| b.agents.iter().any(|a| k.matches(a)));
     }
     let window: Duration = b.window.into();
     println!(

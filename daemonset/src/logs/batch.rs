@@ -65,6 +65,21 @@ const RETURNED_MAX_CAPACITY: usize = 4 << 20;
 /// buffers of up to `batch_max_bytes`.
 const POOL_MAX_BYTES: usize = 4 << 20;
 
+/// A kept buffer larger than this is trimmed when it holds less than a quarter of its capacity.
+const TRIM_ABOVE: usize = 64 * 1024;
+
+/// Shrinks a buffer about to be kept (its contents are the batch it held) to twice what it held
+/// when that was less than a quarter of its capacity: the buffers a catch-up grew to
+/// `batch_max_bytes` (at start, after a burst) otherwise stayed resident for as long as the files
+/// kept writing at a lower rate, since the idle release never came (about 2 MiB of `bench
+/// node`'s mean RSS). A buffer the steady rate fills is not touched, and one trimmed grows back
+/// only for a batch twice as large.
+fn trim_overgrown(buf: &mut Vec<u8>) {
+    if buf.capacity() > TRIM_ABOVE && buf.len() < buf.capacity() / 4 {
+        buf.shrink_to(2 * buf.len());
+    }
+}
+
 /// A finished request's bytes; when the pipeline drops them, the buffer goes back to its builder.
 struct Recycled {
     buf: Vec<u8>,
@@ -83,6 +98,7 @@ impl Drop for Recycled {
         let mut home = home.lock().unwrap_or_else(|p| p.into_inner());
         if home.len() < RETURNED_MAX && self.buf.capacity() <= RETURNED_MAX_CAPACITY {
             let mut buf = std::mem::take(&mut self.buf);
+            trim_overgrown(&mut buf);
             buf.clear();
             home.push(buf);
         }
@@ -224,6 +240,7 @@ impl BatchBuilder {
 
     fn reset(&mut self) {
         for mut s in self.streams.drain(..) {
+            trim_overgrown(&mut s.entries);
             if self.pool_bytes + s.entries.capacity() <= POOL_MAX_BYTES {
                 s.entries.clear();
                 self.pool_bytes += s.entries.capacity();
@@ -324,6 +341,33 @@ mod tests {
         bb.release_spare();
         assert_eq!(bb.spare_capacity(), 0);
         assert_eq!(fill(&mut bb), first);
+    }
+
+    #[test]
+    fn buffers_a_catch_up_grew_are_trimmed_once_batches_are_small_again() {
+        let a = StreamRef { id: 1, labels: Arc::from(r#"{pod="a"}"#) };
+        let line = vec![b'x'; 1000];
+        let mut bb = BatchBuilder::new();
+        let fill = |bb: &mut BatchBuilder, n: usize| {
+            for _ in 0..n {
+                bb.push(&a, &Entry { timestamp: 1, stream: None, line: &line, part: 0 });
+            }
+            bb.finish().unwrap()
+        };
+        // A catch-up: about 1 MiB in the stream's buffer and in the request.
+        drop(fill(&mut bb, 1000));
+        assert!(bb.spare_capacity() >= 2_000_000, "both kept: {}", bb.spare_capacity());
+        // The steady rate: a few KiB per batch. The next two batches reuse the large buffers
+        // and hand them back trimmed.
+        for _ in 0..3 {
+            drop(fill(&mut bb, 5));
+        }
+        assert!(bb.spare_capacity() <= 3 * 2 * 5 * 1100, "trimmed: {} bytes kept", bb.spare_capacity());
+        // A buffer the batches fill is kept as it is.
+        drop(fill(&mut bb, 200));
+        let kept = bb.spare_capacity();
+        drop(fill(&mut bb, 200));
+        assert_eq!(bb.spare_capacity(), kept, "no trim, no growth");
     }
 
     #[test]

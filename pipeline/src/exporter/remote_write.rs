@@ -262,6 +262,8 @@ fn split(
     // series was most of the exporter's CPU at 100k series).
     let mut per_shard: Vec<ShardRequests> = (0..shards).map(|_| ShardRequests::default()).collect();
     let mut series: Vec<(usize, std::ops::Range<usize>, u64)> = Vec::new();
+    // A large part of a routed record, decompressed, and its series.
+    let (mut raw, mut entries) = (Vec::new(), Vec::new());
     for r in records {
         series.clear();
         let walked = match routed::parse(&r.payload) {
@@ -269,11 +271,13 @@ fn split(
             // its shard, without walking (and hashing) its series.
             Ok(Some(parts)) if parts.len() == shards => {
                 // Parts larger than a request are decompressed and cut between their series,
-                // walked without hashing (the shard is known); all checked before any piece is
-                // handed out.
+                // walked without hashing (the shard is known). All are checked before any piece
+                // is handed out, one at a time in one buffer: kept decompressed all at once, they
+                // were the exporter's largest allocation at a node's scrape burst (cAdvisor's
+                // parts are over a request each). The part checked last is the one added first,
+                // so one large part (the usual case) is decompressed once.
                 let mut whole = Vec::new();
                 let mut large = Vec::new();
-                let mut bad = None;
                 for (shard, part) in parts.into_iter().enumerate() {
                     let samples = u64::from(part.samples);
                     if part.range.is_empty() {
@@ -281,19 +285,14 @@ fn split(
                     }
                     if samples <= limits.max_samples && part.raw_len <= limits.max_bytes {
                         whole.push((shard, part, samples));
-                        continue;
-                    }
-                    let mut entries = Vec::new();
-                    let walked = routed::decompress(&r.payload, part.range)
-                        .and_then(|raw| wire::series_entries(&raw, shard, 0..raw.len(), &mut entries).map(|()| raw));
-                    match walked {
-                        Ok(raw) => large.push((raw, entries)),
-                        Err(e) => {
-                            bad = Some(e);
-                            break;
-                        }
+                    } else {
+                        large.push((shard, part.range));
                     }
                 }
+                let bad = large
+                    .iter()
+                    .rev()
+                    .find_map(|(shard, range)| walk_part(&r.payload, *shard, range, &mut raw, &mut entries).err());
                 if let Some(e) = bad {
                     let message = format!("queued record is not a WriteRequest: {e}");
                     reporter.rejected(r.items as u64, "decode", &message);
@@ -308,8 +307,13 @@ fn split(
                 for (shard, part, samples) in whole {
                     per_shard[shard].add_block(r.payload.slice(part.range), part.raw_len, samples, &tracker, limits);
                 }
-                for (raw, entries) in &large {
-                    for (shard, range, n) in entries {
+                for (i, (shard, range)) in large.iter().enumerate() {
+                    if i > 0 {
+                        // Checked above: it decompresses and walks as it did then.
+                        walk_part(&r.payload, *shard, range, &mut raw, &mut entries)
+                            .expect("a part that was checked walks again");
+                    }
+                    for (shard, range, n) in &entries {
                         per_shard[*shard].add(&raw[range.clone()], *n, &tracker, limits);
                     }
                 }
@@ -346,6 +350,20 @@ fn split(
             s.cut
         })
         .collect()
+}
+
+/// Decompresses the routed record part at `range` of `payload` into `raw` and lists its series
+/// (all of `shard`) in `entries`, both cleared first.
+fn walk_part(
+    payload: &[u8],
+    shard: usize,
+    range: &std::ops::Range<usize>,
+    raw: &mut Vec<u8>,
+    entries: &mut Vec<(usize, std::ops::Range<usize>, u64)>,
+) -> Result<(), wire::WireError> {
+    entries.clear();
+    routed::decompress_into(payload, range.clone(), raw)?;
+    wire::series_entries(raw, shard, 0..raw.len(), entries)
 }
 
 /// Queue records whose series the source already grouped by shard and compressed: a header,
@@ -460,12 +478,28 @@ pub mod routed {
 
     /// The part at `range` of `payload`, decompressed.
     pub fn decompress(payload: &[u8], range: Range<usize>) -> Result<Vec<u8>, WireError> {
+        let mut out = Vec::new();
+        decompress_into(payload, range, &mut out)?;
+        Ok(out)
+    }
+
+    /// The part at `range` of `payload`, decompressed into `out` (cleared first; its capacity is
+    /// reused).
+    pub fn decompress_into(payload: &[u8], range: Range<usize>, out: &mut Vec<u8>) -> Result<(), WireError> {
+        out.clear();
         if range.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        snap::raw::Decoder::new()
-            .decompress_vec(&payload[range])
-            .map_err(|_| WireError("routed record part does not decompress"))
+        let src = &payload[range];
+        let len = snap::raw::decompress_len(src).map_err(|_| WireError("routed record part is not snappy"))?;
+        out.resize(len, 0);
+        match snap::raw::Decoder::new().decompress(src, out) {
+            Ok(n) if n == len => Ok(()),
+            _ => {
+                out.clear();
+                Err(WireError("routed record part does not decompress"))
+            }
+        }
     }
 
     /// The `WriteRequest` a record holds: a plain record as it is, the parts of a routed one
@@ -1052,11 +1086,18 @@ mod tests {
         let big = routed_record(&write_request((0..1_000).map(|s| series("m", s, &[(1, 1.0)])).collect()), 2);
         let mut damaged = routed_record(&write_request((0..10).map(|s| series("d", s, &[(1, 1.0)])).collect()), 2);
         damaged.truncate(damaged.len() - 1);
+        // Both parts over a request; the first one's snappy length is off by one, so it does
+        // not decompress (its header still parses): the second part, checked first, is not
+        // sent either.
+        let mut half = routed_record(&write_request((0..500).map(|s| series("h", s, &[(1, 1.0)])).collect()), 2);
+        let first = routed::header_len(2);
+        half[first] = if half[first] & 0x7f < 0x7f { half[first] + 1 } else { half[first] - 1 };
         let small = routed_record(&write_request(vec![series("up", 1, &[(1, 1.0)])]), 2);
-        let acks = push_and_run(run, cfg, "t", vec![big, damaged, small], 1_000).await;
+        let acks = push_and_run(run, cfg, "t", vec![big, damaged, half, small], 1_000).await;
         assert_eq!(acks[0], Some(Delivery::Accepted));
         assert!(matches!(&acks[1], Some(Delivery::Rejected(m)) if m.contains("not a WriteRequest")), "{acks:?}");
-        assert_eq!(acks[2], Some(Delivery::Accepted));
+        assert!(matches!(&acks[2], Some(Delivery::Rejected(m)) if m.contains("does not decompress")), "{acks:?}");
+        assert_eq!(acks[3], Some(Delivery::Accepted));
         let sizes: Vec<usize> = capture.requests().iter().map(|r| decode(&r.body).timeseries.len()).collect();
         assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 1_001);
