@@ -141,6 +141,10 @@ mod pool {
     }
 }
 
+/// Every buffer pool of the scrape loops, for [`crate::buffer_pool::start_expiry`].
+pub(crate) static POOLS: [&crate::buffer_pool::BufferPool; 3] =
+    [&crate::buffer_pool::BODIES, &pool::BATCHES, &pool::PARTS];
+
 /// Batches smaller than this (small targets, staleness markers, synthetic series) come from the
 /// heap as before and are not pooled: the pool is for buffers above the mmap threshold.
 const MIN_POOLED_BATCH: usize = 64 * 1024;

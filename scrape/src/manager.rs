@@ -302,6 +302,7 @@ impl<S: SeriesSink> TargetManager<S> {
         let scrape_loop = ScrapeLoop::new(target.clone(), self.external_labels.clone());
         let status = scrape_loop.status();
         let stop = Arc::new(LoopStop::default());
+        crate::buffer_pool::start_expiry(&crate::encode::POOLS);
         let task = tokio::spawn(scrape_loop.run(self.sink.clone(), self.jitter_seed, stop.clone()));
         RunningLoop { target, options_fingerprint, stop, status, task }
     }
