@@ -20,14 +20,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::{deliver, metrics, thrift, translate, JaegerError, MAX_DATAGRAM};
+use super::direct::{RequestBuilder, Thrift};
+use super::{deliver_encoded, metrics, JaegerError, MAX_DATAGRAM};
 use crate::receiver::intake::Refusal;
 use crate::receiver::TraceConsumer;
 
@@ -52,6 +51,13 @@ impl Format {
         match self {
             Format::Compact => "thrift_compact",
             Format::Binary => "thrift_binary",
+        }
+    }
+
+    fn thrift(self) -> Thrift {
+        match self {
+            Format::Compact => Thrift::Compact,
+            Format::Binary => Thrift::Binary,
         }
     }
 }
@@ -142,6 +148,9 @@ pub async fn serve(
 async fn read(socket: UdpSocket, format: Format, traces: Arc<dyn TraceConsumer>, stop: CancellationToken) {
     let transport = format.transport();
     let mut slots = Slots::new(transport);
+    // Datagrams are read straight into the request's encoding, in buffers kept from request to
+    // request.
+    let mut request = RequestBuilder::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -150,7 +159,6 @@ async fn read(socket: UdpSocket, format: Format, traces: Arc<dyn TraceConsumer>,
                 continue;
             },
         }
-        let mut request = ExportTraceServiceRequest::default();
         let (mut datagrams, mut taken, mut bytes) = (0, 0u64, 0);
         while datagrams < DRAIN_DATAGRAMS && bytes < DRAIN_BYTES {
             let room = (DRAIN_DATAGRAMS - datagrams).min(SLOTS);
@@ -176,7 +184,8 @@ async fn read(socket: UdpSocket, format: Format, traces: Arc<dyn TraceConsumer>,
         }
         if taken > 0 {
             // Every datagram of a refused request is dropped: counted one by one, as they came.
-            if let Err(refusal) = deliver(traces.as_ref(), transport, request, taken) {
+            let (encoded, spans) = request.finish();
+            if let Err(refusal) = deliver_encoded(traces.as_ref(), transport, encoded, spans, taken) {
                 warn_once(transport, &refusal);
             }
         }
@@ -200,55 +209,19 @@ fn warn_once(transport: &'static str, refusal: &Refusal) {
     }
 }
 
-/// One datagram, decoded and converted into `request`; `false` when it is counted and dropped.
-fn take(datagram: &[u8], format: Format, request: &mut ExportTraceServiceRequest) -> bool {
+/// One datagram, read into `request`; `false` when it is counted and dropped.
+fn take(datagram: &[u8], format: Format, request: &mut RequestBuilder) -> bool {
     let transport = format.transport();
     if datagram.len() > MAX_DATAGRAM {
         metrics().rejected.with_label_values(&[transport, "too_large"]).inc();
         return false;
     }
-    let decoded = match format {
-        Format::Compact => thrift::decode_compact_emit_batch(datagram),
-        Format::Binary => thrift::decode_binary_emit_batch(datagram),
-    };
-    match decoded {
-        Ok(batch) => {
-            merge(request, translate::to_otlp(batch).resource_spans);
-            true
-        }
+    match request.add(datagram, format.thrift()) {
+        Ok(()) => true,
         Err(e) => {
             tracing::debug!(transport, error = %e, "malformed Jaeger datagram dropped");
             metrics().rejected.with_label_values(&[transport, "malformed"]).inc();
             false
-        }
-    }
-}
-
-/// Adds `resources` to `request`, the spans of a resource already there (the same process, as
-/// a client sends it in every datagram) under it: the resource is encoded, and given the
-/// cluster's attribute, once per request rather than once per datagram.
-fn merge(request: &mut ExportTraceServiceRequest, resources: Vec<ResourceSpans>) {
-    for rs in resources {
-        let same = request
-            .resource_spans
-            .iter_mut()
-            .rev()
-            .find(|have| have.resource == rs.resource && have.schema_url == rs.schema_url);
-        match same {
-            Some(have) => {
-                for ss in rs.scope_spans {
-                    match have
-                        .scope_spans
-                        .iter_mut()
-                        .rev()
-                        .find(|s| s.scope == ss.scope && s.schema_url == ss.schema_url)
-                    {
-                        Some(s) => s.spans.extend(ss.spans),
-                        None => have.scope_spans.push(ss),
-                    }
-                }
-            }
-            None => request.resource_spans.push(rs),
         }
     }
 }
@@ -400,6 +373,8 @@ mod mmsg {
 mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     use super::*;
     use crate::receiver::jaeger::encode;
