@@ -429,6 +429,8 @@ impl Scratch {
                         self.references.push(r);
                     }
                 }
+                // Jaeger's flags (sampled, debug) are not OTLP's span flags: read, not kept, as in
+                // `translate`.
                 (7, TType::I32) => {
                     p.i32()?;
                 }
@@ -465,9 +467,8 @@ impl Scratch {
         let end = start.saturating_add(micros_to_nanos(duration));
         let parent = self.links(&trace, parent_id);
 
-        // The scope.
+        // The scope: its name and version, read in place when they are strings.
         self.scope.clear();
-        // Only the scope's name and version: read in place when they are strings (every span).
         match (&tags.scope_name, &tags.scope_name_text) {
             (_, Some(t)) => write_string_field(&mut self.scope, key::LEN_1, t.as_bytes()),
             (Some(r), None) => write_string_field(&mut self.scope, key::LEN_1, lossy(&d[r.clone()]).as_bytes()),
@@ -748,7 +749,7 @@ fn write_tag(out: &mut Vec<u8>, field_key: u8, d: &[u8], tag: &TagAt) {
 
 fn varint_size(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn write_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -19,7 +19,9 @@
 //!
 //! Thrift is decoded by a small reader written here ([`protocol`], [`thrift`]) rather than by the
 //! `thrift` crate: no IDL compiler at build time, and a reader that checks every length against
-//! the datagram before allocating.
+//! the datagram before allocating. The UDP receivers read each datagram straight into the
+//! protobuf bytes of the OTLP request ([`direct`]), the same bytes prost would encode from
+//! [`translate`]'s structs, without building either.
 
 pub mod direct;
 pub mod encode;
