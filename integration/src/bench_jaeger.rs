@@ -1,5 +1,5 @@
 //! The `jaeger` bench workload: Thrift compact `emitBatch` datagrams (the Jaeger agent protocol,
-//! UDP 6831) sent to the release `lgtm-agent` at increasing rates; the agent exports to an
+//! UDP 6831; with `binary`, Thrift binary ones as to 6832) sent to the release `lgtm-agent` at increasing rates; the agent exports to an
 //! in-process OTLP/gRPC receiver that only counts spans, walking the protobuf without decoding it
 //! ([`crate::bench_traces::wire::CountingReceiver`]: the bench shares the machine with the agent,
 //! and a receiver decoding 500,000 spans per second into prost structs took CPU the agent needed).
@@ -44,6 +44,8 @@ pub struct JaegerBench {
     pub step: Duration,
     /// `otlp.jaeger.udp_receive_buffer` of the agent.
     pub receive_buffer: u64,
+    /// Thrift binary datagrams to `thrift_binary` instead of compact ones to `thrift_compact`.
+    pub binary: bool,
     pub agent_bin: Option<PathBuf>,
 }
 
@@ -57,6 +59,7 @@ impl Default for JaegerBench {
             senders: 8,
             step: Duration::from_secs(5),
             receive_buffer: 8 * 1024 * 1024,
+            binary: false,
             agent_bin: None,
         }
     }
@@ -110,18 +113,22 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
          exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ endpoint: \"http://{tempo}\" }}\n\
          logs: {{ enabled: false }}\n\
          scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
-         otlp:\n  grpc: \"\"\n  http: \"\"\n  zipkin: \"\"\n  jaeger:\n    thrift_compact: \"127.0.0.1:{udp_port}\"\n    \
-         thrift_binary: \"\"\n    thrift_http: \"\"\n    grpc: \"\"\n    udp_receive_buffer: {buffer}\n",
+         otlp:\n  grpc: \"\"\n  http: \"\"\n  zipkin: \"\"\n  jaeger:\n    thrift_compact: \"{compact}\"\n    \
+         thrift_binary: \"{binary}\"\n    thrift_http: \"\"\n    grpc: \"\"\n    udp_receive_buffer: {buffer}\n",
         data = dir.path().join("data").display(),
         buffer = b.receive_buffer,
+        compact = if b.binary { String::new() } else { format!("127.0.0.1:{udp_port}") },
+        binary = if b.binary { format!("127.0.0.1:{udp_port}") } else { String::new() },
     );
     let mut agent = AgentProcess::launch(&bin, dir.path(), &config, admin, &[("RUST_LOG", "warn")]).await?;
     let pid = agent.pid();
 
-    let datagrams: Vec<Vec<u8>> = (0..1024).map(|i| encode::compact_emit_batch(&batch(i, b.spans_per_batch))).collect();
+    let encode: fn(&Batch) -> Vec<u8> = if b.binary { encode::binary_emit_batch } else { encode::compact_emit_batch };
+    let datagrams: Vec<Vec<u8>> = (0..1024).map(|i| encode(&batch(i, b.spans_per_batch))).collect();
     let avg = datagrams.iter().map(Vec::len).sum::<usize>() / datagrams.len();
     println!(
-        "jaeger: {} spans per datagram ({avg} bytes), receive buffer asked {} KiB (net.core.rmem_max {}), steps of {:?}",
+        "jaeger: Thrift {}, {} spans per datagram ({avg} bytes), receive buffer asked {} KiB (net.core.rmem_max {}), steps of {:?}",
+        if b.binary { "binary" } else { "compact" },
         b.spans_per_batch,
         b.receive_buffer / 1024,
         std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap_or_default().trim(),
