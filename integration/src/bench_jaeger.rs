@@ -1,6 +1,8 @@
 //! The `jaeger` bench workload: Thrift compact `emitBatch` datagrams (the Jaeger agent protocol,
-//! UDP 6831) sent to the release `lgtm-agent` at increasing rates; the agent exports to an
-//! in-process OTLP/gRPC receiver that only counts spans.
+//! UDP 6831; with `binary`, Thrift binary ones as to 6832) sent to the release `lgtm-agent` at increasing rates; the agent exports to an
+//! in-process OTLP/gRPC receiver that only counts spans, walking the protobuf without decoding it
+//! ([`crate::bench_traces::wire::CountingReceiver`]: the bench shares the machine with the agent,
+//! and a receiver decoding 500,000 spans per second into prost structs took CPU the agent needed).
 //!
 //! The datagrams are sent from `senders` sockets in turn (as from that many clients: the agent's
 //! `SO_REUSEPORT` sockets are chosen by the sender's address and port, so one sending socket
@@ -8,8 +10,8 @@
 //!
 //! Per step it prints the datagrams/s offered, the spans/s the agent took
 //! (`lgtm_agent_jaeger_received_total`), the agent's CPU (utime + stime from `/proc`, in cores
-//! and in microseconds per datagram taken), spans per CPU-second, the sending thread's CPU (it
-//! shares the machine), the datagrams the kernel dropped because a socket's receive buffer was
+//! and in microseconds per datagram taken), spans per CPU-second, the sending thread's CPU and
+//! the whole bench process's (sender and OTLP receiver; they share the machine), the datagrams the kernel dropped because a socket's receive buffer was
 //! full (`drops` of the port's sockets in `/proc/net/udp`), what the agent counted as dropped
 //! (`lgtm_agent_jaeger_rejected_total`, whose `kernel_dropped` reason is the kernel's drops as
 //! the agent saw them) and the drop rate: datagrams sent whose spans were not taken, over
@@ -19,15 +21,13 @@
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::agent::AgentProcess;
+use crate::bench_traces::wire::CountingReceiver;
 use lgtm_pipeline::receiver::jaeger::encode;
 use lgtm_pipeline::receiver::jaeger::model::{trace_id, Batch, Process, Span, Tag, TagValue};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
 #[derive(Debug, Clone)]
 pub struct JaegerBench {
@@ -44,6 +44,8 @@ pub struct JaegerBench {
     pub step: Duration,
     /// `otlp.jaeger.udp_receive_buffer` of the agent.
     pub receive_buffer: u64,
+    /// Thrift binary datagrams to `thrift_binary` instead of compact ones to `thrift_compact`.
+    pub binary: bool,
     pub agent_bin: Option<PathBuf>,
 }
 
@@ -57,23 +59,9 @@ impl Default for JaegerBench {
             senders: 8,
             step: Duration::from_secs(5),
             receive_buffer: 8 * 1024 * 1024,
+            binary: false,
             agent_bin: None,
         }
-    }
-}
-
-struct Counting(Arc<AtomicU64>);
-
-#[tonic::async_trait]
-impl TraceService for Counting {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans: usize =
-            req.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-        self.0.fetch_add(spans as u64, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
@@ -114,17 +102,8 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => crate::agent::release_agent_binary()?,
     };
-    let spans_out = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let tempo = listener.local_addr()?;
-    let server = TraceServiceServer::new(Counting(spans_out.clone()))
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .max_decoding_message_size(64 << 20);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(server)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let receiver = CountingReceiver::start().await?;
+    let tempo = receiver.addr;
 
     let dir = tempfile::tempdir()?;
     let (admin, udp_port) = (crate::free_port(), free_udp_port()?);
@@ -134,25 +113,29 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
          exporters:\n  mimir: {{ enabled: false }}\n  loki: {{ enabled: false }}\n  tempo: {{ endpoint: \"http://{tempo}\" }}\n\
          logs: {{ enabled: false }}\n\
          scrape: {{ kubelet: {{ enabled: false }}, host_metrics: {{ enabled: false }} }}\n\
-         otlp:\n  grpc: \"\"\n  http: \"\"\n  zipkin: \"\"\n  jaeger:\n    thrift_compact: \"127.0.0.1:{udp_port}\"\n    \
-         thrift_binary: \"\"\n    thrift_http: \"\"\n    grpc: \"\"\n    udp_receive_buffer: {buffer}\n",
+         otlp:\n  grpc: \"\"\n  http: \"\"\n  zipkin: \"\"\n  jaeger:\n    thrift_compact: \"{compact}\"\n    \
+         thrift_binary: \"{binary}\"\n    thrift_http: \"\"\n    grpc: \"\"\n    udp_receive_buffer: {buffer}\n",
         data = dir.path().join("data").display(),
         buffer = b.receive_buffer,
+        compact = if b.binary { String::new() } else { format!("127.0.0.1:{udp_port}") },
+        binary = if b.binary { format!("127.0.0.1:{udp_port}") } else { String::new() },
     );
     let mut agent = AgentProcess::launch(&bin, dir.path(), &config, admin, &[("RUST_LOG", "warn")]).await?;
     let pid = agent.pid();
 
-    let datagrams: Vec<Vec<u8>> = (0..1024).map(|i| encode::compact_emit_batch(&batch(i, b.spans_per_batch))).collect();
+    let encode: fn(&Batch) -> Vec<u8> = if b.binary { encode::binary_emit_batch } else { encode::compact_emit_batch };
+    let datagrams: Vec<Vec<u8>> = (0..1024).map(|i| encode(&batch(i, b.spans_per_batch))).collect();
     let avg = datagrams.iter().map(Vec::len).sum::<usize>() / datagrams.len();
     println!(
-        "jaeger: {} spans per datagram ({avg} bytes), receive buffer asked {} KiB (net.core.rmem_max {}), steps of {:?}",
+        "jaeger: Thrift {}, {} spans per datagram ({avg} bytes), receive buffer asked {} KiB (net.core.rmem_max {}), steps of {:?}",
+        if b.binary { "binary" } else { "compact" },
         b.spans_per_batch,
         b.receive_buffer / 1024,
         std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap_or_default().trim(),
         b.step
     );
     println!(
-        "{:>10} {:>10} {:>11} {:>11} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "{:>10} {:>10} {:>11} {:>11} {:>9} {:>8} {:>12} {:>10} {:>9} {:>10} {:>10} {:>8}",
         "offered/s",
         "sent/s",
         "dgrams in/s",
@@ -161,6 +144,7 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
         "us/dgram",
         "spans/cpu-s",
         "sender cpu",
+        "bench cpu",
         "kern drop",
         "agent drop",
         "drop %"
@@ -187,7 +171,7 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
         let drop_rate = (lost_datagrams.max(0.0) / sent.max(1) as f64) * 100.0;
         let secs = step.as_secs_f64();
         println!(
-            "{:>10} {:>10.0} {:>11.0} {:>11.0} {:>9.2} {:>8.1} {:>12.0} {:>10.2} {:>10} {:>10} {:>7.2}%",
+            "{:>10} {:>10.0} {:>11.0} {:>11.0} {:>9.2} {:>8.1} {:>12.0} {:>10.2} {:>9.2} {:>10} {:>10} {:>7.2}%",
             rate,
             sent as f64 / secs,
             taken_datagrams / secs,
@@ -196,6 +180,7 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
             cpu * 1e6 / taken_datagrams.max(1.0),
             taken as f64 / cpu.max(1e-9),
             sender_cpu / secs,
+            (after.bench_cpu - before.bench_cpu) / secs,
             kernel_drops,
             agent_drops,
             drop_rate
@@ -224,11 +209,11 @@ pub async fn run(b: JaegerBench) -> anyhow::Result<()> {
     }
     // Every span taken is exported once: wait for the exporter's last batches.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while spans_out.load(Ordering::Relaxed) < taken_total && Instant::now() < deadline {
+    while receiver.counts.spans() < taken_total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let exported = spans_out.load(Ordering::Relaxed);
+    let exported = receiver.counts.spans();
     println!(
         "spans taken by the agent: {taken_total}; exported to the OTLP receiver: {exported} ({})",
         if exported == taken_total { "every one, once" } else { "MISMATCH" }
@@ -266,6 +251,8 @@ fn send_at(datagrams: &[Vec<u8>], port: u16, rate: u64, step: Duration, senders:
 
 struct Snapshot {
     cpu: f64,
+    /// The bench process's own CPU-seconds (sender and receiver).
+    bench_cpu: f64,
     received: u64,
     /// `lgtm_agent_jaeger_rejected_total`, every reason.
     rejected: u64,
@@ -290,6 +277,7 @@ impl Snapshot {
         };
         Snapshot {
             cpu: crate::procstat::Process::Pid(pid).cpu_seconds(),
+            bench_cpu: crate::procstat::Process::This.cpu_seconds(),
             received: sum("lgtm_agent_jaeger_received_total{"),
             rejected: sum("lgtm_agent_jaeger_rejected_total{"),
             kernel_drops: udp_drops(port),

@@ -5,7 +5,7 @@
 //! cargo run --release -p lgtm-integration --bin bench -- logs [--size 1GiB] [--files 100] [--workloads idle,bulk,steady] [--steady-rate 5MiB] [--steady-window 30s]
 //! cargo run --release -p lgtm-integration --bin bench -- scrape [--targets 50] [--series 2000] [--interval 5s] [--duration 60s] [--shards N]
 //! cargo run --release -p lgtm-integration --bin bench -- cluster-state [--pods 5000] [--deployments 500] [--nodes 50] [--interval 10s] [--intervals 6]
-//! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--rates 10000,20000,...] [--senders 8] [--step 5s] [--receive-buffer 8MiB]
+//! cargo run --release -p lgtm-integration --bin bench -- jaeger [--spans-per-batch 10] [--start-rate 1000] [--max-rate 256000] [--rates 10000,20000,...] [--senders 8] [--step 5s] [--receive-buffer 8MiB] [--binary]
 //! cargo run --release -p lgtm-integration --bin bench -- node [--window 60s] [--runs 3] [--plot node.svg]
 //! cargo run --release -p lgtm-integration --bin bench -- outage [--down 120s] [--log-rate 20MiB] [--series 50000] [--targets 25] [--interval 5s]
 //! cargo run --release -p lgtm-integration --bin bench -- request-memory [--size 15MiB]
@@ -158,7 +158,7 @@ enum Workload {
     Outage(lgtm_integration::bench_outage::OutageBench),
     /// One large request per receiver and encoding: lgtm-agent's peak RSS per request byte.
     RequestMemory(lgtm_integration::bench_request_memory::RequestMemoryBench),
-    /// Jaeger Thrift compact datagrams (UDP 6831) to lgtm-agent at increasing rates.
+    /// Jaeger Thrift compact (UDP 6831) or binary (6832) datagrams to lgtm-agent at increasing rates.
     Jaeger {
         #[arg(long, default_value_t = 10)]
         spans_per_batch: usize,
@@ -179,6 +179,10 @@ enum Workload {
         /// The agent's `otlp.jaeger.udp_receive_buffer`.
         #[arg(long, default_value = "8MiB")]
         receive_buffer: lgtm_config::ByteSize,
+        /// Thrift binary datagrams to the agent's `thrift_binary` port (6832) instead of compact
+        /// ones to `thrift_compact` (6831).
+        #[arg(long)]
+        binary: bool,
         /// The lgtm-agent binary to run; default: build the workspace's release binary.
         #[arg(long)]
         agent_bin: Option<std::path::PathBuf>,
@@ -254,18 +258,27 @@ fn main() -> anyhow::Result<()> {
         Workload::Discovery(b) => rt.block_on(lgtm_integration::bench_discovery::run(b)),
         Workload::Outage(b) => rt.block_on(lgtm_integration::bench_outage::run(b)),
         Workload::RequestMemory(b) => rt.block_on(lgtm_integration::bench_request_memory::run(b)),
-        Workload::Jaeger { spans_per_batch, start_rate, max_rate, rates, senders, step, receive_buffer, agent_bin } => {
-            rt.block_on(lgtm_integration::bench_jaeger::run(lgtm_integration::bench_jaeger::JaegerBench {
-                spans_per_batch,
-                start_rate,
-                max_rate,
-                rates,
-                senders,
-                step: step.get(),
-                receive_buffer: receive_buffer.bytes(),
-                agent_bin,
-            }))
-        }
+        Workload::Jaeger {
+            spans_per_batch,
+            start_rate,
+            max_rate,
+            rates,
+            senders,
+            step,
+            receive_buffer,
+            binary,
+            agent_bin,
+        } => rt.block_on(lgtm_integration::bench_jaeger::run(lgtm_integration::bench_jaeger::JaegerBench {
+            spans_per_batch,
+            start_rate,
+            max_rate,
+            rates,
+            senders,
+            step: step.get(),
+            receive_buffer: receive_buffer.bytes(),
+            binary,
+            agent_bin,
+        })),
     }
 }
 

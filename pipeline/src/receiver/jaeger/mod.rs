@@ -19,8 +19,11 @@
 //!
 //! Thrift is decoded by a small reader written here ([`protocol`], [`thrift`]) rather than by the
 //! `thrift` crate: no IDL compiler at build time, and a reader that checks every length against
-//! the datagram before allocating.
+//! the datagram before allocating. The UDP receivers read each datagram straight into the
+//! protobuf bytes of the OTLP request ([`direct`]), the same bytes prost would encode from
+//! [`translate`]'s structs, without building either.
 
+pub mod direct;
 pub mod encode;
 mod grpc;
 mod http;
@@ -89,6 +92,40 @@ fn deliver(
         return Ok(());
     }
     match traces.consume(req) {
+        Ok(()) => {
+            metrics().received.with_label_values(&[transport]).inc_by(spans as u64);
+            Ok(())
+        }
+        Err(e) => {
+            let refusal = Refusal::from(e);
+            metrics().rejected.with_label_values(&[transport, refusal.reason()]).inc_by(units);
+            Err(refusal)
+        }
+    }
+}
+
+/// As [`deliver`] for a request already encoded ([`direct`]): handed on as bytes to a consumer
+/// that takes them so, else decoded.
+fn deliver_encoded(
+    traces: &dyn TraceConsumer,
+    transport: &'static str,
+    request: Vec<u8>,
+    spans: usize,
+    units: u64,
+) -> Result<(), Refusal> {
+    if spans == 0 {
+        return Ok(());
+    }
+    let consumed = if traces.takes_encoded() {
+        traces.consume_encoded(crate::trace_wire::ValidTraces::assembled(request.into(), spans))
+    } else {
+        match <ExportTraceServiceRequest as prost::Message>::decode(&request[..]) {
+            Ok(decoded) => traces.consume(decoded),
+            // Written by `direct`, which writes what prost encodes: not expected.
+            Err(e) => Err(super::ConsumeError::Unavailable(format!("a converted request does not decode: {e}"))),
+        }
+    };
+    match consumed {
         Ok(()) => {
             metrics().received.with_label_values(&[transport]).inc_by(spans as u64);
             Ok(())

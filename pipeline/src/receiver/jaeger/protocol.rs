@@ -123,6 +123,11 @@ pub trait Protocol {
     }
 }
 
+/// Bytes checked as UTF-8.
+fn utf8(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A cursor over a buffer.
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -206,6 +211,12 @@ impl<'a> Compact<'a> {
 
     /// A message header: `(name, type)`; type 1 is a call, 4 a oneway call.
     pub fn message(&mut self) -> Result<(String, u8), DecodeError> {
+        let (name, kind) = self.message_name()?;
+        Ok((utf8(&self.cur.buf[name]), kind))
+    }
+
+    /// [`Compact::message`] with the name (valid UTF-8) as its range of the buffer.
+    pub fn message_name(&mut self) -> Result<(std::ops::Range<usize>, u8), DecodeError> {
         if self.cur.u8()? != 0x82 {
             return Err(DecodeError::Invalid { what: "compact protocol id", at: 0 });
         }
@@ -214,7 +225,12 @@ impl<'a> Compact<'a> {
             return Err(DecodeError::Invalid { what: "compact protocol version", at: 1 });
         }
         self.varint()?; // sequence id
-        let name = self.string()?;
+        let at = self.cur.pos;
+        let n = self.binary()?.len();
+        let name = self.cur.pos - n..self.cur.pos;
+        if std::str::from_utf8(&self.cur.buf[name.clone()]).is_err() {
+            return Err(DecodeError::Invalid { what: "UTF-8 string", at });
+        }
         Ok((name, vt >> 5))
     }
 }
@@ -345,21 +361,40 @@ impl<'a> Binary<'a> {
 
     /// A message header, strict (versioned) or not: `(name, type)`.
     pub fn message(&mut self) -> Result<(String, u8), DecodeError> {
+        let (name, kind) = self.message_name()?;
+        Ok((utf8(&self.cur.buf[name]), kind))
+    }
+
+    /// [`Binary::message`] with the name (valid UTF-8) as its range of the buffer.
+    pub fn message_name(&mut self) -> Result<(std::ops::Range<usize>, u8), DecodeError> {
         let first = self.i32()?;
         if first < 0 {
             if (first as u32) & 0xffff_0000 != 0x8001_0000 {
                 return Err(DecodeError::Invalid { what: "binary protocol version", at: 0 });
             }
-            let name = self.string()?;
+            let name = self.utf8_name(4, |p| p.binary().map(<[u8]>::len))?;
             self.i32()?; // sequence id
             Ok((name, (first & 0xff) as u8))
         } else {
             let n = self.cur.count(i64::from(first))?;
-            let name = String::from_utf8(self.cur.take(n)?.to_vec())
-                .map_err(|_| DecodeError::Invalid { what: "UTF-8 string", at: 4 })?;
+            let name = self.utf8_name(4, |p| p.cur.take(n).map(<[u8]>::len))?;
             let t = self.cur.u8()?;
             self.i32()?;
             Ok((name, t))
+        }
+    }
+
+    /// The range of the bytes `read` reads, which must be UTF-8 (else an error at `at`).
+    fn utf8_name(
+        &mut self,
+        at: usize,
+        read: impl FnOnce(&mut Self) -> Result<usize, DecodeError>,
+    ) -> Result<std::ops::Range<usize>, DecodeError> {
+        let n = read(self)?;
+        let name = self.cur.pos - n..self.cur.pos;
+        match std::str::from_utf8(&self.cur.buf[name.clone()]) {
+            Ok(_) => Ok(name),
+            Err(_) => Err(DecodeError::Invalid { what: "UTF-8 string", at }),
         }
     }
 }

@@ -1,9 +1,11 @@
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use proptest::prelude::*;
+use prost::Message;
 
 use super::model::{trace_id, Batch, Log, Process, RefType, Span, SpanRef, Tag, TagValue};
-use super::{encode, thrift, translate};
+use super::{direct, encode, thrift, translate};
 
 fn sample() -> Batch {
     let tid = trace_id(0x0102030405060708, 0x1112131415161718);
@@ -293,4 +295,251 @@ fn span_kind_is_read_whatever_its_case_and_unknown_kinds_are_unspecified() {
         spans: vec![Span { tags: vec![Tag::new("span.kind", TagValue::Long(1))], ..Span::default() }],
     };
     assert_eq!(translate::to_otlp(long).resource_spans[0].scope_spans[0].spans[0].kind, SpanKind::Unspecified as i32);
+}
+
+/// What the UDP readers handed on before [`super::direct`]: each datagram decoded and converted
+/// on its own, then merged into one request (a resource already there, or a scope in it, takes
+/// the spans).
+fn merged_by_structs(datagrams: &[Vec<u8>], compact: bool) -> (ExportTraceServiceRequest, usize) {
+    let mut request = ExportTraceServiceRequest::default();
+    let mut spans = 0;
+    for d in datagrams {
+        let decoded = if compact { thrift::decode_compact_emit_batch(d) } else { thrift::decode_binary_emit_batch(d) };
+        let Ok(batch) = decoded else { continue };
+        spans += batch.spans.len();
+        for rs in translate::to_otlp(batch).resource_spans {
+            let same = request
+                .resource_spans
+                .iter_mut()
+                .rev()
+                .find(|have| have.resource == rs.resource && have.schema_url == rs.schema_url);
+            match same {
+                Some(have) => {
+                    for ss in rs.scope_spans {
+                        match have.scope_spans.iter_mut().rev().find(|s| s.scope == ss.scope) {
+                            Some(s) => s.spans.extend(ss.spans),
+                            None => have.scope_spans.push(ss),
+                        }
+                    }
+                }
+                None => request.resource_spans.push(rs),
+            }
+        }
+    }
+    (request, spans)
+}
+
+/// The datagrams through [`direct::RequestBuilder`]: the request, its span count, and which
+/// datagrams were refused.
+fn merged_directly(datagrams: &[Vec<u8>], compact: bool) -> (Vec<u8>, usize, Vec<bool>) {
+    let protocol = if compact { direct::Thrift::Compact } else { direct::Thrift::Binary };
+    let mut builder = direct::RequestBuilder::new();
+    let refused = datagrams.iter().map(|d| builder.add(d, protocol).is_err()).collect();
+    let (bytes, spans) = builder.finish();
+    (bytes, spans, refused)
+}
+
+/// Both paths agree on `datagrams`: the same datagrams refused, and the request encoded by
+/// prost from the structs is the request written directly, byte for byte.
+fn assert_same_request(datagrams: &[Vec<u8>], compact: bool) {
+    let (want, want_spans) = merged_by_structs(datagrams, compact);
+    let (got, got_spans, refused) = merged_directly(datagrams, compact);
+    for (d, refused) in datagrams.iter().zip(refused) {
+        let decoded = if compact { thrift::decode_compact_emit_batch(d) } else { thrift::decode_binary_emit_batch(d) };
+        assert_eq!(refused, decoded.is_err(), "refused by one path only: {decoded:?}");
+    }
+    assert_eq!(got_spans, want_spans);
+    if got != want.encode_to_vec() {
+        // Decoded, the difference reads better.
+        assert_eq!(ExportTraceServiceRequest::decode(&got[..]).unwrap(), want);
+        panic!("same request, different bytes");
+    }
+}
+
+fn any_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("server".to_string()),
+        Just("CLIENT".to_string()),
+        Just("producer".to_string()),
+        Just("true".to_string()),
+        Just("True".to_string()),
+        Just("ERROR".to_string()),
+        Just("ok".to_string()),
+        Just("2".to_string()),
+        Just("1".to_string()),
+        "[a-zé€ ]{0,12}",
+        ".{0,300}",
+    ]
+}
+
+fn any_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("span.kind".to_string()),
+        Just("otel.scope.name".to_string()),
+        Just("otel.library.name".to_string()),
+        Just("otel.scope.version".to_string()),
+        Just("otel.library.version".to_string()),
+        Just("w3c.tracestate".to_string()),
+        Just("otel.status_code".to_string()),
+        Just("otel.status_description".to_string()),
+        Just("error".to_string()),
+        Just("event".to_string()),
+        Just("message".to_string()),
+        Just("service.name".to_string()),
+        Just(String::new()),
+        "[a-z.]{1,20}",
+    ]
+}
+
+fn any_tag() -> impl Strategy<Value = Tag> {
+    let value = prop_oneof![
+        any_text().prop_map(TagValue::Str),
+        // Finite, and 0.0 for -0.0: resources are merged by their encoding (see `direct`).
+        any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| TagValue::Double(x + 0.0)),
+        any::<bool>().prop_map(TagValue::Bool),
+        prop_oneof![Just(1i64), Just(2), any::<i64>()].prop_map(TagValue::Long),
+        proptest::collection::vec(any::<u8>(), 0..20).prop_map(TagValue::Binary),
+    ];
+    (any_key(), value).prop_map(|(key, value)| Tag { key, value })
+}
+
+fn any_process() -> impl Strategy<Value = Process> {
+    (prop_oneof![Just(String::new()), "[a-z-]{1,10}"], proptest::collection::vec(any_tag(), 0..4))
+        .prop_map(|(service_name, tags)| Process { service_name, tags })
+}
+
+fn any_span() -> impl Strategy<Value = Span> {
+    let ids = (
+        any::<i64>(),
+        prop_oneof![Just(0i64), any::<i64>()],
+        any::<i64>(),
+        prop_oneof![Just(0i64), Just(5), any::<i64>()],
+    );
+    let reference = (any::<bool>(), any::<bool>(), prop_oneof![Just(5i64), any::<i64>()])
+        .prop_map(|(child_of, same, id)| (child_of, same, id));
+    let log = ((0u64..1 << 60), proptest::collection::vec(any_tag(), 0..4))
+        .prop_map(|(t, fields)| Log { time_unix_nano: t / 1000 * 1000, fields });
+    (
+        ids,
+        any_text(),
+        proptest::collection::vec(reference, 0..3),
+        any::<u32>(),
+        (0u64..1 << 60, prop_oneof![Just(0u64), 0u64..1 << 40]),
+        proptest::collection::vec(any_tag(), 0..8),
+        proptest::collection::vec(log, 0..3),
+    )
+        .prop_map(|((low, high, id, parent), operation_name, refs, flags, (start, duration), tags, logs)| {
+            let tid = trace_id(high, low);
+            Span {
+                trace_id: tid,
+                span_id: id.to_be_bytes(),
+                parent_span_id: parent.to_be_bytes(),
+                operation_name,
+                references: refs
+                    .into_iter()
+                    .map(|(child_of, same, id)| SpanRef {
+                        ref_type: if child_of { RefType::ChildOf } else { RefType::FollowsFrom },
+                        trace_id: if same { tid } else { trace_id(0, 7) },
+                        span_id: id.to_be_bytes(),
+                    })
+                    .collect(),
+                flags,
+                start_unix_nano: start / 1000 * 1000,
+                duration_nano: duration / 1000 * 1000,
+                tags,
+                logs,
+                process: None,
+            }
+        })
+}
+
+/// Up to 6 datagrams whose processes come from a pool of 2, so that some share one.
+fn any_datagrams() -> impl Strategy<Value = Vec<Batch>> {
+    (
+        proptest::collection::vec(any_process(), 2),
+        proptest::collection::vec((0usize..2, proptest::collection::vec(any_span(), 0..6)), 1..6),
+    )
+        .prop_map(|(processes, batches)| {
+            batches.into_iter().map(|(p, spans)| Batch { process: processes[p].clone(), spans }).collect()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// The direct path writes, byte for byte, what prost encodes for the struct path's request,
+    /// in both protocols.
+    #[test]
+    fn datagrams_read_directly_are_the_struct_path_request(batches in any_datagrams()) {
+        let compact: Vec<Vec<u8>> = batches.iter().map(encode::compact_emit_batch).collect();
+        assert_same_request(&compact, true);
+        let binary: Vec<Vec<u8>> = batches.iter().map(encode::binary_emit_batch).collect();
+        assert_same_request(&binary, false);
+    }
+
+    /// A damaged datagram between good ones: refused by both paths or read the same by both,
+    /// and a refused one leaves nothing in the request.
+    #[test]
+    fn damaged_datagrams_are_refused_or_read_as_the_struct_path_does(
+        batches in any_datagrams(),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        cut in any::<usize>(),
+        compact in any::<bool>(),
+    ) {
+        let mut datagrams: Vec<Vec<u8>> = batches
+            .iter()
+            .map(|b| if compact { encode::compact_emit_batch(b) } else { encode::binary_emit_batch(b) })
+            .collect();
+        let victim = cut % datagrams.len();
+        let d = &mut datagrams[victim];
+        for (at, byte) in flips {
+            let n = d.len();
+            d[at % n] = byte;
+        }
+        if cut % 3 == 0 {
+            let n = d.len();
+            d.truncate(cut % n);
+        }
+        assert_same_request(&datagrams, compact);
+    }
+
+    #[test]
+    fn random_bytes_are_refused_or_read_as_the_struct_path_does(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        assert_same_request(std::slice::from_ref(&bytes), true);
+        assert_same_request(std::slice::from_ref(&bytes), false);
+    }
+}
+
+#[test]
+fn a_datagram_with_invalid_utf8_in_a_tag_value_is_read_as_the_struct_path_does() {
+    let mut batch = sample();
+    batch.spans[0].tags.push(Tag::new("bad", TagValue::Str("\u{7f}XX".into())));
+    batch.spans[0].tags.push(Tag::new("span.kind", TagValue::Str("XXrver".into())));
+    for compact in [true, false] {
+        let mut d = if compact { encode::compact_emit_batch(&batch) } else { encode::binary_emit_batch(&batch) };
+        // "XX" -> two bytes that are not UTF-8, in both values.
+        let mut i = 0;
+        while let Some(at) = d[i..].windows(2).position(|w| w == b"XX") {
+            d[i + at] = 0xff;
+            d[i + at + 1] = 0xfe;
+            i += at + 2;
+        }
+        assert!(i > 0);
+        assert_same_request(&[d.clone(), d], compact);
+    }
+}
+
+#[test]
+fn the_builder_is_empty_after_finish_and_reuses_its_buffers() {
+    let d = encode::compact_emit_batch(&sample());
+    let mut builder = direct::RequestBuilder::new();
+    builder.add(&d, direct::Thrift::Compact).unwrap();
+    builder.add(&d, direct::Thrift::Compact).unwrap();
+    let (first, spans) = builder.finish();
+    assert_eq!(spans, 4);
+    assert_eq!(builder.finish(), (Vec::new(), 0), "empty after finish");
+    builder.add(&d, direct::Thrift::Compact).unwrap();
+    builder.add(&d, direct::Thrift::Compact).unwrap();
+    assert_eq!(builder.finish(), (first, 4));
 }
