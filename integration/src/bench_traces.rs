@@ -104,6 +104,9 @@ pub struct TracesBench {
     /// `auto`: its cache path).
     #[arg(long)]
     pub collector: Option<PathBuf>,
+    /// Run the ingest phase only (its figures and ratios), not tail sampling and memory.
+    #[arg(long)]
+    pub ingest_only: bool,
 }
 
 impl Default for TracesBench {
@@ -118,6 +121,7 @@ impl Default for TracesBench {
             no_rotel: false,
             compression_level: None,
             collector: None,
+            ingest_only: false,
         }
     }
 }
@@ -190,6 +194,10 @@ pub async fn run(b: TracesBench) -> anyhow::Result<()> {
             lgtm.per_cpu_second() / peer.per_cpu_second().max(1e-9),
             lgtm.per_second() / peer.per_second().max(1e-9),
         );
+    }
+
+    if b.ingest_only {
+        return Ok(());
     }
 
     let sampling = tail_sampling(&bin, &load, &warmup, &b).await.context("tail-sampling phase")?;
