@@ -31,18 +31,78 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// smaller than the input against 8.8x); libdeflate compresses one buffer, so the parts are
 /// joined first, and is the faster from level 2 up (at 6: 1.00 us per span against 1.25, output
 /// 9.0x smaller against 9.1x).
-enum Gzip {
+struct Gzip {
+    encoder: Encoder,
+    /// The compressed bytes, copied from here into a message of their exact size: a message
+    /// buffer sized for the worst case (a quarter of a 1 MiB request) was a fresh mapping, page
+    /// faults and an unmapping on every request (buffers from 128 KiB get their own mapping,
+    /// `agent/src/memory.rs`). Kept for the next request up to [`KEEP_SCRATCH`].
+    output: Vec<u8>,
+}
+
+enum Encoder {
     Zlib(Compress),
     Libdeflate {
         compressor: libdeflater::Compressor,
-        /// The parts joined, kept for the next request up to [`KEEP_JOINED`].
+        /// The parts joined, kept for the next request up to [`KEEP_SCRATCH`].
         joined: Vec<u8>,
     },
 }
 
-/// Capacity of the joined parts kept between requests (a request is at most `batch.max_bytes`,
-/// 1 MiB by default, unless a single span is larger).
-const KEEP_JOINED: usize = 2 << 20;
+/// Capacity of a compressor's buffers kept between requests (a request is at most
+/// `batch.max_bytes`, 1 MiB by default, unless a single span is larger).
+const KEEP_SCRATCH: usize = 2 << 20;
+
+impl Gzip {
+    /// `level`: 1 (fastest) to 9 (smallest).
+    fn new(level: u32) -> Gzip {
+        let encoder = match level.clamp(1, 9) {
+            1 => Encoder::Zlib(Compress::new(Compression::new(1), false)),
+            level => {
+                let level = libdeflater::CompressionLvl::new(level as i32).unwrap_or_default();
+                Encoder::Libdeflate { compressor: libdeflater::Compressor::new(level), joined: Vec::new() }
+            }
+        };
+        Gzip { encoder, output: Vec::new() }
+    }
+
+    /// `parts`, one after the other, as one gzip member in a gRPC message (prefix included).
+    /// `None` when the encoder failed (not expected; the caller then sends the parts
+    /// uncompressed rather than drop them).
+    fn message(&mut self, parts: &[&Bytes]) -> Option<Vec<u8>> {
+        let output = &mut self.output;
+        let len = match &mut self.encoder {
+            Encoder::Zlib(deflate) => {
+                output.clear();
+                zlib(deflate, parts, output).then_some(output.len())
+            }
+            Encoder::Libdeflate { compressor, joined } => {
+                joined.clear();
+                parts.iter().for_each(|p| joined.extend_from_slice(p));
+                let bound = compressor.gzip_compress_bound(joined.len());
+                if output.len() < bound {
+                    output.resize(bound, 0);
+                }
+                let compressed = compressor.gzip_compress(joined, &mut output[..bound]).ok();
+                if joined.capacity() > KEEP_SCRATCH {
+                    *joined = Vec::new();
+                }
+                compressed
+            }
+        };
+        let framed = len.map(|len| {
+            let mut framed = Vec::with_capacity(PREFIX + len);
+            framed.push(1);
+            framed.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+            framed.extend_from_slice(&output[..len]);
+            framed
+        });
+        if output.capacity() > KEEP_SCRATCH {
+            *output = Vec::new();
+        }
+        framed
+    }
+}
 
 /// The compressors of one exporter, shared by its senders: one is taken for each request being
 /// compressed, and made when none is free. Compressing does not wait, so there are at most as
@@ -74,48 +134,6 @@ impl GzipPool {
     #[cfg(test)]
     fn idle(&self) -> usize {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
-    }
-}
-
-impl Gzip {
-    /// `level`: 1 (fastest) to 9 (smallest).
-    fn new(level: u32) -> Gzip {
-        match level.clamp(1, 9) {
-            1 => Gzip::Zlib(Compress::new(Compression::new(1), false)),
-            level => {
-                let level = libdeflater::CompressionLvl::new(level as i32).unwrap_or_default();
-                Gzip::Libdeflate { compressor: libdeflater::Compressor::new(level), joined: Vec::new() }
-            }
-        }
-    }
-
-    /// Appends `parts`, one after the other, to `out` as one gzip member. `false` when the
-    /// encoder failed (not expected; the caller then sends the parts uncompressed rather than
-    /// drop them).
-    fn compress(&mut self, parts: &[&Bytes], out: &mut Vec<u8>) -> bool {
-        match self {
-            Gzip::Zlib(deflate) => zlib(deflate, parts, out),
-            Gzip::Libdeflate { compressor, joined } => {
-                joined.clear();
-                parts.iter().for_each(|p| joined.extend_from_slice(p));
-                let start = out.len();
-                // First into the room `message` reserved (spans compress 5-10x), then, for data
-                // that does not compress so, into libdeflate's bound.
-                let mut done = false;
-                for room in [out.capacity() - start, compressor.gzip_compress_bound(joined.len())] {
-                    out.resize(start + room, 0);
-                    if let Ok(n) = compressor.gzip_compress(joined, &mut out[start..]) {
-                        out.truncate(start + n);
-                        done = true;
-                        break;
-                    }
-                }
-                if joined.capacity() > KEEP_JOINED {
-                    *joined = Vec::new();
-                }
-                done
-            }
-        }
     }
 }
 
@@ -164,30 +182,20 @@ fn reserve(out: &mut Vec<u8>) {
 
 /// `parts` one after the other as one gRPC message, gzip-compressed with a compressor of `gzip`.
 pub fn message(parts: &[&Bytes], gzip: Option<&GzipPool>) -> Bytes {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(
-        PREFIX
-            + match gzip {
-                // OTLP spans compress 5-10x; the buffer grows if not.
-                Some(_) => len / 4 + 1024,
-                None => len,
-            },
-    );
-    out.extend_from_slice(&[0; PREFIX]);
-    // The flag says whether this message is compressed, whatever `grpc-encoding` says.
-    let compressed = gzip.is_some_and(|pool| {
+    if let Some(pool) = gzip {
         let mut gzip = pool.take();
-        let compressed = gzip.compress(parts, &mut out);
+        let framed = gzip.message(parts);
         pool.put(gzip);
-        compressed
-    });
-    if !compressed {
-        out.truncate(PREFIX);
-        parts.iter().for_each(|p| out.extend_from_slice(p));
+        if let Some(framed) = framed {
+            return Bytes::from(framed);
+        }
     }
-    out[0] = u8::from(compressed);
-    let message_len = u32::try_from(out.len() - PREFIX).unwrap_or(u32::MAX);
-    out[1..PREFIX].copy_from_slice(&message_len.to_be_bytes());
+    // The flag says whether this message is compressed, whatever `grpc-encoding` says.
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(PREFIX + len);
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    parts.iter().for_each(|p| out.extend_from_slice(p));
     Bytes::from(out)
 }
 
