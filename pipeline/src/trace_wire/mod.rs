@@ -71,7 +71,7 @@ impl ValidTraces {
     /// spans.
     pub fn parse(bytes: Bytes) -> Result<ValidTraces, WireError> {
         let mut spans = 0;
-        walk_msg(Msg::Request, &bytes, RECURSION_LIMIT, &mut spans)?;
+        walk(Msg::Request, &bytes, RECURSION_LIMIT, &mut spans)?;
         Ok(ValidTraces { bytes, spans })
     }
 
@@ -308,32 +308,9 @@ fn field_len(len: usize) -> usize {
     1 + prost::length_delimiter_len(len) + len
 }
 
-/// [`walk`] of the message type `msg`: one copy of the walker per message type, so that each
-/// looks its fields up in its own part of the schema, known when compiled (the walk was a tenth
-/// of the agent's CPU on the trace ingest path).
-fn walk_msg(msg: Msg, bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<(), WireError> {
-    match msg {
-        Msg::Request => walk::<{ Msg::Request as u8 }>(bytes, depth_left, spans),
-        Msg::ResourceSpans => walk::<{ Msg::ResourceSpans as u8 }>(bytes, depth_left, spans),
-        Msg::Resource => walk::<{ Msg::Resource as u8 }>(bytes, depth_left, spans),
-        Msg::EntityRef => walk::<{ Msg::EntityRef as u8 }>(bytes, depth_left, spans),
-        Msg::ScopeSpans => walk::<{ Msg::ScopeSpans as u8 }>(bytes, depth_left, spans),
-        Msg::Scope => walk::<{ Msg::Scope as u8 }>(bytes, depth_left, spans),
-        Msg::Span => walk::<{ Msg::Span as u8 }>(bytes, depth_left, spans),
-        Msg::Event => walk::<{ Msg::Event as u8 }>(bytes, depth_left, spans),
-        Msg::Link => walk::<{ Msg::Link as u8 }>(bytes, depth_left, spans),
-        Msg::Status => walk::<{ Msg::Status as u8 }>(bytes, depth_left, spans),
-        Msg::KeyValue => walk::<{ Msg::KeyValue as u8 }>(bytes, depth_left, spans),
-        Msg::AnyValue => walk::<{ Msg::AnyValue as u8 }>(bytes, depth_left, spans),
-        Msg::ArrayValue => walk::<{ Msg::ArrayValue as u8 }>(bytes, depth_left, spans),
-        Msg::KeyValueList => walk::<{ Msg::KeyValueList as u8 }>(bytes, depth_left, spans),
-    }
-}
-
-/// Checks one message of type `M` (`bytes` is its body) and what it holds. `depth_left` is
-/// prost's recursion budget for the fields of this message.
-fn walk<const M: u8>(bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<(), WireError> {
-    let msg = Msg::of(M);
+/// Checks one message (`bytes` is its body) and what it holds. `depth_left` is prost's recursion
+/// budget for the fields of this message.
+fn walk(msg: Msg, bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<(), WireError> {
     let mut r = Reader::new(bytes);
     while !r.is_empty() {
         let at = r.pos();
@@ -354,7 +331,7 @@ fn walk<const M: u8>(bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result
                     if nested == Msg::Span {
                         *spans += 1;
                     }
-                    walk_msg(nested, body, depth_left - 1, spans).map_err(in_field)?;
+                    walk(nested, body, depth_left - 1, spans).map_err(in_field)?;
                 }
                 Field::Str => {
                     let body = r.length_delimited().map_err(in_field)?;

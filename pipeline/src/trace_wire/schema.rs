@@ -24,29 +24,6 @@ pub(super) enum Msg {
 }
 
 impl Msg {
-    pub(super) const ALL: [Msg; 14] = [
-        Msg::Request,
-        Msg::ResourceSpans,
-        Msg::Resource,
-        Msg::EntityRef,
-        Msg::ScopeSpans,
-        Msg::Scope,
-        Msg::Span,
-        Msg::Event,
-        Msg::Link,
-        Msg::Status,
-        Msg::KeyValue,
-        Msg::AnyValue,
-        Msg::ArrayValue,
-        Msg::KeyValueList,
-    ];
-
-    /// The message whose `as u8` is `n` (for the walker's copies per message type).
-    #[inline]
-    pub(super) const fn of(n: u8) -> Msg {
-        Msg::ALL[n as usize]
-    }
-
     pub(super) fn name(self) -> &'static str {
         match self {
             Msg::Request => "ExportTraceServiceRequest",

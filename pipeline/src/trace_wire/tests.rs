@@ -435,11 +435,3 @@ fn the_clients_attribute_wins() {
     assert!(cluster(&out.resource_spans[0])[0].contains("theirs"));
     assert!(cluster(&out.resource_spans[1])[0].contains("ours"));
 }
-
-#[test]
-fn each_message_type_is_its_own_number() {
-    for (n, msg) in Msg::ALL.into_iter().enumerate() {
-        assert_eq!(msg as usize, n);
-        assert_eq!(Msg::of(n as u8), msg);
-    }
-}
