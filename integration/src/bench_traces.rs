@@ -16,7 +16,7 @@
 //!    (`lgtm_agent_sampling_spans_buffered`), against the mean encoded size of a `Span`.
 //!
 //! ```text
-//! cargo run --release -p lgtm-integration --bin bench -- traces [--traces 50000] [--spans-per-trace 6] [--concurrency 4]
+//! cargo run --release -p lgtm-integration --bin bench -- traces [--traces 50000] [--spans-per-trace 6] [--concurrency 4] [--ingest-only]
 //! ```
 //!
 //! Figures (2-core VM shared with the other helpers' builds and benches; three runs of the command

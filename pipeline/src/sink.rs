@@ -172,6 +172,8 @@ impl LogsSink {
 /// Spans to Tempo, queued as they came: the Tempo exporter adds `k8s.cluster.name` to every
 /// resource that lacks it when it sends them (a value the client set wins over the agent's
 /// `cluster`; [`crate::trace_wire::resource_attribute_parts`]), so a request is not copied here.
+/// Spans still queued (on disk) when `cluster` changes go out with the new value; records queued
+/// by earlier versions carry the attribute already and get no second one.
 #[derive(Clone)]
 pub struct TracesSink {
     lane: Lane,
