@@ -16,7 +16,7 @@
 //!    (`lgtm_agent_sampling_spans_buffered`), against the mean encoded size of a `Span`.
 //!
 //! ```text
-//! cargo run --release -p lgtm-integration --bin bench -- traces [--traces 50000] [--spans-per-trace 6] [--concurrency 4]
+//! cargo run --release -p lgtm-integration --bin bench -- traces [--traces 50000] [--spans-per-trace 6] [--concurrency 4] [--ingest-only]
 //! ```
 //!
 //! Figures (2-core VM shared with the other helpers' builds and benches; three runs of the command
@@ -39,8 +39,8 @@
 //! a profile), the request walked twice (checked by the receiver, read by the sampler), gzip.
 //!
 //! The Tempo exporter now frames and gzips its requests itself (`lgtm_pipeline::exporter`'s
-//! `grpc_call`): once per request, straight from the queued records, with a compressor kept per
-//! sender, at `exporters.tempo.compression_level` (default 1); tonic compressed at level 6 on every
+//! `grpc_call`): once per request, straight from the queued records, with a compressor kept for
+//! the next request, at `exporters.tempo.compression_level` (default 1); tonic compressed at level 6 on every
 //! attempt after copying the request, 45% of the agent's ingest CPU in a profile. `bench traces
 //! --agent-bin <bin>` (with rotel-agent; the "sent" column is what reached the receiver, gzip and
 //! gRPC framing included), main's binary (21d211f) and this one, 3 runs each interleaved, load
@@ -53,6 +53,20 @@
 //! to add `k8s.cluster.name` 15%, walking it 11.5%, the queue's disk write 12.5%, tonic reading
 //! the body 10%), gzip 17%, page faults of fresh request buffers 18% (counted within those).
 //!
+//! Since then (`bench traces --ingest-only --agent-bin <bin> [--compression-level 6]`, main's
+//! ca883bd and this change, 3 runs each interleaved at each level, load 1.7-3.5 on the shared 2
+//! cores, 2026-12-07): the receiver queues a request as it came and the Tempo exporter adds
+//! `k8s.cluster.name` as it frames it (slices of the record, new length prefixes and the attribute:
+//! `lgtm_pipeline::trace_wire::resource_attribute_parts`), levels 2-9 gzip with libdeflate rather
+//! than zlib-rs (rotel-agent's flate2 uses miniz_oxide), compressors are pooled per exporter
+//! rather than one per sender, and the compressed message is sized exactly. Level 6: 352,941 ->
+//! 454,545 spans/cpu-s (medians; runs 365,854/344,828/352,941 and 454,545/400,000/454,545),
+//! 1.48x -> 1.92x rotel-agent's (runs 1.66/1.47/1.48 and 1.92/1.81/1.92; three more of this
+//! binary at load 6.7: 1.89/1.97/1.94), wall rate 1.54x -> 1.85x, 9.5 -> 9.7 MiB sent. Level 1:
+//! 576,923 -> 697,674 spans/cpu-s (runs 566,038/576,923/612,245 and 769,231/697,674/652,174),
+//! 2.40x -> 3.00x rotel-agent's, wall rate 1.97x -> 2.25x, 11.0 MiB sent. Left at level 6 (perf):
+//! libdeflate 50% of the agent's CPU, the wire check of every span 11%, the rest spread (socket
+//! reads, the queue's segment writes, unmapping each request's buffer).//!
 //! This process generates the load before any agent starts and sends pre-encoded bytes; the
 //! receiver walks the protobuf without decoding it. Both still share the machine's cores with the
 //! agent, which is why the figures are per CPU-second of the agent rather than per second.
@@ -104,6 +118,9 @@ pub struct TracesBench {
     /// `auto`: its cache path).
     #[arg(long)]
     pub collector: Option<PathBuf>,
+    /// Run the ingest phase only (its figures and ratios), not tail sampling and memory.
+    #[arg(long)]
+    pub ingest_only: bool,
 }
 
 impl Default for TracesBench {
@@ -118,6 +135,7 @@ impl Default for TracesBench {
             no_rotel: false,
             compression_level: None,
             collector: None,
+            ingest_only: false,
         }
     }
 }
@@ -190,6 +208,10 @@ pub async fn run(b: TracesBench) -> anyhow::Result<()> {
             lgtm.per_cpu_second() / peer.per_cpu_second().max(1e-9),
             lgtm.per_second() / peer.per_second().max(1e-9),
         );
+    }
+
+    if b.ingest_only {
+        return Ok(());
     }
 
     let sampling = tail_sampling(&bin, &load, &warmup, &b).await.context("tail-sampling phase")?;

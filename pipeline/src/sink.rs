@@ -16,7 +16,7 @@ use crate::exporter::{self, Signal};
 use crate::metrics;
 use crate::proto::{Label, PushRequest, StreamAdapter, TimeSeries, WriteRequest};
 use crate::queue::{DurableQueue, PushError, QueueError, QueueOptions};
-use crate::trace_wire::{add_resource_attribute, EncodedAttribute, ValidTraces};
+use crate::trace_wire::ValidTraces;
 
 /// Why a batch was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -169,63 +169,45 @@ impl LogsSink {
     }
 }
 
-/// Spans to Tempo. Adds `k8s.cluster.name` to every resource that lacks it: a value the client
-/// set wins over the agent's `cluster`.
+/// Spans to Tempo, queued as they came: the Tempo exporter adds `k8s.cluster.name` to every
+/// resource that lacks it when it sends them (a value the client set wins over the agent's
+/// `cluster`; [`crate::trace_wire::resource_attribute_parts`]), so a request is not copied here.
+/// Spans still queued (on disk) when `cluster` changes go out with the new value; records queued
+/// by earlier versions carry the attribute already and get no second one.
 #[derive(Clone)]
 pub struct TracesSink {
     lane: Lane,
-    cluster: Arc<String>,
-    /// `k8s.cluster.name` encoded once, for requests kept encoded.
-    cluster_attribute: Arc<EncodedAttribute>,
 }
 
 impl TracesSink {
-    fn new(lane: Lane, cluster: &str) -> TracesSink {
-        TracesSink {
-            lane,
-            cluster: Arc::new(cluster.to_string()),
-            cluster_attribute: Arc::new(EncodedAttribute::string(CLUSTER_ATTRIBUTE, cluster)),
-        }
-    }
-
-    pub async fn send(&self, mut req: ExportTraceServiceRequest) -> Result<Ack, SendError> {
-        let (payload, items) = self.encode(&mut req);
+    pub async fn send(&self, req: ExportTraceServiceRequest) -> Result<Ack, SendError> {
+        let (payload, items) = encode(&req);
         self.lane.push(payload, items).await
     }
 
     /// As `send`, but answers [`SendError::Full`] instead of waiting (receivers answer
     /// RESOURCE_EXHAUSTED / 429).
-    pub fn try_send(&self, mut req: ExportTraceServiceRequest) -> Result<Ack, SendError> {
-        let (payload, items) = self.encode(&mut req);
+    pub fn try_send(&self, req: ExportTraceServiceRequest) -> Result<Ack, SendError> {
+        let (payload, items) = encode(&req);
         self.lane.try_push(payload, items)
     }
 
-    /// As `try_send` for a request still encoded: only the resources are rewritten
-    /// ([`ValidTraces::with_resource_attribute`]), the spans are copied as bytes.
+    /// As `try_send` for a request still encoded: queued as it is, not copied.
     pub fn try_send_encoded(&self, req: &ValidTraces) -> Result<Ack, SendError> {
-        let payload = req.with_resource_attribute(&self.cluster_attribute);
-        self.lane.try_push(payload, u32::try_from(req.spans()).unwrap_or(u32::MAX))
+        self.lane.try_push(req.as_bytes().clone(), u32::try_from(req.spans()).unwrap_or(u32::MAX))
     }
 
     /// As `send` for a request still encoded (the tail sampler's kept spans): waits while the
-    /// queue is full; only the resources are rewritten.
+    /// queue is full.
     pub async fn send_encoded(&self, req: &ValidTraces) -> Result<Ack, SendError> {
-        let payload = req.with_resource_attribute(&self.cluster_attribute);
-        self.lane.push(payload, u32::try_from(req.spans()).unwrap_or(u32::MAX)).await
-    }
-
-    fn encode(&self, req: &mut ExportTraceServiceRequest) -> (Bytes, u32) {
-        let mut items = 0u32;
-        add_resource_attribute(req, CLUSTER_ATTRIBUTE, &self.cluster);
-        for rs in &req.resource_spans {
-            items += rs.scope_spans.iter().map(|ss| ss.spans.len() as u32).sum::<u32>();
-        }
-        (Bytes::from(req.encode_to_vec()), items)
+        self.lane.push(req.as_bytes().clone(), u32::try_from(req.spans()).unwrap_or(u32::MAX)).await
     }
 }
 
-/// The resource attribute naming the agent's `cluster` on every span.
-const CLUSTER_ATTRIBUTE: &str = "k8s.cluster.name";
+fn encode(req: &ExportTraceServiceRequest) -> (Bytes, u32) {
+    let items = req.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len() as u32).sum();
+    (Bytes::from(req.encode_to_vec()), items)
+}
 
 /// The three sinks, cheap to clone into every source.
 #[derive(Clone)]
@@ -274,7 +256,7 @@ impl Pipeline {
                 }),
             },
             logs: LogsSink { lane: logs },
-            traces: TracesSink::new(traces, &config.cluster),
+            traces: TracesSink { lane: traces },
         };
         Ok((pipeline, handle))
     }
@@ -308,7 +290,7 @@ fn open_lane(
         max_disk,
         when_full: ex.queue.when_full,
     })?;
-    let running = handle.spawn_exporter(signal, ex, config.tenant_of(ex), queue.clone());
+    let running = handle.spawn_exporter(signal, ex, config.tenant_of(ex), &config.cluster, queue.clone());
     handle.exporters.push(running);
     Ok(Lane { name, queue: Some(queue) })
 }
@@ -326,6 +308,7 @@ impl PipelineHandle {
         signal: Signal,
         ex: &ExporterConfig,
         tenant: &str,
+        cluster: &str,
         queue: DurableQueue,
     ) -> RunningExporter {
         let name = signal.exporter_name();
@@ -337,7 +320,7 @@ impl PipelineHandle {
         }
         let stop = self.stop.child_token();
         let retiring = CancellationToken::new();
-        let task = exporter::spawn(signal, ex, tenant.to_string(), queue.clone(), stop.clone());
+        let task = exporter::spawn(signal, ex, tenant.to_string(), cluster.to_string(), queue.clone(), stop.clone());
         // An exporter ends when its queue is closed (shutdown). Ending before that, or panicking,
         // leaves its signal undelivered for good: `/healthz` fails so that the pod is restarted.
         let (closing, replaced) = (self.closing.clone(), retiring.clone());
@@ -382,7 +365,7 @@ impl PipelineHandle {
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut old.task).await;
         }
         old.queue.resume_readers();
-        let running = self.spawn_exporter(signal, ex, config.tenant_of(ex), old.queue.clone());
+        let running = self.spawn_exporter(signal, ex, config.tenant_of(ex), &config.cluster, old.queue.clone());
         self.exporters.insert(at, running);
         true
     }

@@ -47,11 +47,13 @@ impl Signal {
 }
 
 /// Starts the exporter task of `signal`. It runs until the queue is closed and drained, or until
-/// `stop` is cancelled (then records in flight are released back to the queue).
+/// `stop` is cancelled (then records in flight are released back to the queue). `cluster`: the
+/// agent's, which the Tempo exporter adds to spans as `k8s.cluster.name`.
 pub fn spawn(
     signal: Signal,
     cfg: &ExporterConfig,
     tenant: String,
+    cluster: String,
     queue: DurableQueue,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -65,7 +67,7 @@ pub fn spawn(
             match signal {
                 Signal::Metrics => remote_write::run(cfg, tenant, queue, stop).await,
                 Signal::Logs => loki::run(cfg, tenant, queue, stop).await,
-                Signal::Traces => otlp::run(cfg, tenant, queue, stop).await,
+                Signal::Traces => otlp::run(cfg, tenant, cluster, queue, stop).await,
             }
         }
     };

@@ -34,14 +34,14 @@ use tonic::{Code, Status};
 use tonic_prost::ProstDecoder;
 
 use super::credentials::{redact, Credentials};
-use super::grpc_call::{self, Gzip};
+use super::grpc_call::{self, GzipPool};
 use super::outcome::{release, Reporter};
 use super::retry::{set_up_until_stopped, Attempt, Decision, Retrier};
 use super::trace_split::{self, Piece};
 use crate::ack::Delivery;
 use crate::queue::{DurableQueue, Record};
 use crate::tls::{self, TlsError, TlsFiles};
-use crate::trace_wire;
+use crate::trace_wire::{self, EncodedAttribute};
 
 const EXPORTER: &str = "tempo";
 
@@ -72,15 +72,20 @@ struct Client {
     credentials: Credentials,
     /// The gzip level, `None` for no compression.
     gzip_level: Option<u32>,
+    /// `k8s.cluster.name`, added to every resource that lacks it as requests are framed.
+    cluster: EncodedAttribute,
 }
 
 /// Connects, then sends with `shards` senders (requests in flight), each taking its own
 /// batches from the queue: spans of different requests have no order to keep, and one request
 /// at a time left the exporter waiting on every answer (a client saw the agent at 0.8x
 /// rotel-agent's spans per second and 0.3x the Collector's).
-pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
-    let Some(client) = connect_until_stopped(&cfg, &tenant, &stop).await else { return };
+pub async fn run(cfg: ExporterConfig, tenant: String, cluster: String, queue: DurableQueue, stop: CancellationToken) {
+    let Some(client) = connect_until_stopped(&cfg, &tenant, &cluster, &stop).await else { return };
     let client = Arc::new(client);
+    // One compressor per request being compressed at once (at most one per runtime thread),
+    // shared by the senders, rather than one per sender (320 KiB each).
+    let gzip = Arc::new(client.gzip_level.map(GzipPool::new));
     let retrier = Retrier::new(EXPORTER, &cfg.retry, stop.clone());
     let reporter = Reporter::new(EXPORTER);
     let limits = BatchLimits {
@@ -90,9 +95,11 @@ pub async fn run(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop:
     };
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..cfg.shards.max(1) {
-        let (client, retrier, reporter, queue, stop) =
-            (client.clone(), retrier.clone(), reporter.clone(), queue.clone(), stop.clone());
-        senders.spawn(async move { sender(limits, &client, &retrier, &reporter, &queue, &stop).await });
+        let (client, gzip, retrier, reporter, queue, stop) =
+            (client.clone(), gzip.clone(), retrier.clone(), reporter.clone(), queue.clone(), stop.clone());
+        senders.spawn(async move {
+            sender(limits, &client, gzip.as_ref().as_ref(), &retrier, &reporter, &queue, &stop).await
+        });
     }
     while senders.join_next().await.is_some() {}
 }
@@ -109,12 +116,12 @@ struct BatchLimits {
 async fn sender(
     limits: BatchLimits,
     client: &Client,
+    gzip: Option<&GzipPool>,
     retrier: &Retrier,
     reporter: &Reporter,
     queue: &DurableQueue,
     stop: &CancellationToken,
 ) {
-    let mut gzip = client.gzip_level.map(Gzip::new);
     loop {
         let batch = tokio::select! {
             b = queue.next(limits.max_bytes, limits.max_items, limits.max_wait) => b,
@@ -129,7 +136,7 @@ async fn sender(
         if records.is_empty() {
             continue;
         }
-        if !send(&records, limits.max_bytes, client, gzip.as_mut(), retrier, reporter, queue).await {
+        if !send(&records, limits.max_bytes, client, gzip, retrier, reporter, queue).await {
             break;
         }
     }
@@ -143,7 +150,7 @@ async fn send(
     records: &[Record],
     max_bytes: usize,
     client: &Client,
-    mut gzip: Option<&mut Gzip>,
+    gzip: Option<&GzipPool>,
     retrier: &Retrier,
     reporter: &Reporter,
     queue: &DurableQueue,
@@ -151,15 +158,16 @@ async fn send(
     let pieces = records
         .iter()
         .enumerate()
-        .flat_map(|(i, r)| trace_split::pieces_of(i, &r.payload, r.items as u64, max_bytes))
+        .flat_map(|(i, r)| trace_split::pieces_of(i, &r.payload, r.items as u64, max_bytes, Some(&client.cluster)))
         .collect();
     let mut work: VecDeque<Vec<Piece>> = trace_split::group(pieces, max_bytes).into();
     let mut refused: Vec<Option<String>> = vec![None; records.len()];
     while let Some(request) = work.pop_front() {
         let spans: u64 = request.iter().map(|p| p.spans).sum();
         let from: Vec<usize> = request.iter().map(|p| p.record).collect();
-        let parts: Vec<Bytes> = request.iter().map(|p| p.bytes.clone()).collect();
-        let message = grpc_call::message(&parts, gzip.as_deref_mut());
+        let parts: Vec<&Bytes> = request.iter().flat_map(|p| &p.parts).collect();
+        // Framed and compressed once: every attempt sends these bytes.
+        let message = grpc_call::message(&parts, gzip);
         drop(parts);
         match retrier.run(|| client.export(message.clone())).await {
             None => {
@@ -174,19 +182,21 @@ async fn send(
                 }
                 reporter.delivered(spans - rejected);
             }
-            Some(Decision::Rejected { reason, message }) if reason == TOO_LARGE => match trace_split::halve(request) {
-                Some((first, second)) => {
-                    work.push_front(second);
-                    work.push_front(first);
-                }
-                None => {
-                    // What is left is a single span (or what cannot be cut): dropped and counted.
-                    reporter.rejected(spans, &reason, &message);
-                    for i in from {
-                        refused[i] = Some(message.clone());
+            Some(Decision::Rejected { reason, message }) if reason == TOO_LARGE => {
+                match trace_split::halve(request, Some(&client.cluster)) {
+                    Some((first, second)) => {
+                        work.push_front(second);
+                        work.push_front(first);
+                    }
+                    None => {
+                        // What is left is a single span (or what cannot be cut): dropped and counted.
+                        reporter.rejected(spans, &reason, &message);
+                        for i in from {
+                            refused[i] = Some(message.clone());
+                        }
                     }
                 }
-            },
+            }
             Some(Decision::Rejected { reason, message }) => {
                 reporter.rejected(spans, &reason, &message);
                 for i in from {
@@ -302,20 +312,25 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-async fn connect_until_stopped(cfg: &ExporterConfig, tenant: &str, stop: &CancellationToken) -> Option<Client> {
+async fn connect_until_stopped(
+    cfg: &ExporterConfig,
+    tenant: &str,
+    cluster: &str,
+    stop: &CancellationToken,
+) -> Option<Client> {
     let max_backoff = cfg.retry.max_backoff.get();
     let is_unconfigured = |e: &SetupError| matches!(e, SetupError::NoEndpoint);
-    set_up_until_stopped(EXPORTER, max_backoff, stop, is_unconfigured, || connect(cfg, tenant)).await
+    set_up_until_stopped(EXPORTER, max_backoff, stop, is_unconfigured, || connect(cfg, tenant, cluster)).await
 }
 
 /// [`connect`] once, for the agent's start-up check (`super::check_setup`).
 pub(crate) async fn check_setup(cfg: &ExporterConfig, tenant: &str) -> Result<(), SetupError> {
-    connect(cfg, tenant).await.map(|_| ())
+    connect(cfg, tenant, "").await.map(|_| ())
 }
 
 /// The channel connects lazily: an unreachable backend shows up as UNAVAILABLE on the first
 /// export, which is retried like any other.
-async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupError> {
+async fn connect(cfg: &ExporterConfig, tenant: &str, cluster: &str) -> Result<Client, SetupError> {
     let raw = cfg.url.as_deref().filter(|u| !u.is_empty()).ok_or(SetupError::NoEndpoint)?;
     let tls_configured = cfg.tls.ca_file.is_some() || cfg.tls.cert_file.is_some();
     let endpoint_text = if raw.contains("://") {
@@ -357,7 +372,13 @@ async fn connect(cfg: &ExporterConfig, tenant: &str) -> Result<Client, SetupErro
         let value = AsciiMetadataValue::from_str(tenant).map_err(|_| SetupError::Header("x-scope-orgid".into()))?;
         metadata.insert("x-scope-orgid", value);
     }
-    Ok(Client { channel, metadata, credentials: Credentials::from_config(cfg), gzip_level })
+    Ok(Client {
+        channel,
+        metadata,
+        credentials: Credentials::from_config(cfg),
+        gzip_level,
+        cluster: EncodedAttribute::string(trace_wire::CLUSTER_ATTRIBUTE, cluster),
+    })
 }
 
 #[cfg(test)]
@@ -366,6 +387,8 @@ mod tests {
 
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
     use tonic::codec::CompressionEncoding;
@@ -473,6 +496,29 @@ mod tests {
         }
     }
 
+    /// The exporter of an agent whose `cluster` is `test-cluster`.
+    async fn run_in_cluster(cfg: ExporterConfig, tenant: String, queue: DurableQueue, stop: CancellationToken) {
+        run(cfg, tenant, "test-cluster".into(), queue, stop).await
+    }
+
+    /// The `k8s.cluster.name` values of each resource of `req`.
+    fn clusters(req: &ExportTraceServiceRequest) -> Vec<Vec<String>> {
+        req.resource_spans
+            .iter()
+            .map(|rs| {
+                let attributes = rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or_default();
+                attributes
+                    .iter()
+                    .filter(|kv| kv.key == trace_wire::CLUSTER_ATTRIBUTE)
+                    .map(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                        Some(any_value::Value::StringValue(s)) => s.clone(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     fn spans(service: &str, names: &[&str]) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
@@ -508,19 +554,28 @@ mod tests {
         let port = backend.serve(None).await;
         let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
         cfg.headers.insert("X-Extra".into(), "yes".into());
-        let records = vec![spans("a", &["one", "two"]).encode_to_vec(), spans("b", &["three"]).encode_to_vec()];
-        let acks = push_and_run(run, cfg, "tenant-t", records, 1).await;
+        // The second record's client set its own cluster: kept, not added twice.
+        let mut theirs = spans("b", &["three"]);
+        theirs.resource_spans[0].resource = Some(Resource {
+            attributes: vec![trace_wire::string_attribute(trace_wire::CLUSTER_ATTRIBUTE, "theirs")],
+            ..Default::default()
+        });
+        let records = vec![spans("a", &["one", "two"]).encode_to_vec(), theirs.encode_to_vec()];
+        let acks = push_and_run(run_in_cluster, cfg, "tenant-t", records, 1).await;
         assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
 
         let seen = backend.seen();
-        let mut names = Vec::new();
+        let (mut names, mut cluster) = (Vec::new(), Vec::new());
         for (metadata, req) in &seen {
             assert_eq!(metadata.get("x-scope-orgid").unwrap(), "tenant-t");
             assert_eq!(metadata.get("x-extra").unwrap(), "yes");
             assert_eq!(metadata.get("grpc-encoding").unwrap(), "gzip");
             names.extend(span_names(req));
+            cluster.extend(clusters(req));
         }
         assert_eq!(names, vec!["a/one", "a/two", "b/three"]);
+        // Added by the exporter where the client had none: the queue holds requests as received.
+        assert_eq!(cluster, vec![vec!["test-cluster".to_string()], vec!["theirs".to_string()]]);
     }
 
     #[tokio::test]
@@ -530,7 +585,7 @@ mod tests {
         let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
         cfg.basic_auth =
             Some(lgtm_config::BasicAuth { username: "u".into(), password: Some("p".into()), password_file: None });
-        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        let acks = push_and_run(run_in_cluster, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
         assert_eq!(acks, vec![Some(Delivery::Accepted)]);
         let seen = backend.seen();
         assert_eq!(seen[0].0.get("authorization").unwrap(), "Basic dTpw");
@@ -545,7 +600,7 @@ mod tests {
             let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
             (cfg.compression, cfg.compression_level) = (compression, level);
             let records = vec![spans("a", &["one", "two"]).encode_to_vec(), spans("b", &["three"]).encode_to_vec()];
-            let acks = push_and_run(run, cfg, "t", records, 1).await;
+            let acks = push_and_run(run_in_cluster, cfg, "t", records, 1).await;
             assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
             let seen = backend.seen();
             let names: Vec<String> = seen.iter().flat_map(|(_, r)| span_names(r)).collect();
@@ -566,7 +621,7 @@ mod tests {
             cfg.batch.max_items = 1;
             let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
             let records = names.iter().map(|n| spans("a", &[n.as_str()]).encode_to_vec()).collect();
-            let acks = push_and_run(run, cfg, "t", records, 1).await;
+            let acks = push_and_run(run_in_cluster, cfg, "t", records, 1).await;
             assert!(acks.iter().all(|a| *a == Some(Delivery::Accepted)), "{acks:?}");
             let mut got: Vec<String> = backend.seen().iter().flat_map(|(_, r)| span_names(r)).collect();
             got.sort();
@@ -582,14 +637,14 @@ mod tests {
         let backend = Backend::scripted(vec![Err(Code::Unavailable), Err(Code::ResourceExhausted)]);
         let port = backend.serve(None).await;
         let cfg = fast_config(&format!("http://127.0.0.1:{port}"));
-        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        let acks = push_and_run(run_in_cluster, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
         assert_eq!(acks, vec![Some(Delivery::Accepted)]);
         assert_eq!(backend.seen().len(), 3);
 
         let backend = Backend::scripted(vec![Err(Code::InvalidArgument)]);
         let port = backend.serve(None).await;
         let cfg = fast_config(&format!("http://127.0.0.1:{port}"));
-        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        let acks = push_and_run(run_in_cluster, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
         assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("scripted failure")), "{acks:?}");
         assert_eq!(backend.seen().len(), 1);
     }
@@ -600,7 +655,7 @@ mod tests {
         let port = backend.serve(None).await;
         let mut cfg = fast_config(&format!("http://127.0.0.1:{port}"));
         cfg.timeout = lgtm_config::Duration::from_millis(200);
-        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        let acks = push_and_run(run_in_cluster, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
         assert_eq!(acks, vec![Some(Delivery::Accepted)]);
         assert_eq!(backend.seen().len(), 2, "the first attempt timed out and was sent again");
     }
@@ -612,7 +667,7 @@ mod tests {
         let cfg = fast_config(&format!("http://127.0.0.1:{port}"));
         let failed = || metrics::pipeline().failed.with_label_values(&[EXPORTER, "partial_success"]).get();
         let before = failed();
-        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x", "y", "z"]).encode_to_vec()], 3).await;
+        let acks = push_and_run(run_in_cluster, cfg, "t", vec![spans("a", &["x", "y", "z"]).encode_to_vec()], 3).await;
         assert_eq!(acks, vec![Some(Delivery::Accepted)]);
         assert_eq!(backend.seen().len(), 1);
         assert!(failed() >= before + 2);
@@ -634,7 +689,7 @@ mod tests {
         let records = vec![spans("a", &names).encode_to_vec(), spans("b", &names[..20]).encode_to_vec()];
         let too_large = || metrics::pipeline().failed.with_label_values(&[EXPORTER, "too_large"]).get();
         let before = too_large();
-        let acks = push_and_run(run, cfg, "t", records, 21).await;
+        let acks = push_and_run(run_in_cluster, cfg, "t", records, 21).await;
         assert!(matches!(&acks[0], Some(Delivery::Rejected(m)) if m.contains("larger than max")), "{acks:?}");
         assert_eq!(acks[1], Some(Delivery::Accepted));
         let mut got: Vec<String> = backend.seen().iter().flat_map(|(_, r)| span_names(r)).collect();
@@ -652,7 +707,7 @@ mod tests {
         let (tx, ack) = crate::ack::Ack::pair();
         queue.push(spans("a", &["x"]).encode_to_vec().into(), 1, Some(tx)).await.unwrap();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(cfg, "t".into(), queue.clone(), stop.clone()));
+        let task = tokio::spawn(run_in_cluster(cfg, "t".into(), queue.clone(), stop.clone()));
         let outcome = tokio::time::timeout(wait, ack.outcome()).await.ok().flatten();
         stop.cancel();
         queue.close();
@@ -705,7 +760,7 @@ mod tests {
         assert_eq!(outcome_within(cfg.clone(), Duration::from_millis(1500)).await, None, "no client certificate");
         cfg.tls.cert_file = Some(pki.client_cert_file.clone());
         cfg.tls.key_file = Some(pki.client_key_file.clone());
-        let acks = push_and_run(run, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
+        let acks = push_and_run(run_in_cluster, cfg, "t", vec![spans("a", &["x"]).encode_to_vec()], 1).await;
         assert_eq!(acks, vec![Some(Delivery::Accepted)]);
         assert_eq!(backend.seen().len(), 1);
     }

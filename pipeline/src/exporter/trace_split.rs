@@ -13,61 +13,90 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 
-use crate::trace_wire;
+use crate::trace_wire::{self, EncodedAttribute};
 
 /// Part of one queued record: the encoding of an `ExportTraceServiceRequest` (field 1 only, so
-/// pieces one after the other are one request) and how many spans it holds.
+/// pieces one after the other are one request) and how many spans it holds; and what is sent
+/// of it: its bytes with the cluster attribute added to every resource that lacks it
+/// ([`trace_wire::resource_attribute_parts`]).
 #[derive(Debug, Clone)]
 pub struct Piece {
     pub bytes: Bytes,
     pub spans: u64,
     /// Index of the record it comes from, in the exporter's batch.
     pub record: usize,
+    /// What is sent: slices of `bytes` and the added attribute, one after the other.
+    pub parts: Vec<Bytes>,
+    /// Length of `parts`.
+    pub len: usize,
+}
+
+impl Piece {
+    pub fn new(bytes: Bytes, spans: u64, record: usize, attribute: Option<&EncodedAttribute>) -> Piece {
+        let mut parts = Vec::new();
+        let len = match attribute {
+            Some(attribute) => trace_wire::resource_attribute_parts(&bytes, attribute, &mut parts),
+            None => {
+                parts.push(bytes.clone());
+                bytes.len()
+            }
+        };
+        Piece { bytes, spans, record, parts, len }
+    }
 }
 
 /// Bytes a field's key and length prefix may take around a message.
 const FRAMING: usize = 6;
 
-/// The pieces of `payload` (`spans` spans), each at most `max_bytes` unless a single span is
-/// larger; a record within the bound is one piece, shared, not copied.
-pub fn pieces_of(record: usize, payload: &Bytes, spans: u64, max_bytes: usize) -> Vec<Piece> {
-    if payload.len() <= max_bytes {
-        return vec![Piece { bytes: payload.clone(), spans, record }];
+/// The pieces of `payload` (`spans` spans), each at most `max_bytes` once `attribute` is added,
+/// unless a single span is larger; a record within the bound is one piece, shared, not copied.
+pub fn pieces_of(
+    record: usize,
+    payload: &Bytes,
+    spans: u64,
+    max_bytes: usize,
+    attribute: Option<&EncodedAttribute>,
+) -> Vec<Piece> {
+    let whole = Piece::new(payload.clone(), spans, record, attribute);
+    if whole.len <= max_bytes {
+        return vec![whole];
     }
     let Ok(ranges) = trace_wire::resource_spans_ranges(payload) else {
-        return vec![Piece { bytes: payload.clone(), spans, record }];
+        return vec![whole];
     };
     let mut out = Vec::new();
     for range in ranges {
         let one = payload.slice(range);
-        if one.len() <= max_bytes {
-            out.push(Piece { spans: count_spans(&one), bytes: one, record });
+        let piece = Piece::new(one.clone(), count_spans(&one), record, attribute);
+        if piece.len <= max_bytes {
+            out.push(piece);
         } else {
+            // The attribute goes on each part of the resource's spans: leave room for it.
+            let room = max_bytes.saturating_sub(piece.len - one.len());
             match decode_one(&one) {
-                Some(rs) => out.extend(split_spans(rs, max_bytes).into_iter().map(|(bytes, spans)| Piece {
-                    bytes,
-                    spans,
-                    record,
-                })),
-                None => out.push(Piece { spans: count_spans(&one), bytes: one, record }),
+                Some(rs) => out.extend(
+                    split_spans(rs, room).into_iter().map(|(bytes, spans)| Piece::new(bytes, spans, record, attribute)),
+                ),
+                None => out.push(piece),
             }
         }
     }
     out
 }
 
-/// Groups pieces into requests of at most `max_bytes` (a piece larger than that goes alone).
+/// Groups pieces into requests of at most `max_bytes` as sent (a piece larger than that goes
+/// alone).
 pub fn group(pieces: Vec<Piece>, max_bytes: usize) -> Vec<Vec<Piece>> {
     let mut out: Vec<Vec<Piece>> = Vec::new();
     let mut size = 0;
     for p in pieces {
         match out.last_mut() {
-            Some(last) if size + p.bytes.len() <= max_bytes => {
-                size += p.bytes.len();
+            Some(last) if size + p.len <= max_bytes => {
+                size += p.len;
                 last.push(p);
             }
             _ => {
-                size = p.bytes.len();
+                size = p.len;
                 out.push(vec![p]);
             }
         }
@@ -77,21 +106,21 @@ pub fn group(pieces: Vec<Piece>, max_bytes: usize) -> Vec<Vec<Piece>> {
 
 /// A request cut in two halves: by pieces, else by `ResourceSpans`, else by spans. `None` for a
 /// single span.
-pub fn halve(mut request: Vec<Piece>) -> Option<(Vec<Piece>, Vec<Piece>)> {
+pub fn halve(mut request: Vec<Piece>, attribute: Option<&EncodedAttribute>) -> Option<(Vec<Piece>, Vec<Piece>)> {
     if request.len() > 1 {
         let second = request.split_off(request.len() / 2);
         return Some((request, second));
     }
     let piece = request.pop()?;
+    let record = piece.record;
     let ranges = trace_wire::resource_spans_ranges(&piece.bytes).ok()?;
     if ranges.len() > 1 {
         let mid = ranges.len() / 2;
         let first = piece.bytes.slice(ranges[0].start..ranges[mid - 1].end);
         let second = piece.bytes.slice(ranges[mid].start..ranges[ranges.len() - 1].end);
-        let record = piece.record;
         return Some((
-            vec![Piece { spans: count_spans(&first), bytes: first, record }],
-            vec![Piece { spans: count_spans(&second), bytes: second, record }],
+            vec![Piece::new(first.clone(), count_spans(&first), record, attribute)],
+            vec![Piece::new(second.clone(), count_spans(&second), record, attribute)],
         ));
     }
     let rs = decode_one(&piece.bytes)?;
@@ -101,7 +130,7 @@ pub fn halve(mut request: Vec<Piece>) -> Option<(Vec<Piece>, Vec<Piece>)> {
     }
     let second = parts.split_off(parts.len() / 2);
     let as_pieces = |parts: Vec<(Bytes, u64)>| {
-        parts.into_iter().map(|(bytes, spans)| Piece { bytes, spans, record: piece.record }).collect::<Vec<_>>()
+        parts.into_iter().map(|(bytes, spans)| Piece::new(bytes, spans, record, attribute)).collect::<Vec<_>>()
     };
     Some((as_pieces(parts), as_pieces(second)))
 }
@@ -215,9 +244,9 @@ mod tests {
     fn a_record_over_the_bound_is_cut_by_resource_then_by_span_and_loses_nothing() {
         let req = request(3, 40, 1000);
         let bytes = Bytes::from(req.encode_to_vec());
-        let whole = vec![Piece { bytes: bytes.clone(), spans: 120, record: 0 }];
+        let whole = vec![Piece::new(bytes.clone(), 120, 0, None)];
         for max in [bytes.len(), 60_000, 20_000, 5_000, 500] {
-            let pieces = pieces_of(0, &bytes, 120, max);
+            let pieces = pieces_of(0, &bytes, 120, max, None);
             assert_eq!(spans_of(&pieces), spans_of(&whole), "max {max}");
             for p in &pieces {
                 assert!(p.bytes.len() <= max.max(1_200), "a piece of {} bytes for max {max}", p.bytes.len());
@@ -227,14 +256,57 @@ mod tests {
         }
     }
 
+    /// With the cluster attribute added as pieces are sent: requests stay within the bound as
+    /// sent, nothing is lost, and every resource carries the attribute once (the client's where
+    /// it set one).
+    #[test]
+    fn pieces_with_the_cluster_attribute_stay_within_the_bound_as_sent() {
+        let mut req = request(3, 40, 1000);
+        // The client set its own on the first resource.
+        let theirs = trace_wire::string_attribute(trace_wire::CLUSTER_ATTRIBUTE, "theirs");
+        req.resource_spans[0].resource.as_mut().unwrap().attributes.push(theirs);
+        let bytes = Bytes::from(req.encode_to_vec());
+        let attribute = EncodedAttribute::string(trace_wire::CLUSTER_ATTRIBUTE, "ours");
+        let whole = vec![Piece::new(bytes.clone(), 120, 0, None)];
+        for max in [bytes.len() + 1_000, bytes.len(), 60_000, 20_000, 5_000, 500] {
+            let pieces = pieces_of(0, &bytes, 120, max, Some(&attribute));
+            assert_eq!(spans_of(&pieces), spans_of(&whole), "max {max}");
+            let mut requests = group(pieces, max);
+            // Halving (the backend's "larger than max") keeps the attribute too.
+            if let Some((a, b)) = halve(requests.pop().unwrap(), Some(&attribute)) {
+                requests.extend([a, b]);
+            }
+            for r in &requests {
+                let sent: Vec<u8> = r.iter().flat_map(|p| &p.parts).flat_map(|b| b.to_vec()).collect();
+                assert_eq!(sent.len(), r.iter().map(|p| p.len).sum::<usize>());
+                assert!(sent.len() <= max.max(1_300), "a request of {} bytes for max {max}", sent.len());
+                let decoded = ExportTraceServiceRequest::decode(&sent[..]).unwrap();
+                for rs in decoded.resource_spans {
+                    let values: Vec<String> = rs
+                        .resource
+                        .unwrap()
+                        .attributes
+                        .iter()
+                        .filter(|kv| kv.key == trace_wire::CLUSTER_ATTRIBUTE)
+                        .map(|kv| format!("{:?}", kv.value))
+                        .collect();
+                    assert_eq!(values.len(), 1, "max {max}: {values:?}");
+                    let service = format!("{:?}", rs.scope_spans.first().map(|ss| &ss.spans[0].trace_id));
+                    let first_resource = service.contains("[0, 0,");
+                    assert!(values[0].contains(if first_resource { "theirs" } else { "ours" }), "{values:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn halving_ends_at_a_single_span() {
         let req = request(2, 4, 10);
         let bytes = Bytes::from(req.encode_to_vec());
-        let mut work = vec![vec![Piece { bytes: bytes.clone(), spans: 8, record: 0 }]];
+        let mut work = vec![vec![Piece::new(bytes.clone(), 8, 0, None)]];
         let mut singles = Vec::new();
         while let Some(r) = work.pop() {
-            match halve(r.clone()) {
+            match halve(r.clone(), None) {
                 Some((a, b)) => {
                     work.push(b);
                     work.push(a);
@@ -244,6 +316,6 @@ mod tests {
         }
         assert_eq!(singles.len(), 8);
         assert!(singles.iter().all(|p| p.spans == 1));
-        assert_eq!(spans_of(&singles), spans_of(&[Piece { bytes, spans: 8, record: 0 }]));
+        assert_eq!(spans_of(&singles), spans_of(&[Piece::new(bytes, 8, 0, None)]));
     }
 }

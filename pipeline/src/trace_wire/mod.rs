@@ -6,9 +6,10 @@
 //! - [`ValidTraces::parse`] walks an `ExportTraceServiceRequest` in the protobuf wire format,
 //!   checking it as prost would decode it (same acceptance: a body prost refuses is refused here,
 //!   with where and why), counting spans, allocating nothing;
-//! - [`ValidTraces::with_resource_attribute`] copies the request, rewriting only the `Resource` of
-//!   each `ResourceSpans` that lacks the attribute (and the two length prefixes around it): spans
-//!   are copied as bytes, never decoded.
+//! - [`resource_attribute_parts`] adds a resource attribute where the Tempo exporter sends the
+//!   request, without copying it: slices of the request with, for each `ResourceSpans` that
+//!   lacks the attribute, new length prefixes around its `Resource` and the attribute after it;
+//!   spans are never decoded.
 //!
 //! The spans are not looked at here; [`fields`] reads the fields of one message of a checked
 //! request, for the tail sampler, which indexes spans by trace ID without decoding them. Unknown
@@ -28,6 +29,9 @@ use prost::Message;
 pub use reader::WireType;
 use reader::{occurrences, Occurrence, Reader};
 use schema::{Field, Msg};
+
+/// The resource attribute naming the agent's `cluster` on every span sent to Tempo.
+pub const CLUSTER_ATTRIBUTE: &str = "k8s.cluster.name";
 
 /// prost's recursion limit: a message nested deeper than this is refused.
 const RECURSION_LIMIT: u32 = 100;
@@ -92,45 +96,129 @@ impl ValidTraces {
     }
 
     /// The request with `attribute` added to the resource of every `ResourceSpans` that does
-    /// not have an attribute of that key already (the client's value wins, as in
-    /// [`crate::TracesSink`]); a `ResourceSpans` without a resource gets one. Decoded, the result
-    /// equals the decoded request with the attribute pushed last onto each such resource's
-    /// attributes. When every resource has the key already, that is the request itself, not
-    /// copied.
+    /// not have an attribute of that key already (the client's value wins), in one buffer: see
+    /// [`resource_attribute_parts`]. When every resource has the key already, that is the request
+    /// itself, not copied.
     pub fn with_resource_attribute(&self, attribute: &EncodedAttribute) -> Bytes {
-        let src = &self.bytes[..];
-        if !any_resource_lacks(src, attribute.key.as_bytes()) {
-            return self.bytes.clone();
+        let mut parts = Vec::new();
+        resource_attribute_parts(&self.bytes, attribute, &mut parts);
+        match &parts[..] {
+            [one] => one.clone(),
+            _ => Bytes::from(parts.concat()),
         }
-        let mut out = Vec::with_capacity(src.len() + 64);
-        let mut r = Reader::new(src);
-        // `parse` checked every byte: the reads below cannot fail, and if they did (a bug), the
-        // rest is copied as it is rather than dropped.
-        while !r.is_empty() {
-            let start = r.pos();
-            match r.key() {
-                Ok((1, WireType::LengthDelimited)) => match r.length_delimited() {
-                    Ok(resource_spans) => add_to_resource_spans(resource_spans, attribute, &mut out),
-                    Err(_) => {
-                        out.extend_from_slice(&src[start..]);
-                        break;
-                    }
-                },
-                Ok((tag, wire_type)) => {
-                    if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
-                        out.extend_from_slice(&src[start..]);
-                        break;
-                    }
-                    out.extend_from_slice(&src[start..r.pos()]);
+    }
+}
+
+/// Appends to `out` the parts of `request` (an `ExportTraceServiceRequest` that reads: checked
+/// by [`ValidTraces::parse`], or queued by the agent) with `attribute` added to the resource of
+/// every `ResourceSpans` that does not have an attribute of that key already (the client's value
+/// wins; a `ResourceSpans` without a resource gets one). The parts one after the other are the
+/// new request: slices of `request` (nothing copied) and, around each resource that gets the
+/// attribute, its two new length prefixes and the attribute. Decoded, that equals the decoded
+/// request with the attribute pushed last onto each such resource's attributes. When every
+/// resource has the key, the one part is `request` itself. Returns the length of the parts.
+///
+/// Adding the attribute where the request is sent, rather than copying every request as it is
+/// received, was 15% of the agent's CPU on the ingest path.
+pub fn resource_attribute_parts(request: &Bytes, attribute: &EncodedAttribute, out: &mut Vec<Bytes>) -> usize {
+    // What goes out, in order: ranges of `request`, ranges of `headers` (the new length prefixes,
+    // made into one buffer at the end), the attribute.
+    enum Part {
+        Request(std::ops::Range<usize>),
+        Header(std::ops::Range<usize>),
+        Attribute,
+    }
+    let src = &request[..];
+    let key = attribute.key.as_bytes();
+    let mut plan: Vec<Part> = Vec::new();
+    let mut headers: Vec<u8> = Vec::new();
+    // Start of the bytes of `request` not yet in `plan`.
+    let mut copied_to = 0;
+    let mut r = Reader::new(src);
+    // Reads that fail (not expected of a request that reads) stop the walk: the rest goes out as
+    // it is.
+    while !r.is_empty() {
+        let field_start = r.pos();
+        let Ok((tag, wire_type)) = r.key() else { break };
+        if (tag, wire_type) != (1, WireType::LengthDelimited) {
+            if r.skip(wire_type, tag, RECURSION_LIMIT).is_err() {
+                break;
+            }
+            continue;
+        }
+        let Ok(body) = r.length_delimited() else { break };
+        let (last_resource, has_key) = find_resource(body, key);
+        if has_key {
+            continue;
+        }
+        // `body` starts at `body_at` in `request`.
+        let body_at = r.pos() - body.len();
+        plan.push(Part::Request(copied_to..field_start));
+        let added = attribute.field.len();
+        let header_at = headers.len();
+        match last_resource {
+            Some(Occurrence { start, end, body: resource }) => {
+                let new_resource = resource.len() + added;
+                put_field(&mut headers, 1, body.len() - (end - start) + field_len(new_resource));
+                if start > 0 {
+                    plan.push(Part::Header(header_at..headers.len()));
+                    plan.push(Part::Request(body_at..body_at + start));
                 }
-                Err(_) => {
-                    out.extend_from_slice(&src[start..]);
-                    break;
-                }
+                let resource_header_at = if start > 0 { headers.len() } else { header_at };
+                put_field(&mut headers, 1, new_resource);
+                plan.push(Part::Header(resource_header_at..headers.len()));
+                let resource_at = body_at + end - resource.len();
+                plan.push(Part::Request(resource_at..resource_at + resource.len()));
+                plan.push(Part::Attribute);
+                copied_to = body_at + end;
+            }
+            None => {
+                put_field(&mut headers, 1, field_len(added) + body.len());
+                put_field(&mut headers, 1, added);
+                plan.push(Part::Header(header_at..headers.len()));
+                plan.push(Part::Attribute);
+                copied_to = body_at;
             }
         }
-        Bytes::from(out)
     }
+    if plan.is_empty() {
+        out.push(request.clone());
+        return request.len();
+    }
+    plan.push(Part::Request(copied_to..src.len()));
+    let headers = Bytes::from(headers);
+    let mut len = 0;
+    for part in plan {
+        let part = match part {
+            Part::Request(range) if range.is_empty() => continue,
+            Part::Request(range) => request.slice(range),
+            Part::Header(range) => headers.slice(range),
+            Part::Attribute => attribute.field.clone(),
+        };
+        len += part.len();
+        out.push(part);
+    }
+    len
+}
+
+/// How many bytes [`resource_attribute_parts`] adds to `request`, without building the parts.
+pub fn resource_attribute_growth(request: &[u8], attribute: &EncodedAttribute) -> usize {
+    let added = attribute.field.len();
+    occurrences(request, 1)
+        .map_while(Result::ok)
+        .map(|rs| match find_resource(rs.body, attribute.key.as_bytes()) {
+            (_, true) => 0,
+            (Some(resource), false) => {
+                let old_resource = resource.end - resource.start;
+                let new_body = rs.body.len() - old_resource + field_len(resource.body.len() + added);
+                field_len(new_body) - field_len(rs.body.len())
+            }
+            (None, false) => {
+                let new_body = rs.body.len() + field_len(added);
+                field_len(new_body) - field_len(rs.body.len())
+            }
+        })
+        .sum()
 }
 
 /// Checks only the outer framing of an `ExportTraceServiceRequest`: every top-level field reads
@@ -263,11 +351,6 @@ fn walk(msg: Msg, bytes: &[u8], depth_left: u32, spans: &mut usize) -> Result<()
     Ok(())
 }
 
-/// Whether some `ResourceSpans` of a checked request has no resource attribute `key`.
-fn any_resource_lacks(request: &[u8], key: &[u8]) -> bool {
-    occurrences(request, 1).any(|rs| rs.map_or(true, |rs| !find_resource(rs.body, key).1))
-}
-
 /// In a `ResourceSpans` body: the last occurrence of its field 1 (`resource`), and whether any
 /// occurrence has an attribute `key`. Field 1 may come more than once; prost merges the
 /// occurrences (attributes concatenated), so the key is looked for in all of them, and an
@@ -280,35 +363,6 @@ fn find_resource<'a>(body: &'a [u8], key: &[u8]) -> (Option<Occurrence<'a>>, boo
         last_resource = Some(resource);
     }
     (last_resource, has_key)
-}
-
-/// Appends `ResourceSpans` field 1 of the request, with `attribute` added to its resource unless
-/// it has that key already. `body` was checked by [`walk`].
-fn add_to_resource_spans(body: &[u8], attribute: &EncodedAttribute, out: &mut Vec<u8>) {
-    let (last_resource, has_key) = find_resource(body, attribute.key.as_bytes());
-    if has_key {
-        put_field(out, 1, body.len());
-        out.extend_from_slice(body);
-        return;
-    }
-    let added = &attribute.field[..];
-    match last_resource {
-        Some(Occurrence { start, end, body: resource }) => {
-            let new_resource = resource.len() + added.len();
-            put_field(out, 1, body.len() - (end - start) + field_len(new_resource));
-            out.extend_from_slice(&body[..start]);
-            put_field(out, 1, new_resource);
-            out.extend_from_slice(resource);
-            out.extend_from_slice(added);
-            out.extend_from_slice(&body[end..]);
-        }
-        None => {
-            put_field(out, 1, field_len(added.len()) + body.len());
-            put_field(out, 1, added.len());
-            out.extend_from_slice(added);
-            out.extend_from_slice(body);
-        }
-    }
 }
 
 /// Whether a `Resource` body has an attribute whose key is `key` (a `KeyValue` whose key field

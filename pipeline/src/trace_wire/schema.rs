@@ -71,6 +71,7 @@ impl Field {
     }
 }
 
+#[inline]
 pub(super) fn field(msg: Msg, tag: u32) -> Field {
     use Field::*;
     match (msg, tag) {

@@ -260,6 +260,41 @@ proptest! {
         prop_assert_eq!(twice.as_ptr(), rewritten.as_ptr());
     }
 
+    /// The parts the Tempo exporter sends are the rewrite without copying the request: every
+    /// part is a slice of it, the attribute, or a new length prefix (two at most, 12 bytes);
+    /// their length is what `resource_attribute_growth` says.
+    #[test]
+    fn attribute_parts_are_the_rewrite_and_copy_nothing(bytes in encoded_request(), value in ".{0,12}") {
+        let request = Bytes::from(bytes.clone());
+        let attribute = EncodedAttribute::string(CLUSTER_KEY, &value);
+        let mut parts = vec![Bytes::from_static(b"before")];
+        let len = resource_attribute_parts(&request, &attribute, &mut parts);
+        prop_assert_eq!(&parts[0][..], b"before", "parts are appended");
+        let parts = &parts[1..];
+        prop_assert_eq!(len, parts.iter().map(Bytes::len).sum::<usize>());
+        prop_assert_eq!(len, request.len() + resource_attribute_growth(&request, &attribute));
+        let joined = parts.concat();
+        let ours = ExportTraceServiceRequest::decode(&joined[..]).expect("the parts decode");
+        prop_assert_eq!(ours, decode_modify(&bytes, &value));
+        let inside = |p: &Bytes| {
+            let (start, end) = (request.as_ptr() as usize, request.as_ptr() as usize + request.len());
+            p.as_ptr() as usize >= start && p.as_ptr() as usize + p.len() <= end
+        };
+        for p in parts {
+            prop_assert!(
+                inside(p) || p.as_ptr() == attribute.field.as_ptr() || p.len() <= 12,
+                "a part of {} bytes is a copy", p.len()
+            );
+        }
+        // Every resource with the key: the request itself, one part.
+        let mut again = Vec::new();
+        let joined = Bytes::from(joined);
+        resource_attribute_parts(&joined, &EncodedAttribute::string(CLUSTER_KEY, "x"), &mut again);
+        prop_assert_eq!(again.len(), 1);
+        prop_assert_eq!(again[0].as_ptr(), joined.as_ptr());
+        prop_assert_eq!(resource_attribute_growth(&joined, &attribute), 0);
+    }
+
     /// The fields walker reads a checked request whole: its fields' bytes, one after the other,
     /// are the message, down to every span; and each span's fields give prost's trace ID and times.
     #[test]
