@@ -108,11 +108,17 @@ impl Gzip {
 /// compressed, and made when none is free. Compressing does not wait, so there are at most as
 /// many as requests compressed at once (no more than the runtime's threads), not one per sender:
 /// a zlib-rs compressor's state is about 320 KiB once used (VmRSS of 16 of them, each after
-/// compressing a 150 KiB request of the trace bench, at level 1 or 6).
+/// compressing a 150 KiB request of the trace bench, at level 1 or 6). The last one used is taken
+/// first, and one left unused for [`GZIP_MAX_IDLE`] is freed when another is put back: after a
+/// burst made several, a node's steady trickle of spans keeps one (`bench node` had four).
 pub struct GzipPool {
     level: u32,
-    idle: std::sync::Mutex<Vec<Gzip>>,
+    /// Idle compressors and when each was put back, the last one used at the end.
+    idle: std::sync::Mutex<Vec<(Gzip, std::time::Instant)>>,
 }
+
+/// A compressor not used for this long is freed (see [`GzipPool`]).
+pub const GZIP_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl GzipPool {
     /// `level`: 1 (fastest) to 9 (smallest).
@@ -121,13 +127,33 @@ impl GzipPool {
     }
 
     fn take(&self) -> Gzip {
-        self.idle.lock().ok().and_then(|mut idle| idle.pop()).unwrap_or_else(|| Gzip::new(self.level))
+        self.idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .map(|(gzip, _)| gzip)
+            .unwrap_or_else(|| Gzip::new(self.level))
     }
 
     fn put(&self, gzip: Gzip) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(gzip);
-        }
+        self.put_at(gzip, std::time::Instant::now());
+    }
+
+    fn put_at(&self, gzip: Gzip, now: std::time::Instant) {
+        let expired: Vec<(Gzip, std::time::Instant)> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let keep_from = idle
+                    .iter()
+                    .position(|(_, at)| now.saturating_duration_since(*at) <= GZIP_MAX_IDLE)
+                    .unwrap_or(idle.len());
+                let expired = idle.drain(..keep_from).collect();
+                idle.push((gzip, now));
+                expired
+            }
+            Err(_) => Vec::new(),
+        };
+        // Freed outside the lock.
+        drop(expired);
     }
 
     /// Compressors made so far and not in use.
@@ -299,6 +325,26 @@ mod tests {
         }
         assert!(sizes[0] > sizes[2], "level 1 is larger than level 6: {sizes:?}");
         assert_eq!(sizes[0], sizes[1], "the same bytes after reset");
+    }
+
+    /// Compressors a burst made are freed once unused for `GZIP_MAX_IDLE`, the last one used kept.
+    #[test]
+    fn compressors_left_unused_after_a_burst_are_freed() {
+        let pool = GzipPool::new(1);
+        let t0 = std::time::Instant::now();
+        // Three requests compressed at once: three compressors.
+        let (a, b, c) = (pool.take(), pool.take(), pool.take());
+        for g in [a, b, c] {
+            pool.put_at(g, t0);
+        }
+        assert_eq!(pool.idle(), 3);
+        // Then one request at a time: the same compressor each time, the others idle.
+        let one = pool.take();
+        pool.put_at(one, t0 + std::time::Duration::from_secs(5));
+        assert_eq!(pool.idle(), 3, "none idle for long yet");
+        let one = pool.take();
+        pool.put_at(one, t0 + GZIP_MAX_IDLE + std::time::Duration::from_secs(1));
+        assert_eq!(pool.idle(), 1, "the two left unused since the burst are freed");
     }
 
     /// Data that does not compress (libdeflate's first try, into a quarter of the input, fails)
