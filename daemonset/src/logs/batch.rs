@@ -343,17 +343,20 @@ mod tests {
         assert_eq!(fill(&mut bb), first);
     }
 
-    #[test]
-    fn buffers_a_catch_up_grew_are_trimmed_once_batches_are_small_again() {
+    /// Pushes `n` lines of 1,000 bytes of one stream and finishes the batch.
+    fn fill_one_stream(bb: &mut BatchBuilder, n: usize) -> Bytes {
         let a = StreamRef { id: 1, labels: Arc::from(r#"{pod="a"}"#) };
         let line = vec![b'x'; 1000];
+        for _ in 0..n {
+            bb.push(&a, &Entry { timestamp: 1, stream: None, line: &line, part: 0 });
+        }
+        bb.finish().unwrap().0
+    }
+
+    #[test]
+    fn buffers_a_catch_up_grew_are_trimmed_once_batches_are_small_again() {
         let mut bb = BatchBuilder::new();
-        let fill = |bb: &mut BatchBuilder, n: usize| {
-            for _ in 0..n {
-                bb.push(&a, &Entry { timestamp: 1, stream: None, line: &line, part: 0 });
-            }
-            bb.finish().unwrap()
-        };
+        let fill = fill_one_stream;
         // A catch-up: about 1 MiB in the stream's buffer and in the request.
         drop(fill(&mut bb, 1000));
         assert!(bb.spare_capacity() >= 2_000_000, "both kept: {}", bb.spare_capacity());
@@ -402,15 +405,8 @@ mod tests {
 
     #[test]
     fn a_request_dropped_by_the_pipeline_gives_its_buffer_to_the_next_one() {
-        let a = StreamRef { id: 1, labels: Arc::from(r#"{pod="a"}"#) };
-        let line = vec![b'x'; 1000];
         let mut bb = BatchBuilder::new();
-        let fill = |bb: &mut BatchBuilder, n: usize| {
-            for _ in 0..n {
-                bb.push(&a, &Entry { timestamp: 1, stream: None, line: &line, part: 0 });
-            }
-            bb.finish().unwrap().0
-        };
+        let fill = fill_one_stream;
         let first = fill(&mut bb, 300);
         let addr = first.as_ptr();
         let copy = first.to_vec();

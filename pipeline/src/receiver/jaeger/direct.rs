@@ -16,8 +16,10 @@
 //! One difference: resources are merged when their encodings are equal, where the struct path
 //! compared them with `==` (a process tag holding NaN made its resource unequal to itself).
 
-use super::model::{micros_to_nanos, span_id, trace_id};
+use super::model::{micros_to_nanos, span_id, trace_id, RefType, SpanRef};
 use super::protocol::{Binary, Compact, DecodeError, Protocol, TType};
+use super::thrift::span_ref;
+use super::translate::split_references;
 
 /// Message types of a oneway call and of a call (`emitBatch` is oneway).
 const ONEWAY: u8 = 4;
@@ -95,7 +97,7 @@ struct Scratch {
     events: Vec<u8>,
     event_attributes: Vec<u8>,
     links: Vec<u8>,
-    references: Vec<Reference>,
+    references: Vec<SpanRef>,
     log_fields: Vec<TagAt>,
     scope: Vec<u8>,
     span: Vec<u8>,
@@ -260,13 +262,6 @@ struct TagAt {
     value: ValueAt,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Reference {
-    child_of: bool,
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-}
-
 /// The range of the bytes `binary()` just returned.
 fn just_read<P: Protocol>(p: &P, len: usize) -> std::ops::Range<usize> {
     p.position() - len..p.position()
@@ -425,7 +420,7 @@ impl Scratch {
                     let n = struct_list(p)?;
                     self.references.clear();
                     for _ in 0..n {
-                        let r = reference(p)?;
+                        let r = span_ref(p)?;
                         self.references.push(r);
                     }
                 }
@@ -614,51 +609,18 @@ impl Scratch {
     /// The parent (Thrift's `parentSpanId` when not zero, else the first `CHILD_OF` reference
     /// in the same trace) and every other reference as a link, into `links`.
     fn links(&mut self, trace: &[u8; 16], parent_span_id: [u8; 8]) -> Option<[u8; 8]> {
-        let mut parent = (parent_span_id != [0; 8]).then_some(parent_span_id);
-        let mut parent_seen = false;
         self.links.clear();
-        for r in &self.references {
-            let same_trace = r.trace_id == *trace;
-            if r.child_of && same_trace && !parent_seen {
-                match parent {
-                    None => {
-                        parent = Some(r.span_id);
-                        parent_seen = true;
-                        continue;
-                    }
-                    Some(p) if p == r.span_id => {
-                        parent_seen = true;
-                        continue;
-                    }
-                    Some(_) => {}
-                }
-            }
-            let ref_type: &[u8] = if r.child_of { b"child_of" } else { b"follows_from" };
+        let out = &mut self.links;
+        split_references(trace, parent_span_id, &self.references, |r| {
+            let ref_type: &[u8] = if r.ref_type == RefType::ChildOf { b"child_of" } else { b"follows_from" };
             let attribute = kv_size(b"opentracing.ref_type", &Any::Str(ref_type));
             let len = 2 + 16 + 2 + 8 + len_field_size(attribute);
-            write_key_len(&mut self.links, key::LEN_13, len);
-            write_bytes_field(&mut self.links, key::LEN_1, &r.trace_id);
-            write_bytes_field(&mut self.links, key::LEN_2, &r.span_id);
-            write_kv(&mut self.links, key::LEN_4, b"opentracing.ref_type", Any::Str(ref_type));
-        }
-        parent
+            write_key_len(out, key::LEN_13, len);
+            write_bytes_field(out, key::LEN_1, &r.trace_id);
+            write_bytes_field(out, key::LEN_2, &r.span_id);
+            write_kv(out, key::LEN_4, b"opentracing.ref_type", Any::Str(ref_type));
+        })
     }
-}
-
-fn reference<P: Protocol>(p: &mut P) -> Result<Reference, DecodeError> {
-    let (mut kind, mut low, mut high, mut id) = (0i32, 0i64, 0i64, 0i64);
-    p.struct_begin();
-    while let Some((t, fid)) = p.field()? {
-        match (fid, t) {
-            (1, TType::I32) => kind = p.i32()?,
-            (2, TType::I64) => low = p.i64()?,
-            (3, TType::I64) => high = p.i64()?,
-            (4, TType::I64) => id = p.i64()?,
-            _ => p.skip(t, 0)?,
-        }
-    }
-    p.struct_end();
-    Ok(Reference { child_of: kind == 0, trace_id: trace_id(high, low), span_id: span_id(id) })
 }
 
 fn span_kind(v: &str) -> i32 {

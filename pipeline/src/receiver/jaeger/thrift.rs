@@ -161,7 +161,7 @@ fn span<P: Protocol>(p: &mut P) -> Result<Span, DecodeError> {
     Ok(out)
 }
 
-fn span_ref<P: Protocol>(p: &mut P) -> Result<SpanRef, DecodeError> {
+pub(super) fn span_ref<P: Protocol>(p: &mut P) -> Result<SpanRef, DecodeError> {
     let (mut kind, mut low, mut high, mut id) = (0i32, 0i64, 0i64, 0i64);
     p.struct_begin();
     while let Some((t, fid)) = p.field()? {

@@ -160,8 +160,34 @@ fn parent_and_links(
     parent_span_id: [u8; 8],
     references: Vec<model::SpanRef>,
 ) -> (Option<[u8; 8]>, Vec<Link>) {
-    let mut parent = (parent_span_id != [0; 8]).then_some(parent_span_id);
     let mut links = Vec::new();
+    let parent = split_references(trace_id, parent_span_id, &references, |r| {
+        let ref_type = match r.ref_type {
+            RefType::ChildOf => "child_of",
+            RefType::FollowsFrom => "follows_from",
+        };
+        links.push(Link {
+            trace_id: r.trace_id.to_vec(),
+            span_id: r.span_id.to_vec(),
+            trace_state: String::new(),
+            attributes: vec![kv("opentracing.ref_type", Value::StringValue(ref_type.into()))],
+            dropped_attributes_count: 0,
+            flags: 0,
+        });
+    });
+    (parent, links)
+}
+
+/// The parent of a span (Thrift's `parentSpanId` when not zero, else the first `CHILD_OF`
+/// reference in the same trace), with `link` called for every other reference, in order. Both
+/// readers (this one and `direct`) decide so.
+pub(super) fn split_references(
+    trace_id: &[u8; 16],
+    parent_span_id: [u8; 8],
+    references: &[model::SpanRef],
+    mut link: impl FnMut(&model::SpanRef),
+) -> Option<[u8; 8]> {
+    let mut parent = (parent_span_id != [0; 8]).then_some(parent_span_id);
     let mut parent_seen = false;
     for r in references {
         let same_trace = r.trace_id == *trace_id;
@@ -180,20 +206,9 @@ fn parent_and_links(
                 Some(_) => {}
             }
         }
-        let ref_type = match r.ref_type {
-            RefType::ChildOf => "child_of",
-            RefType::FollowsFrom => "follows_from",
-        };
-        links.push(Link {
-            trace_id: r.trace_id.to_vec(),
-            span_id: r.span_id.to_vec(),
-            trace_state: String::new(),
-            attributes: vec![kv("opentracing.ref_type", Value::StringValue(ref_type.into()))],
-            dropped_attributes_count: 0,
-            flags: 0,
-        });
+        link(r);
     }
-    (parent, links)
+    parent
 }
 
 fn span_kind(v: &str) -> SpanKind {
