@@ -153,11 +153,8 @@ struct Limits {
 /// The request a shard is filling, and the ones it has already cut.
 #[derive(Default)]
 struct ShardRequests {
-    /// `timeseries` entries, compressed when the request is cut; the buffer is reused for the
-    /// next request.
+    /// `timeseries` entries, to be compressed when sent.
     current: Vec<u8>,
-    /// What `current` is compressed into before being copied out at its size.
-    scratch: Vec<u8>,
     /// Or compressed parts of routed records ([`routed`]), sent as they are (one) or joined,
     /// and their size decompressed. A request is one or the other.
     blocks: Vec<Bytes>,
@@ -173,17 +170,7 @@ impl ShardRequests {
             return;
         }
         let (request, compressed) = match self.blocks.len() {
-            // Compressed here rather than by the shard's sender: a large scrape cut into many
-            // requests is held compressed (about a fifth) until they are sent, instead of every
-            // request's entries in a buffer of its own (the exporter's largest allocation at a
-            // node's cAdvisor scrape).
-            0 => match compress_into(&self.current, &mut self.scratch) {
-                Some(n) => {
-                    self.current.clear();
-                    (Bytes::copy_from_slice(&self.scratch[..n]), true)
-                }
-                None => (Bytes::from(std::mem::take(&mut self.current)), false),
-            },
+            0 => (Bytes::from(std::mem::take(&mut self.current)), false),
             1 => (self.blocks.pop().expect("one block"), true),
             _ => (Bytes::from(routed::join_blocks(&self.blocks, self.blocks_raw)), true),
         };
@@ -363,13 +350,6 @@ fn split(
             s.cut
         })
         .collect()
-}
-
-/// Snappy (block format, as remote write sends it) of `raw` into `scratch`, grown as needed: the
-/// compressed size, or `None` for an input snappy cannot take (over about 4 GiB).
-fn compress_into(raw: &[u8], scratch: &mut Vec<u8>) -> Option<usize> {
-    scratch.resize(snap::raw::max_compress_len(raw.len()).max(scratch.len()), 0);
-    snap::raw::Encoder::new().compress(raw, scratch).ok()
 }
 
 /// Decompresses the routed record part at `range` of `payload` into `raw` and lists its series
