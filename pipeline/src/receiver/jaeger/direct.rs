@@ -247,7 +247,7 @@ fn resource_spans_len(rs: &ResourceGroup) -> usize {
 
 /// A tag's value as read: strings and bytes as ranges of the datagram.
 #[derive(Debug, Clone)]
-enum ValueAt {
+pub(super) enum ValueAt {
     Str(std::ops::Range<usize>),
     Double(f64),
     Bool(bool),
@@ -256,10 +256,10 @@ enum ValueAt {
 }
 
 #[derive(Debug, Clone)]
-struct TagAt {
+pub(super) struct TagAt {
     /// Valid UTF-8 (checked as read).
-    key: std::ops::Range<usize>,
-    value: ValueAt,
+    pub(super) key: std::ops::Range<usize>,
+    pub(super) value: ValueAt,
 }
 
 /// The range of the bytes `binary()` just returned.
@@ -288,7 +288,8 @@ fn struct_list<P: Protocol>(p: &mut P) -> Result<usize, DecodeError> {
     Ok(n)
 }
 
-fn tag<P: Protocol>(p: &mut P) -> Result<TagAt, DecodeError> {
+/// A Jaeger `Tag` as ranges of the input; `thrift::tag` reads it into owned values.
+pub(super) fn tag<P: Protocol>(p: &mut P) -> Result<TagAt, DecodeError> {
     let mut key = 0..0;
     let mut v_type = 0i32;
     let (mut s, mut d, mut b, mut l, mut bin) = (None, None, None, None, None);
@@ -315,6 +316,7 @@ fn tag<P: Protocol>(p: &mut P) -> Result<TagAt, DecodeError> {
         }
     }
     p.struct_end();
+    // TagType: STRING, DOUBLE, BOOL, LONG, BINARY; a value missing for its type reads as empty.
     let value = match v_type {
         1 => ValueAt::Double(d.unwrap_or_default()),
         2 => ValueAt::Bool(b.unwrap_or_default()),

@@ -57,6 +57,8 @@ pub trait Protocol {
     fn map(&mut self) -> Result<(TType, TType, usize), DecodeError>;
     fn bytes(&mut self, n: usize) -> Result<&[u8], DecodeError>;
     fn position(&self) -> usize;
+    /// The whole buffer being read (what [`Protocol::position`] counts in).
+    fn input(&self) -> &[u8];
     /// The value of the boolean carried in the field header (compact protocol), if any.
     fn field_bool(&self) -> Option<bool> {
         None
@@ -329,6 +331,10 @@ impl Protocol for Compact<'_> {
     fn position(&self) -> usize {
         self.cur.pos
     }
+
+    fn input(&self) -> &[u8] {
+        self.cur.buf
+    }
 }
 
 /// Thrift binary protocol (big-endian fixed-width integers).
@@ -468,5 +474,9 @@ impl Protocol for Binary<'_> {
 
     fn position(&self) -> usize {
         self.cur.pos
+    }
+
+    fn input(&self) -> &[u8] {
+        self.cur.buf
     }
 }

@@ -3,6 +3,7 @@
 //! and the IDL is small and frozen. Unknown fields are skipped (newer clients may add some);
 //! missing required fields that identify a span are errors.
 
+use super::direct::ValueAt;
 use super::model::{micros_to_nanos, span_id, trace_id, Batch, Log, Process, RefType, Span, SpanRef, Tag, TagValue};
 use super::protocol::{Binary, Compact, DecodeError, Protocol, TType};
 
@@ -179,33 +180,16 @@ pub(super) fn span_ref<P: Protocol>(p: &mut P) -> Result<SpanRef, DecodeError> {
 }
 
 fn tag<P: Protocol>(p: &mut P) -> Result<Tag, DecodeError> {
-    let mut key = String::new();
-    let mut v_type = 0i32;
-    let (mut s, mut d, mut b, mut l, mut bin) = (None, None, None, None, None);
-    p.struct_begin();
-    while let Some((t, fid)) = p.field()? {
-        match (fid, t) {
-            (1, TType::Binary) => key = p.string()?,
-            (2, TType::I32) => v_type = p.i32()?,
-            (3, TType::Binary) => s = Some(String::from_utf8_lossy(p.binary()?).into_owned()),
-            (4, TType::Double) => d = Some(p.double()?),
-            (5, TType::Bool) => {
-                let in_field = p.field_bool();
-                b = Some(p.bool(in_field)?)
-            }
-            (6, TType::I64) => l = Some(p.i64()?),
-            (7, TType::Binary) => bin = Some(p.binary()?.to_vec()),
-            _ => p.skip(t, 0)?,
-        }
-    }
-    p.struct_end();
-    // TagType: STRING, DOUBLE, BOOL, LONG, BINARY; a value missing for its type reads as empty.
-    let value = match v_type {
-        1 => TagValue::Double(d.unwrap_or_default()),
-        2 => TagValue::Bool(b.unwrap_or_default()),
-        3 => TagValue::Long(l.unwrap_or_default()),
-        4 => TagValue::Binary(bin.unwrap_or_default()),
-        _ => TagValue::Str(s.unwrap_or_default()),
+    // Read once, by the direct reader's parser, then copied out of the input.
+    let at = super::direct::tag(p)?;
+    let input = p.input();
+    let key = std::str::from_utf8(&input[at.key]).expect("checked as read").to_string();
+    let value = match at.value {
+        ValueAt::Str(r) => TagValue::Str(String::from_utf8_lossy(&input[r]).into_owned()),
+        ValueAt::Double(d) => TagValue::Double(d),
+        ValueAt::Bool(b) => TagValue::Bool(b),
+        ValueAt::Long(l) => TagValue::Long(l),
+        ValueAt::Binary(r) => TagValue::Binary(input[r].to_vec()),
     };
     Ok(Tag { key, value })
 }
