@@ -514,15 +514,7 @@ fn otlp_resource(
 async fn post_otlp_logs(port: u16, resources: Vec<opentelemetry_proto::tonic::logs::v1::ResourceLogs>) {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use prost::Message;
-    let body = ExportLogsServiceRequest { resource_logs: resources }.encode_to_vec();
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/v1/logs"))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    post_otlp(port, "/v1/logs", ExportLogsServiceRequest { resource_logs: resources }.encode_to_vec()).await;
 }
 
 /// POSTs one OTLP/HTTP traces request of `spans` (one resource, one scope) to the agent.
@@ -533,8 +525,13 @@ async fn post_otlp_spans(port: u16, spans: Vec<opentelemetry_proto::tonic::trace
     let scope_spans = vec![ScopeSpans { spans, ..Default::default() }];
     let body = ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans, ..Default::default() }] }
         .encode_to_vec();
+    post_otlp(port, "/v1/traces", body).await;
+}
+
+/// POSTs one OTLP/HTTP protobuf `body` to the agent's `path`; it must be accepted.
+async fn post_otlp(port: u16, path: &str, body: Vec<u8>) {
     let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/v1/traces"))
+        .post(format!("http://127.0.0.1:{port}{path}"))
         .header("content-type", "application/x-protobuf")
         .body(body)
         .send()
